@@ -1,0 +1,97 @@
+//! Metric names of the actors crate and the events that emit them. Labels are bounded: job
+//! kinds and statuses come from fixed sets, engines from the configured models.
+
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+pub const JOBS_TOTAL: &str = "bulwark_jobs_total";
+pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
+pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
+pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
+pub const SENTIMENT_BATCH_SECONDS: &str = "bulwark_sentiment_batch_duration_seconds";
+pub const SENTIMENT_REJECTED_TOTAL: &str = "bulwark_sentiment_rejected_total";
+
+/// How one job attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Succeeded,
+    /// Failed with a retriable error and was queued again.
+    Retried,
+    Failed,
+    Dead,
+    /// The node lost its lease before it could record the outcome; another node has the job.
+    LeaseLost,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Retried => "retried",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Dead => "dead",
+            JobOutcome::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+/// A job attempt finished.
+#[derive(Debug)]
+pub struct JobAttemptFinished<'a> {
+    pub kind: &'a str,
+    pub outcome: JobOutcome,
+    pub duration: Duration,
+}
+
+impl JobAttemptFinished<'_> {
+    pub fn emit(&self) {
+        let outcome = self.outcome.as_str();
+        match self.outcome {
+            JobOutcome::Succeeded | JobOutcome::Retried => {
+                debug!(kind = self.kind, outcome, duration_ms = self.duration.as_millis() as u64, "job attempt finished");
+            }
+            JobOutcome::Failed | JobOutcome::Dead | JobOutcome::LeaseLost => {
+                warn!(kind = self.kind, outcome, duration_ms = self.duration.as_millis() as u64, "job attempt finished");
+            }
+        }
+        let labels = [("kind", self.kind.to_owned()), ("outcome", outcome.to_owned())];
+        metrics::counter!(JOBS_TOTAL, &labels).increment(1);
+        metrics::histogram!(JOB_DURATION_SECONDS, &labels).record(self.duration.as_secs_f64());
+    }
+}
+
+/// A batch was scored by a sentiment worker.
+#[derive(Debug)]
+pub struct SentimentBatchScored<'a> {
+    pub engine: &'a str,
+    pub num_texts: usize,
+    pub duration: Duration,
+}
+
+impl SentimentBatchScored<'_> {
+    pub fn emit(&self) {
+        let labels = [("engine", self.engine.to_owned())];
+        metrics::counter!(SENTIMENT_TEXTS_TOTAL, &labels).increment(self.num_texts as u64);
+        metrics::histogram!(SENTIMENT_BATCH_SECONDS, &labels).record(self.duration.as_secs_f64());
+    }
+}
+
+/// A sentiment call was turned away before reaching a worker.
+#[derive(Debug)]
+pub struct SentimentRejected {
+    pub reason: &'static str,
+}
+
+impl SentimentRejected {
+    pub fn emit(&self) {
+        debug!(reason = self.reason, "sentiment call rejected");
+        metrics::counter!(SENTIMENT_REJECTED_TOTAL, "reason" => self.reason).increment(1);
+    }
+}
+
+/// Publishes the number of jobs per kind and status.
+pub fn record_queue_depth(kind: &str, status: &str, count: i64) {
+    metrics::gauge!(QUEUE_JOBS, "kind" => kind.to_owned(), "status" => status.to_owned())
+        .set(count as f64);
+}

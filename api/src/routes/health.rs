@@ -1,0 +1,222 @@
+use std::sync::Arc;
+
+use bulwark_supervisors::{SupervisorSnapshot, observe_supervisor};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use crate::ApiTags;
+use crate::state::ApiState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ComponentStatus {
+    Up,
+    /// Working with reduced capacity.
+    Degraded,
+    Down,
+}
+
+/// The state of one dependency or subsystem.
+#[derive(Debug, Clone, Object)]
+pub struct Component {
+    pub name: String,
+    pub status: ComponentStatus,
+    pub detail: String,
+}
+
+/// Readiness: whether this node can take work now.
+#[derive(Debug, Clone, Object)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Components that are down.
+    pub failing: Vec<Component>,
+}
+
+/// Restart counters of one supervisor and its children.
+#[derive(Debug, Clone, Object)]
+pub struct SupervisorHealth {
+    pub name: String,
+    pub strategy: String,
+    pub restarts: u64,
+    pub panics: u64,
+    pub errors: u64,
+    pub hangs: u64,
+    pub escalations: u64,
+    pub children_running: u32,
+    pub children_total: u32,
+    pub supervisors: Vec<SupervisorHealth>,
+}
+
+impl From<SupervisorSnapshot> for SupervisorHealth {
+    fn from(snapshot: SupervisorSnapshot) -> Self {
+        let children_running = snapshot.children.iter().filter(|child| child.running).count() as u32;
+        let children_total = snapshot.children.len() as u32;
+        let counters = snapshot.counters;
+        SupervisorHealth {
+            name: snapshot.name,
+            strategy: snapshot.strategy.to_owned(),
+            restarts: counters.restarts,
+            panics: counters.panics,
+            errors: counters.errors,
+            hangs: counters.hangs,
+            escalations: counters.escalations,
+            children_running,
+            children_total,
+            supervisors: snapshot
+                .children
+                .into_iter()
+                .filter_map(|child| child.supervisor.map(|nested| (*nested).into()))
+                .collect(),
+        }
+    }
+}
+
+/// Component detail for operators.
+#[derive(Debug, Clone, Object)]
+pub struct Health {
+    /// `up`, `degraded` or `down`: the worst of the components.
+    pub status: ComponentStatus,
+    pub version: String,
+    pub node_id: String,
+    pub uptime_seconds: u64,
+    pub components: Vec<Component>,
+    pub supervision: Option<SupervisorHealth>,
+}
+
+#[derive(ApiResponse)]
+enum ReadyResponse {
+    /// Every dependency is reachable.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A dependency is down; `failing` names it.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+#[derive(ApiResponse)]
+enum HealthResponse {
+    /// Up or degraded.
+    #[oai(status = 200)]
+    Healthy(Json<Health>),
+    /// A component is down.
+    #[oai(status = 503)]
+    Unhealthy(Json<Health>),
+}
+
+#[derive(ApiResponse)]
+enum MetricsResponse {
+    /// Prometheus text exposition format.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
+    Metrics(PlainText<String>),
+    /// No metrics recorder is installed in this process.
+    #[oai(status = 503)]
+    Unavailable(PlainText<String>),
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Liveness {
+    pub status: String,
+}
+
+pub struct HealthApi {
+    pub state: Arc<ApiState>,
+}
+
+impl HealthApi {
+    async fn components(&self) -> Vec<Component> {
+        let state = &self.state;
+        let database = match tokio::time::timeout(state.dependency_timeout, state.store.ping()).await {
+            Ok(Ok(())) => component("database", ComponentStatus::Up, state.store.backend().as_str().to_owned()),
+            Ok(Err(error)) => component("database", ComponentStatus::Down, error.to_string()),
+            Err(_) => component(
+                "database",
+                ComponentStatus::Down,
+                format!("no answer within {:?}", state.dependency_timeout),
+            ),
+        };
+        let num_running = state.sentiment.num_running_workers();
+        let num_workers = state.sentiment.num_workers();
+        let workers_status = match num_running {
+            0 => ComponentStatus::Down,
+            running if running < num_workers => ComponentStatus::Degraded,
+            _ => ComponentStatus::Up,
+        };
+        let workers_detail = format!(
+            "{num_running} of {num_workers} workers running, {} calls queued",
+            state.sentiment.queued()
+        );
+        let runner_status =
+            if state.job_runner.is_running() { ComponentStatus::Up } else { ComponentStatus::Down };
+        vec![
+            database,
+            component("sentiment_workers", workers_status, workers_detail),
+            component("job_runner", runner_status, state.job_runner.name().to_owned()),
+        ]
+    }
+}
+
+fn component(name: &str, status: ComponentStatus, detail: String) -> Component {
+    Component { name: name.to_owned(), status, detail }
+}
+
+#[OpenApi(tag = "ApiTags::Operations")]
+impl HealthApi {
+    /// Liveness: the process answers. Checks no dependency.
+    #[oai(path = "/live", method = "get", operation_id = "live")]
+    async fn live(&self) -> Json<Liveness> {
+        Json(Liveness { status: "ok".to_owned() })
+    }
+
+    /// Readiness: `503` naming the failing component when a dependency is down.
+    #[oai(path = "/ready", method = "get", operation_id = "ready")]
+    async fn ready(&self) -> ReadyResponse {
+        let failing: Vec<Component> = self
+            .components()
+            .await
+            .into_iter()
+            .filter(|component| component.status == ComponentStatus::Down)
+            .collect();
+        if failing.is_empty() {
+            ReadyResponse::Ready(Json(Readiness { status: "ready".to_owned(), failing }))
+        } else {
+            ReadyResponse::NotReady(Json(Readiness { status: "not_ready".to_owned(), failing }))
+        }
+    }
+
+    /// Health: every component's status and the supervisors' restart counters.
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> HealthResponse {
+        let components = self.components().await;
+        let status = if components.iter().any(|component| component.status == ComponentStatus::Down) {
+            ComponentStatus::Down
+        } else if components.iter().any(|component| component.status == ComponentStatus::Degraded) {
+            ComponentStatus::Degraded
+        } else {
+            ComponentStatus::Up
+        };
+        let supervision = observe_supervisor(&self.state.root_supervisor).await.map(Into::into);
+        let health = Health {
+            status,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            node_id: self.state.node_id.clone(),
+            uptime_seconds: self.state.started_at.elapsed().as_secs(),
+            components,
+            supervision,
+        };
+        if status == ComponentStatus::Down {
+            HealthResponse::Unhealthy(Json(health))
+        } else {
+            HealthResponse::Healthy(Json(health))
+        }
+    }
+
+    /// Prometheus metrics.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self) -> MetricsResponse {
+        match &self.state.prometheus {
+            Some(handle) => MetricsResponse::Metrics(PlainText(handle.render())),
+            None => MetricsResponse::Unavailable(PlainText("no metrics recorder installed".to_owned())),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bulwark_actors::validate_job;
+use bulwark_store::{InsertOutcome, Job, JobFilter, JobStatus, NewJob};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+
+use crate::ApiTags;
+use crate::error::{ApiError, ApiResult};
+use crate::middleware::RequestId;
+use crate::state::ApiState;
+
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A job to run.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct JobSubmission {
+    /// The job kind, e.g. `sentiment.analyze`.
+    pub kind: String,
+    /// The kind's input, e.g. `{ "texts": ["..."] }` for `sentiment.analyze`.
+    pub payload: Value,
+    /// Submitting again with the same key returns the same job, never a second one.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why the last attempt failed.
+#[derive(Debug, Clone, Object)]
+pub struct JobErrorView {
+    pub code: String,
+    pub message: String,
+}
+
+/// A job and where it is in its life.
+#[derive(Debug, Clone, Object)]
+pub struct JobView {
+    pub id: String,
+    pub kind: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub payload: Value,
+    pub result: Option<Value>,
+    /// The last attempt's error; kept on a job queued again for a retry.
+    pub error: Option<JobErrorView>,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// RFC 3339 times.
+    pub created_at: String,
+    pub updated_at: String,
+    pub run_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        let error = match (job.error_code, job.error_message) {
+            (Some(code), message) => Some(JobErrorView { code, message: message.unwrap_or_default() }),
+            (None, _) => None,
+        };
+        JobView {
+            id: job.id,
+            kind: job.kind,
+            status: job.status.as_str().to_owned(),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            payload: job.payload,
+            result: job.result,
+            error,
+            request_id: job.request_id,
+            idempotency_key: job.idempotency_key,
+            created_at: rfc3339(job.created_at_ms),
+            updated_at: rfc3339(job.updated_at_ms),
+            run_at: rfc3339(job.run_at_ms),
+            started_at: job.started_at_ms.map(rfc3339),
+            finished_at: job.finished_at_ms.map(rfc3339),
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum SubmitResponse {
+    /// The job was stored and queued.
+    #[oai(status = 202)]
+    Created(Json<JobView>),
+    /// A job with this idempotency key already exists; it is returned unchanged.
+    #[oai(status = 200)]
+    Existing(Json<JobView>, #[oai(header = "Idempotent-Replayed")] String),
+}
+
+pub struct JobsApi {
+    pub state: Arc<ApiState>,
+}
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Submits a job.
+    ///
+    /// The payload is validated for its kind before anything is stored. With an
+    /// `idempotency_key`, a repeated submission returns the stored job (`200`), and a
+    /// submission that reuses the key for a different job is refused (`409`).
+    #[oai(path = "/v1/jobs", method = "post", operation_id = "submit_job")]
+    async fn submit(
+        &self,
+        body: Json<JobSubmission>,
+        request_id: Data<&RequestId>,
+    ) -> ApiResult<SubmitResponse> {
+        let submission = body.0;
+        if let Some(key) = &submission.idempotency_key {
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+                return Err(ApiError::invalid(format!(
+                    "idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes long"
+                )));
+            }
+        }
+        validate_job(&submission.kind, &submission.payload).map_err(|error| ApiError::invalid(error.message))?;
+        let new_job = NewJob {
+            kind: submission.kind,
+            payload: submission.payload,
+            idempotency_key: submission.idempotency_key,
+            request_id: Some(request_id.0.0.clone()),
+            max_attempts: self.state.max_attempts,
+        };
+        match self.state.store.insert_job(&new_job).await? {
+            InsertOutcome::Created(job) => {
+                self.state.job_runner.notify();
+                Ok(SubmitResponse::Created(Json(job.into())))
+            }
+            InsertOutcome::Existing(job) => {
+                if job.kind != new_job.kind || job.payload != new_job.payload {
+                    return Err(ApiError::conflict(format!(
+                        "idempotency_key: already used by job {} with a different kind or payload",
+                        job.id
+                    )));
+                }
+                Ok(SubmitResponse::Existing(Json(job.into()), "true".to_owned()))
+            }
+        }
+    }
+
+    /// Returns one job.
+    #[oai(path = "/v1/jobs/:id", method = "get", operation_id = "get_job")]
+    async fn get(&self, id: Path<String>) -> ApiResult<Json<JobView>> {
+        match self.state.store.get_job(&id.0).await? {
+            Some(job) => Ok(Json(job.into())),
+            None => Err(ApiError::not_found(format!("job {} does not exist", id.0))),
+        }
+    }
+
+    /// Lists jobs, newest first, with cursor pagination.
+    #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
+    async fn list(
+        &self,
+        /// Only jobs in this status.
+        status: Query<Option<String>>,
+        /// Only jobs of this kind.
+        kind: Query<Option<String>>,
+        /// Page size, 1 to 500 (default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<JobList>> {
+        let status = match status.0.as_deref() {
+            Some(text) => Some(text.parse::<JobStatus>().map_err(|error| ApiError::invalid(format!("status: {error}")))?),
+            None => None,
+        };
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            return Err(ApiError::invalid(format!("limit: must be between 1 and {MAX_PAGE_SIZE}")));
+        }
+        if let Some(cursor) = &cursor.0 {
+            if uuid::Uuid::parse_str(cursor).is_err() {
+                return Err(ApiError::invalid("cursor: is not a cursor returned by this API"));
+            }
+        }
+        let filter = JobFilter { status, kind: kind.0, before_id: cursor.0, limit };
+        let page = self.state.store.list_jobs(&filter).await?;
+        Ok(Json(JobList {
+            jobs: page.jobs.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }))
+    }
+}

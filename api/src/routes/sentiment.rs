@@ -1,0 +1,85 @@
+use std::sync::Arc;
+
+use bulwark_ml::{SentimentLabel, SentimentScore, validate_texts};
+use poem_openapi::payload::Json;
+use poem_openapi::{Enum, Object, OpenApi};
+
+use crate::ApiTags;
+use crate::error::{ApiError, ApiResult};
+use crate::state::ApiState;
+
+/// Texts to score; also the payload of `sentiment.analyze` jobs.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SentimentBody {
+    /// One to 1,000 non-blank texts of at most 10,000 characters each.
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Label {
+    Positive,
+    Neutral,
+    Negative,
+}
+
+impl From<SentimentLabel> for Label {
+    fn from(label: SentimentLabel) -> Self {
+        match label {
+            SentimentLabel::Positive => Label::Positive,
+            SentimentLabel::Neutral => Label::Neutral,
+            SentimentLabel::Negative => Label::Negative,
+        }
+    }
+}
+
+/// The sentiment of one text.
+#[derive(Debug, Clone, Object)]
+pub struct SentimentResult {
+    pub label: Label,
+    /// Signed polarity in [-1, 1].
+    pub score: f32,
+    /// How sure the engine is of `label`, in [0, 1].
+    pub confidence: f32,
+    /// The engine that produced the result (`lexicon`, `onnx`...).
+    pub engine: String,
+    pub model_version: String,
+}
+
+impl From<SentimentScore> for SentimentResult {
+    fn from(score: SentimentScore) -> Self {
+        SentimentResult {
+            label: score.label.into(),
+            score: score.score,
+            confidence: score.confidence,
+            engine: score.engine,
+            model_version: score.model_version,
+        }
+    }
+}
+
+/// One result per input text, in order.
+#[derive(Debug, Clone, Object)]
+pub struct SentimentResults {
+    pub results: Vec<SentimentResult>,
+}
+
+pub struct SentimentApi {
+    pub state: Arc<ApiState>,
+}
+
+#[OpenApi(tag = "ApiTags::Sentiment")]
+impl SentimentApi {
+    /// Scores texts now.
+    ///
+    /// Runs on the sentiment worker pool. When the pool is at capacity the answer is `503`
+    /// with code `OVERLOADED` and `Retry-After`, rather than an unbounded wait.
+    #[oai(path = "/v1/sentiment", method = "post", operation_id = "analyze_sentiment")]
+    async fn analyze(&self, body: Json<SentimentBody>) -> ApiResult<Json<SentimentResults>> {
+        let texts = body.0.texts;
+        validate_texts(&texts).map_err(|error| ApiError::invalid(error.to_string()))?;
+        let scores = self.state.sentiment.analyze(texts).await?;
+        Ok(Json(SentimentResults { results: scores.into_iter().map(Into::into).collect() }))
+    }
+}

@@ -1,0 +1,24 @@
+use std::time::{Duration, Instant};
+
+use bulwark_actors::{JobRunnerHandle, SentimentPool};
+use bulwark_store::Store;
+use bulwark_supervisors::SupervisorMsg;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
+
+/// Everything the handlers reach. Built by the binary; shared by every route.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub sentiment: SentimentPool,
+    pub job_runner: JobRunnerHandle,
+    pub root_supervisor: ActorRef<SupervisorMsg>,
+    /// `None` when no recorder is installed (some tests); `/metrics` then answers 503.
+    pub prometheus: Option<PrometheusHandle>,
+    /// Attempts given to jobs created through the API.
+    pub max_attempts: u32,
+    pub node_id: String,
+    pub started_at: Instant,
+    /// How long readiness waits for the database before calling it down.
+    pub dependency_timeout: Duration,
+}

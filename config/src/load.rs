@@ -1,0 +1,339 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+use crate::Config;
+
+/// The file read when no `--config` is given; it is optional.
+pub const DEFAULT_CONFIG_PATH: &str = "config/bulwark.toml";
+
+/// Prefix of generic overrides: `BULWARK__JOBS__CONCURRENCY=4` sets `jobs.concurrency`.
+const GENERIC_ENV_PREFIX: &str = "BULWARK__";
+
+/// Well-known variables and the keys they set.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("BULWARK_HTTP_ADDR", "http.addr"),
+    ("DATABASE_URL", "database.url"),
+    ("AMQP_URL", "amqp.url"),
+    ("BULWARK_LOG_FORMAT", "telemetry.log_format"),
+    ("BULWARK_LOG", "telemetry.log_level"),
+];
+
+/// Keys whose values are always strings, even when they look like numbers.
+const STRING_KEYS: &[&str] = &[
+    "http.addr",
+    "database.url",
+    "amqp.url",
+    "telemetry.log_format",
+    "telemetry.log_level",
+    "jobs.node_id",
+];
+
+/// Where the configuration comes from. The environment is passed in, so loading is testable.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// `--config FILE`: must exist. `None` reads [`DEFAULT_CONFIG_PATH`] if it exists.
+    pub explicit_file: Option<PathBuf>,
+    /// Process environment (or a test's).
+    pub env: HashMap<String, String>,
+}
+
+/// Why the configuration is unusable; every variant names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid value for environment variable {variable} ({key}): {message}")]
+    Env { variable: String, key: String, message: String },
+    #[error("invalid config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+/// Builds the effective configuration: defaults, then the file, then environment overrides,
+/// then [`validate`].
+pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+    let mut table = read_file_table(sources.explicit_file.as_deref())?;
+    apply_env(&mut table, &sources.env)?;
+    let deserializer = Value::Table(table);
+    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let key = error.path().to_string();
+        ConfigError::Key { key, message: error.into_inner().to_string() }
+    })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn read_file_table(explicit_file: Option<&Path>) -> Result<Table, ConfigError> {
+    let (path, required) = match explicit_file {
+        Some(path) => (path.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Table::new());
+        }
+        Err(error) => return Err(ConfigError::File { path, message: error.to_string() }),
+    };
+    text.parse::<Table>()
+        .map_err(|error| ConfigError::Syntax { path, message: error.to_string().trim().to_owned() })
+}
+
+fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    let mut overrides: Vec<(String, String, &String)> = Vec::new();
+    for (variable, key) in ENV_ALIASES {
+        if let Some(value) = env.get(*variable) {
+            overrides.push(((*variable).to_owned(), (*key).to_owned(), value));
+        }
+    }
+    let mut generic: Vec<_> = env
+        .iter()
+        .filter_map(|(variable, value)| {
+            let path = variable.strip_prefix(GENERIC_ENV_PREFIX)?;
+            let key = path.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
+            Some((variable.clone(), key, value))
+        })
+        .collect();
+    generic.sort();
+    overrides.extend(generic);
+
+    for (variable, key, raw) in overrides {
+        let value = env_value(&key, raw);
+        set_path(table, &key, value).map_err(|message| ConfigError::Env {
+            variable: variable.clone(),
+            key: key.clone(),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads an environment value as a TOML scalar (`42`, `true`, `1.5`), or as a string.
+fn env_value(key: &str, raw: &str) -> Value {
+    if STRING_KEYS.contains(&key) {
+        return Value::String(raw.to_owned());
+    }
+    let scalar = format!("v = {raw}");
+    match scalar.parse::<Table>().ok().and_then(|mut table| table.remove("v")) {
+        Some(value @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))) => value,
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
+    let mut segments: Vec<&str> = key.split('.').collect();
+    let Some(leaf) = segments.pop() else {
+        return Err("empty key".to_owned());
+    };
+    let mut current = table;
+    for segment in segments {
+        let entry = current.entry(segment).or_insert_with(|| Value::Table(Table::new()));
+        let Value::Table(next) = entry else {
+            return Err(format!("`{segment}` is not a section"));
+        };
+        current = next;
+    }
+    current.insert(leaf.to_owned(), value);
+    Ok(())
+}
+
+/// Checks values that parse but cannot work. Pure: it looks at nothing but `config`.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let invalid =
+        |key: &str, message: String| Err(ConfigError::Key { key: key.to_owned(), message });
+    if let Err(error) = config.http.addr.parse::<SocketAddr>() {
+        return invalid("http.addr", format!("`{}` is not a socket address: {error}", config.http.addr));
+    }
+    if config.http.max_body_bytes < 1024 {
+        return invalid("http.max_body_bytes", "must be at least 1024".to_owned());
+    }
+    match config.database.url.scheme() {
+        "sqlite" | "postgres" | "postgresql" => {}
+        other => {
+            return invalid(
+                "database.url",
+                format!("scheme `{other}` is not supported, use sqlite:// or postgres://"),
+            );
+        }
+    }
+    if let Some(amqp_url) = &config.amqp.url {
+        if !matches!(amqp_url.scheme(), "amqp" | "amqps") {
+            return invalid("amqp.url", "must start with amqp:// or amqps://".to_owned());
+        }
+    }
+    let positive: [(&str, u64); 10] = [
+        ("database.max_connections", config.database.max_connections.into()),
+        ("jobs.concurrency", config.jobs.concurrency as u64),
+        ("jobs.poll_interval_ms", config.jobs.poll_interval_ms),
+        ("jobs.lease_ms", config.jobs.lease_ms),
+        ("jobs.max_attempts", config.jobs.max_attempts.into()),
+        ("sentiment.max_queued", config.sentiment.max_queued as u64),
+        ("sentiment.call_timeout_ms", config.sentiment.call_timeout_ms),
+        ("supervision.within_ms", config.supervision.within_ms),
+        ("supervision.hang_timeout_ms", config.supervision.hang_timeout_ms),
+        ("supervision.heartbeat_ms", config.supervision.heartbeat_ms),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return invalid(key, "must be greater than 0".to_owned());
+        }
+    }
+    if config.jobs.lease_ms < 1_000 {
+        return invalid("jobs.lease_ms", "must be at least 1000 (leases are renewed every third of it)".to_owned());
+    }
+    if config.sentiment.workers > 256 {
+        return invalid("sentiment.workers", "must be at most 256".to_owned());
+    }
+    if config.telemetry.log_level.parse::<LogDirectiveCheck>().is_err() {
+        return invalid("telemetry.log_level", "must not be empty".to_owned());
+    }
+    Ok(())
+}
+
+/// A minimal syntactic check of a log filter; the binary's subscriber parses it fully.
+struct LogDirectiveCheck;
+
+impl std::str::FromStr for LogDirectiveCheck {
+    type Err = ();
+
+    fn from_str(directive: &str) -> Result<Self, Self::Err> {
+        if directive.trim().is_empty() { Err(()) } else { Ok(LogDirectiveCheck) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogFormat;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+    }
+
+    fn write_config(contents: &str) -> (tempfile_path::TempPath, PathBuf) {
+        let temp = tempfile_path::TempPath::new(contents);
+        let path = temp.path.clone();
+        (temp, path)
+    }
+
+    /// Minimal temp-file helper so the config crate needs no extra dependency.
+    mod tempfile_path {
+        use std::path::PathBuf;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+        pub struct TempPath {
+            pub path: PathBuf,
+        }
+
+        impl TempPath {
+            pub fn new(contents: &str) -> Self {
+                let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("bulwark-config-test-{}-{unique}.toml", std::process::id()));
+                std::fs::write(&path, contents).expect("write temp config");
+                TempPath { path }
+            }
+        }
+
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+
+    /// Proves an empty environment and no file give the documented defaults.
+    #[test]
+    fn defaults_apply_without_file_or_env() {
+        let config = load(&ConfigSources::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.http.addr, "127.0.0.1:8080");
+        assert_eq!(config.database.url.expose(), "sqlite://data/bulwark.db");
+        assert!(config.amqp.url.is_none());
+    }
+
+    /// Proves the layering order: file over defaults, environment over file.
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let (_temp, path) = write_config(
+            "[http]\naddr = \"0.0.0.0:9000\"\n[jobs]\nconcurrency = 3\nlease_ms = 5000\n",
+        );
+        let sources = ConfigSources {
+            explicit_file: Some(path),
+            env: env(&[
+                ("BULWARK_HTTP_ADDR", "127.0.0.1:0"),
+                ("BULWARK__JOBS__CONCURRENCY", "7"),
+                ("DATABASE_URL", "postgres://u:p@localhost/test"),
+                ("BULWARK_LOG_FORMAT", "pretty"),
+            ]),
+        };
+        let config = load(&sources).unwrap();
+        assert_eq!(config.http.addr, "127.0.0.1:0");
+        assert_eq!(config.jobs.concurrency, 7);
+        assert_eq!(config.jobs.lease_ms, 5000);
+        assert_eq!(config.database.url.expose(), "postgres://u:p@localhost/test");
+        assert_eq!(config.telemetry.log_format, LogFormat::Pretty);
+    }
+
+    /// Proves an unknown key in the file is rejected with its full path.
+    #[test]
+    fn unknown_file_key_is_named() {
+        let (_temp, path) = write_config("[jobs]\nconcurency = 3\n");
+        let error =
+            load(&ConfigSources { explicit_file: Some(path), env: HashMap::new() }).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("jobs.concurency"), "{message}");
+    }
+
+    /// Proves an unknown generic environment override is rejected, naming the key.
+    #[test]
+    fn unknown_env_key_is_named() {
+        let sources =
+            ConfigSources { explicit_file: None, env: env(&[("BULWARK__JOBS__NOPE", "1")]) };
+        let message = load(&sources).unwrap_err().to_string();
+        assert!(message.contains("jobs.nope"), "{message}");
+    }
+
+    /// Proves bad values fail with the key named, for parse and validation errors alike.
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("BULWARK_HTTP_ADDR", "not-an-addr", "http.addr"),
+            ("DATABASE_URL", "mysql://localhost/db", "database.url"),
+            ("AMQP_URL", "http://broker", "amqp.url"),
+            ("BULWARK__JOBS__CONCURRENCY", "0", "jobs.concurrency"),
+            ("BULWARK__JOBS__CONCURRENCY", "many", "jobs.concurrency"),
+            ("BULWARK_LOG_FORMAT", "xml", "telemetry.log_format"),
+        ];
+        for (variable, value, key) in cases {
+            let sources = ConfigSources { explicit_file: None, env: env(&[(variable, value)]) };
+            let message = load(&sources).unwrap_err().to_string();
+            assert!(message.contains(key), "{variable}={value}: {message}");
+        }
+    }
+
+    /// Proves a missing explicit file is an error, while the default path is optional.
+    #[test]
+    fn explicit_file_must_exist() {
+        let sources = ConfigSources {
+            explicit_file: Some(PathBuf::from("/nonexistent/bulwark.toml")),
+            env: HashMap::new(),
+        };
+        assert!(matches!(load(&sources), Err(ConfigError::File { .. })));
+    }
+
+    /// Proves a TOML syntax error names the file.
+    #[test]
+    fn syntax_error_names_the_file() {
+        let (_temp, path) = write_config("[http\naddr = 1");
+        let error = load(&ConfigSources { explicit_file: Some(path.clone()), env: HashMap::new() })
+            .unwrap_err();
+        assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+    }
+}

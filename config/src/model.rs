@@ -1,0 +1,226 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SecretUrl;
+
+/// The whole configuration tree. Every section has defaults in code, so an empty file is valid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub jobs: JobsConfig,
+    pub sentiment: SentimentConfig,
+    pub supervision: SupervisionConfig,
+    pub shutdown: ShutdownConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The HTTP API listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub addr: String,
+    /// Largest request body accepted; larger bodies get `413`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { addr: "127.0.0.1:8080".to_owned(), max_body_bytes: 1024 * 1024 }
+    }
+}
+
+impl HttpConfig {
+    /// Returns the parsed listen address; [`crate::load`] has validated it.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// The store: SQLite by default, PostgreSQL at scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://user:password@host/db`.
+    pub url: SecretUrl,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: SecretUrl::new("sqlite://data/bulwark.db"),
+            max_connections: 8,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// Returns how long to wait for a connection before reporting the store unavailable.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// RabbitMQ. Unset means the embedded database-backed queue carries jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub url: Option<SecretUrl>,
+}
+
+/// How jobs are claimed, leased and retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs one node runs at once.
+    pub concurrency: usize,
+    /// How often an idle job runner looks for work written by other processes.
+    pub poll_interval_ms: u64,
+    /// How long a claim is valid; a job whose worker dies is claimed again after it expires.
+    pub lease_ms: u64,
+    /// Attempts before a job that keeps failing with retriable errors becomes `dead`.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt up to `retry_backoff_max_ms`.
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// Identifies this process in lease owners; defaults to `<hostname>-<pid>`.
+    pub node_id: Option<String>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            concurrency: 16,
+            poll_interval_ms: 250,
+            lease_ms: 30_000,
+            max_attempts: 5,
+            retry_backoff_ms: 1_000,
+            retry_backoff_max_ms: 60_000,
+            node_id: None,
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+/// The sentiment worker pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentimentConfig {
+    /// Worker actors, each with its own inference thread; 0 means one per core.
+    pub workers: usize,
+    /// Requests queued or running across the pool before callers get `OVERLOADED`.
+    pub max_queued: usize,
+    /// Deadline for one call into the pool.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for SentimentConfig {
+    fn default() -> Self {
+        SentimentConfig { workers: 0, max_queued: 1_024, call_timeout_ms: 10_000 }
+    }
+}
+
+impl SentimentConfig {
+    /// Returns the number of workers to start, resolving 0 to the number of cores.
+    pub fn num_workers(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(1)
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+/// Restart policy shared by the supervisors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// At most `max_restarts` restarts of one supervisor's children in `within_ms`, then the
+    /// supervisor fails and its parent decides.
+    pub max_restarts: u32,
+    pub within_ms: u64,
+    /// Delay before the first restart of a child; doubles per recent restart.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A child busy on one message for longer than this is killed and restarted.
+    pub hang_timeout_ms: u64,
+    /// How often supervisors check their children for hangs.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            max_restarts: 5,
+            within_ms: 10_000,
+            backoff_base_ms: 50,
+            backoff_max_ms: 5_000,
+            hang_timeout_ms: 30_000,
+            heartbeat_ms: 1_000,
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long running jobs may take to finish after SIGTERM before their leases are released.
+    pub timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { timeout_ms: 30_000 }
+    }
+}
+
+impl ShutdownConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `bulwark=debug,sqlx=warn`.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { log_format: LogFormat::Json, log_level: "info".to_owned() }
+    }
+}

@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Bulwark: an actor-based worker system where jobs are never lost.
+#[derive(Debug, Parser)]
+#[command(name = "bulwark", version, about)]
+pub struct Cli {
+    /// Config file (default: config/bulwark.toml if it exists). Environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the service until SIGINT or SIGTERM.
+    Serve,
+    /// Runs the service, submits sample sentiment jobs, prints their results, then keeps serving.
+    Demo {
+        /// How many sample jobs to submit.
+        #[arg(long, default_value_t = 24)]
+        jobs: usize,
+    },
+    /// Applies database migrations and exits.
+    Migrate,
+    /// Inspects the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validates the effective configuration and prints it with secrets redacted.
+    Check,
+}

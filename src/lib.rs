@@ -1,0 +1,15 @@
+//! Bulwark's binary crate: wires config, store, supervision tree and HTTP API into a running
+//! service, and owns the process concerns (telemetry, signals, CLI).
+//!
+//! # Layout
+//! - `service`: [`Service`], start and graceful shutdown of one node.
+//! - `telemetry`: logs (JSON or pretty) and the Prometheus recorder.
+//! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
+//! - `cli`: the command line.
+
+pub mod cli;
+pub mod demo;
+pub mod service;
+pub mod telemetry;
+
+pub use service::{Service, ShutdownReport};

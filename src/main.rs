@@ -1,0 +1,102 @@
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bulwark::cli::{Cli, Command, ConfigAction};
+use bulwark::{Service, demo, telemetry};
+use bulwark_config::{Config, ConfigSources, LogFormat};
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+/// Exit code for a configuration error, as for a usage error.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let explicit_log_format = env.contains_key("BULWARK_LOG_FORMAT");
+    let sources = ConfigSources { explicit_file: cli.config.clone(), env };
+    let mut config = match bulwark_config::load(&sources) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::Config { action: ConfigAction::Check } = &cli.command {
+        return print_config(&config);
+    }
+    if matches!(cli.command, Command::Demo { .. }) && !explicit_log_format {
+        // The demo talks to a person: readable logs, and only the ones that matter.
+        config.telemetry.log_format = LogFormat::Pretty;
+        config.telemetry.log_level = "warn".to_owned();
+    }
+    if let Err(error) = telemetry::init_logging(&config.telemetry) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, &config)) {
+        Ok(code) => code,
+        Err(error) => {
+            error!(error = format!("{error:#}"), "bulwark failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_config(config: &Config) -> ExitCode {
+    match toml::to_string_pretty(config) {
+        Ok(text) => {
+            println!("# effective configuration (secrets redacted)\n{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: failed to render the configuration: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate => {
+            let store = bulwark::service::open_store(config).await?;
+            store.close().await;
+            println!("migrations applied to {}", config.database.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => serve(config, None).await,
+        Command::Demo { jobs } => serve(config, Some(jobs)).await,
+        Command::Config { .. } => Ok(print_config(config)),
+    }
+}
+
+/// Runs the service until a signal, or until the supervision tree gives up (exit 1).
+async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<ExitCode> {
+    let mut terminate = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
+    let mut service = Service::start(config).await?;
+    if let Some(num_jobs) = demo_jobs {
+        demo::run(&service, num_jobs).await?;
+        println!(
+            "\nserving on http://{0} (Swagger UI: http://{0}/docs), Ctrl-C to stop",
+            service.addr
+        );
+    }
+    let tree_failed = tokio::select! {
+        _ = terminate.recv() => { info!("received SIGTERM"); false }
+        _ = interrupt.recv() => { info!("received SIGINT"); false }
+        _ = service.root_finished() => { error!("the supervision tree stopped"); true }
+    };
+    service.shutdown().await?;
+    Ok(if tree_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

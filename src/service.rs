@@ -1,0 +1,205 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bulwark_actors::{
+    DrainReport, InFlightJobs, JobExecutor, JobRunnerHandle, JobRunnerParams, Liveness,
+    ModelFactory, RetryPolicy, SentimentPool,
+};
+use bulwark_api::{ApiState, AppParams, build_app};
+use bulwark_config::Config;
+use bulwark_ml::{SentimentModel, VaderModel};
+use bulwark_store::{LocalQueue, LocalQueueParams, Store, StoreParams};
+use bulwark_supervisors::{
+    BulwarkTree, RestartIntensity, SentimentSettings, SupervisionSettings, TreeParams,
+    install_panic_hook,
+};
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+/// One running node: store, supervision tree and HTTP server.
+#[derive(Debug)]
+pub struct Service {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub node_id: String,
+    pub job_runner: JobRunnerHandle,
+    pub sentiment: SentimentPool,
+    pub max_attempts: u32,
+    tree: BulwarkTree,
+    http_stop_tx: Option<oneshot::Sender<()>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    shutdown_timeout: Duration,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// `None` when no job runner was alive to drain.
+    pub drain: Option<DrainReport>,
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let suffix = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+/// Returns the factory of the lexicon model every sentiment worker serves.
+fn lexicon_factory() -> ModelFactory {
+    Arc::new(|| Ok(Box::new(VaderModel::new()) as Box<dyn SentimentModel>))
+}
+
+/// Opens the store described by the config and applies migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let params = StoreParams {
+        url: config.database.url.expose().to_owned(),
+        max_connections: config.database.max_connections,
+        connect_timeout: config.database.connect_timeout(),
+    };
+    Store::open(&params)
+        .await
+        .with_context(|| format!("failed to open the database at {}", config.database.url))
+}
+
+impl Service {
+    /// Starts a node: store (migrated), supervision tree, then the HTTP listener.
+    pub async fn start(config: &Config) -> anyhow::Result<Service> {
+        install_panic_hook();
+        let prometheus = crate::telemetry::prometheus()?;
+        let store = open_store(config).await?;
+        let node_id = config.jobs.node_id.clone().unwrap_or_else(default_node_id);
+        if config.amqp.url.is_some() {
+            warn!("amqp.url is set but the rabbitmq transport is not part of this build, using the local queue");
+        }
+        let transport = Arc::new(LocalQueue::new(
+            store.clone(),
+            LocalQueueParams { owner: node_id.clone(), lease: config.jobs.lease() },
+        ));
+        let jobs = config.jobs.clone();
+        let runner_store = store.clone();
+        let supervision = &config.supervision;
+        let tree = BulwarkTree::start(TreeParams {
+            instance: node_id.clone(),
+            supervision: SupervisionSettings {
+                intensity: RestartIntensity {
+                    max_restarts: supervision.max_restarts,
+                    within: Duration::from_millis(supervision.within_ms),
+                },
+                backoff_base: Duration::from_millis(supervision.backoff_base_ms),
+                backoff_max: Duration::from_millis(supervision.backoff_max_ms),
+                hang_timeout: Duration::from_millis(supervision.hang_timeout_ms),
+                heartbeat: Duration::from_millis(supervision.heartbeat_ms),
+            },
+            sentiment: SentimentSettings {
+                num_workers: config.sentiment.num_workers(),
+                model_factory: lexicon_factory(),
+                max_queued: config.sentiment.max_queued,
+                call_timeout: config.sentiment.call_timeout(),
+            },
+            job_runner: Box::new(move |sentiment| JobRunnerParams {
+                transport,
+                store: runner_store,
+                executor: JobExecutor { sentiment },
+                concurrency: jobs.concurrency,
+                poll_interval: jobs.poll_interval(),
+                lease: jobs.lease(),
+                retry: RetryPolicy {
+                    base: Duration::from_millis(jobs.retry_backoff_ms),
+                    max: Duration::from_millis(jobs.retry_backoff_max_ms),
+                },
+                in_flight: InFlightJobs::default(),
+                draining: Arc::new(AtomicBool::new(false)),
+                liveness: Liveness::default(),
+            }),
+        })
+        .await
+        .context("failed to start the supervision tree")?;
+
+        let acceptor = TcpListener::bind(config.http.socket_addr())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|local| local.as_socket_addr().copied())
+            .context("listener has no socket address")?;
+        let state = ApiState {
+            store: store.clone(),
+            sentiment: tree.sentiment.clone(),
+            job_runner: tree.job_runner.clone(),
+            root_supervisor: tree.root.clone(),
+            prometheus: Some(prometheus),
+            max_attempts: config.jobs.max_attempts,
+            node_id: node_id.clone(),
+            started_at: Instant::now(),
+            dependency_timeout: Duration::from_secs(2),
+        };
+        let app = build_app(
+            state,
+            &AppParams { max_body_bytes: config.http.max_body_bytes, public_url: format!("http://{addr}") },
+        );
+        let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
+        let http_task = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            app,
+            async move {
+                let _ = http_stop_rx.await;
+            },
+            Some(Duration::from_secs(10)),
+        ));
+        info!(%addr, node_id, backend = store.backend().as_str(), "bulwark is serving");
+        Ok(Service {
+            addr,
+            store,
+            node_id,
+            job_runner: tree.job_runner.clone(),
+            sentiment: tree.sentiment.clone(),
+            max_attempts: config.jobs.max_attempts,
+            tree,
+            http_stop_tx: Some(http_stop_tx),
+            http_task,
+            shutdown_timeout: config.shutdown.timeout(),
+        })
+    }
+
+    /// Returns the root supervisor's task; it ends only if the whole tree gave up.
+    pub fn root_finished(&mut self) -> &mut JoinHandle<()> {
+        &mut self.tree.root_handle
+    }
+
+    /// Stops taking new work, lets running jobs finish within the shutdown timeout, hands the
+    /// rest back to the queue, stops the tree and closes the database pool.
+    pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
+        info!(timeout_ms = self.shutdown_timeout.as_millis() as u64, "shutting down");
+        if let Some(http_stop_tx) = self.http_stop_tx.take() {
+            let _ = http_stop_tx.send(());
+        }
+        let drain = self.job_runner.drain(self.shutdown_timeout).await;
+        match &drain {
+            Some(report) => info!(num_finished = report.num_finished, num_released = report.num_released, "job runner drained"),
+            None => warn!("no job runner was running to drain"),
+        }
+        match (&mut self.http_task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => error!(%error, "http server stopped with an error"),
+            Err(error) => error!(%error, "http server task failed"),
+        }
+        self.tree.root.stop(Some("shutdown".to_owned()));
+        if tokio::time::timeout(Duration::from_secs(15), &mut self.tree.root_handle).await.is_err() {
+            warn!("supervision tree did not stop within 15s");
+        }
+        self.store.close().await;
+        info!("shutdown complete");
+        Ok(ShutdownReport { drain })
+    }
+}

@@ -1,0 +1,160 @@
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tracing::info;
+
+use crate::StoreError;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What a [`Store`] is opened with.
+#[derive(Debug, Clone)]
+pub struct StoreParams {
+    /// `sqlite://path` (created if missing) or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same expression against whichever pool the store holds: `$pool` is bound to a
+/// `&SqlitePool` in one arm and a `&PgPool` in the other, so the SQL must suit both dialects.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::db::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// A connection pool on SQLite or PostgreSQL. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+impl Store {
+    /// Opens a pool without touching the schema. SQLite files and their folder are created.
+    pub async fn connect(params: &StoreParams) -> Result<Store, StoreError> {
+        let scheme = params.url.split_once("://").map(|(scheme, _)| scheme).unwrap_or("");
+        let pool = match scheme {
+            "sqlite" => Pool::Sqlite(connect_sqlite(params).await?),
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(&params.url)
+                    .map_err(|error| StoreError::InvalidUrl(error.to_string()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(params.max_connections)
+                    .acquire_timeout(params.connect_timeout)
+                    .connect_with(options)
+                    .await?;
+                Pool::Postgres(pool)
+            }
+            other => return Err(StoreError::InvalidUrl(format!("unsupported scheme `{other}`"))),
+        };
+        Ok(Store { pool })
+    }
+
+    /// Opens a pool and applies any pending migrations.
+    pub async fn open(params: &StoreParams) -> Result<Store, StoreError> {
+        let store = Store::connect(params).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations; safe to run from several processes at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        info!(backend = self.backend().as_str(), "database migrations applied");
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match &self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Returns Ok when a round trip to the database succeeds.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await);
+    }
+}
+
+async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(&params.url)
+        .map_err(|error| StoreError::InvalidUrl(error.to_string()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    if let Some(parent) = options.get_filename().parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::InvalidUrl(format!(
+                    "cannot create database folder {}: {error}",
+                    parent.display()
+                ))
+            })?;
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(params.max_connections)
+        .acquire_timeout(params.connect_timeout)
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Returns the current wall-clock time in Unix milliseconds. Leases compare these across nodes,
+/// so nodes sharing a database need synchronized clocks.
+pub fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Runs one statement built at run time. Only for fixed administrative statements whose
+    /// parts come from this program (test schemas), never from user input.
+    #[cfg(feature = "testsuite")]
+    pub(crate) async fn execute_raw(&self, statement: &str) -> Result<(), StoreError> {
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        with_pool!(self, pool => sqlx::query(statement).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+}

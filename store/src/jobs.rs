@@ -1,0 +1,480 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::{Pool, with_pool};
+use crate::{Store, StoreError, now_ms};
+
+/// The columns of `jobs`, in [`JobRow`] order.
+macro_rules! job_columns {
+    () => {
+        "id, kind, status, attempts, max_attempts, payload, result, error_code, error_message, \
+         request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
+         finished_at_ms, lease_owner, lease_expires_at_ms"
+    };
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting to be claimed (first run, or a retry once `run_at` passes).
+    Queued,
+    /// Claimed by a worker holding an unexpired lease.
+    Running,
+    Succeeded,
+    /// Failed with an error that retrying cannot fix.
+    Failed,
+    /// Failed with retriable errors until its attempts ran out.
+    Dead,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    /// Returns true for statuses a job never leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| format!("unknown job status `{text}`"))
+    }
+}
+
+/// One row of `jobs`, decoded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub payload: Value,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub run_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    kind: String,
+    status: String,
+    attempts: i32,
+    max_attempts: i32,
+    payload: String,
+    result: Option<String>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    request_id: Option<String>,
+    idempotency_key: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    run_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    lease_owner: Option<String>,
+    lease_expires_at_ms: Option<i64>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, error: &dyn fmt::Display| {
+            StoreError::Corrupt(format!("job {}: {what}: {error}", row.id))
+        };
+        let status = row.status.parse().map_err(|error: String| corrupt("status", &error))?;
+        let payload = serde_json::from_str(&row.payload).map_err(|error| corrupt("payload", &error))?;
+        let result = match &row.result {
+            Some(text) => Some(serde_json::from_str(text).map_err(|error| corrupt("result", &error))?),
+            None => None,
+        };
+        Ok(Job {
+            status,
+            payload,
+            result,
+            id: row.id,
+            kind: row.kind,
+            attempts: row.attempts,
+            max_attempts: row.max_attempts,
+            error_code: row.error_code,
+            error_message: row.error_message,
+            request_id: row.request_id,
+            idempotency_key: row.idempotency_key,
+            created_at_ms: row.created_at_ms,
+            updated_at_ms: row.updated_at_ms,
+            run_at_ms: row.run_at_ms,
+            started_at_ms: row.started_at_ms,
+            finished_at_ms: row.finished_at_ms,
+            lease_owner: row.lease_owner,
+            lease_expires_at_ms: row.lease_expires_at_ms,
+        })
+    }
+}
+
+fn decode_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// A job to create; the payload has been validated for its kind by the caller.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: Value,
+    pub idempotency_key: Option<String>,
+    pub request_id: Option<String>,
+    pub max_attempts: u32,
+}
+
+/// What [`Store::insert_job`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    Created(Job),
+    /// A job with the same idempotency key already existed; it is returned unchanged.
+    Existing(Job),
+}
+
+impl InsertOutcome {
+    pub fn job(&self) -> &Job {
+        match self {
+            InsertOutcome::Created(job) | InsertOutcome::Existing(job) => job,
+        }
+    }
+}
+
+/// Why an attempt failed and what happens next.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    pub code: String,
+    pub message: String,
+    /// `Some(time)`: queue again, runnable at that Unix-millisecond time. `None`: final.
+    pub retry_at_ms: Option<i64>,
+    /// The final status when `retry_at_ms` is `None`: [`JobStatus::Failed`] or [`JobStatus::Dead`].
+    pub final_status: JobStatus,
+}
+
+/// Filters for [`Store::list_jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    /// Only jobs older than this id (ids are time-ordered UUIDv7), for pagination.
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `before_id` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Number of jobs of one kind in one status.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StatusCount {
+    pub kind: String,
+    pub status: String,
+    pub count: i64,
+}
+
+impl Store {
+    /// Creates a job, or returns the job already stored under the same idempotency key.
+    pub async fn insert_job(&self, new_job: &NewJob) -> Result<InsertOutcome, StoreError> {
+        let id = Uuid::now_v7().to_string();
+        let now = now_ms();
+        let payload = new_job.payload.to_string();
+        let max_attempts = i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX);
+        const INSERT: &str = concat!(
+            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
+             idempotency_key, created_at_ms, updated_at_ms, run_at_ms) \
+             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+            job_columns!()
+        );
+        let inserted: Option<JobRow> = with_pool!(self, pool => {
+            sqlx::query_as(INSERT)
+                .bind(&id)
+                .bind(&new_job.kind)
+                .bind(max_attempts)
+                .bind(&payload)
+                .bind(&new_job.request_id)
+                .bind(&new_job.idempotency_key)
+                .bind(now)
+                .fetch_optional(pool)
+                .await
+        })?;
+        if let Some(row) = inserted {
+            return Ok(InsertOutcome::Created(row.try_into()?));
+        }
+        let Some(key) = &new_job.idempotency_key else {
+            return Err(StoreError::Corrupt(format!("insert of job {id} returned no row")));
+        };
+        const BY_KEY: &str =
+            concat!("SELECT ", job_columns!(), " FROM jobs WHERE idempotency_key = $1");
+        let existing: JobRow =
+            with_pool!(self, pool => sqlx::query_as(BY_KEY).bind(key).fetch_one(pool).await)?;
+        Ok(InsertOutcome::Existing(existing.try_into()?))
+    }
+
+    /// Returns the job with this id, if any.
+    pub async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        const BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+        let row: Option<JobRow> =
+            with_pool!(self, pool => sqlx::query_as(BY_ID).bind(id).fetch_optional(pool).await)?;
+        row.map(Job::try_from).transpose()
+    }
+
+    /// Returns one page of jobs matching the filter, newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+        const LIST: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) \
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        );
+        let limit = i64::from(filter.limit.max(1));
+        let status = filter.status.map(JobStatus::as_str);
+        let rows: Vec<JobRow> = with_pool!(self, pool => {
+            sqlx::query_as(LIST)
+                .bind(status)
+                .bind(&filter.kind)
+                .bind(&filter.before_id)
+                .bind(limit + 1)
+                .fetch_all(pool)
+                .await
+        })?;
+        let mut jobs = decode_rows(rows)?;
+        let next_cursor = if jobs.len() as i64 > limit {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|job| job.id.clone())
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// Claims up to `limit` runnable jobs for `owner` until `lease_until_ms`: queued jobs whose
+    /// `run_at` has passed, and running jobs whose lease expired (their worker died). Each
+    /// claim counts as an attempt. On PostgreSQL, rows locked by another claimer are skipped,
+    /// so concurrent claimers never take the same job.
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        macro_rules! claim_sql {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                     lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
+                     started_at_ms = COALESCE(started_at_ms, $3) \
+                     WHERE id IN (SELECT id FROM jobs WHERE \
+                     (status = 'queued' AND run_at_ms <= $3) \
+                     OR (status = 'running' AND lease_expires_at_ms < $3) \
+                     ORDER BY run_at_ms LIMIT $4",
+                    $lock,
+                    ") RETURNING ",
+                    job_columns!()
+                )
+            };
+        }
+        const CLAIM_SQLITE: &str = claim_sql!("");
+        const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
+        let now = now_ms();
+        let limit = i64::from(limit);
+        let rows: Vec<JobRow> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query_as(CLAIM_SQLITE)
+                    .bind(owner)
+                    .bind(lease_until_ms)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_as(CLAIM_POSTGRES)
+                    .bind(owner)
+                    .bind(lease_until_ms)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let mut jobs = decode_rows(rows)?;
+        jobs.sort_by(|left, right| left.run_at_ms.cmp(&right.run_at_ms).then(left.id.cmp(&right.id)));
+        Ok(jobs)
+    }
+
+    /// Records a success. Returns false if `owner` no longer holds the lease (the job was
+    /// claimed again elsewhere), in which case nothing changes.
+    pub async fn complete_job(
+        &self,
+        id: &str,
+        owner: &str,
+        result: &Value,
+    ) -> Result<bool, StoreError> {
+        const COMPLETE: &str = "UPDATE jobs SET status = 'succeeded', result = $1, \
+             error_code = NULL, error_message = NULL, updated_at_ms = $2, finished_at_ms = $2, \
+             lease_owner = NULL, lease_expires_at_ms = NULL \
+             WHERE id = $3 AND status = 'running' AND lease_owner = $4";
+        let now = now_ms();
+        let result_text = result.to_string();
+        let outcome = with_pool!(self, pool => {
+            sqlx::query(COMPLETE)
+                .bind(&result_text)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(outcome == 1)
+    }
+
+    /// Records a failed attempt: queued again for `retry_at_ms`, or final. Returns false if
+    /// `owner` no longer holds the lease.
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        owner: &str,
+        failure: &JobFailure,
+    ) -> Result<bool, StoreError> {
+        const RETRY: &str = "UPDATE jobs SET status = 'queued', error_code = $1, \
+             error_message = $2, updated_at_ms = $3, run_at_ms = $4, lease_owner = NULL, \
+             lease_expires_at_ms = NULL WHERE id = $5 AND status = 'running' AND lease_owner = $6";
+        const FINAL: &str = "UPDATE jobs SET status = $4, error_code = $1, error_message = $2, \
+             updated_at_ms = $3, finished_at_ms = $3, lease_owner = NULL, \
+             lease_expires_at_ms = NULL WHERE id = $5 AND status = 'running' AND lease_owner = $6";
+        let now = now_ms();
+        let rows_affected = match failure.retry_at_ms {
+            Some(retry_at_ms) => with_pool!(self, pool => {
+                sqlx::query(RETRY)
+                    .bind(&failure.code)
+                    .bind(&failure.message)
+                    .bind(now)
+                    .bind(retry_at_ms)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?,
+            None => with_pool!(self, pool => {
+                sqlx::query(FINAL)
+                    .bind(&failure.code)
+                    .bind(&failure.message)
+                    .bind(now)
+                    .bind(failure.final_status.as_str())
+                    .bind(id)
+                    .bind(owner)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?,
+        };
+        Ok(rows_affected == 1)
+    }
+
+    /// Hands unfinished jobs back to the queue at shutdown: they become runnable at once and
+    /// the interrupted attempt is not counted. Returns how many were released.
+    pub async fn release_jobs(&self, ids: &[String], owner: &str) -> Result<u64, StoreError> {
+        const RELEASE: &str = "UPDATE jobs SET status = 'queued', \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at_ms = $1, \
+             run_at_ms = $1, lease_owner = NULL, lease_expires_at_ms = NULL \
+             WHERE id = $2 AND status = 'running' AND lease_owner = $3";
+        let mut num_released = 0;
+        let now = now_ms();
+        for id in ids {
+            num_released += with_pool!(self, pool => {
+                sqlx::query(RELEASE)
+                    .bind(now)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?;
+        }
+        Ok(num_released)
+    }
+
+    /// Extends the leases `owner` still holds on these jobs. Returns how many were extended.
+    pub async fn renew_leases(
+        &self,
+        ids: &[String],
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        const RENEW: &str = "UPDATE jobs SET lease_expires_at_ms = $1 \
+             WHERE id = $2 AND status = 'running' AND lease_owner = $3";
+        let mut num_renewed = 0;
+        for id in ids {
+            num_renewed += with_pool!(self, pool => {
+                sqlx::query(RENEW)
+                    .bind(lease_until_ms)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?;
+        }
+        Ok(num_renewed)
+    }
+
+    /// Returns the number of jobs per kind and status, for queue-depth metrics.
+    pub async fn count_jobs(&self) -> Result<Vec<StatusCount>, StoreError> {
+        const COUNT: &str = "SELECT kind, status, COUNT(*) AS count FROM jobs GROUP BY kind, status";
+        let counts = with_pool!(self, pool => sqlx::query_as(COUNT).fetch_all(pool).await)?;
+        Ok(counts)
+    }
+}

@@ -1,0 +1,227 @@
+//! Store and local-queue behaviour, run against both SQLite and the real PostgreSQL.
+
+use std::time::Duration;
+
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_store::{
+    InsertOutcome, JobFailure, JobFilter, JobStatus, JobTransport, LocalQueue, LocalQueueParams,
+    NewJob, Store, now_ms,
+};
+use serde_json::json;
+
+/// Runs one async test body against SQLite and against PostgreSQL.
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body(super::TestBackend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$body(super::TestBackend::Postgres).await;
+            }
+        }
+    };
+}
+
+fn new_job(key_opt: Option<&str>) -> NewJob {
+    NewJob {
+        kind: "sentiment.analyze".to_owned(),
+        payload: json!({ "texts": ["good"] }),
+        idempotency_key: key_opt.map(str::to_owned),
+        request_id: Some("req-1".to_owned()),
+        max_attempts: 3,
+    }
+}
+
+fn queue(store: &Store, owner: &str, lease: Duration) -> LocalQueue {
+    LocalQueue::new(store.clone(), LocalQueueParams { owner: owner.to_owned(), lease })
+}
+
+/// Proves a job is stored with every field, and that an idempotency key never yields a second job.
+async fn insert_is_idempotent(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let InsertOutcome::Created(created) = store.insert_job(&new_job(Some("key-1"))).await.unwrap()
+    else {
+        panic!("first insert must create");
+    };
+    assert_eq!(created.status, JobStatus::Queued);
+    assert_eq!(created.attempts, 0);
+    assert_eq!(created.request_id.as_deref(), Some("req-1"));
+    assert_eq!(created.payload, json!({ "texts": ["good"] }));
+    let InsertOutcome::Existing(again) = store.insert_job(&new_job(Some("key-1"))).await.unwrap()
+    else {
+        panic!("second insert with the same key must return the existing job");
+    };
+    assert_eq!(again.id, created.id);
+    // Jobs without a key are always distinct.
+    let first = store.insert_job(&new_job(None)).await.unwrap();
+    let second = store.insert_job(&new_job(None)).await.unwrap();
+    assert_ne!(first.job().id, second.job().id);
+    let page = store.list_jobs(&JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+    assert_eq!(page.jobs.len(), 3);
+}
+on_both_backends!(insert_is_idempotent_on, insert_is_idempotent);
+
+/// Proves claim, complete and fail move jobs through their statuses and respect lease owners.
+async fn claim_complete_fail(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let node_a = queue(&store, "node-a", Duration::from_secs(30));
+    let node_b = queue(&store, "node-b", Duration::from_secs(30));
+    for _ in 0..3 {
+        store.insert_job(&new_job(None)).await.unwrap();
+    }
+    let claimed = node_a.claim(2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|job| job.status == JobStatus::Running && job.attempts == 1));
+    assert!(claimed.iter().all(|job| job.lease_owner.as_deref() == Some("node-a")));
+    // Node B sees only the one job left; leased jobs are not claimable.
+    let rest = node_b.claim(10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(node_b.claim(10).await.unwrap().is_empty());
+
+    // A node that does not hold the lease cannot record an outcome.
+    assert!(!node_b.complete(&claimed[0], &json!({"ok": true})).await.unwrap());
+    assert!(node_a.complete(&claimed[0], &json!({"ok": true})).await.unwrap());
+    let done = store.get_job(&claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert!(done.lease_owner.is_none() && done.finished_at_ms.is_some());
+
+    let retry = JobFailure {
+        code: "OVERLOADED".to_owned(),
+        message: "busy".to_owned(),
+        retry_at_ms: Some(now_ms() + 60_000),
+        final_status: JobStatus::Dead,
+    };
+    assert!(node_a.fail(&claimed[1], &retry).await.unwrap());
+    let retried = store.get_job(&claimed[1].id).await.unwrap().unwrap();
+    assert_eq!(retried.status, JobStatus::Queued);
+    assert_eq!(retried.error_code.as_deref(), Some("OVERLOADED"));
+    // Not runnable before its retry time.
+    assert!(node_a.claim(10).await.unwrap().is_empty());
+
+    let permanent = JobFailure {
+        code: "VALIDATION_FAILED".to_owned(),
+        message: "bad".to_owned(),
+        retry_at_ms: None,
+        final_status: JobStatus::Failed,
+    };
+    assert!(node_b.fail(&rest[0], &permanent).await.unwrap());
+    let failed = store.get_job(&rest[0].id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error_message.as_deref(), Some("bad"));
+}
+on_both_backends!(claim_complete_fail_on, claim_complete_fail);
+
+/// Proves a job whose worker died (lease expired) is claimed again, and that release returns
+/// jobs without counting the interrupted attempt.
+async fn expired_leases_and_release(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let short = queue(&store, "dying-node", Duration::from_millis(50));
+    let survivor = queue(&store, "survivor", Duration::from_secs(30));
+    let job = store.insert_job(&new_job(None)).await.unwrap().job().clone();
+    assert_eq!(short.claim(1).await.unwrap().len(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let reclaimed = loop {
+        let claimed = survivor.claim(1).await.unwrap();
+        if let Some(first) = claimed.into_iter().next() {
+            break first;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "lease never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reclaimed.id, job.id);
+    assert_eq!(reclaimed.attempts, 2);
+    assert_eq!(reclaimed.lease_owner.as_deref(), Some("survivor"));
+    // The dead node's late outcome is refused.
+    assert!(!short.complete(&reclaimed, &json!({})).await.unwrap());
+
+    assert_eq!(survivor.renew(std::slice::from_ref(&job.id)).await.unwrap(), 1);
+    assert_eq!(survivor.release(std::slice::from_ref(&job.id)).await.unwrap(), 1);
+    let released = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(released.status, JobStatus::Queued);
+    assert_eq!(released.attempts, 1);
+    assert!(released.lease_owner.is_none());
+}
+on_both_backends!(expired_leases_and_release_on, expired_leases_and_release);
+
+/// Proves concurrent claimers never receive the same job (on PostgreSQL via SKIP LOCKED, on
+/// SQLite via its single writer).
+async fn concurrent_claims_are_disjoint(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let num_jobs = 200;
+    for _ in 0..num_jobs {
+        store.insert_job(&new_job(None)).await.unwrap();
+    }
+    let mut claimers = Vec::new();
+    for index in 0..4 {
+        let node = queue(&store, &format!("node-{index}"), Duration::from_secs(30));
+        claimers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let claimed = node.claim(7).await.unwrap();
+                if claimed.is_empty() {
+                    return ids;
+                }
+                ids.extend(claimed.into_iter().map(|job| job.id));
+            }
+        }));
+    }
+    let mut all_ids = Vec::new();
+    for claimer in claimers {
+        all_ids.extend(claimer.await.unwrap());
+    }
+    let total = all_ids.len();
+    all_ids.sort();
+    all_ids.dedup();
+    assert_eq!(total, num_jobs, "every job claimed");
+    assert_eq!(all_ids.len(), num_jobs, "no job claimed twice");
+}
+on_both_backends!(concurrent_claims_are_disjoint_on, concurrent_claims_are_disjoint);
+
+/// Proves cursor pagination visits every job once, newest first, and filters apply.
+async fn pagination_and_filters(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(store.insert_job(&new_job(None)).await.unwrap().job().id.clone());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut filter = JobFilter { limit: 3, ..JobFilter::default() };
+    loop {
+        let page = store.list_jobs(&filter).await.unwrap();
+        seen.extend(page.jobs.iter().map(|job| job.id.clone()));
+        let Some(cursor) = page.next_cursor else { break };
+        filter.before_id = Some(cursor);
+    }
+    assert_eq!(seen, ids);
+    let node = queue(&store, "node", Duration::from_secs(30));
+    node.claim(2).await.unwrap();
+    let running = JobFilter { status: Some(JobStatus::Running), limit: 50, ..JobFilter::default() };
+    assert_eq!(store.list_jobs(&running).await.unwrap().jobs.len(), 2);
+    let other_kind = JobFilter { kind: Some("nope".into()), limit: 50, ..JobFilter::default() };
+    assert!(store.list_jobs(&other_kind).await.unwrap().jobs.is_empty());
+    let counts = store.count_jobs().await.unwrap();
+    let queued = counts.iter().find(|count| count.status == "queued").unwrap();
+    assert_eq!(queued.count, 5);
+}
+on_both_backends!(pagination_and_filters_on, pagination_and_filters);
+
+/// Proves migrations are idempotent: running them again on a migrated database is a no-op.
+async fn migrations_rerun(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    assert!(store.get_job("missing").await.unwrap().is_none());
+}
+on_both_backends!(migrations_rerun_on, migrations_rerun);

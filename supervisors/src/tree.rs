@@ -1,0 +1,181 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_actors::{
+    JobRunnerActor, JobRunnerHandle, JobRunnerParams, Liveness, ModelFactory, SentimentPool,
+    SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
+};
+use futures::FutureExt;
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::supervisor::{
+    ChildSpec, RestartIntensity, RestartType, StartFn, SupervisorActor, SupervisorMsg,
+    SupervisorParams, SupervisorSnapshot, observe_supervisor,
+};
+
+/// Restart policy applied to every supervisor of the tree.
+#[derive(Debug, Clone, Copy)]
+pub struct SupervisionSettings {
+    pub intensity: RestartIntensity,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub hang_timeout: Duration,
+    pub heartbeat: Duration,
+}
+
+/// What the sentiment subsystem is started with.
+#[derive(Clone)]
+pub struct SentimentSettings {
+    pub num_workers: usize,
+    pub model_factory: ModelFactory,
+    pub max_queued: usize,
+    pub call_timeout: Duration,
+}
+
+impl std::fmt::Debug for SentimentSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SentimentSettings")
+            .field("num_workers", &self.num_workers)
+            .field("max_queued", &self.max_queued)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`BulwarkTree::start`] is given. The job runner's params are built by the caller from
+/// the sentiment pool this tree creates, through `job_runner`.
+pub struct TreeParams {
+    /// Prefix of every registered actor name, unique per process (several services may share
+    /// one process in tests).
+    pub instance: String,
+    pub supervision: SupervisionSettings,
+    pub sentiment: SentimentSettings,
+    /// Builds the job runner's params once the sentiment pool exists.
+    pub job_runner: Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send>,
+}
+
+impl std::fmt::Debug for TreeParams {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("TreeParams").field("instance", &self.instance).finish_non_exhaustive()
+    }
+}
+
+/// The running supervision tree:
+///
+/// ```text
+/// root (one_for_one)
+/// ├── sentiment (one_for_one)
+/// │   ├── sentiment-worker-0   (model on its own inference thread)
+/// │   └── sentiment-worker-N
+/// └── jobs (one_for_one)
+///     └── job-runner           (claims jobs, runs them through the sentiment pool)
+/// ```
+#[derive(Debug)]
+pub struct BulwarkTree {
+    pub root: ActorRef<SupervisorMsg>,
+    pub root_handle: JoinHandle<()>,
+    pub sentiment: SentimentPool,
+    pub job_runner: JobRunnerHandle,
+}
+
+impl BulwarkTree {
+    /// Starts the whole tree, downstream first: sentiment workers before the job runner.
+    pub async fn start(params: TreeParams) -> Result<BulwarkTree, ractor::SpawnErr> {
+        let instance = params.instance;
+        let settings = params.supervision;
+        let worker_names: Vec<String> = (0..params.sentiment.num_workers)
+            .map(|index| format!("{instance}/sentiment-worker-{index}"))
+            .collect();
+        let sentiment = SentimentPool::new(SentimentPoolParams {
+            worker_names: worker_names.clone(),
+            max_queued: params.sentiment.max_queued,
+            call_timeout: params.sentiment.call_timeout,
+        });
+        let worker_specs = worker_names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let worker_params = SentimentWorkerParams {
+                    model_factory: params.sentiment.model_factory.clone(),
+                    thread_name: format!("inference-{index}"),
+                    liveness: Liveness::default(),
+                };
+                let liveness = worker_params.liveness.clone();
+                actor_spec(name, SentimentWorkerActor, worker_params, Some(liveness))
+            })
+            .collect();
+        let runner_params = (params.job_runner)(sentiment.clone());
+        let runner_name = format!("{instance}/job-runner");
+        let runner_liveness = runner_params.liveness.clone();
+        let runner_spec = actor_spec(&runner_name, JobRunnerActor, runner_params, Some(runner_liveness));
+
+        let sentiment_supervisor =
+            supervisor_spec(&instance, supervisor_params("sentiment", worker_specs, settings));
+        let jobs_supervisor =
+            supervisor_spec(&instance, supervisor_params("jobs", vec![runner_spec], settings));
+        let root_params =
+            supervisor_params("root", vec![sentiment_supervisor, jobs_supervisor], settings);
+        let (root, root_handle) =
+            Actor::spawn(Some(format!("{instance}/root")), SupervisorActor, root_params).await?;
+        Ok(BulwarkTree { root, root_handle, sentiment, job_runner: JobRunnerHandle::new(runner_name) })
+    }
+
+    /// Returns the whole tree's counters, or `None` if the root does not answer.
+    pub async fn observe(&self) -> Option<SupervisorSnapshot> {
+        observe_supervisor(&self.root).await
+    }
+}
+
+fn supervisor_params(name: &str, children: Vec<ChildSpec>, settings: SupervisionSettings) -> SupervisorParams {
+    SupervisorParams {
+        name: name.to_owned(),
+        children,
+        intensity: settings.intensity,
+        backoff_base: settings.backoff_base,
+        backoff_max: settings.backoff_max,
+        hang_timeout: settings.hang_timeout,
+        heartbeat: settings.heartbeat,
+    }
+}
+
+fn supervisor_spec(instance: &str, params: SupervisorParams) -> ChildSpec {
+    let name = params.name.clone();
+    let mut spec = actor_spec(&format!("{instance}/{name}"), SupervisorActor, params, None);
+    spec.name = name;
+    spec.is_supervisor = true;
+    spec
+}
+
+/// Returns a permanent child spec that spawns `actor` under `registered_name` with a clone of
+/// `arguments` on every (re)start.
+pub fn actor_spec<A>(
+    registered_name: &str,
+    actor: A,
+    arguments: A::Arguments,
+    liveness: Option<Liveness>,
+) -> ChildSpec
+where
+    A: Actor + Clone + Sync,
+    A::Arguments: Clone + Sync,
+{
+    let registered = registered_name.to_owned();
+    let start: StartFn = Arc::new(move |supervisor: ActorCell| {
+        let actor = actor.clone();
+        let arguments = arguments.clone();
+        let registered = registered.clone();
+        async move {
+            let (actor_ref, _handle) =
+                Actor::spawn_linked(Some(registered), actor, arguments, supervisor).await?;
+            Ok(actor_ref.get_cell())
+        }
+        .boxed()
+    });
+    ChildSpec {
+        name: registered_name.rsplit('/').next().unwrap_or(registered_name).to_owned(),
+        restart: RestartType::Permanent,
+        start,
+        liveness,
+        is_supervisor: false,
+    }
+}
