@@ -24,6 +24,11 @@ pub enum Command {
         #[arg(long, default_value_t = 24)]
         jobs: usize,
     },
+    /// Measures throughput; see docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
     /// Applies database migrations and exits.
     Migrate,
     /// Inspects the configuration.
@@ -37,4 +42,15 @@ pub enum Command {
 pub enum ConfigAction {
     /// Validates the effective configuration and prints it with secrets redacted.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Fills the local queue on the configured database, then times one node draining it.
+    Queue {
+        #[arg(long, default_value_t = 5_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1)]
+        texts_per_job: usize,
+    },
 }

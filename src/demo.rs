@@ -41,7 +41,11 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
             request_id: Some(format!("demo-{run_id}")),
             max_attempts: service.max_attempts,
         };
-        let job = service.store.insert_job(&new_job).await.context("failed to submit a demo job")?;
+        let job = service
+            .store
+            .insert_job(&new_job)
+            .await
+            .context("failed to submit a demo job")?;
         pending.push((job.job().id.clone(), text));
     }
     service.job_runner.notify();
@@ -51,10 +55,18 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
     let mut num_failed = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pending.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "{} demo jobs did not finish within 60s", pending.len());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} demo jobs did not finish within 60s",
+            pending.len()
+        );
         let mut still_pending = Vec::with_capacity(pending.len());
         for (job_id, text) in pending {
-            let job = service.store.get_job(&job_id).await?.context("a demo job vanished")?;
+            let job = service
+                .store
+                .get_job(&job_id)
+                .await?
+                .context("a demo job vanished")?;
             match job.status {
                 JobStatus::Succeeded => {
                     let result = &job.result.unwrap_or_default()["results"][0];
@@ -65,7 +77,10 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
                 }
                 status if status.is_terminal() => {
                     num_failed += 1;
-                    println!("  {status:<8}         {text}  ({})", job.error_message.unwrap_or_default());
+                    println!(
+                        "  {status:<8}         {text}  ({})",
+                        job.error_message.unwrap_or_default()
+                    );
                 }
                 _ => still_pending.push((job_id, text)),
             }
@@ -76,13 +91,20 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
-    let summary: Vec<String> = labels.iter().map(|(label, count)| format!("{count} {label}")).collect();
+    let summary: Vec<String> = labels
+        .iter()
+        .map(|(label, count)| format!("{count} {label}"))
+        .collect();
     println!(
         "\n{num_jobs} jobs in {:.2}s ({:.0} jobs/s): {}{}",
         elapsed.as_secs_f64(),
         num_jobs as f64 / elapsed.as_secs_f64(),
         summary.join(", "),
-        if num_failed > 0 { format!(", {num_failed} failed") } else { String::new() },
+        if num_failed > 0 {
+            format!(", {num_failed} failed")
+        } else {
+            String::new()
+        },
     );
     Ok(())
 }

@@ -5,8 +5,10 @@
 //! - `service`: [`Service`], start and graceful shutdown of one node.
 //! - `telemetry`: logs (JSON or pretty) and the Prometheus recorder.
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
+//! - `bench`: `bulwark bench queue`, local-queue throughput on the configured database.
 //! - `cli`: the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod service;

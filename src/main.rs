@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bulwark::cli::{Cli, Command, ConfigAction};
+use bulwark::cli::{BenchTarget, Cli, Command, ConfigAction};
 use bulwark::{Service, demo, telemetry};
 use bulwark_config::{Config, ConfigSources, LogFormat};
 use clap::Parser;
@@ -16,7 +16,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
     let explicit_log_format = env.contains_key("BULWARK_LOG_FORMAT");
-    let sources = ConfigSources { explicit_file: cli.config.clone(), env };
+    let sources = ConfigSources {
+        explicit_file: cli.config.clone(),
+        env,
+    };
     let mut config = match bulwark_config::load(&sources) {
         Ok(config) => config,
         Err(error) => {
@@ -24,7 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::Config { action: ConfigAction::Check } = &cli.command {
+    if let Command::Config {
+        action: ConfigAction::Check,
+    } = &cli.command
+    {
         return print_config(&config);
     }
     if matches!(cli.command, Command::Demo { .. }) && !explicit_log_format {
@@ -77,6 +83,21 @@ async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(config, None).await,
         Command::Demo { jobs } => serve(config, Some(jobs)).await,
         Command::Config { .. } => Ok(print_config(config)),
+        Command::Bench {
+            target:
+                BenchTarget::Queue {
+                    jobs,
+                    texts_per_job,
+                },
+        } => {
+            let params = bulwark::bench::QueueBenchParams {
+                num_jobs: jobs,
+                texts_per_job,
+            };
+            let report = bulwark::bench::queue(config, params).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -98,5 +119,9 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
         _ = service.root_finished() => { error!("the supervision tree stopped"); true }
     };
     service.shutdown().await?;
-    Ok(if tree_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if tree_failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

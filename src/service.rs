@@ -79,11 +79,16 @@ impl Service {
         let store = open_store(config).await?;
         let node_id = config.jobs.node_id.clone().unwrap_or_else(default_node_id);
         if config.amqp.url.is_some() {
-            warn!("amqp.url is set but the rabbitmq transport is not part of this build, using the local queue");
+            warn!(
+                "amqp.url is set but the rabbitmq transport is not part of this build, using the local queue"
+            );
         }
         let transport = Arc::new(LocalQueue::new(
             store.clone(),
-            LocalQueueParams { owner: node_id.clone(), lease: config.jobs.lease() },
+            LocalQueueParams {
+                owner: node_id.clone(),
+                lease: config.jobs.lease(),
+            },
         ));
         let jobs = config.jobs.clone();
         let runner_store = store.clone();
@@ -147,16 +152,21 @@ impl Service {
         };
         let app = build_app(
             state,
-            &AppParams { max_body_bytes: config.http.max_body_bytes, public_url: format!("http://{addr}") },
+            &AppParams {
+                max_body_bytes: config.http.max_body_bytes,
+                public_url: format!("http://{addr}"),
+            },
         );
         let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-            app,
-            async move {
-                let _ = http_stop_rx.await;
-            },
-            Some(Duration::from_secs(10)),
-        ));
+        let http_task = tokio::spawn(
+            Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                app,
+                async move {
+                    let _ = http_stop_rx.await;
+                },
+                Some(Duration::from_secs(10)),
+            ),
+        );
         info!(%addr, node_id, backend = store.backend().as_str(), "bulwark is serving");
         Ok(Service {
             addr,
@@ -180,13 +190,20 @@ impl Service {
     /// Stops taking new work, lets running jobs finish within the shutdown timeout, hands the
     /// rest back to the queue, stops the tree and closes the database pool.
     pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
-        info!(timeout_ms = self.shutdown_timeout.as_millis() as u64, "shutting down");
+        info!(
+            timeout_ms = self.shutdown_timeout.as_millis() as u64,
+            "shutting down"
+        );
         if let Some(http_stop_tx) = self.http_stop_tx.take() {
             let _ = http_stop_tx.send(());
         }
         let drain = self.job_runner.drain(self.shutdown_timeout).await;
         match &drain {
-            Some(report) => info!(num_finished = report.num_finished, num_released = report.num_released, "job runner drained"),
+            Some(report) => info!(
+                num_finished = report.num_finished,
+                num_released = report.num_released,
+                "job runner drained"
+            ),
             None => warn!("no job runner was running to drain"),
         }
         match (&mut self.http_task).await {
@@ -195,7 +212,10 @@ impl Service {
             Err(error) => error!(%error, "http server task failed"),
         }
         self.tree.root.stop(Some("shutdown".to_owned()));
-        if tokio::time::timeout(Duration::from_secs(15), &mut self.tree.root_handle).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), &mut self.tree.root_handle)
+            .await
+            .is_err()
+        {
             warn!("supervision tree did not stop within 15s");
         }
         self.store.close().await;

@@ -7,8 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Latency buckets, in seconds, for every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 static PROMETHEUS: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
@@ -20,7 +20,9 @@ pub fn init_logging(config: &TelemetryConfig) -> anyhow::Result<()> {
         Err(_) => EnvFilter::try_new(&config.log_level)
             .with_context(|| format!("invalid telemetry.log_level `{}`", config.log_level))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let installed = match config.log_format {
         LogFormat::Json => builder
             .json()

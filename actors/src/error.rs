@@ -63,7 +63,10 @@ pub struct JobError {
 
 impl JobError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        JobError { code, message: message.into() }
+        JobError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -78,7 +81,11 @@ mod tests {
     /// Proves the wire names match the serde names, so stored codes and HTTP bodies agree.
     #[test]
     fn codes_serialize_as_their_names() {
-        for code in [ErrorCode::ValidationFailed, ErrorCode::Overloaded, ErrorCode::InternalError] {
+        for code in [
+            ErrorCode::ValidationFailed,
+            ErrorCode::Overloaded,
+            ErrorCode::InternalError,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

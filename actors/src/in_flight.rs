@@ -62,6 +62,9 @@ impl InFlightJobs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
-        self.inner.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

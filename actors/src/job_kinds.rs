@@ -23,13 +23,19 @@ impl JobKind {
 
     /// Returns the kind named `name`, or a validation error listing the known kinds.
     pub fn parse(name: &str) -> Result<JobKind, JobError> {
-        JobKind::ALL.into_iter().find(|kind| kind.as_str() == name).ok_or_else(|| {
-            let known: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.as_str()).collect();
-            JobError::new(
-                ErrorCode::ValidationFailed,
-                format!("kind: unknown job kind `{name}`, expected one of: {}", known.join(", ")),
-            )
-        })
+        JobKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.as_str()).collect();
+                JobError::new(
+                    ErrorCode::ValidationFailed,
+                    format!(
+                        "kind: unknown job kind `{name}`, expected one of: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
     }
 }
 
@@ -59,15 +65,20 @@ pub fn validate_job(kind_name: &str, payload: &Value) -> Result<JobKind, JobErro
 }
 
 fn parse_sentiment_payload(payload: &Value) -> Result<SentimentRequest, JobError> {
-    let request: SentimentRequest =
-        serde_path_to_error::deserialize(payload).map_err(|error| {
-            let path = error.path().to_string();
-            let field = if path == "." { "payload".to_owned() } else { format!("payload.{path}") };
-            JobError::new(ErrorCode::ValidationFailed, format!("{field}: {}", error.inner()))
-        })?;
-    validate_texts(&request.texts).map_err(|error| {
-        JobError::new(ErrorCode::ValidationFailed, format!("payload.{error}"))
+    let request: SentimentRequest = serde_path_to_error::deserialize(payload).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "payload".to_owned()
+        } else {
+            format!("payload.{path}")
+        };
+        JobError::new(
+            ErrorCode::ValidationFailed,
+            format!("{field}: {}", error.inner()),
+        )
     })?;
+    validate_texts(&request.texts)
+        .map_err(|error| JobError::new(ErrorCode::ValidationFailed, format!("payload.{error}")))?;
     Ok(request)
 }
 
@@ -86,7 +97,10 @@ impl JobExecutor {
                 let results = self.sentiment.analyze(request.texts).await?;
                 let response = SentimentResponse { results };
                 serde_json::to_value(&response).map_err(|error| {
-                    JobError::new(ErrorCode::InternalError, format!("failed to encode result: {error}"))
+                    JobError::new(
+                        ErrorCode::InternalError,
+                        format!("failed to encode result: {error}"),
+                    )
                 })
             }
         }
@@ -102,20 +116,30 @@ mod tests {
     /// Proves unknown kinds and bad payloads are rejected with the field named.
     #[test]
     fn validation_names_fields() {
-        assert_eq!(validate_job("sentiment.analyze", &json!({"texts": ["hi"]})).unwrap(), JobKind::SentimentAnalyze);
+        assert_eq!(
+            validate_job("sentiment.analyze", &json!({"texts": ["hi"]})).unwrap(),
+            JobKind::SentimentAnalyze
+        );
         let unknown = validate_job("video.render", &json!({})).unwrap_err();
         assert_eq!(unknown.code, ErrorCode::ValidationFailed);
         assert!(unknown.message.starts_with("kind:"), "{}", unknown.message);
         let cases = [
             (json!({"texts": []}), "payload.texts:"),
-            (json!({"texts": ["ok", "x".repeat(10_001)]}), "payload.texts[1]:"),
+            (
+                json!({"texts": ["ok", "x".repeat(10_001)]}),
+                "payload.texts[1]:",
+            ),
             (json!({"texts": [1]}), "payload.texts[0]:"),
             (json!({"text": ["a"]}), "payload:"),
             (json!("nope"), "payload:"),
         ];
         for (payload, prefix) in cases {
             let error = validate_job("sentiment.analyze", &payload).unwrap_err();
-            assert!(error.message.starts_with(prefix), "{payload}: {}", error.message);
+            assert!(
+                error.message.starts_with(prefix),
+                "{payload}: {}",
+                error.message
+            );
             assert!(!error.is_retryable());
         }
     }

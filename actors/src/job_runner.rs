@@ -30,7 +30,10 @@ impl RetryPolicy {
             .with_jitter()
             .without_max_times()
             .build();
-        delays.nth(attempt.saturating_sub(1) as usize).unwrap_or(self.max).min(self.max)
+        delays
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.max)
+            .min(self.max)
     }
 }
 
@@ -71,7 +74,10 @@ pub enum JobRunnerMsg {
     RenewLeases,
     RefreshQueueDepth,
     /// Stops claiming, waits up to `timeout` for running jobs, releases the rest.
-    Drain { timeout: Duration, reply: RpcReplyPort<DrainReport> },
+    Drain {
+        timeout: Duration,
+        reply: RpcReplyPort<DrainReport>,
+    },
 }
 
 /// What a drain did.
@@ -98,7 +104,11 @@ impl Actor for JobRunnerActor {
         myself.send_interval(Duration::from_secs(5), || JobRunnerMsg::RefreshQueueDepth);
         myself.send_message(JobRunnerMsg::Poll)?;
         myself.send_message(JobRunnerMsg::RefreshQueueDepth)?;
-        info!(owner = params.transport.owner(), concurrency = params.concurrency, "job runner started");
+        info!(
+            owner = params.transport.owner(),
+            concurrency = params.concurrency,
+            "job runner started"
+        );
         Ok(JobRunnerState { params })
     }
 
@@ -177,11 +187,25 @@ async fn refresh_queue_depth(params: &JobRunnerParams) {
     }
 }
 
-async fn drain(in_flight: &InFlightJobs, transport: &dyn JobTransport, timeout: Duration) -> DrainReport {
+async fn drain(
+    in_flight: &InFlightJobs,
+    transport: &dyn JobTransport,
+    timeout: Duration,
+) -> DrainReport {
     let num_running = in_flight.len();
-    info!(num_running, timeout_ms = timeout.as_millis() as u64, "draining job runner");
-    if tokio::time::timeout(timeout, in_flight.wait_empty()).await.is_ok() {
-        return DrainReport { num_finished: num_running, num_released: 0 };
+    info!(
+        num_running,
+        timeout_ms = timeout.as_millis() as u64,
+        "draining job runner"
+    );
+    if tokio::time::timeout(timeout, in_flight.wait_empty())
+        .await
+        .is_ok()
+    {
+        return DrainReport {
+            num_finished: num_running,
+            num_released: 0,
+        };
     }
     let unfinished = in_flight.abort_all();
     let num_released = match transport.release(&unfinished).await {
@@ -191,8 +215,14 @@ async fn drain(in_flight: &InFlightJobs, transport: &dyn JobTransport, timeout: 
             0
         }
     };
-    warn!(num_released, "released jobs that did not finish before the shutdown timeout");
-    DrainReport { num_finished: num_running.saturating_sub(unfinished.len()), num_released }
+    warn!(
+        num_released,
+        "released jobs that did not finish before the shutdown timeout"
+    );
+    DrainReport {
+        num_finished: num_running.saturating_sub(unfinished.len()),
+        num_released,
+    }
 }
 
 /// Runs one claimed job to a recorded outcome, then asks the runner for more work.
@@ -208,15 +238,29 @@ async fn run_job(params: JobRunnerParams, runner: ActorRef<JobRunnerMsg>, job: J
         let started = Instant::now();
         let outcome = if job.attempts > job.max_attempts {
             // Claimed again after lease expiries until attempts ran out: its worker keeps dying.
-            Err(JobError::new(ErrorCode::InternalError, "attempts exhausted by expired leases"))
+            Err(JobError::new(
+                ErrorCode::InternalError,
+                "attempts exhausted by expired leases",
+            ))
         } else {
-            match AssertUnwindSafe(params.executor.execute(&job)).catch_unwind().await {
+            match AssertUnwindSafe(params.executor.execute(&job))
+                .catch_unwind()
+                .await
+            {
                 Ok(result) => result,
-                Err(_) => Err(JobError::new(ErrorCode::InternalError, "job execution panicked")),
+                Err(_) => Err(JobError::new(
+                    ErrorCode::InternalError,
+                    "job execution panicked",
+                )),
             }
         };
         let recorded = record_outcome(&params, &job, outcome).await;
-        JobAttemptFinished { kind: &job.kind, outcome: recorded, duration: started.elapsed() }.emit();
+        JobAttemptFinished {
+            kind: &job.kind,
+            outcome: recorded,
+            duration: started.elapsed(),
+        }
+        .emit();
     }
     .instrument(span)
     .await;
@@ -233,7 +277,11 @@ enum Record {
 }
 
 /// Decides what an attempt's outcome means for the job: done, retried later, or final.
-fn classify(params: &JobRunnerParams, job: &Job, outcome: Result<Value, JobError>) -> (Record, JobOutcome) {
+fn classify(
+    params: &JobRunnerParams,
+    job: &Job,
+    outcome: Result<Value, JobError>,
+) -> (Record, JobOutcome) {
     let error = match outcome {
         Ok(result) => return (Record::Complete(result), JobOutcome::Succeeded),
         Err(error) => error,
@@ -243,8 +291,14 @@ fn classify(params: &JobRunnerParams, job: &Job, outcome: Result<Value, JobError
     } else if job.attempts >= job.max_attempts {
         (None, JobStatus::Dead, JobOutcome::Dead)
     } else {
-        let delay = params.retry.delay_after(u32::try_from(job.attempts).unwrap_or(1));
-        (Some(now_ms() + delay.as_millis() as i64), JobStatus::Dead, JobOutcome::Retried)
+        let delay = params
+            .retry
+            .delay_after(u32::try_from(job.attempts).unwrap_or(1));
+        (
+            Some(now_ms() + delay.as_millis() as i64),
+            JobStatus::Dead,
+            JobOutcome::Retried,
+        )
     };
     let failure = JobFailure {
         code: error.code.as_str().to_owned(),
@@ -257,7 +311,11 @@ fn classify(params: &JobRunnerParams, job: &Job, outcome: Result<Value, JobError
 
 /// Stores the outcome, retrying the store briefly when it is unavailable. If it stays down, the
 /// lease expires and another attempt runs the job: at-least-once, never lost.
-async fn record_outcome(params: &JobRunnerParams, job: &Job, outcome: Result<Value, JobError>) -> JobOutcome {
+async fn record_outcome(
+    params: &JobRunnerParams,
+    job: &Job,
+    outcome: Result<Value, JobError>,
+) -> JobOutcome {
     let (record, job_outcome) = classify(params, job, outcome);
     let mut delay = Duration::from_millis(100);
     let deadline = Instant::now() + params.lease / 2;
@@ -317,7 +375,13 @@ impl JobRunnerHandle {
     pub async fn drain(&self, timeout: Duration) -> Option<DrainReport> {
         let actor = self.actor()?;
         let call_timeout = timeout + Duration::from_secs(10);
-        match actor.call(|reply| JobRunnerMsg::Drain { timeout, reply }, Some(call_timeout)).await {
+        match actor
+            .call(
+                |reply| JobRunnerMsg::Drain { timeout, reply },
+                Some(call_timeout),
+            )
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(report)) => Some(report),
             _ => None,
         }
@@ -331,12 +395,18 @@ mod tests {
     /// Proves retry delays stay within the cap and grow with the attempt number on average.
     #[test]
     fn retry_delays_are_bounded_and_grow() {
-        let policy = RetryPolicy { base: Duration::from_millis(100), max: Duration::from_secs(2) };
+        let policy = RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
         for attempt in 1..20 {
             assert!(policy.delay_after(attempt) <= Duration::from_secs(2));
         }
         let average = |attempt| {
-            (0..200).map(|_| policy.delay_after(attempt).as_secs_f64()).sum::<f64>() / 200.0
+            (0..200)
+                .map(|_| policy.delay_after(attempt).as_secs_f64())
+                .sum::<f64>()
+                / 200.0
         };
         assert!(average(4) > average(1), "later attempts wait longer");
     }

@@ -32,7 +32,9 @@ impl Liveness {
     /// Marks the actor busy until the guard is dropped.
     pub fn busy(&self) -> BusyGuard<'_> {
         let micros = self.inner.origin.elapsed().as_micros() as u64 + 1;
-        self.inner.busy_since_micros.store(micros, Ordering::Release);
+        self.inner
+            .busy_since_micros
+            .store(micros, Ordering::Release);
         BusyGuard { liveness: self }
     }
 

@@ -49,13 +49,26 @@ impl JobAttemptFinished<'_> {
         let outcome = self.outcome.as_str();
         match self.outcome {
             JobOutcome::Succeeded | JobOutcome::Retried => {
-                debug!(kind = self.kind, outcome, duration_ms = self.duration.as_millis() as u64, "job attempt finished");
+                debug!(
+                    kind = self.kind,
+                    outcome,
+                    duration_ms = self.duration.as_millis() as u64,
+                    "job attempt finished"
+                );
             }
             JobOutcome::Failed | JobOutcome::Dead | JobOutcome::LeaseLost => {
-                warn!(kind = self.kind, outcome, duration_ms = self.duration.as_millis() as u64, "job attempt finished");
+                warn!(
+                    kind = self.kind,
+                    outcome,
+                    duration_ms = self.duration.as_millis() as u64,
+                    "job attempt finished"
+                );
             }
         }
-        let labels = [("kind", self.kind.to_owned()), ("outcome", outcome.to_owned())];
+        let labels = [
+            ("kind", self.kind.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ];
         metrics::counter!(JOBS_TOTAL, &labels).increment(1);
         metrics::histogram!(JOB_DURATION_SECONDS, &labels).record(self.duration.as_secs_f64());
     }

@@ -87,8 +87,18 @@ struct PoolInner {
 impl SentimentPool {
     pub fn new(params: SentimentPoolParams) -> Self {
         let permits = Arc::new(Semaphore::new(params.max_queued));
-        let outstanding = params.worker_names.iter().map(|_| AtomicUsize::new(0)).collect();
-        SentimentPool { inner: Arc::new(PoolInner { params, permits, outstanding }) }
+        let outstanding = params
+            .worker_names
+            .iter()
+            .map(|_| AtomicUsize::new(0))
+            .collect();
+        SentimentPool {
+            inner: Arc::new(PoolInner {
+                params,
+                permits,
+                outstanding,
+            }),
+        }
     }
 
     /// Returns how many calls are queued or running.
@@ -98,7 +108,12 @@ impl SentimentPool {
 
     /// Returns how many workers are registered (running) right now.
     pub fn num_running_workers(&self) -> usize {
-        self.inner.params.worker_names.iter().filter(|name| registry::where_is((*name).clone()).is_some()).count()
+        self.inner
+            .params
+            .worker_names
+            .iter()
+            .filter(|name| registry::where_is((*name).clone()).is_some())
+            .count()
     }
 
     pub fn num_workers(&self) -> usize {
@@ -108,7 +123,10 @@ impl SentimentPool {
     /// Scores texts on one worker. The caller has validated them.
     pub async fn analyze(&self, texts: Vec<String>) -> Result<Vec<SentimentScore>, PoolError> {
         let Ok(_permit) = self.inner.permits.clone().try_acquire_owned() else {
-            SentimentRejected { reason: "overloaded" }.emit();
+            SentimentRejected {
+                reason: "overloaded",
+            }
+            .emit();
             return Err(PoolError::Overloaded(self.inner.params.max_queued));
         };
         let (index, worker) = self.pick_worker()?;
@@ -136,16 +154,23 @@ impl SentimentPool {
                 continue;
             };
             let load = self.inner.outstanding[index].load(Ordering::Relaxed);
-            if best.as_ref().is_none_or(|(_, best_load, _)| load < *best_load) {
+            if best
+                .as_ref()
+                .is_none_or(|(_, best_load, _)| load < *best_load)
+            {
                 best = Some((index, load, cell.into()));
             }
             if load == 0 {
                 break;
             }
         }
-        best.map(|(index, _, worker)| (index, worker)).ok_or_else(|| {
-            SentimentRejected { reason: "no_worker" }.emit();
-            PoolError::NoWorker
-        })
+        best.map(|(index, _, worker)| (index, worker))
+            .ok_or_else(|| {
+                SentimentRejected {
+                    reason: "no_worker",
+                }
+                .emit();
+                PoolError::NoWorker
+            })
     }
 }

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulwark_ml::{InferenceError, InferenceThread, InferenceThreadParams, SentimentModel, SentimentScore};
+use bulwark_ml::{
+    InferenceError, InferenceThread, InferenceThreadParams, SentimentModel, SentimentScore,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{error, info};
 
@@ -61,11 +63,20 @@ impl Actor for SentimentWorkerActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let factory = params.model_factory.clone();
         let model = tokio::task::spawn_blocking(move || factory()).await??;
-        let thread_params =
-            InferenceThreadParams { thread_name: params.thread_name.clone(), queue_capacity: 64 };
+        let thread_params = InferenceThreadParams {
+            thread_name: params.thread_name.clone(),
+            queue_capacity: 64,
+        };
         let thread = InferenceThread::spawn(model, &thread_params)?;
-        info!(thread = params.thread_name, engine = thread.engine(), "sentiment worker started");
-        Ok(SentimentWorkerState { thread, liveness: params.liveness })
+        info!(
+            thread = params.thread_name,
+            engine = thread.engine(),
+            "sentiment worker started"
+        );
+        Ok(SentimentWorkerState {
+            thread,
+            liveness: params.liveness,
+        })
     }
 
     async fn handle(

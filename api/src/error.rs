@@ -32,17 +32,29 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400: the body is not valid JSON or does not have the documented shape.
     pub fn malformed(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::ValidationFailed,
+            message,
+        )
     }
 
     /// 422: well-formed input that breaks a rule; `message` starts with the field name.
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ValidationFailed, message)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ValidationFailed,
+            message,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -54,15 +66,27 @@ impl ApiError {
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, message)
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            message,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServiceUnavailable,
+            message,
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError, message)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            message,
+        )
     }
 
     /// Maps a taxonomy code to its HTTP status.
@@ -104,9 +128,11 @@ impl ApiError {
         match error.status() {
             StatusCode::BAD_REQUEST => ApiError::malformed(message),
             StatusCode::NOT_FOUND => ApiError::not_found(message),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::ValidationFailed, message)
-            }
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::ValidationFailed,
+                message,
+            ),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(message),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -123,7 +149,11 @@ impl ApiError {
     /// Renders the error body with the request id, and `Retry-After` when retriable.
     pub fn into_response_for(self, request_id: &str) -> Response {
         if self.status.is_server_error() {
-            error!(code = self.code.as_str(), error = self.message, "request failed");
+            error!(
+                code = self.code.as_str(),
+                error = self.message,
+                "request failed"
+            );
         }
         let retriable = self.code.is_retryable();
         let retry_after_opt = self.retry_after_secs();
@@ -135,7 +165,9 @@ impl ApiError {
         };
         let mut response = Json(body).with_status(self.status).into_response();
         if let Some(retry_after) = retry_after_opt.filter(|_| retriable) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }
@@ -177,7 +209,10 @@ impl ApiResponse for ApiError {
             (404, "Not found (RESOURCE_NOT_FOUND)"),
             (409, "Conflict with an existing resource (CONFLICT)"),
             (413, "Body larger than the limit (PAYLOAD_TOO_LARGE)"),
-            (422, "Input breaks a rule; the message names the field (VALIDATION_FAILED)"),
+            (
+                422,
+                "Input breaks a rule; the message names the field (VALIDATION_FAILED)",
+            ),
             (500, "Unexpected error (INTERNAL_ERROR)"),
             (503, "Overloaded or a dependency is down; see Retry-After"),
             (504, "A dependency timed out (UPSTREAM_TIMEOUT)"),

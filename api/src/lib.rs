@@ -42,14 +42,32 @@ pub struct AppParams {
 }
 
 /// Returns the OpenAPI service with every operation.
-fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<(routes::sentiment::SentimentApi, routes::jobs::JobsApi, routes::health::HealthApi), ()> {
+fn openapi_service(
+    state: &Arc<ApiState>,
+    params: &AppParams,
+) -> OpenApiService<
+    (
+        routes::sentiment::SentimentApi,
+        routes::jobs::JobsApi,
+        routes::health::HealthApi,
+    ),
+    (),
+> {
     let apis = (
-        routes::sentiment::SentimentApi { state: state.clone() },
-        routes::jobs::JobsApi { state: state.clone() },
-        routes::health::HealthApi { state: state.clone() },
+        routes::sentiment::SentimentApi {
+            state: state.clone(),
+        },
+        routes::jobs::JobsApi {
+            state: state.clone(),
+        },
+        routes::health::HealthApi {
+            state: state.clone(),
+        },
     );
     OpenApiService::new(apis, "Bulwark", env!("CARGO_PKG_VERSION"))
-        .description("An actor-based worker system: sentiment analysis now, and jobs that are never lost.")
+        .description(
+            "An actor-based worker system: sentiment analysis now, and jobs that are never lost.",
+        )
         .server(params.public_url.clone())
 }
 
@@ -63,5 +81,7 @@ pub fn build_app(state: ApiState, params: &AppParams) -> impl Endpoint + 'static
         .nest("/", service)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        .with(RequestContext { max_body_bytes: params.max_body_bytes })
+        .with(RequestContext {
+            max_body_bytes: params.max_body_bytes,
+        })
 }

@@ -29,7 +29,10 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
     type Output = RequestContextEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        RequestContextEndpoint { inner: Arc::new(inner), max_body_bytes: self.max_body_bytes }
+        RequestContextEndpoint {
+            inner: Arc::new(inner),
+            max_body_bytes: self.max_body_bytes,
+        }
     }
 }
 
@@ -44,38 +47,71 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
 
     async fn call(&self, mut request: Request) -> Result<Self::Output> {
         let started = Instant::now();
-        let request_id = accepted_request_id(&request).unwrap_or_else(|| Uuid::now_v7().to_string());
+        let request_id =
+            accepted_request_id(&request).unwrap_or_else(|| Uuid::now_v7().to_string());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let span = info_span!("http_request", request_id = %request_id, method = %method, path = %path);
-        request.extensions_mut().insert(RequestId(request_id.clone()));
+        let span =
+            info_span!("http_request", request_id = %request_id, method = %method, path = %path);
+        request
+            .extensions_mut()
+            .insert(RequestId(request_id.clone()));
         async move {
             let outcome = match limit_body(&mut request, self.max_body_bytes).await {
-                Ok(()) => self.inner.call(request).await.map(IntoResponse::into_response),
+                Ok(()) => self
+                    .inner
+                    .call(request)
+                    .await
+                    .map(IntoResponse::into_response),
                 Err(error) => Err(error.into()),
             };
             let (mut response, route) = match outcome {
                 Ok(response) => {
-                    let route = response.data::<OperationId>().map(|id| id.0).unwrap_or("other");
+                    let route = response
+                        .data::<OperationId>()
+                        .map(|id| id.0)
+                        .unwrap_or("other");
                     (response, route)
                 }
                 Err(error) => {
-                    let route = error.data::<OperationId>().map(|id| id.0).unwrap_or("other");
-                    (ApiError::from_poem(&error).into_response_for(&request_id), route)
+                    let route = error
+                        .data::<OperationId>()
+                        .map(|id| id.0)
+                        .unwrap_or("other");
+                    (
+                        ApiError::from_poem(&error).into_response_for(&request_id),
+                        route,
+                    )
                 }
             };
             let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 headers.insert(REQUEST_ID_HEADER, value);
             }
-            headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
-            HttpRequestFinished { route, method: method.as_str(), status, duration: elapsed }.emit();
+            HttpRequestFinished {
+                route,
+                method: method.as_str(),
+                status,
+                duration: elapsed,
+            }
+            .emit();
             if route != "metrics" && route != "live" && route != "ready" {
-                info!(status, duration_us = elapsed.as_micros() as u64, "request finished");
+                info!(
+                    status,
+                    duration_us = elapsed.as_micros() as u64,
+                    "request finished"
+                );
             }
             Ok(response)
         }
@@ -89,16 +125,25 @@ fn accepted_request_id(request: &Request) -> Option<String> {
     let value = request.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let valid = !value.is_empty()
         && value.len() <= MAX_REQUEST_ID_LEN
-        && value.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_.:/".contains(&byte));
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:/".contains(&byte));
     valid.then(|| value.to_owned())
 }
 
 /// Rejects bodies over the limit with 413, whether announced by `Content-Length` or not.
 async fn limit_body(request: &mut Request, max_body_bytes: usize) -> Result<(), ApiError> {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    ) {
         return Ok(());
     }
-    let too_large = || ApiError::payload_too_large(format!("request body is larger than {max_body_bytes} bytes"));
+    let too_large = || {
+        ApiError::payload_too_large(format!(
+            "request body is larger than {max_body_bytes} bytes"
+        ))
+    };
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -108,10 +153,13 @@ async fn limit_body(request: &mut Request, max_body_bytes: usize) -> Result<(), 
         return Err(too_large());
     }
     let body = request.take_body();
-    let bytes = body.into_bytes_limit(max_body_bytes).await.map_err(|error| match error {
-        poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-        other => ApiError::malformed(format!("failed to read request body: {other}")),
-    })?;
+    let bytes = body
+        .into_bytes_limit(max_body_bytes)
+        .await
+        .map_err(|error| match error {
+            poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+            other => ApiError::malformed(format!("failed to read request body: {other}")),
+        })?;
     request.set_body(Body::from(bytes));
     Ok(())
 }

@@ -12,7 +12,7 @@ mod secret;
 
 pub use load::{ConfigError, ConfigSources, DEFAULT_CONFIG_PATH, load};
 pub use model::{
-    Config, DatabaseConfig, HttpConfig, JobsConfig, LogFormat, SentimentConfig, ShutdownConfig,
-    TelemetryConfig, AmqpConfig, SupervisionConfig,
+    AmqpConfig, Config, DatabaseConfig, HttpConfig, JobsConfig, LogFormat, SentimentConfig,
+    ShutdownConfig, SupervisionConfig, TelemetryConfig,
 };
 pub use secret::SecretUrl;

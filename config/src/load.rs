@@ -48,7 +48,11 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("invalid value for environment variable {variable} ({key}): {message}")]
-    Env { variable: String, key: String, message: String },
+    Env {
+        variable: String,
+        key: String,
+        message: String,
+    },
     #[error("invalid config key `{key}`: {message}")]
     Key { key: String, message: String },
 }
@@ -61,7 +65,10 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
     let deserializer = Value::Table(table);
     let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let key = error.path().to_string();
-        ConfigError::Key { key, message: error.into_inner().to_string() }
+        ConfigError::Key {
+            key,
+            message: error.into_inner().to_string(),
+        }
     })?;
     validate(&config)?;
     Ok(config)
@@ -77,10 +84,17 @@ fn read_file_table(explicit_file: Option<&Path>) -> Result<Table, ConfigError> {
         Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Table::new());
         }
-        Err(error) => return Err(ConfigError::File { path, message: error.to_string() }),
+        Err(error) => {
+            return Err(ConfigError::File {
+                path,
+                message: error.to_string(),
+            });
+        }
     };
-    text.parse::<Table>()
-        .map_err(|error| ConfigError::Syntax { path, message: error.to_string().trim().to_owned() })
+    text.parse::<Table>().map_err(|error| ConfigError::Syntax {
+        path,
+        message: error.to_string().trim().to_owned(),
+    })
 }
 
 fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -94,7 +108,11 @@ fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), Con
         .iter()
         .filter_map(|(variable, value)| {
             let path = variable.strip_prefix(GENERIC_ENV_PREFIX)?;
-            let key = path.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
+            let key = path
+                .split("__")
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
             Some((variable.clone(), key, value))
         })
         .collect();
@@ -118,7 +136,11 @@ fn env_value(key: &str, raw: &str) -> Value {
         return Value::String(raw.to_owned());
     }
     let scalar = format!("v = {raw}");
-    match scalar.parse::<Table>().ok().and_then(|mut table| table.remove("v")) {
+    match scalar
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+    {
         Some(value @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))) => value,
         _ => Value::String(raw.to_owned()),
     }
@@ -131,7 +153,9 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
     };
     let mut current = table;
     for segment in segments {
-        let entry = current.entry(segment).or_insert_with(|| Value::Table(Table::new()));
+        let entry = current
+            .entry(segment)
+            .or_insert_with(|| Value::Table(Table::new()));
         let Value::Table(next) = entry else {
             return Err(format!("`{segment}` is not a section"));
         };
@@ -143,10 +167,17 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
 
 /// Checks values that parse but cannot work. Pure: it looks at nothing but `config`.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
-    let invalid =
-        |key: &str, message: String| Err(ConfigError::Key { key: key.to_owned(), message });
+    let invalid = |key: &str, message: String| {
+        Err(ConfigError::Key {
+            key: key.to_owned(),
+            message,
+        })
+    };
     if let Err(error) = config.http.addr.parse::<SocketAddr>() {
-        return invalid("http.addr", format!("`{}` is not a socket address: {error}", config.http.addr));
+        return invalid(
+            "http.addr",
+            format!("`{}` is not a socket address: {error}", config.http.addr),
+        );
     }
     if config.http.max_body_bytes < 1024 {
         return invalid("http.max_body_bytes", "must be at least 1024".to_owned());
@@ -160,21 +191,30 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             );
         }
     }
-    if let Some(amqp_url) = &config.amqp.url {
-        if !matches!(amqp_url.scheme(), "amqp" | "amqps") {
-            return invalid("amqp.url", "must start with amqp:// or amqps://".to_owned());
-        }
+    if let Some(amqp_url) = &config.amqp.url
+        && !matches!(amqp_url.scheme(), "amqp" | "amqps")
+    {
+        return invalid("amqp.url", "must start with amqp:// or amqps://".to_owned());
     }
     let positive: [(&str, u64); 10] = [
-        ("database.max_connections", config.database.max_connections.into()),
+        (
+            "database.max_connections",
+            config.database.max_connections.into(),
+        ),
         ("jobs.concurrency", config.jobs.concurrency as u64),
         ("jobs.poll_interval_ms", config.jobs.poll_interval_ms),
         ("jobs.lease_ms", config.jobs.lease_ms),
         ("jobs.max_attempts", config.jobs.max_attempts.into()),
         ("sentiment.max_queued", config.sentiment.max_queued as u64),
-        ("sentiment.call_timeout_ms", config.sentiment.call_timeout_ms),
+        (
+            "sentiment.call_timeout_ms",
+            config.sentiment.call_timeout_ms,
+        ),
         ("supervision.within_ms", config.supervision.within_ms),
-        ("supervision.hang_timeout_ms", config.supervision.hang_timeout_ms),
+        (
+            "supervision.hang_timeout_ms",
+            config.supervision.hang_timeout_ms,
+        ),
         ("supervision.heartbeat_ms", config.supervision.heartbeat_ms),
     ];
     for (key, value) in positive {
@@ -183,12 +223,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         }
     }
     if config.jobs.lease_ms < 1_000 {
-        return invalid("jobs.lease_ms", "must be at least 1000 (leases are renewed every third of it)".to_owned());
+        return invalid(
+            "jobs.lease_ms",
+            "must be at least 1000 (leases are renewed every third of it)".to_owned(),
+        );
     }
     if config.sentiment.workers > 256 {
         return invalid("sentiment.workers", "must be at most 256".to_owned());
     }
-    if config.telemetry.log_level.parse::<LogDirectiveCheck>().is_err() {
+    if config
+        .telemetry
+        .log_level
+        .parse::<LogDirectiveCheck>()
+        .is_err()
+    {
         return invalid("telemetry.log_level", "must not be empty".to_owned());
     }
     Ok(())
@@ -201,7 +249,11 @@ impl std::str::FromStr for LogDirectiveCheck {
     type Err = ();
 
     fn from_str(directive: &str) -> Result<Self, Self::Err> {
-        if directive.trim().is_empty() { Err(()) } else { Ok(LogDirectiveCheck) }
+        if directive.trim().is_empty() {
+            Err(())
+        } else {
+            Ok(LogDirectiveCheck)
+        }
     }
 }
 
@@ -211,7 +263,10 @@ mod tests {
     use crate::LogFormat;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
     }
 
     fn write_config(contents: &str) -> (tempfile_path::TempPath, PathBuf) {
@@ -234,8 +289,10 @@ mod tests {
         impl TempPath {
             pub fn new(contents: &str) -> Self {
                 let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-                let path = std::env::temp_dir()
-                    .join(format!("bulwark-config-test-{}-{unique}.toml", std::process::id()));
+                let path = std::env::temp_dir().join(format!(
+                    "bulwark-config-test-{}-{unique}.toml",
+                    std::process::id()
+                ));
                 std::fs::write(&path, contents).expect("write temp config");
                 TempPath { path }
             }
@@ -277,7 +334,10 @@ mod tests {
         assert_eq!(config.http.addr, "127.0.0.1:0");
         assert_eq!(config.jobs.concurrency, 7);
         assert_eq!(config.jobs.lease_ms, 5000);
-        assert_eq!(config.database.url.expose(), "postgres://u:p@localhost/test");
+        assert_eq!(
+            config.database.url.expose(),
+            "postgres://u:p@localhost/test"
+        );
         assert_eq!(config.telemetry.log_format, LogFormat::Pretty);
     }
 
@@ -285,8 +345,11 @@ mod tests {
     #[test]
     fn unknown_file_key_is_named() {
         let (_temp, path) = write_config("[jobs]\nconcurency = 3\n");
-        let error =
-            load(&ConfigSources { explicit_file: Some(path), env: HashMap::new() }).unwrap_err();
+        let error = load(&ConfigSources {
+            explicit_file: Some(path),
+            env: HashMap::new(),
+        })
+        .unwrap_err();
         let message = error.to_string();
         assert!(message.contains("jobs.concurency"), "{message}");
     }
@@ -294,8 +357,10 @@ mod tests {
     /// Proves an unknown generic environment override is rejected, naming the key.
     #[test]
     fn unknown_env_key_is_named() {
-        let sources =
-            ConfigSources { explicit_file: None, env: env(&[("BULWARK__JOBS__NOPE", "1")]) };
+        let sources = ConfigSources {
+            explicit_file: None,
+            env: env(&[("BULWARK__JOBS__NOPE", "1")]),
+        };
         let message = load(&sources).unwrap_err().to_string();
         assert!(message.contains("jobs.nope"), "{message}");
     }
@@ -312,7 +377,10 @@ mod tests {
             ("BULWARK_LOG_FORMAT", "xml", "telemetry.log_format"),
         ];
         for (variable, value, key) in cases {
-            let sources = ConfigSources { explicit_file: None, env: env(&[(variable, value)]) };
+            let sources = ConfigSources {
+                explicit_file: None,
+                env: env(&[(variable, value)]),
+            };
             let message = load(&sources).unwrap_err().to_string();
             assert!(message.contains(key), "{variable}={value}: {message}");
         }
@@ -332,8 +400,14 @@ mod tests {
     #[test]
     fn syntax_error_names_the_file() {
         let (_temp, path) = write_config("[http\naddr = 1");
-        let error = load(&ConfigSources { explicit_file: Some(path.clone()), env: HashMap::new() })
-            .unwrap_err();
-        assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+        let error = load(&ConfigSources {
+            explicit_file: Some(path.clone()),
+            env: HashMap::new(),
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
     }
 }

@@ -31,14 +31,19 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { addr: "127.0.0.1:8080".to_owned(), max_body_bytes: 1024 * 1024 }
+        HttpConfig {
+            addr: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 1024 * 1024,
+        }
     }
 }
 
 impl HttpConfig {
     /// Returns the parsed listen address; [`crate::load`] has validated it.
     pub fn socket_addr(&self) -> SocketAddr {
-        self.addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+        self.addr
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 }
 
@@ -133,7 +138,11 @@ pub struct SentimentConfig {
 
 impl Default for SentimentConfig {
     fn default() -> Self {
-        SentimentConfig { workers: 0, max_queued: 1_024, call_timeout_ms: 10_000 }
+        SentimentConfig {
+            workers: 0,
+            max_queued: 1_024,
+            call_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -143,7 +152,9 @@ impl SentimentConfig {
         if self.workers > 0 {
             return self.workers;
         }
-        std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|cores| cores.get())
+            .unwrap_or(1)
     }
 
     pub fn call_timeout(&self) -> Duration {
@@ -221,6 +232,9 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { log_format: LogFormat::Json, log_level: "info".to_owned() }
+        TelemetryConfig {
+            log_format: LogFormat::Json,
+            log_level: "info".to_owned(),
+        }
     }
 }

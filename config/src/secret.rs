@@ -20,7 +20,10 @@ impl SecretUrl {
 
     /// Returns the scheme (`postgres`, `sqlite`, `amqp`...), or an empty string if none.
     pub fn scheme(&self) -> &str {
-        self.0.split_once("://").map(|(scheme, _)| scheme).unwrap_or("")
+        self.0
+            .split_once("://")
+            .map(|(scheme, _)| scheme)
+            .unwrap_or("")
     }
 
     /// Returns the URL with any password replaced by `***`.
@@ -75,17 +78,30 @@ mod tests {
         let expected = "postgres://app:***@db.internal:5432/jobs?sslmode=require";
         assert_eq!(url.to_string(), expected);
         assert!(!format!("{url:?}").contains("hunter2"));
-        assert!(!toml::to_string(&[("url", &url)].into_iter().collect::<std::collections::BTreeMap<_, _>>())
+        assert!(
+            !toml::to_string(
+                &[("url", &url)]
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            )
             .unwrap()
-            .contains("hunter2"));
-        assert_eq!(url.expose(), "postgres://app:hunter2@db.internal:5432/jobs?sslmode=require");
+            .contains("hunter2")
+        );
+        assert_eq!(
+            url.expose(),
+            "postgres://app:hunter2@db.internal:5432/jobs?sslmode=require"
+        );
         assert_eq!(url.scheme(), "postgres");
     }
 
     /// Proves URLs without a password are shown unchanged.
     #[test]
     fn urls_without_password_are_unchanged() {
-        for plain in ["sqlite://data/bulwark.db", "postgres://localhost/test", "amqp://guest@h/%2f"] {
+        for plain in [
+            "sqlite://data/bulwark.db",
+            "postgres://localhost/test",
+            "amqp://guest@h/%2f",
+        ] {
             assert_eq!(SecretUrl::new(plain).redacted(), plain);
         }
     }

@@ -2,7 +2,9 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tracing::info;
 
 use crate::StoreError;
@@ -62,7 +64,11 @@ pub struct Store {
 impl Store {
     /// Opens a pool without touching the schema. SQLite files and their folder are created.
     pub async fn connect(params: &StoreParams) -> Result<Store, StoreError> {
-        let scheme = params.url.split_once("://").map(|(scheme, _)| scheme).unwrap_or("");
+        let scheme = params
+            .url
+            .split_once("://")
+            .map(|(scheme, _)| scheme)
+            .unwrap_or("");
         let pool = match scheme {
             "sqlite" => Pool::Sqlite(connect_sqlite(params).await?),
             "postgres" | "postgresql" => {
@@ -75,7 +81,11 @@ impl Store {
                     .await?;
                 Pool::Postgres(pool)
             }
-            other => return Err(StoreError::InvalidUrl(format!("unsupported scheme `{other}`"))),
+            other => {
+                return Err(StoreError::InvalidUrl(format!(
+                    "unsupported scheme `{other}`"
+                )));
+            }
         };
         Ok(Store { pool })
     }
@@ -93,7 +103,10 @@ impl Store {
             Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
             Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
         }
-        info!(backend = self.backend().as_str(), "database migrations applied");
+        info!(
+            backend = self.backend().as_str(),
+            "database migrations applied"
+        );
         Ok(())
     }
 
@@ -123,15 +136,15 @@ async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> 
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10));
-    if let Some(parent) = options.get_filename().parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|error| {
-                StoreError::InvalidUrl(format!(
-                    "cannot create database folder {}: {error}",
-                    parent.display()
-                ))
-            })?;
-        }
+    if let Some(parent) = options.get_filename().parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|error| {
+            StoreError::InvalidUrl(format!(
+                "cannot create database folder {}: {error}",
+                parent.display()
+            ))
+        })?;
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(params.max_connections)
@@ -144,7 +157,9 @@ async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> 
 /// Returns the current wall-clock time in Unix milliseconds. Leases compare these across nodes,
 /// so nodes sharing a database need synchronized clocks.
 pub fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -42,6 +42,8 @@ fn is_transient(code_opt: Option<std::borrow::Cow<'_, str>>) -> bool {
     let Some(code) = code_opt else {
         return false;
     };
-    matches!(code.as_ref(), "5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P03")
-        || code.starts_with("08")
+    matches!(
+        code.as_ref(),
+        "5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P03"
+    ) || code.starts_with("08")
 }

@@ -53,7 +53,10 @@ impl JobStatus {
 
     /// Returns true for statuses a job never leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead
+        )
     }
 }
 
@@ -126,10 +129,16 @@ impl TryFrom<JobRow> for Job {
         let corrupt = |what: &str, error: &dyn fmt::Display| {
             StoreError::Corrupt(format!("job {}: {what}: {error}", row.id))
         };
-        let status = row.status.parse().map_err(|error: String| corrupt("status", &error))?;
-        let payload = serde_json::from_str(&row.payload).map_err(|error| corrupt("payload", &error))?;
+        let status = row
+            .status
+            .parse()
+            .map_err(|error: String| corrupt("status", &error))?;
+        let payload =
+            serde_json::from_str(&row.payload).map_err(|error| corrupt("payload", &error))?;
         let result = match &row.result {
-            Some(text) => Some(serde_json::from_str(text).map_err(|error| corrupt("result", &error))?),
+            Some(text) => {
+                Some(serde_json::from_str(text).map_err(|error| corrupt("result", &error))?)
+            }
             None => None,
         };
         Ok(Job {
@@ -252,10 +261,15 @@ impl Store {
             return Ok(InsertOutcome::Created(row.try_into()?));
         }
         let Some(key) = &new_job.idempotency_key else {
-            return Err(StoreError::Corrupt(format!("insert of job {id} returned no row")));
+            return Err(StoreError::Corrupt(format!(
+                "insert of job {id} returned no row"
+            )));
         };
-        const BY_KEY: &str =
-            concat!("SELECT ", job_columns!(), " FROM jobs WHERE idempotency_key = $1");
+        const BY_KEY: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE idempotency_key = $1"
+        );
         let existing: JobRow =
             with_pool!(self, pool => sqlx::query_as(BY_KEY).bind(key).fetch_one(pool).await)?;
         Ok(InsertOutcome::Existing(existing.try_into()?))
@@ -349,7 +363,11 @@ impl Store {
             }
         };
         let mut jobs = decode_rows(rows)?;
-        jobs.sort_by(|left, right| left.run_at_ms.cmp(&right.run_at_ms).then(left.id.cmp(&right.id)));
+        jobs.sort_by(|left, right| {
+            left.run_at_ms
+                .cmp(&right.run_at_ms)
+                .then(left.id.cmp(&right.id))
+        });
         Ok(jobs)
     }
 
@@ -473,7 +491,8 @@ impl Store {
 
     /// Returns the number of jobs per kind and status, for queue-depth metrics.
     pub async fn count_jobs(&self) -> Result<Vec<StatusCount>, StoreError> {
-        const COUNT: &str = "SELECT kind, status, COUNT(*) AS count FROM jobs GROUP BY kind, status";
+        const COUNT: &str =
+            "SELECT kind, status, COUNT(*) AS count FROM jobs GROUP BY kind, status";
         let counts = with_pool!(self, pool => sqlx::query_as(COUNT).fetch_all(pool).await)?;
         Ok(counts)
     }

@@ -61,19 +61,27 @@ impl JobTransport for LocalQueue {
             return Ok(Vec::new());
         }
         let limit = u32::try_from(max_jobs).unwrap_or(u32::MAX);
-        self.store.claim_jobs(&self.params.owner, self.lease_until_ms(), limit).await
+        self.store
+            .claim_jobs(&self.params.owner, self.lease_until_ms(), limit)
+            .await
     }
 
     async fn complete(&self, job: &Job, result: &Value) -> Result<bool, StoreError> {
-        self.store.complete_job(&job.id, &self.params.owner, result).await
+        self.store
+            .complete_job(&job.id, &self.params.owner, result)
+            .await
     }
 
     async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<bool, StoreError> {
-        self.store.fail_job(&job.id, &self.params.owner, failure).await
+        self.store
+            .fail_job(&job.id, &self.params.owner, failure)
+            .await
     }
 
     async fn renew(&self, job_ids: &[String]) -> Result<u64, StoreError> {
-        self.store.renew_leases(job_ids, &self.params.owner, self.lease_until_ms()).await
+        self.store
+            .renew_leases(job_ids, &self.params.owner, self.lease_until_ms())
+            .await
     }
 
     async fn release(&self, job_ids: &[String]) -> Result<u64, StoreError> {

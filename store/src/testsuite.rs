@@ -47,7 +47,10 @@ impl TestDatabase {
                 let dir = std::env::temp_dir().join(format!("bulwark-test-{unique}"));
                 std::fs::create_dir_all(&dir).expect("create sqlite test folder");
                 let url = format!("sqlite://{}", dir.join("bulwark.db").display());
-                TestDatabase { url, cleanup: Cleanup::SqliteDir(dir) }
+                TestDatabase {
+                    url,
+                    cleanup: Cleanup::SqliteDir(dir),
+                }
             }
             TestBackend::Postgres => {
                 let admin_url = postgres_url();
@@ -61,7 +64,10 @@ impl TestDatabase {
                 admin.close().await;
                 let separator = if admin_url.contains('?') { '&' } else { '?' };
                 let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
-                TestDatabase { url, cleanup: Cleanup::PostgresSchema { admin_url, schema } }
+                TestDatabase {
+                    url,
+                    cleanup: Cleanup::PostgresSchema { admin_url, schema },
+                }
             }
         }
     }
@@ -84,8 +90,11 @@ impl TestDatabase {
 }
 
 async fn connect(url: &str) -> Store {
-    let params =
-        StoreParams { url: url.to_owned(), max_connections: 1, connect_timeout: Duration::from_secs(10) };
+    let params = StoreParams {
+        url: url.to_owned(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(10),
+    };
     Store::connect(&params).await.unwrap_or_else(|error| {
         panic!("postgresql is unreachable at {url} (set BULWARK_TEST_DATABASE_URL): {error}")
     })
@@ -102,7 +111,9 @@ impl Drop for TestDatabase {
                 let drop_schema = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
                 // Drop cannot await, and may run inside a runtime: use a thread with its own.
                 let dropper = std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
                     if let Ok(runtime) = runtime {
                         runtime.block_on(async {
                             let admin = connect(&admin_url).await;

@@ -37,7 +37,13 @@ fn new_job(key_opt: Option<&str>) -> NewJob {
 }
 
 fn queue(store: &Store, owner: &str, lease: Duration) -> LocalQueue {
-    LocalQueue::new(store.clone(), LocalQueueParams { owner: owner.to_owned(), lease })
+    LocalQueue::new(
+        store.clone(),
+        LocalQueueParams {
+            owner: owner.to_owned(),
+            lease,
+        },
+    )
 }
 
 /// Proves a job is stored with every field, and that an idempotency key never yields a second job.
@@ -61,7 +67,13 @@ async fn insert_is_idempotent(backend: TestBackend) {
     let first = store.insert_job(&new_job(None)).await.unwrap();
     let second = store.insert_job(&new_job(None)).await.unwrap();
     assert_ne!(first.job().id, second.job().id);
-    let page = store.list_jobs(&JobFilter { limit: 10, ..JobFilter::default() }).await.unwrap();
+    let page = store
+        .list_jobs(&JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.jobs.len(), 3);
 }
 on_both_backends!(insert_is_idempotent_on, insert_is_idempotent);
@@ -77,16 +89,34 @@ async fn claim_complete_fail(backend: TestBackend) {
     }
     let claimed = node_a.claim(2).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    assert!(claimed.iter().all(|job| job.status == JobStatus::Running && job.attempts == 1));
-    assert!(claimed.iter().all(|job| job.lease_owner.as_deref() == Some("node-a")));
+    assert!(
+        claimed
+            .iter()
+            .all(|job| job.status == JobStatus::Running && job.attempts == 1)
+    );
+    assert!(
+        claimed
+            .iter()
+            .all(|job| job.lease_owner.as_deref() == Some("node-a"))
+    );
     // Node B sees only the one job left; leased jobs are not claimable.
     let rest = node_b.claim(10).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert!(node_b.claim(10).await.unwrap().is_empty());
 
     // A node that does not hold the lease cannot record an outcome.
-    assert!(!node_b.complete(&claimed[0], &json!({"ok": true})).await.unwrap());
-    assert!(node_a.complete(&claimed[0], &json!({"ok": true})).await.unwrap());
+    assert!(
+        !node_b
+            .complete(&claimed[0], &json!({"ok": true}))
+            .await
+            .unwrap()
+    );
+    assert!(
+        node_a
+            .complete(&claimed[0], &json!({"ok": true}))
+            .await
+            .unwrap()
+    );
     let done = store.get_job(&claimed[0].id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.result, Some(json!({"ok": true})));
@@ -125,7 +155,12 @@ async fn expired_leases_and_release(backend: TestBackend) {
     let store = database.open().await;
     let short = queue(&store, "dying-node", Duration::from_millis(50));
     let survivor = queue(&store, "survivor", Duration::from_secs(30));
-    let job = store.insert_job(&new_job(None)).await.unwrap().job().clone();
+    let job = store
+        .insert_job(&new_job(None))
+        .await
+        .unwrap()
+        .job()
+        .clone();
     assert_eq!(short.claim(1).await.unwrap().len(), 1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let reclaimed = loop {
@@ -133,7 +168,10 @@ async fn expired_leases_and_release(backend: TestBackend) {
         if let Some(first) = claimed.into_iter().next() {
             break first;
         }
-        assert!(tokio::time::Instant::now() < deadline, "lease never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lease never expired"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(reclaimed.id, job.id);
@@ -142,8 +180,17 @@ async fn expired_leases_and_release(backend: TestBackend) {
     // The dead node's late outcome is refused.
     assert!(!short.complete(&reclaimed, &json!({})).await.unwrap());
 
-    assert_eq!(survivor.renew(std::slice::from_ref(&job.id)).await.unwrap(), 1);
-    assert_eq!(survivor.release(std::slice::from_ref(&job.id)).await.unwrap(), 1);
+    assert_eq!(
+        survivor.renew(std::slice::from_ref(&job.id)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        survivor
+            .release(std::slice::from_ref(&job.id))
+            .await
+            .unwrap(),
+        1
+    );
     let released = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(released.status, JobStatus::Queued);
     assert_eq!(released.attempts, 1);
@@ -184,7 +231,10 @@ async fn concurrent_claims_are_disjoint(backend: TestBackend) {
     assert_eq!(total, num_jobs, "every job claimed");
     assert_eq!(all_ids.len(), num_jobs, "no job claimed twice");
 }
-on_both_backends!(concurrent_claims_are_disjoint_on, concurrent_claims_are_disjoint);
+on_both_backends!(
+    concurrent_claims_are_disjoint_on,
+    concurrent_claims_are_disjoint
+);
 
 /// Proves cursor pagination visits every job once, newest first, and filters apply.
 async fn pagination_and_filters(backend: TestBackend) {
@@ -192,26 +242,50 @@ async fn pagination_and_filters(backend: TestBackend) {
     let store = database.open().await;
     let mut ids = Vec::new();
     for _ in 0..7 {
-        ids.push(store.insert_job(&new_job(None)).await.unwrap().job().id.clone());
+        ids.push(
+            store
+                .insert_job(&new_job(None))
+                .await
+                .unwrap()
+                .job()
+                .id
+                .clone(),
+        );
     }
     ids.reverse();
     let mut seen = Vec::new();
-    let mut filter = JobFilter { limit: 3, ..JobFilter::default() };
+    let mut filter = JobFilter {
+        limit: 3,
+        ..JobFilter::default()
+    };
     loop {
         let page = store.list_jobs(&filter).await.unwrap();
         seen.extend(page.jobs.iter().map(|job| job.id.clone()));
-        let Some(cursor) = page.next_cursor else { break };
+        let Some(cursor) = page.next_cursor else {
+            break;
+        };
         filter.before_id = Some(cursor);
     }
     assert_eq!(seen, ids);
     let node = queue(&store, "node", Duration::from_secs(30));
     node.claim(2).await.unwrap();
-    let running = JobFilter { status: Some(JobStatus::Running), limit: 50, ..JobFilter::default() };
+    let running = JobFilter {
+        status: Some(JobStatus::Running),
+        limit: 50,
+        ..JobFilter::default()
+    };
     assert_eq!(store.list_jobs(&running).await.unwrap().jobs.len(), 2);
-    let other_kind = JobFilter { kind: Some("nope".into()), limit: 50, ..JobFilter::default() };
+    let other_kind = JobFilter {
+        kind: Some("nope".into()),
+        limit: 50,
+        ..JobFilter::default()
+    };
     assert!(store.list_jobs(&other_kind).await.unwrap().jobs.is_empty());
     let counts = store.count_jobs().await.unwrap();
-    let queued = counts.iter().find(|count| count.status == "queued").unwrap();
+    let queued = counts
+        .iter()
+        .find(|count| count.status == "queued")
+        .unwrap();
     assert_eq!(queued.count, 5);
 }
 on_both_backends!(pagination_and_filters_on, pagination_and_filters);

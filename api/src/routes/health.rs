@@ -50,7 +50,11 @@ pub struct SupervisorHealth {
 
 impl From<SupervisorSnapshot> for SupervisorHealth {
     fn from(snapshot: SupervisorSnapshot) -> Self {
-        let children_running = snapshot.children.iter().filter(|child| child.running).count() as u32;
+        let children_running = snapshot
+            .children
+            .iter()
+            .filter(|child| child.running)
+            .count() as u32;
         let children_total = snapshot.children.len() as u32;
         let counters = snapshot.counters;
         SupervisorHealth {
@@ -126,15 +130,20 @@ pub struct HealthApi {
 impl HealthApi {
     async fn components(&self) -> Vec<Component> {
         let state = &self.state;
-        let database = match tokio::time::timeout(state.dependency_timeout, state.store.ping()).await {
-            Ok(Ok(())) => component("database", ComponentStatus::Up, state.store.backend().as_str().to_owned()),
-            Ok(Err(error)) => component("database", ComponentStatus::Down, error.to_string()),
-            Err(_) => component(
-                "database",
-                ComponentStatus::Down,
-                format!("no answer within {:?}", state.dependency_timeout),
-            ),
-        };
+        let database =
+            match tokio::time::timeout(state.dependency_timeout, state.store.ping()).await {
+                Ok(Ok(())) => component(
+                    "database",
+                    ComponentStatus::Up,
+                    state.store.backend().as_str().to_owned(),
+                ),
+                Ok(Err(error)) => component("database", ComponentStatus::Down, error.to_string()),
+                Err(_) => component(
+                    "database",
+                    ComponentStatus::Down,
+                    format!("no answer within {:?}", state.dependency_timeout),
+                ),
+            };
         let num_running = state.sentiment.num_running_workers();
         let num_workers = state.sentiment.num_workers();
         let workers_status = match num_running {
@@ -146,18 +155,29 @@ impl HealthApi {
             "{num_running} of {num_workers} workers running, {} calls queued",
             state.sentiment.queued()
         );
-        let runner_status =
-            if state.job_runner.is_running() { ComponentStatus::Up } else { ComponentStatus::Down };
+        let runner_status = if state.job_runner.is_running() {
+            ComponentStatus::Up
+        } else {
+            ComponentStatus::Down
+        };
         vec![
             database,
             component("sentiment_workers", workers_status, workers_detail),
-            component("job_runner", runner_status, state.job_runner.name().to_owned()),
+            component(
+                "job_runner",
+                runner_status,
+                state.job_runner.name().to_owned(),
+            ),
         ]
     }
 }
 
 fn component(name: &str, status: ComponentStatus, detail: String) -> Component {
-    Component { name: name.to_owned(), status, detail }
+    Component {
+        name: name.to_owned(),
+        status,
+        detail,
+    }
 }
 
 #[OpenApi(tag = "ApiTags::Operations")]
@@ -165,7 +185,9 @@ impl HealthApi {
     /// Liveness: the process answers. Checks no dependency.
     #[oai(path = "/live", method = "get", operation_id = "live")]
     async fn live(&self) -> Json<Liveness> {
-        Json(Liveness { status: "ok".to_owned() })
+        Json(Liveness {
+            status: "ok".to_owned(),
+        })
     }
 
     /// Readiness: `503` naming the failing component when a dependency is down.
@@ -178,9 +200,15 @@ impl HealthApi {
             .filter(|component| component.status == ComponentStatus::Down)
             .collect();
         if failing.is_empty() {
-            ReadyResponse::Ready(Json(Readiness { status: "ready".to_owned(), failing }))
+            ReadyResponse::Ready(Json(Readiness {
+                status: "ready".to_owned(),
+                failing,
+            }))
         } else {
-            ReadyResponse::NotReady(Json(Readiness { status: "not_ready".to_owned(), failing }))
+            ReadyResponse::NotReady(Json(Readiness {
+                status: "not_ready".to_owned(),
+                failing,
+            }))
         }
     }
 
@@ -188,14 +216,22 @@ impl HealthApi {
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> HealthResponse {
         let components = self.components().await;
-        let status = if components.iter().any(|component| component.status == ComponentStatus::Down) {
+        let status = if components
+            .iter()
+            .any(|component| component.status == ComponentStatus::Down)
+        {
             ComponentStatus::Down
-        } else if components.iter().any(|component| component.status == ComponentStatus::Degraded) {
+        } else if components
+            .iter()
+            .any(|component| component.status == ComponentStatus::Degraded)
+        {
             ComponentStatus::Degraded
         } else {
             ComponentStatus::Up
         };
-        let supervision = observe_supervisor(&self.state.root_supervisor).await.map(Into::into);
+        let supervision = observe_supervisor(&self.state.root_supervisor)
+            .await
+            .map(Into::into);
         let health = Health {
             status,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -216,7 +252,9 @@ impl HealthApi {
     async fn metrics(&self) -> MetricsResponse {
         match &self.state.prometheus {
             Some(handle) => MetricsResponse::Metrics(PlainText(handle.render())),
-            None => MetricsResponse::Unavailable(PlainText("no metrics recorder installed".to_owned())),
+            None => {
+                MetricsResponse::Unavailable(PlainText("no metrics recorder installed".to_owned()))
+            }
         }
     }
 }

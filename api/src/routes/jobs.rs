@@ -68,7 +68,10 @@ fn rfc3339(ms: i64) -> String {
 impl From<Job> for JobView {
     fn from(job: Job) -> Self {
         let error = match (job.error_code, job.error_message) {
-            (Some(code), message) => Some(JobErrorView { code, message: message.unwrap_or_default() }),
+            (Some(code), message) => Some(JobErrorView {
+                code,
+                message: message.unwrap_or_default(),
+            }),
             (None, _) => None,
         };
         JobView {
@@ -127,14 +130,15 @@ impl JobsApi {
         request_id: Data<&RequestId>,
     ) -> ApiResult<SubmitResponse> {
         let submission = body.0;
-        if let Some(key) = &submission.idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-                return Err(ApiError::invalid(format!(
-                    "idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes long"
-                )));
-            }
+        if let Some(key) = &submission.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(ApiError::invalid(format!(
+                "idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes long"
+            )));
         }
-        validate_job(&submission.kind, &submission.payload).map_err(|error| ApiError::invalid(error.message))?;
+        validate_job(&submission.kind, &submission.payload)
+            .map_err(|error| ApiError::invalid(error.message))?;
         let new_job = NewJob {
             kind: submission.kind,
             payload: submission.payload,
@@ -154,7 +158,10 @@ impl JobsApi {
                         job.id
                     )));
                 }
-                Ok(SubmitResponse::Existing(Json(job.into()), "true".to_owned()))
+                Ok(SubmitResponse::Existing(
+                    Json(job.into()),
+                    "true".to_owned(),
+                ))
             }
         }
     }
@@ -182,19 +189,31 @@ impl JobsApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<JobList>> {
         let status = match status.0.as_deref() {
-            Some(text) => Some(text.parse::<JobStatus>().map_err(|error| ApiError::invalid(format!("status: {error}")))?),
+            Some(text) => Some(
+                text.parse::<JobStatus>()
+                    .map_err(|error| ApiError::invalid(format!("status: {error}")))?,
+            ),
             None => None,
         };
         let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::invalid(format!("limit: must be between 1 and {MAX_PAGE_SIZE}")));
+            return Err(ApiError::invalid(format!(
+                "limit: must be between 1 and {MAX_PAGE_SIZE}"
+            )));
         }
-        if let Some(cursor) = &cursor.0 {
-            if uuid::Uuid::parse_str(cursor).is_err() {
-                return Err(ApiError::invalid("cursor: is not a cursor returned by this API"));
-            }
+        if let Some(cursor) = &cursor.0
+            && uuid::Uuid::parse_str(cursor).is_err()
+        {
+            return Err(ApiError::invalid(
+                "cursor: is not a cursor returned by this API",
+            ));
         }
-        let filter = JobFilter { status, kind: kind.0, before_id: cursor.0, limit };
+        let filter = JobFilter {
+            status,
+            kind: kind.0,
+            before_id: cursor.0,
+            limit,
+        };
         let page = self.state.store.list_jobs(&filter).await?;
         Ok(Json(JobList {
             jobs: page.jobs.into_iter().map(Into::into).collect(),

@@ -75,11 +75,17 @@ impl SentimentApi {
     ///
     /// Runs on the sentiment worker pool. When the pool is at capacity the answer is `503`
     /// with code `OVERLOADED` and `Retry-After`, rather than an unbounded wait.
-    #[oai(path = "/v1/sentiment", method = "post", operation_id = "analyze_sentiment")]
+    #[oai(
+        path = "/v1/sentiment",
+        method = "post",
+        operation_id = "analyze_sentiment"
+    )]
     async fn analyze(&self, body: Json<SentimentBody>) -> ApiResult<Json<SentimentResults>> {
         let texts = body.0.texts;
         validate_texts(&texts).map_err(|error| ApiError::invalid(error.to_string()))?;
         let scores = self.state.sentiment.analyze(texts).await?;
-        Ok(Json(SentimentResults { results: scores.into_iter().map(Into::into).collect() }))
+        Ok(Json(SentimentResults {
+            results: scores.into_iter().map(Into::into).collect(),
+        }))
     }
 }

@@ -1,0 +1,125 @@
+//! Helpers shared by the integration tests: a service booted on port 0 against an isolated
+//! database, an HTTP client, and polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use bulwark::Service;
+use bulwark_config::Config;
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use serde_json::Value;
+
+/// A service running in this process on a free port, with its own database.
+pub struct TestService {
+    pub service: Service,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+}
+
+/// Returns a config for tests: port 0, fast polling, short timeouts.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.http.addr = "127.0.0.1:0".to_owned();
+    config.database.url = bulwark_config::SecretUrl::new(database_url);
+    config.jobs.poll_interval_ms = 50;
+    config.jobs.lease_ms = 5_000;
+    config.jobs.retry_backoff_ms = 50;
+    config.jobs.retry_backoff_max_ms = 200;
+    config.sentiment.workers = 2;
+    config.shutdown.timeout_ms = 5_000;
+    config.supervision.heartbeat_ms = 50;
+    config
+}
+
+impl TestService {
+    /// Boots a service on a fresh database of `backend`.
+    pub async fn start(backend: TestBackend) -> TestService {
+        TestService::start_with(backend, |_| {}).await
+    }
+
+    /// Boots a service after `adjust` has changed the test config.
+    pub async fn start_with(backend: TestBackend, adjust: impl FnOnce(&mut Config)) -> TestService {
+        let database = TestDatabase::create(backend).await;
+        let mut config = test_config(&database.url);
+        adjust(&mut config);
+        let service = Service::start(&config).await.expect("service starts");
+        TestService::around(service, database)
+    }
+
+    /// Wraps an already started service.
+    pub fn around(service: Service, database: TestDatabase) -> TestService {
+        let base_url = format!("http://{}", service.addr);
+        TestService {
+            service,
+            base_url,
+            client: reqwest::Client::new(),
+            database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POSTs JSON and returns status and parsed body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs a path and returns status and parsed body (`Null` if not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the job reaches a terminal status and returns it.
+    pub async fn wait_for_job(&self, job_id: &str) -> Value {
+        let path = format!("/v1/jobs/{job_id}");
+        eventually(Duration::from_secs(20), || async {
+            let (status, job) = self.get_json(&path).await;
+            assert_eq!(status, 200, "job {job_id} readable: {job}");
+            let terminal = matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "dead")
+            );
+            terminal.then_some(job)
+        })
+        .await
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

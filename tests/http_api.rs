@@ -1,0 +1,347 @@
+//! The HTTP API driven over loopback against a service booted on port 0.
+
+mod common;
+
+use bulwark_store::testsuite::TestBackend;
+use common::TestService;
+use serde_json::{Value, json};
+
+/// Proves `POST /v1/sentiment` scores each text in order with the lexicon engine.
+#[tokio::test]
+async fn sentiment_scores_texts_in_order() {
+    let service = TestService::start(TestBackend::Sqlite).await;
+    let body = json!({ "texts": ["I love this product, it is wonderful!", "This is terrible and I hate it.", "The box is blue."] });
+    let (status, response) = service.post_json("/v1/sentiment", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let results = response["results"].as_array().unwrap();
+    let labels: Vec<&str> = results
+        .iter()
+        .map(|result| result["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["positive", "negative", "neutral"]);
+    assert_eq!(results[0]["engine"], "lexicon");
+    assert!(results[0]["score"].as_f64().unwrap() > 0.5);
+    assert!(results[1]["score"].as_f64().unwrap() < -0.5);
+}
+
+fn assert_error_body(body: &Value, code: &str, request_id_opt: Option<&str>) {
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{body}"
+    );
+    assert!(body["retriable"].is_boolean(), "{body}");
+    let request_id = body["request_id"].as_str().expect("request_id present");
+    if let Some(expected) = request_id_opt {
+        assert_eq!(request_id, expected);
+    }
+}
+
+/// Proves every kind of bad input gets a clear 4xx with the one error body, and that
+/// nothing is stored for any of them.
+#[tokio::test]
+async fn bad_input_gets_clear_4xx_and_stores_nothing() {
+    let service = TestService::start(TestBackend::Sqlite).await;
+    let client = &service.client;
+
+    let malformed = client
+        .post(service.url("/v1/jobs"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "bad-json-1")
+        .body("{\"kind\": \"sentiment.analyze\", \"payload\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(malformed.headers()["x-request-id"], "bad-json-1");
+    assert_error_body(
+        &malformed.json().await.unwrap(),
+        "VALIDATION_FAILED",
+        Some("bad-json-1"),
+    );
+
+    let huge = "x".repeat(1024 * 1024 + 10);
+    let too_large = client
+        .post(service.url("/v1/sentiment"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"texts\": [\"{huge}\"]}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert_error_body(&too_large.json().await.unwrap(), "PAYLOAD_TOO_LARGE", None);
+
+    let cases = [
+        ("/v1/sentiment", json!({ "texts": [] }), "texts"),
+        (
+            "/v1/sentiment",
+            json!({ "texts": ["ok", "y".repeat(10_001)] }),
+            "texts[1]",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "video.render", "payload": {} }),
+            "kind",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": [] } }),
+            "payload.texts",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "idempotency_key": "" }),
+            "idempotency_key",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, response) = service.post_json(path, &body).await;
+        assert_eq!(status, 422, "{path} {body}: {response}");
+        assert_error_body(&response, "VALIDATION_FAILED", None);
+        assert!(
+            response["message"].as_str().unwrap().starts_with(field),
+            "{response}"
+        );
+        assert_eq!(response["retriable"], false);
+    }
+
+    let wrong_shape = [
+        ("/v1/sentiment", json!({ "texts": "not a list" })),
+        ("/v1/sentiment", json!({ "texts": ["a"], "unknown": 1 })),
+        ("/v1/jobs", json!({ "payload": {} })),
+    ];
+    for (path, body) in wrong_shape {
+        let (status, response) = service.post_json(path, &body).await;
+        assert_eq!(status, 400, "{path} {body}: {response}");
+        assert_error_body(&response, "VALIDATION_FAILED", None);
+    }
+
+    let (status, response) = service.get_json("/v1/jobs?status=sleeping").await;
+    assert_eq!(status, 422, "{response}");
+    assert!(response["message"].as_str().unwrap().starts_with("status"));
+    let (status, _) = service.get_json("/v1/jobs?limit=0").await;
+    assert_eq!(status, 422);
+    let (status, _) = service.get_json("/v1/jobs?cursor=not-a-cursor").await;
+    assert_eq!(status, 422);
+    let (status, response) = service
+        .get_json("/v1/jobs/0190b5a2-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(status, 404);
+    assert_error_body(&response, "RESOURCE_NOT_FOUND", None);
+    let (status, response) = service.get_json("/no/such/route").await;
+    assert_eq!(status, 404);
+    assert_error_body(&response, "RESOURCE_NOT_FOUND", None);
+
+    let (status, listed) = service.get_json("/v1/jobs").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        0,
+        "no bad input was stored: {listed}"
+    );
+}
+
+/// Proves a job runs to success, keeps the request id it was submitted with, and that the same
+/// idempotency key returns the same job while a different job under that key is refused.
+async fn job_lifecycle_and_idempotency(backend: TestBackend) {
+    let service = TestService::start(backend).await;
+    let submission = json!({
+        "kind": "sentiment.analyze",
+        "payload": { "texts": ["What a great day"] },
+        "idempotency_key": "order-42",
+    });
+    let response = service
+        .client
+        .post(service.url("/v1/jobs"))
+        .header("x-request-id", "lifecycle-req")
+        .json(&submission)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let created: Value = response.json().await.unwrap();
+    let job_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "queued");
+
+    let done = service.wait_for_job(&job_id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["request_id"], "lifecycle-req");
+    assert_eq!(done["result"]["results"][0]["label"], "positive");
+    assert!(done["finished_at"].is_string());
+
+    let replay = service
+        .client
+        .post(service.url("/v1/jobs"))
+        .json(&submission)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["id"], job_id.as_str());
+
+    let mut different = submission.clone();
+    different["payload"] = json!({ "texts": ["another text"] });
+    let (status, conflict) = service.post_json("/v1/jobs", &different).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["code"], "CONFLICT");
+
+    let (_, listed) = service
+        .get_json("/v1/jobs?kind=sentiment.analyze&status=succeeded")
+        .await;
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        1,
+        "one job, never a second: {listed}"
+    );
+}
+
+#[tokio::test]
+async fn job_lifecycle_and_idempotency_on_sqlite() {
+    job_lifecycle_and_idempotency(TestBackend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn job_lifecycle_and_idempotency_on_postgres() {
+    job_lifecycle_and_idempotency(TestBackend::Postgres).await;
+}
+
+/// Proves cursor pagination over the API visits every job exactly once.
+#[tokio::test]
+async fn job_listing_paginates() {
+    let service = TestService::start(TestBackend::Sqlite).await;
+    let mut submitted = Vec::new();
+    for index in 0..7 {
+        let body = json!({ "kind": "sentiment.analyze", "payload": { "texts": [format!("text {index}")] } });
+        let (status, job) = service.post_json("/v1/jobs", &body).await;
+        assert_eq!(status, 202);
+        submitted.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/jobs?limit=3".to_owned();
+    loop {
+        let (status, page) = service.get_json(&path).await;
+        assert_eq!(status, 200);
+        seen.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|job| job["id"].as_str().unwrap().to_owned()),
+        );
+        let Some(cursor) = page["next_cursor"].as_str() else {
+            break;
+        };
+        path = format!("/v1/jobs?limit=3&cursor={cursor}");
+    }
+    submitted.reverse();
+    assert_eq!(seen, submitted);
+}
+
+/// Proves the request id is echoed when valid, generated when absent or unsafe.
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let service = TestService::start(TestBackend::Sqlite).await;
+    let echoed = service
+        .client
+        .get(service.url("/live"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123");
+    let generated = service
+        .client
+        .get(service.url("/live"))
+        .send()
+        .await
+        .unwrap();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a generated uuid: {id}");
+    let unsafe_id = service
+        .client
+        .get(service.url("/live"))
+        .header("x-request-id", "a b<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(unsafe_id.headers()["x-request-id"], "a b<script>");
+    assert_eq!(echoed.headers()["x-content-type-options"], "nosniff");
+}
+
+/// Proves the probes, the OpenAPI document, Swagger UI and Prometheus metrics are served.
+#[tokio::test]
+async fn probes_docs_and_metrics_are_served() {
+    let service = TestService::start(TestBackend::Sqlite).await;
+    let (status, live) = service.get_json("/live").await;
+    assert_eq!((status, live["status"].as_str()), (200, Some("ok")));
+    let (status, ready) = service.get_json("/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    let (status, health) = service.get_json("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "up");
+    let components: Vec<&str> = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(components, ["database", "sentiment_workers", "job_runner"]);
+    assert_eq!(health["supervision"]["name"], "root");
+    assert_eq!(
+        health["supervision"]["supervisors"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let (status, spec) = service.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/sentiment",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/live",
+        "/ready",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(spec["paths"][path].is_object(), "{path} documented");
+    }
+    let docs = service
+        .client
+        .get(service.url("/docs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+
+    service
+        .post_json("/v1/sentiment", &json!({ "texts": ["fine"] }))
+        .await;
+    let metrics = service
+        .client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("bulwark_http_requests_total{route=\"analyze_sentiment\",method=\"POST\",status=\"200\"}"), "{metrics}");
+    assert!(
+        metrics.contains("bulwark_http_request_duration_seconds_bucket"),
+        "histogram exported"
+    );
+    assert!(metrics.contains("bulwark_sentiment_texts_total"));
+}

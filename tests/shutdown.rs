@@ -1,0 +1,147 @@
+//! Graceful shutdown of the real binary: SIGTERM in the middle of a batch loses no job.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_store::{JobFilter, JobStatus};
+use common::eventually;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// Starts `bulwark serve` on port 0 and returns the child and its base URL, read from the
+/// "bulwark is serving" log line.
+fn spawn_bulwark(database_url: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .arg("serve")
+        .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", database_url)
+        .env("BULWARK_LOG_FORMAT", "json")
+        .env("BULWARK_LOG", "info")
+        .env("BULWARK__JOBS__CONCURRENCY", "4")
+        .env("BULWARK__JOBS__POLL_INTERVAL_MS", "20")
+        .env("BULWARK__SENTIMENT__WORKERS", "2")
+        .env("BULWARK__SHUTDOWN__TIMEOUT_MS", "10000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bulwark binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                && entry["message"] == "bulwark is serving"
+            {
+                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("bulwark reports its address");
+    (child, format!("http://{addr}"))
+}
+
+/// Proves SIGTERM mid-batch exits 0 and leaves every job succeeded or queued again, none stuck
+/// `running`, and that a restarted node then finishes the rest.
+async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let (mut child, base_url) = spawn_bulwark(&database.url);
+    let client = reqwest::Client::new();
+    let texts: Vec<String> = (0..300)
+        .map(|index| format!("sentence {index} is rather good, not bad at all!"))
+        .collect();
+    let num_jobs = 150;
+    for _ in 0..num_jobs {
+        let body = json!({ "kind": "sentiment.analyze", "payload": { "texts": texts } });
+        let response = client
+            .post(format!("{base_url}/v1/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let succeeded_filter = JobFilter {
+        status: Some(JobStatus::Succeeded),
+        limit: 1000,
+        ..JobFilter::default()
+    };
+    eventually(Duration::from_secs(30), || async {
+        let done = store.list_jobs(&succeeded_filter).await.unwrap().jobs.len();
+        (done >= 5).then_some(())
+    })
+    .await;
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "bulwark exits 0 after SIGTERM: {exit:?}");
+
+    let all = store
+        .list_jobs(&JobFilter {
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(all.len(), num_jobs);
+    let num_succeeded = all
+        .iter()
+        .filter(|job| job.status == JobStatus::Succeeded)
+        .count();
+    let num_queued = all
+        .iter()
+        .filter(|job| job.status == JobStatus::Queued)
+        .count();
+    assert_eq!(
+        num_succeeded + num_queued,
+        num_jobs,
+        "every job succeeded or is queued again"
+    );
+    assert!(
+        all.iter().all(|job| job.lease_owner.is_none()),
+        "no lease left behind"
+    );
+    assert!(
+        num_queued > 0,
+        "the batch was interrupted mid-way ({num_succeeded} succeeded)"
+    );
+    assert!(
+        all.iter()
+            .filter(|job| job.status == JobStatus::Queued)
+            .all(|job| job.attempts == 0)
+    );
+
+    let (mut restarted, _) = spawn_bulwark(&database.url);
+    eventually(Duration::from_secs(60), || async {
+        let done = store.list_jobs(&succeeded_filter).await.unwrap().jobs.len();
+        (done == num_jobs).then_some(())
+    })
+    .await;
+    kill(Pid::from_raw(restarted.id() as i32), Signal::SIGTERM).unwrap();
+    let exit = tokio::task::spawn_blocking(move || restarted.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_batch_loses_nothing_on_sqlite() {
+    sigterm_mid_batch_loses_nothing(TestBackend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_batch_loses_nothing_on_postgres() {
+    sigterm_mid_batch_loses_nothing(TestBackend::Postgres).await;
+}
