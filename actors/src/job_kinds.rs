@@ -130,7 +130,7 @@ mod tests {
                 "payload.texts[1]:",
             ),
             (json!({"texts": [1]}), "payload.texts[0]:"),
-            (json!({"text": ["a"]}), "payload:"),
+            (json!({"text": ["a"]}), "payload.text:"),
             (json!("nope"), "payload:"),
         ];
         for (payload, prefix) in cases {

@@ -1,0 +1,247 @@
+//! The job runner and sentiment pool against a real SQLite store and real worker actors, with
+//! a test model whose speed the test controls.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use bulwark_actors::{
+    ErrorCode, InFlightJobs, JobExecutor, JobRunnerActor, JobRunnerHandle, JobRunnerParams,
+    Liveness, ModelFactory, PoolError, RetryPolicy, SentimentPool, SentimentPoolParams,
+    SentimentWorkerActor, SentimentWorkerParams,
+};
+use bulwark_ml::{InferenceError, SentimentLabel, SentimentModel, SentimentScore};
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_store::{Job, JobStatus, LocalQueue, LocalQueueParams, NewJob, Store};
+use ractor::Actor;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A model that takes `delay` per batch and calls every text positive.
+struct SlowModel {
+    delay: Duration,
+}
+
+impl SentimentModel for SlowModel {
+    fn engine(&self) -> &str {
+        "slow-test"
+    }
+
+    fn version(&self) -> &str {
+        "1"
+    }
+
+    fn predict(&mut self, texts: &[String]) -> Result<Vec<SentimentScore>, InferenceError> {
+        std::thread::sleep(self.delay);
+        Ok(texts
+            .iter()
+            .map(|_| SentimentScore {
+                label: SentimentLabel::Positive,
+                score: 0.9,
+                confidence: 0.9,
+                positive_probability: 0.95,
+                engine: "slow-test".to_owned(),
+                model_version: "1".to_owned(),
+            })
+            .collect())
+    }
+}
+
+/// Starts one registered worker serving `SlowModel` and returns a pool over it.
+async fn start_pool(delay: Duration, max_queued: usize) -> SentimentPool {
+    let name = format!("test-worker-{}", Uuid::now_v7());
+    let factory: ModelFactory =
+        Arc::new(move || Ok(Box::new(SlowModel { delay }) as Box<dyn SentimentModel>));
+    let params = SentimentWorkerParams {
+        model_factory: factory,
+        thread_name: "test-inference".to_owned(),
+        liveness: Liveness::default(),
+    };
+    Actor::spawn(Some(name.clone()), SentimentWorkerActor, params)
+        .await
+        .unwrap();
+    SentimentPool::new(SentimentPoolParams {
+        worker_names: vec![name],
+        max_queued,
+        call_timeout: Duration::from_secs(10),
+    })
+}
+
+/// A pool whose worker names are registered by nobody.
+fn pool_without_workers() -> SentimentPool {
+    SentimentPool::new(SentimentPoolParams {
+        worker_names: vec![format!("absent-{}", Uuid::now_v7())],
+        max_queued: 8,
+        call_timeout: Duration::from_secs(1),
+    })
+}
+
+struct Runner {
+    handle: JobRunnerHandle,
+    store: Store,
+    _database: TestDatabase,
+}
+
+async fn start_runner(sentiment: SentimentPool) -> Runner {
+    let database = TestDatabase::create(TestBackend::Sqlite).await;
+    let store = database.open().await;
+    let owner = format!("runner-{}", Uuid::now_v7());
+    let transport = Arc::new(LocalQueue::new(
+        store.clone(),
+        LocalQueueParams {
+            owner: owner.clone(),
+            lease: Duration::from_secs(30),
+        },
+    ));
+    let params = JobRunnerParams {
+        transport,
+        store: store.clone(),
+        executor: JobExecutor { sentiment },
+        concurrency: 4,
+        poll_interval: Duration::from_millis(20),
+        lease: Duration::from_secs(30),
+        retry: RetryPolicy {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+        },
+        in_flight: InFlightJobs::default(),
+        draining: Arc::new(AtomicBool::new(false)),
+        liveness: Liveness::default(),
+    };
+    Actor::spawn(Some(owner.clone()), JobRunnerActor, params)
+        .await
+        .unwrap();
+    Runner {
+        handle: JobRunnerHandle::new(owner),
+        store,
+        _database: database,
+    }
+}
+
+async fn submit(store: &Store, payload: serde_json::Value, max_attempts: u32) -> String {
+    let new_job = NewJob {
+        kind: "sentiment.analyze".to_owned(),
+        payload,
+        idempotency_key: None,
+        request_id: None,
+        max_attempts,
+    };
+    store.insert_job(&new_job).await.unwrap().job().id.clone()
+}
+
+async fn wait_terminal(store: &Store, job_id: &str) -> Job {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = store.get_job(job_id).await.unwrap().unwrap();
+        if job.status.is_terminal() {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job_id} stuck in {}",
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Proves a valid job succeeds with the model's result stored.
+#[tokio::test]
+async fn job_succeeds_with_result() {
+    let runner = start_runner(start_pool(Duration::ZERO, 8).await).await;
+    let job_id = submit(&runner.store, json!({ "texts": ["fine", "good"] }), 3).await;
+    runner.handle.notify();
+    let job = wait_terminal(&runner.store, &job_id).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.attempts, 1);
+    let results = job.result.unwrap()["results"].as_array().unwrap().len();
+    assert_eq!(results, 2);
+}
+
+/// Proves a payload that can never work fails permanently on its first attempt.
+#[tokio::test]
+async fn invalid_payload_fails_without_retry() {
+    let runner = start_runner(start_pool(Duration::ZERO, 8).await).await;
+    let job_id = submit(&runner.store, json!({ "texts": [] }), 3).await;
+    let job = wait_terminal(&runner.store, &job_id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.error_code.as_deref(), Some("VALIDATION_FAILED"));
+}
+
+/// Proves a retriable failure (no sentiment worker running) is retried with backoff until the
+/// attempts run out, and the job ends `dead` with the error kept.
+#[tokio::test]
+async fn retriable_failures_end_dead_after_max_attempts() {
+    let runner = start_runner(pool_without_workers()).await;
+    let job_id = submit(&runner.store, json!({ "texts": ["hello"] }), 3).await;
+    let job = wait_terminal(&runner.store, &job_id).await;
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(job.attempts, 3);
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some(ErrorCode::ServiceUnavailable.as_str())
+    );
+}
+
+/// Proves a drain waits for running jobs up to its timeout, then releases the unfinished ones
+/// back to the queue without counting the attempt, and claims nothing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_releases_jobs_that_do_not_finish_in_time() {
+    let runner = start_runner(start_pool(Duration::from_millis(1500), 8).await).await;
+    let job_ids = [
+        submit(&runner.store, json!({ "texts": ["a"] }), 3).await,
+        submit(&runner.store, json!({ "texts": ["b"] }), 3).await,
+    ];
+    runner.handle.notify();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let job = runner.store.get_job(&job_ids[0]).await.unwrap().unwrap();
+        if job.status == JobStatus::Running {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = runner
+        .handle
+        .drain(Duration::from_millis(100))
+        .await
+        .expect("runner drains");
+    assert!(report.num_released >= 1, "{report:?}");
+    for job_id in &job_ids {
+        let job = runner.store.get_job(job_id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Queued, "released or never claimed");
+        assert_eq!(job.attempts, 0);
+        assert!(job.lease_owner.is_none());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job = runner.store.get_job(&job_ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Queued,
+        "a draining runner claims nothing"
+    );
+}
+
+/// Proves the pool refuses calls beyond its bound at once instead of queueing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_refuses_calls_beyond_its_bound() {
+    let pool = start_pool(Duration::from_millis(300), 1).await;
+    let busy_pool = pool.clone();
+    let first = tokio::spawn(async move { busy_pool.analyze(vec!["slow".to_owned()]).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.queued() == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refused = pool.analyze(vec!["second".to_owned()]).await.unwrap_err();
+    assert!(matches!(refused, PoolError::Overloaded(1)), "{refused:?}");
+    assert_eq!(refused.code(), ErrorCode::Overloaded);
+    assert!(refused.is_retryable());
+    assert_eq!(first.await.unwrap().unwrap().len(), 1);
+    assert_eq!(
+        pool.analyze(vec!["third".to_owned()]).await.unwrap().len(),
+        1
+    );
+}
