@@ -10,7 +10,7 @@ use bulwark_actors::{
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_config::Config;
-use bulwark_ml::{SentimentModel, VaderModel};
+use bulwark_ml::{BatchingParams, SentimentModel, VaderModel};
 use bulwark_store::{LocalQueue, LocalQueueParams, Store, StoreParams};
 use bulwark_supervisors::{
     BulwarkTree, RestartIntensity, SentimentSettings, SupervisionSettings, TreeParams,
@@ -108,7 +108,13 @@ impl Service {
             sentiment: SentimentSettings {
                 num_workers: config.sentiment.num_workers(),
                 model_factory: lexicon_factory(),
-                max_queued: config.sentiment.max_queued,
+                engine: "lexicon".to_owned(),
+                batching: BatchingParams {
+                    max_batch_texts: config.sentiment.max_batch_texts,
+                    max_batch_tokens: config.sentiment.max_batch_tokens,
+                    max_wait: config.sentiment.max_batch_wait(),
+                    max_queued_texts: config.sentiment.max_queued,
+                },
                 call_timeout: config.sentiment.call_timeout(),
             },
             job_runner: Box::new(move |sentiment| JobRunnerParams {

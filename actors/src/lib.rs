@@ -7,9 +7,8 @@
 //!   runs each as a task, recording its outcome; [`JobRunnerHandle`] reaches it by name.
 //! - `job_kinds`: the job kinds, their payload validation and [`JobExecutor`].
 //! - `sentiment_worker`: [`SentimentWorkerActor`], one model on one inference thread.
-//! - `sentiment_pool`: [`SentimentPool`], a bounded handle over the workers by registered name.
+//! - `sentiment_pool`: [`SentimentPool`], the batching queue in front of the workers.
 //! - `in_flight`: [`InFlightJobs`], the jobs a node runs, shared across runner restarts.
-//! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hung actors.
 //! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
 //! - `metrics`: metric names and the events that emit them.
 
@@ -17,18 +16,17 @@ mod error;
 mod in_flight;
 mod job_kinds;
 mod job_runner;
-mod liveness;
 pub mod metrics;
 mod sentiment_pool;
 mod sentiment_worker;
 
+pub use bulwark_ml::{BusyGuard, Liveness};
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
 pub use job_kinds::{JobExecutor, JobKind, SentimentRequest, SentimentResponse, validate_job};
 pub use job_runner::{
     DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams, RetryPolicy,
 };
-pub use liveness::{BusyGuard, Liveness};
 pub use sentiment_pool::{PoolError, SentimentPool, SentimentPoolParams};
 pub use sentiment_worker::{
     ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,

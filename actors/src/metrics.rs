@@ -9,7 +9,7 @@ pub const JOBS_TOTAL: &str = "bulwark_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
 pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
 pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
-pub const SENTIMENT_BATCH_SECONDS: &str = "bulwark_sentiment_batch_duration_seconds";
+pub const SENTIMENT_REQUEST_SECONDS: &str = "bulwark_sentiment_request_duration_seconds";
 pub const SENTIMENT_REJECTED_TOTAL: &str = "bulwark_sentiment_rejected_total";
 
 /// How one job attempt ended.
@@ -74,7 +74,7 @@ impl JobAttemptFinished<'_> {
     }
 }
 
-/// A batch was scored by a sentiment worker.
+/// A request's texts were scored.
 #[derive(Debug)]
 pub struct SentimentBatchScored<'a> {
     pub engine: &'a str,
@@ -86,7 +86,7 @@ impl SentimentBatchScored<'_> {
     pub fn emit(&self) {
         let labels = [("engine", self.engine.to_owned())];
         metrics::counter!(SENTIMENT_TEXTS_TOTAL, &labels).increment(self.num_texts as u64);
-        metrics::histogram!(SENTIMENT_BATCH_SECONDS, &labels).record(self.duration.as_secs_f64());
+        metrics::histogram!(SENTIMENT_REQUEST_SECONDS, &labels).record(self.duration.as_secs_f64());
     }
 }
 

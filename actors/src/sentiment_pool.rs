@@ -1,30 +1,28 @@
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bulwark_ml::{InferenceError, SentimentScore};
-use ractor::rpc::CallResult;
-use ractor::{ActorRef, registry};
-use tokio::sync::Semaphore;
+use bulwark_ml::{BatchQueue, InferenceError, SentimentScore};
+use ractor::registry;
 
-use crate::metrics::SentimentRejected;
-use crate::{ErrorCode, JobError, SentimentWorkerMsg};
+use crate::metrics::{SentimentBatchScored, SentimentRejected};
+use crate::{ErrorCode, JobError};
 
 /// What a [`SentimentPool`] is built with.
 #[derive(Debug, Clone)]
 pub struct SentimentPoolParams {
     /// Registered names of the workers; the supervisor restarts workers under the same names.
     pub worker_names: Vec<String>,
-    /// Calls queued or running across the pool before new ones are refused.
-    pub max_queued: usize,
+    /// The queue the workers' inference threads take batches from.
+    pub queue: BatchQueue,
     pub call_timeout: Duration,
+    /// Engine name for metrics.
+    pub engine: String,
 }
 
 /// Why a call into the pool did not produce scores.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("sentiment pool is at capacity ({0} calls queued)")]
-    Overloaded(usize),
+    #[error("sentiment pool is at capacity")]
+    Overloaded,
     #[error("no sentiment worker is running")]
     NoWorker,
     #[error("sentiment call timed out after {0:?}")]
@@ -38,7 +36,7 @@ pub enum PoolError {
 impl PoolError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            PoolError::Overloaded(_)
+            PoolError::Overloaded
             | PoolError::NoWorker
             | PoolError::Timeout(_)
             | PoolError::WorkerStopped => true,
@@ -48,7 +46,7 @@ impl PoolError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            PoolError::Overloaded(_) | PoolError::Inference(InferenceError::Overloaded) => {
+            PoolError::Overloaded | PoolError::Inference(InferenceError::Overloaded) => {
                 ErrorCode::Overloaded
             }
             PoolError::NoWorker
@@ -68,48 +66,28 @@ impl From<PoolError> for JobError {
     }
 }
 
-/// A handle on the sentiment workers. Workers are looked up by registered name on every call,
-/// so the handle stays valid across worker restarts; calls go to the least-loaded worker, and
-/// at most `max_queued` calls are outstanding, beyond which callers get
-/// [`PoolError::Overloaded`] at once instead of waiting without bound.
+/// The way into the sentiment workers: texts go into one bounded batching queue that every
+/// worker's inference thread takes batches from, so concurrent requests and jobs share
+/// batches, a worker restart loses nothing queued, and a full queue is refused at once with
+/// [`PoolError::Overloaded`] instead of growing without bound.
 #[derive(Debug, Clone)]
 pub struct SentimentPool {
-    inner: Arc<PoolInner>,
-}
-
-#[derive(Debug)]
-struct PoolInner {
     params: SentimentPoolParams,
-    permits: Arc<Semaphore>,
-    outstanding: Vec<AtomicUsize>,
 }
 
 impl SentimentPool {
     pub fn new(params: SentimentPoolParams) -> Self {
-        let permits = Arc::new(Semaphore::new(params.max_queued));
-        let outstanding = params
-            .worker_names
-            .iter()
-            .map(|_| AtomicUsize::new(0))
-            .collect();
-        SentimentPool {
-            inner: Arc::new(PoolInner {
-                params,
-                permits,
-                outstanding,
-            }),
-        }
+        SentimentPool { params }
     }
 
-    /// Returns how many calls are queued or running.
+    /// Returns how many texts wait for a batch.
     pub fn queued(&self) -> usize {
-        self.inner.params.max_queued - self.inner.permits.available_permits()
+        self.params.queue.queued_texts()
     }
 
     /// Returns how many workers are registered (running) right now.
     pub fn num_running_workers(&self) -> usize {
-        self.inner
-            .params
+        self.params
             .worker_names
             .iter()
             .filter(|name| registry::where_is((*name).clone()).is_some())
@@ -117,60 +95,46 @@ impl SentimentPool {
     }
 
     pub fn num_workers(&self) -> usize {
-        self.inner.params.worker_names.len()
+        self.params.worker_names.len()
     }
 
-    /// Scores texts on one worker. The caller has validated them.
+    /// Scores texts, in order. The caller has validated them.
     pub async fn analyze(&self, texts: Vec<String>) -> Result<Vec<SentimentScore>, PoolError> {
-        let Ok(_permit) = self.inner.permits.clone().try_acquire_owned() else {
+        if self.num_running_workers() == 0 {
             SentimentRejected {
-                reason: "overloaded",
+                reason: "no_worker",
             }
             .emit();
-            return Err(PoolError::Overloaded(self.inner.params.max_queued));
-        };
-        let (index, worker) = self.pick_worker()?;
-        let outstanding = &self.inner.outstanding[index];
-        outstanding.fetch_add(1, Ordering::Relaxed);
-        let timeout = self.inner.params.call_timeout;
-        let call = worker.call(
-            |reply| SentimentWorkerMsg::Analyze { texts, reply },
-            Some(timeout),
-        );
-        let outcome = call.await;
-        outstanding.fetch_sub(1, Ordering::Relaxed);
-        match outcome {
-            Ok(CallResult::Success(result)) => Ok(result?),
-            Ok(CallResult::Timeout) => Err(PoolError::Timeout(timeout)),
-            Ok(CallResult::SenderError) | Err(_) => Err(PoolError::WorkerStopped),
+            return Err(PoolError::NoWorker);
         }
-    }
-
-    /// Returns the running worker with the fewest outstanding calls.
-    fn pick_worker(&self) -> Result<(usize, ActorRef<SentimentWorkerMsg>), PoolError> {
-        let mut best: Option<(usize, usize, ActorRef<SentimentWorkerMsg>)> = None;
-        for (index, name) in self.inner.params.worker_names.iter().enumerate() {
-            let Some(cell) = registry::where_is(name.clone()) else {
-                continue;
-            };
-            let load = self.inner.outstanding[index].load(Ordering::Relaxed);
-            if best
-                .as_ref()
-                .is_none_or(|(_, best_load, _)| load < *best_load)
-            {
-                best = Some((index, load, cell.into()));
-            }
-            if load == 0 {
-                break;
-            }
-        }
-        best.map(|(index, _, worker)| (index, worker))
-            .ok_or_else(|| {
-                SentimentRejected {
-                    reason: "no_worker",
+        let num_texts = texts.len();
+        let started = Instant::now();
+        let scores_rx = self
+            .params
+            .queue
+            .submit(texts)
+            .map_err(|error| match error {
+                InferenceError::Overloaded => {
+                    SentimentRejected {
+                        reason: "overloaded",
+                    }
+                    .emit();
+                    PoolError::Overloaded
                 }
-                .emit();
-                PoolError::NoWorker
-            })
+                other => PoolError::Inference(other),
+            })?;
+        let timeout = self.params.call_timeout;
+        let scores = match tokio::time::timeout(timeout, scores_rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(PoolError::WorkerStopped),
+            Err(_) => return Err(PoolError::Timeout(timeout)),
+        };
+        SentimentBatchScored {
+            engine: &self.params.engine,
+            num_texts,
+            duration: started.elapsed(),
+        }
+        .emit();
+        Ok(scores)
     }
 }

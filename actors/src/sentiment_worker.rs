@@ -1,20 +1,19 @@
 use std::sync::Arc;
-use std::time::Instant;
 
 use bulwark_ml::{
-    InferenceError, InferenceThread, InferenceThreadParams, SentimentModel, SentimentScore,
+    BatchQueue, InferenceError, InferenceThread, InferenceThreadParams, Liveness, SentimentModel,
+    ThreadExit,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{error, info};
-
-use crate::Liveness;
-use crate::metrics::SentimentBatchScored;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::info;
 
 /// Builds the model a worker serves. Called on every (re)start, on a blocking thread.
 pub type ModelFactory =
     Arc<dyn Fn() -> Result<Box<dyn SentimentModel>, InferenceError> + Send + Sync>;
 
-/// Scores texts with one model on one dedicated inference thread.
+/// Owns one inference thread that takes batches from the pool's queue. The actor's job is the
+/// thread's life: it builds the model, starts the thread, and fails when the thread dies (a
+/// model panic), so its supervisor restarts it with a fresh model.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SentimentWorkerActor;
 
@@ -24,6 +23,9 @@ pub struct SentimentWorkerParams {
     pub model_factory: ModelFactory,
     /// Name of the worker's inference thread.
     pub thread_name: String,
+    /// The pool's queue; it outlives the worker.
+    pub queue: BatchQueue,
+    /// Busy while the thread scores a batch; the supervisor reads it to detect hangs.
     pub liveness: Liveness,
 }
 
@@ -38,17 +40,14 @@ impl std::fmt::Debug for SentimentWorkerParams {
 
 #[derive(Debug)]
 pub struct SentimentWorkerState {
-    thread: InferenceThread,
-    liveness: Liveness,
+    /// Dropping it asks the thread to stop.
+    _thread: InferenceThread,
 }
 
 #[derive(Debug)]
 pub enum SentimentWorkerMsg {
-    /// Scores the texts; the reply has one score per text, in order.
-    Analyze {
-        texts: Vec<String>,
-        reply: RpcReplyPort<Result<Vec<SentimentScore>, InferenceError>>,
-    },
+    /// The inference thread ended; the worker fails so that it is restarted.
+    ThreadExited(ThreadExit),
 }
 
 impl Actor for SentimentWorkerActor {
@@ -58,58 +57,40 @@ impl Actor for SentimentWorkerActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         params: SentimentWorkerParams,
     ) -> Result<Self::State, ActorProcessingErr> {
         let factory = params.model_factory.clone();
         let model = tokio::task::spawn_blocking(move || factory()).await??;
         let thread_params = InferenceThreadParams {
             thread_name: params.thread_name.clone(),
-            queue_capacity: 64,
+            queue: params.queue.clone(),
+            liveness: params.liveness.clone(),
         };
-        let thread = InferenceThread::spawn(model, &thread_params)?;
+        let mut thread = InferenceThread::spawn(model, &thread_params)?;
+        if let Some(exited) = thread.exited() {
+            tokio::spawn(async move {
+                let exit = exited.await.unwrap_or(ThreadExit::Stopped);
+                let _ = myself.send_message(SentimentWorkerMsg::ThreadExited(exit));
+            });
+        }
         info!(
             thread = params.thread_name,
             engine = thread.engine(),
             "sentiment worker started"
         );
-        Ok(SentimentWorkerState {
-            thread,
-            liveness: params.liveness,
-        })
+        Ok(SentimentWorkerState { _thread: thread })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut Self::State,
+        _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SentimentWorkerMsg::Analyze { texts, reply } => {
-                let _busy = state.liveness.busy();
-                let num_texts = texts.len();
-                let started = Instant::now();
-                let result = state.thread.predict(texts).await;
-                if result.is_ok() {
-                    SentimentBatchScored {
-                        engine: state.thread.engine(),
-                        num_texts,
-                        duration: started.elapsed(),
-                    }
-                    .emit();
-                }
-                let broken = matches!(
-                    result,
-                    Err(InferenceError::Panicked(_) | InferenceError::EngineStopped)
-                );
-                let failure_opt = broken.then(|| format!("{:?}", result.as_ref().err()));
-                let _ = reply.send(result);
-                if let Some(failure) = failure_opt {
-                    error!(%failure, "inference thread is gone, restarting worker");
-                    return Err(failure.into());
-                }
-                Ok(())
+            SentimentWorkerMsg::ThreadExited(exit) => {
+                Err(format!("inference thread ended: {exit:?}").into())
             }
         }
     }

@@ -10,7 +10,9 @@ use bulwark_actors::{
     Liveness, ModelFactory, PoolError, RetryPolicy, SentimentPool, SentimentPoolParams,
     SentimentWorkerActor, SentimentWorkerParams,
 };
-use bulwark_ml::{InferenceError, SentimentLabel, SentimentModel, SentimentScore};
+use bulwark_ml::{
+    BatchQueue, BatchingParams, InferenceError, SentimentLabel, SentimentModel, SentimentScore,
+};
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{Job, JobStatus, LocalQueue, LocalQueueParams, NewJob, Store};
 use ractor::Actor;
@@ -48,31 +50,40 @@ impl SentimentModel for SlowModel {
 }
 
 /// Starts one registered worker serving `SlowModel` and returns a pool over it.
-async fn start_pool(delay: Duration, max_queued: usize) -> SentimentPool {
+async fn start_pool(delay: Duration, max_queued: usize) -> (SentimentPool, Liveness) {
     let name = format!("test-worker-{}", Uuid::now_v7());
     let factory: ModelFactory =
         Arc::new(move || Ok(Box::new(SlowModel { delay }) as Box<dyn SentimentModel>));
+    let queue = BatchQueue::new(BatchingParams {
+        max_queued_texts: max_queued,
+        ..BatchingParams::default()
+    });
+    let liveness = Liveness::default();
     let params = SentimentWorkerParams {
         model_factory: factory,
         thread_name: "test-inference".to_owned(),
-        liveness: Liveness::default(),
+        queue: queue.clone(),
+        liveness: liveness.clone(),
     };
     Actor::spawn(Some(name.clone()), SentimentWorkerActor, params)
         .await
         .unwrap();
-    SentimentPool::new(SentimentPoolParams {
+    let pool = SentimentPool::new(SentimentPoolParams {
         worker_names: vec![name],
-        max_queued,
+        queue,
         call_timeout: Duration::from_secs(10),
-    })
+        engine: "slow-test".to_owned(),
+    });
+    (pool, liveness)
 }
 
 /// A pool whose worker names are registered by nobody.
 fn pool_without_workers() -> SentimentPool {
     SentimentPool::new(SentimentPoolParams {
         worker_names: vec![format!("absent-{}", Uuid::now_v7())],
-        max_queued: 8,
+        queue: BatchQueue::new(BatchingParams::default()),
         call_timeout: Duration::from_secs(1),
+        engine: "none".to_owned(),
     })
 }
 
@@ -148,7 +159,7 @@ async fn wait_terminal(store: &Store, job_id: &str) -> Job {
 /// Proves a valid job succeeds with the model's result stored.
 #[tokio::test]
 async fn job_succeeds_with_result() {
-    let runner = start_runner(start_pool(Duration::ZERO, 8).await).await;
+    let runner = start_runner(start_pool(Duration::ZERO, 8).await.0).await;
     let job_id = submit(&runner.store, json!({ "texts": ["fine", "good"] }), 3).await;
     runner.handle.notify();
     let job = wait_terminal(&runner.store, &job_id).await;
@@ -161,7 +172,7 @@ async fn job_succeeds_with_result() {
 /// Proves a payload that can never work fails permanently on its first attempt.
 #[tokio::test]
 async fn invalid_payload_fails_without_retry() {
-    let runner = start_runner(start_pool(Duration::ZERO, 8).await).await;
+    let runner = start_runner(start_pool(Duration::ZERO, 8).await.0).await;
     let job_id = submit(&runner.store, json!({ "texts": [] }), 3).await;
     let job = wait_terminal(&runner.store, &job_id).await;
     assert_eq!(job.status, JobStatus::Failed);
@@ -188,7 +199,7 @@ async fn retriable_failures_end_dead_after_max_attempts() {
 /// back to the queue without counting the attempt, and claims nothing afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_releases_jobs_that_do_not_finish_in_time() {
-    let runner = start_runner(start_pool(Duration::from_millis(1500), 8).await).await;
+    let runner = start_runner(start_pool(Duration::from_millis(1500), 8).await.0).await;
     let job_ids = [
         submit(&runner.store, json!({ "texts": ["a"] }), 3).await,
         submit(&runner.store, json!({ "texts": ["b"] }), 3).await,
@@ -227,21 +238,33 @@ async fn drain_releases_jobs_that_do_not_finish_in_time() {
 /// Proves the pool refuses calls beyond its bound at once instead of queueing them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_refuses_calls_beyond_its_bound() {
-    let pool = start_pool(Duration::from_millis(300), 1).await;
+    let (pool, liveness) = start_pool(Duration::from_millis(300), 1).await;
     let busy_pool = pool.clone();
     let first = tokio::spawn(async move { busy_pool.analyze(vec!["slow".to_owned()]).await });
+    // Once the first text is being scored it has left the queue; then fill the one slot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while liveness.busy_for().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first batch never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waiting_pool = pool.clone();
+    let second = tokio::spawn(async move { waiting_pool.analyze(vec!["queued".to_owned()]).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while pool.queued() == 0 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let refused = pool.analyze(vec!["second".to_owned()]).await.unwrap_err();
-    assert!(matches!(refused, PoolError::Overloaded(1)), "{refused:?}");
+    let refused = pool.analyze(vec!["third".to_owned()]).await.unwrap_err();
+    assert!(matches!(refused, PoolError::Overloaded), "{refused:?}");
     assert_eq!(refused.code(), ErrorCode::Overloaded);
     assert!(refused.is_retryable());
     assert_eq!(first.await.unwrap().unwrap().len(), 1);
+    assert_eq!(second.await.unwrap().unwrap().len(), 1);
     assert_eq!(
-        pool.analyze(vec!["third".to_owned()]).await.unwrap().len(),
+        pool.analyze(vec!["fourth".to_owned()]).await.unwrap().len(),
         1
     );
 }

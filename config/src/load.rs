@@ -196,7 +196,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     {
         return invalid("amqp.url", "must start with amqp:// or amqps://".to_owned());
     }
-    let positive: [(&str, u64); 10] = [
+    let positive: [(&str, u64); 12] = [
         (
             "database.max_connections",
             config.database.max_connections.into(),
@@ -209,6 +209,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         (
             "sentiment.call_timeout_ms",
             config.sentiment.call_timeout_ms,
+        ),
+        (
+            "sentiment.max_batch_texts",
+            config.sentiment.max_batch_texts as u64,
+        ),
+        (
+            "sentiment.max_batch_tokens",
+            config.sentiment.max_batch_tokens as u64,
         ),
         ("supervision.within_ms", config.supervision.within_ms),
         (

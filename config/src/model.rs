@@ -130,18 +130,27 @@ impl JobsConfig {
 pub struct SentimentConfig {
     /// Worker actors, each with its own inference thread; 0 means one per core.
     pub workers: usize,
-    /// Requests queued or running across the pool before callers get `OVERLOADED`.
+    /// Texts waiting for a batch across the pool before callers get `OVERLOADED`.
     pub max_queued: usize,
     /// Deadline for one call into the pool.
     pub call_timeout_ms: u64,
+    /// A batch closes at this many texts...
+    pub max_batch_texts: usize,
+    /// ... or at this many padded tokens (longest text × texts)...
+    pub max_batch_tokens: usize,
+    /// ... or when its oldest text has waited this long, in microseconds.
+    pub max_batch_wait_us: u64,
 }
 
 impl Default for SentimentConfig {
     fn default() -> Self {
         SentimentConfig {
             workers: 0,
-            max_queued: 1_024,
+            max_queued: 16_384,
             call_timeout_ms: 10_000,
+            max_batch_texts: 32,
+            max_batch_tokens: 4_096,
+            max_batch_wait_us: 500,
         }
     }
 }
@@ -159,6 +168,10 @@ impl SentimentConfig {
 
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub fn max_batch_wait(&self) -> Duration {
+        Duration::from_micros(self.max_batch_wait_us)
     }
 }
 

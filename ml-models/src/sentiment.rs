@@ -42,7 +42,7 @@ pub struct SentimentScore {
 }
 
 /// Why a model could not score a batch.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InferenceError {
     #[error("inference engine is overloaded")]
     Overloaded,
@@ -131,7 +131,10 @@ mod tests {
         let error = validate_texts(&over_limit).unwrap_err();
         assert_eq!(error.field, "texts[1]");
         assert!(error.message.contains("10001"), "{}", error.message);
-        assert_eq!(validate_texts(&["  ".to_owned()]).unwrap_err().field, "texts[0]");
+        assert_eq!(
+            validate_texts(&["  ".to_owned()]).unwrap_err().field,
+            "texts[0]"
+        );
         let too_many = vec!["x".to_owned(); MAX_TEXTS_PER_REQUEST + 1];
         assert_eq!(validate_texts(&too_many).unwrap_err().field, "texts");
     }

@@ -1,37 +1,41 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::oneshot;
-use tracing::{error, warn};
+use tracing::{debug, error};
 
-use crate::{InferenceError, SentimentModel, SentimentScore};
-
-type Reply = oneshot::Sender<Result<Vec<SentimentScore>, InferenceError>>;
-
-/// One batch for the inference thread, with the caller's span so its logs stay attributed.
-struct Command {
-    texts: Vec<String>,
-    reply_tx: Reply,
-    span: tracing::Span,
-}
+use crate::{BatchQueue, InferenceError, Liveness, SentimentModel};
 
 /// What an [`InferenceThread`] is started with.
 #[derive(Debug, Clone)]
 pub struct InferenceThreadParams {
-    /// OS thread name, visible in `top -H` and panics.
+    /// OS thread name, visible in `top -H` and in panic messages.
     pub thread_name: String,
-    /// Batches that may wait for the thread before callers get [`InferenceError::Overloaded`].
-    pub queue_capacity: usize,
+    /// Where batches come from; shared by every thread of a pool.
+    pub queue: BatchQueue,
+    /// Busy while a batch is being scored, so a supervisor can see a hang.
+    pub liveness: Liveness,
 }
 
-/// A model running on its own OS thread, so CPU-bound inference never blocks the async runtime.
+/// Why an inference thread ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadExit {
+    /// Asked to stop, or the queue closed.
+    Stopped,
+    /// The model panicked; the batch it was scoring got [`InferenceError::Panicked`].
+    Panicked(String),
+}
+
+/// A model on its own OS thread, scoring batches taken from a [`BatchQueue`], so CPU-bound
+/// inference never blocks the async runtime.
 ///
-/// A panic inside the model is caught: the batch being scored gets
-/// [`InferenceError::Panicked`] and the thread stops, because the model may be left broken;
-/// every later call gets [`InferenceError::EngineStopped`] so its owner knows to restart it.
+/// A panic inside the model fails only the batch being scored; the thread then ends, because
+/// the model may be broken, and [`InferenceThread::exited`] says why so its owner restarts it.
 #[derive(Debug)]
 pub struct InferenceThread {
-    commands_tx: SyncSender<Command>,
+    stop: Arc<AtomicBool>,
+    exit_rx: Option<oneshot::Receiver<ThreadExit>>,
     engine: String,
 }
 
@@ -41,12 +45,23 @@ impl InferenceThread {
         model: Box<dyn SentimentModel>,
         params: &InferenceThreadParams,
     ) -> std::io::Result<InferenceThread> {
-        let (commands_tx, commands_rx) = sync_channel(params.queue_capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (exit_tx, exit_rx) = oneshot::channel();
         let engine = model.engine().to_owned();
+        let thread_stop = stop.clone();
+        let queue = params.queue.clone();
+        let liveness = params.liveness.clone();
         std::thread::Builder::new()
             .name(params.thread_name.clone())
-            .spawn(move || serve(model, &commands_rx))?;
-        Ok(InferenceThread { commands_tx, engine })
+            .spawn(move || {
+                let exit = serve(model, &queue, &liveness, &thread_stop);
+                let _ = exit_tx.send(exit);
+            })?;
+        Ok(InferenceThread {
+            stop,
+            exit_rx: Some(exit_rx),
+            engine,
+        })
     }
 
     /// Returns the engine name of the model on this thread.
@@ -54,37 +69,43 @@ impl InferenceThread {
         &self.engine
     }
 
-    /// Scores `texts` on the inference thread.
-    pub async fn predict(&self, texts: Vec<String>) -> Result<Vec<SentimentScore>, InferenceError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let command = Command { texts, reply_tx, span: tracing::Span::current() };
-        match self.commands_tx.try_send(command) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(InferenceError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => return Err(InferenceError::EngineStopped),
-        }
-        reply_rx.await.map_err(|_| InferenceError::EngineStopped)?
+    /// Takes the receiver that resolves when the thread ends (once).
+    pub fn exited(&mut self) -> Option<oneshot::Receiver<ThreadExit>> {
+        self.exit_rx.take()
     }
 }
 
-fn serve(mut model: Box<dyn SentimentModel>, commands_rx: &Receiver<Command>) {
-    while let Ok(command) = commands_rx.recv() {
-        let _entered = command.span.enter();
-        let outcome = catch_unwind(AssertUnwindSafe(|| model.predict(&command.texts)));
-        match outcome {
-            Ok(result) => {
-                if command.reply_tx.send(result).is_err() {
-                    warn!("inference caller went away before its result was ready");
-                }
+impl Drop for InferenceThread {
+    /// Asks the thread to stop after its current batch; it never outlives its owner by more.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn serve(
+    mut model: Box<dyn SentimentModel>,
+    queue: &BatchQueue,
+    liveness: &Liveness,
+    stop: &AtomicBool,
+) -> ThreadExit {
+    while let Some(batch) = queue.next_batch(stop) {
+        let texts = batch.texts();
+        let _busy = liveness.busy();
+        match catch_unwind(AssertUnwindSafe(|| model.predict(&texts))) {
+            Ok(Ok(scores)) => batch.complete(scores),
+            Ok(Err(inference_error)) => {
+                debug!(error = %inference_error, num_texts = texts.len(), "batch failed");
+                batch.fail(&inference_error);
             }
             Err(panic) => {
                 let message = panic_message(panic.as_ref());
                 error!(engine = model.engine(), %message, "model panicked, stopping inference thread");
-                let _ = command.reply_tx.send(Err(InferenceError::Panicked(message)));
-                return;
+                batch.fail(&InferenceError::Panicked(message.clone()));
+                return ThreadExit::Panicked(message);
             }
         }
     }
+    ThreadExit::Stopped
 }
 
 /// Returns the text of a panic payload.
@@ -100,8 +121,10 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::SentimentLabel;
+    use crate::{BatchingParams, SentimentLabel, SentimentScore};
 
     /// A model that scores by text length and panics on the text "boom".
     struct LengthModel;
@@ -131,27 +154,71 @@ mod tests {
         }
     }
 
-    fn params() -> InferenceThreadParams {
-        InferenceThreadParams { thread_name: "test-inference".to_owned(), queue_capacity: 4 }
+    fn start(queue: &BatchQueue) -> InferenceThread {
+        let params = InferenceThreadParams {
+            thread_name: "test-inference".to_owned(),
+            queue: queue.clone(),
+            liveness: Liveness::default(),
+        };
+        InferenceThread::spawn(Box::new(LengthModel), &params).unwrap()
     }
 
-    /// Proves results come back in input order from the dedicated thread.
+    fn queue() -> BatchQueue {
+        BatchQueue::new(BatchingParams {
+            max_wait: Duration::from_micros(200),
+            ..BatchingParams::default()
+        })
+    }
+
+    /// Proves results come back in input order, across requests sharing batches.
     #[tokio::test]
-    async fn predicts_on_its_thread() {
-        let thread = InferenceThread::spawn(Box::new(LengthModel), &params()).unwrap();
-        let scores = thread.predict(vec!["a".into(), "abc".into()]).await.unwrap();
-        assert_eq!(scores.iter().map(|score| score.score).collect::<Vec<_>>(), vec![1.0, 3.0]);
+    async fn scores_requests_in_order() {
+        let queue = queue();
+        let thread = start(&queue);
+        let first = queue.submit(vec!["a".into(), "abc".into()]).unwrap();
+        let second = queue.submit(vec!["abcde".into()]).unwrap();
+        let scores = first.await.unwrap().unwrap();
+        assert_eq!(
+            scores.iter().map(|score| score.score).collect::<Vec<_>>(),
+            vec![1.0, 3.0]
+        );
+        assert_eq!(second.await.unwrap().unwrap()[0].score, 5.0);
         assert_eq!(thread.engine(), "length");
     }
 
-    /// Proves a panicking model fails only its batch, then reports itself stopped.
+    /// Proves a panicking model fails only the requests in its batch, then the thread reports
+    /// its exit, while requests queued later wait for a new thread and are served by it.
     #[tokio::test]
-    async fn panic_fails_the_batch_and_stops_the_thread() {
-        let thread = InferenceThread::spawn(Box::new(LengthModel), &params()).unwrap();
-        let error = thread.predict(vec!["boom".into()]).await.unwrap_err();
-        assert!(matches!(&error, InferenceError::Panicked(message) if message.contains("boom input")));
+    async fn panic_fails_the_batch_and_ends_the_thread() {
+        let queue = queue();
+        let mut thread = start(&queue);
+        let exited = thread.exited().unwrap();
+        let doomed = queue.submit(vec!["boom".into()]).unwrap();
+        let error = doomed.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&error, InferenceError::Panicked(message) if message.contains("boom input"))
+        );
         assert!(!error.is_retryable());
-        let after = thread.predict(vec!["fine".into()]).await.unwrap_err();
-        assert!(matches!(after, InferenceError::EngineStopped));
+        assert_eq!(
+            exited.await.unwrap(),
+            ThreadExit::Panicked("boom input".to_owned())
+        );
+        let later = queue.submit(vec!["fine".into()]).unwrap();
+        let _replacement = start(&queue);
+        assert_eq!(later.await.unwrap().unwrap()[0].score, 4.0);
+    }
+
+    /// Proves dropping the handle stops the thread.
+    #[tokio::test]
+    async fn drop_stops_the_thread() {
+        let queue = queue();
+        let mut thread = start(&queue);
+        let exited = thread.exited().unwrap();
+        drop(thread);
+        let exit = tokio::time::timeout(Duration::from_secs(5), exited)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit, ThreadExit::Stopped);
     }
 }

@@ -23,8 +23,8 @@ mod tree;
 
 pub use panics::{PanicRecord, install_panic_hook, take_panic};
 pub use supervisor::{
-    ChildSnapshot, ChildSpec, Counters, ExitKind, LastExit, RestartIntensity, RestartType,
-    StartFn, SupervisorActor, SupervisorMsg, SupervisorParams, SupervisorSnapshot,
-    SupervisorState, observe_supervisor,
+    ChildSnapshot, ChildSpec, Counters, ExitKind, LastExit, RestartIntensity, RestartType, StartFn,
+    SupervisorActor, SupervisorMsg, SupervisorParams, SupervisorSnapshot, SupervisorState,
+    observe_supervisor,
 };
 pub use tree::{BulwarkTree, SentimentSettings, SupervisionSettings, TreeParams, actor_spec};

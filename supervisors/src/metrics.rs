@@ -24,9 +24,21 @@ impl ChildExited<'_> {
     pub fn emit(&self) {
         let kind = self.kind.as_str();
         if self.kind == ExitKind::Normal {
-            info!(supervisor = self.supervisor, child = self.child, kind, reason = self.message, "child stopped");
+            info!(
+                supervisor = self.supervisor,
+                child = self.child,
+                kind,
+                reason = self.message,
+                "child stopped"
+            );
         } else {
-            error!(supervisor = self.supervisor, child = self.child, kind, error = self.message, "child failed");
+            error!(
+                supervisor = self.supervisor,
+                child = self.child,
+                kind,
+                error = self.message,
+                "child failed"
+            );
         }
         metrics::counter!(CHILD_EXITS_TOTAL, "supervisor" => self.supervisor.to_owned(), "kind" => kind)
             .increment(1);
@@ -42,7 +54,11 @@ pub struct ChildRestarted<'a> {
 
 impl ChildRestarted<'_> {
     pub fn emit(&self) {
-        info!(supervisor = self.supervisor, child = self.child, "child restarted");
+        info!(
+            supervisor = self.supervisor,
+            child = self.child,
+            "child restarted"
+        );
         metrics::counter!(RESTARTS_TOTAL, "supervisor" => self.supervisor.to_owned()).increment(1);
     }
 }
@@ -63,6 +79,7 @@ impl SupervisorEscalated<'_> {
             within_ms = self.within.as_millis() as u64,
             "restart intensity exceeded, escalating to parent"
         );
-        metrics::counter!(ESCALATIONS_TOTAL, "supervisor" => self.supervisor.to_owned()).increment(1);
+        metrics::counter!(ESCALATIONS_TOTAL, "supervisor" => self.supervisor.to_owned())
+            .increment(1);
     }
 }

@@ -54,7 +54,9 @@ pub fn install_panic_hook() {
 /// Removes and returns the most recent panic with this message, if the hook saw one.
 pub fn take_panic(message: &str) -> Option<PanicRecord> {
     let mut recent = RECENT_PANICS.lock().unwrap_or_else(PoisonError::into_inner);
-    let position = recent.iter().rposition(|record| record.message == message)?;
+    let position = recent
+        .iter()
+        .rposition(|record| record.message == message)?;
     recent.remove(position)
 }
 

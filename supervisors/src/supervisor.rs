@@ -204,7 +204,11 @@ impl Actor for SupervisorActor {
             });
         }
         myself.send_interval(params.heartbeat, || SupervisorMsg::Heartbeat);
-        info!(supervisor = params.name, num_children = children.len(), "supervisor started");
+        info!(
+            supervisor = params.name,
+            num_children = children.len(),
+            "supervisor started"
+        );
         Ok(SupervisorState {
             params,
             children,
@@ -219,7 +223,12 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Children stop before their supervisor is gone, so none outlives the tree.
-        myself.stop_children_and_wait(Some("supervisor stopping".to_owned()), Some(Duration::from_secs(10))).await;
+        myself
+            .stop_children_and_wait(
+                Some("supervisor stopping".to_owned()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
         info!(supervisor = state.params.name, "supervisor stopped");
         Ok(())
     }
@@ -249,7 +258,11 @@ impl Actor for SupervisorActor {
         let (cell, kind, message) = match event {
             SupervisionEvent::ActorFailed(cell, failure) => {
                 let message = failure.to_string();
-                let kind = if take_panic(&message).is_some() { ExitKind::Panic } else { ExitKind::Error };
+                let kind = if take_panic(&message).is_some() {
+                    ExitKind::Panic
+                } else {
+                    ExitKind::Error
+                };
                 (cell, kind, message)
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
@@ -259,7 +272,10 @@ impl Actor for SupervisorActor {
             _ => return Ok(()),
         };
         let Some(index) = state.children.iter().position(|child| {
-            child.cell_opt.as_ref().is_some_and(|child_cell| child_cell.get_id() == cell.get_id())
+            child
+                .cell_opt
+                .as_ref()
+                .is_some_and(|child_cell| child_cell.get_id() == cell.get_id())
         }) else {
             return Ok(());
         };
@@ -272,9 +288,18 @@ impl Actor for SupervisorActor {
         child.cell_opt = None;
         child.killed_for_hang = false;
         child.counters.count_exit(kind);
-        child.last_exit = Some(LastExit { kind, message: message.clone() });
+        child.last_exit = Some(LastExit {
+            kind,
+            message: message.clone(),
+        });
         state.counters.count_exit(kind);
-        ChildExited { supervisor: &state.params.name, child: &child.spec.name, kind, message: &message }.emit();
+        ChildExited {
+            supervisor: &state.params.name,
+            child: &child.spec.name,
+            kind,
+            message: &message,
+        }
+        .emit();
         let restart = match child.spec.restart {
             RestartType::Permanent => true,
             RestartType::Transient => kind != ExitKind::Normal,
@@ -296,14 +321,23 @@ fn schedule_restart(
 ) -> Result<(), ActorProcessingErr> {
     let now = Instant::now();
     let window = state.params.intensity.within;
-    while state.recent_restarts.front().is_some_and(|at| now.duration_since(*at) > window) {
+    while state
+        .recent_restarts
+        .front()
+        .is_some_and(|at| now.duration_since(*at) > window)
+    {
         state.recent_restarts.pop_front();
     }
     state.recent_restarts.push_back(now);
     let num_recent = state.recent_restarts.len() as u32;
     if num_recent > state.params.intensity.max_restarts {
         state.counters.escalations += 1;
-        SupervisorEscalated { supervisor: &state.params.name, num_restarts: num_recent, within: window }.emit();
+        SupervisorEscalated {
+            supervisor: &state.params.name,
+            num_restarts: num_recent,
+            within: window,
+        }
+        .emit();
         return Err(format!(
             "supervisor {} exceeded its restart intensity: {num_recent} restarts in {window:?}",
             state.params.name
@@ -311,7 +345,11 @@ fn schedule_restart(
         .into());
     }
     let exponent = num_recent.saturating_sub(1).min(16);
-    let delay = state.params.backoff_base.saturating_mul(1 << exponent).min(state.params.backoff_max);
+    let delay = state
+        .params
+        .backoff_base
+        .saturating_mul(1 << exponent)
+        .min(state.params.backoff_max);
     myself.send_after(delay, move || SupervisorMsg::RestartChild(index));
     Ok(())
 }
@@ -332,14 +370,21 @@ async fn restart_child(
             child.cell_opt = Some(cell);
             child.counters.restarts += 1;
             state.counters.restarts += 1;
-            crate::metrics::ChildRestarted { supervisor: &state.params.name, child: &child.spec.name }.emit();
+            crate::metrics::ChildRestarted {
+                supervisor: &state.params.name,
+                child: &child.spec.name,
+            }
+            .emit();
             Ok(())
         }
         Err(spawn_error) => {
             let message = spawn_error.to_string();
             error!(supervisor = state.params.name, child = child.spec.name, %message, "failed to restart child");
             child.counters.errors += 1;
-            child.last_exit = Some(LastExit { kind: ExitKind::Error, message });
+            child.last_exit = Some(LastExit {
+                kind: ExitKind::Error,
+                message,
+            });
             state.counters.errors += 1;
             schedule_restart(myself, state, index)
         }
@@ -395,13 +440,18 @@ async fn observe(state: &SupervisorState) -> SupervisorSnapshot {
 
 async fn observe_child_supervisor(cell: &ActorCell) -> Option<SupervisorSnapshot> {
     let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
-    match supervisor.call(SupervisorMsg::Observe, Some(Duration::from_secs(1))).await {
+    match supervisor
+        .call(SupervisorMsg::Observe, Some(Duration::from_secs(1)))
+        .await
+    {
         Ok(CallResult::Success(snapshot)) => Some(snapshot),
         _ => None,
     }
 }
 
 /// Asks a supervisor for its snapshot; `None` if it is not running or does not answer in time.
-pub async fn observe_supervisor(supervisor: &ActorRef<SupervisorMsg>) -> Option<SupervisorSnapshot> {
+pub async fn observe_supervisor(
+    supervisor: &ActorRef<SupervisorMsg>,
+) -> Option<SupervisorSnapshot> {
     observe_child_supervisor(&supervisor.get_cell()).await
 }

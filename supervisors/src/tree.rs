@@ -5,6 +5,7 @@ use bulwark_actors::{
     JobRunnerActor, JobRunnerHandle, JobRunnerParams, Liveness, ModelFactory, SentimentPool,
     SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
+use bulwark_ml::{BatchQueue, BatchingParams};
 use futures::FutureExt;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
@@ -29,7 +30,9 @@ pub struct SupervisionSettings {
 pub struct SentimentSettings {
     pub num_workers: usize,
     pub model_factory: ModelFactory,
-    pub max_queued: usize,
+    /// Engine name reported in metrics.
+    pub engine: String,
+    pub batching: BatchingParams,
     pub call_timeout: Duration,
 }
 
@@ -38,7 +41,8 @@ impl std::fmt::Debug for SentimentSettings {
         formatter
             .debug_struct("SentimentSettings")
             .field("num_workers", &self.num_workers)
-            .field("max_queued", &self.max_queued)
+            .field("engine", &self.engine)
+            .field("batching", &self.batching)
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +61,10 @@ pub struct TreeParams {
 
 impl std::fmt::Debug for TreeParams {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("TreeParams").field("instance", &self.instance).finish_non_exhaustive()
+        formatter
+            .debug_struct("TreeParams")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,10 +94,12 @@ impl BulwarkTree {
         let worker_names: Vec<String> = (0..params.sentiment.num_workers)
             .map(|index| format!("{instance}/sentiment-worker-{index}"))
             .collect();
+        let queue = BatchQueue::new(params.sentiment.batching);
         let sentiment = SentimentPool::new(SentimentPoolParams {
             worker_names: worker_names.clone(),
-            max_queued: params.sentiment.max_queued,
+            queue: queue.clone(),
             call_timeout: params.sentiment.call_timeout,
+            engine: params.sentiment.engine.clone(),
         });
         let worker_specs = worker_names
             .iter()
@@ -99,6 +108,7 @@ impl BulwarkTree {
                 let worker_params = SentimentWorkerParams {
                     model_factory: params.sentiment.model_factory.clone(),
                     thread_name: format!("inference-{index}"),
+                    queue: queue.clone(),
                     liveness: Liveness::default(),
                 };
                 let liveness = worker_params.liveness.clone();
@@ -108,17 +118,38 @@ impl BulwarkTree {
         let runner_params = (params.job_runner)(sentiment.clone());
         let runner_name = format!("{instance}/job-runner");
         let runner_liveness = runner_params.liveness.clone();
-        let runner_spec = actor_spec(&runner_name, JobRunnerActor, runner_params, Some(runner_liveness));
+        let runner_spec = actor_spec(
+            &runner_name,
+            JobRunnerActor,
+            runner_params,
+            Some(runner_liveness),
+        );
 
-        let sentiment_supervisor =
-            supervisor_spec(&instance, supervisor_params("sentiment", worker_specs, settings));
-        let jobs_supervisor =
-            supervisor_spec(&instance, supervisor_params("jobs", vec![runner_spec], settings));
-        let root_params =
-            supervisor_params("root", vec![sentiment_supervisor, jobs_supervisor], settings);
-        let (root, root_handle) =
-            Actor::spawn(Some(format!("{instance}/root")), SupervisorActor, root_params).await?;
-        Ok(BulwarkTree { root, root_handle, sentiment, job_runner: JobRunnerHandle::new(runner_name) })
+        let sentiment_supervisor = supervisor_spec(
+            &instance,
+            supervisor_params("sentiment", worker_specs, settings),
+        );
+        let jobs_supervisor = supervisor_spec(
+            &instance,
+            supervisor_params("jobs", vec![runner_spec], settings),
+        );
+        let root_params = supervisor_params(
+            "root",
+            vec![sentiment_supervisor, jobs_supervisor],
+            settings,
+        );
+        let (root, root_handle) = Actor::spawn(
+            Some(format!("{instance}/root")),
+            SupervisorActor,
+            root_params,
+        )
+        .await?;
+        Ok(BulwarkTree {
+            root,
+            root_handle,
+            sentiment,
+            job_runner: JobRunnerHandle::new(runner_name),
+        })
     }
 
     /// Returns the whole tree's counters, or `None` if the root does not answer.
@@ -127,7 +158,11 @@ impl BulwarkTree {
     }
 }
 
-fn supervisor_params(name: &str, children: Vec<ChildSpec>, settings: SupervisionSettings) -> SupervisorParams {
+fn supervisor_params(
+    name: &str,
+    children: Vec<ChildSpec>,
+    settings: SupervisionSettings,
+) -> SupervisorParams {
     SupervisorParams {
         name: name.to_owned(),
         children,
@@ -172,7 +207,11 @@ where
         .boxed()
     });
     ChildSpec {
-        name: registered_name.rsplit('/').next().unwrap_or(registered_name).to_owned(),
+        name: registered_name
+            .rsplit('/')
+            .next()
+            .unwrap_or(registered_name)
+            .to_owned(),
         restart: RestartType::Permanent,
         start,
         liveness,
