@@ -34,13 +34,16 @@ impl Default for BatchingParams {
     }
 }
 
+/// Where a request's scores, or its first error, are sent.
+type ScoresReply = oneshot::Sender<Result<Vec<SentimentScore>, InferenceError>>;
+
 /// A request whose texts may be scored across several batches; it is answered when its last
 /// text is scored, or at its first error.
 #[derive(Debug)]
 struct PendingRequest {
     results: Mutex<Vec<Option<SentimentScore>>>,
     remaining: AtomicUsize,
-    reply_tx: Mutex<Option<oneshot::Sender<Result<Vec<SentimentScore>, InferenceError>>>>,
+    reply_tx: Mutex<Option<ScoresReply>>,
 }
 
 impl PendingRequest {

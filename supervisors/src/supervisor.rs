@@ -15,6 +15,9 @@ use tracing::{error, info, warn};
 use crate::metrics::{ChildExited, SupervisorEscalated};
 use crate::panics::take_panic;
 
+/// Words in the failure of a supervisor that gave up, by which its parent recognises it.
+const ESCALATION_MARKER: &str = "exceeded its restart intensity";
+
 /// Starts (or restarts) one child, linked to the supervisor cell it is given.
 pub type StartFn =
     Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
@@ -288,6 +291,15 @@ impl Actor for SupervisorActor {
         child.cell_opt = None;
         child.killed_for_hang = false;
         child.counters.count_exit(kind);
+        // A child supervisor that gave up reports it in its failure; the escalation is counted
+        // here, in the parent, since the child's own counters die with it.
+        if child.spec.is_supervisor
+            && kind == ExitKind::Error
+            && message.contains(ESCALATION_MARKER)
+        {
+            child.counters.escalations += 1;
+            state.counters.escalations += 1;
+        }
         child.last_exit = Some(LastExit {
             kind,
             message: message.clone(),
@@ -331,7 +343,6 @@ fn schedule_restart(
     state.recent_restarts.push_back(now);
     let num_recent = state.recent_restarts.len() as u32;
     if num_recent > state.params.intensity.max_restarts {
-        state.counters.escalations += 1;
         SupervisorEscalated {
             supervisor: &state.params.name,
             num_restarts: num_recent,
@@ -339,7 +350,7 @@ fn schedule_restart(
         }
         .emit();
         return Err(format!(
-            "supervisor {} exceeded its restart intensity: {num_recent} restarts in {window:?}",
+            "supervisor {} {ESCALATION_MARKER}: {num_recent} restarts in {window:?}",
             state.params.name
         )
         .into());
