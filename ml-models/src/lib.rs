@@ -18,7 +18,7 @@ mod sentiment;
 mod thread;
 
 pub use batching::{Batch, BatchQueue, BatchingParams};
-pub use lexicon::VaderModel;
+pub use lexicon::{PolarityScores, VaderModel};
 pub use liveness::{BusyGuard, Liveness};
 pub use sentiment::{
     InferenceError, MAX_TEXT_CHARS, MAX_TEXTS_PER_REQUEST, SentimentLabel, SentimentModel,
