@@ -3,15 +3,46 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint fmt check-services build release bench bench-http bench-queue clean
+.PHONY: run test lint fmt check-services build release bench bench-http bench-queue clean runtime model
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release
 	./target/release/bulwark demo
 
-## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
-test: check-services lint
+## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432,
+## the ONNX Runtime library and the sentiment model: `runtime` and `model` fetch them)
+test: check-services runtime model lint
 	$(CARGO) test --workspace --all-targets
+
+ORT_VERSION := 1.31.1
+ORT_LIB := ml-models/cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)
+MODEL_NAME := sentiment-minilm-sst2
+MODEL_DIR := ml-models/cache/$(MODEL_NAME)
+SHARED_MODEL_DIR := ../shared/models/$(MODEL_NAME)
+
+## runtime: fetch the ONNX Runtime shared library from the PyPI wheel (once; later runs do nothing)
+runtime:
+	@test -f $(ORT_LIB) || { \
+		set -e; \
+		pip download --quiet --no-deps onnxruntime==$(ORT_VERSION) -d ml-models/cache/wheels; \
+		python3 -c 'import glob, pathlib, sys, zipfile; \
+			wheel = sorted(glob.glob("ml-models/cache/wheels/onnxruntime-$(ORT_VERSION)-*.whl"))[-1]; \
+			target = pathlib.Path(sys.argv[1]); target.parent.mkdir(parents=True, exist_ok=True); \
+			target.write_bytes(zipfile.ZipFile(wheel).read("onnxruntime/capi/" + target.name))' $(ORT_LIB); \
+		echo "fetched $(ORT_LIB)"; \
+	}
+
+## model: copy the sentiment model into ml-models/cache (once; later runs do nothing)
+model:
+	@test -f $(MODEL_DIR)/model.onnx || { \
+		if [ -d $(SHARED_MODEL_DIR) ]; then \
+			mkdir -p $(MODEL_DIR) && cp $(SHARED_MODEL_DIR)/* $(MODEL_DIR)/ && chmod u+w $(MODEL_DIR)/* && \
+			echo "copied $(MODEL_NAME) into $(MODEL_DIR)"; \
+		else \
+			echo "error: $(SHARED_MODEL_DIR) does not exist; run the training recipe in ml-models/train/ to build $(MODEL_NAME)"; \
+			exit 1; \
+		fi; \
+	}
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -23,14 +23,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
+start_server() {
+  DATABASE_URL="sqlite://$workdir/http.db" BULWARK_HTTP_ADDR="127.0.0.1:$PORT" BULWARK_LOG=warn "$@" \
+    "$BIN" serve &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
+
+echo "== batching wait: single text, 1 connection, max_batch_wait_us=500 (then 0, the default, below)"
+start_server env BULWARK__SENTIMENT__MAX_BATCH_WAIT_US=500
+wrk -t1 -c1 -d"$DURATION" --latency -s scripts/wrk-sentiment.lua \
+  "http://127.0.0.1:$PORT/v1/sentiment" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in"
+stop_server
+
 echo "== POST /v1/sentiment (lexicon engine, SQLite, $(nproc) cores shared by server and wrk)"
-DATABASE_URL="sqlite://$workdir/http.db" BULWARK_HTTP_ADDR="127.0.0.1:$PORT" BULWARK_LOG=warn \
-  "$BIN" serve &
-server_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_server env
 for connections in 1 8 32; do
   echo "-- single text, $connections connections"
   wrk -t1 -c"$connections" -d"$DURATION" --latency -s scripts/wrk-sentiment.lua \
@@ -39,7 +50,7 @@ done
 echo "-- 32 texts per request, 8 connections"
 wrk -t1 -c8 -d"$DURATION" --latency -s scripts/wrk-sentiment-batch.lua \
   "http://127.0.0.1:$PORT/v1/sentiment" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in"
-kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
+stop_server
 
 echo "== local queue, SQLite"
 DATABASE_URL="sqlite://$workdir/queue.db" BULWARK_LOG=warn "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `service`: [`Service`], start and graceful shutdown of one node.
 //! - `telemetry`: logs (JSON or pretty) and the Prometheus recorder.
+//! - `engines`: which sentiment engines the workers run (ONNX, or the lexicon when degraded).
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
 //! - `bench`: `bulwark bench queue`, local-queue throughput on the configured database.
 //! - `cli`: the command line.
@@ -11,6 +12,7 @@
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod engines;
 pub mod service;
 pub mod telemetry;
 

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -6,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulwark_actors::{
     DrainReport, InFlightJobs, JobExecutor, JobRunnerHandle, JobRunnerParams, Liveness,
-    ModelFactory, RetryPolicy, SentimentPool,
+    RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_config::Config;
-use bulwark_ml::{BatchingParams, SentimentModel, VaderModel};
+use bulwark_ml::{BatchingParams, ScoringOptions, Strategy};
 use bulwark_store::{LocalQueue, LocalQueueParams, Store, StoreParams};
 use bulwark_supervisors::{
     BulwarkTree, RestartIntensity, SentimentSettings, SupervisionSettings, TreeParams,
@@ -54,11 +55,6 @@ fn default_node_id() -> String {
     format!("{host}-{}-{suffix}", std::process::id())
 }
 
-/// Returns the factory of the lexicon model every sentiment worker serves.
-fn lexicon_factory() -> ModelFactory {
-    Arc::new(|| Ok(Box::new(VaderModel::new()) as Box<dyn SentimentModel>))
-}
-
 /// Opens the store described by the config and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let params = StoreParams {
@@ -90,6 +86,19 @@ impl Service {
                 lease: config.jobs.lease(),
             },
         ));
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let project_root =
+            std::env::current_dir().context("failed to read the working directory")?;
+        let engine_plan = crate::engines::plan(config, &env, &project_root);
+        let default_options = ScoringOptions {
+            strategy: config
+                .sentiment
+                .strategy
+                .parse::<Strategy>()
+                .unwrap_or_default(),
+            neutral_threshold: config.sentiment.neutral_threshold,
+            primary_weight: config.sentiment.ensemble_onnx_weight,
+        };
         let jobs = config.jobs.clone();
         let runner_store = store.clone();
         let supervision = &config.supervision;
@@ -107,8 +116,9 @@ impl Service {
             },
             sentiment: SentimentSettings {
                 num_workers: config.sentiment.num_workers(),
-                model_factory: lexicon_factory(),
-                engine: "lexicon".to_owned(),
+                model_factory: engine_plan.factory.clone(),
+                engine: engine_plan.engines.clone(),
+                default_options,
                 batching: BatchingParams {
                     max_batch_texts: config.sentiment.max_batch_texts,
                     max_batch_tokens: config.sentiment.max_batch_tokens,
@@ -155,6 +165,9 @@ impl Service {
             node_id: node_id.clone(),
             started_at: Instant::now(),
             dependency_timeout: Duration::from_secs(2),
+            sentiment_engines: engine_plan.engines.clone(),
+            sentiment_model_version: engine_plan.model_version.clone(),
+            sentiment_degraded_reason: engine_plan.degraded_reason.clone(),
         };
         let app = build_app(
             state,

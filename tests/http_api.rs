@@ -6,22 +6,130 @@ use bulwark_store::testsuite::TestBackend;
 use common::TestService;
 use serde_json::{Value, json};
 
-/// Proves `POST /v1/sentiment` scores each text in order with the lexicon engine.
+/// Proves `POST /v1/sentiment` scores each text in order with the ONNX engine by default, and
+/// that each strategy and the neutral band can be chosen per request.
 #[tokio::test]
-async fn sentiment_scores_texts_in_order() {
+async fn sentiment_scores_texts_with_each_strategy() {
     let service = TestService::start(TestBackend::Sqlite).await;
-    let body = json!({ "texts": ["I love this product, it is wonderful!", "This is terrible and I hate it.", "The box is blue."] });
-    let (status, response) = service.post_json("/v1/sentiment", &body).await;
+    let texts = json!([
+        "I love this product, it is wonderful!",
+        "This is terrible and I hate it."
+    ]);
+    let (status, response) = service
+        .post_json("/v1/sentiment", &json!({ "texts": texts }))
+        .await;
     assert_eq!(status, 200, "{response}");
     let results = response["results"].as_array().unwrap();
     let labels: Vec<&str> = results
         .iter()
         .map(|result| result["label"].as_str().unwrap())
         .collect();
-    assert_eq!(labels, ["positive", "negative", "neutral"]);
-    assert_eq!(results[0]["engine"], "lexicon");
+    assert_eq!(labels, ["positive", "negative"]);
+    assert_eq!(results[0]["engine"], "onnx");
+    assert!(
+        results[0]["model_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("sentiment-minilm-sst2")
+    );
     assert!(results[0]["score"].as_f64().unwrap() > 0.5);
     assert!(results[1]["score"].as_f64().unwrap() < -0.5);
+
+    for (strategy, engine) in [
+        ("ensemble", "ensemble(onnx,lexicon)"),
+        ("consensus", "consensus(onnx,lexicon)"),
+    ] {
+        let body = json!({ "texts": texts, "strategy": strategy });
+        let (status, response) = service.post_json("/v1/sentiment", &body).await;
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(response["results"][0]["engine"], engine);
+        assert_eq!(response["results"][0]["label"], "positive");
+        assert_eq!(response["results"][1]["label"], "negative");
+    }
+    let unsure = json!({ "texts": ["It is a movie."], "neutral_threshold": 0.999 });
+    let (_, response) = service.post_json("/v1/sentiment", &unsure).await;
+    assert_eq!(response["results"][0]["label"], "neutral", "{response}");
+
+    let (status, response) = service
+        .post_json(
+            "/v1/sentiment",
+            &json!({ "texts": ["a"], "strategy": "vote" }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        response["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("strategy")
+    );
+    let (status, _) = service
+        .post_json(
+            "/v1/sentiment",
+            &json!({ "texts": ["a"], "neutral_threshold": 2.0 }),
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+/// Proves a node configured for the lexicon engine answers with VADER, neutral included.
+#[tokio::test]
+async fn lexicon_engine_can_be_chosen() {
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+    })
+    .await;
+    let body = json!({ "texts": ["I love it", "I hate it", "The box is blue."] });
+    let (status, response) = service.post_json("/v1/sentiment", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let labels: Vec<&str> = response["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["positive", "negative", "neutral"]);
+    assert_eq!(response["results"][0]["engine"], "lexicon");
+}
+
+/// Proves a node whose model cannot be loaded still starts, serves the lexicon, and says it is
+/// degraded in `/ready`, `/health` and a metric.
+#[tokio::test]
+async fn missing_model_starts_degraded_on_the_lexicon() {
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.sentiment.model_dir = Some("/nonexistent/bulwark-model".to_owned());
+    })
+    .await;
+    let (status, response) = service
+        .post_json("/v1/sentiment", &json!({ "texts": ["I love it"] }))
+        .await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["results"][0]["engine"], "lexicon");
+    let (status, ready) = service.get_json("/ready").await;
+    assert_eq!(status, 200, "degraded is still ready: {ready}");
+    assert_eq!(ready["degraded"][0]["name"], "sentiment_engine", "{ready}");
+    let (_, health) = service.get_json("/health").await;
+    assert_eq!(health["status"], "degraded");
+    let engine = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sentiment_engine")
+        .unwrap();
+    assert!(
+        engine["detail"].as_str().unwrap().contains("make model"),
+        "tells how to fix it: {engine}"
+    );
+    let metrics = service
+        .client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("bulwark_sentiment_degraded"), "{metrics}");
 }
 
 fn assert_error_body(body: &Value, code: &str, request_id_opt: Option<&str>) {
@@ -293,7 +401,15 @@ async fn probes_docs_and_metrics_are_served() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(components, ["database", "sentiment_workers", "job_runner"]);
+    assert_eq!(
+        components,
+        [
+            "database",
+            "sentiment_workers",
+            "sentiment_engine",
+            "job_runner"
+        ]
+    );
     assert_eq!(health["supervision"]["name"], "root");
     assert_eq!(
         health["supervision"]["supervisors"]

@@ -1,9 +1,9 @@
-use bulwark_ml::{SentimentScore, validate_texts};
+use bulwark_ml::{SentimentScore, Strategy, validate_texts};
 use bulwark_store::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{ErrorCode, JobError, SentimentPool};
+use crate::{ErrorCode, JobError, ScoringChoice, SentimentPool};
 
 /// The kinds of job Bulwark runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,32 @@ impl JobKind {
 #[serde(deny_unknown_fields)]
 pub struct SentimentRequest {
     pub texts: Vec<String>,
+    /// `primary`, `ensemble` or `consensus`; the configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Confidence in `[0, 1]` below which a label is reported neutral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neutral_threshold: Option<f32>,
+}
+
+impl SentimentRequest {
+    /// Returns the request's scoring choices.
+    pub fn choice(&self) -> ScoringChoice {
+        ScoringChoice {
+            strategy: self.strategy,
+            neutral_threshold: self.neutral_threshold,
+        }
+    }
+}
+
+/// Checks that a neutral threshold is a probability.
+pub fn validate_neutral_threshold(threshold_opt: Option<f32>) -> Result<(), String> {
+    match threshold_opt {
+        Some(threshold) if !(0.0..=1.0).contains(&threshold) => Err(format!(
+            "neutral_threshold: must be between 0 and 1, got {threshold}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The result of scoring a [`SentimentRequest`]: one entry per text, in order.
@@ -94,7 +120,8 @@ impl JobExecutor {
         match JobKind::parse(&job.kind)? {
             JobKind::SentimentAnalyze => {
                 let request = parse_sentiment_payload(&job.payload)?;
-                let results = self.sentiment.analyze(request.texts).await?;
+                let choice = request.choice();
+                let results = self.sentiment.analyze(request.texts, choice).await?;
                 let response = SentimentResponse { results };
                 serde_json::to_value(&response).map_err(|error| {
                     JobError::new(

@@ -23,11 +23,14 @@ mod sentiment_worker;
 pub use bulwark_ml::{BusyGuard, Liveness};
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
-pub use job_kinds::{JobExecutor, JobKind, SentimentRequest, SentimentResponse, validate_job};
+pub use job_kinds::{
+    JobExecutor, JobKind, SentimentRequest, SentimentResponse, validate_job,
+    validate_neutral_threshold,
+};
 pub use job_runner::{
     DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams, RetryPolicy,
 };
-pub use sentiment_pool::{PoolError, SentimentPool, SentimentPoolParams};
+pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolParams};
 pub use sentiment_worker::{
     ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,
     SentimentWorkerState,

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use bulwark_ml::{BatchQueue, InferenceError, SentimentScore};
+use bulwark_ml::{BatchQueue, InferenceError, ScoringOptions, SentimentScore, Strategy};
 use ractor::registry;
 
 use crate::metrics::{SentimentBatchScored, SentimentRejected};
@@ -16,6 +16,15 @@ pub struct SentimentPoolParams {
     pub call_timeout: Duration,
     /// Engine name for metrics.
     pub engine: String,
+    /// Options for requests that do not choose their own.
+    pub default_options: ScoringOptions,
+}
+
+/// What one request may choose; unset fields take the pool's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScoringChoice {
+    pub strategy: Option<Strategy>,
+    pub neutral_threshold: Option<f32>,
 }
 
 /// Why a call into the pool did not produce scores.
@@ -99,7 +108,19 @@ impl SentimentPool {
     }
 
     /// Scores texts, in order. The caller has validated them.
-    pub async fn analyze(&self, texts: Vec<String>) -> Result<Vec<SentimentScore>, PoolError> {
+    pub async fn analyze(
+        &self,
+        texts: Vec<String>,
+        choice: ScoringChoice,
+    ) -> Result<Vec<SentimentScore>, PoolError> {
+        let defaults = self.params.default_options;
+        let options = ScoringOptions {
+            strategy: choice.strategy.unwrap_or(defaults.strategy),
+            neutral_threshold: choice
+                .neutral_threshold
+                .unwrap_or(defaults.neutral_threshold),
+            primary_weight: defaults.primary_weight,
+        };
         if self.num_running_workers() == 0 {
             SentimentRejected {
                 reason: "no_worker",
@@ -112,7 +133,7 @@ impl SentimentPool {
         let scores_rx = self
             .params
             .queue
-            .submit(texts)
+            .submit(texts, options)
             .map_err(|error| match error {
                 InferenceError::Overloaded => {
                     SentimentRejected {

@@ -1,15 +1,14 @@
 use std::sync::Arc;
 
 use bulwark_ml::{
-    BatchQueue, InferenceError, InferenceThread, InferenceThreadParams, Liveness, SentimentModel,
+    BatchQueue, EngineSet, InferenceError, InferenceThread, InferenceThreadParams, Liveness,
     ThreadExit,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::info;
 
-/// Builds the model a worker serves. Called on every (re)start, on a blocking thread.
-pub type ModelFactory =
-    Arc<dyn Fn() -> Result<Box<dyn SentimentModel>, InferenceError> + Send + Sync>;
+/// Builds the engines a worker serves. Called on every (re)start, on a blocking thread.
+pub type ModelFactory = Arc<dyn Fn() -> Result<EngineSet, InferenceError> + Send + Sync>;
 
 /// Owns one inference thread that takes batches from the pool's queue. The actor's job is the
 /// thread's life: it builds the model, starts the thread, and fails when the thread dies (a
@@ -61,13 +60,13 @@ impl Actor for SentimentWorkerActor {
         params: SentimentWorkerParams,
     ) -> Result<Self::State, ActorProcessingErr> {
         let factory = params.model_factory.clone();
-        let model = tokio::task::spawn_blocking(move || factory()).await??;
+        let engines = tokio::task::spawn_blocking(move || factory()).await??;
         let thread_params = InferenceThreadParams {
             thread_name: params.thread_name.clone(),
             queue: params.queue.clone(),
             liveness: params.liveness.clone(),
         };
-        let mut thread = InferenceThread::spawn(model, &thread_params)?;
+        let mut thread = InferenceThread::spawn(engines, &thread_params)?;
         if let Some(exited) = thread.exited() {
             tokio::spawn(async move {
                 let exit = exited.await.unwrap_or(ThreadExit::Stopped);

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use bulwark_actors::{
     ErrorCode, InFlightJobs, JobExecutor, JobRunnerActor, JobRunnerHandle, JobRunnerParams,
-    Liveness, ModelFactory, PoolError, RetryPolicy, SentimentPool, SentimentPoolParams,
-    SentimentWorkerActor, SentimentWorkerParams,
+    Liveness, ModelFactory, PoolError, RetryPolicy, ScoringChoice, SentimentPool,
+    SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
 use bulwark_ml::{
-    BatchQueue, BatchingParams, InferenceError, SentimentLabel, SentimentModel, SentimentScore,
+    BatchQueue, BatchingParams, EngineSet, InferenceError, ScoringOptions, SentimentLabel,
+    SentimentModel, SentimentScore,
 };
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{Job, JobStatus, LocalQueue, LocalQueueParams, NewJob, Store};
@@ -53,7 +54,7 @@ impl SentimentModel for SlowModel {
 async fn start_pool(delay: Duration, max_queued: usize) -> (SentimentPool, Liveness) {
     let name = format!("test-worker-{}", Uuid::now_v7());
     let factory: ModelFactory =
-        Arc::new(move || Ok(Box::new(SlowModel { delay }) as Box<dyn SentimentModel>));
+        Arc::new(move || Ok(EngineSet::new(None, Box::new(SlowModel { delay }))));
     let queue = BatchQueue::new(BatchingParams {
         max_queued_texts: max_queued,
         ..BatchingParams::default()
@@ -73,6 +74,7 @@ async fn start_pool(delay: Duration, max_queued: usize) -> (SentimentPool, Liven
         queue,
         call_timeout: Duration::from_secs(10),
         engine: "slow-test".to_owned(),
+        default_options: ScoringOptions::default(),
     });
     (pool, liveness)
 }
@@ -84,6 +86,7 @@ fn pool_without_workers() -> SentimentPool {
         queue: BatchQueue::new(BatchingParams::default()),
         call_timeout: Duration::from_secs(1),
         engine: "none".to_owned(),
+        default_options: ScoringOptions::default(),
     })
 }
 
@@ -240,7 +243,11 @@ async fn drain_releases_jobs_that_do_not_finish_in_time() {
 async fn pool_refuses_calls_beyond_its_bound() {
     let (pool, liveness) = start_pool(Duration::from_millis(300), 1).await;
     let busy_pool = pool.clone();
-    let first = tokio::spawn(async move { busy_pool.analyze(vec!["slow".to_owned()]).await });
+    let first = tokio::spawn(async move {
+        busy_pool
+            .analyze(vec!["slow".to_owned()], ScoringChoice::default())
+            .await
+    });
     // Once the first text is being scored it has left the queue; then fill the one slot.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while liveness.busy_for().is_none() {
@@ -251,20 +258,30 @@ async fn pool_refuses_calls_beyond_its_bound() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let waiting_pool = pool.clone();
-    let second = tokio::spawn(async move { waiting_pool.analyze(vec!["queued".to_owned()]).await });
+    let second = tokio::spawn(async move {
+        waiting_pool
+            .analyze(vec!["queued".to_owned()], ScoringChoice::default())
+            .await
+    });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while pool.queued() == 0 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let refused = pool.analyze(vec!["third".to_owned()]).await.unwrap_err();
+    let refused = pool
+        .analyze(vec!["third".to_owned()], ScoringChoice::default())
+        .await
+        .unwrap_err();
     assert!(matches!(refused, PoolError::Overloaded), "{refused:?}");
     assert_eq!(refused.code(), ErrorCode::Overloaded);
     assert!(refused.is_retryable());
     assert_eq!(first.await.unwrap().unwrap().len(), 1);
     assert_eq!(second.await.unwrap().unwrap().len(), 1);
     assert_eq!(
-        pool.analyze(vec!["fourth".to_owned()]).await.unwrap().len(),
+        pool.analyze(vec!["fourth".to_owned()], ScoringChoice::default())
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }

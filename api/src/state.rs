@@ -21,4 +21,9 @@ pub struct ApiState {
     pub started_at: Instant,
     /// How long readiness waits for the database before calling it down.
     pub dependency_timeout: Duration,
+    /// The engines the sentiment workers run, e.g. `onnx+lexicon`.
+    pub sentiment_engines: String,
+    pub sentiment_model_version: Option<String>,
+    /// Why the configured ONNX engine is not served; `None` when it is (or was not asked for).
+    pub sentiment_degraded_reason: Option<String>,
 }

@@ -13,6 +13,6 @@ mod secret;
 pub use load::{ConfigError, ConfigSources, DEFAULT_CONFIG_PATH, load};
 pub use model::{
     AmqpConfig, Config, DatabaseConfig, HttpConfig, JobsConfig, LogFormat, SentimentConfig,
-    ShutdownConfig, SupervisionConfig, TelemetryConfig,
+    SentimentEngine, ShutdownConfig, SupervisionConfig, TelemetryConfig,
 };
 pub use secret::SecretUrl;

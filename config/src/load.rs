@@ -29,6 +29,9 @@ const STRING_KEYS: &[&str] = &[
     "telemetry.log_format",
     "telemetry.log_level",
     "jobs.node_id",
+    "sentiment.model_dir",
+    "sentiment.runtime_path",
+    "sentiment.strategy",
 ];
 
 /// Where the configuration comes from. The environment is passed in, so loading is testable.
@@ -234,6 +237,38 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         return invalid(
             "jobs.lease_ms",
             "must be at least 1000 (leases are renewed every third of it)".to_owned(),
+        );
+    }
+    if !matches!(
+        config.sentiment.strategy.as_str(),
+        "primary" | "ensemble" | "consensus"
+    ) {
+        return invalid(
+            "sentiment.strategy",
+            format!(
+                "`{}` is not primary, ensemble or consensus",
+                config.sentiment.strategy
+            ),
+        );
+    }
+    for (key, value) in [
+        (
+            "sentiment.neutral_threshold",
+            config.sentiment.neutral_threshold,
+        ),
+        (
+            "sentiment.ensemble_onnx_weight",
+            config.sentiment.ensemble_onnx_weight,
+        ),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return invalid(key, format!("must be between 0 and 1, got {value}"));
+        }
+    }
+    if config.sentiment.intra_op_threads == 0 || config.sentiment.intra_op_threads > 64 {
+        return invalid(
+            "sentiment.intra_op_threads",
+            "must be between 1 and 64".to_owned(),
         );
     }
     if config.sentiment.workers > 256 {

@@ -128,6 +128,22 @@ impl JobsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentimentConfig {
+    /// `onnx` (the MiniLM classifier, with the lexicon beside it; if the model or runtime
+    /// cannot be loaded the node starts degraded on the lexicon) or `lexicon` (VADER only).
+    pub engine: SentimentEngine,
+    /// The model folder; unset: `BULWARK_MODEL_DIR`, then `ml-models/cache/sentiment-minilm-sst2`.
+    pub model_dir: Option<String>,
+    /// The ONNX Runtime library; unset: `ORT_DYLIB_PATH`, then `ml-models/cache/onnxruntime/`.
+    pub runtime_path: Option<String>,
+    /// Intra-op threads of each worker's ONNX session; workers × threads should not pass the
+    /// number of cores.
+    pub intra_op_threads: usize,
+    /// The strategy of requests that do not name one: `primary`, `ensemble` or `consensus`.
+    pub strategy: String,
+    /// Confidence below which a label is reported neutral; 0 turns the band off.
+    pub neutral_threshold: f32,
+    /// Weight of the ONNX engine in the `ensemble` strategy; the lexicon gets the rest.
+    pub ensemble_onnx_weight: f32,
     /// Worker actors, each with its own inference thread; 0 means one per core.
     pub workers: usize,
     /// Texts waiting for a batch across the pool before callers get `OVERLOADED`.
@@ -138,19 +154,28 @@ pub struct SentimentConfig {
     pub max_batch_texts: usize,
     /// ... or at this many padded tokens (longest text × texts)...
     pub max_batch_tokens: usize,
-    /// ... or when its oldest text has waited this long, in microseconds.
+    /// ... or when its oldest text has waited this long, in microseconds. 0 (the default)
+    /// sends whatever is queued as soon as a thread is free: under load texts pile up while
+    /// threads are busy and batch themselves, and at low load nobody waits for company.
     pub max_batch_wait_us: u64,
 }
 
 impl Default for SentimentConfig {
     fn default() -> Self {
         SentimentConfig {
+            engine: SentimentEngine::Onnx,
+            model_dir: None,
+            runtime_path: None,
+            intra_op_threads: 1,
+            strategy: "primary".to_owned(),
+            neutral_threshold: 0.0,
+            ensemble_onnx_weight: 0.7,
             workers: 0,
             max_queued: 16_384,
             call_timeout_ms: 10_000,
             max_batch_texts: 32,
             max_batch_tokens: 4_096,
-            max_batch_wait_us: 500,
+            max_batch_wait_us: 0,
         }
     }
 }
@@ -173,6 +198,15 @@ impl SentimentConfig {
     pub fn max_batch_wait(&self) -> Duration {
         Duration::from_micros(self.max_batch_wait_us)
     }
+}
+
+/// Which sentiment engine a node serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SentimentEngine {
+    #[default]
+    Onnx,
+    Lexicon,
 }
 
 /// Restart policy shared by the supervisors.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::{InferenceError, SentimentScore};
+use crate::{InferenceError, ScoringOptions, SentimentScore};
 
 /// How often an idle inference thread checks whether it was asked to stop.
 const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -28,7 +28,7 @@ impl Default for BatchingParams {
         BatchingParams {
             max_batch_texts: 32,
             max_batch_tokens: 32 * 128,
-            max_wait: Duration::from_micros(500),
+            max_wait: Duration::ZERO,
             max_queued_texts: 16_384,
         }
     }
@@ -73,6 +73,7 @@ impl PendingRequest {
 #[derive(Debug)]
 struct Item {
     text: String,
+    options: ScoringOptions,
     estimated_tokens: usize,
     request: Arc<PendingRequest>,
     index: usize,
@@ -129,6 +130,7 @@ impl BatchQueue {
     pub fn submit(
         &self,
         texts: Vec<String>,
+        options: ScoringOptions,
     ) -> Result<oneshot::Receiver<Result<Vec<SentimentScore>, InferenceError>>, InferenceError>
     {
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -154,6 +156,7 @@ impl BatchQueue {
             let estimated_tokens = estimate_tokens(&text);
             state.items.push_back(Item {
                 text,
+                options,
                 estimated_tokens,
                 request: request.clone(),
                 index,
@@ -247,6 +250,11 @@ impl Batch {
         self.items.iter().map(|item| item.text.clone()).collect()
     }
 
+    /// Returns each text's scoring options, in batch order.
+    pub fn options(&self) -> Vec<ScoringOptions> {
+        self.items.iter().map(|item| item.options).collect()
+    }
+
     /// Hands each score to its request; `scores` is in batch order.
     pub fn complete(self, scores: Vec<SentimentScore>) {
         if scores.len() != self.items.len() {
@@ -300,8 +308,12 @@ mod tests {
     #[test]
     fn batch_closes_at_size_limit() {
         let queue = BatchQueue::new(params(3, 10_000));
-        let _first = queue.submit(vec!["a".into(), "b".into()]).unwrap();
-        let _second = queue.submit(vec!["c".into(), "d".into()]).unwrap();
+        let _first = queue
+            .submit(vec!["a".into(), "b".into()], ScoringOptions::default())
+            .unwrap();
+        let _second = queue
+            .submit(vec!["c".into(), "d".into()], ScoringOptions::default())
+            .unwrap();
         let stop = AtomicBool::new(false);
         assert_eq!(queue.next_batch(&stop).unwrap().texts(), ["a", "b", "c"]);
         assert_eq!(queue.next_batch(&stop).unwrap().texts(), ["d"]);
@@ -314,7 +326,10 @@ mod tests {
         let queue = BatchQueue::new(params(32, 40));
         let long = "x".repeat(100); // about 27 tokens
         let _request = queue
-            .submit(vec!["short".into(), long.clone(), "tiny".into()])
+            .submit(
+                vec!["short".into(), long.clone(), "tiny".into()],
+                ScoringOptions::default(),
+            )
             .unwrap();
         let stop = AtomicBool::new(false);
         assert_eq!(queue.next_batch(&stop).unwrap().texts(), ["short"]);
@@ -326,16 +341,18 @@ mod tests {
     #[test]
     fn overload_and_stop() {
         let queue = BatchQueue::new(params(32, 10_000));
-        let _held = queue.submit(vec!["x".into(); 6]).unwrap();
+        let _held = queue
+            .submit(vec!["x".into(); 6], ScoringOptions::default())
+            .unwrap();
         assert!(matches!(
-            queue.submit(vec!["y".into(); 3]),
+            queue.submit(vec!["y".into(); 3], ScoringOptions::default()),
             Err(InferenceError::Overloaded)
         ));
         let stop = AtomicBool::new(true);
         assert!(queue.next_batch(&stop).is_none());
         queue.close();
         assert!(matches!(
-            queue.submit(vec!["z".into()]),
+            queue.submit(vec!["z".into()], ScoringOptions::default()),
             Err(InferenceError::EngineStopped)
         ));
     }
@@ -346,9 +363,14 @@ mod tests {
     async fn results_reassemble_across_batches() {
         let queue = BatchQueue::new(params(2, 10_000));
         let request = queue
-            .submit(vec!["a".into(), "b".into(), "c".into()])
+            .submit(
+                vec!["a".into(), "b".into(), "c".into()],
+                ScoringOptions::default(),
+            )
             .unwrap();
-        let abandoned = queue.submit(vec!["gone".into()]).unwrap();
+        let abandoned = queue
+            .submit(vec!["gone".into()], ScoringOptions::default())
+            .unwrap();
         drop(abandoned);
         let stop = AtomicBool::new(false);
         let first = queue.next_batch(&stop).unwrap();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
-use crate::{BatchQueue, InferenceError, Liveness, SentimentModel};
+use crate::{BatchQueue, EngineSet, InferenceError, Liveness};
 
 /// What an [`InferenceThread`] is started with.
 #[derive(Debug, Clone)]
@@ -27,8 +27,8 @@ pub enum ThreadExit {
     Panicked(String),
 }
 
-/// A model on its own OS thread, scoring batches taken from a [`BatchQueue`], so CPU-bound
-/// inference never blocks the async runtime.
+/// The engines of one worker on their own OS thread, scoring batches taken from a
+/// [`BatchQueue`], so CPU-bound inference never blocks the async runtime.
 ///
 /// A panic inside the model fails only the batch being scored; the thread then ends, because
 /// the model may be broken, and [`InferenceThread::exited`] says why so its owner restarts it.
@@ -40,21 +40,21 @@ pub struct InferenceThread {
 }
 
 impl InferenceThread {
-    /// Starts the thread; the model moves onto it.
+    /// Starts the thread; the engines move onto it.
     pub fn spawn(
-        model: Box<dyn SentimentModel>,
+        engines: EngineSet,
         params: &InferenceThreadParams,
     ) -> std::io::Result<InferenceThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = oneshot::channel();
-        let engine = model.engine().to_owned();
+        let engine = engines.describe();
         let thread_stop = stop.clone();
         let queue = params.queue.clone();
         let liveness = params.liveness.clone();
         std::thread::Builder::new()
             .name(params.thread_name.clone())
             .spawn(move || {
-                let exit = serve(model, &queue, &liveness, &thread_stop);
+                let exit = serve(engines, &queue, &liveness, &thread_stop);
                 let _ = exit_tx.send(exit);
             })?;
         Ok(InferenceThread {
@@ -64,7 +64,7 @@ impl InferenceThread {
         })
     }
 
-    /// Returns the engine name of the model on this thread.
+    /// Returns the engines on this thread, e.g. `onnx+lexicon`.
     pub fn engine(&self) -> &str {
         &self.engine
     }
@@ -83,15 +83,16 @@ impl Drop for InferenceThread {
 }
 
 fn serve(
-    mut model: Box<dyn SentimentModel>,
+    mut engines: EngineSet,
     queue: &BatchQueue,
     liveness: &Liveness,
     stop: &AtomicBool,
 ) -> ThreadExit {
     while let Some(batch) = queue.next_batch(stop) {
         let texts = batch.texts();
+        let options = batch.options();
         let _busy = liveness.busy();
-        match catch_unwind(AssertUnwindSafe(|| model.predict(&texts))) {
+        match catch_unwind(AssertUnwindSafe(|| engines.score(&texts, &options))) {
             Ok(Ok(scores)) => batch.complete(scores),
             Ok(Err(inference_error)) => {
                 debug!(error = %inference_error, num_texts = texts.len(), "batch failed");
@@ -99,7 +100,7 @@ fn serve(
             }
             Err(panic) => {
                 let message = panic_message(panic.as_ref());
-                error!(engine = model.engine(), %message, "model panicked, stopping inference thread");
+                error!(engines = engines.describe(), %message, "model panicked, stopping inference thread");
                 batch.fail(&InferenceError::Panicked(message.clone()));
                 return ThreadExit::Panicked(message);
             }
@@ -124,7 +125,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{BatchingParams, SentimentLabel, SentimentScore};
+    use crate::{BatchingParams, ScoringOptions, SentimentLabel, SentimentModel, SentimentScore};
 
     /// A model that scores by text length and panics on the text "boom".
     struct LengthModel;
@@ -160,7 +161,7 @@ mod tests {
             queue: queue.clone(),
             liveness: Liveness::default(),
         };
-        InferenceThread::spawn(Box::new(LengthModel), &params).unwrap()
+        InferenceThread::spawn(EngineSet::new(None, Box::new(LengthModel)), &params).unwrap()
     }
 
     fn queue() -> BatchQueue {
@@ -175,8 +176,12 @@ mod tests {
     async fn scores_requests_in_order() {
         let queue = queue();
         let thread = start(&queue);
-        let first = queue.submit(vec!["a".into(), "abc".into()]).unwrap();
-        let second = queue.submit(vec!["abcde".into()]).unwrap();
+        let first = queue
+            .submit(vec!["a".into(), "abc".into()], ScoringOptions::default())
+            .unwrap();
+        let second = queue
+            .submit(vec!["abcde".into()], ScoringOptions::default())
+            .unwrap();
         let scores = first.await.unwrap().unwrap();
         assert_eq!(
             scores.iter().map(|score| score.score).collect::<Vec<_>>(),
@@ -193,7 +198,9 @@ mod tests {
         let queue = queue();
         let mut thread = start(&queue);
         let exited = thread.exited().unwrap();
-        let doomed = queue.submit(vec!["boom".into()]).unwrap();
+        let doomed = queue
+            .submit(vec!["boom".into()], ScoringOptions::default())
+            .unwrap();
         let error = doomed.await.unwrap().unwrap_err();
         assert!(
             matches!(&error, InferenceError::Panicked(message) if message.contains("boom input"))
@@ -203,7 +210,9 @@ mod tests {
             exited.await.unwrap(),
             ThreadExit::Panicked("boom input".to_owned())
         );
-        let later = queue.submit(vec!["fine".into()]).unwrap();
+        let later = queue
+            .submit(vec!["fine".into()], ScoringOptions::default())
+            .unwrap();
         let _replacement = start(&queue);
         assert_eq!(later.await.unwrap().unwrap()[0].score, 4.0);
     }

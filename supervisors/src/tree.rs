@@ -5,7 +5,7 @@ use bulwark_actors::{
     JobRunnerActor, JobRunnerHandle, JobRunnerParams, Liveness, ModelFactory, SentimentPool,
     SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
-use bulwark_ml::{BatchQueue, BatchingParams};
+use bulwark_ml::{BatchQueue, BatchingParams, ScoringOptions};
 use futures::FutureExt;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
@@ -32,6 +32,8 @@ pub struct SentimentSettings {
     pub model_factory: ModelFactory,
     /// Engine name reported in metrics.
     pub engine: String,
+    /// Options for requests that do not choose their own.
+    pub default_options: ScoringOptions,
     pub batching: BatchingParams,
     pub call_timeout: Duration,
 }
@@ -100,6 +102,7 @@ impl BulwarkTree {
             queue: queue.clone(),
             call_timeout: params.sentiment.call_timeout,
             engine: params.sentiment.engine.clone(),
+            default_options: params.sentiment.default_options,
         });
         let worker_specs = worker_names
             .iter()

@@ -31,6 +31,8 @@ pub struct Readiness {
     pub status: String,
     /// Components that are down.
     pub failing: Vec<Component>,
+    /// Components working with reduced capacity (the node is still ready).
+    pub degraded: Vec<Component>,
 }
 
 /// Restart counters of one supervisor and its children.
@@ -160,9 +162,25 @@ impl HealthApi {
         } else {
             ComponentStatus::Down
         };
+        let engine = match &state.sentiment_degraded_reason {
+            Some(reason) => component(
+                "sentiment_engine",
+                ComponentStatus::Degraded,
+                format!("serving {} only: {reason}", state.sentiment_engines),
+            ),
+            None => component(
+                "sentiment_engine",
+                ComponentStatus::Up,
+                match &state.sentiment_model_version {
+                    Some(version) => format!("{} ({version})", state.sentiment_engines),
+                    None => state.sentiment_engines.clone(),
+                },
+            ),
+        };
         vec![
             database,
             component("sentiment_workers", workers_status, workers_detail),
+            engine,
             component(
                 "job_runner",
                 runner_status,
@@ -193,22 +211,29 @@ impl HealthApi {
     /// Readiness: `503` naming the failing component when a dependency is down.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> ReadyResponse {
-        let failing: Vec<Component> = self
+        let (failing, others): (Vec<Component>, Vec<Component>) = self
             .components()
             .await
             .into_iter()
-            .filter(|component| component.status == ComponentStatus::Down)
+            .partition(|component| component.status == ComponentStatus::Down);
+        let degraded: Vec<Component> = others
+            .into_iter()
+            .filter(|component| component.status == ComponentStatus::Degraded)
             .collect();
-        if failing.is_empty() {
-            ReadyResponse::Ready(Json(Readiness {
-                status: "ready".to_owned(),
-                failing,
-            }))
+        let status = if failing.is_empty() {
+            "ready"
         } else {
-            ReadyResponse::NotReady(Json(Readiness {
-                status: "not_ready".to_owned(),
-                failing,
-            }))
+            "not_ready"
+        };
+        let readiness = Json(Readiness {
+            status: status.to_owned(),
+            failing,
+            degraded,
+        });
+        if status == "ready" {
+            ReadyResponse::Ready(readiness)
+        } else {
+            ReadyResponse::NotReady(readiness)
         }
     }
 

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use bulwark_ml::{SentimentLabel, SentimentScore, validate_texts};
+use bulwark_actors::{ScoringChoice, validate_neutral_threshold};
+use bulwark_ml::{SentimentLabel, SentimentScore, Strategy, validate_texts};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
@@ -14,6 +15,11 @@ use crate::state::ApiState;
 pub struct SentimentBody {
     /// One to 1,000 non-blank texts of at most 10,000 characters each.
     pub texts: Vec<String>,
+    /// `primary` (ONNX, or the lexicon when degraded), `ensemble` or `consensus`; the
+    /// configured default when absent.
+    pub strategy: Option<String>,
+    /// Confidence in [0, 1] below which a label is reported `neutral`.
+    pub neutral_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -81,9 +87,21 @@ impl SentimentApi {
         operation_id = "analyze_sentiment"
     )]
     async fn analyze(&self, body: Json<SentimentBody>) -> ApiResult<Json<SentimentResults>> {
-        let texts = body.0.texts;
-        validate_texts(&texts).map_err(|error| ApiError::invalid(error.to_string()))?;
-        let scores = self.state.sentiment.analyze(texts).await?;
+        let body = body.0;
+        validate_texts(&body.texts).map_err(|error| ApiError::invalid(error.to_string()))?;
+        let strategy = match body.strategy.as_deref() {
+            Some(name) => Some(
+                name.parse::<Strategy>()
+                    .map_err(|error| ApiError::invalid(format!("strategy: {error}")))?,
+            ),
+            None => None,
+        };
+        validate_neutral_threshold(body.neutral_threshold).map_err(ApiError::invalid)?;
+        let choice = ScoringChoice {
+            strategy,
+            neutral_threshold: body.neutral_threshold,
+        };
+        let scores = self.state.sentiment.analyze(body.texts, choice).await?;
         Ok(Json(SentimentResults {
             results: scores.into_iter().map(Into::into).collect(),
         }))
