@@ -12,7 +12,7 @@ run: release
 ## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432,
 ## the ONNX Runtime library and the sentiment model: `runtime` and `model` fetch them)
 test: check-services runtime model lint
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ORT_VERSION := 1.31.1
 ORT_LIB := ml-models/cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)
@@ -23,12 +23,13 @@ SHARED_MODEL_DIR := ../shared/models/$(MODEL_NAME)
 ## runtime: fetch the ONNX Runtime shared library from the PyPI wheel (once; later runs do nothing)
 runtime:
 	@test -f $(ORT_LIB) || { \
-		set -e; \
-		pip download --quiet --no-deps onnxruntime==$(ORT_VERSION) -d ml-models/cache/wheels; \
+		pip download --quiet --no-deps onnxruntime==$(ORT_VERSION) -d ml-models/cache/wheels && \
 		python3 -c 'import glob, pathlib, sys, zipfile; \
 			wheel = sorted(glob.glob("ml-models/cache/wheels/onnxruntime-$(ORT_VERSION)-*.whl"))[-1]; \
 			target = pathlib.Path(sys.argv[1]); target.parent.mkdir(parents=True, exist_ok=True); \
-			target.write_bytes(zipfile.ZipFile(wheel).read("onnxruntime/capi/" + target.name))' $(ORT_LIB); \
+			partial = target.with_name(target.name + ".part"); \
+			partial.write_bytes(zipfile.ZipFile(wheel).read("onnxruntime/capi/" + target.name)); \
+			partial.replace(target)' $(ORT_LIB) && \
 		echo "fetched $(ORT_LIB)"; \
 	}
 
@@ -36,7 +37,9 @@ runtime:
 model:
 	@test -f $(MODEL_DIR)/model.onnx || { \
 		if [ -d $(SHARED_MODEL_DIR) ]; then \
-			mkdir -p $(MODEL_DIR) && cp $(SHARED_MODEL_DIR)/* $(MODEL_DIR)/ && chmod u+w $(MODEL_DIR)/* && \
+			rm -rf $(MODEL_DIR).part && mkdir -p $(MODEL_DIR).part && \
+			cp $(SHARED_MODEL_DIR)/* $(MODEL_DIR).part/ && chmod u+w $(MODEL_DIR).part/* && \
+			rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).part $(MODEL_DIR) && \
 			echo "copied $(MODEL_NAME) into $(MODEL_DIR)"; \
 		else \
 			echo "error: $(SHARED_MODEL_DIR) does not exist; run the training recipe in ml-models/train/ to build $(MODEL_NAME)"; \
@@ -63,7 +66,7 @@ release:
 	$(CARGO) build --release --bin bulwark
 
 ## bench: HTTP latency/throughput and local-queue jobs/s (see docs/benchmarks.md)
-bench: release
+bench: release runtime model
 	./scripts/bench.sh
 
 clean:

@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# Measures Bulwark on this machine: POST /v1/sentiment latency and throughput under wrk, and
-# local-queue jobs/s on SQLite and PostgreSQL. Results go to stdout; docs/benchmarks.md keeps
-# the recorded runs. Run through `make bench` (it builds the release binary first).
+# Measures Bulwark on this machine, side by side in one run (these machines are noisy, so
+# compare ratios within a run, not numbers across runs):
+#   1. the Python baseline: onnxruntime + tokenizers on the same model and texts, no HTTP;
+#   2. POST /v1/sentiment on the ONNX engine under wrk (single texts at rising concurrency,
+#      and 32-text requests), texts from the SST-2 dev set;
+#   3. POST /v1/sentiment on the lexicon engine;
+#   4. local-queue jobs/s on SQLite and PostgreSQL.
+# wrk shares the 2 cores with the server. Run through `make bench` (it builds the release binary
+# and fetches the runtime and model first). docs/benchmarks.md keeps the recorded runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/bulwark
 PORT=${BENCH_PORT:-18080}
-DURATION=${BENCH_DURATION:-15s}
+DURATION=${BENCH_DURATION:-10s}
+SECONDS_PY=${BENCH_PYTHON_SECONDS:-10}
+TEXTS=${BENCH_TEXTS:-../shared/data/sst2/dev.txt}
+MODEL_DIR=ml-models/cache/sentiment-minilm-sst2
+VENV=ml-models/cache/venv
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BENCH_URL=${PG_BENCH_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench}
+export WRK_TEXTS=$TEXTS
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)"
   apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 fi
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --find-links ml-models/cache/wheels onnxruntime==1.31.1 tokenizers numpy
 
 workdir=$(mktemp -d)
 server_pid=""
@@ -27,34 +42,46 @@ start_server() {
   DATABASE_URL="sqlite://$workdir/http.db" BULWARK_HTTP_ADDR="127.0.0.1:$PORT" BULWARK_LOG=warn "$@" \
     "$BIN" serve &
   server_pid=$!
-  for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
+  for _ in $(seq 1 200); do
+    curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
+  echo "server never became ready" >&2
+  return 1
 }
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
+load() {
+  local connections=$1 script=$2
+  wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$script" "http://127.0.0.1:$PORT/v1/sentiment" \
+    | grep -E "Requests/sec|50%|90%|99%|requests in|Non-2xx" | tr -s ' ' | paste -sd ' '
+}
 
-echo "== batching wait: single text, 1 connection, max_batch_wait_us=500 (then 0, the default, below)"
-start_server env BULWARK__SENTIMENT__MAX_BATCH_WAIT_US=500
-wrk -t1 -c1 -d"$DURATION" --latency -s scripts/wrk-sentiment.lua \
-  "http://127.0.0.1:$PORT/v1/sentiment" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in"
-stop_server
+echo "== 1. python baseline (same model, same texts, tokenization included, no HTTP)"
+"$VENV/bin/python" scripts/python_baseline.py --model-dir "$MODEL_DIR" --data "$TEXTS" --batch 32 --threads 2 --seconds "$SECONDS_PY"
+"$VENV/bin/python" scripts/python_baseline.py --model-dir "$MODEL_DIR" --data "$TEXTS" --batch 1 --threads 1 --processes 2 --seconds "$SECONDS_PY"
 
-echo "== POST /v1/sentiment (lexicon engine, SQLite, $(nproc) cores shared by server and wrk)"
-start_server env
-for connections in 1 8 32; do
-  echo "-- single text, $connections connections"
-  wrk -t1 -c"$connections" -d"$DURATION" --latency -s scripts/wrk-sentiment.lua \
-    "http://127.0.0.1:$PORT/v1/sentiment" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in"
+echo "== 2. POST /v1/sentiment, onnx engine (workers=2, 1 intra-op thread each)"
+start_server env BULWARK__SENTIMENT__WORKERS=2 BULWARK__SENTIMENT__INTRA_OP_THREADS=1
+load 1 scripts/wrk-texts.lua >/dev/null # warm-up
+for connections in 1 2 4 16 64; do
+  echo "single text, $connections connections: $(load "$connections" scripts/wrk-texts.lua)"
 done
-echo "-- 32 texts per request, 8 connections"
-wrk -t1 -c8 -d"$DURATION" --latency -s scripts/wrk-sentiment-batch.lua \
-  "http://127.0.0.1:$PORT/v1/sentiment" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in"
+echo "32 texts per request, 4 connections: $(load 4 scripts/wrk-texts-batch.lua)"
 stop_server
 
-echo "== local queue, SQLite"
-DATABASE_URL="sqlite://$workdir/queue.db" BULWARK_LOG=warn "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"
+echo "== 3. POST /v1/sentiment, lexicon engine"
+start_server env BULWARK__SENTIMENT__ENGINE=lexicon
+for connections in 1 8 32; do
+  echo "single text, $connections connections: $(load "$connections" scripts/wrk-texts.lua)"
+done
+echo "32 texts per request, 8 connections: $(load 8 scripts/wrk-texts-batch.lua)"
+stop_server
 
-echo "== local queue, PostgreSQL"
-psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS bulwark_bench" -c "CREATE DATABASE bulwark_bench"
-DATABASE_URL="$PG_BENCH_URL" BULWARK_LOG=warn "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"
+echo "== 4. local queue, lexicon engine, 1-text jobs"
+echo "-- sqlite"
+DATABASE_URL="sqlite://$workdir/queue.db" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK_LOG=warn \
+  "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"
+echo "-- postgresql"
+psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS bulwark_bench" -c "CREATE DATABASE bulwark_bench" 2>/dev/null
+DATABASE_URL="$PG_BENCH_URL" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK_LOG=warn \
+  "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"

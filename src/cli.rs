@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Bulwark: an actor-based worker system where jobs are never lost.
 #[derive(Debug, Parser)]
@@ -29,6 +29,16 @@ pub enum Command {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Measures accuracy and throughput of a sentiment engine on labeled data.
+    Eval {
+        /// Lines of `label<space>text` (SST-2 format: 0 negative, 1 positive).
+        #[arg(long, value_name = "FILE")]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value_t = EvalEngine::Onnx)]
+        engine: EvalEngine,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
     /// Applies database migrations and exits.
     Migrate,
     /// Inspects the configuration.
@@ -53,4 +63,12 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 1)]
         texts_per_job: usize,
     },
+}
+
+/// The engine `bulwark eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalEngine {
+    Onnx,
+    Lexicon,
+    Ensemble,
 }

@@ -74,6 +74,15 @@ fn print_config(config: &Config) -> ExitCode {
 
 async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Eval {
+            data,
+            engine,
+            batch_size,
+        } => {
+            let report = bulwark::engines::evaluate(config, &data, engine, batch_size)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate => {
             let store = bulwark::service::open_store(config).await?;
             store.close().await;

@@ -25,6 +25,8 @@ fn spawn_bulwark(database_url: &str) -> (std::process::Child, String) {
         .env("BULWARK__JOBS__CONCURRENCY", "4")
         .env("BULWARK__JOBS__POLL_INTERVAL_MS", "20")
         .env("BULWARK__SENTIMENT__WORKERS", "2")
+        // Shutdown is under test, not the model: the fast lexicon engine keeps batches short.
+        .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
         .env("BULWARK__SHUTDOWN__TIMEOUT_MS", "10000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

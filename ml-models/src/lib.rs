@@ -39,5 +39,5 @@ pub use sentiment::{
     InferenceError, MAX_TEXT_CHARS, MAX_TEXTS_PER_REQUEST, SentimentLabel, SentimentModel,
     SentimentScore, TextsError, validate_texts,
 };
-pub use strategy::{EngineSet, ScoringOptions, Strategy};
+pub use strategy::{EngineSet, ScoringOptions, Strategy, StrategyModel};
 pub use thread::{InferenceThread, InferenceThreadParams, ThreadExit};

@@ -125,7 +125,7 @@ impl EngineSet {
             options.iter().zip(primary_scores).zip(fallback_scores)
         {
             let combined = match (primary_opt, fallback_opt) {
-                (Some(primary), Some(fallback)) => combine(option, primary, fallback),
+                (Some(primary), Some(fallback)) => combine(option, &primary, &fallback),
                 (Some(single), None) | (None, Some(single)) => single,
                 (None, None) => {
                     return Err(InferenceError::Failed("no engine scored a text".to_owned()));
@@ -134,6 +134,41 @@ impl EngineSet {
             results.push(apply_neutral_band(combined, option.neutral_threshold));
         }
         Ok(results)
+    }
+}
+
+/// An [`EngineSet`] with fixed options, usable wherever one [`SentimentModel`] is expected
+/// (evaluation of a strategy, for instance).
+#[derive(Debug)]
+pub struct StrategyModel {
+    engines: EngineSet,
+    options: ScoringOptions,
+    name: String,
+}
+
+impl StrategyModel {
+    pub fn new(engines: EngineSet, options: ScoringOptions) -> Self {
+        let name = format!("{}({})", options.strategy.as_str(), engines.describe());
+        StrategyModel {
+            engines,
+            options,
+            name,
+        }
+    }
+}
+
+impl SentimentModel for StrategyModel {
+    fn engine(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> &str {
+        self.options.strategy.as_str()
+    }
+
+    fn predict(&mut self, texts: &[String]) -> Result<Vec<SentimentScore>, InferenceError> {
+        let options = vec![self.options; texts.len()];
+        self.engines.score(texts, &options)
     }
 }
 
@@ -163,8 +198,8 @@ fn run_subset(
 
 fn combine(
     option: &ScoringOptions,
-    primary: SentimentScore,
-    fallback: SentimentScore,
+    primary: &SentimentScore,
+    fallback: &SentimentScore,
 ) -> SentimentScore {
     let engine = format!(
         "{}({},{})",
@@ -175,7 +210,7 @@ fn combine(
     let model_version = format!("{};{}", primary.model_version, fallback.model_version);
     match option.strategy {
         // Primary with both engines loaded never asks the fallback.
-        Strategy::Primary => primary,
+        Strategy::Primary => primary.clone(),
         Strategy::Ensemble => {
             let weight = option.primary_weight.clamp(0.0, 1.0);
             let probability = weight * primary.positive_probability
