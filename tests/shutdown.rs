@@ -56,7 +56,7 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
     let store = database.open().await;
     let (mut child, base_url) = spawn_bulwark(&database.url);
     let client = reqwest::Client::new();
-    let texts: Vec<String> = (0..300)
+    let texts: Vec<String> = (0..1000)
         .map(|index| format!("sentence {index} is rather good, not bad at all!"))
         .collect();
     let num_jobs = 150;

@@ -286,9 +286,11 @@ fn classify(
         Ok(result) => return (Record::Complete(result), JobOutcome::Succeeded),
         Err(error) => error,
     };
+    // A node out of capacity never ran the job: it waits in the queue without losing an attempt.
+    let refund_attempt = error.code == ErrorCode::Overloaded;
     let (retry_at_ms, final_status, job_outcome) = if !error.is_retryable() {
         (None, JobStatus::Failed, JobOutcome::Failed)
-    } else if job.attempts >= job.max_attempts {
+    } else if job.attempts >= job.max_attempts && !refund_attempt {
         (None, JobStatus::Dead, JobOutcome::Dead)
     } else {
         let delay = params
@@ -305,6 +307,7 @@ fn classify(
         message: error.message,
         retry_at_ms,
         final_status,
+        refund_attempt,
     };
     (Record::Fail(failure), job_outcome)
 }

@@ -285,3 +285,27 @@ async fn pool_refuses_calls_beyond_its_bound() {
         1
     );
 }
+
+/// Proves jobs turned away by a full sentiment queue wait for capacity instead of burning
+/// attempts: with one attempt each and a queue of one text, every job still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overloaded_jobs_wait_without_losing_attempts() {
+    let runner = start_runner(start_pool(Duration::from_millis(30), 1).await.0).await;
+    let mut job_ids = Vec::new();
+    for index in 0..6 {
+        job_ids.push(
+            submit(
+                &runner.store,
+                json!({ "texts": [format!("text {index}")] }),
+                1,
+            )
+            .await,
+        );
+    }
+    runner.handle.notify();
+    for job_id in &job_ids {
+        let job = wait_terminal(&runner.store, job_id).await;
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+        assert_eq!(job.attempts, 1);
+    }
+}

@@ -203,6 +203,9 @@ pub struct JobFailure {
     pub retry_at_ms: Option<i64>,
     /// The final status when `retry_at_ms` is `None`: [`JobStatus::Failed`] or [`JobStatus::Dead`].
     pub final_status: JobStatus,
+    /// With `retry_at_ms`: give the attempt back, because the job never ran (the node had no
+    /// capacity for it). A job that waits for capacity this way never runs out of attempts.
+    pub refund_attempt: bool,
 }
 
 /// Filters for [`Store::list_jobs`].
@@ -408,7 +411,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         const RETRY: &str = "UPDATE jobs SET status = 'queued', error_code = $1, \
              error_message = $2, updated_at_ms = $3, run_at_ms = $4, lease_owner = NULL, \
-             lease_expires_at_ms = NULL WHERE id = $5 AND status = 'running' AND lease_owner = $6";
+             lease_expires_at_ms = NULL, \
+             attempts = CASE WHEN $7 AND attempts > 0 THEN attempts - 1 ELSE attempts END \
+             WHERE id = $5 AND status = 'running' AND lease_owner = $6";
         const FINAL: &str = "UPDATE jobs SET status = $4, error_code = $1, error_message = $2, \
              updated_at_ms = $3, finished_at_ms = $3, lease_owner = NULL, \
              lease_expires_at_ms = NULL WHERE id = $5 AND status = 'running' AND lease_owner = $6";
@@ -422,6 +427,7 @@ impl Store {
                     .bind(retry_at_ms)
                     .bind(id)
                     .bind(owner)
+                    .bind(failure.refund_attempt)
                     .execute(pool)
                     .await
                     .map(|done| done.rows_affected())

@@ -127,19 +127,39 @@ async fn claim_complete_fail(backend: TestBackend) {
         message: "busy".to_owned(),
         retry_at_ms: Some(now_ms() + 60_000),
         final_status: JobStatus::Dead,
+        refund_attempt: false,
     };
     assert!(node_a.fail(&claimed[1], &retry).await.unwrap());
     let retried = store.get_job(&claimed[1].id).await.unwrap().unwrap();
     assert_eq!(retried.status, JobStatus::Queued);
     assert_eq!(retried.error_code.as_deref(), Some("OVERLOADED"));
+    assert_eq!(retried.attempts, 1, "a counted retry keeps its attempt");
     // Not runnable before its retry time.
     assert!(node_a.claim(10).await.unwrap().is_empty());
+
+    // A job the node had no capacity for gets its attempt back.
+    let spare = store
+        .insert_job(&new_job(None))
+        .await
+        .unwrap()
+        .job()
+        .id
+        .clone();
+    let claimed_spare = node_a.claim(1).await.unwrap();
+    assert_eq!(claimed_spare[0].id, spare);
+    let no_capacity = JobFailure {
+        refund_attempt: true,
+        ..retry.clone()
+    };
+    assert!(node_a.fail(&claimed_spare[0], &no_capacity).await.unwrap());
+    assert_eq!(store.get_job(&spare).await.unwrap().unwrap().attempts, 0);
 
     let permanent = JobFailure {
         code: "VALIDATION_FAILED".to_owned(),
         message: "bad".to_owned(),
         retry_at_ms: None,
         final_status: JobStatus::Failed,
+        refund_attempt: false,
     };
     assert!(node_b.fail(&rest[0], &permanent).await.unwrap());
     let failed = store.get_job(&rest[0].id).await.unwrap().unwrap();
