@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint fmt check-services build release bench bench-http bench-queue clean runtime model
+.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue clean runtime model
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release
@@ -41,11 +41,23 @@ model:
 			cp $(SHARED_MODEL_DIR)/* $(MODEL_DIR).part/ && chmod u+w $(MODEL_DIR).part/* && \
 			rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).part $(MODEL_DIR) && \
 			echo "copied $(MODEL_NAME) into $(MODEL_DIR)"; \
+		elif [ -n "$(SST2_DIR)" ]; then \
+			$(MAKE) train-model; \
 		else \
-			echo "error: $(SHARED_MODEL_DIR) does not exist; run the training recipe in ml-models/train/ to build $(MODEL_NAME)"; \
+			echo "error: $(SHARED_MODEL_DIR) does not exist; build $(MODEL_NAME) with the training recipe: make model SST2_DIR=<folder with train.txt and dev.txt>"; \
 			exit 1; \
 		fi; \
 	}
+
+## train-model: build the model with ml-models/train/ (needs SST2_DIR; installs torch from PyPI, several GB)
+TRAIN_VENV := ml-models/cache/train-venv
+train-model:
+	@test -n "$(SST2_DIR)" || { echo "error: set SST2_DIR to a folder holding train.txt and dev.txt"; exit 1; }
+	test -x $(TRAIN_VENV)/bin/python || python3 -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -q -r ml-models/train/requirements.txt
+	$(TRAIN_VENV)/bin/python ml-models/train/train_sentiment.py --train $(SST2_DIR)/train.txt \
+		--dev $(SST2_DIR)/dev.txt --out $(MODEL_DIR).part
+	rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).part $(MODEL_DIR)
 
 lint:
 	$(CARGO) fmt --all -- --check
