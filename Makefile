@@ -6,7 +6,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 .PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue clean runtime model
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
-run: release
+run: release runtime model
 	./target/release/bulwark demo
 
 ## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432,
