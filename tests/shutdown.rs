@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use bulwark_store::{JobFilter, JobStatus};
+use bulwark_store::{JobFilter, JobStatus, NewJob};
 use common::eventually;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -54,22 +54,27 @@ fn spawn_bulwark(database_url: &str) -> (std::process::Child, String) {
 async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
     let database = TestDatabase::create(backend).await;
     let store = database.open().await;
-    let (mut child, base_url) = spawn_bulwark(&database.url);
-    let client = reqwest::Client::new();
+    // The whole batch is queued before the node starts, so SIGTERM always lands mid-batch.
     let texts: Vec<String> = (0..1000)
-        .map(|index| format!("sentence {index} is rather good, not bad at all!"))
+        .map(|index| {
+            format!(
+                "sentence {index} is rather good, not bad at all! The support team answered \
+                 quickly, although the delivery was late and the box was damaged on arrival."
+            )
+        })
         .collect();
-    let num_jobs = 150;
+    let num_jobs = 60;
     for _ in 0..num_jobs {
-        let body = json!({ "kind": "sentiment.analyze", "payload": { "texts": texts } });
-        let response = client
-            .post(format!("{base_url}/v1/jobs"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        let new_job = NewJob {
+            kind: "sentiment.analyze".to_owned(),
+            payload: json!({ "texts": texts }),
+            idempotency_key: None,
+            request_id: None,
+            max_attempts: 5,
+        };
+        store.insert_job(&new_job).await.unwrap();
     }
+    let (mut child, _base_url) = spawn_bulwark(&database.url);
     let succeeded_filter = JobFilter {
         status: Some(JobStatus::Succeeded),
         limit: 1000,
