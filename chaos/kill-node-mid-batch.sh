@@ -13,7 +13,8 @@ BIN=${BIN:-./target/release/bulwark}
 workdir=$(mktemp -d)
 DATABASE_URL=${1:-sqlite://$workdir/chaos.db}
 export DATABASE_URL BULWARK_LOG=warn BULWARK__JOBS__LEASE_MS=3000 BULWARK__JOBS__CONCURRENCY=8
-NUM_JOBS=${NUM_JOBS:-400}
+NUM_JOBS=${NUM_JOBS:-100}
+TEXTS_PER_JOB=${TEXTS_PER_JOB:-20}
 PORT_A=${PORT_A:-18181}
 PORT_B=${PORT_B:-18182}
 pids=()
@@ -29,11 +30,16 @@ count() { curl -fsS "http://127.0.0.1:$1/v1/jobs?status=$2&limit=500" | python3 
 "$BIN" migrate >/dev/null
 BULWARK_HTTP_ADDR=127.0.0.1:$PORT_A "$BIN" serve & pids+=($!); victim=$!
 wait_ready "$PORT_A"
-texts=$(python3 -c 'import json; print(json.dumps(["sentence %d was not bad at all, quite good really!" % i for i in range(400)]))')
+texts=$(python3 -c "import json; print(json.dumps(['sentence %d was not bad at all, quite good really!' % i for i in range($TEXTS_PER_JOB)]))")
 echo "submitting $NUM_JOBS jobs to node A"
 for i in $(seq 1 "$NUM_JOBS"); do
   curl -fsS -o /dev/null "http://127.0.0.1:$PORT_A/v1/jobs" -H 'content-type: application/json' \
     -d "{\"kind\":\"sentiment.analyze\",\"payload\":{\"texts\":$texts},\"idempotency_key\":\"chaos-$i\"}"
+done
+# Kill once the node is well into the batch, with jobs still running and queued.
+for _ in $(seq 1 300); do
+  [ "$(count "$PORT_A" succeeded)" -ge 10 ] && break
+  sleep 0.1
 done
 running=$(count "$PORT_A" running); done_before=$(count "$PORT_A" succeeded)
 echo "killing node A with SIGKILL ($done_before succeeded, $running running)"
@@ -50,4 +56,5 @@ succeeded=$(count "$PORT_B" succeeded); failed=$(( $(count "$PORT_B" failed) + $
 rerun=$(curl -fsS "http://127.0.0.1:$PORT_B/v1/jobs?status=succeeded&limit=500" | python3 -c 'import json,sys; print(sum(1 for j in json.load(sys.stdin)["jobs"] if j["attempts"] > 1))')
 echo "succeeded=$succeeded failed_or_dead=$failed rerun_after_kill=$rerun (of $NUM_JOBS)"
 [ "$succeeded" -eq "$NUM_JOBS" ] || { echo "FAIL: jobs lost or failed"; exit 1; }
+[ "$done_before" -lt "$NUM_JOBS" ] || { echo "INCONCLUSIVE: node A finished the batch before the kill"; exit 2; }
 echo "PASS: no job lost"
