@@ -120,15 +120,7 @@ async fn missing_model_starts_degraded_on_the_lexicon() {
         engine["detail"].as_str().unwrap().contains("make model"),
         "tells how to fix it: {engine}"
     );
-    let metrics = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.get_text("/metrics").await;
     assert!(metrics.contains("bulwark_sentiment_degraded"), "{metrics}");
 }
 
@@ -445,15 +437,7 @@ async fn probes_docs_and_metrics_are_served() {
     service
         .post_json("/v1/sentiment", &json!({ "texts": ["fine"] }))
         .await;
-    let metrics = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.get_text("/metrics").await;
     assert!(metrics.contains("bulwark_http_requests_total{route=\"analyze_sentiment\",method=\"POST\",status=\"200\"}"), "{metrics}");
     assert!(
         metrics.contains("bulwark_http_request_duration_seconds_bucket"),

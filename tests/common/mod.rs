@@ -89,6 +89,17 @@ impl TestService {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs a path and returns its body as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        response.text().await.expect("body read")
+    }
+
     /// Waits until the job reaches a terminal status and returns it.
     pub async fn wait_for_job(&self, job_id: &str) -> Value {
         let path = format!("/v1/jobs/{job_id}");
