@@ -8,28 +8,37 @@
 //! - `job_kinds`: the job kinds, their payload validation and [`JobExecutor`].
 //! - `sentiment_worker`: [`SentimentWorkerActor`], one model on one inference thread.
 //! - `sentiment_pool`: [`SentimentPool`], the batching queue in front of the workers.
+//! - `provider_actor`: [`ProviderActor`], the supervised front of one configured provider.
+//! - `provider_router`: [`ProviderRouter`], reaches provider actors by name, with fallbacks.
+//! - `audit_analysis`: mention detection, ranks and the summary of an AI-visibility audit
+//!   (pure, no I/O).
 //! - `in_flight`: [`InFlightJobs`], the jobs a node runs, shared across runner restarts.
 //! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
 //! - `metrics`: metric names and the events that emit them.
 
+pub mod audit_analysis;
 mod error;
 mod in_flight;
 mod job_kinds;
 mod job_runner;
 pub mod metrics;
+mod provider_actor;
+mod provider_router;
 mod sentiment_pool;
 mod sentiment_worker;
 
-pub use bulwark_ml::{BusyGuard, Liveness};
+pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
 pub use job_kinds::{
-    JobExecutor, JobKind, SentimentRequest, SentimentResponse, validate_job,
+    CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload, SentimentRequest, SentimentResponse, validate_job,
     validate_neutral_threshold,
 };
 pub use job_runner::{
     DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams, RetryPolicy,
 };
+pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
+pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter};
 pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolParams};
 pub use sentiment_worker::{
     ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,
