@@ -9,18 +9,36 @@
 //! - `db`: [`Store`], the connection pool for either backend, migrations and health pings.
 //! - `jobs`: job rows ([`Job`], [`NewJob`], [`JobStatus`]) and their queries.
 //! - `queue`: the [`JobTransport`] trait and [`LocalQueue`], the database-backed transport.
+//! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
+//! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
+//! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
+//! - `ops_audit`: the operator audit log ([`OpsAuditEntry`]).
 //! - `error`: [`StoreError`].
 
+mod audits;
+mod broker_jobs;
 mod db;
 mod error;
 mod jobs;
+mod ops_audit;
 mod queue;
+mod schedules;
 
+pub use audits::{
+    Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
+};
+pub use broker_jobs::JobRoute;
 pub use db::{Backend, Store, StoreParams, now_ms};
 pub use error::StoreError;
 pub use jobs::{
     InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob, StatusCount,
 };
+pub use schedules::{
+    FinishedRun, MisfirePolicy, NewScheduleRun, OverlapPolicy, RunOutcome, RunSettled, Schedule,
+    ScheduleAdvance, ScheduleFilter, SchedulePage, ScheduleRun, ScheduleSpec, ScheduleStatus,
+    ScheduleTrigger, ScheduleWrite,
+};
+pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
 pub use queue::{JobTransport, LocalQueue, LocalQueueParams};
 
 #[cfg(feature = "testsuite")]
