@@ -130,7 +130,7 @@ impl Service {
             job_runner: Box::new(move |sentiment| JobRunnerParams {
                 transport,
                 store: runner_store,
-                executor: JobExecutor { sentiment },
+                executor: JobExecutor::new(sentiment),
                 concurrency: jobs.concurrency,
                 poll_interval: jobs.poll_interval(),
                 lease: jobs.lease(),

@@ -1,23 +1,27 @@
 use bulwark_ml::{SentimentScore, Strategy, validate_texts};
+use bulwark_providers::CompletionRequest;
 use bulwark_store::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{ErrorCode, JobError, ScoringChoice, SentimentPool};
+use crate::{ErrorCode, JobError, ProviderRouter, ScoringChoice, SentimentPool};
 
 /// The kinds of job Bulwark runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     /// `{ "texts": [...] }`, scored by the sentiment pool.
     SentimentAnalyze,
+    /// `{ "provider", "prompt", "params"? }`, one completion through the provider path.
+    ProviderComplete,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 1] = [JobKind::SentimentAnalyze];
+    pub const ALL: [JobKind; 2] = [JobKind::SentimentAnalyze, JobKind::ProviderComplete];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::SentimentAnalyze => "sentiment.analyze",
+            JobKind::ProviderComplete => "provider.complete",
         }
     }
 
@@ -86,8 +90,95 @@ pub fn validate_job(kind_name: &str, payload: &Value) -> Result<JobKind, JobErro
         JobKind::SentimentAnalyze => {
             parse_sentiment_payload(payload)?;
         }
+        JobKind::ProviderComplete => {
+            parse_provider_payload(payload)?;
+        }
     }
     Ok(kind)
+}
+
+/// Longest prompt a `provider.complete` job accepts, in characters.
+pub const MAX_PROMPT_CHARS: usize = 100_000;
+
+/// The payload of `provider.complete` jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCompletePayload {
+    /// A configured provider name.
+    pub provider: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub params: CompletionParams,
+}
+
+/// Optional parameters of a `provider.complete` job; unset ones take the provider's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl ProviderCompletePayload {
+    /// Returns the completion request this job asks for, tagged with the job's id.
+    pub fn to_request(&self, request_id: Option<String>) -> CompletionRequest {
+        CompletionRequest {
+            prompt: self.prompt.clone(),
+            system: self.params.system.clone(),
+            max_tokens: self.params.max_tokens,
+            temperature: self.params.temperature,
+            seed: self.params.seed,
+            request_id,
+        }
+    }
+}
+
+fn invalid(message: String) -> JobError {
+    JobError::new(ErrorCode::ValidationFailed, message)
+}
+
+fn parse_provider_payload(payload: &Value) -> Result<ProviderCompletePayload, JobError> {
+    let request: ProviderCompletePayload =
+        serde_path_to_error::deserialize(payload).map_err(|error| {
+            let path = error.path().to_string();
+            let field = if path == "." {
+                "payload".to_owned()
+            } else {
+                format!("payload.{path}")
+            };
+            invalid(format!("{field}: {}", error.inner()))
+        })?;
+    if request.provider.trim().is_empty() {
+        return Err(invalid("payload.provider: must not be empty".to_owned()));
+    }
+    if request.prompt.trim().is_empty() {
+        return Err(invalid("payload.prompt: must not be empty".to_owned()));
+    }
+    let num_chars = request.prompt.chars().count();
+    if num_chars > MAX_PROMPT_CHARS {
+        return Err(invalid(format!(
+            "payload.prompt: {num_chars} characters, at most {MAX_PROMPT_CHARS} allowed"
+        )));
+    }
+    if request.params.max_tokens == Some(0) {
+        return Err(invalid(
+            "payload.params.max_tokens: must be at least 1".to_owned(),
+        ));
+    }
+    if let Some(temperature) = request.params.temperature
+        && !(0.0..=2.0).contains(&temperature)
+    {
+        return Err(invalid(format!(
+            "payload.params.temperature: must be between 0 and 2, got {temperature}"
+        )));
+    }
+    Ok(request)
 }
 
 fn parse_sentiment_payload(payload: &Value) -> Result<SentimentRequest, JobError> {
@@ -108,30 +199,77 @@ fn parse_sentiment_payload(payload: &Value) -> Result<SentimentRequest, JobError
     Ok(request)
 }
 
-/// Runs one job of any kind to a result.
+/// Runs one job of any kind to a result. Built with the sentiment pool, then given the other
+/// subsystems it can reach: `JobExecutor::new(sentiment).with_providers(router)`.
 #[derive(Debug, Clone)]
 pub struct JobExecutor {
-    pub sentiment: SentimentPool,
+    sentiment: SentimentPool,
+    providers_opt: Option<ProviderRouter>,
 }
 
 impl JobExecutor {
+    /// Returns an executor that runs sentiment jobs; other kinds fail until their subsystem is
+    /// given.
+    pub fn new(sentiment: SentimentPool) -> Self {
+        JobExecutor {
+            sentiment,
+            providers_opt: None,
+        }
+    }
+
+    /// Lets the executor run `provider.complete` jobs through `router`.
+    pub fn with_providers(mut self, router: ProviderRouter) -> Self {
+        self.providers_opt = Some(router);
+        self
+    }
+
+    pub fn sentiment(&self) -> &SentimentPool {
+        &self.sentiment
+    }
+
+    pub fn providers(&self) -> Option<&ProviderRouter> {
+        self.providers_opt.as_ref()
+    }
+
     /// Executes the job's payload. Errors say whether a retry can help.
     pub async fn execute(&self, job: &Job) -> Result<Value, JobError> {
         match JobKind::parse(&job.kind)? {
+            JobKind::ProviderComplete => {
+                let payload = parse_provider_payload(&job.payload)?;
+                let Some(router) = &self.providers_opt else {
+                    return Err(invalid(
+                        "payload.provider: no providers are configured on this node".to_owned(),
+                    ));
+                };
+                if !router.contains(&payload.provider) {
+                    return Err(invalid(format!(
+                        "payload.provider: unknown provider `{}`, configured: {}",
+                        payload.provider,
+                        router.provider_names().join(", ")
+                    )));
+                }
+                let request = payload.to_request(Some(job.id.clone()));
+                let completion = router.complete(&payload.provider, request).await?;
+                encode_result(&completion)
+            }
             JobKind::SentimentAnalyze => {
                 let request = parse_sentiment_payload(&job.payload)?;
                 let choice = request.choice();
                 let results = self.sentiment.analyze(request.texts, choice).await?;
                 let response = SentimentResponse { results };
-                serde_json::to_value(&response).map_err(|error| {
-                    JobError::new(
-                        ErrorCode::InternalError,
-                        format!("failed to encode result: {error}"),
-                    )
-                })
+                encode_result(&response)
             }
         }
     }
+}
+
+fn encode_result(result: &impl Serialize) -> Result<Value, JobError> {
+    serde_json::to_value(result).map_err(|error| {
+        JobError::new(
+            ErrorCode::InternalError,
+            format!("failed to encode result: {error}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -168,6 +306,47 @@ mod tests {
                 error.message
             );
             assert!(!error.is_retryable());
+        }
+    }
+
+    /// Proves `provider.complete` payloads are checked field by field before anything runs.
+    #[test]
+    fn provider_payload_validation_names_fields() {
+        let valid = json!({"provider": "sim", "prompt": "best tools?", "params": {"seed": 7}});
+        assert_eq!(
+            validate_job("provider.complete", &valid).unwrap(),
+            JobKind::ProviderComplete
+        );
+        let cases = [
+            (json!({"prompt": "hi"}), "payload:"),
+            (json!({"provider": "", "prompt": "hi"}), "payload.provider:"),
+            (json!({"provider": "sim", "prompt": " "}), "payload.prompt:"),
+            (json!({"provider": "sim", "prompt": 3}), "payload.prompt:"),
+            (
+                json!({"provider": "sim", "prompt": "x".repeat(MAX_PROMPT_CHARS + 1)}),
+                "payload.prompt:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"temperature": 9.0}}),
+                "payload.params.temperature:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"max_tokens": 0}}),
+                "payload.params.max_tokens:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"top_k": 3}}),
+                "payload.params.top_k:",
+            ),
+        ];
+        for (payload, prefix) in cases {
+            let error = validate_job("provider.complete", &payload).unwrap_err();
+            assert!(
+                error.message.starts_with(prefix),
+                "{payload}: {}",
+                error.message
+            );
+            assert_eq!(error.code, ErrorCode::ValidationFailed);
         }
     }
 }

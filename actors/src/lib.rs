@@ -31,8 +31,8 @@ pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
 pub use job_kinds::{
-    CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload, SentimentRequest, SentimentResponse, validate_job,
-    validate_neutral_threshold,
+    CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload,
+    SentimentRequest, SentimentResponse, validate_job, validate_neutral_threshold,
 };
 pub use job_runner::{
     DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams, RetryPolicy,

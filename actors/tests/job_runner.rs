@@ -110,7 +110,7 @@ async fn start_runner(sentiment: SentimentPool) -> Runner {
     let params = JobRunnerParams {
         transport,
         store: store.clone(),
-        executor: JobExecutor { sentiment },
+        executor: JobExecutor::new(sentiment),
         concurrency: 4,
         poll_interval: Duration::from_millis(20),
         lease: Duration::from_secs(30),
