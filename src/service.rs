@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
-    DrainReport, InFlightJobs, JobExecutor, JobRunnerHandle, JobRunnerParams, Liveness,
+    DrainReport, InFlightJobs, JobExecutor, JobIntake, JobRunnerHandle, JobRunnerParams, Liveness,
     RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
@@ -159,6 +159,7 @@ impl Service {
             store: store.clone(),
             sentiment: tree.sentiment.clone(),
             job_runner: tree.job_runner.clone(),
+            intake: JobIntake::local(store.clone(), tree.job_runner.clone()),
             root_supervisor: tree.root.clone(),
             prometheus: Some(prometheus),
             max_attempts: config.jobs.max_attempts,

@@ -12,6 +12,8 @@
 //! - `provider_router`: [`ProviderRouter`], reaches provider actors by name, with fallbacks.
 //! - `audit_analysis`: mention detection, ranks and the summary of an AI-visibility audit
 //!   (pure, no I/O).
+//! - `intake`: [`JobIntake`], the one path that creates jobs (stores, then notifies the
+//!   local runner or publishes to the broker through a [`JobPublisher`]).
 //! - `in_flight`: [`InFlightJobs`], the jobs a node runs, shared across runner restarts.
 //! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
 //! - `metrics`: metric names and the events that emit them.
@@ -19,6 +21,7 @@
 pub mod audit_analysis;
 mod error;
 mod in_flight;
+mod intake;
 mod job_kinds;
 mod job_runner;
 pub mod metrics;
@@ -30,6 +33,7 @@ mod sentiment_worker;
 pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
+pub use intake::{JobIntake, JobPublisher, PublishError, TraceContext, publish_and_mark};
 pub use job_kinds::{
     CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload,
     SentimentRequest, SentimentResponse, validate_job, validate_neutral_threshold,

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use bulwark_actors::{JobRunnerHandle, SentimentPool};
+use bulwark_actors::{JobIntake, JobRunnerHandle, SentimentPool};
 use bulwark_store::Store;
 use bulwark_supervisors::SupervisorMsg;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -12,6 +12,8 @@ pub struct ApiState {
     pub store: Store,
     pub sentiment: SentimentPool,
     pub job_runner: JobRunnerHandle,
+    /// Creates jobs: stores the row, then notifies the runner or publishes to the broker.
+    pub intake: JobIntake,
     pub root_supervisor: ActorRef<SupervisorMsg>,
     /// `None` when no recorder is installed (some tests); `/metrics` then answers 503.
     pub prometheus: Option<PrometheusHandle>,

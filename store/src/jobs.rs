@@ -16,6 +16,7 @@ macro_rules! job_columns {
          finished_at_ms, lease_owner, lease_expires_at_ms"
     };
 }
+pub(crate) use job_columns;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,7 +102,7 @@ pub struct Job {
 }
 
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(crate) struct JobRow {
     id: String,
     kind: String,
     status: String,
@@ -164,7 +165,7 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
-fn decode_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
+pub(crate) fn decode_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
     rows.into_iter().map(Job::try_from).collect()
 }
 
@@ -318,7 +319,8 @@ impl Store {
     /// Claims up to `limit` runnable jobs for `owner` until `lease_until_ms`: queued jobs whose
     /// `run_at` has passed, and running jobs whose lease expired (their worker died). Each
     /// claim counts as an attempt. On PostgreSQL, rows locked by another claimer are skipped,
-    /// so concurrent claimers never take the same job.
+    /// so concurrent claimers never take the same job. Rows carried by the broker
+    /// (`transport = 'amqp'`) are left to the broker consumers.
     pub async fn claim_jobs(
         &self,
         owner: &str,
@@ -331,9 +333,9 @@ impl Store {
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                      lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
                      started_at_ms = COALESCE(started_at_ms, $3) \
-                     WHERE id IN (SELECT id FROM jobs WHERE \
-                     (status = 'queued' AND run_at_ms <= $3) \
-                     OR (status = 'running' AND lease_expires_at_ms < $3) \
+                     WHERE id IN (SELECT id FROM jobs WHERE transport = 'local' AND \
+                     ((status = 'queued' AND run_at_ms <= $3) \
+                     OR (status = 'running' AND lease_expires_at_ms < $3)) \
                      ORDER BY run_at_ms LIMIT $4",
                     $lock,
                     ") RETURNING ",

@@ -1,10 +1,10 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bulwark_actors::validate_job;
+use bulwark_actors::{TraceContext, validate_job};
 use bulwark_store::{InsertOutcome, Job, JobFilter, JobStatus, NewJob};
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
@@ -122,12 +122,16 @@ impl JobsApi {
     ///
     /// The payload is validated for its kind before anything is stored. With an
     /// `idempotency_key`, a repeated submission returns the stored job (`200`), and a
-    /// submission that reuses the key for a different job is refused (`409`).
+    /// submission that reuses the key for a different job is refused (`409`). With RabbitMQ,
+    /// the stored job is published with confirms; if the broker is unreachable the job waits
+    /// in the outbox and is published when it comes back (still `202`).
     #[oai(path = "/v1/jobs", method = "post", operation_id = "submit_job")]
     async fn submit(
         &self,
         body: Json<JobSubmission>,
         request_id: Data<&RequestId>,
+        /// W3C trace context; travels with the job over the broker.
+        traceparent: Header<Option<String>>,
     ) -> ApiResult<SubmitResponse> {
         let submission = body.0;
         if let Some(key) = &submission.idempotency_key
@@ -146,11 +150,11 @@ impl JobsApi {
             request_id: Some(request_id.0.0.clone()),
             max_attempts: self.state.max_attempts,
         };
-        match self.state.store.insert_job(&new_job).await? {
-            InsertOutcome::Created(job) => {
-                self.state.job_runner.notify();
-                Ok(SubmitResponse::Created(Json(job.into())))
-            }
+        let trace = TraceContext {
+            traceparent: traceparent.0,
+        };
+        match self.state.intake.submit_traced(&new_job, &trace).await? {
+            InsertOutcome::Created(job) => Ok(SubmitResponse::Created(Json(job.into()))),
             InsertOutcome::Existing(job) => {
                 if job.kind != new_job.kind || job.payload != new_job.payload {
                     return Err(ApiError::conflict(format!(

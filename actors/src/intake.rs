@@ -1,0 +1,155 @@
+//! [`JobIntake`]: the one path that creates jobs, from the API, the scheduler, dead-letter
+//! requeues and broker deliveries alike.
+//!
+//! Without a broker, a job is a row the local job runner claims. With a broker, the row is
+//! stored first (routed `amqp`, in the outbox), then published with publisher confirms; the
+//! confirm takes the row out of the outbox. A publish that fails leaves the row in the outbox,
+//! and the broker's republisher sends it again, so a stored job never vanishes and the caller
+//! still gets its job back (the publish is an implementation detail, not the caller's problem).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bulwark_store::{InsertOutcome, Job, JobRoute, NewJob, Store, StoreError};
+use tracing::{debug, warn};
+
+use crate::JobRunnerHandle;
+
+/// Where a job came from and how to trace it across processes; travels in broker headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The W3C `traceparent` of the request that created the job.
+    pub traceparent: Option<String>,
+}
+
+/// Why a publish was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("publish failed: {message}")]
+pub struct PublishError {
+    pub message: String,
+    /// False when publishing the same job again cannot succeed (e.g. it cannot be encoded).
+    pub retryable: bool,
+}
+
+impl PublishError {
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// Sends stored jobs to the broker: persistent, mandatory, and returns only once the broker
+/// confirmed the message. Implemented by `bulwark-broker`, so actors stay free of AMQP.
+#[async_trait]
+pub trait JobPublisher: Send + Sync + Debug + 'static {
+    async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError>;
+
+    /// Returns true while the publisher holds a live broker connection.
+    fn is_connected(&self) -> bool;
+}
+
+/// Creates jobs: stores the row idempotently, then hands it to whoever runs it.
+#[derive(Debug, Clone)]
+pub struct JobIntake {
+    store: Store,
+    job_runner: Option<JobRunnerHandle>,
+    publisher: Option<Arc<dyn JobPublisher>>,
+}
+
+impl JobIntake {
+    /// An intake for the local queue: rows are claimed by `job_runner`, notified on create.
+    pub fn local(store: Store, job_runner: JobRunnerHandle) -> Self {
+        JobIntake {
+            store,
+            job_runner: Some(job_runner),
+            publisher: None,
+        }
+    }
+
+    /// An intake whose jobs travel over the broker through `publisher`.
+    pub fn with_publisher(store: Store, publisher: Arc<dyn JobPublisher>) -> Self {
+        JobIntake {
+            store,
+            job_runner: None,
+            publisher: Some(publisher),
+        }
+    }
+
+    /// Returns true when jobs created here are carried by the broker.
+    pub fn uses_broker(&self) -> bool {
+        self.publisher.is_some()
+    }
+
+    /// Returns the broker publisher, when jobs travel over the broker.
+    pub fn publisher(&self) -> Option<&Arc<dyn JobPublisher>> {
+        self.publisher.as_ref()
+    }
+
+    /// Creates a job whose payload the caller has validated for its kind, or returns the job
+    /// already stored under the same idempotency key.
+    pub async fn submit(&self, new_job: &NewJob) -> Result<InsertOutcome, StoreError> {
+        self.submit_traced(new_job, &TraceContext::default()).await
+    }
+
+    /// Like [`JobIntake::submit`], carrying the caller's trace context to the broker.
+    pub async fn submit_traced(
+        &self,
+        new_job: &NewJob,
+        trace: &TraceContext,
+    ) -> Result<InsertOutcome, StoreError> {
+        let Some(publisher) = &self.publisher else {
+            let outcome = self.store.insert_job(new_job).await?;
+            if let (InsertOutcome::Created(_), Some(job_runner)) = (&outcome, &self.job_runner) {
+                job_runner.notify();
+            }
+            return Ok(outcome);
+        };
+        let outcome = self
+            .store
+            .insert_routed_job(new_job, JobRoute::BrokerPending)
+            .await?;
+        // A replayed submission whose first publish never got confirmed is sent again now
+        // rather than waiting for the republisher.
+        let needs_publish = match &outcome {
+            InsertOutcome::Created(_) => true,
+            InsertOutcome::Existing(job) => self.store.is_job_unpublished(&job.id).await?,
+        };
+        if needs_publish {
+            publish_and_mark(&self.store, publisher.as_ref(), outcome.job(), trace).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Creates (or finds) the row of a job that arrived as a broker message: it is already on
+    /// the broker, so nothing is published. The caller sets the message id as idempotency key.
+    pub async fn accept_delivered(&self, new_job: &NewJob) -> Result<InsertOutcome, StoreError> {
+        self.store
+            .insert_routed_job(new_job, JobRoute::BrokerPublished)
+            .await
+    }
+}
+
+/// Publishes a stored job and takes it out of the outbox once confirmed. Returns true when
+/// the broker confirmed. Failures are logged: the row stays in the outbox for the republisher.
+pub async fn publish_and_mark(
+    store: &Store,
+    publisher: &dyn JobPublisher,
+    job: &Job,
+    trace: &TraceContext,
+) -> bool {
+    match publisher.publish_job(job, trace).await {
+        Ok(()) => {
+            if let Err(error) = store.mark_job_published(&job.id).await {
+                // The job is on the broker; the republisher may send it again, and the
+                // consumer's idempotency makes the duplicate harmless.
+                warn!(%error, job_id = %job.id, "failed to mark job published");
+            }
+            debug!(job_id = %job.id, kind = %job.kind, "job published");
+            true
+        }
+        Err(error) => {
+            warn!(%error, job_id = %job.id, kind = %job.kind, "job stored but not published, it waits in the outbox");
+            false
+        }
+    }
+}
