@@ -9,11 +9,36 @@
 //! - `request`: [`CompletionRequest`], [`Completion`] and [`Usage`].
 //! - `error`: [`ProviderError`], with stable codes and `is_retryable()`.
 //! - `provider`: the [`Provider`] trait.
+//! - `http`, `openai`, `anthropic`, `wire`: the HTTP adapters, their shared client and
+//!   error mapping, and the two wire formats; [`ApiKey`] never shows in logs or errors.
+//! - `simulated`: the simulated engine, in-process and as an HTTP server with fault knobs.
+//! - `breaker`, `limiter`, `bulkhead`, `resilient`: [`ResilientProvider`] and its parts.
+//! - `metrics`: metric names and the events that emit them.
 
+mod anthropic;
+mod breaker;
+mod bulkhead;
 mod error;
+mod http;
+mod limiter;
+pub mod metrics;
+mod openai;
 mod provider;
 mod request;
+mod resilient;
+mod rng;
+pub mod simulated;
+pub mod wire;
 
+pub use anthropic::{ANTHROPIC_VERSION, AnthropicProvider};
+pub use breaker::{
+    Admission, BreakerCore, BreakerParams, BreakerPermit, BreakerState, CallOutcome, CircuitBreaker,
+};
+pub use bulkhead::{Bulkhead, BulkheadParams, BulkheadRejection};
 pub use error::ProviderError;
+pub use http::{ApiKey, HttpProviderParams};
+pub use limiter::{ProviderRateLimiter, RateLimitParams, RateLimited};
+pub use openai::OpenAiProvider;
 pub use provider::Provider;
 pub use request::{Completion, CompletionRequest, Usage};
+pub use resilient::{ResilienceParams, ResilientProvider, RetryParams};

@@ -1,0 +1,168 @@
+//! What the HTTP adapters share: the client with explicit timeouts, the API key that never
+//! shows, and the mapping of HTTP failures onto [`ProviderError`].
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+
+use crate::ProviderError;
+use crate::wire::error_message;
+
+/// An API key resolved from its reference. `Debug` and `Display` print `***`; only
+/// [`ApiKey::expose`] returns it, for the one header that carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Returns `text` with every occurrence of the key replaced by `***`: upstreams echo keys
+    /// back in error messages, and those messages reach logs, job rows and HTTP bodies.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.0.len() < 4 {
+            return text.to_owned();
+        }
+        text.replace(&self.0, "***")
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("ApiKey(***)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("***")
+    }
+}
+
+/// What an HTTP adapter is built with.
+#[derive(Debug, Clone)]
+pub struct HttpProviderParams {
+    /// The configured provider name.
+    pub name: String,
+    /// e.g. `https://api.openai.com/v1`, `https://api.anthropic.com/v1`, or a simulator's.
+    pub base_url: String,
+    pub model: String,
+    pub api_key_opt: Option<ApiKey>,
+    /// Answer budget for requests that set no `max_tokens` (Anthropic requires one).
+    pub default_max_tokens: u32,
+    pub connect_timeout: Duration,
+    /// Longest wait for any read on the connection; the whole attempt is bounded by the
+    /// resilience layer's per-attempt timeout.
+    pub read_timeout: Duration,
+}
+
+/// Returns a client with explicit connect and read timeouts and kept-alive connections.
+pub fn build_client(params: &HttpProviderParams) -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .connect_timeout(params.connect_timeout)
+        .read_timeout(params.read_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|error| {
+            ProviderError::ConnectionFailed(format!("failed to build client: {error}"))
+        })
+}
+
+/// Maps a transport error (no complete answer) onto a [`ProviderError`].
+pub fn transport_error(error: &reqwest::Error, params: &HttpProviderParams) -> ProviderError {
+    let scrub = |text: String| match &params.api_key_opt {
+        Some(key) => key.scrub(&text),
+        None => text,
+    };
+    if error.is_timeout() {
+        return ProviderError::Timeout(params.read_timeout);
+    }
+    if error.is_decode() {
+        return ProviderError::MalformedResponse(scrub(error.to_string()));
+    }
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ProviderError::ConnectionFailed(scrub(message))
+}
+
+/// Reads a non-2xx answer into the [`ProviderError`] it means.
+pub async fn status_error(response: Response, params: &HttpProviderParams) -> ProviderError {
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    let raw_message = error_message(&body);
+    let message = match &params.api_key_opt {
+        Some(key) => key.scrub(&raw_message),
+        None => raw_message,
+    };
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited {
+            message,
+            retry_after,
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Unauthorized(message),
+        StatusCode::REQUEST_TIMEOUT => ProviderError::Upstream {
+            status: status.as_u16(),
+            message,
+        },
+        client if client.is_client_error() => ProviderError::BadRequest(message),
+        other => ProviderError::Upstream {
+            status: other.as_u16(),
+            message,
+        },
+    }
+}
+
+/// Reads `retry-after-ms` (OpenAI), then `retry-after` in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let read = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|value| value.is_finite() && *value >= 0.0)
+    };
+    if let Some(millis) = read("retry-after-ms") {
+        return Some(Duration::from_secs_f64(millis / 1_000.0));
+    }
+    read("retry-after").map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the key never shows in Debug or Display and is scrubbed from echoed messages.
+    #[test]
+    fn api_key_never_shows() {
+        let key = ApiKey::new("sk-live-0123456789");
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+        assert_eq!(key.to_string(), "***");
+        assert_eq!(
+            key.scrub("Incorrect API key provided: sk-live-0123456789."),
+            "Incorrect API key provided: ***."
+        );
+    }
+
+    /// Proves Retry-After is read in milliseconds first, then in seconds.
+    #[test]
+    fn retry_after_headers() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", "150".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(150)));
+    }
+}
