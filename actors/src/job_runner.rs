@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::metrics::{JobAttemptFinished, JobOutcome, record_queue_depth};
-use crate::{ErrorCode, InFlightJobs, JobError, JobExecutor, Liveness};
+use crate::{ErrorCode, HandledMessage, InFlightJobs, JobError, JobExecutor, Liveness};
 
 /// How failed attempts are spaced: exponential from `base`, capped at `max`, with full jitter.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +80,25 @@ pub enum JobRunnerMsg {
     },
 }
 
+impl JobRunnerMsg {
+    /// Describes the message for hang and crash reports.
+    fn describe(&self) -> HandledMessage {
+        let (message_type, summary) = match self {
+            JobRunnerMsg::Poll => ("JobRunnerMsg::Poll", "look for runnable jobs".to_owned()),
+            JobRunnerMsg::RenewLeases => ("JobRunnerMsg::RenewLeases", "renew leases".to_owned()),
+            JobRunnerMsg::RefreshQueueDepth => (
+                "JobRunnerMsg::RefreshQueueDepth",
+                "count jobs for queue depth".to_owned(),
+            ),
+            JobRunnerMsg::Drain { timeout, .. } => (
+                "JobRunnerMsg::Drain",
+                format!("drain within {} ms", timeout.as_millis()),
+            ),
+        };
+        HandledMessage::new(message_type, summary)
+    }
+}
+
 /// What a drain did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainReport {
@@ -99,6 +118,8 @@ impl Actor for JobRunnerActor {
         myself: ActorRef<Self::Msg>,
         params: JobRunnerParams,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // A runner started again after an operator's drain-and-restart claims work again.
+        params.draining.store(false, Ordering::SeqCst);
         myself.send_interval(params.poll_interval, || JobRunnerMsg::Poll);
         myself.send_interval(params.lease / 3, || JobRunnerMsg::RenewLeases);
         myself.send_interval(Duration::from_secs(5), || JobRunnerMsg::RefreshQueueDepth);
@@ -119,7 +140,7 @@ impl Actor for JobRunnerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let params = &state.params;
-        let _busy = params.liveness.busy();
+        let _busy = params.liveness.busy_with(message.describe());
         match message {
             JobRunnerMsg::Poll => poll(&myself, params).await,
             JobRunnerMsg::RenewLeases => renew_leases(params).await,

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
 use bulwark_ml::{
-    BatchQueue, EngineSet, InferenceError, InferenceThread, InferenceThreadParams, Liveness,
-    ThreadExit,
+    BatchQueue, ChaosKnobs, EngineSet, InferenceError, InferenceThread, InferenceThreadParams,
+    Liveness, ThreadExit,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::info;
@@ -26,6 +26,8 @@ pub struct SentimentWorkerParams {
     pub queue: BatchQueue,
     /// Busy while the thread scores a batch; the supervisor reads it to detect hangs.
     pub liveness: Liveness,
+    /// Faults injected on purpose (tests, game days); off by default.
+    pub chaos: ChaosKnobs,
 }
 
 impl std::fmt::Debug for SentimentWorkerParams {
@@ -65,6 +67,7 @@ impl Actor for SentimentWorkerActor {
             thread_name: params.thread_name.clone(),
             queue: params.queue.clone(),
             liveness: params.liveness.clone(),
+            chaos: params.chaos.clone(),
         };
         let mut thread = InferenceThread::spawn(engines, &thread_params)?;
         if let Some(exited) = thread.exited() {

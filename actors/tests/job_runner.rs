@@ -65,6 +65,7 @@ async fn start_pool(delay: Duration, max_queued: usize) -> (SentimentPool, Liven
         thread_name: "test-inference".to_owned(),
         queue: queue.clone(),
         liveness: liveness.clone(),
+        chaos: bulwark_ml::ChaosKnobs::default(),
     };
     Actor::spawn(Some(name.clone()), SentimentWorkerActor, params)
         .await

@@ -29,7 +29,7 @@ mod thread;
 pub use batching::{Batch, BatchQueue, BatchingParams};
 pub use eval::{ClassReport, EvalError, EvalReport, PerClassReport, evaluate, read_labeled};
 pub use lexicon::{PolarityScores, VaderModel};
-pub use liveness::{BusyGuard, Liveness};
+pub use liveness::{BusyGuard, HandledMessage, Liveness};
 pub use model_load::{
     MODEL_DIR_ENV, ModelLoadError, RUNTIME_LIBRARY_NAME, RUNTIME_PATH_ENV, SENTIMENT_MODEL_NAME,
     locate_model_dir, locate_runtime,
@@ -40,4 +40,4 @@ pub use sentiment::{
     SentimentScore, TextsError, validate_texts,
 };
 pub use strategy::{EngineSet, ScoringOptions, Strategy, StrategyModel};
-pub use thread::{InferenceThread, InferenceThreadParams, ThreadExit};
+pub use thread::{ChaosKnobs, InferenceThread, InferenceThreadParams, ThreadExit};

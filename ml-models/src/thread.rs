@@ -5,7 +5,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
-use crate::{BatchQueue, EngineSet, InferenceError, Liveness};
+use crate::{BatchQueue, EngineSet, HandledMessage, InferenceError, Liveness};
+
+/// Faults injected on purpose for tests and game days: a batch holding a text that contains a
+/// marker panics or hangs on the inference thread, as a broken model would. Off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChaosKnobs {
+    /// A batch with a text containing this panics inside the model call.
+    pub panic_on_text: Option<String>,
+    /// A batch with a text containing this hangs until the thread is asked to stop.
+    pub hang_on_text: Option<String>,
+}
+
+impl ChaosKnobs {
+    fn matches(marker_opt: Option<&String>, texts: &[String]) -> bool {
+        marker_opt.is_some_and(|marker| {
+            !marker.is_empty() && texts.iter().any(|text| text.contains(marker.as_str()))
+        })
+    }
+}
 
 /// What an [`InferenceThread`] is started with.
 #[derive(Debug, Clone)]
@@ -16,6 +34,7 @@ pub struct InferenceThreadParams {
     pub queue: BatchQueue,
     /// Busy while a batch is being scored, so a supervisor can see a hang.
     pub liveness: Liveness,
+    pub chaos: ChaosKnobs,
 }
 
 /// Why an inference thread ended.
@@ -51,10 +70,11 @@ impl InferenceThread {
         let thread_stop = stop.clone();
         let queue = params.queue.clone();
         let liveness = params.liveness.clone();
+        let chaos = params.chaos.clone();
         std::thread::Builder::new()
             .name(params.thread_name.clone())
             .spawn(move || {
-                let exit = serve(engines, &queue, &liveness, &thread_stop);
+                let exit = serve(engines, &queue, &liveness, &chaos, &thread_stop);
                 let _ = exit_tx.send(exit);
             })?;
         Ok(InferenceThread {
@@ -86,13 +106,18 @@ fn serve(
     mut engines: EngineSet,
     queue: &BatchQueue,
     liveness: &Liveness,
+    chaos: &ChaosKnobs,
     stop: &AtomicBool,
 ) -> ThreadExit {
     while let Some(batch) = queue.next_batch(stop) {
         let texts = batch.texts();
         let options = batch.options();
-        let _busy = liveness.busy();
-        match catch_unwind(AssertUnwindSafe(|| engines.score(&texts, &options))) {
+        let _busy = liveness.busy_with(describe_batch(&texts));
+        let scored = catch_unwind(AssertUnwindSafe(|| {
+            inject_faults(chaos, &texts, stop);
+            engines.score(&texts, &options)
+        }));
+        match scored {
             Ok(Ok(scores)) => batch.complete(scores),
             Ok(Err(inference_error)) => {
                 debug!(error = %inference_error, num_texts = texts.len(), "batch failed");
@@ -107,6 +132,28 @@ fn serve(
         }
     }
     ThreadExit::Stopped
+}
+
+/// Describes a batch for crash and hang reports; the payload is the texts, as replay needs them.
+fn describe_batch(texts: &[String]) -> HandledMessage {
+    HandledMessage {
+        payload: serde_json::to_string(&serde_json::json!({ "texts": texts })).ok(),
+        ..HandledMessage::new("sentiment.batch", format!("{} texts", texts.len()))
+    }
+}
+
+/// Panics or hangs when a chaos marker is in the batch. The hang ends when the thread is asked
+/// to stop (its worker was killed), so a game day leaks no thread.
+fn inject_faults(chaos: &ChaosKnobs, texts: &[String], stop: &AtomicBool) {
+    if ChaosKnobs::matches(chaos.panic_on_text.as_ref(), texts) {
+        panic!("chaos: panic_on_text marker in the batch");
+    }
+    if ChaosKnobs::matches(chaos.hang_on_text.as_ref(), texts) {
+        error!("chaos: hang_on_text marker in the batch, hanging until stopped");
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }
 
 /// Returns the text of a panic payload.
@@ -160,6 +207,7 @@ mod tests {
             thread_name: "test-inference".to_owned(),
             queue: queue.clone(),
             liveness: Liveness::default(),
+            chaos: ChaosKnobs::default(),
         };
         InferenceThread::spawn(EngineSet::new(None, Box::new(LengthModel)), &params).unwrap()
     }

@@ -1,6 +1,7 @@
-//! Bulwark's supervisors: a one-for-one supervisor actor with restart types, bounded restart
-//! intensity with escalation, exponential backoff between restarts and hang detection, and the
-//! tree that wires the subsystems together.
+//! Bulwark's supervisors: a supervisor actor with three strategies (`one_for_one`,
+//! `one_for_all`, `rest_for_one`), restart types, bounded restart intensity with escalation,
+//! exponential backoff between restarts, hang detection and operator controls; incident files
+//! for every failure; and the tree that wires the subsystems together.
 //!
 //! ```text
 //! root (one_for_one)
@@ -11,20 +12,28 @@
 //! ```
 //!
 //! # Layout
-//! - `supervisor`: [`SupervisorActor`], [`ChildSpec`], [`SupervisorSnapshot`].
+//! - `supervisor`: [`SupervisorActor`], [`ChildSpec`], [`SupervisionStrategy`],
+//!   [`SupervisorSnapshot`], operator controls ([`control_supervisor`]).
+//! - `incident`: [`IncidentSink`] and the incident file format (`incident_v1`).
 //! - `tree`: [`BulwarkTree`], the tree above, started downstream first.
+//! - `scheduler`: the `scheduler` subsystem (supervisor over the scheduler actor).
 //! - `panics`: the panic hook that tells panics from error returns and keeps backtraces.
 //! - `metrics`: metric names and events.
 
+pub mod incident;
 pub mod metrics;
 mod panics;
+mod scheduler;
 mod supervisor;
 mod tree;
 
+pub use scheduler::SchedulerFactory;
 pub use panics::{PanicRecord, install_panic_hook, take_panic};
+pub use incident::{IncidentKind, IncidentReport, IncidentSettings, IncidentSink, RecentLogs};
 pub use supervisor::{
-    ChildSnapshot, ChildSpec, Counters, ExitKind, LastExit, RestartIntensity, RestartType, StartFn,
+    ChildSnapshot, ChildSpec, ChildStatus, ControlAction, ControlError, Counters, DrainFn,
+    ExitKind, LastExit, RestartIntensity, RestartType, StartFn, SupervisionStrategy,
     SupervisorActor, SupervisorMsg, SupervisorParams, SupervisorSnapshot, SupervisorState,
-    observe_supervisor,
+    control_supervisor, observe_supervisor,
 };
 pub use tree::{BulwarkTree, SentimentSettings, SupervisionSettings, TreeParams, actor_spec};

@@ -83,3 +83,54 @@ impl SupervisorEscalated<'_> {
             .increment(1);
     }
 }
+
+pub const INCIDENTS_TOTAL: &str = "bulwark_incidents_total";
+pub const INCIDENTS_DROPPED_TOTAL: &str = "bulwark_incidents_dropped_total";
+pub const INCIDENT_WRITE_FAILURES_TOTAL: &str = "bulwark_incident_write_failures_total";
+
+/// An incident was reported (whether or not its file could be written).
+#[derive(Debug)]
+pub struct IncidentRecorded<'a> {
+    pub kind: crate::incident::IncidentKind,
+    pub subsystem: &'a str,
+}
+
+impl IncidentRecorded<'_> {
+    pub fn emit(&self) {
+        metrics::counter!(
+            INCIDENTS_TOTAL,
+            "kind" => self.kind.as_str(),
+            "subsystem" => self.subsystem.to_owned()
+        )
+        .increment(1);
+    }
+}
+
+/// The incident queue was full; the incident was counted but not written.
+#[derive(Debug)]
+pub struct IncidentDropped<'a> {
+    pub id: &'a str,
+}
+
+impl IncidentDropped<'_> {
+    pub fn emit(&self) {
+        warn!(
+            incident_id = self.id,
+            "incident queue is full, dropping the incident"
+        );
+        metrics::counter!(INCIDENTS_DROPPED_TOTAL).increment(1);
+    }
+}
+
+/// An incident file could not be written (full or read-only disk, permissions).
+#[derive(Debug)]
+pub struct IncidentWriteFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl IncidentWriteFailed<'_> {
+    pub fn emit(&self) {
+        error!(error = %self.error, "failed to write an incident file");
+        metrics::counter!(INCIDENT_WRITE_FAILURES_TOTAL).increment(1);
+    }
+}

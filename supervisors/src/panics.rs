@@ -60,6 +60,20 @@ pub fn take_panic(message: &str) -> Option<PanicRecord> {
     recent.remove(position)
 }
 
+/// Removes and returns the panic a failure message reports: the one with exactly this message,
+/// or else the most recent whose message the failure quotes (an actor failing because a
+/// thread it owns panicked, e.g. `inference thread ended: Panicked("…")`).
+pub fn take_panic_within(failure: &str) -> Option<PanicRecord> {
+    if let Some(record) = take_panic(failure) {
+        return Some(record);
+    }
+    let mut recent = RECENT_PANICS.lock().unwrap_or_else(PoisonError::into_inner);
+    let position = recent
+        .iter()
+        .rposition(|record| record.message.len() >= 8 && failure.contains(&record.message))?;
+    recent.remove(position)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,10 @@
 use std::collections::VecDeque;
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulwark_actors::Liveness;
+use bulwark_actors::{HandledMessage, Liveness};
 use futures::future::BoxFuture;
 use ractor::rpc::CallResult;
 use ractor::{
@@ -12,15 +13,70 @@ use ractor::{
 use serde::Serialize;
 use tracing::{error, info, warn};
 
+use crate::incident::{IncidentKind, IncidentReport, IncidentSink, SupervisorInfo};
 use crate::metrics::{ChildExited, SupervisorEscalated};
-use crate::panics::take_panic;
+use crate::panics::take_panic_within;
 
 /// Words in the failure of a supervisor that gave up, by which its parent recognises it.
 const ESCALATION_MARKER: &str = "exceeded its restart intensity";
+/// How long a sibling stopped by `one_for_all` or `rest_for_one` may take before it is killed.
+const SIBLING_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operator's stop waits for a child before killing it (after its drain).
+const OPERATOR_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Starts (or restarts) one child, linked to the supervisor cell it is given.
 pub type StartFn =
     Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
+
+/// Lets a child finish or hand back its in-flight work before an operator stops it.
+pub type DrainFn = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Which children a supervisor restarts when one fails (Erlang/OTP's strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisionStrategy {
+    /// Only the failed child: siblings are independent.
+    #[default]
+    OneForOne,
+    /// Every child: siblings share state that the failure may have broken.
+    OneForAll,
+    /// The failed child and the children started after it, which depend on it.
+    RestForOne,
+}
+
+impl SupervisionStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisionStrategy::OneForOne => "one_for_one",
+            SupervisionStrategy::OneForAll => "one_for_all",
+            SupervisionStrategy::RestForOne => "rest_for_one",
+        }
+    }
+
+    /// Returns the indices restarted when child `failed` of `num_children` fails, in start order.
+    pub fn restart_group(self, failed: usize, num_children: usize) -> Vec<usize> {
+        match self {
+            SupervisionStrategy::OneForOne => vec![failed],
+            SupervisionStrategy::OneForAll => (0..num_children).collect(),
+            SupervisionStrategy::RestForOne => (failed..num_children).collect(),
+        }
+    }
+}
+
+impl FromStr for SupervisionStrategy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "one_for_one" => Ok(SupervisionStrategy::OneForOne),
+            "one_for_all" => Ok(SupervisionStrategy::OneForAll),
+            "rest_for_one" => Ok(SupervisionStrategy::RestForOne),
+            other => Err(format!(
+                "unknown supervision strategy `{other}` (one_for_one, one_for_all, rest_for_one)"
+            )),
+        }
+    }
+}
 
 /// When a child that stopped is started again (Erlang/OTP's restart types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,6 +113,15 @@ impl ExitKind {
             ExitKind::Killed => "killed",
         }
     }
+
+    fn incident_kind(self) -> Option<IncidentKind> {
+        match self {
+            ExitKind::Normal => None,
+            ExitKind::Panic => Some(IncidentKind::Panic),
+            ExitKind::Error | ExitKind::Killed => Some(IncidentKind::Error),
+            ExitKind::Hang => Some(IncidentKind::Hang),
+        }
+    }
 }
 
 /// One child of a supervisor.
@@ -69,6 +134,9 @@ pub struct ChildSpec {
     pub liveness: Option<Liveness>,
     /// True when the child is itself a [`SupervisorActor`], so observation recurses into it.
     pub is_supervisor: bool,
+    /// Called before an operator stops or restarts the child (the job runner finishes or
+    /// releases its jobs); child supervisors drain their own children instead.
+    pub drain: Option<DrainFn>,
 }
 
 impl fmt::Debug for ChildSpec {
@@ -96,6 +164,7 @@ pub struct SupervisorParams {
     pub name: String,
     /// Started in order; a child's dependencies come before it.
     pub children: Vec<ChildSpec>,
+    pub strategy: SupervisionStrategy,
     pub intensity: RestartIntensity,
     /// Delay before a restart: `backoff_base * 2^(recent restarts - 1)`, capped.
     pub backoff_base: Duration,
@@ -104,7 +173,8 @@ pub struct SupervisorParams {
     pub heartbeat: Duration,
 }
 
-/// Restarts failed children one for one, with bounded intensity, backoff and hang detection.
+/// Restarts failed children per its strategy, with bounded intensity, backoff and hang
+/// detection, and writes an incident for every failure.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SupervisorActor;
 
@@ -121,6 +191,10 @@ struct ChildState {
     spec: ChildSpec,
     cell_opt: Option<ActorCell>,
     killed_for_hang: bool,
+    /// The message the child was busy on when it was killed for hanging.
+    hung_on: Option<HandledMessage>,
+    /// Stopped by an operator: not restarted until an operator starts it.
+    stopped_by_operator: bool,
     counters: Counters,
     last_exit: Option<LastExit>,
 }
@@ -155,6 +229,17 @@ pub struct LastExit {
     pub message: String,
 }
 
+/// Whether a child runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildStatus {
+    Running,
+    /// Down, waiting for its restart (or not restarted per its restart type).
+    Down,
+    /// Stopped by an operator.
+    Stopped,
+}
+
 /// A supervisor's view of itself and its children, for operators and tests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SupervisorSnapshot {
@@ -168,6 +253,7 @@ pub struct SupervisorSnapshot {
 pub struct ChildSnapshot {
     pub name: String,
     pub running: bool,
+    pub status: ChildStatus,
     pub restart: RestartType,
     pub counters: Counters,
     pub last_exit: Option<LastExit>,
@@ -175,14 +261,57 @@ pub struct ChildSnapshot {
     pub supervisor: Option<Box<SupervisorSnapshot>>,
 }
 
+/// What an operator asks of a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Drain, stop; the child stays down until started.
+    Stop,
+    /// Start a stopped child.
+    Start,
+    /// Drain, stop, start.
+    Restart,
+}
+
+impl ControlAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Stop => "stop",
+            ControlAction::Start => "start",
+            ControlAction::Restart => "restart",
+        }
+    }
+}
+
+/// Why an operator's action was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no child named `{0}`")]
+    NotFound(String),
+    #[error("`{0}` is not a supervisor, it has no children")]
+    NotASupervisor(String),
+    #[error("`{0}` is not running")]
+    NotRunning(String),
+    #[error("failed to start `{0}`: {1}")]
+    StartFailed(String, String),
+}
+
 #[derive(Debug)]
 pub enum SupervisorMsg {
     /// Replies with counters and children, recursing into child supervisors.
     Observe(RpcReplyPort<SupervisorSnapshot>),
-    /// Starts the child at this index again (sent after the backoff delay).
-    RestartChild(usize),
+    /// Starts the children at these indices again, in order (sent after the backoff delay).
+    RestartChildren(Vec<usize>),
     /// Checks children for hangs.
     Heartbeat,
+    /// Applies an operator's action to the child at `path` (names below this supervisor).
+    Control {
+        path: Vec<String>,
+        action: ControlAction,
+        reply: RpcReplyPort<Result<(), ControlError>>,
+    },
+    /// Drains every child, last started first; replies when done.
+    Drain(RpcReplyPort<()>),
 }
 
 impl Actor for SupervisorActor {
@@ -202,6 +331,8 @@ impl Actor for SupervisorActor {
                 spec: spec.clone(),
                 cell_opt: Some(cell),
                 killed_for_hang: false,
+                hung_on: None,
+                stopped_by_operator: false,
                 counters: Counters::default(),
                 last_exit: None,
             });
@@ -209,6 +340,7 @@ impl Actor for SupervisorActor {
         myself.send_interval(params.heartbeat, || SupervisorMsg::Heartbeat);
         info!(
             supervisor = params.name,
+            strategy = params.strategy.as_str(),
             num_children = children.len(),
             "supervisor started"
         );
@@ -225,7 +357,13 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Children stop before their supervisor is gone, so none outlives the tree.
+        // Children stop before their supervisor is gone, last started first, so none outlives
+        // the tree and nothing outlives what it depends on.
+        for child in state.children.iter_mut().rev() {
+            if let Some(cell) = child.cell_opt.take() {
+                stop_or_kill(&cell, "supervisor stopping", SIBLING_STOP_TIMEOUT).await;
+            }
+        }
         myself
             .stop_children_and_wait(
                 Some("supervisor stopping".to_owned()),
@@ -246,8 +384,24 @@ impl Actor for SupervisorActor {
             SupervisorMsg::Observe(reply) => {
                 let _ = reply.send(observe(state).await);
             }
-            SupervisorMsg::RestartChild(index) => restart_child(&myself, state, index).await?,
+            SupervisorMsg::RestartChildren(indices) => {
+                for index in indices {
+                    restart_child(&myself, state, index).await?;
+                }
+            }
             SupervisorMsg::Heartbeat => detect_hangs(state),
+            SupervisorMsg::Control {
+                path,
+                action,
+                reply,
+            } => {
+                let outcome = control(&myself, state, &path, action).await;
+                let _ = reply.send(outcome);
+            }
+            SupervisorMsg::Drain(reply) => {
+                drain_children(state).await;
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
@@ -258,19 +412,17 @@ impl Actor for SupervisorActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, kind, message) = match event {
+        let (cell, kind, message, backtrace) = match event {
             SupervisionEvent::ActorFailed(cell, failure) => {
                 let message = failure.to_string();
-                let kind = if take_panic(&message).is_some() {
-                    ExitKind::Panic
-                } else {
-                    ExitKind::Error
-                };
-                (cell, kind, message)
+                match take_panic_within(&message) {
+                    Some(record) => (cell, ExitKind::Panic, message, Some(record.backtrace)),
+                    None => (cell, ExitKind::Error, message, None),
+                }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let message = reason.unwrap_or_else(|| "stopped".to_owned());
-                (cell, ExitKind::Normal, message)
+                (cell, ExitKind::Normal, message, None)
             }
             _ => return Ok(()),
         };
@@ -290,6 +442,7 @@ impl Actor for SupervisorActor {
         };
         child.cell_opt = None;
         child.killed_for_hang = false;
+        let hung_on = child.hung_on.take();
         child.counters.count_exit(kind);
         // A child supervisor that gave up reports it in its failure; the escalation is counted
         // here, in the parent, since the child's own counters die with it.
@@ -307,20 +460,158 @@ impl Actor for SupervisorActor {
         state.counters.count_exit(kind);
         ChildExited {
             supervisor: &state.params.name,
-            child: &child.spec.name,
+            child: &state.children[index].spec.name,
             kind,
             message: &message,
         }
         .emit();
+        if let Some(incident_kind) = kind.incident_kind() {
+            let handled = hung_on.or_else(|| {
+                state.children[index]
+                    .spec
+                    .liveness
+                    .as_ref()
+                    .and_then(Liveness::last_message)
+            });
+            report_incident(
+                &myself,
+                state,
+                index,
+                IncidentFacts {
+                    kind: incident_kind,
+                    message,
+                    backtrace,
+                    handled,
+                },
+            );
+        }
+        let child = &state.children[index];
         let restart = match child.spec.restart {
             RestartType::Permanent => true,
             RestartType::Transient => kind != ExitKind::Normal,
             RestartType::Temporary => false,
         };
-        if restart {
-            schedule_restart(&myself, state, index)?;
+        if restart && !child.stopped_by_operator {
+            let group = stop_restart_group(state, index).await;
+            schedule_restart(&myself, state, group)?;
         }
         Ok(())
+    }
+}
+
+/// What a supervisor knows of one failure.
+struct IncidentFacts {
+    kind: IncidentKind,
+    message: String,
+    backtrace: Option<String>,
+    handled: Option<HandledMessage>,
+}
+
+fn report_incident(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &SupervisorState,
+    index: usize,
+    facts: IncidentFacts,
+) {
+    let cell = myself.get_cell();
+    let Some(sink) = instance_of(&cell).and_then(|instance| IncidentSink::for_instance(&instance))
+    else {
+        return;
+    };
+    let child = &state.children[index];
+    // Failures below root belong to the subsystem they happen in; root's children are the
+    // subsystems themselves.
+    let subsystem = if state.params.name == "root" {
+        child.spec.name.clone()
+    } else {
+        state.params.name.clone()
+    };
+    sink.report(IncidentReport {
+        kind: facts.kind,
+        subsystem,
+        actor_path: format!("{}/{}", supervisor_path(&cell), child.spec.name),
+        supervisor: Some(SupervisorInfo {
+            name: state.params.name.clone(),
+            strategy: state.params.strategy.as_str().to_owned(),
+            restart_count: child.counters.restarts,
+        }),
+        message: facts.message,
+        backtrace: facts.backtrace,
+        handled: facts.handled,
+        request_id: None,
+        trace_id: None,
+    });
+}
+
+/// Returns the instance prefix of a registered name (`<instance>/<name>`).
+fn instance_of(cell: &ActorCell) -> Option<String> {
+    let name = cell.get_name()?;
+    name.split_once('/')
+        .map(|(instance, _)| instance.to_owned())
+}
+
+/// Returns the supervisor's path from the root of its tree, e.g. `root/sentiment`.
+fn supervisor_path(cell: &ActorCell) -> String {
+    let mut names = Vec::new();
+    let mut current = Some(cell.clone());
+    while let Some(actor) = current {
+        let name = actor.get_name().unwrap_or_default();
+        names.push(
+            name.split_once('/')
+                .map_or(name.clone(), |(_, rest)| rest.to_owned()),
+        );
+        current = actor.try_get_supervisor();
+    }
+    names.reverse();
+    names.join("/")
+}
+
+/// Stops the running siblings the strategy restarts with child `failed` (last started
+/// first), and returns the indices to restart, in start order. Temporary siblings are stopped
+/// but not restarted; siblings an operator stopped stay down.
+async fn stop_restart_group(state: &mut SupervisorState, failed: usize) -> Vec<usize> {
+    let group = state
+        .params
+        .strategy
+        .restart_group(failed, state.children.len());
+    for &index in group.iter().rev() {
+        if index == failed {
+            continue;
+        }
+        let child = &mut state.children[index];
+        if let Some(cell) = child.cell_opt.take() {
+            info!(
+                supervisor = state.params.name,
+                child = child.spec.name,
+                strategy = state.params.strategy.as_str(),
+                "stopping sibling of a failed child for restart"
+            );
+            stop_or_kill(
+                &cell,
+                "restarting with a failed sibling",
+                SIBLING_STOP_TIMEOUT,
+            )
+            .await;
+        }
+    }
+    group
+        .into_iter()
+        .filter(|&index| {
+            let child = &state.children[index];
+            index == failed
+                || (child.spec.restart != RestartType::Temporary && !child.stopped_by_operator)
+        })
+        .collect()
+}
+
+/// Stops a child, killing it if it does not stop in time (a hung child never reads `stop`).
+async fn stop_or_kill(cell: &ActorCell, reason: &str, timeout: Duration) {
+    if cell
+        .stop_and_wait(Some(reason.to_owned()), Some(timeout))
+        .await
+        .is_err()
+    {
+        let _ = cell.kill_and_wait(Some(timeout)).await;
     }
 }
 
@@ -329,7 +620,7 @@ impl Actor for SupervisorActor {
 fn schedule_restart(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
-    index: usize,
+    indices: Vec<usize>,
 ) -> Result<(), ActorProcessingErr> {
     let now = Instant::now();
     let window = state.params.intensity.within;
@@ -361,7 +652,7 @@ fn schedule_restart(
         .backoff_base
         .saturating_mul(1 << exponent)
         .min(state.params.backoff_max);
-    myself.send_after(delay, move || SupervisorMsg::RestartChild(index));
+    myself.send_after(delay, move || SupervisorMsg::RestartChildren(indices));
     Ok(())
 }
 
@@ -373,7 +664,7 @@ async fn restart_child(
     let Some(child) = state.children.get_mut(index) else {
         return Ok(());
     };
-    if child.cell_opt.is_some() {
+    if child.cell_opt.is_some() || child.stopped_by_operator {
         return Ok(());
     }
     match (child.spec.start)(myself.get_cell()).await {
@@ -397,7 +688,7 @@ async fn restart_child(
                 message,
             });
             state.counters.errors += 1;
-            schedule_restart(myself, state, index)
+            schedule_restart(myself, state, vec![index])
         }
     }
 }
@@ -412,15 +703,139 @@ fn detect_hangs(state: &mut SupervisorState) {
             continue;
         };
         if busy_for > hang_timeout && !child.killed_for_hang {
+            let hung_on = liveness.last_message();
             warn!(
                 supervisor = state.params.name,
                 child = child.spec.name,
                 busy_ms = busy_for.as_millis() as u64,
+                message_type = hung_on
+                    .as_ref()
+                    .map_or("unknown", |message| message.message_type.as_str()),
                 "child is hung, killing it"
             );
             child.killed_for_hang = true;
+            child.hung_on = hung_on;
             liveness.reset();
             cell.kill();
+        }
+    }
+}
+
+/// Applies an operator's action to the child at `path`, forwarding to child supervisors for
+/// deeper paths.
+async fn control(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    path: &[String],
+    action: ControlAction,
+) -> Result<(), ControlError> {
+    let Some((first, rest)) = path.split_first() else {
+        return Err(ControlError::NotFound(String::new()));
+    };
+    let Some(index) = state
+        .children
+        .iter()
+        .position(|child| &child.spec.name == first)
+    else {
+        return Err(ControlError::NotFound(first.clone()));
+    };
+    if !rest.is_empty() {
+        let child = &state.children[index];
+        if !child.spec.is_supervisor {
+            return Err(ControlError::NotASupervisor(first.clone()));
+        }
+        let Some(cell) = &child.cell_opt else {
+            return Err(ControlError::NotRunning(first.clone()));
+        };
+        let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
+        let rest = rest.to_vec();
+        return match supervisor
+            .call(
+                |reply| SupervisorMsg::Control {
+                    path: rest,
+                    action,
+                    reply,
+                },
+                Some(OPERATOR_STOP_TIMEOUT * 4),
+            )
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(ControlError::NotRunning(first.clone())),
+        };
+    }
+    match action {
+        ControlAction::Stop => stop_child(state, index).await,
+        ControlAction::Start => start_child(myself, state, index).await,
+        ControlAction::Restart => {
+            stop_child(state, index).await?;
+            start_child(myself, state, index).await
+        }
+    }
+}
+
+/// Drains the child (its in-flight work finishes or goes back to its transport), then stops
+/// it; it stays down until started.
+async fn stop_child(state: &mut SupervisorState, index: usize) -> Result<(), ControlError> {
+    let child = &mut state.children[index];
+    let Some(cell) = child.cell_opt.clone() else {
+        return Err(ControlError::NotRunning(child.spec.name.clone()));
+    };
+    drain_child(child).await;
+    child.stopped_by_operator = true;
+    child.cell_opt = None;
+    stop_or_kill(&cell, "stopped by an operator", OPERATOR_STOP_TIMEOUT).await;
+    info!(
+        supervisor = state.params.name,
+        child = child.spec.name,
+        "child stopped by an operator"
+    );
+    Ok(())
+}
+
+async fn start_child(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    index: usize,
+) -> Result<(), ControlError> {
+    let child = &mut state.children[index];
+    child.stopped_by_operator = false;
+    if child.cell_opt.is_some() {
+        return Ok(());
+    }
+    match (child.spec.start)(myself.get_cell()).await {
+        Ok(cell) => {
+            child.cell_opt = Some(cell);
+            info!(
+                supervisor = state.params.name,
+                child = child.spec.name,
+                "child started by an operator"
+            );
+            Ok(())
+        }
+        Err(spawn_error) => Err(ControlError::StartFailed(
+            child.spec.name.clone(),
+            spawn_error.to_string(),
+        )),
+    }
+}
+
+async fn drain_child(child: &ChildState) {
+    if let Some(drain) = &child.spec.drain {
+        drain().await;
+    }
+    if let (true, Some(cell)) = (child.spec.is_supervisor, &child.cell_opt) {
+        let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
+        let _ = supervisor
+            .call(SupervisorMsg::Drain, Some(OPERATOR_STOP_TIMEOUT * 4))
+            .await;
+    }
+}
+
+async fn drain_children(state: &SupervisorState) {
+    for child in state.children.iter().rev() {
+        if child.cell_opt.is_some() {
+            drain_child(child).await;
         }
     }
 }
@@ -432,9 +847,15 @@ async fn observe(state: &SupervisorState) -> SupervisorSnapshot {
             (Some(cell), true) => observe_child_supervisor(cell).await.map(Box::new),
             _ => None,
         };
+        let status = match (&child.cell_opt, child.stopped_by_operator) {
+            (Some(_), _) => ChildStatus::Running,
+            (None, true) => ChildStatus::Stopped,
+            (None, false) => ChildStatus::Down,
+        };
         children.push(ChildSnapshot {
             name: child.spec.name.clone(),
             running: child.cell_opt.is_some(),
+            status,
             restart: child.spec.restart,
             counters: child.counters,
             last_exit: child.last_exit.clone(),
@@ -443,7 +864,7 @@ async fn observe(state: &SupervisorState) -> SupervisorSnapshot {
     }
     SupervisorSnapshot {
         name: state.params.name.clone(),
-        strategy: "one_for_one",
+        strategy: state.params.strategy.as_str(),
         counters: state.counters,
         children,
     }
@@ -465,4 +886,63 @@ pub async fn observe_supervisor(
     supervisor: &ActorRef<SupervisorMsg>,
 ) -> Option<SupervisorSnapshot> {
     observe_child_supervisor(&supervisor.get_cell()).await
+}
+
+/// Asks a supervisor to apply an operator's action to the child at `path` (child names below
+/// it, e.g. `["jobs"]` or `["sentiment", "sentiment-worker-0"]`).
+pub async fn control_supervisor(
+    supervisor: &ActorRef<SupervisorMsg>,
+    path: Vec<String>,
+    action: ControlAction,
+) -> Result<(), ControlError> {
+    match supervisor
+        .call(
+            |reply| SupervisorMsg::Control {
+                path,
+                action,
+                reply,
+            },
+            Some(OPERATOR_STOP_TIMEOUT * 5),
+        )
+        .await
+    {
+        Ok(CallResult::Success(outcome)) => outcome,
+        _ => Err(ControlError::NotRunning("root".to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves each strategy restarts the documented group of children, in start order.
+    #[test]
+    fn restart_groups_follow_the_strategy() {
+        assert_eq!(SupervisionStrategy::OneForOne.restart_group(1, 4), vec![1]);
+        assert_eq!(
+            SupervisionStrategy::OneForAll.restart_group(1, 4),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            SupervisionStrategy::RestForOne.restart_group(1, 4),
+            vec![1, 2, 3]
+        );
+        assert_eq!(SupervisionStrategy::RestForOne.restart_group(3, 4), vec![3]);
+    }
+
+    /// Proves strategies parse from their configuration names and print back the same.
+    #[test]
+    fn strategies_round_trip_through_their_names() {
+        for strategy in [
+            SupervisionStrategy::OneForOne,
+            SupervisionStrategy::OneForAll,
+            SupervisionStrategy::RestForOne,
+        ] {
+            assert_eq!(
+                strategy.as_str().parse::<SupervisionStrategy>(),
+                Ok(strategy)
+            );
+        }
+        assert!("all_for_one".parse::<SupervisionStrategy>().is_err());
+    }
 }

@@ -5,14 +5,14 @@ use bulwark_actors::{
     JobRunnerActor, JobRunnerHandle, JobRunnerParams, Liveness, ModelFactory, SentimentPool,
     SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
-use bulwark_ml::{BatchQueue, BatchingParams, ScoringOptions};
+use bulwark_ml::{BatchQueue, BatchingParams, ChaosKnobs, ScoringOptions};
 use futures::FutureExt;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::supervisor::{
-    ChildSpec, RestartIntensity, RestartType, StartFn, SupervisorActor, SupervisorMsg,
-    SupervisorParams, SupervisorSnapshot, observe_supervisor,
+    ChildSpec, DrainFn, RestartIntensity, RestartType, StartFn, SupervisionStrategy,
+    SupervisorActor, SupervisorMsg, SupervisorParams, SupervisorSnapshot, observe_supervisor,
 };
 
 /// Restart policy applied to every supervisor of the tree.
@@ -23,6 +23,8 @@ pub struct SupervisionSettings {
     pub backoff_max: Duration,
     pub hang_timeout: Duration,
     pub heartbeat: Duration,
+    /// How long an operator's stop or restart lets running jobs finish before releasing them.
+    pub drain_timeout: Duration,
 }
 
 /// What the sentiment subsystem is started with.
@@ -36,6 +38,8 @@ pub struct SentimentSettings {
     pub default_options: ScoringOptions,
     pub batching: BatchingParams,
     pub call_timeout: Duration,
+    /// Faults injected on purpose (`chaos.*`); off by default.
+    pub chaos: ChaosKnobs,
 }
 
 impl std::fmt::Debug for SentimentSettings {
@@ -59,6 +63,8 @@ pub struct TreeParams {
     pub sentiment: SentimentSettings,
     /// Builds the job runner's params once the sentiment pool exists.
     pub job_runner: Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send>,
+    /// The `scheduler` subsystem; `None` when this node runs no scheduler.
+    pub scheduler: Option<crate::scheduler::SchedulerFactory>,
 }
 
 impl std::fmt::Debug for TreeParams {
@@ -86,6 +92,8 @@ pub struct BulwarkTree {
     pub root_handle: JoinHandle<()>,
     pub sentiment: SentimentPool,
     pub job_runner: JobRunnerHandle,
+    /// `None` when this node runs no scheduler.
+    pub scheduler: Option<bulwark_actors::SchedulerHandle>,
 }
 
 impl BulwarkTree {
@@ -113,6 +121,7 @@ impl BulwarkTree {
                     thread_name: format!("inference-{index}"),
                     queue: queue.clone(),
                     liveness: Liveness::default(),
+                    chaos: params.sentiment.chaos.clone(),
                 };
                 let liveness = worker_params.liveness.clone();
                 actor_spec(name, SentimentWorkerActor, worker_params, Some(liveness))
@@ -121,12 +130,16 @@ impl BulwarkTree {
         let runner_params = (params.job_runner)(sentiment.clone());
         let runner_name = format!("{instance}/job-runner");
         let runner_liveness = runner_params.liveness.clone();
-        let runner_spec = actor_spec(
+        let mut runner_spec = actor_spec(
             &runner_name,
             JobRunnerActor,
             runner_params,
             Some(runner_liveness),
         );
+        runner_spec.drain = Some(drain_job_runner(
+            JobRunnerHandle::new(runner_name.clone()),
+            settings.drain_timeout,
+        ));
 
         let sentiment_supervisor = supervisor_spec(
             &instance,
@@ -136,11 +149,15 @@ impl BulwarkTree {
             &instance,
             supervisor_params("jobs", vec![runner_spec], settings),
         );
-        let root_params = supervisor_params(
-            "root",
-            vec![sentiment_supervisor, jobs_supervisor],
-            settings,
-        );
+        let mut root_children = vec![sentiment_supervisor, jobs_supervisor];
+        let scheduler = params.scheduler.map(|factory| {
+            let scheduler_params = factory(JobRunnerHandle::new(runner_name.clone()));
+            let (spec, handle) =
+                crate::scheduler::scheduler_supervisor(&instance, scheduler_params, settings);
+            root_children.push(spec);
+            handle
+        });
+        let root_params = supervisor_params("root", root_children, settings);
         let (root, root_handle) = Actor::spawn(
             Some(format!("{instance}/root")),
             SupervisorActor,
@@ -152,6 +169,7 @@ impl BulwarkTree {
             root_handle,
             sentiment,
             job_runner: JobRunnerHandle::new(runner_name),
+            scheduler,
         })
     }
 
@@ -161,7 +179,10 @@ impl BulwarkTree {
     }
 }
 
-fn supervisor_params(
+/// Returns a subsystem supervisor's params with the tree's restart policy and the default
+/// strategy, `one_for_one`; set `strategy` on the result to choose another
+/// (`SupervisorParams { strategy: SupervisionStrategy::RestForOne, ..supervisor_params(..) }`).
+pub(crate) fn supervisor_params(
     name: &str,
     children: Vec<ChildSpec>,
     settings: SupervisionSettings,
@@ -169,6 +190,7 @@ fn supervisor_params(
     SupervisorParams {
         name: name.to_owned(),
         children,
+        strategy: SupervisionStrategy::OneForOne,
         intensity: settings.intensity,
         backoff_base: settings.backoff_base,
         backoff_max: settings.backoff_max,
@@ -177,7 +199,8 @@ fn supervisor_params(
     }
 }
 
-fn supervisor_spec(instance: &str, params: SupervisorParams) -> ChildSpec {
+/// Returns the child spec of a subsystem supervisor, registered as `<instance>/<name>`.
+pub(crate) fn supervisor_spec(instance: &str, params: SupervisorParams) -> ChildSpec {
     let name = params.name.clone();
     let mut spec = actor_spec(&format!("{instance}/{name}"), SupervisorActor, params, None);
     spec.name = name;
@@ -219,5 +242,24 @@ where
         start,
         liveness,
         is_supervisor: false,
+        drain: None,
     }
+}
+
+/// Returns the hook an operator's stop or restart of the job runner calls first: running jobs
+/// finish within `timeout`, the rest go back to the queue.
+fn drain_job_runner(handle: JobRunnerHandle, timeout: Duration) -> DrainFn {
+    Arc::new(move || {
+        let handle = handle.clone();
+        async move {
+            if let Some(report) = handle.drain(timeout).await {
+                tracing::info!(
+                    num_finished = report.num_finished,
+                    num_released = report.num_released,
+                    "job runner drained for an operator"
+                );
+            }
+        }
+        .boxed()
+    })
 }

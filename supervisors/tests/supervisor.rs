@@ -1,4 +1,4 @@
-//! The one-for-one [`SupervisorActor`] against small test children that panic, fail, hang or
+//! The [`SupervisorActor`] (one_for_one, one_for_all, rest_for_one) against small test children that panic, fail, hang or
 //! stop on request: counting, restart types, restart intensity and escalation, backoff, hang
 //! detection, crash isolation and recursive observation.
 //!
@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use bulwark_actors::Liveness;
 use bulwark_supervisors::{
-    ChildSnapshot, ChildSpec, Counters, ExitKind, RestartIntensity, RestartType, SupervisorActor,
-    SupervisorMsg, SupervisorParams, SupervisorSnapshot, actor_spec, install_panic_hook,
+    ChildSnapshot, ChildSpec, ChildStatus, ControlAction, ControlError, Counters, ExitKind,
+    RestartIntensity, RestartType, SupervisionStrategy, SupervisorActor, SupervisorMsg,
+    SupervisorParams, SupervisorSnapshot, actor_spec, control_supervisor, install_panic_hook,
     observe_supervisor,
 };
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -228,6 +229,7 @@ fn supervisor_params(name: &str, children: Vec<ChildSpec>) -> SupervisorParams {
     SupervisorParams {
         name: name.to_owned(),
         children,
+        strategy: SupervisionStrategy::OneForOne,
         intensity: RestartIntensity {
             max_restarts: 10,
             within: Duration::from_secs(10),
@@ -794,6 +796,239 @@ async fn observe_recurses_into_child_supervisors() {
         outer_counters,
         Counters::default(),
         "the grandchild's crash is the inner's"
+    );
+    stop_supervisor(&outer).await;
+}
+
+/// Starts three permanent children `a`, `b`, `c` under a supervisor with `strategy` and
+/// returns it with the children, each having answered one ping.
+async fn spawn_three(
+    test: &str,
+    strategy: SupervisionStrategy,
+) -> (ActorRef<SupervisorMsg>, [TestChild; 3]) {
+    let children = [
+        TestChild::new(test, "a"),
+        TestChild::new(test, "b"),
+        TestChild::new(test, "c"),
+    ];
+    let specs = children
+        .iter()
+        .map(|child| child.spec(RestartType::Permanent, None))
+        .collect();
+    let params = SupervisorParams {
+        strategy,
+        ..supervisor_params("sup", specs)
+    };
+    let supervisor = spawn_supervisor(test, params).await;
+    for child in &children {
+        assert_eq!(child.ping().await, 1);
+    }
+    (supervisor, children)
+}
+
+/// Proves `one_for_all` restarts every child when one panics: the siblings come back as new
+/// incarnations (their ping count starts again), in start order, each counted as restarted,
+/// while only the failed child counts the panic.
+#[tokio::test]
+async fn one_for_all_restarts_every_child() {
+    install_panic_hook();
+    let test = "one_for_all_restarts_every_child";
+    let (supervisor, [a, b, c]) = spawn_three(test, SupervisionStrategy::OneForAll).await;
+    let old_ids = [a.actor().get_id(), b.actor().get_id(), c.actor().get_id()];
+    b.send(TestChildMsg::Panic);
+    for (child, old_id) in [&a, &b, &c].into_iter().zip(old_ids) {
+        child.wait_for_new_incarnation(old_id).await;
+        assert_eq!(child.ping().await, 1, "a fresh incarnation");
+        assert_eq!(child.num_starts(), 2);
+    }
+    assert!(
+        a.started_at(1) <= c.started_at(1),
+        "restarted in start order"
+    );
+    let snapshot = observe(&supervisor).await;
+    assert_eq!(snapshot.strategy, "one_for_all");
+    assert_eq!(child_snapshot(&snapshot, "b").counters.panics, 1);
+    assert_eq!(child_snapshot(&snapshot, "a").counters.panics, 0);
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            child_snapshot(&snapshot, name).counters.restarts,
+            1,
+            "{name}"
+        );
+    }
+    assert_eq!(snapshot.counters.restarts, 3);
+    stop_supervisor(&supervisor).await;
+}
+
+/// Proves `rest_for_one` restarts the failed child and those started after it, and leaves
+/// the ones started before it alone (same incarnation, ping count goes on).
+#[tokio::test]
+async fn rest_for_one_restarts_the_failed_child_and_later_ones() {
+    install_panic_hook();
+    let test = "rest_for_one_restarts_the_failed_child_and_later_ones";
+    let (supervisor, [a, b, c]) = spawn_three(test, SupervisionStrategy::RestForOne).await;
+    let a_id = a.actor().get_id();
+    let (b_id, c_id) = (b.actor().get_id(), c.actor().get_id());
+    b.send(TestChildMsg::Fail);
+    b.wait_for_new_incarnation(b_id).await;
+    c.wait_for_new_incarnation(c_id).await;
+    assert_eq!(b.ping().await, 1);
+    assert_eq!(c.ping().await, 1);
+    assert_eq!(a.actor().get_id(), a_id, "a was not restarted");
+    assert_eq!(a.ping().await, 2, "a kept its state");
+    assert_eq!(a.num_starts(), 1);
+    let snapshot = observe(&supervisor).await;
+    assert_eq!(snapshot.strategy, "rest_for_one");
+    assert_eq!(child_snapshot(&snapshot, "b").counters.errors, 1);
+    assert_eq!(child_snapshot(&snapshot, "a").counters.restarts, 0);
+    assert_eq!(child_snapshot(&snapshot, "c").counters.restarts, 1);
+    stop_supervisor(&supervisor).await;
+}
+
+/// Proves `rest_for_one` restarts nobody else when the last child fails, and that a hang is
+/// detected and handled by the strategy like a crash.
+#[tokio::test]
+async fn rest_for_one_hang_of_the_last_child_restarts_only_it() {
+    install_panic_hook();
+    let test = "rest_for_one_hang_of_the_last_child_restarts_only_it";
+    let a = TestChild::new(test, "a");
+    let b = TestChild::new(test, "b");
+    let liveness = Liveness::default();
+    let params = SupervisorParams {
+        strategy: SupervisionStrategy::RestForOne,
+        ..supervisor_params(
+            "sup",
+            vec![
+                a.spec(RestartType::Permanent, None),
+                b.spec(RestartType::Permanent, Some(liveness)),
+            ],
+        )
+    };
+    let supervisor = spawn_supervisor(test, params).await;
+    assert_eq!(a.ping().await, 1);
+    let b_id = b.actor().get_id();
+    b.send(TestChildMsg::Hang);
+    b.wait_for_new_incarnation(b_id).await;
+    let snapshot = wait_for_child(&supervisor, "b", |child| child.counters.hangs == 1).await;
+    assert_eq!(
+        snapshot.last_exit.map(|exit| exit.kind),
+        Some(ExitKind::Hang)
+    );
+    assert_eq!(a.ping().await, 2, "a was not restarted");
+    stop_supervisor(&supervisor).await;
+}
+
+/// Proves the intensity limit holds under `one_for_all` too: a group restart counts once per
+/// failure, and one failure more than `max_restarts` in the window escalates to the parent,
+/// which restarts the whole subtree.
+#[tokio::test]
+async fn one_for_all_intensity_limit_escalates() {
+    install_panic_hook();
+    let test = "one_for_all_intensity_limit_escalates";
+    let a = TestChild::new(test, "a");
+    let b = TestChild::new(test, "b");
+    let inner_params = SupervisorParams {
+        strategy: SupervisionStrategy::OneForAll,
+        intensity: RestartIntensity {
+            max_restarts: 2,
+            within: Duration::from_secs(10),
+        },
+        ..supervisor_params(
+            "inner",
+            vec![
+                a.spec(RestartType::Permanent, None),
+                b.spec(RestartType::Permanent, None),
+            ],
+        )
+    };
+    let outer = spawn_supervisor(
+        test,
+        supervisor_params("outer", vec![supervisor_child_spec(test, inner_params)]),
+    )
+    .await;
+    let mut a_id = a.actor().get_id();
+    for _ in 0..3 {
+        a.send(TestChildMsg::Panic);
+        a_id = a.wait_for_new_incarnation(a_id).await.get_id();
+    }
+    let inner = wait_for_child(&outer, "inner", |child| {
+        child.running && child.counters.escalations == 1
+    })
+    .await;
+    assert_eq!(inner.counters.restarts, 1);
+    let new_inner = inner.supervisor.expect("restarted inner observed");
+    assert_eq!(new_inner.strategy, "one_for_all");
+    assert_eq!(new_inner.counters, Counters::default());
+    // Two group restarts by the old inner, one start by the new inner, plus the first start.
+    assert_eq!(b.num_starts(), 4);
+    assert_eq!(b.ping().await, 1);
+    stop_supervisor(&outer).await;
+}
+
+/// Proves operator controls: stop drains first and keeps the child down (not restarted, not
+/// counted as a failure), start brings it back, restart replaces a running child, and unknown
+/// paths are refused.
+#[tokio::test]
+async fn operator_stop_start_and_restart() {
+    install_panic_hook();
+    let test = "operator_stop_start_and_restart";
+    let worker = TestChild::new(test, "worker");
+    let drained = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut spec = worker.spec(RestartType::Permanent, None);
+    let drained_by_hook = drained.clone();
+    spec.drain = Some(Arc::new(move || {
+        let drained = drained_by_hook.clone();
+        Box::pin(async move {
+            drained.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+    }));
+    let inner = supervisor_params("inner", vec![spec]);
+    let outer = spawn_supervisor(
+        test,
+        supervisor_params("outer", vec![supervisor_child_spec(test, inner)]),
+    )
+    .await;
+    let path = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+    control_supervisor(&outer, path(&["inner", "worker"]), ControlAction::Stop)
+        .await
+        .expect("stop succeeds");
+    assert_eq!(drained.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(worker.actor_opt().is_none());
+    tokio::time::sleep(STAYS_DOWN_WINDOW).await;
+    let snapshot = observe(&outer).await;
+    let inner_snapshot = child_snapshot(&snapshot, "inner")
+        .supervisor
+        .expect("inner");
+    let worker_snapshot = child_snapshot(&inner_snapshot, "worker");
+    assert_eq!(worker_snapshot.status, ChildStatus::Stopped);
+    assert_eq!(worker_snapshot.counters, Counters::default());
+    assert_eq!(worker.num_starts(), 1, "a stopped child is not restarted");
+
+    control_supervisor(&outer, path(&["inner", "worker"]), ControlAction::Start)
+        .await
+        .expect("start succeeds");
+    assert_eq!(worker.ping().await, 1);
+    let old_id = worker.actor().get_id();
+    control_supervisor(&outer, path(&["inner", "worker"]), ControlAction::Restart)
+        .await
+        .expect("restart succeeds");
+    assert_ne!(worker.actor().get_id(), old_id);
+    assert_eq!(drained.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // Restarting the subtree drains its children through the child supervisor.
+    control_supervisor(&outer, path(&["inner"]), ControlAction::Restart)
+        .await
+        .expect("subtree restart succeeds");
+    assert_eq!(drained.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(worker.ping().await, 1);
+
+    assert_eq!(
+        control_supervisor(&outer, path(&["nope"]), ControlAction::Stop).await,
+        Err(ControlError::NotFound("nope".to_owned()))
+    );
+    assert_eq!(
+        control_supervisor(&outer, path(&["inner", "worker", "x"]), ControlAction::Stop).await,
+        Err(ControlError::NotASupervisor("worker".to_owned()))
     );
     stop_supervisor(&outer).await;
 }
