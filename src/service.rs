@@ -14,8 +14,8 @@ use bulwark_config::Config;
 use bulwark_ml::{BatchingParams, ScoringOptions, Strategy};
 use bulwark_store::{LocalQueue, LocalQueueParams, Store, StoreParams};
 use bulwark_supervisors::{
-    BulwarkTree, RestartIntensity, SentimentSettings, SupervisionSettings, TreeParams,
-    install_panic_hook,
+    BulwarkTree, IncidentSink, RestartIntensity, SentimentSettings, SupervisionSettings,
+    TreeParams, install_panic_hook,
 };
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -33,6 +33,7 @@ pub struct Service {
     pub sentiment: SentimentPool,
     pub max_attempts: u32,
     tree: BulwarkTree,
+    incidents: IncidentSink,
     http_stop_tx: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
     shutdown_timeout: Duration,
@@ -99,6 +100,7 @@ impl Service {
             neutral_threshold: config.sentiment.neutral_threshold,
             primary_weight: config.sentiment.ensemble_onnx_weight,
         };
+        let incidents = crate::incidents::start_sink(config, &node_id, &env);
         let jobs = config.jobs.clone();
         let runner_store = store.clone();
         let supervision = &config.supervision;
@@ -113,6 +115,7 @@ impl Service {
                 backoff_max: Duration::from_millis(supervision.backoff_max_ms),
                 hang_timeout: Duration::from_millis(supervision.hang_timeout_ms),
                 heartbeat: Duration::from_millis(supervision.heartbeat_ms),
+                drain_timeout: config.shutdown.timeout(),
             },
             sentiment: SentimentSettings {
                 num_workers: config.sentiment.num_workers(),
@@ -126,6 +129,10 @@ impl Service {
                     max_queued_texts: config.sentiment.max_queued,
                 },
                 call_timeout: config.sentiment.call_timeout(),
+                chaos: bulwark_ml::ChaosKnobs {
+                    panic_on_text: config.chaos.panic_on_text.clone(),
+                    hang_on_text: config.chaos.hang_on_text.clone(),
+                },
             },
             job_runner: Box::new(move |sentiment| JobRunnerParams {
                 transport,
@@ -142,6 +149,7 @@ impl Service {
                 draining: Arc::new(AtomicBool::new(false)),
                 liveness: Liveness::default(),
             }),
+            scheduler: crate::scheduling::scheduler_factory(config, &store, &node_id),
         })
         .await
         .context("failed to start the supervision tree")?;
@@ -163,12 +171,16 @@ impl Service {
             root_supervisor: tree.root.clone(),
             prometheus: Some(prometheus),
             max_attempts: config.jobs.max_attempts,
+            audit_providers: Vec::new(),
             node_id: node_id.clone(),
             started_at: Instant::now(),
             dependency_timeout: Duration::from_secs(2),
             sentiment_engines: engine_plan.engines.clone(),
             sentiment_model_version: engine_plan.model_version.clone(),
             sentiment_degraded_reason: engine_plan.degraded_reason.clone(),
+            incidents: Some(incidents.clone()),
+            operator_token: bulwark_api::OperatorToken::from_env(&env, &config.ops.token_env),
+            scheduler: tree.scheduler.clone(),
         };
         let app = build_app(
             state,
@@ -196,10 +208,21 @@ impl Service {
             sentiment: tree.sentiment.clone(),
             max_attempts: config.jobs.max_attempts,
             tree,
+            incidents,
             http_stop_tx: Some(http_stop_tx),
             http_task,
             shutdown_timeout: config.shutdown.timeout(),
         })
+    }
+
+    /// Returns the sink incidents of this node are reported to.
+    pub fn incidents(&self) -> &IncidentSink {
+        &self.incidents
+    }
+
+    /// Returns the root supervisor, for operator controls and tests.
+    pub fn root_supervisor(&self) -> &ractor::ActorRef<bulwark_supervisors::SupervisorMsg> {
+        &self.tree.root
     }
 
     /// Returns the root supervisor's task; it ends only if the whole tree gave up.
@@ -238,6 +261,8 @@ impl Service {
         {
             warn!("supervision tree did not stop within 15s");
         }
+        IncidentSink::unregister(&self.node_id);
+        drop(self.incidents);
         self.store.close().await;
         info!("shutdown complete");
         Ok(ShutdownReport { drain })

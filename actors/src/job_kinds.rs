@@ -4,7 +4,8 @@ use bulwark_store::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{ErrorCode, JobError, ProviderRouter, ScoringChoice, SentimentPool};
+use crate::audit_request::AuditRequest;
+use crate::{AuditRunner, ErrorCode, JobError, ProviderRouter, ScoringChoice, SentimentPool};
 
 /// The kinds of job Bulwark runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,15 +14,22 @@ pub enum JobKind {
     SentimentAnalyze,
     /// `{ "provider", "prompt", "params"? }`, one completion through the provider path.
     ProviderComplete,
+    /// An AI-visibility audit (`AuditRequest`), run by the `AuditRunner`.
+    AuditRun,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::SentimentAnalyze, JobKind::ProviderComplete];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::SentimentAnalyze,
+        JobKind::ProviderComplete,
+        JobKind::AuditRun,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::SentimentAnalyze => "sentiment.analyze",
             JobKind::ProviderComplete => "provider.complete",
+            JobKind::AuditRun => "audit.run",
         }
     }
 
@@ -92,6 +100,12 @@ pub fn validate_job(kind_name: &str, payload: &Value) -> Result<JobKind, JobErro
         }
         JobKind::ProviderComplete => {
             parse_provider_payload(payload)?;
+        }
+        JobKind::AuditRun => {
+            let request = AuditRequest::from_payload(payload)?;
+            request
+                .validate(None)
+                .map_err(|error| error.into_job_error("payload."))?;
         }
     }
     Ok(kind)
@@ -205,6 +219,7 @@ fn parse_sentiment_payload(payload: &Value) -> Result<SentimentRequest, JobError
 pub struct JobExecutor {
     sentiment: SentimentPool,
     providers_opt: Option<ProviderRouter>,
+    audits_opt: Option<AuditRunner>,
 }
 
 impl JobExecutor {
@@ -214,12 +229,19 @@ impl JobExecutor {
         JobExecutor {
             sentiment,
             providers_opt: None,
+            audits_opt: None,
         }
     }
 
     /// Lets the executor run `provider.complete` jobs through `router`.
     pub fn with_providers(mut self, router: ProviderRouter) -> Self {
         self.providers_opt = Some(router);
+        self
+    }
+
+    /// Lets the executor run `audit.run` jobs with `runner`.
+    pub fn with_audits(mut self, runner: AuditRunner) -> Self {
+        self.audits_opt = Some(runner);
         self
     }
 
@@ -234,6 +256,16 @@ impl JobExecutor {
     /// Executes the job's payload. Errors say whether a retry can help.
     pub async fn execute(&self, job: &Job) -> Result<Value, JobError> {
         match JobKind::parse(&job.kind)? {
+            JobKind::AuditRun => {
+                let Some(runner) = &self.audits_opt else {
+                    return Err(invalid(
+                        "kind: audits are not enabled on this node (no providers configured)"
+                            .to_owned(),
+                    ));
+                };
+                let outcome = runner.run(&job.id, &job.payload).await?;
+                encode_result(&outcome)
+            }
             JobKind::ProviderComplete => {
                 let payload = parse_provider_payload(&job.payload)?;
                 let Some(router) = &self.providers_opt else {

@@ -14,23 +14,34 @@
 //!   (pure, no I/O).
 //! - `intake`: [`JobIntake`], the one path that creates jobs (stores, then notifies the
 //!   local runner or publishes to the broker through a [`JobPublisher`]).
+//! - `audit_request`: [`audit_request::AuditRequest`], an audit's input, its bounds and plan.
+//! - `audit_runner`: [`AuditRunner`], runs one audit: provider fan-out, analysis, tone, store.
 //! - `in_flight`: [`InFlightJobs`], the jobs a node runs, shared across runner restarts.
 //! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
+//! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
+//! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `metrics`: metric names and the events that emit them.
 
 pub mod audit_analysis;
+pub mod audit_request;
+mod audit_runner;
 mod error;
 mod in_flight;
 mod intake;
 mod job_kinds;
 mod job_runner;
 pub mod metrics;
+mod schedule_trigger;
+mod scheduler;
 mod provider_actor;
 mod provider_router;
 mod sentiment_pool;
 mod sentiment_worker;
 
 pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
+pub use audit_runner::{
+    AuditOutcome, AuditRunner, AuditRunnerParams, answer_facts, summary_from_rows,
+};
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
 pub use intake::{JobIntake, JobPublisher, PublishError, TraceContext, publish_and_mark};
@@ -47,4 +58,12 @@ pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolP
 pub use sentiment_worker::{
     ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,
     SentimentWorkerState,
+};
+pub use schedule_trigger::{
+    Clock, FirePlan, ManualClock, PlanParams, SystemClock, TriggerError, first_slot, next_slot_after,
+    parse_cron, parse_rfc3339_ms, parse_timezone, plan_fires, rfc3339_utc, validate_trigger,
+};
+pub use scheduler::{
+    PassReport, SchedulerActor, SchedulerError, SchedulerHandle, SchedulerMsg, SchedulerParams,
+    SchedulerState, TriggeredRun, slot_idempotency_key,
 };

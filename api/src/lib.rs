@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - `routes`: the operations, by tag (`sentiment`, `jobs`, `health`).
+//! - `audit_report`: audit reports as CSV and as a self-contained HTML page.
 //! - `middleware`: [`RequestContext`]: request ids, body limit, error rendering, metrics.
 //! - `error`: [`ApiError`] and [`ErrorBody`], the only mapping from errors to responses.
 //! - `state`: [`ApiState`], what handlers reach.
 //! - `metrics`: metric names and events.
 
+mod audit_report;
 mod error;
 pub mod metrics;
 mod middleware;
@@ -21,6 +23,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 pub use error::{ApiError, ErrorBody};
 pub use middleware::{RequestContext, RequestId};
+pub use routes::ops::OperatorToken;
 pub use state::ApiState;
 
 #[derive(Tags)]
@@ -31,6 +34,12 @@ enum ApiTags {
     Jobs,
     /// Probes and metrics for operators.
     Operations,
+    /// Ask AI answer engines about a brand and report how they speak of it.
+    Audits,
+    /// Create jobs on a cron, interval or one-time trigger.
+    Schedules,
+    /// Inspect, requeue, park and purge jobs that could not be done.
+    DeadLetters,
 }
 
 /// What the HTTP app is built with.
@@ -50,6 +59,10 @@ fn openapi_service(
         routes::sentiment::SentimentApi,
         routes::jobs::JobsApi,
         routes::health::HealthApi,
+        routes::incidents::IncidentsApi,
+        routes::ops::OpsApi,
+        routes::schedules::SchedulesApi,
+        routes::audits::AuditsApi,
     ),
     (),
 > {
@@ -61,6 +74,18 @@ fn openapi_service(
             state: state.clone(),
         },
         routes::health::HealthApi {
+            state: state.clone(),
+        },
+        routes::incidents::IncidentsApi {
+            state: state.clone(),
+        },
+        routes::ops::OpsApi {
+            state: state.clone(),
+        },
+        routes::schedules::SchedulesApi {
+            state: state.clone(),
+        },
+        routes::audits::AuditsApi {
             state: state.clone(),
         },
     );
@@ -83,5 +108,6 @@ pub fn build_app(state: ApiState, params: &AppParams) -> impl Endpoint + 'static
         .nest("/docs", docs)
         .with(RequestContext {
             max_body_bytes: params.max_body_bytes,
+            incidents: state.incidents.clone(),
         })
 }

@@ -19,6 +19,8 @@ pub struct ApiState {
     pub prometheus: Option<PrometheusHandle>,
     /// Attempts given to jobs created through the API.
     pub max_attempts: u32,
+    /// Provider names an audit may ask; empty when no providers are configured.
+    pub audit_providers: Vec<String>,
     pub node_id: String,
     pub started_at: Instant,
     /// How long readiness waits for the database before calling it down.
@@ -28,4 +30,10 @@ pub struct ApiState {
     pub sentiment_model_version: Option<String>,
     /// Why the configured ONNX engine is not served; `None` when it is (or was not asked for).
     pub sentiment_degraded_reason: Option<String>,
+    /// Where failures are reported and incident files are read; `None` in some tests.
+    pub incidents: Option<bulwark_supervisors::IncidentSink>,
+    /// `None` when no operator token is configured: operator controls answer `403`.
+    pub operator_token: Option<crate::OperatorToken>,
+    /// Reaches the scheduler after schedule changes; `None` when this node runs none.
+    pub scheduler: Option<bulwark_actors::SchedulerHandle>,
 }

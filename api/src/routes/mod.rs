@@ -1,3 +1,7 @@
+pub mod audits;
 pub mod health;
 pub mod jobs;
 pub mod sentiment;
+pub mod incidents;
+pub mod ops;
+pub mod schedules;
