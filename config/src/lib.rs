@@ -4,15 +4,29 @@
 //! # Layout
 //! - `model`: the typed tree ([`Config`] and its sections), with defaults in code.
 //! - `load`: [`load`] merges file and environment into the tree; [`ConfigError`] names the key.
+//! - `amqp`: [`AmqpConfig`], the `[amqp]` section (RabbitMQ), and its validation.
+//! - `providers`: [`ProvidersConfig`], the `[providers.<name>]` sections, and [`SecretRef`].
 //! - `secret`: [`SecretUrl`], a URL whose password never reaches `Debug`, logs or `config check`.
 
+mod amqp;
+mod audits;
+mod incidents;
 mod load;
 mod model;
+mod providers;
+mod scheduling;
 mod secret;
 
+pub use audits::AuditsConfig;
+pub use incidents::{ChaosConfig, IncidentsConfig, OpsConfig};
 pub use load::{ConfigError, ConfigSources, DEFAULT_CONFIG_PATH, load};
 pub use model::{
     AmqpConfig, Config, DatabaseConfig, HttpConfig, JobsConfig, LogFormat, SentimentConfig,
     SentimentEngine, ShutdownConfig, SupervisionConfig, TelemetryConfig,
+};
+pub use scheduling::{DeadLetterConfig, SchedulerConfig};
+pub use providers::{
+    ProviderConfig, ProviderKind, ProvidersConfig, SecretRef, SimulatedFaultsConfig,
+    validate_providers,
 };
 pub use secret::SecretUrl;

@@ -26,6 +26,7 @@ const STRING_KEYS: &[&str] = &[
     "http.addr",
     "database.url",
     "amqp.url",
+    "amqp.namespace",
     "telemetry.log_format",
     "telemetry.log_level",
     "jobs.node_id",
@@ -194,10 +195,31 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             );
         }
     }
-    if let Some(amqp_url) = &config.amqp.url
-        && !matches!(amqp_url.scheme(), "amqp" | "amqps")
+    if let Err((key, message)) = crate::amqp::validate_amqp(&config.amqp) {
+        return invalid(key, message);
+    }
+    if !matches!(
+        config.incidents.payload_mode.as_str(),
+        "full" | "truncate" | "redact"
+    ) {
+        return invalid(
+            "incidents.payload_mode",
+            format!(
+                "`{}` is not one of full, truncate, redact",
+                config.incidents.payload_mode
+            ),
+        );
+    }
+    if let Err((key, message)) = crate::audits::validate_audits(&config.audits) {
+        return invalid(key, message);
+    }
+    if let Err((key, message)) =
+        crate::scheduling::validate_scheduling(&config.scheduler, &config.dead_letters)
     {
-        return invalid("amqp.url", "must start with amqp:// or amqps://".to_owned());
+        return invalid(key, message);
+    }
+    if let Err((key, message)) = crate::validate_providers(&config.providers) {
+        return invalid(&key, message);
     }
     let positive: [(&str, u64); 12] = [
         (

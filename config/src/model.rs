@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::SecretUrl;
+pub use crate::amqp::AmqpConfig;
 
 /// The whole configuration tree. Every section has defaults in code, so an empty file is valid.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,13 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
+    pub incidents: crate::IncidentsConfig,
+    pub chaos: crate::ChaosConfig,
+    pub ops: crate::OpsConfig,
+    pub scheduler: crate::SchedulerConfig,
+    pub dead_letters: crate::DeadLetterConfig,
+    pub providers: crate::ProvidersConfig,
+    pub audits: crate::AuditsConfig,
 }
 
 /// The HTTP API listener.
@@ -72,13 +80,6 @@ impl DatabaseConfig {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
-}
-
-/// RabbitMQ. Unset means the embedded database-backed queue carries jobs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AmqpConfig {
-    pub url: Option<SecretUrl>,
 }
 
 /// How jobs are claimed, leased and retried.
