@@ -7,12 +7,18 @@
 //! - `engines`: which sentiment engines the workers run (ONNX, or the lexicon when degraded).
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
 //! - `bench`: `bulwark bench queue`, local-queue throughput on the configured database.
+//! - `incidents`: the node's incident sink and `bulwark incident replay`.
+//! - `ops_client`: `bulwark ops`, the operator controls over HTTP.
+//! - `scheduling`: the scheduler's and dead-letter actor's params, built from the config.
 //! - `cli`: the command line.
 
 pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod engines;
+pub mod incidents;
+pub mod ops_client;
+pub mod scheduling;
 pub mod service;
 pub mod telemetry;
 

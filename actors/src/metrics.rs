@@ -108,3 +108,38 @@ pub fn record_queue_depth(kind: &str, status: &str, count: i64) {
     metrics::gauge!(QUEUE_JOBS, "kind" => kind.to_owned(), "status" => status.to_owned())
         .set(count as f64);
 }
+
+// Scheduler and dead letters (issue #6).
+
+pub const SCHEDULE_LAG_SECONDS: &str = "bulwark_schedule_lag_seconds";
+pub const SCHEDULE_RUNS_TOTAL: &str = "bulwark_schedule_runs_total";
+
+/// A schedule slot was recorded: enqueued, deferred, skipped (overlap), missed (misfire), or a
+/// run's job finished (succeeded, failed).
+#[derive(Debug)]
+pub struct ScheduleRunRecorded {
+    pub outcome: bulwark_store::RunOutcome,
+}
+
+impl ScheduleRunRecorded {
+    pub fn emit(&self) {
+        self.emit_many(1);
+    }
+
+    pub fn emit_many(&self, num_runs: u64) {
+        metrics::counter!(SCHEDULE_RUNS_TOTAL, "outcome" => self.outcome.as_str())
+            .increment(num_runs);
+    }
+}
+
+/// A slot's job was created this long after the slot's time.
+#[derive(Debug)]
+pub struct ScheduleLag {
+    pub lag: Duration,
+}
+
+impl ScheduleLag {
+    pub fn emit(&self) {
+        metrics::histogram!(SCHEDULE_LAG_SECONDS).record(self.lag.as_secs_f64());
+    }
+}

@@ -38,8 +38,6 @@ enum ApiTags {
     Audits,
     /// Create jobs on a cron, interval or one-time trigger.
     Schedules,
-    /// Inspect, requeue, park and purge jobs that could not be done.
-    DeadLetters,
 }
 
 /// What the HTTP app is built with.

@@ -1,0 +1,556 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_store::{
+    JobStatus, NewJob, NewScheduleRun, OverlapPolicy, RunOutcome, Schedule, ScheduleAdvance,
+    ScheduleStatus, ScheduleTrigger, Store, StoreError,
+};
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
+use tracing::{debug, info, warn};
+
+use crate::metrics::{ScheduleLag, ScheduleRunRecorded};
+use crate::schedule_trigger::{Clock, PlanParams, plan_fires};
+use crate::{JobIntake, Liveness};
+
+/// At most this many claim batches per pass, so one pass cannot hold the actor for long; a
+/// backlog beyond it is picked up by the next pass, sent at once.
+const MAX_BATCHES_PER_PASS: usize = 20;
+/// Missed slots recorded as rows per schedule and pass; beyond it they are only counted.
+const MAX_RECORDED_MISSED: usize = 100;
+
+/// Fires due schedule slots as jobs.
+///
+/// Every pass claims due schedules (row claims with `SKIP LOCKED` on PostgreSQL and a claim
+/// lease, so nodes never handle one schedule at once), plans their due slots under the
+/// misfire and overlap policies, creates one job per fired slot with the idempotency key
+/// `schedule:<id>:<slot>` (so even a node that lost its claim cannot create a second job for
+/// a slot), records each slot in `schedule_runs` (unique per slot), and writes the next slot
+/// back. It also counts finished runs into their schedules, pausing those that fail too often.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SchedulerActor;
+
+/// What a scheduler is started with.
+#[derive(Debug, Clone)]
+pub struct SchedulerParams {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    /// This node's name in `claim_owner`.
+    pub owner: String,
+    /// Time between passes; API changes also trigger a pass at once.
+    pub tick: Duration,
+    pub claim_batch: u32,
+    /// How long a claim lasts if the node dies while handling it.
+    pub claim_lease: Duration,
+    /// A slot later than this is a misfire.
+    pub misfire_grace: Duration,
+    /// `catch_up` fires at most this many missed slots per schedule and pass.
+    pub max_catch_up: usize,
+    /// Schedules handled concurrently within a batch.
+    pub concurrency: usize,
+    /// Attempts given to the jobs schedules create.
+    pub max_attempts: u32,
+    /// Creates the slots' jobs (stored, then published when a broker carries jobs).
+    pub intake: JobIntake,
+    pub liveness: Liveness,
+}
+
+#[derive(Debug)]
+pub struct SchedulerState {
+    params: SchedulerParams,
+}
+
+#[derive(Debug)]
+pub enum SchedulerMsg {
+    /// Runs a pass (sent on a timer and when schedules change).
+    Tick,
+    /// Runs a pass now and reports what it did.
+    RunPass(RpcReplyPort<Result<PassReport, SchedulerError>>),
+    /// Fires a schedule now, outside its slots, regardless of its policies.
+    Trigger {
+        schedule_id: String,
+        reply: RpcReplyPort<Result<TriggeredRun, SchedulerError>>,
+    },
+}
+
+/// Why a scheduler request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("schedule {0} does not exist")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the scheduler is not running")]
+    Unavailable,
+}
+
+impl SchedulerError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SchedulerError::NotFound(_) => false,
+            SchedulerError::Store(error) => error.is_retryable(),
+            SchedulerError::Unavailable => true,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub num_claimed: usize,
+    pub num_enqueued: usize,
+    pub num_missed: u64,
+    pub num_skipped: usize,
+    pub num_deferred: usize,
+    pub num_settled: usize,
+}
+
+impl PassReport {
+    fn add(&mut self, other: &PassReport) {
+        self.num_claimed += other.num_claimed;
+        self.num_enqueued += other.num_enqueued;
+        self.num_missed += other.num_missed;
+        self.num_skipped += other.num_skipped;
+        self.num_deferred += other.num_deferred;
+        self.num_settled += other.num_settled;
+    }
+}
+
+/// A run fired by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggeredRun {
+    pub job_id: String,
+    pub fire_at_ms: i64,
+}
+
+impl Actor for SchedulerActor {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = SchedulerParams;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        params: SchedulerParams,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(params.tick, || SchedulerMsg::Tick);
+        myself.send_message(SchedulerMsg::Tick)?;
+        info!(
+            owner = params.owner,
+            tick_ms = params.tick.as_millis() as u64,
+            "scheduler started"
+        );
+        Ok(SchedulerState { params })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let params = &state.params;
+        let _busy = params.liveness.busy();
+        match message {
+            SchedulerMsg::Tick => match run_pass(params).await {
+                Ok((_, more_due)) if more_due => {
+                    let _ = myself.send_message(SchedulerMsg::Tick);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%error, retryable = error.is_retryable(), "scheduler pass failed");
+                }
+            },
+            SchedulerMsg::RunPass(reply) => {
+                let result = run_pass(params).await.map(|(report, _)| report);
+                let _ = reply.send(result.map_err(SchedulerError::from));
+            }
+            SchedulerMsg::Trigger { schedule_id, reply } => {
+                let _ = reply.send(trigger_now(params, &schedule_id).await);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settles finished runs, then fires due schedules batch by batch. Returns the report and
+/// whether more schedules may be due (the batch bound was reached).
+async fn run_pass(params: &SchedulerParams) -> Result<(PassReport, bool), StoreError> {
+    let mut report = PassReport {
+        num_settled: settle_finished_runs(params).await?,
+        ..PassReport::default()
+    };
+    for _ in 0..MAX_BATCHES_PER_PASS {
+        let now_ms = params.clock.now_ms();
+        let claim_until_ms = now_ms + params.claim_lease.as_millis() as i64;
+        let schedules = params
+            .store
+            .claim_due_schedules(&params.owner, now_ms, claim_until_ms, params.claim_batch)
+            .await?;
+        let num_claimed = schedules.len();
+        let outcomes: Vec<Result<PassReport, StoreError>> = futures::stream::iter(schedules)
+            .map(|schedule| handle_schedule(params, schedule))
+            .buffer_unordered(params.concurrency.max(1))
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                Ok(schedule_report) => report.add(&schedule_report),
+                // The claim expires and the schedule is handled again; slots are idempotent.
+                Err(error) => warn!(%error, "failed to fire a schedule, its claim will expire"),
+            }
+        }
+        report.num_claimed += num_claimed;
+        if num_claimed < params.claim_batch as usize {
+            return Ok((report, false));
+        }
+    }
+    Ok((report, true))
+}
+
+/// Counts runs whose jobs finished into their schedules (once across nodes).
+async fn settle_finished_runs(params: &SchedulerParams) -> Result<usize, StoreError> {
+    let finished = params.store.finished_schedule_runs(500).await?;
+    let mut num_settled = 0;
+    for run in finished {
+        let Some(settled) = params
+            .store
+            .settle_schedule_run(&run, params.clock.now_ms())
+            .await?
+        else {
+            continue;
+        };
+        num_settled += 1;
+        let outcome = if settled.succeeded {
+            RunOutcome::Succeeded
+        } else {
+            RunOutcome::Failed
+        };
+        ScheduleRunRecorded { outcome }.emit();
+        if settled.paused {
+            warn!(
+                schedule_id = run.schedule_id,
+                "schedule paused after reaching its maximum of consecutive failures"
+            );
+        }
+    }
+    Ok(num_settled)
+}
+
+/// Returns true while the job is still waiting or running.
+async fn job_is_active(store: &Store, job_id_opt: Option<&str>) -> Result<bool, StoreError> {
+    let Some(job_id) = job_id_opt else {
+        return Ok(false);
+    };
+    Ok(store
+        .get_job(job_id)
+        .await?
+        .is_some_and(|job| matches!(job.status, JobStatus::Queued | JobStatus::Running)))
+}
+
+/// Fires one claimed schedule's due slots and writes the schedule back.
+async fn handle_schedule(
+    params: &SchedulerParams,
+    schedule: Schedule,
+) -> Result<PassReport, StoreError> {
+    let store = &params.store;
+    let mut report = PassReport::default();
+    let mut last_job_id = schedule.last_job_id.clone();
+    let mut previous_active = schedule.overlap_policy != OverlapPolicy::Allow
+        && job_is_active(store, last_job_id.as_deref()).await?;
+    let mut advance = ScheduleAdvance {
+        next_fire_at_ms: schedule.next_fire_at_ms,
+        last_fire_at_ms: None,
+        pending_fire_at_ms: schedule.pending_fire_at_ms,
+        last_job_id: None,
+        status: schedule.status,
+        num_new_runs: 0,
+        num_new_missed: 0,
+    };
+
+    // A slot held back by `queue_one` goes first, once the run before it has finished.
+    if let Some(pending_ms) = schedule.pending_fire_at_ms
+        && !previous_active
+    {
+        let job_id = enqueue(params, &schedule, pending_ms).await?;
+        let lag_ms = params.clock.now_ms() - pending_ms;
+        if store
+            .enqueue_deferred_run(
+                &schedule.id,
+                pending_ms,
+                &job_id,
+                lag_ms,
+                params.clock.now_ms(),
+            )
+            .await?
+        {
+            advance.num_new_runs += 1;
+            report.num_enqueued += 1;
+            ScheduleRunRecorded {
+                outcome: RunOutcome::Enqueued,
+            }
+            .emit();
+        }
+        advance.pending_fire_at_ms = None;
+        advance.last_fire_at_ms = Some(pending_ms);
+        last_job_id = Some(job_id.clone());
+        advance.last_job_id = Some(job_id);
+        previous_active = schedule.overlap_policy != OverlapPolicy::Allow;
+    }
+
+    let now_ms = params.clock.now_ms();
+    if let Some(next_fire_at_ms) = schedule.next_fire_at_ms
+        && next_fire_at_ms <= now_ms
+    {
+        let plan = plan_fires(&PlanParams {
+            trigger: &schedule.trigger,
+            policy: schedule.misfire_policy,
+            next_fire_at_ms,
+            now_ms,
+            misfire_grace_ms: params.misfire_grace.as_millis() as i64,
+            catch_up_window_ms: schedule.catch_up_window_ms,
+            max_catch_up: params.max_catch_up,
+        })
+        .map_err(|error| StoreError::Corrupt(format!("schedule {}: {error}", schedule.id)))?;
+        let first_recorded = plan.missed.len().saturating_sub(MAX_RECORDED_MISSED);
+        for missed_ms in &plan.missed[first_recorded..] {
+            record_run(
+                params,
+                &schedule.id,
+                *missed_ms,
+                RunOutcome::Missed,
+                Some("misfire"),
+                None,
+            )
+            .await?;
+        }
+        if plan.num_missed > 0 {
+            info!(
+                schedule_id = schedule.id,
+                num_missed = plan.num_missed,
+                policy = %schedule.misfire_policy,
+                "schedule slots missed"
+            );
+            ScheduleRunRecorded {
+                outcome: RunOutcome::Missed,
+            }
+            .emit_many(plan.num_missed);
+        }
+        report.num_missed += plan.num_missed;
+        advance.num_new_missed += plan.num_missed as i64;
+        for slot_ms in plan.fire {
+            if previous_active {
+                match schedule.overlap_policy {
+                    OverlapPolicy::QueueOne if advance.pending_fire_at_ms.is_none() => {
+                        record_run(
+                            params,
+                            &schedule.id,
+                            slot_ms,
+                            RunOutcome::Deferred,
+                            Some("overlap"),
+                            None,
+                        )
+                        .await?;
+                        advance.pending_fire_at_ms = Some(slot_ms);
+                        report.num_deferred += 1;
+                        ScheduleRunRecorded {
+                            outcome: RunOutcome::Deferred,
+                        }
+                        .emit();
+                        continue;
+                    }
+                    OverlapPolicy::QueueOne | OverlapPolicy::Skip => {
+                        record_run(
+                            params,
+                            &schedule.id,
+                            slot_ms,
+                            RunOutcome::Skipped,
+                            Some("overlap"),
+                            None,
+                        )
+                        .await?;
+                        report.num_skipped += 1;
+                        ScheduleRunRecorded {
+                            outcome: RunOutcome::Skipped,
+                        }
+                        .emit();
+                        continue;
+                    }
+                    OverlapPolicy::Allow => {}
+                }
+            }
+            let job_id = enqueue(params, &schedule, slot_ms).await?;
+            let lag_ms = params.clock.now_ms() - slot_ms;
+            let recorded = record_run(
+                params,
+                &schedule.id,
+                slot_ms,
+                RunOutcome::Enqueued,
+                None,
+                Some((&job_id, lag_ms)),
+            )
+            .await?;
+            if recorded {
+                advance.num_new_runs += 1;
+                report.num_enqueued += 1;
+                ScheduleRunRecorded {
+                    outcome: RunOutcome::Enqueued,
+                }
+                .emit();
+                ScheduleLag {
+                    lag: Duration::from_millis(lag_ms.max(0) as u64),
+                }
+                .emit();
+            }
+            advance.last_fire_at_ms = Some(slot_ms);
+            last_job_id = Some(job_id.clone());
+            advance.last_job_id = Some(job_id);
+            previous_active = schedule.overlap_policy != OverlapPolicy::Allow;
+        }
+        advance.next_fire_at_ms = plan.next_fire_at_ms;
+    }
+    if advance.next_fire_at_ms.is_none()
+        && advance.pending_fire_at_ms.is_none()
+        && matches!(schedule.trigger, ScheduleTrigger::Once { .. })
+    {
+        advance.status = ScheduleStatus::Completed;
+    }
+    debug!(schedule_id = schedule.id, last_job_id = ?last_job_id, "schedule handled");
+    let now_ms = params.clock.now_ms();
+    if !store
+        .advance_schedule(&schedule.id, &params.owner, &advance, now_ms)
+        .await?
+    {
+        warn!(
+            schedule_id = schedule.id,
+            "lost the claim on a schedule before writing it back"
+        );
+    }
+    Ok(report)
+}
+
+/// Records one slot; returns false when it was recorded before (by this or another node).
+async fn record_run(
+    params: &SchedulerParams,
+    schedule_id: &str,
+    fire_at_ms: i64,
+    outcome: RunOutcome,
+    reason: Option<&str>,
+    job_opt: Option<(&str, i64)>,
+) -> Result<bool, StoreError> {
+    params
+        .store
+        .insert_schedule_run(&NewScheduleRun {
+            schedule_id,
+            fire_at_ms,
+            outcome,
+            reason,
+            job_id: job_opt.map(|(job_id, _)| job_id),
+            lag_ms: job_opt.map(|(_, lag_ms)| lag_ms),
+            now_ms: params.clock.now_ms(),
+        })
+        .await
+}
+
+/// Returns the idempotency key of a schedule's slot: the same slot always names one job.
+pub fn slot_idempotency_key(schedule_id: &str, fire_at_ms: i64) -> String {
+    format!("schedule:{schedule_id}:{fire_at_ms}")
+}
+
+/// Creates the slot's job (or finds the one created before) and returns its id.
+async fn enqueue(
+    params: &SchedulerParams,
+    schedule: &Schedule,
+    fire_at_ms: i64,
+) -> Result<String, StoreError> {
+    let new_job = NewJob {
+        kind: schedule.kind.clone(),
+        payload: schedule.payload.clone(),
+        idempotency_key: Some(slot_idempotency_key(&schedule.id, fire_at_ms)),
+        request_id: Some(format!("schedule-{}-{fire_at_ms}", schedule.id)),
+        max_attempts: params.max_attempts,
+    };
+    let outcome = params.intake.submit(&new_job).await?;
+    Ok(outcome.job().id.clone())
+}
+
+/// Fires a schedule once now, whatever its status and policies (an operator asked).
+async fn trigger_now(
+    params: &SchedulerParams,
+    schedule_id: &str,
+) -> Result<TriggeredRun, SchedulerError> {
+    let store = &params.store;
+    let Some(schedule) = store.get_schedule(schedule_id).await? else {
+        return Err(SchedulerError::NotFound(schedule_id.to_owned()));
+    };
+    let fire_at_ms = params.clock.now_ms();
+    let job_id = enqueue(params, &schedule, fire_at_ms).await?;
+    record_run(
+        params,
+        &schedule.id,
+        fire_at_ms,
+        RunOutcome::Enqueued,
+        Some("manual"),
+        Some((&job_id, 0)),
+    )
+    .await?;
+    store
+        .note_manual_fire(&schedule.id, &job_id, fire_at_ms)
+        .await?;
+    ScheduleRunRecorded {
+        outcome: RunOutcome::Enqueued,
+    }
+    .emit();
+    Ok(TriggeredRun { job_id, fire_at_ms })
+}
+
+/// Reaches the scheduler by its registered name, so it stays valid across restarts.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    name: String,
+}
+
+impl SchedulerHandle {
+    pub fn new(name: impl Into<String>) -> Self {
+        SchedulerHandle { name: name.into() }
+    }
+
+    fn actor(&self) -> Option<ActorRef<SchedulerMsg>> {
+        registry::where_is(self.name.clone()).map(ActorRef::from)
+    }
+
+    /// Asks for a pass now (after a schedule changed); a no-op while it restarts.
+    pub fn notify(&self) {
+        if let Some(actor) = self.actor() {
+            let _ = actor.send_message(SchedulerMsg::Tick);
+        }
+    }
+
+    /// Runs a pass and waits for its report.
+    pub async fn run_pass(&self) -> Result<PassReport, SchedulerError> {
+        let actor = self.actor().ok_or(SchedulerError::Unavailable)?;
+        match actor
+            .call(SchedulerMsg::RunPass, Some(Duration::from_secs(60)))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(SchedulerError::Unavailable),
+        }
+    }
+
+    /// Fires a schedule now.
+    pub async fn trigger(&self, schedule_id: &str) -> Result<TriggeredRun, SchedulerError> {
+        let actor = self.actor().ok_or(SchedulerError::Unavailable)?;
+        let schedule_id = schedule_id.to_owned();
+        match actor
+            .call(
+                |reply| SchedulerMsg::Trigger { schedule_id, reply },
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(SchedulerError::Unavailable),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The scheduler: fires schedule slots as jobs (`[scheduler]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Run the scheduler actor on this node. Every node may run it: slots fire once anyway.
+    pub enabled: bool,
+    /// Time between passes; API changes start a pass at once.
+    pub tick_ms: u64,
+    /// Schedules claimed per batch.
+    pub claim_batch: u32,
+    /// How long a claim on a schedule lasts if its node dies mid-pass.
+    pub claim_lease_ms: u64,
+    /// A slot later than this is a misfire, handled by the schedule's misfire policy.
+    pub misfire_grace_ms: u64,
+    /// `catch_up` fires at most this many missed slots per schedule and pass.
+    pub max_catch_up: u32,
+    /// Schedules handled concurrently within a batch.
+    pub concurrency: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            enabled: true,
+            tick_ms: 250,
+            claim_batch: 200,
+            claim_lease_ms: 30_000,
+            misfire_grace_ms: 60_000,
+            max_catch_up: 100,
+            concurrency: 8,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    pub fn claim_lease(&self) -> Duration {
+        Duration::from_millis(self.claim_lease_ms)
+    }
+
+    pub fn misfire_grace(&self) -> Duration {
+        Duration::from_millis(self.misfire_grace_ms)
+    }
+}
+
+/// The dead-letter actor: stores jobs that cannot be done, retries the retriable ones, parks
+/// the rest for an operator (`[dead_letters]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    pub enabled: bool,
+    /// Time between scans of the jobs table for jobs that ended `dead` or `failed`.
+    pub scan_interval_ms: u64,
+    /// Time between recovery passes over stored dead letters.
+    pub recovery_interval_ms: u64,
+    /// Automatic retries of a retriable dead letter before it is parked.
+    pub max_retries: u32,
+    /// The first retry waits this long; each further one twice as long.
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// Rows read per scan or recovery batch.
+    pub batch_size: u32,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            enabled: true,
+            scan_interval_ms: 1_000,
+            recovery_interval_ms: 5_000,
+            max_retries: 3,
+            retry_backoff_ms: 30_000,
+            retry_backoff_max_ms: 3_600_000,
+            batch_size: 500,
+        }
+    }
+}
+
+impl DeadLetterConfig {
+    pub fn scan_interval(&self) -> Duration {
+        Duration::from_millis(self.scan_interval_ms)
+    }
+
+    pub fn recovery_interval(&self) -> Duration {
+        Duration::from_millis(self.recovery_interval_ms)
+    }
+}
+
+/// Returns the first invalid key of the scheduling sections and why.
+pub(crate) fn validate_scheduling(
+    scheduler: &SchedulerConfig,
+    dead_letters: &DeadLetterConfig,
+) -> Result<(), (&'static str, String)> {
+    let positive: [(&'static str, u64); 9] = [
+        ("scheduler.tick_ms", scheduler.tick_ms),
+        ("scheduler.claim_batch", u64::from(scheduler.claim_batch)),
+        ("scheduler.claim_lease_ms", scheduler.claim_lease_ms),
+        ("scheduler.concurrency", u64::from(scheduler.concurrency)),
+        (
+            "dead_letters.scan_interval_ms",
+            dead_letters.scan_interval_ms,
+        ),
+        (
+            "dead_letters.recovery_interval_ms",
+            dead_letters.recovery_interval_ms,
+        ),
+        (
+            "dead_letters.retry_backoff_ms",
+            dead_letters.retry_backoff_ms,
+        ),
+        (
+            "dead_letters.retry_backoff_max_ms",
+            dead_letters.retry_backoff_max_ms,
+        ),
+        (
+            "dead_letters.batch_size",
+            u64::from(dead_letters.batch_size),
+        ),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return Err((key, "must be greater than 0".to_owned()));
+        }
+    }
+    if scheduler.claim_lease_ms <= scheduler.tick_ms {
+        return Err((
+            "scheduler.claim_lease_ms",
+            "must be longer than scheduler.tick_ms".to_owned(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Wiring of the scheduler and the dead-letter actor: their params, built from the config.
+
+use std::sync::Arc;
+
+use bulwark_actors::{JobIntake, Liveness, SchedulerParams, SystemClock};
+use bulwark_config::Config;
+use bulwark_store::Store;
+use bulwark_supervisors::SchedulerFactory;
+
+/// Returns how the tree builds the scheduler, or `None` when `scheduler.enabled` is false.
+pub fn scheduler_factory(
+    config: &Config,
+    store: &Store,
+    node_id: &str,
+) -> Option<SchedulerFactory> {
+    if !config.scheduler.enabled {
+        return None;
+    }
+    let settings = config.scheduler.clone();
+    let store = store.clone();
+    let owner = node_id.to_owned();
+    let max_attempts = config.jobs.max_attempts;
+    Some(Box::new(move |job_runner| SchedulerParams {
+        intake: JobIntake::local(store.clone(), job_runner),
+        store,
+        clock: Arc::new(SystemClock),
+        owner,
+        tick: settings.tick(),
+        claim_batch: settings.claim_batch,
+        claim_lease: settings.claim_lease(),
+        misfire_grace: settings.misfire_grace(),
+        max_catch_up: settings.max_catch_up as usize,
+        concurrency: settings.concurrency as usize,
+        max_attempts,
+        liveness: Liveness::default(),
+    }))
+}
