@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulwark_actors::validate_job;
-use bulwark_store::{JobStatus, NewJob};
+use bulwark_actors::audit_request::AuditRequest;
+use bulwark_actors::{summary_from_rows, validate_job};
+use bulwark_store::{JobStatus, NewAudit, NewJob};
 use serde_json::json;
 
 use crate::Service;
@@ -106,5 +107,122 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
             String::new()
         },
     );
+    Ok(())
+}
+
+/// The provider the demo audit asks: the in-process simulated engine.
+pub const DEMO_AUDIT_PROVIDER: &str = "demo-sim";
+
+/// Adds the in-process simulated provider the demo audit asks, unless one of that name is
+/// configured already.
+pub fn add_demo_provider(config: &mut bulwark_config::Config) {
+    config
+        .providers
+        .entry(DEMO_AUDIT_PROVIDER.to_owned())
+        .or_insert_with(|| bulwark_config::ProviderConfig {
+            kind: bulwark_config::ProviderKind::Simulated,
+            ..bulwark_config::ProviderConfig::default()
+        });
+}
+
+/// Runs one AI-visibility audit against the simulated provider through the same path as
+/// `POST /v1/audits`, waits for it and prints its summary.
+pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
+    let request = AuditRequest {
+        brand: "Acme".to_owned(),
+        aliases: vec!["Acme Corp".to_owned()],
+        competitors: vec![
+            "Globex".to_owned(),
+            "Initech".to_owned(),
+            "Umbrella".to_owned(),
+            "Hooli".to_owned(),
+        ],
+        prompts: vec![
+            "What is the best crm for a small team?".to_owned(),
+            "Which project tracker should a startup use?".to_owned(),
+            "Where should we host our web app?".to_owned(),
+        ],
+        providers: vec![DEMO_AUDIT_PROVIDER.to_owned()],
+        samples_per_prompt: 3,
+    };
+    let payload = serde_json::to_value(&request)?;
+    validate_job("audit.run", &payload).map_err(|error| anyhow::anyhow!(error))?;
+    let started = Instant::now();
+    let new_job = NewJob {
+        kind: "audit.run".to_owned(),
+        payload: payload.clone(),
+        idempotency_key: Some(format!("demo-audit-{}", uuid::Uuid::now_v7().simple())),
+        request_id: Some("demo-audit".to_owned()),
+        max_attempts: service.max_attempts,
+    };
+    let job = service
+        .store
+        .insert_job(&new_job)
+        .await
+        .context("failed to submit the demo audit")?;
+    let audit_id = job.job().id.clone();
+    let num_items = u32::try_from(request.num_items()).unwrap_or(u32::MAX);
+    service
+        .store
+        .create_audit(&NewAudit {
+            id: audit_id.clone(),
+            request: payload,
+            num_items,
+        })
+        .await
+        .context("failed to store the demo audit")?;
+    service.job_runner.notify();
+    println!(
+        "\naudit {audit_id}: brand Acme, {} prompts x 1 provider x {} samples, waiting...",
+        request.prompts.len(),
+        request.samples_per_prompt
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let audit = loop {
+        let audit = service
+            .store
+            .get_audit(&audit_id)
+            .await?
+            .context("the demo audit vanished")?;
+        if audit.status.is_terminal() {
+            break audit;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the demo audit did not finish within 120s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let items = service.store.list_audit_items(&audit_id).await?;
+    let mentions = service.store.list_audit_mentions(&audit_id).await?;
+    let summary = summary_from_rows(&request, &items, &mentions);
+    let overall = &summary.overall;
+    let fixed =
+        |value_opt: Option<f64>| value_opt.map_or("-".to_owned(), |value| format!("{value:.2}"));
+    let percent = |value_opt: Option<f64>| {
+        value_opt.map_or("-".to_owned(), |value| format!("{:.0}%", value * 100.0))
+    };
+    println!(
+        "audit {} in {:.2}s: {} of {} answers mention Acme (mention rate {}), share of voice {}, \
+         average sentiment {}, average first-mention rank {}, {} failed",
+        audit.status,
+        started.elapsed().as_secs_f64(),
+        overall.num_brand_answers,
+        overall.num_answers,
+        percent(Some(overall.mention_rate)),
+        percent(overall.share_of_voice),
+        fixed(overall.average_sentiment),
+        fixed(overall.average_first_mention_rank),
+        overall.num_failed,
+    );
+    for competitor in &overall.competitors {
+        println!(
+            "  {:<10} {} mentions, share of voice {}",
+            competitor.name,
+            competitor.num_mentions,
+            percent(competitor.share_of_voice)
+        );
+    }
+    println!("  report: /v1/audits/{audit_id}/report.html");
     Ok(())
 }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bulwark::cli::{BenchTarget, Cli, Command, ConfigAction};
+use bulwark::cli::{BenchTarget, Cli, Command, ConfigAction, IncidentAction, OpsAction};
 use bulwark::{Service, demo, telemetry};
 use bulwark_config::{Config, ConfigSources, LogFormat};
 use clap::Parser;
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         // The demo talks to a person: readable logs, and only the ones that matter.
         config.telemetry.log_format = LogFormat::Pretty;
         config.telemetry.log_level = "warn".to_owned();
+        demo::add_demo_provider(&mut config);
     }
     if let Err(error) = telemetry::init_logging(&config.telemetry) {
         eprintln!("error: {error:#}");
@@ -49,7 +50,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, &config)) {
+    let config_path = cli.config.clone();
+    match runtime.block_on(run(cli.command, &config, config_path.as_deref())) {
         Ok(code) => code,
         Err(error) => {
             error!(error = format!("{error:#}"), "bulwark failed");
@@ -72,8 +74,48 @@ fn print_config(config: &Config) -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
+async fn run(
+    command: Command,
+    config: &Config,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Incident {
+            action: IncidentAction::Replay {
+                incident,
+                timeout_ms,
+            },
+        } => {
+            let incident = bulwark::incidents::find(config, &incident)?;
+            let timeout = std::time::Duration::from_millis(timeout_ms);
+            let (report, code) = bulwark::incidents::replay(config_path, &incident, timeout).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(code)
+        }
+        Command::Incident {
+            action: IncidentAction::ReplaySandbox { payload },
+        } => bulwark::incidents::replay_sandbox(config, &payload).await,
+        Command::Ops { url, action } => {
+            let token_opt = std::env::var(&config.ops.token_env)
+                .ok()
+                .filter(|token| !token.is_empty());
+            let request = match action {
+                OpsAction::Tree => bulwark::ops_client::OpsRequest::Tree,
+                OpsAction::Restart { path } => bulwark::ops_client::OpsRequest::Control {
+                    action: "restart",
+                    path,
+                },
+                OpsAction::Stop { path } => bulwark::ops_client::OpsRequest::Control {
+                    action: "stop",
+                    path,
+                },
+                OpsAction::Start { path } => bulwark::ops_client::OpsRequest::Control {
+                    action: "start",
+                    path,
+                },
+            };
+            bulwark::ops_client::run(&url, token_opt.as_deref(), &request).await
+        }
         Command::Eval {
             data,
             engine,
@@ -117,6 +159,7 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
     let mut service = Service::start(config).await?;
     if let Some(num_jobs) = demo_jobs {
         demo::run(&service, num_jobs).await?;
+        demo::run_audit(&service).await?;
         println!(
             "\nserving on http://{0} (Swagger UI: http://{0}/docs), Ctrl-C to stop",
             service.addr
