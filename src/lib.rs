@@ -10,11 +10,13 @@
 //! - `incidents`: the node's incident sink and `bulwark incident replay`.
 //! - `ops_client`: `bulwark ops`, the operator controls over HTTP.
 //! - `scheduling`: the scheduler's and dead-letter actor's params, built from the config.
+//! - `providers`: the configured providers, built into adapters wrapped in their resilience.
 //! - `cli`: the command line.
 
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod providers;
 pub mod engines;
 pub mod incidents;
 pub mod ops_client;

@@ -32,6 +32,8 @@ pub struct Service {
     pub job_runner: JobRunnerHandle,
     pub sentiment: SentimentPool,
     pub max_attempts: u32,
+    /// Reaches the provider actors; `None` when no provider is configured.
+    pub providers: Option<bulwark_actors::ProviderRouter>,
     tree: BulwarkTree,
     incidents: IncidentSink,
     http_stop_tx: Option<oneshot::Sender<()>>,
@@ -101,6 +103,11 @@ impl Service {
             primary_weight: config.sentiment.ensemble_onnx_weight,
         };
         let incidents = crate::incidents::start_sink(config, &node_id, &env);
+        let providers = crate::providers::providers_settings(config, &env)?;
+        let provider_router_opt = providers
+            .as_ref()
+            .map(|settings| settings.router(&node_id));
+        let runner_providers = provider_router_opt.clone();
         let jobs = config.jobs.clone();
         let runner_store = store.clone();
         let supervision = &config.supervision;
@@ -137,7 +144,10 @@ impl Service {
             job_runner: Box::new(move |sentiment| JobRunnerParams {
                 transport,
                 store: runner_store,
-                executor: JobExecutor::new(sentiment),
+                executor: match runner_providers {
+                    Some(router) => JobExecutor::new(sentiment).with_providers(router),
+                    None => JobExecutor::new(sentiment),
+                },
                 concurrency: jobs.concurrency,
                 poll_interval: jobs.poll_interval(),
                 lease: jobs.lease(),
@@ -150,6 +160,7 @@ impl Service {
                 liveness: Liveness::default(),
             }),
             scheduler: crate::scheduling::scheduler_factory(config, &store, &node_id),
+            providers,
         })
         .await
         .context("failed to start the supervision tree")?;
@@ -181,6 +192,7 @@ impl Service {
             incidents: Some(incidents.clone()),
             operator_token: bulwark_api::OperatorToken::from_env(&env, &config.ops.token_env),
             scheduler: tree.scheduler.clone(),
+            providers: provider_router_opt.clone(),
         };
         let app = build_app(
             state,
@@ -207,6 +219,7 @@ impl Service {
             job_runner: tree.job_runner.clone(),
             sentiment: tree.sentiment.clone(),
             max_attempts: config.jobs.max_attempts,
+            providers: provider_router_opt,
             tree,
             incidents,
             http_stop_tx: Some(http_stop_tx),

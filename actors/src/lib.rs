@@ -53,7 +53,7 @@ pub use job_runner::{
     DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams, RetryPolicy,
 };
 pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
-pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter};
+pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
 pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolParams};
 pub use sentiment_worker::{
     ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,

@@ -2,7 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulwark_providers::{Completion, CompletionRequest, ProviderError};
+use bulwark_providers::{
+    BreakerState, CircuitBreaker, Completion, CompletionRequest, ProviderError,
+};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, registry};
 use tracing::warn;
@@ -21,6 +23,16 @@ pub struct ProviderRoute {
     /// The longest a caller waits for this provider, retries included. Slightly longer than
     /// the provider's own per-call deadline, so the provider's own timeout normally wins.
     pub call_timeout: Duration,
+    /// The provider's breaker, read for `/health`; `None` when it has none.
+    pub breaker_opt: Option<CircuitBreaker>,
+}
+
+/// One provider as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderStatus {
+    pub name: String,
+    pub running: bool,
+    pub breaker_opt: Option<BreakerState>,
 }
 
 /// Why [`ProviderRouter::complete`] produced no completion.
@@ -159,6 +171,18 @@ impl ProviderRouter {
         self.routes
             .get(provider)
             .is_some_and(|route| registry::where_is(route.actor_name.clone()).is_some())
+    }
+
+    /// Returns every provider's actor liveness and breaker state, sorted by name.
+    pub fn statuses(&self) -> Vec<ProviderStatus> {
+        self.routes
+            .values()
+            .map(|route| ProviderStatus {
+                name: route.name.clone(),
+                running: registry::where_is(route.actor_name.clone()).is_some(),
+                breaker_opt: route.breaker_opt.as_ref().map(CircuitBreaker::state),
+            })
+            .collect()
     }
 
     /// Asks `provider` for a completion, then its fallbacks in order if it fails. The error is

@@ -36,4 +36,6 @@ pub struct ApiState {
     pub operator_token: Option<crate::OperatorToken>,
     /// Reaches the scheduler after schedule changes; `None` when this node runs none.
     pub scheduler: Option<bulwark_actors::SchedulerHandle>,
+    /// Reaches the provider actors; `None` when no provider is configured.
+    pub providers: Option<bulwark_actors::ProviderRouter>,
 }

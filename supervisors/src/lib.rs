@@ -7,6 +7,8 @@
 //! root (one_for_one)
 //! ├── sentiment (one_for_one)
 //! │   ├── sentiment-worker-0 .. N-1   (each owns an inference thread)
+//! ├── providers (one_for_one)
+//! │   └── provider-<name> ...          (one per configured provider)
 //! └── jobs (one_for_one)
 //!     └── job-runner
 //! ```
@@ -23,10 +25,12 @@
 pub mod incident;
 pub mod metrics;
 mod panics;
+mod providers;
 mod scheduler;
 mod supervisor;
 mod tree;
 
+pub use providers::{ProviderSpec, ProvidersSettings, provider_actor_name};
 pub use scheduler::SchedulerFactory;
 pub use panics::{PanicRecord, install_panic_hook, take_panic};
 pub use incident::{IncidentKind, IncidentReport, IncidentSettings, IncidentSink, RecentLogs};

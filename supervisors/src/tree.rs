@@ -65,6 +65,8 @@ pub struct TreeParams {
     pub job_runner: Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send>,
     /// The `scheduler` subsystem; `None` when this node runs no scheduler.
     pub scheduler: Option<crate::scheduler::SchedulerFactory>,
+    /// The `providers` subsystem; `None` when no provider is configured.
+    pub providers: Option<crate::providers::ProvidersSettings>,
 }
 
 impl std::fmt::Debug for TreeParams {
@@ -94,6 +96,8 @@ pub struct BulwarkTree {
     pub job_runner: JobRunnerHandle,
     /// `None` when this node runs no scheduler.
     pub scheduler: Option<bulwark_actors::SchedulerHandle>,
+    /// `None` when no provider is configured.
+    pub providers: Option<bulwark_actors::ProviderRouter>,
 }
 
 impl BulwarkTree {
@@ -149,7 +153,14 @@ impl BulwarkTree {
             &instance,
             supervisor_params("jobs", vec![runner_spec], settings),
         );
-        let mut root_children = vec![sentiment_supervisor, jobs_supervisor];
+        let mut root_children = vec![sentiment_supervisor];
+        let providers = params.providers.map(|providers_settings| {
+            let (spec, router) =
+                crate::providers::providers_supervisor(&instance, &providers_settings, settings);
+            root_children.push(spec);
+            router
+        });
+        root_children.push(jobs_supervisor);
         let scheduler = params.scheduler.map(|factory| {
             let scheduler_params = factory(JobRunnerHandle::new(runner_name.clone()));
             let (spec, handle) =
@@ -170,6 +181,7 @@ impl BulwarkTree {
             sentiment,
             job_runner: JobRunnerHandle::new(runner_name),
             scheduler,
+            providers,
         })
     }
 

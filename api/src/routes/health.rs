@@ -177,7 +177,7 @@ impl HealthApi {
                 },
             ),
         };
-        vec![
+        let mut components = vec![
             database,
             component("sentiment_workers", workers_status, workers_detail),
             engine,
@@ -186,8 +186,43 @@ impl HealthApi {
                 runner_status,
                 state.job_runner.name().to_owned(),
             ),
-        ]
+        ];
+        if let Some(providers) = &state.providers {
+            components.extend(providers.statuses().into_iter().map(provider_component));
+        }
+        if let Some(publisher) = state.intake.publisher() {
+            let connected = bulwark_actors::JobPublisher::is_connected(publisher.as_ref());
+            components.push(if connected {
+                component("broker", ComponentStatus::Up, "connected".to_owned())
+            } else {
+                component(
+                    "broker",
+                    ComponentStatus::Down,
+                    "publisher or a consumer is not connected, reconnecting".to_owned(),
+                )
+            });
+        }
+        components
     }
+}
+
+/// A provider is `degraded`, never `down`: a node whose provider's breaker is open or whose
+/// provider actor is restarting still runs everything else, so it stays ready.
+fn provider_component(status: bulwark_actors::ProviderStatus) -> Component {
+    let breaker = status.breaker_opt.map_or("none", |state| state.as_str());
+    let healthy = status.running && breaker == "closed";
+    component(
+        &format!("provider:{}", status.name),
+        if healthy {
+            ComponentStatus::Up
+        } else {
+            ComponentStatus::Degraded
+        },
+        format!(
+            "breaker {breaker}, actor {}",
+            if status.running { "running" } else { "not running" }
+        ),
+    )
 }
 
 fn component(name: &str, status: ComponentStatus, detail: String) -> Component {

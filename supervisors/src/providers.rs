@@ -1,0 +1,90 @@
+//! The `providers` subsystem: one supervisor over one actor per configured provider.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_actors::{Liveness, ProviderActor, ProviderActorParams, ProviderRoute, ProviderRouter};
+use bulwark_providers::{Provider, ResilientProvider};
+
+use crate::supervisor::ChildSpec;
+use crate::tree::{SupervisionSettings, actor_spec, supervisor_params, supervisor_spec};
+
+/// One configured provider, already wrapped in its resilience.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub provider: ResilientProvider,
+    /// Providers tried in order when this one fails.
+    pub fallbacks: Vec<String>,
+}
+
+/// What the `providers` subsystem is started with.
+#[derive(Debug, Clone, Default)]
+pub struct ProvidersSettings {
+    pub providers: Vec<ProviderSpec>,
+}
+
+/// Time a caller waits beyond the provider's own call deadline, so that deadline (which
+/// reports a precise error) normally fires first and this one only catches a wedged actor.
+const CALL_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+
+/// Returns the registered name of a provider's actor.
+pub fn provider_actor_name(instance: &str, provider: &str) -> String {
+    format!("{instance}/provider-{provider}")
+}
+
+impl ProvidersSettings {
+    /// Returns the router that reaches these providers' actors by name. It can be built before
+    /// the tree starts (it holds names, not actor references), so the job runner gets it too.
+    pub fn router(&self, instance: &str) -> ProviderRouter {
+        ProviderRouter::new(
+            self.providers
+                .iter()
+                .map(|spec| ProviderRoute {
+                    name: spec.provider.name().to_owned(),
+                    actor_name: provider_actor_name(instance, spec.provider.name()),
+                    fallbacks: spec.fallbacks.clone(),
+                    call_timeout: spec.provider.params().call_deadline + CALL_TIMEOUT_MARGIN,
+                    breaker_opt: Some(spec.provider.breaker().clone()),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Returns the `providers` supervisor's spec and the router that reaches its actors:
+///
+/// ```text
+/// providers (one_for_one)
+/// ├── provider-<name>   one per configured provider; calls run as tasks bounded by its bulkhead
+/// └── ...
+/// ```
+///
+/// One-for-one: providers are independent upstreams, so one failing says nothing of the others.
+pub(crate) fn providers_supervisor(
+    instance: &str,
+    settings: &ProvidersSettings,
+    supervision: SupervisionSettings,
+) -> (ChildSpec, ProviderRouter) {
+    let children = settings
+        .providers
+        .iter()
+        .map(|spec| {
+            let params = ProviderActorParams {
+                provider: Arc::new(spec.provider.clone()),
+                liveness: Liveness::default(),
+            };
+            let liveness = params.liveness.clone();
+            actor_spec(
+                &provider_actor_name(instance, spec.provider.name()),
+                ProviderActor,
+                params,
+                Some(liveness),
+            )
+        })
+        .collect();
+    let supervisor = supervisor_spec(
+        instance,
+        supervisor_params("providers", children, supervision),
+    );
+    (supervisor, settings.router(instance))
+}
