@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs the service until SIGINT or SIGTERM.
     Serve,
+    /// Serves the simulated answer engine over HTTP (OpenAI and Anthropic wire formats).
+    SimulateProvider(crate::simulate::SimulateArgs),
     /// Runs the service, submits sample sentiment jobs, prints their results, then keeps serving.
     Demo {
         /// How many sample jobs to submit.
@@ -46,6 +48,52 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Works with incident files (crash dumps).
+    Incident {
+        #[command(subcommand)]
+        action: IncidentAction,
+    },
+    /// Operator controls of a running node over HTTP; the token is read from the variable
+    /// `ops.token_env` names (default `BULWARK_OPERATOR_TOKEN`).
+    Ops {
+        /// Base URL of the node.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[command(subcommand)]
+        action: OpsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentAction {
+    /// Re-runs an incident's captured message against a fresh actor of the same kind in a
+    /// sandbox process. Exit 1: the failure reproduced; 0: it did not; 3: not replayable.
+    Replay {
+        /// An incident id (looked up in `incidents.dir`) or the path of an incident file.
+        incident: String,
+        /// How long the sandbox may run before it counts as hung.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
+    /// The sandbox `replay` starts: scores the texts of a payload file on a fresh sentiment
+    /// worker, exits non-zero if that fails.
+    #[command(hide = true)]
+    ReplaySandbox {
+        #[arg(long, value_name = "FILE")]
+        payload: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpsAction {
+    /// Prints the live supervision tree.
+    Tree,
+    /// Drains, stops and starts the subtree at PATH (e.g. `root/jobs`).
+    Restart { path: String },
+    /// Drains and stops the subtree at PATH; it stays down until started.
+    Stop { path: String },
+    /// Starts the stopped subtree at PATH.
+    Start { path: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +104,9 @@ pub enum ConfigAction {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
+    /// Latency the provider path (router, actor, breaker, limiter, bulkhead, retries) adds over
+    /// a direct call, against a zero-latency simulator.
+    Providers(crate::bench_providers::ProviderBenchArgs),
     /// Fills the local queue on the configured database, then times one node draining it.
     Queue {
         #[arg(long, default_value_t = 5_000)]

@@ -10,13 +10,19 @@
 //! - `incidents`: the node's incident sink and `bulwark incident replay`.
 //! - `ops_client`: `bulwark ops`, the operator controls over HTTP.
 //! - `scheduling`: the scheduler's and dead-letter actor's params, built from the config.
+//! - `simulate`: `bulwark simulate-provider`, the simulated engine as an HTTP server.
+//! - `bench_providers`: `bulwark bench providers`, the latency the provider path adds.
 //! - `providers`: the configured providers, built into adapters wrapped in their resilience.
+//! - `broker`: the RabbitMQ publisher, intake and `ingress` supervisor, built from `[amqp]`.
 //! - `cli`: the command line.
 
 pub mod bench;
+pub mod broker;
 pub mod cli;
 pub mod demo;
 pub mod providers;
+pub mod simulate;
+pub mod bench_providers;
 pub mod engines;
 pub mod incidents;
 pub mod ops_client;

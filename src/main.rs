@@ -134,6 +134,17 @@ async fn run(
         Command::Serve => serve(config, None).await,
         Command::Demo { jobs } => serve(config, Some(jobs)).await,
         Command::Config { .. } => Ok(print_config(config)),
+        Command::SimulateProvider(args) => {
+            bulwark::simulate::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Providers(args),
+        } => {
+            let report = bulwark::bench_providers::run(&args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             target:
                 BenchTarget::Queue {

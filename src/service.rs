@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
-    DrainReport, InFlightJobs, JobExecutor, JobIntake, JobRunnerHandle, JobRunnerParams, Liveness,
-    RetryPolicy, SentimentPool,
+    AuditRunner, AuditRunnerParams, DrainReport, InFlightJobs, JobExecutor, JobIntake,
+    JobRunnerHandle, JobRunnerParams, Liveness, RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_config::Config;
@@ -77,11 +77,7 @@ impl Service {
         let prometheus = crate::telemetry::prometheus()?;
         let store = open_store(config).await?;
         let node_id = config.jobs.node_id.clone().unwrap_or_else(default_node_id);
-        if config.amqp.url.is_some() {
-            warn!(
-                "amqp.url is set but the rabbitmq transport is not part of this build, using the local queue"
-            );
-        }
+        let broker = crate::broker::broker_setup(config, &store, &node_id).await;
         let transport = Arc::new(LocalQueue::new(
             store.clone(),
             LocalQueueParams {
@@ -110,6 +106,8 @@ impl Service {
         let runner_providers = provider_router_opt.clone();
         let jobs = config.jobs.clone();
         let runner_store = store.clone();
+        let audit_store = store.clone();
+        let audit_concurrency = config.audits.concurrency as usize;
         let supervision = &config.supervision;
         let tree = BulwarkTree::start(TreeParams {
             instance: node_id.clone(),
@@ -145,7 +143,17 @@ impl Service {
                 transport,
                 store: runner_store,
                 executor: match runner_providers {
-                    Some(router) => JobExecutor::new(sentiment).with_providers(router),
+                    Some(router) => {
+                        let audits = AuditRunner::new(AuditRunnerParams {
+                            store: audit_store,
+                            providers: router.clone(),
+                            sentiment: sentiment.clone(),
+                            concurrency: audit_concurrency,
+                        });
+                        JobExecutor::new(sentiment)
+                            .with_providers(router)
+                            .with_audits(audits)
+                    }
                     None => JobExecutor::new(sentiment),
                 },
                 concurrency: jobs.concurrency,
@@ -160,6 +168,7 @@ impl Service {
                 liveness: Liveness::default(),
             }),
             scheduler: crate::scheduling::scheduler_factory(config, &store, &node_id),
+            ingress: broker.as_ref().map(|setup| setup.ingress_factory()),
             providers,
         })
         .await
@@ -178,11 +187,17 @@ impl Service {
             store: store.clone(),
             sentiment: tree.sentiment.clone(),
             job_runner: tree.job_runner.clone(),
-            intake: JobIntake::local(store.clone(), tree.job_runner.clone()),
+            intake: match &broker {
+                Some(setup) => setup.intake.clone(),
+                None => JobIntake::local(store.clone(), tree.job_runner.clone()),
+            },
             root_supervisor: tree.root.clone(),
             prometheus: Some(prometheus),
             max_attempts: config.jobs.max_attempts,
-            audit_providers: Vec::new(),
+            audit_providers: provider_router_opt
+                .as_ref()
+                .map(bulwark_actors::ProviderRouter::provider_names)
+                .unwrap_or_default(),
             node_id: node_id.clone(),
             started_at: Instant::now(),
             dependency_timeout: Duration::from_secs(2),

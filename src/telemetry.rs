@@ -1,9 +1,16 @@
 use std::sync::OnceLock;
 
+use std::fmt::Write as _;
+
 use anyhow::Context;
 use bulwark_config::{LogFormat, TelemetryConfig};
+use bulwark_supervisors::RecentLogs;
+use bulwark_supervisors::incident::{LOG_LINES_PER_INCIDENT, rfc3339};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Latency buckets, in seconds, for every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -12,6 +19,55 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 static PROMETHEUS: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+static RECENT_LOGS: OnceLock<RecentLogs> = OnceLock::new();
+
+/// Returns the process's ring of recent log lines, which incident files include.
+pub fn recent_logs() -> RecentLogs {
+    RECENT_LOGS
+        .get_or_init(|| RecentLogs::new(LOG_LINES_PER_INCIDENT))
+        .clone()
+}
+
+/// Copies every log line that passes the filter into [`recent_logs`], as one text line.
+struct RecentLogsLayer {
+    logs: RecentLogs,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecentLogsLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _context: LayerContext<'_, S>) {
+        let metadata = event.metadata();
+        let mut line = format!(
+            "{} {} {}:",
+            rfc3339(std::time::SystemTime::now()),
+            metadata.level(),
+            metadata.target()
+        );
+        event.record(&mut LineVisitor { line: &mut line });
+        self.logs.push(line);
+    }
+}
+
+struct LineVisitor<'a> {
+    line: &'a mut String,
+}
+
+impl Visit for LineVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.line, " {value:?}");
+        } else {
+            let _ = write!(self.line, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            let _ = write!(self.line, " {value}");
+        } else {
+            let _ = write!(self.line, " {}={value}", field.name());
+        }
+    }
+}
 
 /// Installs the process-wide log subscriber. `RUST_LOG`, when set, overrides the configured level.
 pub fn init_logging(config: &TelemetryConfig) -> anyhow::Result<()> {
@@ -23,14 +79,19 @@ pub fn init_logging(config: &TelemetryConfig) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let ring = RecentLogsLayer {
+        logs: recent_logs(),
+    };
     let installed = match config.log_format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(true)
+            .finish()
+            .with(ring)
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder.compact().finish().with(ring).try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("failed to install log subscriber: {error}"))
 }

@@ -16,6 +16,10 @@ pub enum ErrorCode {
     Overloaded,
     ServiceUnavailable,
     InternalError,
+    /// No or a malformed operator token.
+    Unauthorized,
+    /// A token that does not grant the action, or operator controls are disabled.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -30,6 +34,8 @@ impl ErrorCode {
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 

@@ -102,6 +102,8 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         };
         ApiError::new(status, code, message)
     }

@@ -7,6 +7,9 @@ use poem_openapi::OperationId;
 use tracing::{Instrument, info, info_span};
 use uuid::Uuid;
 
+use bulwark_actors::{ErrorCode, HandledMessage};
+use bulwark_supervisors::{IncidentKind, IncidentReport, IncidentSink};
+
 use crate::error::ApiError;
 use crate::metrics::HttpRequestFinished;
 
@@ -23,6 +26,8 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub max_body_bytes: usize,
+    /// Where a `500 INTERNAL_ERROR` is reported as an incident.
+    pub incidents: Option<IncidentSink>,
 }
 
 impl<E: Endpoint> Middleware<E> for RequestContext {
@@ -32,6 +37,7 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
         RequestContextEndpoint {
             inner: Arc::new(inner),
             max_body_bytes: self.max_body_bytes,
+            incidents: self.incidents.clone(),
         }
     }
 }
@@ -40,6 +46,7 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
 pub struct RequestContextEndpoint<E> {
     inner: Arc<E>,
     max_body_bytes: usize,
+    incidents: Option<IncidentSink>,
 }
 
 impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
@@ -51,6 +58,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             accepted_request_id(&request).unwrap_or_else(|| Uuid::now_v7().to_string());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let trace_id_opt = trace_id(&request);
         let span =
             info_span!("http_request", request_id = %request_id, method = %method, path = %path);
         request
@@ -78,10 +86,23 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                         .data::<OperationId>()
                         .map(|id| id.0)
                         .unwrap_or("other");
-                    (
-                        ApiError::from_poem(&error).into_response_for(&request_id),
-                        route,
-                    )
+                    let api_error = ApiError::from_poem(&error);
+                    if api_error.code == ErrorCode::InternalError
+                        && let Some(incidents) = &self.incidents
+                    {
+                        report_api_incident(
+                            incidents,
+                            &api_error,
+                            ApiIncidentContext {
+                                route,
+                                method: method.as_str(),
+                                path: &path,
+                                request_id: &request_id,
+                                trace_id_opt: trace_id_opt.clone(),
+                            },
+                        );
+                    }
+                    (api_error.into_response_for(&request_id), route)
                 }
             };
             let headers = response.headers_mut();
@@ -118,6 +139,45 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         .instrument(span)
         .await
     }
+}
+
+/// Where an unhandled API error happened.
+struct ApiIncidentContext<'a> {
+    route: &'static str,
+    method: &'a str,
+    path: &'a str,
+    request_id: &'a str,
+    trace_id_opt: Option<String>,
+}
+
+/// Reports a `500 INTERNAL_ERROR` as an incident; never waits.
+fn report_api_incident(
+    incidents: &IncidentSink,
+    error: &ApiError,
+    context: ApiIncidentContext<'_>,
+) {
+    incidents.report(IncidentReport {
+        kind: IncidentKind::ApiError,
+        subsystem: "api".to_owned(),
+        actor_path: format!("api/{}", context.route),
+        supervisor: None,
+        message: error.message.clone(),
+        backtrace: None,
+        handled: Some(HandledMessage::new(
+            "http_request",
+            format!("{} {}", context.method, context.path),
+        )),
+        request_id: Some(context.request_id.to_owned()),
+        trace_id: context.trace_id_opt,
+    });
+}
+
+/// Returns the trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(request: &Request) -> Option<String> {
+    let value = request.headers().get("traceparent")?.to_str().ok()?;
+    let trace_id = value.split('-').nth(1)?;
+    (trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .then(|| trace_id.to_owned())
 }
 
 /// Returns the client's request id if it is short and made of safe characters.

@@ -114,7 +114,7 @@ fn serve(
         let options = batch.options();
         let _busy = liveness.busy_with(describe_batch(&texts));
         let scored = catch_unwind(AssertUnwindSafe(|| {
-            inject_faults(chaos, &texts, stop);
+            inject_faults(chaos, &texts, stop)?;
             engines.score(&texts, &options)
         }));
         match scored {
@@ -143,8 +143,13 @@ fn describe_batch(texts: &[String]) -> HandledMessage {
 }
 
 /// Panics or hangs when a chaos marker is in the batch. The hang ends when the thread is asked
-/// to stop (its worker was killed), so a game day leaks no thread.
-fn inject_faults(chaos: &ChaosKnobs, texts: &[String], stop: &AtomicBool) {
+/// to stop (its worker was killed), so a game day leaks no thread, and the batch then fails as
+/// a killed worker's would.
+fn inject_faults(
+    chaos: &ChaosKnobs,
+    texts: &[String],
+    stop: &AtomicBool,
+) -> Result<(), InferenceError> {
     if ChaosKnobs::matches(chaos.panic_on_text.as_ref(), texts) {
         panic!("chaos: panic_on_text marker in the batch");
     }
@@ -153,7 +158,9 @@ fn inject_faults(chaos: &ChaosKnobs, texts: &[String], stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        return Err(InferenceError::EngineStopped);
     }
+    Ok(())
 }
 
 /// Returns the text of a panic payload.

@@ -13,11 +13,13 @@
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
 //! - `ops_audit`: the operator audit log ([`OpsAuditEntry`]).
+//! - `dead_letters`: [`DeadLetter`]s, jobs that could not be done, until recovered or purged.
 //! - `error`: [`StoreError`].
 
 mod audits;
 mod broker_jobs;
 mod db;
+mod dead_letters;
 mod error;
 mod jobs;
 mod ops_audit;
@@ -28,6 +30,10 @@ pub use audits::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
 };
 pub use broker_jobs::JobRoute;
+pub use dead_letters::{
+    DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage, LOCAL_QUEUE,
+    NewDeadLetter,
+};
 pub use db::{Backend, Store, StoreParams, now_ms};
 pub use error::StoreError;
 pub use jobs::{
