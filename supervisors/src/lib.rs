@@ -24,6 +24,7 @@
 
 pub mod incident;
 pub mod metrics;
+mod ingress;
 mod panics;
 mod providers;
 mod scheduler;
@@ -31,6 +32,7 @@ mod supervisor;
 mod tree;
 
 pub use providers::{ProviderSpec, ProvidersSettings, provider_actor_name};
+pub use ingress::IngressFactory;
 pub use scheduler::SchedulerFactory;
 pub use panics::{PanicRecord, install_panic_hook, take_panic};
 pub use incident::{IncidentKind, IncidentReport, IncidentSettings, IncidentSink, RecentLogs};

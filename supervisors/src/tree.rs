@@ -65,6 +65,8 @@ pub struct TreeParams {
     pub job_runner: Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send>,
     /// The `scheduler` subsystem; `None` when this node runs no scheduler.
     pub scheduler: Option<crate::scheduler::SchedulerFactory>,
+    /// The `ingress` subsystem (RabbitMQ consumers); `None` without a broker.
+    pub ingress: Option<crate::ingress::IngressFactory>,
     /// The `providers` subsystem; `None` when no provider is configured.
     pub providers: Option<crate::providers::ProvidersSettings>,
 }
@@ -132,6 +134,7 @@ impl BulwarkTree {
             })
             .collect();
         let runner_params = (params.job_runner)(sentiment.clone());
+        let ingress_executor = runner_params.executor.clone();
         let runner_name = format!("{instance}/job-runner");
         let runner_liveness = runner_params.liveness.clone();
         let mut runner_spec = actor_spec(
@@ -168,6 +171,9 @@ impl BulwarkTree {
             root_children.push(spec);
             handle
         });
+        if let Some(factory) = params.ingress {
+            root_children.push(factory(ingress_executor, settings));
+        }
         let root_params = supervisor_params("root", root_children, settings);
         let (root, root_handle) = Actor::spawn(
             Some(format!("{instance}/root")),

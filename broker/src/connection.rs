@@ -1,0 +1,88 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::{BrokerError, Topology};
+
+/// What every broker link of a node is built with.
+#[derive(Clone)]
+pub struct BrokerSettings {
+    /// `amqp://…`; kept out of `Debug`, it may hold a password.
+    pub url: String,
+    pub topology: Topology,
+    /// Unacked deliveries per consumer.
+    pub prefetch: u16,
+    pub connect_timeout: Duration,
+    pub confirm_timeout: Duration,
+    /// Names the node's connections in the broker (`rabbitmqctl list_connections name`).
+    pub connection_name: String,
+}
+
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BrokerSettings")
+            .field("topology", &self.topology)
+            .field("prefetch", &self.prefetch)
+            .field("connection_name", &self.connection_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a connection, giving up after the connect timeout.
+pub async fn connect(settings: &BrokerSettings, role: &str) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("{}/{role}", settings.connection_name).into());
+    match tokio::time::timeout(
+        settings.connect_timeout,
+        Connection::connect(&settings.url, properties),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(BrokerError::Connect(error.to_string())),
+        Err(_) => Err(BrokerError::Connect(format!(
+            "timed out after {:?}",
+            settings.connect_timeout
+        ))),
+    }
+}
+
+/// Whether each broker link of this node (the publisher, one consumer per kind) is up; the
+/// `/ready` probe reports the broker down while any is not.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerHealth {
+    links: Arc<Mutex<BTreeMap<String, bool>>>,
+}
+
+impl BrokerHealth {
+    /// Registers a link as down until it reports otherwise.
+    pub fn register(&self, link: &str) {
+        self.lock().entry(link.to_owned()).or_insert(false);
+    }
+
+    pub fn set(&self, link: &str, is_up: bool) {
+        self.lock().insert(link.to_owned(), is_up);
+    }
+
+    /// Returns true when every registered link is up.
+    pub fn is_up(&self) -> bool {
+        let links = self.lock();
+        !links.is_empty() && links.values().all(|is_up| *is_up)
+    }
+
+    /// Returns the links that are down, for the readiness message.
+    pub fn down_links(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, is_up)| !**is_up)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,175 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Connection;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::delivery::process_delivery;
+use crate::{BrokerHealth, BrokerSettings, DeliveryContext, connect};
+
+/// Consumes one job kind's queue. Each delivery is processed in its own task; the channel's
+/// prefetch bounds how many run at once (the mailbox bound). When the connection is lost the
+/// actor fails, so its supervisor restarts it with backoff; unacked deliveries go back to the
+/// queue meanwhile.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConsumerActor;
+
+/// What a consumer is started with; cloned on every restart.
+#[derive(Debug, Clone)]
+pub struct ConsumerParams {
+    pub settings: BrokerSettings,
+    pub kind: String,
+    pub context: Arc<DeliveryContext>,
+    pub health: BrokerHealth,
+}
+
+#[derive(Debug)]
+pub struct ConsumerState {
+    params: ConsumerParams,
+    link: Option<ConsumeLink>,
+}
+
+#[derive(Debug)]
+struct ConsumeLink {
+    connection: Connection,
+    stream_task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+pub enum ConsumerMsg {
+    /// Connects, declares the kind's topology and starts consuming.
+    Connect,
+    /// Checks that the connection is still up; fails the actor when it is not.
+    CheckLink,
+    /// The delivery stream ended: the channel or connection closed.
+    StreamEnded(String),
+}
+
+/// How often a consumer checks its connection, besides noticing its stream end.
+const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+impl ConsumerParams {
+    fn link_name(&self) -> String {
+        format!("consumer:{}", self.kind)
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Msg = ConsumerMsg;
+    type State = ConsumerState;
+    type Arguments = ConsumerParams;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        params: ConsumerParams,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Connecting happens in `handle`, so a broker that is down fails this actor (restarted
+        // with backoff) instead of failing the whole tree's start.
+        params.health.set(&params.link_name(), false);
+        myself.send_message(ConsumerMsg::Connect)?;
+        Ok(ConsumerState { params, link: None })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConsumerMsg::Connect => {
+                let link = start_consuming(&myself, &state.params).await?;
+                state.link = Some(link);
+                state.params.health.set(&state.params.link_name(), true);
+                myself.send_interval(LINK_CHECK_INTERVAL, || ConsumerMsg::CheckLink);
+                Ok(())
+            }
+            ConsumerMsg::CheckLink => match &state.link {
+                Some(link) if !link.connection.status().connected() => {
+                    state.params.health.set(&state.params.link_name(), false);
+                    Err(format!("broker connection of consumer {} lost", state.params.kind).into())
+                }
+                _ => Ok(()),
+            },
+            ConsumerMsg::StreamEnded(reason) => {
+                state.params.health.set(&state.params.link_name(), false);
+                Err(format!(
+                    "delivery stream of consumer {} ended: {reason}",
+                    state.params.kind
+                )
+                .into())
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.params.health.set(&state.params.link_name(), false);
+        if let Some(link) = state.link.take() {
+            link.stream_task.abort();
+            // Closing returns unacked deliveries to the queue at once.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                link.connection.close(200, "consumer stopping".into()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+async fn start_consuming(
+    myself: &ActorRef<ConsumerMsg>,
+    params: &ConsumerParams,
+) -> Result<ConsumeLink, ActorProcessingErr> {
+    let settings = &params.settings;
+    let connection = connect(settings, &format!("consumer-{}", params.kind)).await?;
+    let channel = connection.create_channel().await?;
+    settings
+        .topology
+        .declare(&channel, &[params.kind.as_str()])
+        .await?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    let queue = settings.topology.job_queue(&params.kind);
+    let consumer_tag = format!("{}/{}", settings.connection_name, params.kind);
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            consumer_tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(queue, prefetch = settings.prefetch, "consumer started");
+    let context = params.context.clone();
+    let kind = params.kind.clone();
+    let actor = myself.clone();
+    let stream_task = tokio::spawn(async move {
+        let reason = loop {
+            match consumer.next().await {
+                Some(Ok(delivery)) => {
+                    tokio::spawn(process_delivery(context.clone(), kind.clone(), delivery));
+                }
+                Some(Err(error)) => break error.to_string(),
+                None => break "consumer cancelled".to_owned(),
+            }
+        };
+        warn!(%reason, kind, "delivery stream ended");
+        let _ = actor.send_message(ConsumerMsg::StreamEnded(reason));
+    });
+    Ok(ConsumeLink {
+        connection,
+        stream_task,
+    })
+}

@@ -1,0 +1,506 @@
+//! What one delivery goes through: decode, create or find the job row, run it under a lease
+//! unless it already finished, store the outcome, publish the outcome event and the reply, and
+//! only then ack. Every path ends in an ack after something durable happened, a nack with
+//! requeue (the message comes back; the delivery limit bounds how often), or a dead-letter
+//! publish confirmed before the ack.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bulwark_actors::metrics::{JobAttemptFinished, JobOutcome};
+use bulwark_actors::{ErrorCode, JobError, JobExecutor, JobIntake, RetryPolicy, validate_job};
+use bulwark_store::{Job, JobFailure, JobStatus, NewJob, Store, now_ms};
+use futures::FutureExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::types::AMQPValue;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
+use crate::{BrokerPublisher, OutgoingMessage, Topology};
+
+/// The header a dead-lettered message carries: why Bulwark refused it.
+pub const REJECT_REASON_HEADER: &str = "x-bulwark-reject-reason";
+
+/// Everything a delivery needs; shared by a consumer's delivery tasks and its restarts.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    pub intake: JobIntake,
+    pub store: Store,
+    pub executor: JobExecutor,
+    pub publisher: Arc<BrokerPublisher>,
+    /// Lease owner of jobs this node runs.
+    pub owner: String,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    /// Attempts of jobs created from messages.
+    pub max_attempts: u32,
+}
+
+/// The outcome event published to `<ns>.events` and to `reply_to`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct JobEvent {
+    pub v: u32,
+    pub job_id: String,
+    pub kind: String,
+    /// `succeeded`, `failed` or `dead`.
+    pub status: String,
+    pub attempts: i32,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl JobEvent {
+    fn from_job(job: &Job) -> Self {
+        JobEvent {
+            v: ENVELOPE_VERSION,
+            job_id: job.id.clone(),
+            kind: job.kind.clone(),
+            status: job.status.as_str().to_owned(),
+            attempts: job.attempts,
+            result: job.result.clone(),
+            error_code: job.error_code.clone(),
+            error_message: job.error_message.clone(),
+            idempotency_key: job.idempotency_key.clone(),
+        }
+    }
+}
+
+/// The message properties a delivery's processing uses.
+#[derive(Debug, Clone, Default)]
+struct MessageMeta {
+    message_id: Option<String>,
+    content_type: Option<String>,
+    request_id: Option<String>,
+    traceparent: Option<String>,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl MessageMeta {
+    fn of(delivery: &Delivery) -> Self {
+        let properties = &delivery.properties;
+        let header = |name: &str| {
+            let headers = properties.headers().as_ref()?;
+            match headers.inner().get(name)? {
+                AMQPValue::LongString(text) => Some(text.to_string()),
+                AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+                _ => None,
+            }
+        };
+        MessageMeta {
+            message_id: properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
+            content_type: properties
+                .content_type()
+                .as_ref()
+                .map(|text| text.as_str().to_owned()),
+            request_id: header("x-request-id"),
+            traceparent: header("traceparent"),
+            reply_to: properties
+                .reply_to()
+                .as_ref()
+                .map(|text| text.as_str().to_owned()),
+            correlation_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(|text| text.as_str().to_owned()),
+        }
+    }
+}
+
+/// How a delivery ends.
+enum Settle {
+    Ack,
+    /// Back to the queue (counted against the delivery limit), after `delay`.
+    Requeue { delay: Duration },
+    /// Refused for good: dead-lettered with the reason.
+    DeadLetter(String),
+}
+
+/// Processes one delivery of queue `kind` to the end, acking or nacking it.
+pub(crate) async fn process_delivery(context: Arc<DeliveryContext>, kind: String, delivery: Delivery) {
+    let meta = MessageMeta::of(&delivery);
+    let span = info_span!(
+        "delivery",
+        kind = %kind,
+        message_id = meta.message_id.as_deref().unwrap_or(""),
+        request_id = meta.request_id.as_deref().unwrap_or(""),
+        traceparent = meta.traceparent.as_deref().unwrap_or(""),
+        redelivered = delivery.redelivered,
+    );
+    async {
+        info!("processing delivery");
+        let settle = settle_delivery(&context, &kind, &meta, &delivery.data).await;
+        finish(&context, &kind, &meta, &delivery, settle).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn finish(
+    context: &DeliveryContext,
+    kind: &str,
+    meta: &MessageMeta,
+    delivery: &Delivery,
+    settle: Settle,
+) {
+    let settled = match settle {
+        Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+        Settle::Requeue { delay } => {
+            tokio::time::sleep(delay).await;
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        }
+        Settle::DeadLetter(reason) => {
+            warn!(%reason, "dead-lettering message");
+            match dead_letter(context, kind, meta, delivery, &reason).await {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Err(error) => {
+                    // RabbitMQ dead-letters a rejected message itself (with `x-death`), only
+                    // without our reason header.
+                    warn!(%error, "failed to publish to the dead-letter exchange, rejecting");
+                    delivery
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await
+                }
+            }
+        }
+    };
+    if let Err(error) = settled {
+        // The channel is gone: the message comes back to a consumer, which finds the job's
+        // stored outcome and does not run it again.
+        warn!(%error, "failed to settle delivery, it will be redelivered");
+    }
+}
+
+/// Publishes the refused message to `<ns>.dlx` (routing key = kind) with the reason header.
+async fn dead_letter(
+    context: &DeliveryContext,
+    kind: &str,
+    meta: &MessageMeta,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<(), crate::BrokerError> {
+    let exchange = context.publisher.settings().topology.dead_letter_exchange();
+    context
+        .publisher
+        .publish(&OutgoingMessage {
+            exchange: &exchange,
+            routing_key: kind,
+            body: &delivery.data,
+            content_type: meta.content_type.as_deref().unwrap_or(CONTENT_TYPE_JSON),
+            message_id: meta.message_id.as_deref(),
+            correlation_id: meta.correlation_id.as_deref(),
+            headers: vec![(REJECT_REASON_HEADER, reason.to_owned())],
+            request_id: meta.request_id.as_deref(),
+            traceparent: meta.traceparent.as_deref(),
+            mandatory: true,
+        })
+        .await
+}
+
+async fn settle_delivery(
+    context: &DeliveryContext,
+    kind: &str,
+    meta: &MessageMeta,
+    body: &[u8],
+) -> Settle {
+    let envelope = match Envelope::decode(meta.content_type.as_deref(), body) {
+        Ok(envelope) => envelope,
+        Err(error) => return Settle::DeadLetter(error.0),
+    };
+    if envelope.kind != kind {
+        return Settle::DeadLetter(format!(
+            "kind: message of kind `{}` on the queue of `{kind}`",
+            envelope.kind
+        ));
+    }
+    if let Err(error) = validate_job(kind, &envelope.payload) {
+        return Settle::DeadLetter(error.message);
+    }
+    match envelope.deadline_time() {
+        Ok(Some(deadline)) if deadline < SystemTime::now() => {
+            return Settle::DeadLetter(format!(
+                "deadline: passed ({})",
+                envelope.deadline.as_deref().unwrap_or_default()
+            ));
+        }
+        Ok(_) => {}
+        Err(error) => return Settle::DeadLetter(error.0),
+    }
+    let job = match find_or_create(context, &envelope, meta).await {
+        Ok(job) => job,
+        Err(error) => {
+            warn!(%error, "failed to store the job of a delivery, requeueing");
+            return Settle::Requeue {
+                delay: context.retry.delay_after(1),
+            };
+        }
+    };
+    run_to_outcome(context, job, meta).await
+}
+
+/// Returns the job row of a message: the row the intake published (message id = job id), or
+/// the row created (or found) under the message's idempotency key.
+async fn find_or_create(
+    context: &DeliveryContext,
+    envelope: &Envelope,
+    meta: &MessageMeta,
+) -> Result<Job, bulwark_store::StoreError> {
+    if let Some(job) = context.store.get_job(&envelope.id).await? {
+        return Ok(job);
+    }
+    let new_job = NewJob {
+        kind: envelope.kind.clone(),
+        payload: envelope.payload.clone(),
+        idempotency_key: Some(envelope.job_key().to_owned()),
+        request_id: meta.request_id.clone(),
+        max_attempts: context.max_attempts,
+    };
+    let outcome = context.intake.accept_delivered(&new_job).await?;
+    Ok(outcome.job().clone())
+}
+
+/// Runs the job unless it already finished, stores the outcome and publishes the event.
+async fn run_to_outcome(context: &DeliveryContext, job: Job, meta: &MessageMeta) -> Settle {
+    let job_id = job.id.clone();
+    let mut current = job;
+    // Waits at most one lease (plus margin) for another holder of the job to finish it.
+    let wait_deadline = Instant::now() + context.lease + Duration::from_secs(5);
+    loop {
+        if current.status.is_terminal() {
+            info!(job_id = %current.id, status = %current.status, "job already finished, publishing its stored outcome");
+            return publish_outcome(context, &current, meta).await;
+        }
+        let lease_until = now_ms() + context.lease.as_millis() as i64;
+        match context
+            .store
+            .claim_job_by_id(&job_id, &context.owner, lease_until)
+            .await
+        {
+            Ok(Some(claimed)) => return run_claimed(context, claimed, meta).await,
+            Ok(None) => {}
+            Err(error) => {
+                warn!(%error, "failed to claim the job, requeueing");
+                return Settle::Requeue {
+                    delay: context.retry.delay_after(1),
+                };
+            }
+        }
+        // Another consumer holds a live lease (a duplicate delivery, or the same message before
+        // a connection loss): wait for its outcome, or for the lease to expire.
+        if Instant::now() > wait_deadline {
+            return Settle::Requeue {
+                delay: Duration::from_millis(100),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match context.store.get_job(&job_id).await {
+            Ok(Some(job)) => current = job,
+            Ok(None) => {
+                error!(job_id, "job row vanished");
+                return Settle::DeadLetter(format!("job row {job_id} vanished"));
+            }
+            Err(error) => {
+                warn!(%error, "failed to read the job, requeueing");
+                return Settle::Requeue {
+                    delay: context.retry.delay_after(1),
+                };
+            }
+        }
+    }
+}
+
+async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) -> Settle {
+    let span = info_span!("job", job_id = %job.id, attempt = job.attempts);
+    async {
+        let started = Instant::now();
+        let renewer = spawn_lease_renewal(context, &job.id);
+        let outcome = if job.attempts > job.max_attempts {
+            Err(JobError::new(
+                ErrorCode::InternalError,
+                "attempts exhausted by expired leases",
+            ))
+        } else {
+            match AssertUnwindSafe(context.executor.execute(&job))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(JobError::new(
+                    ErrorCode::InternalError,
+                    "job execution panicked",
+                )),
+            }
+        };
+        renewer.abort();
+        let (record, job_outcome, retry_delay) = classify(context, &job, outcome);
+        let stored = store_outcome(context, &job, &record).await;
+        JobAttemptFinished {
+            kind: &job.kind,
+            outcome: if stored { job_outcome } else { JobOutcome::LeaseLost },
+            duration: started.elapsed(),
+        }
+        .emit();
+        if !stored {
+            return Settle::Requeue {
+                delay: context.retry.delay_after(1),
+            };
+        }
+        if let Some(delay) = retry_delay {
+            info!(delay_ms = delay.as_millis() as u64, "job attempt failed, retrying");
+            return Settle::Requeue { delay };
+        }
+        match context.store.get_job(&job.id).await {
+            Ok(Some(finished)) => publish_outcome(context, &finished, meta).await,
+            _ => Settle::Requeue {
+                delay: context.retry.delay_after(1),
+            },
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn spawn_lease_renewal(context: &DeliveryContext, job_id: &str) -> tokio::task::JoinHandle<()> {
+    let store = context.store.clone();
+    let owner = context.owner.clone();
+    let lease = context.lease;
+    let job_ids = vec![job_id.to_owned()];
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(lease / 3);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let lease_until = now_ms() + lease.as_millis() as i64;
+            if let Err(error) = store.renew_leases(&job_ids, &owner, lease_until).await {
+                warn!(%error, "failed to renew a broker job's lease");
+            }
+        }
+    })
+}
+
+enum Record {
+    Complete(Value),
+    Fail(JobFailure),
+}
+
+/// Decides what an attempt means, like the local runner: done, retried later, or final.
+fn classify(
+    context: &DeliveryContext,
+    job: &Job,
+    outcome: Result<Value, JobError>,
+) -> (Record, JobOutcome, Option<Duration>) {
+    let error = match outcome {
+        Ok(result) => return (Record::Complete(result), JobOutcome::Succeeded, None),
+        Err(error) => error,
+    };
+    let refund_attempt = error.code == ErrorCode::Overloaded;
+    let (retry_delay, final_status, job_outcome) = if !error.is_retryable() {
+        (None, JobStatus::Failed, JobOutcome::Failed)
+    } else if job.attempts >= job.max_attempts && !refund_attempt {
+        (None, JobStatus::Dead, JobOutcome::Dead)
+    } else {
+        let delay = context
+            .retry
+            .delay_after(u32::try_from(job.attempts).unwrap_or(1));
+        (Some(delay), JobStatus::Dead, JobOutcome::Retried)
+    };
+    let failure = JobFailure {
+        code: error.code.as_str().to_owned(),
+        message: error.message,
+        // The retry runs when the requeued message comes back; the row is runnable at once so
+        // a redelivery can claim it.
+        retry_at_ms: retry_delay.map(|_| now_ms()),
+        final_status,
+        refund_attempt,
+    };
+    (Record::Fail(failure), job_outcome, retry_delay)
+}
+
+/// Stores the outcome, retrying briefly while the database is unavailable. Returns false when
+/// it could not (the message is requeued and the job runs again once its lease expires).
+async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) -> bool {
+    let mut delay = Duration::from_millis(100);
+    let deadline = Instant::now() + context.lease / 2;
+    loop {
+        let stored = match record {
+            Record::Complete(result) => {
+                context
+                    .store
+                    .complete_job(&job.id, &context.owner, result)
+                    .await
+            }
+            Record::Fail(failure) => context.store.fail_job(&job.id, &context.owner, failure).await,
+        };
+        match stored {
+            Ok(stored) => return stored,
+            Err(error) if error.is_retryable() && Instant::now() + delay < deadline => {
+                warn!(%error, "failed to store job outcome, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => {
+                error!(%error, "failed to store job outcome");
+                return false;
+            }
+        }
+    }
+}
+
+/// Publishes the finished job's event to `<ns>.events` and, when asked, to `reply_to` with the
+/// message's `correlation_id`. Acks only when both were confirmed.
+async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMeta) -> Settle {
+    let event = JobEvent::from_job(job);
+    let body = match serde_json::to_vec(&event) {
+        Ok(body) => body,
+        Err(error) => return Settle::DeadLetter(format!("failed to encode event: {error}")),
+    };
+    let events_exchange = context.publisher.settings().topology.events_exchange();
+    let routing_key = Topology::event_routing_key(job.status == JobStatus::Succeeded, &job.kind);
+    let correlation_id = meta
+        .correlation_id
+        .as_deref()
+        .or(meta.message_id.as_deref());
+    let mut targets = vec![(events_exchange.as_str(), routing_key.as_str())];
+    if let Some(reply_to) = &meta.reply_to {
+        targets.push(("", reply_to.as_str()));
+    }
+    for (exchange, key) in targets {
+        let published = context
+            .publisher
+            .publish(&OutgoingMessage {
+                exchange,
+                routing_key: key,
+                body: &body,
+                content_type: CONTENT_TYPE_JSON,
+                message_id: Some(&job.id),
+                correlation_id,
+                headers: Vec::new(),
+                request_id: meta.request_id.as_deref().or(job.request_id.as_deref()),
+                traceparent: meta.traceparent.as_deref(),
+                mandatory: false,
+            })
+            .await;
+        if let Err(error) = published {
+            warn!(%error, "failed to publish the job's outcome, requeueing");
+            return Settle::Requeue {
+                delay: context.retry.delay_after(1),
+            };
+        }
+    }
+    info!(job_id = %job.id, status = %job.status, "job outcome published");
+    Settle::Ack
+}

@@ -1,0 +1,117 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_actors::{JobExecutor, JobIntake, RetryPolicy};
+use bulwark_store::Store;
+use bulwark_supervisors::{
+    ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,
+    SupervisorParams, actor_spec,
+};
+
+use crate::{
+    BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams,
+    DeliveryContext, RepublisherActor, RepublisherParams,
+};
+
+/// What the `ingress` subsystem is built with (all but the executor, which the tree builds).
+#[derive(Debug, Clone)]
+pub struct IngressParams {
+    /// Prefix of registered actor names, unique per process.
+    pub instance: String,
+    pub settings: BrokerSettings,
+    pub health: BrokerHealth,
+    pub publisher: Arc<BrokerPublisher>,
+    pub intake: JobIntake,
+    pub store: Store,
+    /// Lease owner of jobs this node runs.
+    pub owner: String,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    pub max_attempts: u32,
+    /// One consumer per kind.
+    pub kinds: Vec<String>,
+    pub republish_interval: Duration,
+    /// Restart backoff of the consumers: a broker outage is waited out, not escalated.
+    pub reconnect_backoff: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+/// Returns the `ingress` supervisor's spec:
+///
+/// ```text
+/// ingress (one_for_one, reconnect backoff)
+/// ├── consumer-<kind>   one per job kind queue, fails on connection loss
+/// └── republisher       publishes jobs stored but never confirmed
+/// ```
+///
+/// Its restart intensity is sized for broker outages: with backoff capped at
+/// `reconnect_backoff_max`, a consumer retrying for minutes never exhausts it, so a broker
+/// outage leaves the rest of the node serving.
+pub fn ingress_supervisor(
+    params: IngressParams,
+    executor: JobExecutor,
+    supervision: SupervisionSettings,
+) -> ChildSpec {
+    let context = Arc::new(DeliveryContext {
+        intake: params.intake.clone(),
+        store: params.store.clone(),
+        executor,
+        publisher: params.publisher.clone(),
+        owner: params.owner.clone(),
+        lease: params.lease,
+        retry: params.retry,
+        max_attempts: params.max_attempts,
+    });
+    let mut children: Vec<ChildSpec> = params
+        .kinds
+        .iter()
+        .map(|kind| {
+            let consumer_params = ConsumerParams {
+                settings: params.settings.clone(),
+                kind: kind.clone(),
+                context: context.clone(),
+                health: params.health.clone(),
+            };
+            params.health.register(&format!("consumer:{kind}"));
+            actor_spec(
+                &format!("{}/consumer-{kind}", params.instance),
+                ConsumerActor,
+                consumer_params,
+                None,
+            )
+        })
+        .collect();
+    children.push(actor_spec(
+        &format!("{}/republisher", params.instance),
+        RepublisherActor,
+        RepublisherParams {
+            store: params.store.clone(),
+            publisher: params.publisher.clone(),
+            interval: params.republish_interval,
+            grace: params.republish_interval,
+        },
+        None,
+    ));
+    let supervisor_params = SupervisorParams {
+        name: "ingress".to_owned(),
+        children,
+        strategy: SupervisionStrategy::OneForOne,
+        intensity: RestartIntensity {
+            max_restarts: 100,
+            within: Duration::from_secs(60),
+        },
+        backoff_base: params.reconnect_backoff,
+        backoff_max: params.reconnect_backoff_max,
+        hang_timeout: supervision.hang_timeout,
+        heartbeat: supervision.heartbeat,
+    };
+    let mut spec = actor_spec(
+        &format!("{}/ingress", params.instance),
+        SupervisorActor,
+        supervisor_params,
+        None,
+    );
+    spec.name = "ingress".to_owned();
+    spec.is_supervisor = true;
+    spec
+}

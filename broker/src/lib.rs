@@ -1,0 +1,69 @@
+//! Bulwark's RabbitMQ transport (lapin): the topology, the versioned envelope, a publisher with
+//! confirms, and the ingress consumer actors that turn deliveries into jobs.
+//!
+//! A job travels like this: [`bulwark_actors::JobIntake`] stores the row (in the outbox), the
+//! [`BrokerPublisher`] publishes it persistent and mandatory and waits for the confirm, a
+//! [`ConsumerActor`] of the kind's queue receives it, creates or finds the row (idempotent),
+//! runs it under a lease, stores the outcome, publishes the outcome event (and the reply), and
+//! only then acks. A crash anywhere before the ack brings the message back.
+//!
+//! # Layout
+//! - `topology`: [`Topology`], names and idempotent declaration of exchanges and queues.
+//! - `envelope`: [`Envelope`], v1, as JSON or bincode.
+//! - `connection`: [`BrokerSettings`], connecting with a timeout, [`BrokerHealth`].
+//! - `publisher`: [`BrokerPublisher`], publishes with confirms over one lazily reconnected link.
+//! - `delivery`: what one delivery goes through, from decode to ack.
+//! - `consumer`: [`ConsumerActor`], one per job-kind queue; fails on connection loss.
+//! - `republisher`: [`RepublisherActor`], drains the outbox of jobs never confirmed.
+//! - `ingress`: the `ingress` supervisor over the consumers and the republisher.
+
+mod connection;
+mod consumer;
+mod delivery;
+mod envelope;
+mod ingress;
+mod publisher;
+mod republisher;
+mod topology;
+
+pub use connection::{BrokerHealth, BrokerSettings, connect};
+pub use consumer::{ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerState};
+pub use delivery::{DeliveryContext, JobEvent, REJECT_REASON_HEADER};
+pub use envelope::{
+    CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope, EnvelopeError,
+};
+pub use ingress::{IngressParams, ingress_supervisor};
+pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage, new_traceparent};
+pub use republisher::{RepublisherActor, RepublisherMsg, RepublisherParams};
+pub use topology::Topology;
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("failed to connect to the broker: {0}")]
+    Connect(String),
+    #[error("failed to declare {name}: {message}")]
+    Topology { name: String, message: String },
+    #[error("broker channel failed: {0}")]
+    Channel(String),
+    #[error("publish to {exchange} with key {routing_key} was not confirmed: {message}")]
+    Unconfirmed {
+        exchange: String,
+        routing_key: String,
+        message: String,
+    },
+}
+
+impl BrokerError {
+    pub(crate) fn topology(name: &str, error: &lapin::Error) -> BrokerError {
+        BrokerError::Topology {
+            name: name.to_owned(),
+            message: error.to_string(),
+        }
+    }
+
+    /// Returns true when trying again (after reconnecting) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, BrokerError::Topology { .. })
+    }
+}

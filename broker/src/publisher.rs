@@ -1,0 +1,288 @@
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bulwark_actors::{JobKind, JobPublisher, PublishError, TraceContext};
+use bulwark_store::Job;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
+use crate::{BrokerError, BrokerHealth, BrokerSettings, connect};
+
+/// The health link name of the publisher.
+const PUBLISHER_LINK: &str = "publisher";
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub content_type: &'a str,
+    pub message_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    /// Extra headers besides `x-request-id` and `traceparent`.
+    pub headers: Vec<(&'a str, String)>,
+    pub request_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    /// Unroutable messages come back as errors; off for events nobody may listen to.
+    pub mandatory: bool,
+}
+
+/// Publishes persistent messages with confirms over one connection per node, reconnected on
+/// the next publish after it fails. Publishes share the channel and wait for their own confirm
+/// concurrently.
+#[derive(Debug)]
+pub struct BrokerPublisher {
+    settings: BrokerSettings,
+    health: BrokerHealth,
+    link: Mutex<Option<PublishLink>>,
+}
+
+#[derive(Debug)]
+struct PublishLink {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl BrokerPublisher {
+    pub fn new(settings: BrokerSettings, health: BrokerHealth) -> Self {
+        health.register(PUBLISHER_LINK);
+        BrokerPublisher {
+            settings,
+            health,
+            link: Mutex::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &BrokerSettings {
+        &self.settings
+    }
+
+    pub fn health(&self) -> &BrokerHealth {
+        &self.health
+    }
+
+    /// Returns the live confirm channel, connecting (and declaring the topology of every job
+    /// kind) first when there is none.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        let mut link = self.link.lock().await;
+        if let Some(current) = link.as_ref()
+            && current.connection.status().connected()
+            && current.channel.status().connected()
+        {
+            return Ok(current.channel.clone());
+        }
+        if let Some(stale) = link.take() {
+            let _ = stale.connection.close(200, "reconnecting".into()).await;
+        }
+        self.health.set(PUBLISHER_LINK, false);
+        let connection = connect(&self.settings, "publisher").await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|error| BrokerError::Channel(error.to_string()))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|error| BrokerError::Channel(error.to_string()))?;
+        let kinds: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        self.settings.topology.declare(&channel, &kinds).await?;
+        info!(namespace = %self.settings.topology.namespace, "broker publisher connected");
+        *link = Some(PublishLink {
+            connection,
+            channel: channel.clone(),
+        });
+        self.health.set(PUBLISHER_LINK, true);
+        Ok(channel)
+    }
+
+    /// Drops the link after a failure, so the next publish reconnects.
+    async fn reset(&self) {
+        let mut link = self.link.lock().await;
+        if let Some(stale) = link.take() {
+            let _ = stale.connection.close(200, "reconnecting".into()).await;
+        }
+        self.health.set(PUBLISHER_LINK, false);
+    }
+
+    /// Closes the connection (at shutdown).
+    pub async fn close(&self) {
+        self.reset().await;
+    }
+
+    /// Publishes one persistent message and waits for the broker's confirm.
+    pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let unconfirmed = |text: String| BrokerError::Unconfirmed {
+            exchange: message.exchange.to_owned(),
+            routing_key: message.routing_key.to_owned(),
+            message: text,
+        };
+        let mut headers = FieldTable::default();
+        let traceparent = message
+            .traceparent
+            .map(str::to_owned)
+            .unwrap_or_else(new_traceparent);
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString(traceparent.into()),
+        );
+        if let Some(request_id) = message.request_id {
+            headers.insert(
+                "x-request-id".into(),
+                AMQPValue::LongString(request_id.into()),
+            );
+        }
+        for (name, value) in &message.headers {
+            headers.insert((*name).into(), AMQPValue::LongString(value.as_str().into()));
+        }
+        let timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .unwrap_or(0);
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(message.content_type.into())
+            .with_app_id("bulwark".into())
+            .with_timestamp(timestamp)
+            .with_headers(headers);
+        if let Some(message_id) = message.message_id {
+            properties = properties.with_message_id(message_id.into());
+        }
+        if let Some(correlation_id) = message.correlation_id {
+            properties = properties.with_correlation_id(correlation_id.into());
+        }
+        let options = BasicPublishOptions {
+            mandatory: message.mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let published = async {
+            let confirm = channel
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    options,
+                    message.body,
+                    properties,
+                )
+                .await
+                .map_err(|error| unconfirmed(error.to_string()))?;
+            confirm.await.map_err(|error| unconfirmed(error.to_string()))
+        };
+        let confirmation =
+            match tokio::time::timeout(self.settings.confirm_timeout, published).await {
+                Ok(Ok(confirmation)) => confirmation,
+                Ok(Err(error)) => {
+                    self.reset().await;
+                    return Err(error);
+                }
+                Err(_) => {
+                    self.reset().await;
+                    return Err(unconfirmed(format!(
+                        "no confirm within {:?}",
+                        self.settings.confirm_timeout
+                    )));
+                }
+            };
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_returned)) => {
+                Err(unconfirmed("returned unroutable".to_owned()))
+            }
+            Confirmation::Nack(_) => Err(unconfirmed("nacked by the broker".to_owned())),
+            Confirmation::NotRequested => Err(unconfirmed("confirms not enabled".to_owned())),
+        }
+    }
+
+    /// Publishes an envelope to the jobs exchange, routed by its kind.
+    pub async fn publish_envelope(
+        &self,
+        envelope: &Envelope,
+        content_type: &str,
+        trace: &MessageTrace<'_>,
+    ) -> Result<(), BrokerError> {
+        let body = envelope
+            .encode(content_type)
+            .map_err(|error| BrokerError::Channel(error.to_string()))?;
+        let exchange = self.settings.topology.jobs_exchange();
+        self.publish(&OutgoingMessage {
+            exchange: &exchange,
+            routing_key: &envelope.kind,
+            body: &body,
+            content_type,
+            message_id: Some(&envelope.id),
+            correlation_id: None,
+            headers: Vec::new(),
+            request_id: trace.request_id,
+            traceparent: trace.traceparent,
+            mandatory: true,
+        })
+        .await
+    }
+}
+
+/// The tracing headers of a message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageTrace<'a> {
+    pub request_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+}
+
+#[async_trait]
+impl JobPublisher for BrokerPublisher {
+    async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError> {
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id: job.id.clone(),
+            kind: job.kind.clone(),
+            payload: job.payload.clone(),
+            idempotency_key: None,
+            deadline: None,
+        };
+        let message_trace = MessageTrace {
+            request_id: job.request_id.as_deref(),
+            traceparent: trace.traceparent.as_deref(),
+        };
+        self.publish_envelope(&envelope, CONTENT_TYPE_JSON, &message_trace)
+            .await
+            .map_err(|error| {
+                warn!(%error, job_id = %job.id, "failed to publish job");
+                PublishError {
+                    retryable: error.is_retryable(),
+                    message: error.to_string(),
+                }
+            })
+    }
+
+    fn is_connected(&self) -> bool {
+        self.health.is_up()
+    }
+}
+
+/// Returns a fresh W3C `traceparent` (version 00, sampled) for messages that arrive without one.
+pub fn new_traceparent() -> String {
+    // UUIDv7's last 16 hex digits are random; the first 16 carry the time.
+    let trace_id = uuid::Uuid::now_v7().simple().to_string();
+    let span_text = uuid::Uuid::now_v7().simple().to_string();
+    let span_id = &span_text[16..];
+    format!("00-{trace_id}-{span_id}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves generated trace parents have the W3C shape.
+    #[test]
+    fn traceparent_has_the_w3c_shape() {
+        let traceparent = new_traceparent();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!((parts[0], parts[1].len(), parts[2].len(), parts[3]), ("00", 32, 16, "01"));
+    }
+}

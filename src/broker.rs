@@ -1,0 +1,88 @@
+//! The RabbitMQ wiring of a node, built from `[amqp]`: the publisher the intake uses, and the
+//! `ingress` supervisor's factory for the tree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_actors::{JobIntake, JobKind, RetryPolicy};
+use bulwark_broker::{
+    BrokerHealth, BrokerPublisher, BrokerSettings, IngressParams, Topology, ingress_supervisor,
+};
+use bulwark_config::Config;
+use bulwark_store::Store;
+use bulwark_supervisors::IngressFactory;
+use tracing::{info, warn};
+
+/// A node's broker parts; `None` from [`broker_setup`] when `amqp.url` is unset.
+#[derive(Debug, Clone)]
+pub struct BrokerSetup {
+    pub publisher: Arc<BrokerPublisher>,
+    pub intake: JobIntake,
+    params: IngressParams,
+}
+
+/// Returns the broker settings described by `[amqp]`, or `None` when no URL is set.
+pub fn broker_settings(config: &Config, connection_name: &str) -> Option<BrokerSettings> {
+    let amqp = &config.amqp;
+    let url = amqp.url.as_ref()?;
+    Some(BrokerSettings {
+        url: url.expose().to_owned(),
+        topology: Topology {
+            namespace: amqp.namespace.clone(),
+            delivery_limit: amqp.delivery_limit,
+        },
+        prefetch: amqp.prefetch,
+        connect_timeout: amqp.connect_timeout(),
+        confirm_timeout: amqp.confirm_timeout(),
+        connection_name: connection_name.to_owned(),
+    })
+}
+
+/// Builds the publisher and the intake that publishes through it, and connects the publisher
+/// once (a broker that is down is not fatal: jobs wait in the outbox, consumers reconnect).
+pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Option<BrokerSetup> {
+    let settings = broker_settings(config, &format!("bulwark-{node_id}"))?;
+    let health = BrokerHealth::default();
+    let publisher = Arc::new(BrokerPublisher::new(settings.clone(), health.clone()));
+    match publisher.channel().await {
+        Ok(_) => info!(namespace = %settings.topology.namespace, "jobs travel over rabbitmq"),
+        Err(error) => warn!(%error, "broker unreachable at start, jobs wait in the outbox"),
+    }
+    let intake = JobIntake::with_publisher(store.clone(), publisher.clone());
+    let jobs = &config.jobs;
+    let params = IngressParams {
+        instance: node_id.to_owned(),
+        settings,
+        health,
+        publisher: publisher.clone(),
+        intake: intake.clone(),
+        store: store.clone(),
+        owner: node_id.to_owned(),
+        lease: jobs.lease(),
+        retry: RetryPolicy {
+            base: Duration::from_millis(jobs.retry_backoff_ms),
+            max: Duration::from_millis(jobs.retry_backoff_max_ms),
+        },
+        max_attempts: jobs.max_attempts,
+        kinds: JobKind::ALL
+            .iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect(),
+        republish_interval: config.amqp.republish_interval(),
+        reconnect_backoff: config.amqp.reconnect_backoff(),
+        reconnect_backoff_max: config.amqp.reconnect_backoff_max(),
+    };
+    Some(BrokerSetup {
+        publisher,
+        intake,
+        params,
+    })
+}
+
+impl BrokerSetup {
+    /// Returns the tree's factory for the `ingress` supervisor.
+    pub fn ingress_factory(&self) -> IngressFactory {
+        let params = self.params.clone();
+        Box::new(move |executor, supervision| ingress_supervisor(params, executor, supervision))
+    }
+}
