@@ -168,6 +168,7 @@ impl Service {
                 liveness: Liveness::default(),
             }),
             scheduler: crate::scheduling::scheduler_factory(config, &store, &node_id),
+            dead_letters: crate::scheduling::dead_letter_factory(config, &store),
             ingress: broker.as_ref().map(|setup| setup.ingress_factory()),
             providers,
         })
@@ -207,6 +208,7 @@ impl Service {
             incidents: Some(incidents.clone()),
             operator_token: bulwark_api::OperatorToken::from_env(&env, &config.ops.token_env),
             scheduler: tree.scheduler.clone(),
+            dead_letters: tree.dead_letters.clone(),
             providers: provider_router_opt.clone(),
         };
         let app = build_app(
