@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use bulwark_actors::{JobIntake, Liveness, SchedulerParams, SystemClock};
+use std::time::Duration;
+
+use bulwark_actors::{
+    DeadLetterParams, JobIntake, Liveness, RetryPolicy, SchedulerParams, SystemClock,
+};
 use bulwark_config::Config;
 use bulwark_store::Store;
-use bulwark_supervisors::SchedulerFactory;
+use bulwark_supervisors::{DeadLetterFactory, SchedulerFactory};
 
 /// Returns how the tree builds the scheduler, or `None` when `scheduler.enabled` is false.
 pub fn scheduler_factory(
@@ -32,6 +36,29 @@ pub fn scheduler_factory(
         max_catch_up: settings.max_catch_up as usize,
         concurrency: settings.concurrency as usize,
         max_attempts,
+        liveness: Liveness::default(),
+    }))
+}
+
+/// Returns how the tree builds the dead-letter actor, or `None` when `dead_letters.enabled`
+/// is false.
+pub fn dead_letter_factory(config: &Config, store: &Store) -> Option<DeadLetterFactory> {
+    if !config.dead_letters.enabled {
+        return None;
+    }
+    let settings = config.dead_letters.clone();
+    let store = store.clone();
+    Some(Box::new(move |job_runner| DeadLetterParams {
+        store,
+        scan_interval: settings.scan_interval(),
+        recovery_interval: settings.recovery_interval(),
+        max_retries: settings.max_retries,
+        retry: RetryPolicy {
+            base: Duration::from_millis(settings.retry_backoff_ms),
+            max: Duration::from_millis(settings.retry_backoff_max_ms),
+        },
+        batch_size: settings.batch_size,
+        job_runner,
         liveness: Liveness::default(),
     }))
 }

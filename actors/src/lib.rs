@@ -20,6 +20,7 @@
 //! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
 //! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
+//! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
 //! - `metrics`: metric names and the events that emit them.
 
 pub mod audit_analysis;
@@ -31,6 +32,7 @@ mod intake;
 mod job_kinds;
 mod job_runner;
 pub mod metrics;
+mod dead_letter;
 mod schedule_trigger;
 mod scheduler;
 mod provider_actor;
@@ -66,4 +68,8 @@ pub use schedule_trigger::{
 pub use scheduler::{
     PassReport, SchedulerActor, SchedulerError, SchedulerHandle, SchedulerMsg, SchedulerParams,
     SchedulerState, TriggeredRun, slot_idempotency_key,
+};
+pub use dead_letter::{
+    DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterReport,
+    DeadLetterState, refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
 };

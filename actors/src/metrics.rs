@@ -143,3 +143,54 @@ impl ScheduleLag {
         metrics::histogram!(SCHEDULE_LAG_SECONDS).record(self.lag.as_secs_f64());
     }
 }
+
+pub const DEAD_LETTERS: &str = "bulwark_dead_letters";
+pub const DEAD_LETTERED_TOTAL: &str = "bulwark_dead_lettered_total";
+pub const DEAD_LETTERS_RECOVERED_TOTAL: &str = "bulwark_dead_letters_recovered_total";
+pub const DEAD_LETTERS_PARKED_TOTAL: &str = "bulwark_dead_letters_parked_total";
+
+/// What happened to a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterEventKind {
+    /// A job that could not be done was stored.
+    DeadLettered,
+    /// Out of retries, or not retriable: it waits for an operator.
+    Parked,
+}
+
+/// A dead letter was stored or parked.
+#[derive(Debug)]
+pub struct DeadLetterEvent<'a> {
+    pub kind: DeadLetterEventKind,
+    /// `local` or a broker queue name: bounded by the job kinds.
+    pub queue: &'a str,
+    pub job_id: &'a str,
+}
+
+impl DeadLetterEvent<'_> {
+    pub fn emit(&self) {
+        let name = match self.kind {
+            DeadLetterEventKind::DeadLettered => {
+                warn!(queue = self.queue, job_id = self.job_id, "job dead-lettered");
+                DEAD_LETTERED_TOTAL
+            }
+            DeadLetterEventKind::Parked => {
+                warn!(queue = self.queue, job_id = self.job_id, "dead letter parked for an operator");
+                DEAD_LETTERS_PARKED_TOTAL
+            }
+        };
+        metrics::counter!(name, "queue" => self.queue.to_owned()).increment(1);
+    }
+
+    /// Counts dead letters whose retried or requeued job succeeded.
+    pub fn recovered(queue: &str, num_recovered: u64) {
+        debug!(queue, num_recovered, "dead letters recovered");
+        metrics::counter!(DEAD_LETTERS_RECOVERED_TOTAL, "queue" => queue.to_owned())
+            .increment(num_recovered);
+    }
+}
+
+/// Publishes the number of open (pending, retrying, parked) dead letters of a queue.
+pub fn record_dead_letter_depth(queue: &str, depth: i64) {
+    metrics::gauge!(DEAD_LETTERS, "queue" => queue.to_owned()).set(depth as f64);
+}

@@ -38,6 +38,8 @@ enum ApiTags {
     Audits,
     /// Create jobs on a cron, interval or one-time trigger.
     Schedules,
+    /// Inspect, requeue, park and purge jobs that could not be done.
+    DeadLetters,
 }
 
 /// What the HTTP app is built with.
@@ -60,6 +62,7 @@ fn openapi_service(
         routes::incidents::IncidentsApi,
         routes::ops::OpsApi,
         routes::schedules::SchedulesApi,
+        routes::dead_letters::DeadLettersApi,
         routes::audits::AuditsApi,
     ),
     (),
@@ -81,6 +84,9 @@ fn openapi_service(
             state: state.clone(),
         },
         routes::schedules::SchedulesApi {
+            state: state.clone(),
+        },
+        routes::dead_letters::DeadLettersApi {
             state: state.clone(),
         },
         routes::audits::AuditsApi {

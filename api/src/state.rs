@@ -36,6 +36,8 @@ pub struct ApiState {
     pub operator_token: Option<crate::OperatorToken>,
     /// Reaches the scheduler after schedule changes; `None` when this node runs none.
     pub scheduler: Option<bulwark_actors::SchedulerHandle>,
+    /// Reaches the dead-letter actor; `None` when this node runs none.
+    pub dead_letters: Option<bulwark_actors::DeadLetterHandle>,
     /// Reaches the provider actors; `None` when no provider is configured.
     pub providers: Option<bulwark_actors::ProviderRouter>,
 }

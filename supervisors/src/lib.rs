@@ -18,6 +18,8 @@
 //!   [`SupervisorSnapshot`], operator controls ([`control_supervisor`]).
 //! - `incident`: [`IncidentSink`] and the incident file format (`incident_v1`).
 //! - `tree`: [`BulwarkTree`], the tree above, started downstream first.
+//! - `ingress`: [`IngressFactory`], where the broker's `ingress` supervisor joins the tree.
+//! - `dead_letters`: the `dead-letter` subsystem (supervisor over the dead-letter actor).
 //! - `scheduler`: the `scheduler` subsystem (supervisor over the scheduler actor).
 //! - `panics`: the panic hook that tells panics from error returns and keeps backtraces.
 //! - `metrics`: metric names and events.
@@ -27,12 +29,14 @@ pub mod metrics;
 mod ingress;
 mod panics;
 mod providers;
+mod dead_letters;
 mod scheduler;
 mod supervisor;
 mod tree;
 
 pub use providers::{ProviderSpec, ProvidersSettings, provider_actor_name};
 pub use ingress::IngressFactory;
+pub use dead_letters::DeadLetterFactory;
 pub use scheduler::SchedulerFactory;
 pub use panics::{PanicRecord, install_panic_hook, take_panic};
 pub use incident::{IncidentKind, IncidentReport, IncidentSettings, IncidentSink, RecentLogs};

@@ -65,6 +65,8 @@ pub struct TreeParams {
     pub job_runner: Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send>,
     /// The `scheduler` subsystem; `None` when this node runs no scheduler.
     pub scheduler: Option<crate::scheduler::SchedulerFactory>,
+    /// The `dead-letter` subsystem; `None` when this node runs no dead-letter actor.
+    pub dead_letters: Option<crate::dead_letters::DeadLetterFactory>,
     /// The `ingress` subsystem (RabbitMQ consumers); `None` without a broker.
     pub ingress: Option<crate::ingress::IngressFactory>,
     /// The `providers` subsystem; `None` when no provider is configured.
@@ -98,6 +100,8 @@ pub struct BulwarkTree {
     pub job_runner: JobRunnerHandle,
     /// `None` when this node runs no scheduler.
     pub scheduler: Option<bulwark_actors::SchedulerHandle>,
+    /// `None` when this node runs no dead-letter actor.
+    pub dead_letters: Option<bulwark_actors::DeadLetterHandle>,
     /// `None` when no provider is configured.
     pub providers: Option<bulwark_actors::ProviderRouter>,
 }
@@ -171,6 +175,16 @@ impl BulwarkTree {
             root_children.push(spec);
             handle
         });
+        let dead_letters = params.dead_letters.map(|factory| {
+            let dead_letter_params = factory(JobRunnerHandle::new(runner_name.clone()));
+            let (spec, handle) = crate::dead_letters::dead_letter_supervisor(
+                &instance,
+                dead_letter_params,
+                settings,
+            );
+            root_children.push(spec);
+            handle
+        });
         if let Some(factory) = params.ingress {
             root_children.push(factory(ingress_executor, settings));
         }
@@ -187,6 +201,7 @@ impl BulwarkTree {
             sentiment,
             job_runner: JobRunnerHandle::new(runner_name),
             scheduler,
+            dead_letters,
             providers,
         })
     }

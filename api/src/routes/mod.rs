@@ -5,3 +5,4 @@ pub mod sentiment;
 pub mod incidents;
 pub mod ops;
 pub mod schedules;
+pub mod dead_letters;
