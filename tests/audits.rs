@@ -415,7 +415,10 @@ async fn bad_input_is_refused() {
     let simulator = spawn_simulator().await;
     let service = start_service(
         TestBackend::Sqlite,
-        vec![("gpt", provider_at(ProviderKind::Openai, &simulator))],
+        vec![
+            ("gpt", provider_at(ProviderKind::Openai, &simulator)),
+            ("claude", provider_at(ProviderKind::Anthropic, &simulator)),
+        ],
     )
     .await;
     let good = json!({
@@ -445,7 +448,9 @@ async fn bad_input_is_refused() {
         (with("samples_per_prompt", json!(11)), "samples_per_prompt:"),
         (with("idempotency_key", json!("")), "idempotency_key:"),
     ];
+    // 100 prompts × 2 providers × 10 samples: each count within its bound, the product not.
     let mut too_many_items = with("prompts", json!(vec!["q"; 100]));
+    too_many_items["providers"] = json!(["gpt", "claude"]);
     too_many_items["samples_per_prompt"] = json!(10);
     let unprocessable = unprocessable
         .into_iter()
@@ -460,7 +465,7 @@ async fn bad_input_is_refused() {
     let malformed = [
         json!({ "prompts": ["q"], "providers": ["gpt"] }),
         with("colour", json!("red")),
-        with("prompts", json!([1])),
+        with("prompts", json!({ "first": "q" })),
         json!("not an object"),
     ];
     for body in malformed {
