@@ -120,13 +120,19 @@ impl MessageMeta {
 enum Settle {
     Ack,
     /// Back to the queue (counted against the delivery limit), after `delay`.
-    Requeue { delay: Duration },
+    Requeue {
+        delay: Duration,
+    },
     /// Refused for good: dead-lettered with the reason.
     DeadLetter(String),
 }
 
 /// Processes one delivery of queue `kind` to the end, acking or nacking it.
-pub(crate) async fn process_delivery(context: Arc<DeliveryContext>, kind: String, delivery: Delivery) {
+pub(crate) async fn process_delivery(
+    context: Arc<DeliveryContext>,
+    kind: String,
+    delivery: Delivery,
+) {
     let meta = MessageMeta::of(&delivery);
     let span = info_span!(
         "delivery",
@@ -137,7 +143,12 @@ pub(crate) async fn process_delivery(context: Arc<DeliveryContext>, kind: String
         redelivered = delivery.redelivered,
     );
     async {
-        info!("processing delivery");
+        info!(
+            message_id = meta.message_id.as_deref().unwrap_or(""),
+            request_id = meta.request_id.as_deref().unwrap_or(""),
+            traceparent = meta.traceparent.as_deref().unwrap_or(""),
+            "processing delivery"
+        );
         let settle = settle_delivery(&context, &kind, &meta, &delivery.data).await;
         finish(&context, &kind, &meta, &delivery, settle).await;
     }
@@ -171,9 +182,7 @@ async fn finish(
                     // RabbitMQ dead-letters a rejected message itself (with `x-death`), only
                     // without our reason header.
                     warn!(%error, "failed to publish to the dead-letter exchange, rejecting");
-                    delivery
-                        .reject(BasicRejectOptions { requeue: false })
-                        .await
+                    delivery.reject(BasicRejectOptions { requeue: false }).await
                 }
             }
         }
@@ -350,7 +359,11 @@ async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) ->
         let stored = store_outcome(context, &job, &record).await;
         JobAttemptFinished {
             kind: &job.kind,
-            outcome: if stored { job_outcome } else { JobOutcome::LeaseLost },
+            outcome: if stored {
+                job_outcome
+            } else {
+                JobOutcome::LeaseLost
+            },
             duration: started.elapsed(),
         }
         .emit();
@@ -360,7 +373,10 @@ async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) ->
             };
         }
         if let Some(delay) = retry_delay {
-            info!(delay_ms = delay.as_millis() as u64, "job attempt failed, retrying");
+            info!(
+                delay_ms = delay.as_millis() as u64,
+                "job attempt failed, retrying"
+            );
             return Settle::Requeue { delay };
         }
         match context.store.get_job(&job.id).await {
@@ -443,7 +459,12 @@ async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) ->
                     .complete_job(&job.id, &context.owner, result)
                     .await
             }
-            Record::Fail(failure) => context.store.fail_job(&job.id, &context.owner, failure).await,
+            Record::Fail(failure) => {
+                context
+                    .store
+                    .fail_job(&job.id, &context.owner, failure)
+                    .await
+            }
         };
         match stored {
             Ok(stored) => return stored,

@@ -80,13 +80,11 @@ impl Envelope {
                 .map_err(|error| EnvelopeError(format!("malformed json envelope: {error}")))?,
             CONTENT_TYPE_BINCODE => {
                 let (wire, _): (BincodeEnvelope, usize) =
-                    bincode::serde::decode_from_slice(body, bincode::config::standard())
-                        .map_err(|error| {
-                            EnvelopeError(format!("malformed bincode envelope: {error}"))
-                        })?;
-                let payload = serde_json::from_str(&wire.payload_json).map_err(|error| {
-                    EnvelopeError(format!("payload_json is not json: {error}"))
-                })?;
+                    bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(
+                        |error| EnvelopeError(format!("malformed bincode envelope: {error}")),
+                    )?;
+                let payload = serde_json::from_str(&wire.payload_json)
+                    .map_err(|error| EnvelopeError(format!("payload_json is not json: {error}")))?;
                 Envelope {
                     v: wire.v,
                     id: wire.id,
@@ -153,10 +151,16 @@ mod tests {
     fn json_and_bincode_round_trip() {
         for content_type in [CONTENT_TYPE_JSON, CONTENT_TYPE_BINCODE] {
             let body = sample().encode(content_type).unwrap();
-            assert_eq!(Envelope::decode(Some(content_type), &body).unwrap(), sample());
+            assert_eq!(
+                Envelope::decode(Some(content_type), &body).unwrap(),
+                sample()
+            );
         }
         let json_text = String::from_utf8(sample().encode(CONTENT_TYPE_JSON).unwrap()).unwrap();
-        assert!(json_text.starts_with(r#"{"v":1,"id":"0192-abc""#), "{json_text}");
+        assert!(
+            json_text.starts_with(r#"{"v":1,"id":"0192-abc""#),
+            "{json_text}"
+        );
     }
 
     /// Proves malformed bodies, wrong versions and bad fields are refused with a reason.
@@ -164,14 +168,26 @@ mod tests {
     fn bad_messages_are_refused_with_a_reason() {
         let cases: [(Option<&str>, Vec<u8>, &str); 5] = [
             (None, b"not json".to_vec(), "malformed json"),
-            (Some(CONTENT_TYPE_JSON), br#"{"v":2,"id":"a","kind":"k","payload":{}}"#.to_vec(), "v:"),
-            (Some(CONTENT_TYPE_JSON), br#"{"v":1,"id":"","kind":"k","payload":{}}"#.to_vec(), "id:"),
+            (
+                Some(CONTENT_TYPE_JSON),
+                br#"{"v":2,"id":"a","kind":"k","payload":{}}"#.to_vec(),
+                "v:",
+            ),
+            (
+                Some(CONTENT_TYPE_JSON),
+                br#"{"v":1,"id":"","kind":"k","payload":{}}"#.to_vec(),
+                "id:",
+            ),
             (
                 Some(CONTENT_TYPE_JSON),
                 br#"{"v":1,"id":"a","kind":"k","payload":{},"deadline":"soon"}"#.to_vec(),
                 "deadline:",
             ),
-            (Some("text/plain"), b"hi".to_vec(), "unsupported content type"),
+            (
+                Some("text/plain"),
+                b"hi".to_vec(),
+                "unsupported content type",
+            ),
         ];
         for (content_type, body, expected) in cases {
             let error = Envelope::decode(content_type, &body).unwrap_err();

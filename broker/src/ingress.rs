@@ -9,8 +9,8 @@ use bulwark_supervisors::{
 };
 
 use crate::{
-    BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams,
-    DeliveryContext, RepublisherActor, RepublisherParams,
+    BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, DeliveryContext,
+    RepublisherActor, RepublisherParams,
 };
 
 /// What the `ingress` subsystem is built with (all but the executor, which the tree builds).

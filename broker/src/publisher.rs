@@ -3,8 +3,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bulwark_actors::{JobKind, JobPublisher, PublishError, TraceContext};
 use bulwark_store::Job;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
@@ -172,7 +172,9 @@ impl BrokerPublisher {
                 )
                 .await
                 .map_err(|error| unconfirmed(error.to_string()))?;
-            confirm.await.map_err(|error| unconfirmed(error.to_string()))
+            confirm
+                .await
+                .map_err(|error| unconfirmed(error.to_string()))
         };
         let confirmation =
             match tokio::time::timeout(self.settings.confirm_timeout, published).await {
@@ -283,6 +285,9 @@ mod tests {
         let traceparent = new_traceparent();
         let parts: Vec<&str> = traceparent.split('-').collect();
         assert_eq!(parts.len(), 4);
-        assert_eq!((parts[0], parts[1].len(), parts[2].len(), parts[3]), ("00", 32, 16, "01"));
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
     }
 }

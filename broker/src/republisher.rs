@@ -65,7 +65,11 @@ async fn sweep(params: &RepublisherParams) {
         return;
     }
     let created_before = now_ms() - params.grace.as_millis() as i64;
-    let jobs = match params.store.unpublished_jobs(created_before, SWEEP_BATCH).await {
+    let jobs = match params
+        .store
+        .unpublished_jobs(created_before, SWEEP_BATCH)
+        .await
+    {
         Ok(jobs) => jobs,
         Err(error) => {
             warn!(%error, "failed to read the outbox");
@@ -90,5 +94,9 @@ async fn sweep(params: &RepublisherParams) {
             break;
         }
     }
-    info!(num_published, num_waiting = jobs.len(), "republished jobs from the outbox");
+    info!(
+        num_published,
+        num_waiting = jobs.len(),
+        "republished jobs from the outbox"
+    );
 }

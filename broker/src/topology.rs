@@ -75,7 +75,10 @@ impl Topology {
             ..QueueDeclareOptions::default()
         };
         let mut dlq_arguments = FieldTable::default();
-        dlq_arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        dlq_arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         let dead_letter_queue = self.dead_letter_queue(kind);
         channel
             .queue_declare(dead_letter_queue.as_str().into(), durable, dlq_arguments)
@@ -94,7 +97,10 @@ impl Topology {
             .map_err(|error| BrokerError::topology(&dead_letter_queue, &error))?;
 
         let mut arguments = FieldTable::default();
-        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         arguments.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(i64::from(self.delivery_limit)),

@@ -90,7 +90,10 @@ pub(crate) fn validate_amqp(config: &AmqpConfig) -> Result<(), (&'static str, St
         ("amqp.connect_timeout_ms", config.connect_timeout_ms),
         ("amqp.confirm_timeout_ms", config.confirm_timeout_ms),
         ("amqp.reconnect_backoff_ms", config.reconnect_backoff_ms),
-        ("amqp.reconnect_backoff_max_ms", config.reconnect_backoff_max_ms),
+        (
+            "amqp.reconnect_backoff_max_ms",
+            config.reconnect_backoff_max_ms,
+        ),
         ("amqp.republish_interval_ms", config.republish_interval_ms),
     ];
     for (key, value) in positive {
@@ -124,12 +127,18 @@ mod tests {
             namespace: "has space".to_owned(),
             ..AmqpConfig::default()
         };
-        assert_eq!(validate_amqp(&bad_namespace).unwrap_err().0, "amqp.namespace");
+        assert_eq!(
+            validate_amqp(&bad_namespace).unwrap_err().0,
+            "amqp.namespace"
+        );
         let zero_prefetch = AmqpConfig {
             prefetch: 0,
             ..AmqpConfig::default()
         };
-        assert_eq!(validate_amqp(&zero_prefetch).unwrap_err().0, "amqp.prefetch");
+        assert_eq!(
+            validate_amqp(&zero_prefetch).unwrap_err().0,
+            "amqp.prefetch"
+        );
         let inverted = AmqpConfig {
             reconnect_backoff_max_ms: 10,
             ..AmqpConfig::default()

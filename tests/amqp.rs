@@ -1,0 +1,634 @@
+//! Jobs over the real RabbitMQ at 127.0.0.1:5672 (`BULWARK_TEST_AMQP_URL` overrides): each test
+//! uses its own namespace and deletes what it declared. Tests that disrupt the broker take the
+//! write side of [`BROKER`], the others the read side, so a disruption never hits another
+//! test; a guard starts the broker app again even when a test fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulwark_config::SecretUrl;
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use common::{TestService, eventually};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+static BROKER: RwLock<()> = RwLock::const_new(());
+
+const KIND: &str = "sentiment.analyze";
+
+fn amqp_url() -> String {
+    std::env::var("BULWARK_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+fn unique_namespace() -> String {
+    format!("bulwark-test-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Opens a confirm channel; fails the test, naming the URL, when the broker is unreachable.
+async fn test_channel() -> (Connection, Channel) {
+    let url = amqp_url();
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|error| panic!("rabbitmq is unreachable at {url}: {error}"));
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm select");
+    (connection, channel)
+}
+
+/// Deletes every queue and exchange of a test namespace.
+async fn delete_namespace(namespace: &str) {
+    let (connection, channel) = test_channel().await;
+    for kind in bulwark_actors::JobKind::ALL {
+        for queue in [
+            format!("{namespace}.{}", kind.as_str()),
+            format!("{namespace}.dlq.{}", kind.as_str()),
+        ] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in ["jobs", "dlx", "events"] {
+        let name = format!("{namespace}.{exchange}");
+        let _ = channel
+            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+fn amqp_config(namespace: &str) -> impl FnOnce(&mut bulwark_config::Config) + use<> {
+    let namespace = namespace.to_owned();
+    move |config| {
+        config.amqp.url = Some(SecretUrl::new(amqp_url()));
+        config.amqp.namespace = namespace;
+        config.amqp.reconnect_backoff_ms = 100;
+        config.amqp.reconnect_backoff_max_ms = 1_000;
+        config.amqp.republish_interval_ms = 200;
+        config.amqp.connect_timeout_ms = 2_000;
+        config.amqp.confirm_timeout_ms = 5_000;
+    }
+}
+
+/// A message to publish from the test, as any producer would.
+struct TestMessage {
+    body: Vec<u8>,
+    content_type: &'static str,
+    message_id: String,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+    request_id: Option<String>,
+}
+
+fn envelope(id: &str, payload: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"v": 1, "id": id, "kind": KIND, "payload": payload}))
+        .expect("envelope encodes")
+}
+
+async fn publish(channel: &Channel, namespace: &str, message: &TestMessage) {
+    let mut headers = FieldTable::default();
+    if let Some(request_id) = &message.request_id {
+        headers.insert(
+            "x-request-id".into(),
+            AMQPValue::LongString(request_id.as_str().into()),
+        );
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        );
+    }
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(message.content_type.into())
+        .with_message_id(message.message_id.as_str().into())
+        .with_headers(headers);
+    if let Some(reply_to) = &message.reply_to {
+        properties = properties.with_reply_to(reply_to.as_str().into());
+    }
+    if let Some(correlation_id) = &message.correlation_id {
+        properties = properties.with_correlation_id(correlation_id.as_str().into());
+    }
+    let exchange = format!("{namespace}.jobs");
+    let confirm = channel
+        .basic_publish(
+            exchange.as_str().into(),
+            KIND.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &message.body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert_eq!(
+        confirm,
+        lapin::Confirmation::Ack(None),
+        "message routed and confirmed"
+    );
+}
+
+fn plain(id: &str, payload: Value) -> TestMessage {
+    TestMessage {
+        body: envelope(id, payload),
+        content_type: "application/json",
+        message_id: id.to_owned(),
+        reply_to: None,
+        correlation_id: None,
+        request_id: None,
+    }
+}
+
+/// Waits for one message on `queue` and returns its properties and body.
+async fn get_one(channel: &Channel, queue: &str) -> (BasicProperties, Vec<u8>) {
+    eventually(Duration::from_secs(30), || async {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        got.map(|message| {
+            let delivery = message.delivery;
+            (delivery.properties, delivery.data)
+        })
+    })
+    .await
+}
+
+fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+/// Returns all jobs the node stores (up to 500).
+async fn all_jobs(service: &TestService) -> Vec<Value> {
+    let (status, page) = service.get_json("/v1/jobs?limit=500").await;
+    assert_eq!(status, 200, "{page}");
+    page["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until `expected` jobs exist and all succeeded; asserts one row per key.
+async fn wait_all_succeeded(service: &TestService, expected: usize) -> Vec<Value> {
+    let jobs = eventually(Duration::from_secs(120), || async {
+        let jobs = all_jobs(service).await;
+        let num_succeeded = jobs
+            .iter()
+            .filter(|job| job["status"] == "succeeded")
+            .count();
+        (jobs.len() >= expected && num_succeeded == jobs.len()).then_some(jobs)
+    })
+    .await;
+    assert_eq!(jobs.len(), expected, "one row per published job");
+    jobs
+}
+
+/// Runs `rabbitmqctl`, failing the test if it fails.
+fn rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker app again when dropped, so a failing test never leaves it stopped.
+struct StartAppGuard;
+
+impl Drop for StartAppGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "60"])
+            .output();
+    }
+}
+
+/// Proves jobs submitted over HTTP travel over the broker and run, and that a producer's own
+/// message creates its job (message id = idempotency key) and gets its outcome on `reply_to`
+/// with its `correlation_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_travel_over_the_broker_and_replies_carry_the_correlation_id() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let mut job_ids = Vec::new();
+    for index in 0..5 {
+        let (status, job) = service
+            .post_json(
+                "/v1/jobs",
+                &json!({"kind": KIND, "payload": {"texts": [format!("good day {index}")]}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        job_ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    for job_id in &job_ids {
+        let job = service.wait_for_job(job_id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+
+    let (connection, channel) = test_channel().await;
+    let reply_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue");
+    let message_id = format!("producer-{}", uuid::Uuid::now_v7());
+    let mut message = plain(&message_id, json!({"texts": ["what a lovely day"]}));
+    message.reply_to = Some(reply_queue.name().as_str().to_owned());
+    message.correlation_id = Some("corr-42".to_owned());
+    publish(&channel, &namespace, &message).await;
+    let (properties, body) = get_one(&channel, reply_queue.name().as_str()).await;
+    assert_eq!(
+        properties.correlation_id().as_ref().map(|id| id.as_str()),
+        Some("corr-42")
+    );
+    let event: Value = serde_json::from_slice(&body).expect("event is json");
+    assert_eq!(event["status"], "succeeded", "{event}");
+    assert_eq!(event["idempotency_key"], message_id.as_str(), "{event}");
+    assert!(event["result"]["results"].is_array(), "{event}");
+    let jobs = all_jobs(&service).await;
+    assert_eq!(jobs.len(), 6, "five API jobs and one producer job");
+
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Proves a redelivered message whose job already succeeded is not run again: its stored
+/// result is published again (same job, same attempts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_succeeded_job_is_not_run_again() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let reply_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("reply queue");
+    let message_id = format!("dup-{}", uuid::Uuid::now_v7());
+    let mut message = plain(&message_id, json!({"texts": ["fine", "awful"]}));
+    message.reply_to = Some(reply_queue.name().as_str().to_owned());
+    publish(&channel, &namespace, &message).await;
+    let (_, first_body) = get_one(&channel, reply_queue.name().as_str()).await;
+    let first: Value = serde_json::from_slice(&first_body).expect("json");
+    assert_eq!(first["status"], "succeeded", "{first}");
+
+    publish(&channel, &namespace, &message).await;
+    let (_, second_body) = get_one(&channel, reply_queue.name().as_str()).await;
+    let second: Value = serde_json::from_slice(&second_body).expect("json");
+    assert_eq!(second["job_id"], first["job_id"], "the same job answers");
+    assert_eq!(
+        second["result"], first["result"],
+        "the stored result is re-published"
+    );
+    assert_eq!(second["attempts"], 1, "the job ran once: {second}");
+    let jobs = all_jobs(&service).await;
+    assert_eq!(jobs.len(), 1, "one row for the message id");
+    assert_eq!(jobs[0]["attempts"], 1);
+
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Proves malformed and invalid messages are dead-lettered at once, with the reason in the
+/// `x-bulwark-reject-reason` header, and create no job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_and_invalid_messages_are_dead_lettered_with_a_reason() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let dead_letter_queue = format!("{namespace}.dlq.{KIND}");
+
+    let mut malformed = plain("bad-1", json!({}));
+    malformed.body = b"this is not json".to_vec();
+    publish(&channel, &namespace, &malformed).await;
+    let (properties, body) = get_one(&channel, &dead_letter_queue).await;
+    assert_eq!(body, b"this is not json");
+    let reason = header_text(&properties, "x-bulwark-reject-reason").expect("reason header");
+    assert!(reason.contains("malformed json"), "{reason}");
+
+    publish(&channel, &namespace, &plain("bad-2", json!({"texts": []}))).await;
+    let (properties, _) = get_one(&channel, &dead_letter_queue).await;
+    let reason = header_text(&properties, "x-bulwark-reject-reason").expect("reason header");
+    assert!(reason.starts_with("payload.texts"), "{reason}");
+
+    assert!(
+        all_jobs(&service).await.is_empty(),
+        "no job for refused messages"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Publishes `count` 32-text jobs and returns their message ids.
+async fn publish_batch(channel: &Channel, namespace: &str, prefix: &str, count: usize) {
+    let texts: Vec<String> = (0..32)
+        .map(|index| format!("the service was great and the food was fine {index}"))
+        .collect();
+    for index in 0..count {
+        publish(
+            channel,
+            namespace,
+            &plain(&format!("{prefix}-{index}"), json!({ "texts": texts })),
+        )
+        .await;
+    }
+}
+
+/// Waits until some but not all of `total` jobs succeeded, so a disruption lands mid-stream.
+async fn wait_mid_stream(service: &TestService, total: usize) {
+    let num_succeeded = eventually(Duration::from_secs(60), || async {
+        let jobs = all_jobs(service).await;
+        let num_succeeded = jobs
+            .iter()
+            .filter(|job| job["status"] == "succeeded")
+            .count();
+        (num_succeeded > 0).then_some(num_succeeded)
+    })
+    .await;
+    assert!(
+        num_succeeded < total,
+        "all {total} jobs finished before the disruption, the test proves nothing"
+    );
+}
+
+/// Proves that closing every broker connection mid-stream loses nothing and runs nothing
+/// twice in effect: the consumers fail, restart with backoff, unacked deliveries come back,
+/// and every message ends as exactly one succeeded job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_all_connections_mid_stream_loses_nothing() {
+    let _exclusive = BROKER.write().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let total = 60;
+    publish_batch(&channel, &namespace, "close", total).await;
+    let _ = connection.close(200, "published".into()).await;
+    wait_mid_stream(&service, total).await;
+    rabbitmqctl(&["close_all_connections", "bulwark test disruption"]);
+    let jobs = wait_all_succeeded(&service, total).await;
+    let mut keys: Vec<&str> = jobs
+        .iter()
+        .filter_map(|job| job["idempotency_key"].as_str())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), total, "every message id has exactly one job");
+    eventually(Duration::from_secs(30), || async {
+        let (status, _) = service.get_json("/ready").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Proves that stopping the broker app mid-stream loses nothing: `/ready` reports the broker
+/// down while it is stopped, a job submitted meanwhile waits in the outbox, and after the app
+/// starts again every job (published before and submitted during the outage) succeeds once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_the_broker_mid_stream_loses_nothing() {
+    let _exclusive = BROKER.write().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let total = 60;
+    publish_batch(&channel, &namespace, "stop", total).await;
+    let _ = connection.close(200, "published".into()).await;
+    wait_mid_stream(&service, total).await;
+    let guard = StartAppGuard;
+    rabbitmqctl(&["stop_app"]);
+    let readiness = eventually(Duration::from_secs(30), || async {
+        let (status, body) = service.get_json("/ready").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        readiness["failing"]
+            .as_array()
+            .is_some_and(|failing| failing
+                .iter()
+                .any(|component| component["name"] == "broker")),
+        "{readiness}"
+    );
+    let (status, during_outage) = service
+        .post_json(
+            "/v1/jobs",
+            &json!({"kind": KIND, "payload": {"texts": ["sent while the broker was down"]}}),
+        )
+        .await;
+    assert_eq!(
+        status, 202,
+        "the job is stored in the outbox: {during_outage}"
+    );
+    drop(guard);
+    let jobs = wait_all_succeeded(&service, total + 1).await;
+    assert!(
+        jobs.iter().any(|job| job["id"] == during_outage["id"]),
+        "the outbox job ran"
+    );
+    eventually(Duration::from_secs(30), || async {
+        let (status, _) = service.get_json("/ready").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// A `bulwark serve` child process whose log lines are collected.
+struct Node {
+    child: std::process::Child,
+    base_url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(config_file: &std::path::Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .arg("--config")
+        .arg(config_file)
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("AMQP_URL")
+        .env("BULWARK_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bulwark starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let collected = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                && entry["message"] == "bulwark is serving"
+            {
+                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
+            }
+            collected.lock().expect("logs").push(line);
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("bulwark reports its address");
+    Node {
+        child,
+        base_url: format!("http://{addr}"),
+        logs,
+    }
+}
+
+/// Proves two `bulwark serve` processes sharing one PostgreSQL schema and one broker namespace
+/// share the jobs, each done once, and that a message's `x-request-id` and `traceparent`
+/// appear in the logs of its processing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_the_queue_and_each_job_runs_once() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let database = TestDatabase::create(TestBackend::Postgres).await;
+    let dir = std::env::temp_dir().join(format!("bulwark-amqp-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let config_file = dir.join("bulwark.toml");
+    let config_text = format!(
+        r#"
+[http]
+addr = "127.0.0.1:0"
+
+[database]
+url = "{database}"
+
+[amqp]
+url = "{amqp}"
+namespace = "{namespace}"
+prefetch = 4
+reconnect_backoff_ms = 100
+reconnect_backoff_max_ms = 1000
+
+[sentiment]
+workers = 1
+"#,
+        database = database.url,
+        amqp = amqp_url(),
+    );
+    std::fs::write(&config_file, config_text).expect("config written");
+    let nodes = [spawn_node(&config_file), spawn_node(&config_file)];
+    let client = reqwest::Client::new();
+    for node in &nodes {
+        eventually(Duration::from_secs(60), || async {
+            let response = client
+                .get(format!("{}/ready", node.base_url))
+                .send()
+                .await
+                .ok()?;
+            (response.status().as_u16() == 200).then_some(())
+        })
+        .await;
+    }
+
+    let (connection, channel) = test_channel().await;
+    let total = 40;
+    let texts: Vec<String> = (0..32).map(|index| format!("a fine day {index}")).collect();
+    for index in 0..total {
+        publish(
+            &channel,
+            &namespace,
+            &plain(&format!("shared-{index}"), json!({ "texts": texts })),
+        )
+        .await;
+    }
+    let request_id = format!("req-{}", uuid::Uuid::now_v7().simple());
+    let mut traced = plain("traced", json!({"texts": ["traced message"]}));
+    traced.request_id = Some(request_id.clone());
+    publish(&channel, &namespace, &traced).await;
+    let _ = connection.close(200, "published".into()).await;
+
+    let jobs = eventually(Duration::from_secs(120), || async {
+        let response = client
+            .get(format!("{}/v1/jobs?limit=500", nodes[0].base_url))
+            .send()
+            .await
+            .ok()?;
+        let page: Value = response.json().await.ok()?;
+        let jobs = page["jobs"].as_array()?.clone();
+        let done = jobs.len() == total + 1 && jobs.iter().all(|job| job["status"] == "succeeded");
+        done.then_some(jobs)
+    })
+    .await;
+    assert!(
+        jobs.iter().all(|job| job["attempts"] == 1),
+        "each job ran once"
+    );
+    for (index, node) in nodes.iter().enumerate() {
+        let logs = node.logs.lock().expect("logs");
+        let num_processed = logs
+            .iter()
+            .filter(|line| line.contains("job outcome published"))
+            .count();
+        assert!(num_processed > 0, "node {index} processed no job");
+    }
+    let traced_lines: Vec<String> = nodes
+        .iter()
+        .flat_map(|node| node.logs.lock().expect("logs").clone())
+        .filter(|line| line.contains(&request_id))
+        .collect();
+    assert!(
+        traced_lines
+            .iter()
+            .any(|line| line.contains("processing delivery")
+                && line.contains("0af7651916cd43dd8448eb211c80319c")),
+        "request id and traceparent in the processing logs: {traced_lines:?}"
+    );
+    drop(nodes);
+    delete_namespace(&namespace).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
