@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue clean runtime model
+.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp clean runtime model
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -55,7 +55,7 @@ train-model:
 	@test -n "$(SST2_DIR)" || { echo "error: set SST2_DIR to a folder holding train.txt and dev.txt"; exit 1; }
 	test -x $(TRAIN_VENV)/bin/python || python3 -m venv $(TRAIN_VENV)
 	$(TRAIN_VENV)/bin/pip install -q -r ml-models/train/requirements.txt
-	$(TRAIN_VENV)/bin/python ml-models/train/train_sentiment.py --train $(SST2_DIR)/train.txt \
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(TRAIN_VENV)/bin/python ml-models/train/train_sentiment.py --train $(SST2_DIR)/train.txt \
 		--dev $(SST2_DIR)/dev.txt --out $(MODEL_DIR).part
 	rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).part $(MODEL_DIR)
 
@@ -70,6 +70,7 @@ fmt:
 check-services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || { echo "error: PostgreSQL is not reachable on 127.0.0.1:5432 (start it: pg_ctlcluster --skip-systemctl-redirect \$$(ls /etc/postgresql) main start)"; exit 1; }
 	@psql "$(PG_URL)" -qtAc 'select 1' >/dev/null || { echo "error: cannot connect to $(PG_URL)"; exit 1; }
+	@rabbitmq-diagnostics -q check_port_listener 5672 >/dev/null 2>&1 || { echo "error: RabbitMQ is not reachable on 127.0.0.1:5672 (start it: rabbitmq-server -detached, or rabbitmqctl start_app)"; exit 1; }
 
 build:
 	$(CARGO) build --workspace
@@ -80,6 +81,13 @@ release:
 ## bench: HTTP latency/throughput and local-queue jobs/s (see docs/benchmarks.md)
 bench: release runtime model
 	./scripts/bench.sh
+
+## bench-amqp: broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, results in
+## PostgreSQL (AMQP_URL and DATABASE_URL default to the local services)
+bench-amqp: release runtime model check-services
+	AMQP_URL=$${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} \
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} \
+	BULWARK_LOG=warn ./target/release/bulwark bench amqp --jobs $${JOBS:-2000}
 
 clean:
 	$(CARGO) clean

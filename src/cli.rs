@@ -41,6 +41,9 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
     },
+    /// Publishes one job per line of a JSONL file of payloads to RabbitMQ, with confirms.
+    /// Exit 2 on bad input (naming the line), 1 when the broker fails.
+    Publish(crate::publish::PublishArgs),
     /// Applies database migrations and exits.
     Migrate,
     /// Inspects the configuration.
@@ -107,6 +110,8 @@ pub enum BenchTarget {
     /// Latency the provider path (router, actor, breaker, limiter, bulkhead, retries) adds over
     /// a direct call, against a zero-latency simulator.
     Providers(crate::bench_providers::ProviderBenchArgs),
+    /// Broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, in one run.
+    Amqp(crate::bench_amqp::AmqpBenchArgs),
     /// Fills the local queue on the configured database, then times one node draining it.
     Queue {
         #[arg(long, default_value_t = 5_000)]

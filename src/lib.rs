@@ -14,13 +14,17 @@
 //! - `bench_providers`: `bulwark bench providers`, the latency the provider path adds.
 //! - `providers`: the configured providers, built into adapters wrapped in their resilience.
 //! - `broker`: the RabbitMQ publisher, intake and `ingress` supervisor, built from `[amqp]`.
+//! - `bench_amqp`: `bulwark bench amqp`, broker ceiling vs end-to-end jobs over RabbitMQ.
+//! - `publish`: `bulwark publish`, payloads from a JSONL file to the broker with confirms.
 //! - `cli`: the command line.
 
 pub mod bench;
+pub mod bench_amqp;
 pub mod broker;
 pub mod cli;
 pub mod demo;
 pub mod providers;
+pub mod publish;
 pub mod simulate;
 pub mod bench_providers;
 pub mod engines;

@@ -131,11 +131,29 @@ async fn run(
             println!("migrations applied to {}", config.database.url);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Publish(args) => match bulwark::publish::run(config, &args).await {
+            Ok(num_published) => {
+                println!("published {num_published} jobs of kind {}", args.kind);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(bulwark::publish::PublishFailure::BadInput(message)) => {
+                eprintln!("error: {message}");
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+            Err(bulwark::publish::PublishFailure::Broker(error)) => Err(error),
+        },
         Command::Serve => serve(config, None).await,
         Command::Demo { jobs } => serve(config, Some(jobs)).await,
         Command::Config { .. } => Ok(print_config(config)),
         Command::SimulateProvider(args) => {
             bulwark::simulate::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Amqp(args),
+        } => {
+            let report = bulwark::bench_amqp::run(config, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

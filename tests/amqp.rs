@@ -632,3 +632,47 @@ workers = 1
     delete_namespace(&namespace).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Proves `bulwark publish` refuses a file with a bad line (exit 2, naming the line, nothing
+/// published) and publishes a good file whose jobs then run on a node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_cli_names_bad_lines_and_publishes_good_files() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let dir = std::env::temp_dir().join(format!("bulwark-publish-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run = |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .args(["publish", "--kind", KIND, "--file"])
+            .arg(file)
+            .env("AMQP_URL", amqp_url())
+            .env("BULWARK__AMQP__NAMESPACE", &namespace)
+            .env("BULWARK_LOG", "warn")
+            .output()
+            .expect("bulwark publish runs")
+    };
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"texts\": [\"ok\"]}\n\n{\"texts\": []}\n").expect("write");
+    let output = run(&bad);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3: payload.texts"), "{stderr}");
+
+    let good = dir.join("good.jsonl");
+    std::fs::write(
+        &good,
+        "{\"texts\": [\"good\"]}\n{\"texts\": [\"bad\", \"worse\"]}\n{\"texts\": [\"fine\"]}\n",
+    )
+    .expect("write");
+    let output = run(&good);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_all_succeeded(&service, 3).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
