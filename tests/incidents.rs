@@ -206,11 +206,11 @@ async fn job_runner_failure_loses_no_job() {
         jobs.push(submit(&service, &format!("steady as she goes {index}")).await);
     }
     // Kill the runner from outside mid-batch, as a crash of its task would.
-    let runner = ractor::registry::where_is(service.service.job_runner.name().to_owned())
-        .expect("runner registered");
+    let runner =
+        ractor::registry::where_is(service.service.job_runner.name()).expect("runner registered");
     runner.kill();
     eventually(Duration::from_secs(10), || async {
-        let registered = ractor::registry::where_is(service.service.job_runner.name().to_owned());
+        let registered = ractor::registry::where_is(service.service.job_runner.name());
         registered.filter(|cell| cell.get_id() != runner.get_id())
     })
     .await;

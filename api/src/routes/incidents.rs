@@ -83,6 +83,7 @@ impl IncidentsApi {
         method = "get",
         operation_id = "list_incidents"
     )]
+    #[allow(clippy::too_many_arguments)] // one argument per documented query parameter
     async fn list(
         &self,
         /// Only incidents of this kind: `panic`, `error`, `hang` or `api_error`.
