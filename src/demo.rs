@@ -223,6 +223,9 @@ pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
             percent(competitor.share_of_voice)
         );
     }
-    println!("  report: /v1/audits/{audit_id}/report.html");
+    println!(
+        "  report: http://{}/v1/audits/{audit_id}/report.html",
+        service.addr
+    );
     Ok(())
 }

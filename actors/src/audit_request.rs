@@ -294,10 +294,13 @@ mod tests {
         assert_eq!(distinct.len(), 12);
     }
 
+    /// Breaks one rule of a good request.
+    type BreakRule = Box<dyn Fn(&mut AuditRequest)>;
+
     /// Proves every broken rule names its field.
     #[test]
     fn validation_names_fields() {
-        let cases: Vec<(Box<dyn Fn(&mut AuditRequest)>, &str)> = vec![
+        let cases: Vec<(BreakRule, &str)> = vec![
             (Box::new(|r| r.brand = "  ".to_owned()), "brand"),
             (Box::new(|r| r.brand = "x".repeat(201)), "brand"),
             (Box::new(|r| r.aliases = vec![String::new()]), "aliases[0]"),

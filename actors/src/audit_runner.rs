@@ -55,7 +55,7 @@ pub struct AuditRunner {
     params: Arc<AuditRunnerParams>,
 }
 
-fn store_error(error: StoreError) -> JobError {
+fn store_error(error: &StoreError) -> JobError {
     let code = if error.is_retryable() {
         ErrorCode::ServiceUnavailable
     } else {
@@ -129,7 +129,10 @@ impl AuditRunner {
             request: payload.clone(),
             num_items: u32::try_from(request.num_items()).unwrap_or(u32::MAX),
         };
-        let audit = store.create_audit(&new_audit).await.map_err(store_error)?;
+        let audit = store
+            .create_audit(&new_audit)
+            .await
+            .map_err(|error| store_error(&error))?;
         if audit.status.is_terminal() {
             return self.outcome_of(&audit, &request).await;
         }
@@ -145,15 +148,18 @@ impl AuditRunner {
             store
                 .finish_audit(audit_id, &finish)
                 .await
-                .map_err(store_error)?;
+                .map_err(|error| store_error(&error))?;
             return Err(error);
         }
-        store.start_audit(audit_id).await.map_err(store_error)?;
+        store
+            .start_audit(audit_id)
+            .await
+            .map_err(|error| store_error(&error))?;
 
         let done = store
             .list_audit_items(audit_id)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| store_error(&error))?;
         let pending: Vec<AuditItemPlan> = request
             .plan()
             .into_iter()
@@ -185,16 +191,16 @@ impl AuditRunner {
         let audit = store
             .get_audit(audit_id)
             .await
-            .map_err(store_error)?
+            .map_err(|error| store_error(&error))?
             .ok_or_else(|| JobError::new(ErrorCode::InternalError, "audit row vanished"))?;
         let items = store
             .list_audit_items(audit_id)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| store_error(&error))?;
         let mentions = store
             .list_audit_mentions(audit_id)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| store_error(&error))?;
         let summary = summary_from_rows(&request, &items, &mentions);
         let failed: Vec<&AuditItem> = items
             .iter()
@@ -219,7 +225,7 @@ impl AuditRunner {
         store
             .finish_audit(&audit.id, &finish)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| store_error(&error))?;
         info!(
             audit_id,
             status = status.as_str(),
@@ -245,11 +251,11 @@ impl AuditRunner {
         let items = store
             .list_audit_items(&audit.id)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| store_error(&error))?;
         let mentions = store
             .list_audit_mentions(&audit.id)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| store_error(&error))?;
         let num_failed = items
             .iter()
             .filter(|item| item.status == AuditItemStatus::Failed)
@@ -311,7 +317,7 @@ impl AuditRunner {
             .store
             .record_audit_item(context.audit_id, &item, &mentions)
             .await
-            .map_err(store_error)
+            .map_err(|error| store_error(&error))
     }
 
     async fn answered_item(
