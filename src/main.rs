@@ -81,14 +81,16 @@ async fn run(
 ) -> anyhow::Result<ExitCode> {
     match command {
         Command::Incident {
-            action: IncidentAction::Replay {
-                incident,
-                timeout_ms,
-            },
+            action:
+                IncidentAction::Replay {
+                    incident,
+                    timeout_ms,
+                },
         } => {
             let incident = bulwark::incidents::find(config, &incident)?;
             let timeout = std::time::Duration::from_millis(timeout_ms);
-            let (report, code) = bulwark::incidents::replay(config_path, &incident, timeout).await?;
+            let (report, code) =
+                bulwark::incidents::replay(config_path, &incident, timeout).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(code)
         }
@@ -125,6 +127,7 @@ async fn run(
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq(args) => bulwark::dlq_cli::run(&args).await,
         Command::Migrate => {
             let store = bulwark::service::open_store(config).await?;
             store.close().await;
@@ -150,9 +153,23 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
+            target: BenchTarget::Scheduler(args),
+        } => {
+            let report = bulwark::bench_scheduling::scheduler(config, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
             target: BenchTarget::Amqp(args),
         } => {
             let report = bulwark::bench_amqp::run(config, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Dlq(args),
+        } => {
+            let report = bulwark::bench_scheduling::dlq(config, &args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
