@@ -372,6 +372,17 @@ async fn partial_audit_lists_failures() {
     let (_, _, html) = get_text(&service, &format!("/v1/audits/{audit_id}/report.html")).await;
     assert!(html.contains("Failed items (4)"));
     assert!(html.contains(first_code));
+
+    let metrics = service.get_text("/metrics").await;
+    let failed_series = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("bulwark_audit_items_total{")
+                && line.contains("provider=\"failing\"")
+                && line.contains("outcome=\"failed\"")
+        })
+        .unwrap_or_else(|| panic!("failed items are counted:\n{metrics}"));
+    assert!(failed_series.ends_with(" 4"), "{failed_series}");
 }
 
 /// Proves submitted text is HTML-escaped in the page: a `<script>` brand, an `&` alias and a

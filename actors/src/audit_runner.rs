@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::audit_analysis::{AnswerFacts, AuditSummary, MentionFacts, MentionMatcher, summarize};
 use crate::audit_request::{AuditItemPlan, AuditRequest};
+use crate::metrics::{AuditFinished, AuditItemRecorded};
 use crate::{
     ErrorCode, JobError, PoolError, ProviderCallError, ProviderRouter, ScoringChoice, SentimentPool,
 };
@@ -226,12 +227,13 @@ impl AuditRunner {
             .finish_audit(&audit.id, &finish)
             .await
             .map_err(|error| store_error(&error))?;
-        info!(
+        AuditFinished {
             audit_id,
-            status = status.as_str(),
-            num_failed = failed.len(),
-            "audit finished"
-        );
+            status: status.as_str(),
+            num_items: items.len(),
+            num_failed: failed.len(),
+        }
+        .emit();
         Ok(AuditOutcome {
             audit_id: audit.id,
             status,
@@ -317,7 +319,13 @@ impl AuditRunner {
             .store
             .record_audit_item(context.audit_id, &item, &mentions)
             .await
-            .map_err(|error| store_error(&error))
+            .map_err(|error| store_error(&error))?;
+        AuditItemRecorded {
+            provider,
+            code_opt: item.error_code.as_deref(),
+        }
+        .emit();
+        Ok(())
     }
 
     async fn answered_item(
@@ -423,13 +431,6 @@ struct ItemContext<'a> {
 }
 
 fn failed_item(base: AuditItem, error: &ProviderCallError) -> AuditItem {
-    warn!(
-        provider = base.provider.as_str(),
-        item_index = base.item_index,
-        code = error.code(),
-        %error,
-        "audit item failed"
-    );
     AuditItem {
         status: AuditItemStatus::Failed,
         error_code: Some(error.code().to_owned()),
