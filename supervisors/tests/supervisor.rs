@@ -1032,3 +1032,56 @@ async fn operator_stop_start_and_restart() {
     );
     stop_supervisor(&outer).await;
 }
+
+/// Proves writing incidents never fails the actor system: with an incident directory that
+/// cannot be created (as on a read-only or full disk) a panicking child is still restarted,
+/// and the failed write is counted instead.
+#[tokio::test]
+async fn unwritable_incident_directory_does_not_stop_restarts() {
+    install_panic_hook();
+    let test = "unwritable_incident_directory_does_not_stop_restarts";
+    let (sink, _writer) = bulwark_supervisors::IncidentSink::start(
+        bulwark_supervisors::incident::IncidentWriterParams {
+            settings: bulwark_supervisors::IncidentSettings {
+                // A path below a regular file can never be a directory.
+                dir: std::path::PathBuf::from("/proc/version/incidents"),
+                max_files: 10,
+                max_bytes: 1 << 20,
+                payload_mode: bulwark_supervisors::incident::PayloadMode::Truncate,
+                payload_max_chars: 100,
+                env_allow: Vec::new(),
+                queue_capacity: 4,
+                node: test.to_owned(),
+            },
+            logs: bulwark_supervisors::RecentLogs::new(10),
+            env: std::collections::HashMap::new(),
+        },
+    );
+    sink.register(test);
+    let worker = TestChild::new(test, "worker");
+    let supervisor = spawn_supervisor(
+        test,
+        supervisor_params("sup", vec![worker.spec(RestartType::Permanent, None)]),
+    )
+    .await;
+    let old_id = worker.actor().get_id();
+    worker.send(TestChildMsg::Panic);
+    worker.wait_for_new_incarnation(old_id).await;
+    assert_eq!(worker.ping().await, 1);
+    eventually(DEADLINE, || async {
+        let failures = sink
+            .stats()
+            .write_failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (failures == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sink.stats()
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    bulwark_supervisors::IncidentSink::unregister(test);
+    stop_supervisor(&supervisor).await;
+}
