@@ -538,6 +538,29 @@ async fn operator_controls_and_jobs_restart_under_load() {
         .await;
         assert_eq!(job["status"], "succeeded", "{job}");
     }
+
+    // The CLI mirrors the API, with the token from the environment.
+    let ops = |args: &[&str], token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .arg("--config")
+            .arg(&config_file)
+            .args(["ops", "--url", &base_url])
+            .args(args)
+            .env("BULWARK_OPERATOR_TOKEN", token)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("bulwark ops runs")
+    };
+    let tree = ops(&["tree"], token);
+    assert!(tree.status.success(), "{tree:?}");
+    assert!(String::from_utf8_lossy(&tree.stdout).contains("sentiment-worker-1"));
+    let stopped = ops(&["stop", "root/sentiment/sentiment-worker-1"], token);
+    assert!(stopped.status.success(), "{stopped:?}");
+    let started = ops(&["start", "root/sentiment/sentiment-worker-1"], token);
+    assert!(started.status.success(), "{started:?}");
+    let refused = ops(&["restart", "root/jobs"], "not-the-token");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("FORBIDDEN"));
     stop(child);
 
     let store = bulwark_store::Store::open(&bulwark_store::StoreParams {
@@ -553,5 +576,8 @@ async fn operator_controls_and_jobs_restart_under_load() {
         && entry.target == "root/jobs"
         && entry.outcome == "succeeded"));
     assert!(actions.iter().any(|entry| entry.outcome == "denied"));
+    assert!(actions.iter().any(|entry| entry.action == "stop"
+        && entry.target == "root/sentiment/sentiment-worker-1"
+        && entry.outcome == "succeeded"));
     store.close().await;
 }
