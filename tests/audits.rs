@@ -170,7 +170,11 @@ async fn full_audit(backend: TestBackend) {
         )
         .await;
     assert_eq!(status, 202, "{created}");
-    assert_eq!(created["status"], "queued");
+    // The runner may have claimed the job before the response was built.
+    assert!(
+        matches!(created["status"].as_str(), Some("queued" | "running")),
+        "{created}"
+    );
     assert_eq!(created["num_items"], 12);
     let audit_id = created["id"].as_str().expect("audit id").to_owned();
 
@@ -243,8 +247,8 @@ async fn full_audit(backend: TestBackend) {
         .sum();
     assert_eq!(per_provider_answers, 12);
 
-    let (status, job) = service.get_json(&format!("/v1/jobs/{audit_id}")).await;
-    assert_eq!(status, 200);
+    // The job records its result just after the audit finishes.
+    let job = service.wait_for_job(&audit_id).await;
     assert_eq!(job["kind"], "audit.run");
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["result"]["status"], "succeeded");
