@@ -202,12 +202,12 @@ impl SimulatorServer {
 }
 
 #[handler]
-fn get_faults(state: Data<&Arc<SimulatorState>>) -> Json<FaultKnobs> {
+fn get_faults(Data(state): Data<&Arc<SimulatorState>>) -> Json<FaultKnobs> {
     Json(state.faults())
 }
 
 #[handler]
-fn put_faults(state: Data<&Arc<SimulatorState>>, Json(knobs): Json<FaultKnobs>) -> Response {
+fn put_faults(Data(state): Data<&Arc<SimulatorState>>, Json(knobs): Json<FaultKnobs>) -> Response {
     if let Err(message) = knobs.validate() {
         return (StatusCode::UNPROCESSABLE_ENTITY, message).into_response();
     }
@@ -219,7 +219,7 @@ fn put_faults(state: Data<&Arc<SimulatorState>>, Json(knobs): Json<FaultKnobs>) 
 }
 
 #[handler]
-fn get_stats(state: Data<&Arc<SimulatorState>>) -> Json<SimulatorStats> {
+fn get_stats(Data(state): Data<&Arc<SimulatorState>>) -> Json<SimulatorStats> {
     Json(state.stats.snapshot())
 }
 
@@ -233,7 +233,11 @@ async fn openai_chat_completions(
 }
 
 #[handler]
-async fn anthropic_messages(state: Data<&Arc<SimulatorState>>, request: &Request, body: Body) -> Response {
+async fn anthropic_messages(
+    state: Data<&Arc<SimulatorState>>,
+    request: &Request,
+    body: Body,
+) -> Response {
     serve(state.0, request, body, Format::Anthropic).await
 }
 
