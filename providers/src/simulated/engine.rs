@@ -9,11 +9,12 @@ use crate::{CompletionRequest, Usage};
 pub const DEFAULT_BRANDS: [&str; 5] = ["Acme", "Globex", "Initech", "Umbrella", "Hooli"];
 
 /// Capitalised words that are not brands.
-const NOT_BRANDS: [&str; 40] = [
+const NOT_BRANDS: &[&str] = &[
     "I", "A", "An", "The", "What", "Which", "Who", "How", "Why", "When", "Where", "Is", "Are",
     "Do", "Does", "Can", "Should", "Would", "Could", "Please", "List", "Name", "Compare", "Tell",
     "Give", "Best", "Top", "In", "For", "And", "Or", "Of", "To", "With", "My", "Our", "We", "You",
-    "AI", "OK",
+    "AI", "OK", // Category words that prompts capitalise.
+    "CRM", "ERP", "SaaS", "API", "SEO", "UI", "UX", "LLM", "VPN", "CMS",
 ];
 
 /// How the engine speaks of one brand.
@@ -232,7 +233,8 @@ mod tests {
     #[test]
     fn answers_cover_mentions_tones_and_lists() {
         let engine = engine();
-        let brands = engine.candidate_brands("Best sales tool? Compare Salesforce, HubSpot and Zoho.");
+        let brands =
+            engine.candidate_brands("Best CRM tool? Compare Salesforce, HubSpot and Zoho.");
         assert_eq!(&brands[..3], ["Salesforce", "HubSpot", "Zoho"]);
         assert!(brands.contains(&"Acme".to_owned()));
         assert!(!brands.contains(&"Compare".to_owned()));
