@@ -188,7 +188,7 @@ impl HealthApi {
             ),
         ];
         if let Some(providers) = &state.providers {
-            components.extend(providers.statuses().into_iter().map(provider_component));
+            components.extend(providers.statuses().iter().map(provider_component));
         }
         if let Some(publisher) = state.intake.publisher() {
             let connected = bulwark_actors::JobPublisher::is_connected(publisher.as_ref());
@@ -208,7 +208,7 @@ impl HealthApi {
 
 /// A provider is `degraded`, never `down`: a node whose provider's breaker is open or whose
 /// provider actor is restarting still runs everything else, so it stays ready.
-fn provider_component(status: bulwark_actors::ProviderStatus) -> Component {
+fn provider_component(status: &bulwark_actors::ProviderStatus) -> Component {
     let breaker = status.breaker_opt.map_or("none", |state| state.as_str());
     let healthy = status.running && breaker == "closed";
     component(
