@@ -165,7 +165,8 @@ async fn provider_complete_validation_names_the_field() {
     );
 }
 
-/// Proves a failing provider's calls go to its fallback, and the result says who answered.
+/// Proves a failing provider's calls go to its fallback, the result says who answered, and
+/// `/health` shows the failing provider degraded with its breaker open.
 #[tokio::test]
 async fn fallback_answers_when_the_provider_fails() {
     let broken = simulator(SimulatorParams {
@@ -180,6 +181,8 @@ async fn fallback_answers_when_the_provider_fails() {
     let service = TestService::start_with(TestBackend::Sqlite, |config: &mut Config| {
         let mut primary = http_provider(ProviderKind::Openai, &broken);
         primary.fallback = vec!["backup".to_owned()];
+        primary.breaker_min_calls = 1;
+        primary.breaker_open_ms = 60_000;
         config.providers.insert("primary".to_owned(), primary);
         config.providers.insert(
             "backup".to_owned(),
@@ -196,6 +199,35 @@ async fn fallback_answers_when_the_provider_fails() {
     assert_eq!(job["result"]["provider"], "backup");
     assert_eq!(broken.stats().errors, 1);
     assert_eq!(healthy.stats().answered, 1);
+    let (status, health) = service.get_json("/health").await;
+    assert_eq!(
+        status, 200,
+        "a provider's open breaker leaves the node up: {health}"
+    );
+    let primary = health["components"]
+        .as_array()
+        .and_then(|components| {
+            components
+                .iter()
+                .find(|component| component["name"] == "provider:primary")
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(primary["status"], "degraded", "{health}");
+    assert!(
+        primary["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("breaker open"),
+        "{primary}"
+    );
+    let metrics = service.get_text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("bulwark_provider_breaker_state{provider=\"primary\"} 2")),
+        "breaker state gauge is 2 (open)"
+    );
     broken.stop().await;
     healthy.stop().await;
 }
