@@ -46,6 +46,8 @@ pub enum Command {
     Publish(crate::publish::PublishArgs),
     /// Applies database migrations and exits.
     Migrate,
+    /// Inspects and acts on dead letters of a running node (over HTTP).
+    Dlq(crate::dlq_cli::DlqArgs),
     /// Inspects the configuration.
     Config {
         #[command(subcommand)]
@@ -110,6 +112,10 @@ pub enum BenchTarget {
     /// Latency the provider path (router, actor, breaker, limiter, bulkhead, retries) adds over
     /// a direct call, against a zero-latency simulator.
     Providers(crate::bench_providers::ProviderBenchArgs),
+    /// Slot lag (p50/p99) of one scheduler with many active interval schedules.
+    Scheduler(crate::bench_scheduling::SchedulerBenchArgs),
+    /// Dead letters stored and requeued per second.
+    Dlq(crate::bench_scheduling::DlqBenchArgs),
     /// Broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, in one run.
     Amqp(crate::bench_amqp::AmqpBenchArgs),
     /// Fills the local queue on the configured database, then times one node draining it.

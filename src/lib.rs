@@ -14,15 +14,19 @@
 //! - `bench_providers`: `bulwark bench providers`, the latency the provider path adds.
 //! - `providers`: the configured providers, built into adapters wrapped in their resilience.
 //! - `broker`: the RabbitMQ publisher, intake and `ingress` supervisor, built from `[amqp]`.
+//! - `bench_scheduling`: `bulwark bench scheduler|dlq`, slot lag and requeue rate.
 //! - `bench_amqp`: `bulwark bench amqp`, broker ceiling vs end-to-end jobs over RabbitMQ.
 //! - `publish`: `bulwark publish`, payloads from a JSONL file to the broker with confirms.
+//! - `dlq_cli`: `bulwark dlq stats|list|show|requeue|park|purge` over HTTP.
 //! - `cli`: the command line.
 
 pub mod bench;
 pub mod bench_amqp;
+pub mod bench_scheduling;
 pub mod broker;
 pub mod cli;
 pub mod demo;
+pub mod dlq_cli;
 pub mod providers;
 pub mod publish;
 pub mod simulate;

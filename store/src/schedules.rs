@@ -835,3 +835,16 @@ impl Store {
         Ok(rows_affected == 1)
     }
 }
+
+impl Store {
+    /// Returns the lag (slot time to job created) of every run enqueued for a slot at or after
+    /// `since_ms`, for benchmarks.
+    pub async fn schedule_run_lags_ms(&self, since_ms: i64) -> Result<Vec<i64>, StoreError> {
+        const LAGS: &str = "SELECT lag_ms FROM schedule_runs WHERE fire_at_ms >= $1 \
+             AND lag_ms IS NOT NULL AND (reason IS NULL OR reason <> 'manual')";
+        let rows: Vec<(i64,)> = with_pool!(self, pool => {
+            sqlx::query_as(LAGS).bind(since_ms).fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().map(|(lag_ms,)| lag_ms).collect())
+    }
+}

@@ -1,0 +1,241 @@
+//! `bulwark bench scheduler` (slot lag with many active interval schedules) and
+//! `bulwark bench dlq` (dead-letter requeue rate), on the configured database. Measurement
+//! tools, not tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bulwark_actors::{
+    DeadLetterActor, DeadLetterHandle, DeadLetterParams, JobIntake, JobRunnerHandle, Liveness,
+    RetryPolicy, SchedulerActor, SchedulerParams, SystemClock, requeue_dead_letter,
+};
+use bulwark_config::Config;
+use bulwark_store::{
+    DeadLetterFilter, JobFailure, JobStatus, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec,
+    ScheduleStatus, ScheduleTrigger, now_ms,
+};
+use clap::Args;
+use ractor::Actor;
+use serde::Serialize;
+use serde_json::json;
+
+/// Options of `bulwark bench scheduler`.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerBenchArgs {
+    /// Active interval schedules, their slots spread evenly over the interval.
+    #[arg(long, default_value_t = 10_000)]
+    pub schedules: usize,
+    /// Interval of every schedule, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub every_ms: i64,
+    /// How long the scheduler runs while lags are recorded, in seconds.
+    #[arg(long, default_value_t = 130)]
+    pub seconds: u64,
+}
+
+/// The result of `bulwark bench scheduler`, printed as JSON.
+#[derive(Debug, Serialize)]
+pub struct SchedulerBenchReport {
+    pub backend: &'static str,
+    pub num_schedules: usize,
+    pub every_ms: i64,
+    pub tick_ms: u64,
+    pub fires_per_second_offered: f64,
+    pub num_runs: usize,
+    pub lag_p50_ms: i64,
+    pub lag_p99_ms: i64,
+    pub lag_max_ms: i64,
+}
+
+fn percentile(sorted: &[i64], quantile: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Creates the schedules, runs one scheduler actor on the wall clock, and reports the lag from
+/// each slot to its job's creation.
+pub async fn scheduler(
+    config: &Config,
+    args: &SchedulerBenchArgs,
+) -> anyhow::Result<SchedulerBenchReport> {
+    let store = crate::service::open_store(config).await?;
+    let start_ms = now_ms() + 5_000;
+    let prefix = uuid::Uuid::now_v7().simple().to_string();
+    for index in 0..args.schedules {
+        let anchor_ms = start_ms + (index as i64 * args.every_ms) / args.schedules as i64;
+        let spec = ScheduleSpec {
+            name: format!("bench-{prefix}-{index}"),
+            kind: "sentiment.analyze".to_owned(),
+            payload: json!({"texts": ["benchmark"]}),
+            trigger: ScheduleTrigger::Interval {
+                every_ms: args.every_ms,
+                anchor_ms,
+            },
+            status: ScheduleStatus::Active,
+            misfire_policy: MisfirePolicy::FireOnce,
+            catch_up_window_ms: 0,
+            overlap_policy: OverlapPolicy::Allow,
+            max_consecutive_failures: 0,
+            next_fire_at_ms: Some(anchor_ms),
+        };
+        store
+            .insert_schedule(&spec, now_ms())
+            .await
+            .context("failed to create a benchmark schedule")?;
+    }
+    let settings = &config.scheduler;
+    let name = format!("bench-scheduler-{prefix}");
+    let (actor, handle) = Actor::spawn(
+        Some(name),
+        SchedulerActor,
+        SchedulerParams {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            owner: format!("bench-{prefix}"),
+            tick: settings.tick(),
+            claim_batch: settings.claim_batch,
+            claim_lease: settings.claim_lease(),
+            misfire_grace: settings.misfire_grace(),
+            max_catch_up: settings.max_catch_up as usize,
+            concurrency: settings.concurrency as usize,
+            max_attempts: 1,
+            intake: JobIntake::local(store.clone(), JobRunnerHandle::new("bench-no-runner")),
+            liveness: Liveness::default(),
+        },
+    )
+    .await
+    .context("failed to start the scheduler")?;
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    actor.stop(None);
+    let _ = handle.await;
+    let mut lags = store.schedule_run_lags_ms(start_ms).await?;
+    lags.sort_unstable();
+    store.close().await;
+    Ok(SchedulerBenchReport {
+        backend: store.backend().as_str(),
+        num_schedules: args.schedules,
+        every_ms: args.every_ms,
+        tick_ms: settings.tick_ms,
+        fires_per_second_offered: args.schedules as f64 * 1_000.0 / args.every_ms as f64,
+        num_runs: lags.len(),
+        lag_p50_ms: percentile(&lags, 0.50),
+        lag_p99_ms: percentile(&lags, 0.99),
+        lag_max_ms: lags.last().copied().unwrap_or(0),
+    })
+}
+
+/// Options of `bulwark bench dlq`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqBenchArgs {
+    /// Dead jobs to store and requeue.
+    #[arg(long, default_value_t = 5_000)]
+    pub letters: usize,
+}
+
+/// The result of `bulwark bench dlq`, printed as JSON.
+#[derive(Debug, Serialize)]
+pub struct DlqBenchReport {
+    pub backend: &'static str,
+    pub num_letters: usize,
+    /// Dead jobs found and stored as dead letters, per second.
+    pub stored_per_second: f64,
+    /// Dead letters requeued (letter moved, job queued again under its id), per second.
+    pub requeued_per_second: f64,
+}
+
+/// Kills `letters` jobs, times the dead-letter actor storing them, then times requeueing all.
+pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenchReport> {
+    let store = crate::service::open_store(config).await?;
+    let prefix = uuid::Uuid::now_v7().simple().to_string();
+    let owner = format!("bench-broken-{prefix}");
+    for index in 0..args.letters {
+        store
+            .insert_job(&NewJob {
+                kind: "sentiment.analyze".to_owned(),
+                payload: json!({"texts": ["benchmark"]}),
+                idempotency_key: Some(format!("bench-dlq-{prefix}-{index}")),
+                request_id: None,
+                max_attempts: 1,
+            })
+            .await?;
+    }
+    let failure = JobFailure {
+        code: "UPSTREAM_TIMEOUT".to_owned(),
+        message: "benchmark".to_owned(),
+        retry_at_ms: None,
+        final_status: JobStatus::Failed,
+        refund_attempt: false,
+    };
+    loop {
+        let jobs = store.claim_jobs(&owner, now_ms() + 600_000, 500).await?;
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            store.fail_job(&job.id, &owner, &failure).await?;
+        }
+    }
+    let runner = JobRunnerHandle::new("bench-no-runner");
+    let name = format!("bench-dead-letters-{prefix}");
+    let (actor, handle) = Actor::spawn(
+        Some(name.clone()),
+        DeadLetterActor,
+        DeadLetterParams {
+            store: store.clone(),
+            scan_interval: Duration::from_secs(3_600),
+            recovery_interval: Duration::from_secs(3_600),
+            max_retries: 0,
+            retry: RetryPolicy {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+            batch_size: 500,
+            job_runner: runner.clone(),
+            liveness: Liveness::default(),
+        },
+    )
+    .await
+    .context("failed to start the dead-letter actor")?;
+    let started = Instant::now();
+    let mut num_stored = 0;
+    while num_stored < args.letters {
+        let report = DeadLetterHandle::new(name.clone())
+            .run_pass()
+            .await
+            .context("dead-letter actor stopped")??;
+        if report.num_stored == 0 {
+            break;
+        }
+        num_stored += report.num_stored;
+    }
+    let stored_seconds = started.elapsed().as_secs_f64();
+    actor.stop(None);
+    let _ = handle.await;
+
+    let filter = DeadLetterFilter {
+        status: Some("parked".to_owned()),
+        error_code: Some("UPSTREAM_TIMEOUT".to_owned()),
+        limit: u32::try_from(args.letters).unwrap_or(u32::MAX),
+        ..DeadLetterFilter::default()
+    };
+    let letters = store.list_dead_letters(&filter).await?.dead_letters;
+    let started = Instant::now();
+    let mut num_requeued = 0;
+    for letter in &letters {
+        if requeue_dead_letter(store.clone(), &runner, letter, &["parked"], "requeued").await? {
+            num_requeued += 1;
+        }
+    }
+    let requeue_seconds = started.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(DlqBenchReport {
+        backend: store.backend().as_str(),
+        num_letters: num_requeued,
+        stored_per_second: num_stored as f64 / stored_seconds.max(1e-9),
+        requeued_per_second: num_requeued as f64 / requeue_seconds.max(1e-9),
+    })
+}
