@@ -92,14 +92,14 @@ type CallFn = Arc<
 >;
 
 /// Starts `calls` calls at `rate` per second, each timed from its start to its answer.
-async fn open_loop(call: CallFn, calls: usize, rate: u32) -> (Vec<Duration>, usize) {
+async fn open_loop(call: &CallFn, calls: usize, rate: u32) -> (Vec<Duration>, usize) {
     let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = JoinSet::new();
     for index in 0..calls {
         ticker.tick().await;
-        let call = Arc::clone(&call);
+        let call = Arc::clone(call);
         let mut request = CompletionRequest::new("Which tools are best? Compare Acme and Globex.");
         request.seed = Some(index as u64 % 64);
         tasks.spawn(async move {
@@ -139,17 +139,17 @@ fn percentiles(mut latencies: Vec<Duration>, num_errors: usize) -> Percentiles {
     }
 }
 
-async fn compare(direct: CallFn, full_path: CallFn, args: &ProviderBenchArgs) -> Comparison {
+async fn compare(direct: &CallFn, full_path: &CallFn, args: &ProviderBenchArgs) -> Comparison {
     // Warm-up: connections, allocator, lazy statics.
-    open_loop(Arc::clone(&direct), 200, args.rate).await;
-    open_loop(Arc::clone(&full_path), 200, args.rate).await;
+    open_loop(direct, 200, args.rate).await;
+    open_loop(full_path, 200, args.rate).await;
     let (mut direct_all, mut full_all) = (Vec::new(), Vec::new());
     let (mut direct_errors, mut full_errors) = (0, 0);
     for _ in 0..args.rounds.max(1) {
-        let (latencies, errors) = open_loop(Arc::clone(&direct), args.calls, args.rate).await;
+        let (latencies, errors) = open_loop(direct, args.calls, args.rate).await;
         direct_all.extend(latencies);
         direct_errors += errors;
-        let (latencies, errors) = open_loop(Arc::clone(&full_path), args.calls, args.rate).await;
+        let (latencies, errors) = open_loop(full_path, args.calls, args.rate).await;
         full_all.extend(latencies);
         full_errors += errors;
     }
@@ -215,8 +215,8 @@ pub async fn run(args: &ProviderBenchArgs) -> anyhow::Result<ProviderBenchReport
     let routed_http: Arc<dyn Provider> = Arc::new(OpenAiProvider::new(http_params("http"))?);
     let http_router = spawn_path("http", routed_http).await?;
     let http = compare(
-        direct_call(direct_http),
-        routed_call(http_router, "http"),
+        &direct_call(direct_http),
+        &routed_call(http_router, "http"),
         args,
     )
     .await;
@@ -231,8 +231,8 @@ pub async fn run(args: &ProviderBenchArgs) -> anyhow::Result<ProviderBenchReport
     };
     let local_router = spawn_path("local", in_process("local")).await?;
     let in_process = compare(
-        direct_call(in_process("direct-local")),
-        routed_call(local_router, "local"),
+        &direct_call(in_process("direct-local")),
+        &routed_call(local_router, "local"),
         args,
     )
     .await;

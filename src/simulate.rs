@@ -96,9 +96,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let params = args.params(&env)?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
-    let server = SimulatorServer::start(&args.addr, params)
+    let addr = args.addr;
+    let server = SimulatorServer::start(&addr, params)
         .await
-        .with_context(|| format!("failed to listen on {}", args.addr))?;
+        .with_context(|| format!("failed to listen on {addr}"))?;
     println!(
         "simulated provider on http://{0}: OpenAI format at http://{0}/v1/chat/completions, \
          Anthropic format at http://{0}/v1/messages, faults at http://{0}/admin/faults",
