@@ -275,13 +275,15 @@ async fn handle_schedule(
         let job_id = enqueue(params, &schedule, pending_ms).await?;
         let lag_ms = params.clock.now_ms() - pending_ms;
         if store
-            .enqueue_deferred_run(
-                &schedule.id,
-                pending_ms,
-                &job_id,
-                lag_ms,
-                params.clock.now_ms(),
-            )
+            .enqueue_deferred_run(&NewScheduleRun {
+                schedule_id: &schedule.id,
+                fire_at_ms: pending_ms,
+                outcome: RunOutcome::Enqueued,
+                reason: Some("overlap"),
+                job_id: Some(&job_id),
+                lag_ms: Some(lag_ms),
+                now_ms: params.clock.now_ms(),
+            })
             .await?
         {
             advance.num_new_runs += 1;
@@ -316,11 +318,13 @@ async fn handle_schedule(
         for missed_ms in &plan.missed[first_recorded..] {
             record_run(
                 params,
-                &schedule.id,
-                *missed_ms,
-                RunOutcome::Missed,
-                Some("misfire"),
-                None,
+                SlotRecord {
+                    schedule_id: &schedule.id,
+                    fire_at_ms: *missed_ms,
+                    outcome: RunOutcome::Missed,
+                    reason: Some("misfire"),
+                    job: None,
+                },
             )
             .await?;
         }
@@ -344,11 +348,13 @@ async fn handle_schedule(
                     OverlapPolicy::QueueOne if advance.pending_fire_at_ms.is_none() => {
                         record_run(
                             params,
-                            &schedule.id,
-                            slot_ms,
-                            RunOutcome::Deferred,
-                            Some("overlap"),
-                            None,
+                            SlotRecord {
+                                schedule_id: &schedule.id,
+                                fire_at_ms: slot_ms,
+                                outcome: RunOutcome::Deferred,
+                                reason: Some("overlap"),
+                                job: None,
+                            },
                         )
                         .await?;
                         advance.pending_fire_at_ms = Some(slot_ms);
@@ -362,11 +368,13 @@ async fn handle_schedule(
                     OverlapPolicy::QueueOne | OverlapPolicy::Skip => {
                         record_run(
                             params,
-                            &schedule.id,
-                            slot_ms,
-                            RunOutcome::Skipped,
-                            Some("overlap"),
-                            None,
+                            SlotRecord {
+                                schedule_id: &schedule.id,
+                                fire_at_ms: slot_ms,
+                                outcome: RunOutcome::Skipped,
+                                reason: Some("overlap"),
+                                job: None,
+                            },
                         )
                         .await?;
                         report.num_skipped += 1;
@@ -383,11 +391,13 @@ async fn handle_schedule(
             let lag_ms = params.clock.now_ms() - slot_ms;
             let recorded = record_run(
                 params,
-                &schedule.id,
-                slot_ms,
-                RunOutcome::Enqueued,
-                None,
-                Some((&job_id, lag_ms)),
+                SlotRecord {
+                    schedule_id: &schedule.id,
+                    fire_at_ms: slot_ms,
+                    outcome: RunOutcome::Enqueued,
+                    reason: None,
+                    job: Some((&job_id, lag_ms)),
+                },
             )
             .await?;
             if recorded {
@@ -429,24 +439,26 @@ async fn handle_schedule(
     Ok(report)
 }
 
-/// Records one slot; returns false when it was recorded before (by this or another node).
-async fn record_run(
-    params: &SchedulerParams,
-    schedule_id: &str,
+/// One slot to record: its outcome, why, and its job with the lag when one was created.
+struct SlotRecord<'a> {
+    schedule_id: &'a str,
     fire_at_ms: i64,
     outcome: RunOutcome,
-    reason: Option<&str>,
-    job_opt: Option<(&str, i64)>,
-) -> Result<bool, StoreError> {
+    reason: Option<&'a str>,
+    job: Option<(&'a str, i64)>,
+}
+
+/// Records one slot; returns false when it was recorded before (by this or another node).
+async fn record_run(params: &SchedulerParams, slot: SlotRecord<'_>) -> Result<bool, StoreError> {
     params
         .store
         .insert_schedule_run(&NewScheduleRun {
-            schedule_id,
-            fire_at_ms,
-            outcome,
-            reason,
-            job_id: job_opt.map(|(job_id, _)| job_id),
-            lag_ms: job_opt.map(|(_, lag_ms)| lag_ms),
+            schedule_id: slot.schedule_id,
+            fire_at_ms: slot.fire_at_ms,
+            outcome: slot.outcome,
+            reason: slot.reason,
+            job_id: slot.job.map(|(job_id, _)| job_id),
+            lag_ms: slot.job.map(|(_, lag_ms)| lag_ms),
             now_ms: params.clock.now_ms(),
         })
         .await
@@ -487,11 +499,13 @@ async fn trigger_now(
     let job_id = enqueue(params, &schedule, fire_at_ms).await?;
     record_run(
         params,
-        &schedule.id,
-        fire_at_ms,
-        RunOutcome::Enqueued,
-        Some("manual"),
-        Some((&job_id, 0)),
+        SlotRecord {
+            schedule_id: &schedule.id,
+            fire_at_ms,
+            outcome: RunOutcome::Enqueued,
+            reason: Some("manual"),
+            job: Some((&job_id, 0)),
+        },
     )
     .await?;
     store

@@ -79,7 +79,7 @@ impl Harness {
             .await
             .unwrap()
         {
-            ScheduleWrite::Stored(schedule) => schedule,
+            ScheduleWrite::Stored(schedule) => *schedule,
             other => panic!("schedule not stored: {other:?}"),
         }
     }

@@ -50,23 +50,20 @@ pub struct AppParams {
     pub public_url: String,
 }
 
+/// Every operation group of the API, in the order the document lists them.
+type Apis = (
+    routes::sentiment::SentimentApi,
+    routes::jobs::JobsApi,
+    routes::health::HealthApi,
+    routes::incidents::IncidentsApi,
+    routes::ops::OpsApi,
+    routes::schedules::SchedulesApi,
+    routes::dead_letters::DeadLettersApi,
+    routes::audits::AuditsApi,
+);
+
 /// Returns the OpenAPI service with every operation.
-fn openapi_service(
-    state: &Arc<ApiState>,
-    params: &AppParams,
-) -> OpenApiService<
-    (
-        routes::sentiment::SentimentApi,
-        routes::jobs::JobsApi,
-        routes::health::HealthApi,
-        routes::incidents::IncidentsApi,
-        routes::ops::OpsApi,
-        routes::schedules::SchedulesApi,
-        routes::dead_letters::DeadLettersApi,
-        routes::audits::AuditsApi,
-    ),
-    (),
-> {
+fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<Apis, ()> {
     let apis = (
         routes::sentiment::SentimentApi {
             state: state.clone(),

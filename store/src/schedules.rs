@@ -320,7 +320,7 @@ fn trigger_columns(trigger: &ScheduleTrigger) -> TriggerColumns<'_> {
 /// What a write that may collide on the unique name did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScheduleWrite {
-    Stored(Schedule),
+    Stored(Box<Schedule>),
     /// Another schedule already has this name.
     NameTaken,
     /// No schedule has this id.
@@ -446,7 +446,7 @@ impl Store {
                 .await
         })?;
         match row {
-            Some(row) => Ok(ScheduleWrite::Stored(row.try_into()?)),
+            Some(row) => Ok(ScheduleWrite::Stored(Box::new(row.try_into()?))),
             None => Ok(ScheduleWrite::NameTaken),
         }
     }
@@ -544,7 +544,7 @@ impl Store {
                 .await
         });
         match result {
-            Ok(Some(row)) => Ok(ScheduleWrite::Stored(row.try_into()?)),
+            Ok(Some(row)) => Ok(ScheduleWrite::Stored(Box::new(row.try_into()?))),
             Ok(None) => Ok(ScheduleWrite::NotFound),
             Err(error) if is_unique_violation(&error) => Ok(ScheduleWrite::NameTaken),
             Err(error) => Err(error.into()),
@@ -700,24 +700,17 @@ impl Store {
     }
 
     /// Turns a deferred slot into an enqueued run with its job; false if it was not deferred.
-    pub async fn enqueue_deferred_run(
-        &self,
-        schedule_id: &str,
-        fire_at_ms: i64,
-        job_id: &str,
-        lag_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn enqueue_deferred_run(&self, run: &NewScheduleRun<'_>) -> Result<bool, StoreError> {
         const ENQUEUE: &str = "UPDATE schedule_runs SET outcome = 'enqueued', job_id = $3, \
              lag_ms = $4, updated_at_ms = $5 \
              WHERE schedule_id = $1 AND fire_at_ms = $2 AND outcome = 'deferred'";
         let rows_affected = with_pool!(self, pool => {
             sqlx::query(ENQUEUE)
-                .bind(schedule_id)
-                .bind(fire_at_ms)
-                .bind(job_id)
-                .bind(lag_ms)
-                .bind(now_ms)
+                .bind(run.schedule_id)
+                .bind(run.fire_at_ms)
+                .bind(run.job_id)
+                .bind(run.lag_ms)
+                .bind(run.now_ms)
                 .execute(pool)
                 .await
                 .map(|done| done.rows_affected())

@@ -231,6 +231,8 @@ impl DeadLettersApi {
 #[OpenApi(tag = "ApiTags::DeadLetters")]
 impl DeadLettersApi {
     /// Lists dead letters, newest first, with cursor pagination.
+    // Each argument is one query parameter of the operation.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/v1/dead-letters",
         method = "get",
@@ -388,6 +390,8 @@ impl DeadLettersApi {
     }
 
     /// Deletes the letters the filter selects. An empty filter is refused unless `all=true`.
+    // Each argument is one query parameter of the operation.
+    #[allow(clippy::too_many_arguments)]
     #[oai(
         path = "/v1/dead-letters",
         method = "delete",

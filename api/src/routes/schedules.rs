@@ -357,7 +357,7 @@ impl SchedulesApi {
         match write {
             ScheduleWrite::Stored(schedule) => {
                 self.notify_scheduler();
-                Ok(schedule)
+                Ok(*schedule)
             }
             ScheduleWrite::NameTaken => Err(ApiError::conflict(format!(
                 "name: a schedule named `{name}` already exists"
