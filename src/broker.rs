@@ -83,6 +83,6 @@ impl BrokerSetup {
     /// Returns the tree's factory for the `ingress` supervisor.
     pub fn ingress_factory(&self) -> IngressFactory {
         let params = self.params.clone();
-        Box::new(move |executor, supervision| ingress_supervisor(params, executor, supervision))
+        Box::new(move |executor, supervision| ingress_supervisor(&params, executor, supervision))
     }
 }

@@ -94,7 +94,7 @@ struct TestMessage {
     request_id: Option<String>,
 }
 
-fn envelope(id: &str, payload: Value) -> Vec<u8> {
+fn envelope(id: &str, payload: &Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"v": 1, "id": id, "kind": KIND, "payload": payload}))
         .expect("envelope encodes")
 }
@@ -145,7 +145,7 @@ async fn publish(channel: &Channel, namespace: &str, message: &TestMessage) {
     );
 }
 
-fn plain(id: &str, payload: Value) -> TestMessage {
+fn plain(id: &str, payload: &Value) -> TestMessage {
     TestMessage {
         body: envelope(id, payload),
         content_type: "application/json",
@@ -263,7 +263,7 @@ async fn jobs_travel_over_the_broker_and_replies_carry_the_correlation_id() {
         .await
         .expect("reply queue");
     let message_id = format!("producer-{}", uuid::Uuid::now_v7());
-    let mut message = plain(&message_id, json!({"texts": ["what a lovely day"]}));
+    let mut message = plain(&message_id, &json!({"texts": ["what a lovely day"]}));
     message.reply_to = Some(reply_queue.name().as_str().to_owned());
     message.correlation_id = Some("corr-42".to_owned());
     publish(&channel, &namespace, &message).await;
@@ -305,7 +305,7 @@ async fn a_redelivered_succeeded_job_is_not_run_again() {
         .await
         .expect("reply queue");
     let message_id = format!("dup-{}", uuid::Uuid::now_v7());
-    let mut message = plain(&message_id, json!({"texts": ["fine", "awful"]}));
+    let mut message = plain(&message_id, &json!({"texts": ["fine", "awful"]}));
     message.reply_to = Some(reply_queue.name().as_str().to_owned());
     publish(&channel, &namespace, &message).await;
     let (_, first_body) = get_one(&channel, reply_queue.name().as_str()).await;
@@ -340,7 +340,7 @@ async fn malformed_and_invalid_messages_are_dead_lettered_with_a_reason() {
     let (connection, channel) = test_channel().await;
     let dead_letter_queue = format!("{namespace}.dlq.{KIND}");
 
-    let mut malformed = plain("bad-1", json!({}));
+    let mut malformed = plain("bad-1", &json!({}));
     malformed.body = b"this is not json".to_vec();
     publish(&channel, &namespace, &malformed).await;
     let (properties, body) = get_one(&channel, &dead_letter_queue).await;
@@ -348,7 +348,7 @@ async fn malformed_and_invalid_messages_are_dead_lettered_with_a_reason() {
     let reason = header_text(&properties, "x-bulwark-reject-reason").expect("reason header");
     assert!(reason.contains("malformed json"), "{reason}");
 
-    publish(&channel, &namespace, &plain("bad-2", json!({"texts": []}))).await;
+    publish(&channel, &namespace, &plain("bad-2", &json!({"texts": []}))).await;
     let (properties, _) = get_one(&channel, &dead_letter_queue).await;
     let reason = header_text(&properties, "x-bulwark-reject-reason").expect("reason header");
     assert!(reason.starts_with("payload.texts"), "{reason}");
@@ -371,7 +371,7 @@ async fn publish_batch(channel: &Channel, namespace: &str, prefix: &str, count: 
         publish(
             channel,
             namespace,
-            &plain(&format!("{prefix}-{index}"), json!({ "texts": texts })),
+            &plain(&format!("{prefix}-{index}"), &json!({ "texts": texts })),
         )
         .await;
     }
@@ -582,12 +582,12 @@ workers = 1
         publish(
             &channel,
             &namespace,
-            &plain(&format!("shared-{index}"), json!({ "texts": texts })),
+            &plain(&format!("shared-{index}"), &json!({ "texts": texts })),
         )
         .await;
     }
     let request_id = format!("req-{}", uuid::Uuid::now_v7().simple());
-    let mut traced = plain("traced", json!({"texts": ["traced message"]}));
+    let mut traced = plain("traced", &json!({"texts": ["traced message"]}));
     traced.request_id = Some(request_id.clone());
     publish(&channel, &namespace, &traced).await;
     let _ = connection.close(200, "published".into()).await;

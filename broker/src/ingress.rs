@@ -48,7 +48,7 @@ pub struct IngressParams {
 /// `reconnect_backoff_max`, a consumer retrying for minutes never exhausts it, so a broker
 /// outage leaves the rest of the node serving.
 pub fn ingress_supervisor(
-    params: IngressParams,
+    params: &IngressParams,
     executor: JobExecutor,
     supervision: SupervisionSettings,
 ) -> ChildSpec {
