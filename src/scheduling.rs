@@ -12,10 +12,13 @@ use bulwark_store::Store;
 use bulwark_supervisors::{DeadLetterFactory, SchedulerFactory};
 
 /// Returns how the tree builds the scheduler, or `None` when `scheduler.enabled` is false.
+/// Scheduled jobs go through `broker_intake` when RabbitMQ carries jobs, otherwise into the
+/// local queue.
 pub fn scheduler_factory(
     config: &Config,
     store: &Store,
     node_id: &str,
+    broker_intake: Option<JobIntake>,
 ) -> Option<SchedulerFactory> {
     if !config.scheduler.enabled {
         return None;
@@ -25,7 +28,7 @@ pub fn scheduler_factory(
     let owner = node_id.to_owned();
     let max_attempts = config.jobs.max_attempts;
     Some(Box::new(move |job_runner| SchedulerParams {
-        intake: JobIntake::local(store.clone(), job_runner),
+        intake: broker_intake.unwrap_or_else(|| JobIntake::local(store.clone(), job_runner)),
         store,
         clock: Arc::new(SystemClock),
         owner,

@@ -167,7 +167,12 @@ impl Service {
                 draining: Arc::new(AtomicBool::new(false)),
                 liveness: Liveness::default(),
             }),
-            scheduler: crate::scheduling::scheduler_factory(config, &store, &node_id),
+            scheduler: crate::scheduling::scheduler_factory(
+                config,
+                &store,
+                &node_id,
+                broker.as_ref().map(|setup| setup.intake.clone()),
+            ),
             dead_letters: crate::scheduling::dead_letter_factory(config, &store),
             ingress: broker.as_ref().map(|setup| setup.ingress_factory()),
             providers,
