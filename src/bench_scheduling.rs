@@ -187,6 +187,7 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
     }
     let runner = JobRunnerHandle::new("bench-no-runner");
     let name = format!("bench-dead-letters-{prefix}");
+    let started_spawn = Instant::now();
     let (actor, handle) = Actor::spawn(
         Some(name.clone()),
         DeadLetterActor,
@@ -206,18 +207,19 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
     )
     .await
     .context("failed to start the dead-letter actor")?;
-    let started = Instant::now();
-    let mut num_stored = 0;
-    while num_stored < args.letters {
-        let report = DeadLetterHandle::new(name.clone())
-            .run_pass()
-            .await
-            .context("dead-letter actor stopped")??;
-        if report.num_stored == 0 {
-            break;
-        }
-        num_stored += report.num_stored;
-    }
+    // The actor scans at start; the run pass below is queued behind that scan.
+    let started = started_spawn;
+    DeadLetterHandle::new(name.clone())
+        .run_pass()
+        .await
+        .context("dead-letter actor stopped")??;
+    let num_stored: i64 = store
+        .count_dead_letters()
+        .await?
+        .iter()
+        .filter(|count| count.error_code == "UPSTREAM_TIMEOUT")
+        .map(|count| count.count)
+        .sum();
     let stored_seconds = started.elapsed().as_secs_f64();
     actor.stop(None);
     let _ = handle.await;
