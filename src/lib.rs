@@ -22,20 +22,20 @@
 
 pub mod bench;
 pub mod bench_amqp;
+pub mod bench_providers;
 pub mod bench_scheduling;
 pub mod broker;
 pub mod cli;
 pub mod demo;
 pub mod dlq_cli;
-pub mod providers;
-pub mod publish;
-pub mod simulate;
-pub mod bench_providers;
 pub mod engines;
 pub mod incidents;
 pub mod ops_client;
+pub mod providers;
+pub mod publish;
 pub mod scheduling;
 pub mod service;
+pub mod simulate;
 pub mod telemetry;
 
 pub use service::{Service, ShutdownReport};

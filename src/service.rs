@@ -100,9 +100,7 @@ impl Service {
         };
         let incidents = crate::incidents::start_sink(config, &node_id, &env);
         let providers = crate::providers::providers_settings(config, &env)?;
-        let provider_router_opt = providers
-            .as_ref()
-            .map(|settings| settings.router(&node_id));
+        let provider_router_opt = providers.as_ref().map(|settings| settings.router(&node_id));
         let runner_providers = provider_router_opt.clone();
         let jobs = config.jobs.clone();
         let runner_store = store.clone();

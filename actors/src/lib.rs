@@ -26,23 +26,27 @@
 pub mod audit_analysis;
 pub mod audit_request;
 mod audit_runner;
+mod dead_letter;
 mod error;
 mod in_flight;
 mod intake;
 mod job_kinds;
 mod job_runner;
 pub mod metrics;
-mod dead_letter;
-mod schedule_trigger;
-mod scheduler;
 mod provider_actor;
 mod provider_router;
+mod schedule_trigger;
+mod scheduler;
 mod sentiment_pool;
 mod sentiment_worker;
 
-pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use audit_runner::{
     AuditOutcome, AuditRunner, AuditRunnerParams, answer_facts, summary_from_rows,
+};
+pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
+pub use dead_letter::{
+    DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterReport,
+    DeadLetterState, refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
 };
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
@@ -56,20 +60,17 @@ pub use job_runner::{
 };
 pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
 pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
-pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolParams};
-pub use sentiment_worker::{
-    ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,
-    SentimentWorkerState,
-};
 pub use schedule_trigger::{
-    Clock, FirePlan, ManualClock, PlanParams, SystemClock, TriggerError, first_slot, next_slot_after,
-    parse_cron, parse_rfc3339_ms, parse_timezone, plan_fires, rfc3339_utc, validate_trigger,
+    Clock, FirePlan, ManualClock, PlanParams, SystemClock, TriggerError, first_slot,
+    next_slot_after, parse_cron, parse_rfc3339_ms, parse_timezone, plan_fires, rfc3339_utc,
+    validate_trigger,
 };
 pub use scheduler::{
     PassReport, SchedulerActor, SchedulerError, SchedulerHandle, SchedulerMsg, SchedulerParams,
     SchedulerState, TriggeredRun, slot_idempotency_key,
 };
-pub use dead_letter::{
-    DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterReport,
-    DeadLetterState, refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
+pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolParams};
+pub use sentiment_worker::{
+    ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,
+    SentimentWorkerState,
 };

@@ -171,11 +171,19 @@ impl DeadLetterEvent<'_> {
     pub fn emit(&self) {
         let name = match self.kind {
             DeadLetterEventKind::DeadLettered => {
-                warn!(queue = self.queue, job_id = self.job_id, "job dead-lettered");
+                warn!(
+                    queue = self.queue,
+                    job_id = self.job_id,
+                    "job dead-lettered"
+                );
                 DEAD_LETTERED_TOTAL
             }
             DeadLetterEventKind::Parked => {
-                warn!(queue = self.queue, job_id = self.job_id, "dead letter parked for an operator");
+                warn!(
+                    queue = self.queue,
+                    job_id = self.job_id,
+                    "dead letter parked for an operator"
+                );
                 DEAD_LETTERS_PARKED_TOTAL
             }
         };

@@ -24,9 +24,9 @@ pub use model::{
     AmqpConfig, Config, DatabaseConfig, HttpConfig, JobsConfig, LogFormat, SentimentConfig,
     SentimentEngine, ShutdownConfig, SupervisionConfig, TelemetryConfig,
 };
-pub use scheduling::{DeadLetterConfig, SchedulerConfig};
 pub use providers::{
     ProviderConfig, ProviderKind, ProvidersConfig, SecretRef, SimulatedFaultsConfig,
     validate_providers,
 };
+pub use scheduling::{DeadLetterConfig, SchedulerConfig};
 pub use secret::SecretUrl;

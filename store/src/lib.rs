@@ -30,22 +30,22 @@ pub use audits::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
 };
 pub use broker_jobs::JobRoute;
-pub use dead_letters::{
-    DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage, LOCAL_QUEUE,
-    NewDeadLetter,
-};
 pub use db::{Backend, Store, StoreParams, now_ms};
+pub use dead_letters::{
+    DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage,
+    LOCAL_QUEUE, NewDeadLetter,
+};
 pub use error::StoreError;
 pub use jobs::{
     InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob, StatusCount,
 };
+pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
+pub use queue::{JobTransport, LocalQueue, LocalQueueParams};
 pub use schedules::{
     FinishedRun, MisfirePolicy, NewScheduleRun, OverlapPolicy, RunOutcome, RunSettled, Schedule,
     ScheduleAdvance, ScheduleFilter, SchedulePage, ScheduleRun, ScheduleSpec, ScheduleStatus,
     ScheduleTrigger, ScheduleWrite,
 };
-pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
-pub use queue::{JobTransport, LocalQueue, LocalQueueParams};
 
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

@@ -24,22 +24,22 @@
 //! - `panics`: the panic hook that tells panics from error returns and keeps backtraces.
 //! - `metrics`: metric names and events.
 
+mod dead_letters;
 pub mod incident;
-pub mod metrics;
 mod ingress;
+pub mod metrics;
 mod panics;
 mod providers;
-mod dead_letters;
 mod scheduler;
 mod supervisor;
 mod tree;
 
-pub use providers::{ProviderSpec, ProvidersSettings, provider_actor_name};
-pub use ingress::IngressFactory;
 pub use dead_letters::DeadLetterFactory;
-pub use scheduler::SchedulerFactory;
-pub use panics::{PanicRecord, install_panic_hook, take_panic};
 pub use incident::{IncidentKind, IncidentReport, IncidentSettings, IncidentSink, RecentLogs};
+pub use ingress::IngressFactory;
+pub use panics::{PanicRecord, install_panic_hook, take_panic};
+pub use providers::{ProviderSpec, ProvidersSettings, provider_actor_name};
+pub use scheduler::SchedulerFactory;
 pub use supervisor::{
     ChildSnapshot, ChildSpec, ChildStatus, ControlAction, ControlError, Counters, DrainFn,
     ExitKind, LastExit, RestartIntensity, RestartType, StartFn, SupervisionStrategy,

@@ -220,7 +220,11 @@ fn provider_component(status: &bulwark_actors::ProviderStatus) -> Component {
         },
         format!(
             "breaker {breaker}, actor {}",
-            if status.running { "running" } else { "not running" }
+            if status.running {
+                "running"
+            } else {
+                "not running"
+            }
         ),
     )
 }

@@ -1,8 +1,8 @@
 pub mod audits;
+pub mod dead_letters;
 pub mod health;
-pub mod jobs;
-pub mod sentiment;
 pub mod incidents;
+pub mod jobs;
 pub mod ops;
 pub mod schedules;
-pub mod dead_letters;
+pub mod sentiment;
