@@ -410,7 +410,10 @@ async fn probes_docs_and_metrics_are_served() {
         .map(|supervisor| supervisor["name"].as_str().unwrap())
         .collect();
     // With no provider configured and no RabbitMQ there is no providers or ingress subtree.
-    assert_eq!(subsystems, ["sentiment", "jobs", "scheduler", "dead-letter"]);
+    assert_eq!(
+        subsystems,
+        ["sentiment", "jobs", "scheduler", "dead-letter"]
+    );
 
     let (status, spec) = service.get_json("/openapi.json").await;
     assert_eq!(status, 200);
