@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use bulwark_actors::audit_analysis::{AuditSummary, CompetitorSummary, SummaryBlock};
 use bulwark_actors::audit_request::AuditRequest;
@@ -16,6 +15,7 @@ use crate::ApiTags;
 use crate::audit_report::{ReportData, html_page, items_csv, summary_csv};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
+use crate::routes::paging::rfc3339;
 use crate::state::ApiState;
 
 const AUDIT_JOB_KIND: &str = "audit.run";
@@ -176,11 +176,6 @@ pub struct AuditView {
     pub finished_at: Option<String>,
     pub report_csv_url: String,
     pub report_html_url: String,
-}
-
-fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 fn summary_view(block: &SummaryBlock) -> SummaryView {

@@ -9,10 +9,9 @@ use serde_json::Value;
 
 use crate::ApiTags;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
 
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
 /// Letters requeued by one bulk request at most.
 const MAX_BULK: u32 = 10_000;
 /// Statuses an operator may requeue from.
@@ -252,19 +251,8 @@ impl DeadLettersApi {
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<DeadLetterList>> {
         check_status(status.0.as_deref())?;
-        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit: must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
-        if let Some(cursor) = &cursor.0
-            && uuid::Uuid::parse_str(cursor).is_err()
-        {
-            return Err(ApiError::invalid(
-                "cursor: is not a cursor returned by this API",
-            ));
-        }
+        let limit = page_size(limit.0)?;
+        check_cursor(cursor.0.as_deref())?;
         let filter = DeadLetterFilter {
             status: status.0,
             queue: queue.0,

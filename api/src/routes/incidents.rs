@@ -9,10 +9,8 @@ use serde_json::Value;
 
 use crate::ApiTags;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::paging::page_size;
 use crate::state::ApiState;
-
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
 
 /// One incident, in a list.
 #[derive(Debug, Clone, Object)]
@@ -104,12 +102,7 @@ impl IncidentsApi {
                 "kind: must be one of panic, error, hang, api_error",
             ));
         }
-        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit: must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
+        let limit = page_size(limit.0)?;
         let mut incidents = self.read().await?;
         // Ids are UUIDv7: ordering by id is ordering by time.
         incidents.sort_by(|left, right| right.id.cmp(&left.id));

@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use bulwark_actors::{TraceContext, validate_job};
 use bulwark_store::{InsertOutcome, Job, JobFilter, JobStatus, NewJob};
@@ -12,10 +11,10 @@ use serde_json::Value;
 use crate::ApiTags;
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
+use crate::routes::paging::rfc3339;
+use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
 
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// A job to run.
@@ -58,11 +57,6 @@ pub struct JobView {
     pub run_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-}
-
-fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 impl From<Job> for JobView {
@@ -199,19 +193,8 @@ impl JobsApi {
             ),
             None => None,
         };
-        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit: must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
-        if let Some(cursor) = &cursor.0
-            && uuid::Uuid::parse_str(cursor).is_err()
-        {
-            return Err(ApiError::invalid(
-                "cursor: is not a cursor returned by this API",
-            ));
-        }
+        let limit = page_size(limit.0)?;
+        check_cursor(cursor.0.as_deref())?;
         let filter = JobFilter {
             status,
             kind: kind.0,

@@ -4,5 +4,6 @@ pub mod health;
 pub mod incidents;
 pub mod jobs;
 pub mod ops;
+mod paging;
 pub mod schedules;
 pub mod sentiment;

@@ -15,10 +15,9 @@ use serde_json::Value;
 
 use crate::ApiTags;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
 
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
 const MAX_NAME_LEN: usize = 200;
 const DEFAULT_CATCH_UP_WINDOW_MS: i64 = 3_600_000;
 const DEFAULT_MAX_CONSECUTIVE_FAILURES: i32 = 5;
@@ -438,19 +437,8 @@ impl SchedulesApi {
             Some(text) => Some(parse_field::<ScheduleStatus>("status", text)?),
             None => None,
         };
-        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit: must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
-        if let Some(cursor) = &cursor.0
-            && uuid::Uuid::parse_str(cursor).is_err()
-        {
-            return Err(ApiError::invalid(
-                "cursor: is not a cursor returned by this API",
-            ));
-        }
+        let limit = page_size(limit.0)?;
+        check_cursor(cursor.0.as_deref())?;
         let filter = ScheduleFilter {
             status,
             kind: kind.0,
@@ -634,12 +622,7 @@ impl SchedulesApi {
         /// How many, 1 to 500 (default 50).
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<ScheduleRunList>> {
-        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit: must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
+        let limit = page_size(limit.0)?;
         let schedule = self.load(&id.0).await?;
         let runs = self
             .state
