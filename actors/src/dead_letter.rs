@@ -54,6 +54,12 @@ pub enum DeadLetterMsg {
     Recover,
     /// Runs a scan and a recovery pass now and reports what they did.
     RunPass(RpcReplyPort<Result<DeadLetterReport, StoreError>>),
+    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
+    ChaosPanic,
+    /// Game-day fault: returns an error from `handle`.
+    ChaosFail,
+    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
+    ChaosHang(Duration),
 }
 
 /// What a scan and a recovery pass did.
@@ -117,6 +123,11 @@ impl Actor for DeadLetterActor {
                 .await;
                 let _ = reply.send(result);
             }
+            DeadLetterMsg::ChaosPanic => panic!("dead-letter actor panicked on purpose (chaos)"),
+            DeadLetterMsg::ChaosFail => {
+                return Err("dead-letter actor failed on purpose (chaos)".into());
+            }
+            DeadLetterMsg::ChaosHang(duration) => tokio::time::sleep(duration).await,
         }
         Ok(())
     }

@@ -71,6 +71,12 @@ pub enum SchedulerMsg {
         schedule_id: String,
         reply: RpcReplyPort<Result<TriggeredRun, SchedulerError>>,
     },
+    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
+    ChaosPanic,
+    /// Game-day fault: returns an error from `handle`.
+    ChaosFail,
+    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
+    ChaosHang(Duration),
 }
 
 /// Why a scheduler request failed.
@@ -168,6 +174,9 @@ impl Actor for SchedulerActor {
             SchedulerMsg::Trigger { schedule_id, reply } => {
                 let _ = reply.send(trigger_now(params, &schedule_id).await);
             }
+            SchedulerMsg::ChaosPanic => panic!("scheduler panicked on purpose (chaos)"),
+            SchedulerMsg::ChaosFail => return Err("scheduler failed on purpose (chaos)".into()),
+            SchedulerMsg::ChaosHang(duration) => tokio::time::sleep(duration).await,
         }
         Ok(())
     }

@@ -1,0 +1,422 @@
+//! The scheduler and dead-letter subsystems under their supervisors: the real
+//! [`SchedulerActor`] and [`DeadLetterActor`] on a real SQLite store, made to panic, return an
+//! error or hang through their game-day chaos messages, prove that each fault is detected,
+//! counted and restarted, and that the restarted actor still does its work: a due schedule
+//! fires exactly once, a dead job is still stored as exactly one dead letter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulwark_actors::{
+    Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, JobIntake,
+    JobRunnerHandle, Liveness, ManualClock, RetryPolicy, SchedulerActor, SchedulerHandle,
+    SchedulerMsg, SchedulerParams, slot_idempotency_key,
+};
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_store::{
+    JobFailure, JobStatus, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec, ScheduleStatus,
+    ScheduleTrigger, ScheduleWrite, Store,
+};
+use bulwark_supervisors::{
+    ChildSpec, ExitKind, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
+    SupervisorParams, SupervisorSnapshot, actor_spec, install_panic_hook, observe_supervisor,
+};
+use ractor::{Actor, ActorRef};
+use serde_json::json;
+
+/// 2026-01-10T00:00:00Z.
+const START_MS: i64 = 1_768_003_200_000;
+/// Longer than any test: a hang lasts until the supervisor kills the actor.
+const HANG: Duration = Duration::from_secs(600);
+/// Longer than any test, so only the restarted actor's first pass (or an explicit one) runs.
+const IDLE_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Starts `child` under a one-for-one supervisor named `name` with a short hang timeout.
+async fn supervise(test: &str, name: &str, child: ChildSpec) -> ActorRef<SupervisorMsg> {
+    let (supervisor, _handle) = Actor::spawn(
+        Some(format!("{test}/{name}")),
+        SupervisorActor,
+        SupervisorParams {
+            name: name.to_owned(),
+            children: vec![child],
+            strategy: SupervisionStrategy::OneForOne,
+            intensity: RestartIntensity {
+                max_restarts: 10,
+                within: Duration::from_secs(10),
+            },
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(50),
+            hang_timeout: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(20),
+        },
+    )
+    .await
+    .expect("supervisor starts");
+    supervisor
+}
+
+/// Waits until the only child's last exit is of `kind`, counted once, and it runs again;
+/// returns the snapshot.
+async fn wait_for_restart_after(
+    supervisor: &ActorRef<SupervisorMsg>,
+    kind: ExitKind,
+) -> SupervisorSnapshot {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = observe_supervisor(supervisor).await.expect("observed");
+        let child = &snapshot.children[0];
+        if child.running
+            && child.counters.restarts >= 1
+            && child
+                .last_exit
+                .as_ref()
+                .is_some_and(|exit| exit.kind == kind)
+        {
+            return snapshot;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "no restart after {kind:?}: {snapshot:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts the fault was counted under its own kind, once, and under no other.
+fn assert_counted(snapshot: &SupervisorSnapshot, kind: ExitKind) {
+    let counters = &snapshot.children[0].counters;
+    let expected = |counted| u64::from(kind == counted);
+    assert_eq!(counters.restarts, 1, "{snapshot:?}");
+    assert_eq!(counters.panics, expected(ExitKind::Panic), "{snapshot:?}");
+    assert_eq!(counters.errors, expected(ExitKind::Error), "{snapshot:?}");
+    assert_eq!(counters.hangs, expected(ExitKind::Hang), "{snapshot:?}");
+}
+
+struct SchedulerSubsystem {
+    supervisor: ActorRef<SupervisorMsg>,
+    scheduler: SchedulerHandle,
+    actor_name: String,
+    store: Store,
+    clock: ManualClock,
+    _database: TestDatabase,
+}
+
+async fn start_scheduler(test: &str) -> SchedulerSubsystem {
+    install_panic_hook();
+    let database = TestDatabase::create(TestBackend::Sqlite).await;
+    let store = database.open().await;
+    let clock = ManualClock::new(START_MS);
+    let liveness = Liveness::default();
+    let params = SchedulerParams {
+        store: store.clone(),
+        clock: Arc::new(clock.clone()),
+        owner: format!("{test}-node"),
+        tick: IDLE_INTERVAL,
+        claim_batch: 50,
+        claim_lease: Duration::from_secs(30),
+        misfire_grace: Duration::from_secs(60),
+        max_catch_up: 2,
+        concurrency: 4,
+        max_attempts: 3,
+        intake: JobIntake::local(store.clone(), JobRunnerHandle::new(format!("{test}/none"))),
+        liveness: liveness.clone(),
+    };
+    let actor_name = format!("{test}/scheduler-actor");
+    let child = actor_spec(&actor_name, SchedulerActor, params, Some(liveness));
+    let supervisor = supervise(test, "scheduler", child).await;
+    let scheduler = SchedulerHandle::new(actor_name.clone());
+    // The first pass runs at start; wait for it so the fault meets a quiet actor.
+    scheduler.run_pass().await.expect("first pass");
+    SchedulerSubsystem {
+        supervisor,
+        scheduler,
+        actor_name,
+        store,
+        clock,
+        _database: database,
+    }
+}
+
+impl SchedulerSubsystem {
+    fn send(&self, message: SchedulerMsg) {
+        let actor: ActorRef<SchedulerMsg> = ractor::registry::where_is(self.actor_name.clone())
+            .expect("scheduler registered")
+            .into();
+        actor.send_message(message).expect("message sent");
+    }
+
+    /// Stores an interval schedule whose first slot is 10 s after the start.
+    async fn create_schedule(&self) -> String {
+        let spec = ScheduleSpec {
+            name: "every-10s".to_owned(),
+            kind: "sentiment.analyze".to_owned(),
+            payload: json!({"texts": ["scheduled"]}),
+            trigger: ScheduleTrigger::Interval {
+                every_ms: 10_000,
+                anchor_ms: START_MS + 10_000,
+            },
+            status: ScheduleStatus::Active,
+            misfire_policy: MisfirePolicy::Skip,
+            catch_up_window_ms: 60_000,
+            overlap_policy: OverlapPolicy::Allow,
+            max_consecutive_failures: 0,
+            next_fire_at_ms: Some(START_MS + 10_000),
+        };
+        match self
+            .store
+            .insert_schedule(&spec, self.clock.now_ms())
+            .await
+            .expect("schedule stored")
+        {
+            ScheduleWrite::Stored(schedule) => schedule.id,
+            other => panic!("schedule not stored: {other:?}"),
+        }
+    }
+
+    /// Injects `fault` with a schedule coming due meanwhile, waits for the restart, and proves
+    /// the restarted scheduler fires the due slot exactly once.
+    async fn fault_then_fire_once(&self, fault: SchedulerMsg, kind: ExitKind) {
+        let schedule_id = self.create_schedule().await;
+        self.send(fault);
+        self.clock.set(START_MS + 10_000);
+        let snapshot = wait_for_restart_after(&self.supervisor, kind).await;
+        assert_counted(&snapshot, kind);
+
+        // The restarted actor's first pass fires the slot on its own.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            let runs = self
+                .store
+                .list_schedule_runs(&schedule_id, 100)
+                .await
+                .expect("runs read");
+            if !runs.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < give_up, "the due slot never fired");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = self.scheduler.run_pass().await.expect("pass runs");
+        assert_eq!(again.num_enqueued, 0, "a slot fires once");
+
+        let runs = self
+            .store
+            .list_schedule_runs(&schedule_id, 100)
+            .await
+            .expect("runs read");
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0].fire_at_ms, START_MS + 10_000);
+        let schedule = self
+            .store
+            .get_schedule(&schedule_id)
+            .await
+            .expect("schedule read")
+            .expect("schedule exists");
+        assert_eq!(schedule.num_runs, 1);
+        let job_id = schedule.last_job_id.expect("the slot's job recorded");
+        let job = self
+            .store
+            .get_job(&job_id)
+            .await
+            .expect("job read")
+            .expect("job exists");
+        assert_eq!(
+            job.idempotency_key.as_deref(),
+            Some(slot_idempotency_key(&schedule_id, START_MS + 10_000).as_str())
+        );
+        assert_eq!(job.status, JobStatus::Queued);
+        self.supervisor.stop(None);
+    }
+}
+
+/// Proves a scheduler that panics is counted as a panic and restarted, and the restarted
+/// scheduler fires the slot that came due meanwhile exactly once.
+#[tokio::test]
+async fn scheduler_panic_is_restarted_and_fires_due_slot_once() {
+    let subsystem = start_scheduler("scheduler_panic_is_restarted_and_fires_due_slot_once").await;
+    subsystem
+        .fault_then_fire_once(SchedulerMsg::ChaosPanic, ExitKind::Panic)
+        .await;
+}
+
+/// Proves a scheduler whose handler returns an error is counted as an error and restarted,
+/// and the restarted scheduler fires the slot that came due meanwhile exactly once.
+#[tokio::test]
+async fn scheduler_error_is_restarted_and_fires_due_slot_once() {
+    let subsystem = start_scheduler("scheduler_error_is_restarted_and_fires_due_slot_once").await;
+    subsystem
+        .fault_then_fire_once(SchedulerMsg::ChaosFail, ExitKind::Error)
+        .await;
+}
+
+/// Proves a wedged scheduler is detected as hung through its liveness, killed, counted as a
+/// hang and restarted, and the restarted scheduler fires the slot that came due meanwhile
+/// exactly once.
+#[tokio::test]
+async fn scheduler_hang_is_killed_and_fires_due_slot_once() {
+    let subsystem = start_scheduler("scheduler_hang_is_killed_and_fires_due_slot_once").await;
+    subsystem
+        .fault_then_fire_once(SchedulerMsg::ChaosHang(HANG), ExitKind::Hang)
+        .await;
+}
+
+struct DeadLetterSubsystem {
+    supervisor: ActorRef<SupervisorMsg>,
+    dead_letters: DeadLetterHandle,
+    actor_name: String,
+    store: Store,
+    _database: TestDatabase,
+}
+
+async fn start_dead_letters(test: &str) -> DeadLetterSubsystem {
+    install_panic_hook();
+    let database = TestDatabase::create(TestBackend::Sqlite).await;
+    let store = database.open().await;
+    let liveness = Liveness::default();
+    let params = DeadLetterParams {
+        store: store.clone(),
+        scan_interval: IDLE_INTERVAL,
+        recovery_interval: IDLE_INTERVAL,
+        max_retries: 0,
+        retry: RetryPolicy {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+        },
+        batch_size: 100,
+        job_runner: JobRunnerHandle::new(format!("{test}/none")),
+        liveness: liveness.clone(),
+    };
+    let actor_name = format!("{test}/dead-letter-actor");
+    let child = actor_spec(&actor_name, DeadLetterActor, params, Some(liveness));
+    let supervisor = supervise(test, "dead-letter", child).await;
+    let dead_letters = DeadLetterHandle::new(actor_name.clone());
+    // The first scan runs at start; wait for it so the fault meets a quiet actor.
+    dead_letters
+        .run_pass()
+        .await
+        .expect("actor running")
+        .expect("first pass");
+    DeadLetterSubsystem {
+        supervisor,
+        dead_letters,
+        actor_name,
+        store,
+        _database: database,
+    }
+}
+
+impl DeadLetterSubsystem {
+    fn send(&self, message: DeadLetterMsg) {
+        let actor: ActorRef<DeadLetterMsg> = ractor::registry::where_is(self.actor_name.clone())
+            .expect("dead-letter actor registered")
+            .into();
+        actor.send_message(message).expect("message sent");
+    }
+
+    /// Stores a job and fails it for good, as a broken worker would.
+    async fn job_dies(&self) -> String {
+        let outcome = self
+            .store
+            .insert_job(&NewJob {
+                kind: "sentiment.analyze".to_owned(),
+                payload: json!({"texts": ["doomed"]}),
+                idempotency_key: None,
+                request_id: None,
+                max_attempts: 3,
+            })
+            .await
+            .expect("job stored");
+        let job_id = outcome.job().id.clone();
+        let claimed = self
+            .store
+            .claim_jobs("broken-node", i64::MAX / 2, 100)
+            .await
+            .expect("claimed");
+        assert!(claimed.iter().any(|job| job.id == job_id));
+        let failure = JobFailure {
+            code: "VALIDATION_FAILED".to_owned(),
+            message: "the broken node could not do it".to_owned(),
+            retry_at_ms: None,
+            final_status: JobStatus::Failed,
+            refund_attempt: false,
+        };
+        assert!(
+            self.store
+                .fail_job(&job_id, "broken-node", &failure)
+                .await
+                .expect("failed")
+        );
+        job_id
+    }
+
+    /// Injects `fault` with a job dying meanwhile, waits for the restart, and proves the
+    /// restarted actor stores that job as exactly one dead letter.
+    async fn fault_then_record(&self, fault: DeadLetterMsg, kind: ExitKind) {
+        self.send(fault);
+        let job_id = self.job_dies().await;
+        let snapshot = wait_for_restart_after(&self.supervisor, kind).await;
+        assert_counted(&snapshot, kind);
+
+        // The restarted actor's first scan stores the letter on its own.
+        let source_key = format!("job:{job_id}");
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let letter = loop {
+            if let Some(letter) = self
+                .store
+                .get_dead_letter_by_key(&source_key)
+                .await
+                .expect("letter read")
+            {
+                break letter;
+            }
+            assert!(Instant::now() < give_up, "the dead job was never recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(letter.job_id, job_id);
+        assert_eq!(letter.error_code, "VALIDATION_FAILED");
+        assert_eq!(letter.status, "parked", "not retriable: parked at once");
+
+        let again = self
+            .dead_letters
+            .run_pass()
+            .await
+            .expect("actor running")
+            .expect("pass runs");
+        assert_eq!(again.num_stored, 0, "a dead job is stored once");
+        let counts = self.store.count_dead_letters().await.expect("counted");
+        let total: i64 = counts.iter().map(|count| count.count).sum();
+        assert_eq!(total, 1, "{counts:?}");
+        self.supervisor.stop(None);
+    }
+}
+
+/// Proves a dead-letter actor that panics is counted as a panic and restarted, and the
+/// restarted actor records the job that died meanwhile as exactly one dead letter.
+#[tokio::test]
+async fn dead_letter_panic_is_restarted_and_records_dead_job() {
+    let subsystem = start_dead_letters("dead_letter_panic_is_restarted_and_records_dead_job").await;
+    subsystem
+        .fault_then_record(DeadLetterMsg::ChaosPanic, ExitKind::Panic)
+        .await;
+}
+
+/// Proves a dead-letter actor whose handler returns an error is counted as an error and
+/// restarted, and the restarted actor records the job that died meanwhile as one dead letter.
+#[tokio::test]
+async fn dead_letter_error_is_restarted_and_records_dead_job() {
+    let subsystem = start_dead_letters("dead_letter_error_is_restarted_and_records_dead_job").await;
+    subsystem
+        .fault_then_record(DeadLetterMsg::ChaosFail, ExitKind::Error)
+        .await;
+}
+
+/// Proves a wedged dead-letter actor is detected as hung through its liveness, killed,
+/// counted as a hang and restarted, and the restarted actor records the job that died
+/// meanwhile as exactly one dead letter.
+#[tokio::test]
+async fn dead_letter_hang_is_killed_and_records_dead_job() {
+    let subsystem = start_dead_letters("dead_letter_hang_is_killed_and_records_dead_job").await;
+    subsystem
+        .fault_then_record(DeadLetterMsg::ChaosHang(HANG), ExitKind::Hang)
+        .await;
+}
