@@ -14,11 +14,11 @@ use bulwark_config::SecretUrl;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use common::{TestService, eventually};
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -675,4 +675,214 @@ async fn publish_cli_names_bad_lines_and_publishes_good_files() {
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The chaos marker that makes the sentiment inference thread panic on a batch containing it.
+const PANIC_MARKER: &str = "__chaos_panic__";
+
+/// Drains the events queue without blocking and returns the events read.
+async fn drain_events(channel: &Channel, queue: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        events.push(serde_json::from_slice(&message.delivery.data).expect("event is json"));
+    }
+    events
+}
+
+/// Returns the number of ready messages in `queue` (which must exist).
+async fn ready_count(channel: &Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("queue {queue} exists: {error}"))
+        .message_count()
+}
+
+/// Proves a poison message cannot loop: a `sentiment.analyze` message whose text carries the
+/// chaos panic marker crashes its sentiment worker on every delivery, is redelivered only up to
+/// the job's `max_attempts` (below the queue's `x-delivery-limit`), and ends `dead` with exactly
+/// one final event, its message gone from the job queue (not parked in the DLQ as a duplicate),
+/// while a healthy message published beside it, and one published after, each succeed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_that_crashes_its_worker_ends_dead_within_the_limit() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let max_attempts: u32 = 3;
+    let delivery_limit: u32 = 5;
+    let base = amqp_config(&namespace);
+    let service = TestService::start_with(TestBackend::Postgres, move |config| {
+        base(config);
+        config.amqp.delivery_limit = delivery_limit;
+        config.jobs.max_attempts = max_attempts;
+        config.jobs.retry_backoff_ms = 50;
+        config.jobs.retry_backoff_max_ms = 200;
+        config.chaos.panic_on_text = Some(PANIC_MARKER.to_owned());
+    })
+    .await;
+    let (connection, channel) = test_channel().await;
+    // Same arguments as the node's topology, so this only makes sure it exists before binding.
+    let events_exchange = format!("{namespace}.events");
+    channel
+        .exchange_declare(
+            events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("events exchange");
+    let events_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("events queue");
+    let events_queue = events_queue.name().as_str().to_owned();
+    channel
+        .queue_bind(
+            events_queue.as_str().into(),
+            events_exchange.as_str().into(),
+            "job.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind events queue");
+
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let poison_key = format!("poison-{suffix}");
+    let healthy_key = format!("healthy-{suffix}");
+    let poison_message = plain(
+        &poison_key,
+        &json!({"texts": [format!("this one {PANIC_MARKER} crashes")]}),
+    );
+    publish(&channel, &namespace, &poison_message).await;
+    publish(
+        &channel,
+        &namespace,
+        &plain(&healthy_key, &json!({"texts": ["what a lovely day"]})),
+    )
+    .await;
+
+    let seen = Mutex::new(Vec::new());
+    eventually(Duration::from_secs(90), || async {
+        let drained = drain_events(&channel, &events_queue).await;
+        let mut events = seen.lock().expect("events");
+        events.extend(drained);
+        let finished = |key: &str| events.iter().any(|event| event["idempotency_key"] == key);
+        (finished(&poison_key) && finished(&healthy_key)).then_some(())
+    })
+    .await;
+    let events = seen.lock().expect("events").clone();
+    let event_of = |events: &[Value], key: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|event| event["idempotency_key"] == key)
+            .cloned()
+            .collect()
+    };
+    let poison_events = event_of(&events, &poison_key);
+    assert_eq!(poison_events.len(), 1, "one final event: {poison_events:?}");
+    let poison_event = &poison_events[0];
+    assert_eq!(poison_event["status"], "dead", "{poison_event}");
+    let healthy_events = event_of(&events, &healthy_key);
+    assert_eq!(healthy_events.len(), 1, "{healthy_events:?}");
+    assert_eq!(
+        healthy_events[0]["status"], "succeeded",
+        "{healthy_events:?}"
+    );
+    assert_eq!(healthy_events[0]["attempts"], 1, "{healthy_events:?}");
+
+    let poison_id = poison_event["job_id"].as_str().expect("job id").to_owned();
+    let (status, poison_job) = service.get_json(&format!("/v1/jobs/{poison_id}")).await;
+    assert_eq!(status, 200, "{poison_job}");
+    assert_eq!(poison_job["status"], "dead", "{poison_job}");
+    let attempts = poison_job["attempts"].as_u64().expect("attempts");
+    assert_eq!(
+        attempts,
+        u64::from(max_attempts),
+        "crashed on every attempt, then stopped: {poison_job}"
+    );
+    assert!(
+        attempts <= u64::from(delivery_limit),
+        "within the delivery limit: {poison_job}"
+    );
+    assert!(
+        poison_job["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("panicked")),
+        "the crash is recorded: {poison_job}"
+    );
+    eprintln!(
+        "poison job: attempts {attempts}, max_attempts {max_attempts}, delivery limit \
+         {delivery_limit}, error {}",
+        poison_job["error"]
+    );
+
+    // A message published after the poison one finished is served: the pool recovered, and the
+    // poison message has not come back meanwhile.
+    let sentinel_key = format!("after-{suffix}");
+    publish(
+        &channel,
+        &namespace,
+        &plain(&sentinel_key, &json!({"texts": ["still serving"]})),
+    )
+    .await;
+    let sentinel = eventually(Duration::from_secs(60), || async {
+        let drained = drain_events(&channel, &events_queue).await;
+        let mut events = seen.lock().expect("events");
+        events.extend(drained);
+        event_of(&events, &sentinel_key).first().cloned()
+    })
+    .await;
+    let events = seen.lock().expect("events").clone();
+    assert_eq!(sentinel["status"], "succeeded", "{sentinel}");
+    let (_, poison_again) = service.get_json(&format!("/v1/jobs/{poison_id}")).await;
+    assert_eq!(
+        poison_again["attempts"], poison_job["attempts"],
+        "the poison job never ran again: {poison_again}"
+    );
+    assert_eq!(
+        event_of(&events, &poison_key).len(),
+        1,
+        "no further poison events"
+    );
+    let job_queue = format!("{namespace}.{KIND}");
+    let dead_letter_queue = format!("{namespace}.dlq.{KIND}");
+    assert_eq!(
+        ready_count(&channel, &job_queue).await,
+        0,
+        "job queue drained"
+    );
+    assert_eq!(
+        ready_count(&channel, &dead_letter_queue).await,
+        0,
+        "the dead job is recorded once, as `dead`, not also dead-lettered"
+    );
+    let jobs = all_jobs(&service).await;
+    assert_eq!(jobs.len(), 3, "one row per message, none lost: {jobs:?}");
+
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
 }
