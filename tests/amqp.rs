@@ -728,9 +728,6 @@ async fn a_poison_message_that_crashes_its_worker_ends_dead_within_the_limit() {
         config.jobs.retry_backoff_ms = 50;
         config.jobs.retry_backoff_max_ms = 200;
         config.chaos.panic_on_text = Some(PANIC_MARKER.to_owned());
-        // One text per batch, so the healthy job never shares the poisoned batch (a chaos marker
-        // fails every text of the batch it lands in).
-        config.sentiment.max_batch_texts = 1;
     })
     .await;
     let (connection, channel) = test_channel().await;

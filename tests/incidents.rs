@@ -68,10 +68,6 @@ async fn start_chaos_service(backend: TestBackend, dir: &Path) -> TestService {
     TestService::start_with(backend, move |config| {
         config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
         config.sentiment.call_timeout_ms = 1_000;
-        // One text per batch: a chaos marker fails the whole batch it lands in, so batch-mates of
-        // the poisoned text would lose an attempt too (they are retried, but with two attempts
-        // they could end `dead`). Isolating a failed batch's texts is not built yet.
-        config.sentiment.max_batch_texts = 1;
         config.supervision.hang_timeout_ms = 300;
         config.jobs.max_attempts = 2;
         config.incidents.dir = dir.display().to_string();

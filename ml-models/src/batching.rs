@@ -78,6 +78,9 @@ struct Item {
     request: Arc<PendingRequest>,
     index: usize,
     enqueued_at: Instant,
+    /// Set when the text was in a batch that crashed its thread: it now runs in a batch of its
+    /// own, so a poisonous text fails only its own request.
+    solo: bool,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +164,7 @@ impl BatchQueue {
                 request: request.clone(),
                 index,
                 enqueued_at: now,
+                solo: false,
             });
         }
         drop(state);
@@ -216,17 +220,35 @@ impl BatchQueue {
             let candidate_longest = longest.max(next.estimated_tokens);
             let padded = candidate_longest * (items.len() + 1);
             if !items.is_empty()
-                && (items.len() >= self.params.max_batch_texts
+                && (next.solo
+                    || items.len() >= self.params.max_batch_texts
                     || padded > self.params.max_batch_tokens)
             {
                 break;
             }
             longest = candidate_longest;
-            if let Some(item) = state.items.pop_front() {
-                items.push(item);
+            let Some(item) = state.items.pop_front() else {
+                break;
+            };
+            let solo = item.solo;
+            items.push(item);
+            if solo {
+                break;
             }
         }
         Batch { items }
+    }
+
+    /// Puts the texts of a batch that crashed its thread back at the head of the queue, each to
+    /// run alone, so the text that caused the crash fails only its own request.
+    fn requeue_solo(&self, items: Vec<Item>) {
+        let mut state = lock(&self.inner.0);
+        for mut item in items.into_iter().rev() {
+            item.solo = true;
+            state.items.push_front(item);
+        }
+        drop(state);
+        self.inner.1.notify_all();
     }
 
     /// Refuses new requests and lets threads finish what is queued.
@@ -268,6 +290,17 @@ impl Batch {
         }
         for (item, score) in self.items.into_iter().zip(scores) {
             item.request.fill(item.index, score);
+        }
+    }
+
+    /// After the model crashed on this batch: a batch of one text fails its request; the texts
+    /// of a larger batch go back to `queue`, each to be scored alone, so one poisonous text
+    /// does not fail its batch-mates (nor cost their jobs an attempt).
+    pub fn isolate_crash(self, queue: &BatchQueue, error: &InferenceError) {
+        if self.items.len() > 1 {
+            queue.requeue_solo(self.items);
+        } else {
+            self.fail(error);
         }
     }
 
@@ -385,5 +418,35 @@ mod tests {
             [1.0, 2.0, 3.0]
         );
         assert_eq!(queue.queued_texts(), 0);
+    }
+
+    /// Proves a batch that crashed its thread does not fail its batch-mates: its texts come
+    /// back one batch each, the poisonous one alone fails its request, and the others are
+    /// scored.
+    #[tokio::test]
+    async fn crashed_batch_is_requeued_one_text_per_batch() {
+        let queue = BatchQueue::new(params(8, 4_096));
+        let healthy_rx = queue
+            .submit(vec!["fine".to_owned()], ScoringOptions::default())
+            .unwrap();
+        let poison_rx = queue
+            .submit(vec!["poison".to_owned()], ScoringOptions::default())
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let crashed = queue.next_batch(&stop).unwrap();
+        assert_eq!(crashed.texts(), ["fine", "poison"]);
+        crashed.isolate_crash(&queue, &InferenceError::Panicked("boom".to_owned()));
+        let first = queue.next_batch(&stop).unwrap();
+        assert_eq!(first.texts(), ["fine"]);
+        first.complete(vec![score(0.9)]);
+        let second = queue.next_batch(&stop).unwrap();
+        assert_eq!(second.texts(), ["poison"]);
+        second.isolate_crash(&queue, &InferenceError::Panicked("boom".to_owned()));
+        assert_eq!(queue.queued_texts(), 0);
+        assert_eq!(healthy_rx.await.unwrap().unwrap().len(), 1);
+        assert!(matches!(
+            poison_rx.await.unwrap(),
+            Err(InferenceError::Panicked(_))
+        ));
     }
 }

@@ -119,6 +119,11 @@ fn serve(
         }));
         match scored {
             Ok(Ok(scores)) => batch.complete(scores),
+            // The thread was stopped mid-batch (its worker was killed as hung): like a crash,
+            // the batch-mates of the text that hung are scored again, alone.
+            Ok(Err(inference_error @ InferenceError::EngineStopped)) => {
+                batch.isolate_crash(queue, &inference_error);
+            }
             Ok(Err(inference_error)) => {
                 debug!(error = %inference_error, num_texts = texts.len(), "batch failed");
                 batch.fail(&inference_error);
@@ -126,7 +131,7 @@ fn serve(
             Err(panic) => {
                 let message = panic_message(panic.as_ref());
                 error!(engines = engines.describe(), %message, "model panicked, stopping inference thread");
-                batch.fail(&InferenceError::Panicked(message.clone()));
+                batch.isolate_crash(queue, &InferenceError::Panicked(message.clone()));
                 return ThreadExit::Panicked(message);
             }
         }
