@@ -78,7 +78,7 @@ impl BrokerPublisher {
             return Ok(current.channel.clone());
         }
         if let Some(stale) = link.take() {
-            let _ = stale.connection.close(200, "reconnecting".into()).await;
+            close_quietly(stale.connection).await;
         }
         self.health.set(PUBLISHER_LINK, false);
         let connection = connect(&self.settings, "publisher").await?;
@@ -105,7 +105,7 @@ impl BrokerPublisher {
     async fn reset(&self) {
         let mut link = self.link.lock().await;
         if let Some(stale) = link.take() {
-            let _ = stale.connection.close(200, "reconnecting".into()).await;
+            close_quietly(stale.connection).await;
         }
         self.health.set(PUBLISHER_LINK, false);
     }
@@ -117,7 +117,19 @@ impl BrokerPublisher {
 
     /// Publishes one persistent message and waits for the broker's confirm.
     pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
-        let channel = self.channel().await?;
+        // Opening a channel talks to the broker (channel, confirms, topology): bounded too, so a
+        // broker that accepts TCP but does not answer cannot hold callers.
+        let channel =
+            match tokio::time::timeout(self.settings.confirm_timeout, self.channel()).await {
+                Ok(channel) => channel?,
+                Err(_) => {
+                    self.reset().await;
+                    return Err(BrokerError::Channel(format!(
+                        "no channel within {:?}",
+                        self.settings.confirm_timeout
+                    )));
+                }
+            };
         let unconfirmed = |text: String| BrokerError::Unconfirmed {
             exchange: message.exchange.to_owned(),
             routing_key: message.routing_key.to_owned(),
@@ -273,6 +285,16 @@ pub fn new_traceparent() -> String {
     let span_text = uuid::Uuid::now_v7().simple().to_string();
     let span_id = &span_text[16..];
     format!("00-{trace_id}-{span_id}-01")
+}
+
+/// Closes a connection that is being replaced, waiting at most a second for the broker's
+/// close-ok: a broker that stopped answering must not hold the publisher's lock.
+async fn close_quietly(connection: Connection) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        connection.close(200, "reconnecting".into()),
+    )
+    .await;
 }
 
 #[cfg(test)]
