@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
-    DeadLetterActor, DeadLetterHandle, DeadLetterParams, JobIntake, JobRunnerHandle, Liveness,
-    RetryPolicy, SchedulerActor, SchedulerParams, SystemClock, requeue_dead_letter,
+    DeadLetterActor, DeadLetterHandle, DeadLetterParams, DeadLetterPolicy, JobIntake,
+    JobRunnerHandle, Liveness, RequeueTarget, RetryPolicy, SchedulerActor, SchedulerParams,
+    SystemClock, requeue_dead_letter,
 };
 use bulwark_config::Config;
 use bulwark_store::{
@@ -195,13 +196,16 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
             store: store.clone(),
             scan_interval: Duration::from_secs(3_600),
             recovery_interval: Duration::from_secs(3_600),
-            max_retries: 0,
-            retry: RetryPolicy {
-                base: Duration::from_secs(1),
-                max: Duration::from_secs(1),
+            policy: DeadLetterPolicy {
+                max_retries: 0,
+                retry: RetryPolicy {
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(1),
+                },
             },
             batch_size: 500,
             job_runner: runner.clone(),
+            publisher: None,
             liveness: Liveness::default(),
         },
     )
@@ -233,8 +237,13 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
     let letters = store.list_dead_letters(&filter).await?.dead_letters;
     let started = Instant::now();
     let mut num_requeued = 0;
+    let target = RequeueTarget {
+        store: &store,
+        job_runner: &runner,
+        publisher: None,
+    };
     for letter in &letters {
-        if requeue_dead_letter(store.clone(), &runner, letter, &["parked"], "requeued").await? {
+        if requeue_dead_letter(&target, letter, &["parked"], "requeued").await? {
             num_requeued += 1;
         }
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{JobIntake, JobKind, RetryPolicy};
+
+use crate::scheduling::dead_letter_policy;
 use bulwark_broker::{
     BrokerHealth, BrokerPublisher, BrokerSettings, IngressParams, Topology, ingress_supervisor,
 };
@@ -68,6 +70,10 @@ pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Opti
             .iter()
             .map(|kind| kind.as_str().to_owned())
             .collect(),
+        dead_letters: config
+            .dead_letters
+            .enabled
+            .then(|| dead_letter_policy(config)),
         republish_interval: config.amqp.republish_interval(),
         reconnect_backoff: config.amqp.reconnect_backoff(),
         reconnect_backoff_max: config.amqp.reconnect_backoff_max(),

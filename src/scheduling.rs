@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
-    DeadLetterParams, JobIntake, Liveness, RetryPolicy, SchedulerParams, SystemClock,
+    DeadLetterParams, DeadLetterPolicy, JobIntake, JobPublisher, Liveness, RetryPolicy,
+    SchedulerParams, SystemClock,
 };
 use bulwark_config::Config;
 use bulwark_store::Store;
@@ -43,25 +44,40 @@ pub fn scheduler_factory(
     }))
 }
 
-/// Returns how the tree builds the dead-letter actor, or `None` when `dead_letters.enabled`
-/// is false.
-pub fn dead_letter_factory(config: &Config, store: &Store) -> Option<DeadLetterFactory> {
-    if !config.dead_letters.enabled {
-        return None;
-    }
-    let settings = config.dead_letters.clone();
-    let store = store.clone();
-    Some(Box::new(move |job_runner| DeadLetterParams {
-        store,
-        scan_interval: settings.scan_interval(),
-        recovery_interval: settings.recovery_interval(),
+/// Returns how dead letters are retried, from `[dead_letters]`.
+pub fn dead_letter_policy(config: &Config) -> DeadLetterPolicy {
+    let settings = &config.dead_letters;
+    DeadLetterPolicy {
         max_retries: settings.max_retries,
         retry: RetryPolicy {
             base: Duration::from_millis(settings.retry_backoff_ms),
             max: Duration::from_millis(settings.retry_backoff_max_ms),
         },
+    }
+}
+
+/// Returns how the tree builds the dead-letter actor, or `None` when `dead_letters.enabled`
+/// is false. Requeued broker jobs and messages go through `publisher` when RabbitMQ carries
+/// jobs.
+pub fn dead_letter_factory(
+    config: &Config,
+    store: &Store,
+    publisher: Option<Arc<dyn JobPublisher>>,
+) -> Option<DeadLetterFactory> {
+    if !config.dead_letters.enabled {
+        return None;
+    }
+    let settings = config.dead_letters.clone();
+    let policy = dead_letter_policy(config);
+    let store = store.clone();
+    Some(Box::new(move |job_runner| DeadLetterParams {
+        store,
+        scan_interval: settings.scan_interval(),
+        recovery_interval: settings.recovery_interval(),
+        policy,
         batch_size: settings.batch_size,
         job_runner,
+        publisher,
         liveness: Liveness::default(),
     }))
 }

@@ -171,7 +171,13 @@ impl Service {
                 &node_id,
                 broker.as_ref().map(|setup| setup.intake.clone()),
             ),
-            dead_letters: crate::scheduling::dead_letter_factory(config, &store),
+            dead_letters: crate::scheduling::dead_letter_factory(
+                config,
+                &store,
+                broker
+                    .as_ref()
+                    .and_then(|setup| setup.intake.publisher().cloned()),
+            ),
             ingress: broker.as_ref().map(|setup| setup.ingress_factory()),
             providers,
         })

@@ -171,13 +171,6 @@ async fn get_one(channel: &Channel, queue: &str) -> (BasicProperties, Vec<u8>) {
     .await
 }
 
-fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(text) => Some(text.to_string()),
-        _ => None,
-    }
-}
-
 /// Returns all jobs the node stores (up to 500).
 async fn all_jobs(service: &TestService) -> Vec<Value> {
     let (status, page) = service.get_json("/v1/jobs?limit=500").await;
@@ -330,8 +323,30 @@ async fn a_redelivered_succeeded_job_is_not_run_again() {
     delete_namespace(&namespace).await;
 }
 
+/// Returns the node's dead letters of `kind` (up to 100), newest first.
+async fn dead_letters_of(service: &TestService, kind: &str) -> Vec<Value> {
+    let (status, page) = service
+        .get_json(&format!("/v1/dead-letters?kind={kind}&limit=100"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["dead_letters"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits for the dead letter of message `message_id` and returns it.
+async fn wait_dead_letter(service: &TestService, message_id: &str) -> Value {
+    eventually(Duration::from_secs(60), || async {
+        dead_letters_of(service, KIND)
+            .await
+            .into_iter()
+            .find(|letter| letter["headers"]["message_id"] == message_id)
+    })
+    .await
+}
+
 /// Proves malformed and invalid messages are dead-lettered at once, with the reason in the
-/// `x-bulwark-reject-reason` header, and create no job.
+/// `x-bulwark-reject-reason` header, create no job, and are stored by the node's dead-letter
+/// consumer as parked letters (a retry cannot fix them) carrying the reason and the message
+/// as it was received; the dead-letter queue is left empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_and_invalid_messages_are_dead_lettered_with_a_reason() {
     let _shared = BROKER.read().await;
@@ -343,20 +358,160 @@ async fn malformed_and_invalid_messages_are_dead_lettered_with_a_reason() {
     let mut malformed = plain("bad-1", &json!({}));
     malformed.body = b"this is not json".to_vec();
     publish(&channel, &namespace, &malformed).await;
-    let (properties, body) = get_one(&channel, &dead_letter_queue).await;
-    assert_eq!(body, b"this is not json");
-    let reason = header_text(&properties, "x-bulwark-reject-reason").expect("reason header");
+    let letter = wait_dead_letter(&service, "bad-1").await;
+    assert_eq!(letter["message"], "this is not json", "{letter}");
+    assert_eq!(letter["source"], "broker", "{letter}");
+    assert_eq!(letter["queue"], format!("{namespace}.{KIND}"), "{letter}");
+    assert_eq!(letter["error_code"], "INVALID_MESSAGE", "{letter}");
+    assert_eq!(letter["retriable"], false, "{letter}");
+    assert_eq!(letter["status"], "parked", "{letter}");
+    let reason = letter["headers"]["headers"]["x-bulwark-reject-reason"]
+        .as_str()
+        .expect("reason header kept");
     assert!(reason.contains("malformed json"), "{reason}");
+    assert_eq!(letter["error_message"], reason, "{letter}");
 
     publish(&channel, &namespace, &plain("bad-2", &json!({"texts": []}))).await;
-    let (properties, _) = get_one(&channel, &dead_letter_queue).await;
-    let reason = header_text(&properties, "x-bulwark-reject-reason").expect("reason header");
+    let letter = wait_dead_letter(&service, "bad-2").await;
+    let reason = letter["error_message"].as_str().expect("error message");
     assert!(reason.starts_with("payload.texts"), "{reason}");
+    assert_eq!(
+        letter["message"]["payload"],
+        json!({"texts": []}),
+        "{letter}"
+    );
 
     assert!(
         all_jobs(&service).await.is_empty(),
         "no job for refused messages"
     );
+    eventually(Duration::from_secs(30), || async {
+        (ready_count(&channel, &dead_letter_queue).await == 0).then_some(())
+    })
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Proves the way back from the broker's dead-letter queue. While the jobs table is out of
+/// service (the fault), a message cannot become a job: each delivery is returned to its queue
+/// until RabbitMQ dead-letters it at `x-delivery-limit`. The node stores it from
+/// `<ns>.dlq.<kind>` with its `x-death`, request id and trace id, and acks it. Once the fault
+/// is fixed an operator requeues it: it goes back to its original queue with its message id,
+/// its job runs once and succeeds, and the letter is marked recovered. A bulk requeue sends a
+/// malformed message back too, which is refused again and comes back to its letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_lettered_message_is_stored_requeued_and_succeeds_after_the_fault_is_fixed() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let base = amqp_config(&namespace);
+    let service = TestService::start_with(TestBackend::Postgres, move |config| {
+        base(config);
+        config.amqp.delivery_limit = 2;
+        config.dead_letters.max_retries = 0;
+        config.dead_letters.scan_interval_ms = 200;
+        config.dead_letters.recovery_interval_ms = 200;
+    })
+    .await;
+    let (connection, channel) = test_channel().await;
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+
+    service
+        .database
+        .execute("ALTER TABLE jobs RENAME TO jobs_out_of_service")
+        .await;
+    let stuck_id = format!("stuck-{suffix}");
+    let mut stuck = plain(&stuck_id, &json!({"texts": ["a fine day for a rescue"]}));
+    stuck.request_id = Some(format!("req-{suffix}"));
+    publish(&channel, &namespace, &stuck).await;
+    let bad_id = format!("bad-{suffix}");
+    let mut bad = plain(&bad_id, &json!({}));
+    bad.body = b"not an envelope".to_vec();
+    publish(&channel, &namespace, &bad).await;
+
+    let letter = wait_dead_letter(&service, &stuck_id).await;
+    assert_eq!(letter["source"], "broker", "{letter}");
+    assert_eq!(letter["queue"], format!("{namespace}.{KIND}"), "{letter}");
+    assert_eq!(letter["job_id"], stuck_id.as_str(), "{letter}");
+    assert_eq!(letter["error_code"], "DELIVERY_LIMIT", "{letter}");
+    assert_eq!(letter["retriable"], true, "{letter}");
+    assert_eq!(letter["status"], "parked", "no automatic retries: {letter}");
+    assert_eq!(letter["request_id"], format!("req-{suffix}"), "{letter}");
+    assert_eq!(
+        letter["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+        "{letter}"
+    );
+    assert_eq!(
+        letter["message"]["payload"],
+        json!({"texts": ["a fine day for a rescue"]}),
+        "the message as it was received: {letter}"
+    );
+    let death = &letter["headers"]["headers"]["x-death"][0];
+    assert_eq!(death["reason"], "delivery_limit", "{letter}");
+    assert_eq!(death["queue"], format!("{namespace}.{KIND}"), "{letter}");
+    let dead_letter_queue = format!("{namespace}.dlq.{KIND}");
+    eventually(Duration::from_secs(30), || async {
+        (ready_count(&channel, &dead_letter_queue).await == 0).then_some(())
+    })
+    .await;
+
+    // The fault is fixed; the operator requeues the message.
+    service
+        .database
+        .execute("ALTER TABLE jobs_out_of_service RENAME TO jobs")
+        .await;
+    let letter_id = letter["id"].as_str().expect("letter id");
+    let (status, requeued) = service
+        .post_json(&format!("/v1/dead-letters/{letter_id}/requeue"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{requeued}");
+    assert_eq!(requeued["status"], "requeued", "{requeued}");
+    let jobs = wait_all_succeeded(&service, 1).await;
+    assert_eq!(jobs[0]["idempotency_key"], stuck_id.as_str(), "{jobs:?}");
+    assert_eq!(jobs[0]["attempts"], 1, "ran once: {jobs:?}");
+    eventually(Duration::from_secs(30), || async {
+        let (_, letter) = service
+            .get_json(&format!("/v1/dead-letters/{letter_id}"))
+            .await;
+        (letter["status"] == "recovered").then_some(())
+    })
+    .await;
+
+    // Bulk requeue by error code: the malformed message goes back and is refused again.
+    let bad_letter = wait_dead_letter(&service, &bad_id).await;
+    let (status, bulk) = service
+        .post_json(
+            "/v1/dead-letters/requeue",
+            &json!({"error_code": "INVALID_MESSAGE"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(bulk["num_changed"], 1, "{bulk}");
+    let again = eventually(Duration::from_secs(60), || async {
+        let (_, letter) = service
+            .get_json(&format!(
+                "/v1/dead-letters/{}",
+                bad_letter["id"].as_str().unwrap_or("")
+            ))
+            .await;
+        (letter["status"] == "parked" && letter["dead_at"] != bad_letter["dead_at"])
+            .then_some(letter)
+    })
+    .await;
+    assert_eq!(again["error_code"], "INVALID_MESSAGE", "{again}");
+    assert_eq!(again["message"], "not an envelope", "{again}");
+    assert_eq!(
+        dead_letters_of(&service, KIND).await.len(),
+        2,
+        "still one letter per message"
+    );
+    assert_eq!(
+        all_jobs(&service).await.len(),
+        1,
+        "no job for the refused one"
+    );
+
     let _ = connection.close(200, "done".into()).await;
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
@@ -884,5 +1039,97 @@ async fn a_poison_message_that_crashes_its_worker_ends_dead_within_the_limit() {
 
     let _ = connection.close(200, "done".into()).await;
     service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Proves a broker-carried job that ended `dead` is sent over the broker again when its
+/// (local) dead letter is requeued: the row goes back into the outbox and is published, so it
+/// is not stranded in a table no local runner claims. The fault (an answer engine failing
+/// every call) is fixed before the requeue, and the same job then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requeued_dead_broker_job_is_published_again_and_succeeds() {
+    use bulwark_config::{ProviderConfig, ProviderKind};
+    use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
+
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let engine = SimulatorServer::start(
+        "127.0.0.1:0",
+        SimulatorParams {
+            faults: FaultKnobs {
+                error_rate: 1.0,
+                ..FaultKnobs::default()
+            },
+            ..SimulatorParams::default()
+        },
+    )
+    .await
+    .expect("simulator listens");
+    let base = amqp_config(&namespace);
+    let engine_url = engine.base_url();
+    let service = TestService::start_with(TestBackend::Postgres, move |config| {
+        base(config);
+        config.jobs.max_attempts = 2;
+        config.dead_letters.max_retries = 0;
+        config.dead_letters.scan_interval_ms = 200;
+        config.dead_letters.recovery_interval_ms = 200;
+        config.providers.insert(
+            "engine".to_owned(),
+            ProviderConfig {
+                kind: ProviderKind::Openai,
+                base_url: Some(engine_url),
+                max_attempts: 1,
+                breaker_min_calls: 1_000,
+                ..ProviderConfig::default()
+            },
+        );
+    })
+    .await;
+
+    let (status, job) = service
+        .post_json(
+            "/v1/jobs",
+            &json!({"kind": "provider.complete",
+                    "payload": {"provider": "engine", "prompt": "Best CRM tools?"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().expect("job id").to_owned();
+    let dead = service.wait_for_job(&job_id).await;
+    assert_eq!(dead["status"], "dead", "{dead}");
+    let letter = eventually(Duration::from_secs(30), || async {
+        let (_, page) = service.get_json("/v1/dead-letters?queue=local").await;
+        page["dead_letters"]
+            .as_array()
+            .and_then(|letters| letters.iter().find(|letter| letter["job_id"] == job_id))
+            .cloned()
+    })
+    .await;
+    assert_eq!(letter["status"], "parked", "{letter}");
+
+    engine.set_faults(FaultKnobs::default());
+    let letter_id = letter["id"].as_str().expect("letter id");
+    let (status, requeued) = service
+        .post_json(&format!("/v1/dead-letters/{letter_id}/requeue"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{requeued}");
+    let succeeded = service.wait_for_job(&job_id).await;
+    assert_eq!(succeeded["status"], "succeeded", "{succeeded}");
+    assert_eq!(succeeded["attempts"], 1, "fresh attempts: {succeeded}");
+    assert_eq!(
+        all_jobs(&service).await.len(),
+        1,
+        "the same job, not a new one"
+    );
+    eventually(Duration::from_secs(30), || async {
+        let (_, letter) = service
+            .get_json(&format!("/v1/dead-letters/{letter_id}"))
+            .await;
+        (letter["status"] == "recovered").then_some(())
+    })
+    .await;
+
+    service.service.shutdown().await.expect("shutdown");
+    engine.stop().await;
     delete_namespace(&namespace).await;
 }

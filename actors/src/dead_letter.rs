@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_store::{
@@ -8,7 +9,10 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::metrics::{DeadLetterEvent, DeadLetterEventKind, record_dead_letter_depth};
-use crate::{JobRunnerHandle, Liveness, RetryPolicy};
+use crate::{
+    JobPublisher, JobRunnerHandle, Liveness, PublishError, RetryPolicy, TraceContext,
+    publish_and_mark,
+};
 
 /// A job's finish time may be written slightly after another node's scan passed it; each scan
 /// looks this far behind the newest finish it saw (the unique key makes re-reading harmless).
@@ -17,11 +21,13 @@ const SCAN_OVERLAP_MS: i64 = 60_000;
 /// Owns every job that cannot be done.
 ///
 /// It scans the jobs table for jobs that ended `dead` or `failed` and stores each once as a
-/// dead letter (unique per job, so nodes scanning the same table store it once). A recovery
-/// pass retries pending letters whose error is retriable, with exponential backoff, up to
-/// `max_retries`, by putting the job back in the queue under the same id; after that a letter
-/// is parked until an operator requeues or purges it. Letters whose retried job succeeded are
-/// marked recovered.
+/// dead letter (unique per job, so nodes scanning the same table store it once); the broker's
+/// dead-letter consumers store the messages of `<ns>.dlq.<kind>` the same way, through
+/// [`DeadLetterPolicy::admit`]. A recovery pass retries pending letters whose error is
+/// retriable, with exponential backoff, up to `max_retries`: a local job goes back in the queue
+/// under the same id, a broker message back to its original queue with its id. After that a
+/// letter is parked until an operator requeues or purges it. Letters whose retried job
+/// succeeded are marked recovered.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DeadLetterActor;
 
@@ -31,14 +37,79 @@ pub struct DeadLetterParams {
     pub store: Store,
     pub scan_interval: Duration,
     pub recovery_interval: Duration,
+    pub policy: DeadLetterPolicy,
+    pub batch_size: u32,
+    /// Told about requeued jobs so they start without waiting for its poll.
+    pub job_runner: JobRunnerHandle,
+    /// Sends requeued broker jobs and messages back to the broker; `None` without one.
+    pub publisher: Option<Arc<dyn JobPublisher>>,
+    pub liveness: Liveness,
+}
+
+/// How dead letters are retried automatically before they are parked.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetterPolicy {
     /// Automatic retries before a letter is parked.
     pub max_retries: u32,
     /// Spacing of automatic retries.
     pub retry: RetryPolicy,
-    pub batch_size: u32,
-    /// Told about requeued jobs so they start without waiting for its poll.
-    pub job_runner: JobRunnerHandle,
-    pub liveness: Liveness,
+}
+
+impl DeadLetterPolicy {
+    /// Stores a dead letter (or brings back the letter of the same source key with the new
+    /// error, keeping its retry count), deciding its status here: `pending` with its next
+    /// retry time while it is retriable and has retries left, `parked` otherwise. Returns true
+    /// when something was written.
+    pub async fn admit(
+        &self,
+        store: &Store,
+        mut letter: NewDeadLetter,
+    ) -> Result<bool, StoreError> {
+        let retry_count = store
+            .get_dead_letter_by_key(&letter.source_key)
+            .await?
+            .map_or(0, |known| known.retry_count);
+        let can_retry = letter.retriable && retry_count < self.max_retries as i32;
+        letter.status = if can_retry { "pending" } else { "parked" };
+        letter.next_retry_at_ms = can_retry.then(|| {
+            let attempt = u32::try_from(retry_count + 1).unwrap_or(1);
+            now_ms() + self.retry.delay_after(attempt).as_millis() as i64
+        });
+        let stored = store.upsert_dead_letter(&letter).await?;
+        if stored {
+            DeadLetterEvent {
+                kind: DeadLetterEventKind::DeadLettered,
+                queue: &letter.queue,
+                job_id: &letter.job_id,
+            }
+            .emit();
+            if !can_retry {
+                DeadLetterEvent {
+                    kind: DeadLetterEventKind::Parked,
+                    queue: &letter.queue,
+                    job_id: &letter.job_id,
+                }
+                .emit();
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// Why a dead letter could not be requeued.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The broker did not confirm the message; the letter keeps its status.
+    #[error("the broker did not take the message back: {0}")]
+    Publish(#[from] PublishError),
+    /// A broker letter on a node without a broker connection.
+    #[error(
+        "dead letter {id} came from the broker queue {queue}, and this node has no broker \
+         configured (amqp.url)"
+    )]
+    NoBroker { id: String, queue: String },
 }
 
 #[derive(Debug)]
@@ -85,7 +156,7 @@ impl Actor for DeadLetterActor {
         myself.send_interval(params.recovery_interval, || DeadLetterMsg::Recover);
         myself.send_message(DeadLetterMsg::Scan)?;
         info!(
-            max_retries = params.max_retries,
+            max_retries = params.policy.max_retries,
             "dead-letter actor started"
         );
         Ok(DeadLetterState {
@@ -177,19 +248,9 @@ fn local_message(job: &Job) -> String {
 }
 
 async fn store_local_letter(params: &DeadLetterParams, job: &Job) -> Result<bool, StoreError> {
-    let source_key = format!("job:{}", job.id);
-    let retry_count = params
-        .store
-        .get_dead_letter_by_key(&source_key)
-        .await?
-        .map_or(0, |letter| letter.retry_count);
-    // `dead`: retriable errors until the attempts ran out; `failed`: an error retrying cannot fix.
-    let retriable = job.status == JobStatus::Dead;
-    let can_retry = retriable && retry_count < params.max_retries as i32;
-    let now_ms = now_ms();
     let letter = NewDeadLetter {
         source: "local",
-        source_key,
+        source_key: format!("job:{}", job.id),
         job_id: job.id.clone(),
         queue: LOCAL_QUEUE.to_owned(),
         kind: job.kind.clone(),
@@ -200,34 +261,16 @@ async fn store_local_letter(params: &DeadLetterParams, job: &Job) -> Result<bool
             .clone()
             .unwrap_or_else(|| "INTERNAL_ERROR".to_owned()),
         error_message: job.error_message.clone().unwrap_or_default(),
-        retriable,
+        // `dead`: retriable errors until the attempts ran out; `failed`: an error retrying
+        // cannot fix.
+        retriable: job.status == JobStatus::Dead,
         request_id: job.request_id.clone(),
         trace_id: None,
-        status: if can_retry { "pending" } else { "parked" },
-        next_retry_at_ms: can_retry.then(|| {
-            let attempt = u32::try_from(retry_count + 1).unwrap_or(1);
-            now_ms + params.retry.delay_after(attempt).as_millis() as i64
-        }),
-        dead_at_ms: job.finished_at_ms.unwrap_or(now_ms),
+        status: "pending",
+        next_retry_at_ms: None,
+        dead_at_ms: job.finished_at_ms.unwrap_or_else(now_ms),
     };
-    let stored = params.store.upsert_dead_letter(&letter).await?;
-    if stored {
-        DeadLetterEvent {
-            kind: DeadLetterEventKind::DeadLettered,
-            queue: LOCAL_QUEUE,
-            job_id: &job.id,
-        }
-        .emit();
-        if !can_retry {
-            DeadLetterEvent {
-                kind: DeadLetterEventKind::Parked,
-                queue: LOCAL_QUEUE,
-                job_id: &job.id,
-            }
-            .emit();
-        }
-    }
-    Ok(stored)
+    params.policy.admit(&params.store, letter).await
 }
 
 /// Marks recovered letters, then retries due ones or parks those out of retries.
@@ -242,7 +285,7 @@ async fn recover(params: &DeadLetterParams) -> Result<DeadLetterReport, StoreErr
         .due_dead_letters(now_ms(), params.batch_size)
         .await?;
     for letter in due {
-        if letter.retry_count >= params.max_retries as i32 {
+        if letter.retry_count >= params.policy.max_retries as i32 {
             if params
                 .store
                 .transition_dead_letter(&letter.id, &["pending"], "parked", 0)
@@ -258,16 +301,17 @@ async fn recover(params: &DeadLetterParams) -> Result<DeadLetterReport, StoreErr
             }
             continue;
         }
-        if requeue(
-            params.store.clone(),
-            &params.job_runner,
-            &letter,
-            &["pending"],
-            "retrying",
-        )
-        .await?
-        {
-            report.num_retried += 1;
+        let target = RequeueTarget {
+            store: &params.store,
+            job_runner: &params.job_runner,
+            publisher: params.publisher.as_deref(),
+        };
+        match requeue(&target, &letter, &["pending"], "retrying").await {
+            Ok(true) => report.num_retried += 1,
+            Ok(false) => {}
+            Err(RequeueError::Store(error)) => return Err(error),
+            // The letter stays pending and is tried again on a later pass.
+            Err(error) => warn!(%error, dead_letter_id = letter.id, "automatic retry failed"),
         }
     }
     if report != DeadLetterReport::default() {
@@ -276,41 +320,75 @@ async fn recover(params: &DeadLetterParams) -> Result<DeadLetterReport, StoreErr
     Ok(report)
 }
 
+/// Where requeued dead letters go.
+#[derive(Debug, Clone, Copy)]
+pub struct RequeueTarget<'a> {
+    pub store: &'a Store,
+    /// Told about requeued local jobs so they start without waiting for its poll.
+    pub job_runner: &'a JobRunnerHandle,
+    /// Publishes requeued broker jobs and messages; `None` on a node without a broker.
+    pub publisher: Option<&'a dyn JobPublisher>,
+}
+
 /// Sends a dead letter's job again under its original id, moving the letter from one of
 /// `from_statuses` to `to_status` (`retrying` for automatic retries, counted; `requeued` for
-/// an operator). Returns false when another caller moved it first or it cannot be requeued.
+/// an operator). Returns false when another caller moved it first.
+///
+/// A local letter's job goes back in the queue; when the broker carries it, it is published
+/// again (or left in the outbox for a republisher when this node cannot). A broker letter's
+/// message is published back to its original queue with its message id, so the job's
+/// idempotency holds; if the broker does not confirm, the letter keeps its status.
 pub async fn requeue(
-    store: Store,
-    job_runner: &JobRunnerHandle,
+    target: &RequeueTarget<'_>,
     letter: &DeadLetter,
     from_statuses: &[&str],
     to_status: &str,
-) -> Result<bool, StoreError> {
-    if letter.source != "local" {
-        // Broker letters go back through the broker; this node has no publisher for them.
-        warn!(
-            dead_letter_id = letter.id,
-            queue = letter.queue,
-            "cannot requeue a broker dead letter on this node"
-        );
-        return Ok(false);
+) -> Result<bool, RequeueError> {
+    let is_broker = letter.source != "local";
+    if is_broker && target.publisher.is_none() {
+        return Err(RequeueError::NoBroker {
+            id: letter.id.clone(),
+            queue: letter.queue.clone(),
+        });
     }
     let retry_increment = i32::from(to_status == "retrying");
+    let store = target.store;
     if !store
         .transition_dead_letter(&letter.id, from_statuses, to_status, retry_increment)
         .await?
     {
         return Ok(false);
     }
+    if let (true, Some(publisher)) = (is_broker, target.publisher) {
+        if let Err(error) = publisher.publish_dead_letter(letter).await {
+            // Back to where it was, so it is neither lost nor counted as a retry.
+            store
+                .transition_dead_letter(&letter.id, &[to_status], &letter.status, -retry_increment)
+                .await?;
+            return Err(error.into());
+        }
+        info!(
+            dead_letter_id = letter.id,
+            queue = letter.queue,
+            status = to_status,
+            "broker dead letter published back to its queue"
+        );
+        return Ok(true);
+    }
     let requeued = store.requeue_failed_job(&letter.job_id).await?;
-    if requeued {
-        job_runner.notify();
+    match (&requeued, target.publisher) {
+        (Some(requeued), Some(publisher)) if requeued.broker_routed => {
+            // Unconfirmed, it stays in the outbox for the republisher.
+            publish_and_mark(store, publisher, &requeued.job, &TraceContext::default()).await;
+        }
+        (Some(_), _) => target.job_runner.notify(),
+        (None, _) => {}
     }
     info!(
         dead_letter_id = letter.id,
         job_id = letter.job_id,
         status = to_status,
-        requeued,
+        requeued = requeued.is_some(),
         "dead letter requeued"
     );
     Ok(true)

@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bulwark_store::{InsertOutcome, Job, JobRoute, NewJob, Store, StoreError};
+use bulwark_store::{DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError};
 use tracing::{debug, warn};
 
 use crate::JobRunnerHandle;
@@ -43,6 +43,11 @@ impl PublishError {
 #[async_trait]
 pub trait JobPublisher: Send + Sync + Debug + 'static {
     async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError>;
+
+    /// Publishes a broker dead letter's message back to its original queue, as it was
+    /// received (body, content type, message id, correlation id, reply-to, request id, trace),
+    /// marked with the letter's id; returns once the broker confirmed it.
+    async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError>;
 
     /// Returns true while the publisher holds a live broker connection.
     fn is_connected(&self) -> bool;

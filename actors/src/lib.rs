@@ -45,8 +45,9 @@ pub use audit_runner::{
 };
 pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use dead_letter::{
-    DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterReport,
-    DeadLetterState, refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
+    DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
+    DeadLetterReport, DeadLetterState, RequeueError, RequeueTarget,
+    refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
 };
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;

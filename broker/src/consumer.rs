@@ -9,13 +9,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;
-use crate::{BrokerHealth, BrokerSettings, DeliveryContext, connect};
+use crate::{BrokerHealth, BrokerSettings, DeadLetterSink, DeliveryContext, connect};
 
-/// Consumes one job kind's queue. Each delivery is processed in its own task; the channel's
-/// prefetch bounds how many run at once (the mailbox bound). When the connection is lost the
-/// actor fails, so its supervisor restarts it with backoff; unacked deliveries go back to the
-/// queue meanwhile.
+/// Consumes one queue of a job kind: its job queue, or its dead-letter queue. Each delivery is
+/// processed in its own task; the channel's prefetch bounds how many run at once (the mailbox
+/// bound). When the connection is lost the actor fails, so its supervisor restarts it with
+/// backoff; unacked deliveries go back to the queue meanwhile.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ConsumerActor;
 
@@ -24,8 +25,17 @@ pub struct ConsumerActor;
 pub struct ConsumerParams {
     pub settings: BrokerSettings,
     pub kind: String,
-    pub context: Arc<DeliveryContext>,
+    pub role: ConsumerRole,
     pub health: BrokerHealth,
+}
+
+/// What a consumer does with its deliveries.
+#[derive(Debug, Clone)]
+pub enum ConsumerRole {
+    /// Runs the jobs of `<ns>.<kind>`.
+    Jobs(Arc<DeliveryContext>),
+    /// Stores the messages of `<ns>.dlq.<kind>` as dead letters.
+    DeadLetters(Arc<DeadLetterSink>),
 }
 
 #[derive(Debug)]
@@ -54,8 +64,20 @@ pub enum ConsumerMsg {
 const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 impl ConsumerParams {
-    fn link_name(&self) -> String {
-        format!("consumer:{}", self.kind)
+    /// Returns the name of this consumer's link in the broker health report.
+    pub fn link_name(&self) -> String {
+        match self.role {
+            ConsumerRole::Jobs(_) => format!("consumer:{}", self.kind),
+            ConsumerRole::DeadLetters(_) => format!("dlq-consumer:{}", self.kind),
+        }
+    }
+
+    fn queue(&self) -> String {
+        let topology = &self.settings.topology;
+        match self.role {
+            ConsumerRole::Jobs(_) => topology.job_queue(&self.kind),
+            ConsumerRole::DeadLetters(_) => topology.dead_letter_queue(&self.kind),
+        }
     }
 }
 
@@ -132,7 +154,7 @@ async fn start_consuming(
     params: &ConsumerParams,
 ) -> Result<ConsumeLink, ActorProcessingErr> {
     let settings = &params.settings;
-    let connection = connect(settings, &format!("consumer-{}", params.kind)).await?;
+    let connection = connect(settings, &params.link_name().replace(':', "-")).await?;
     let channel = connection.create_channel().await?;
     settings
         .topology
@@ -141,8 +163,8 @@ async fn start_consuming(
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
-    let queue = settings.topology.job_queue(&params.kind);
-    let consumer_tag = format!("{}/{}", settings.connection_name, params.kind);
+    let queue = params.queue();
+    let consumer_tag = format!("{}/{queue}", settings.connection_name);
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),
@@ -152,15 +174,22 @@ async fn start_consuming(
         )
         .await?;
     info!(queue, prefetch = settings.prefetch, "consumer started");
-    let context = params.context.clone();
+    let role = params.role.clone();
     let kind = params.kind.clone();
     let actor = myself.clone();
     let stream_task = tokio::spawn(async move {
         let reason = loop {
             match consumer.next().await {
-                Some(Ok(delivery)) => {
-                    tokio::spawn(process_delivery(context.clone(), kind.clone(), delivery));
-                }
+                Some(Ok(delivery)) => match &role {
+                    ConsumerRole::Jobs(context) => {
+                        tokio::spawn(process_delivery(context.clone(), kind.clone(), delivery));
+                    }
+                    ConsumerRole::DeadLetters(sink) => {
+                        let sink = sink.clone();
+                        let kind = kind.clone();
+                        tokio::spawn(async move { store_delivery(&sink, kind, delivery).await });
+                    }
+                },
                 Some(Err(error)) => break error.to_string(),
                 None => break "consumer cancelled".to_owned(),
             }

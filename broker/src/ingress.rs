@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{JobExecutor, JobIntake, RetryPolicy};
+use bulwark_actors::{DeadLetterPolicy, JobExecutor, JobIntake, RetryPolicy};
 use bulwark_store::Store;
 use bulwark_supervisors::{
     ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,
@@ -9,8 +9,8 @@ use bulwark_supervisors::{
 };
 
 use crate::{
-    BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, DeliveryContext,
-    RepublisherActor, RepublisherParams,
+    BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, ConsumerRole,
+    DeadLetterSink, DeliveryContext, RepublisherActor, RepublisherParams,
 };
 
 /// What the `ingress` subsystem is built with (all but the executor, which the tree builds).
@@ -30,6 +30,9 @@ pub struct IngressParams {
     pub max_attempts: u32,
     /// One consumer per kind.
     pub kinds: Vec<String>,
+    /// How stored broker dead letters are retried; `None` when this node runs no dead-letter
+    /// actor, and so no dead-letter consumers (the messages wait in their queues).
+    pub dead_letters: Option<DeadLetterPolicy>,
     pub republish_interval: Duration,
     /// Restart backoff of the consumers: a broker outage is waited out, not escalated.
     pub reconnect_backoff: Duration,
@@ -40,8 +43,9 @@ pub struct IngressParams {
 ///
 /// ```text
 /// ingress (one_for_one, reconnect backoff)
-/// ├── consumer-<kind>   one per job kind queue, fails on connection loss
-/// └── republisher       publishes jobs stored but never confirmed
+/// ├── consumer-<kind>       one per job kind queue, fails on connection loss
+/// ├── dlq-consumer-<kind>   one per dead-letter queue: stores each message, then acks
+/// └── republisher           publishes jobs stored but never confirmed
 /// ```
 ///
 /// Its restart intensity is sized for broker outages: with backoff capped at
@@ -62,25 +66,33 @@ pub fn ingress_supervisor(
         retry: params.retry,
         max_attempts: params.max_attempts,
     });
-    let mut children: Vec<ChildSpec> = params
-        .kinds
-        .iter()
-        .map(|kind| {
+    let mut roles: Vec<ConsumerRole> = vec![ConsumerRole::Jobs(context)];
+    if let Some(policy) = params.dead_letters {
+        roles.push(ConsumerRole::DeadLetters(Arc::new(DeadLetterSink {
+            store: params.store.clone(),
+            policy,
+            topology: params.settings.topology.clone(),
+        })));
+    }
+    let mut children: Vec<ChildSpec> = Vec::new();
+    for role in &roles {
+        for kind in &params.kinds {
             let consumer_params = ConsumerParams {
                 settings: params.settings.clone(),
                 kind: kind.clone(),
-                context: context.clone(),
+                role: role.clone(),
                 health: params.health.clone(),
             };
-            params.health.register(&format!("consumer:{kind}"));
-            actor_spec(
-                &format!("{}/consumer-{kind}", params.instance),
+            let link_name = consumer_params.link_name();
+            params.health.register(&link_name);
+            children.push(actor_spec(
+                &format!("{}/{}", params.instance, link_name.replace(':', "-")),
                 ConsumerActor,
                 consumer_params,
                 None,
-            )
-        })
-        .collect();
+            ));
+        }
+    }
     children.push(actor_spec(
         &format!("{}/republisher", params.instance),
         RepublisherActor,

@@ -13,12 +13,15 @@
 //! - `connection`: [`BrokerSettings`], connecting with a timeout, [`BrokerHealth`].
 //! - `publisher`: [`BrokerPublisher`], publishes with confirms over one lazily reconnected link.
 //! - `delivery`: what one delivery goes through, from decode to ack.
-//! - `consumer`: [`ConsumerActor`], one per job-kind queue; fails on connection loss.
+//! - `consumer`: [`ConsumerActor`], one per job-kind queue and one per dead-letter queue; fails
+//!   on connection loss.
+//! - `dead_letters`: storing what lands in `<ns>.dlq.<kind>`, and publishing requeued letters.
 //! - `republisher`: [`RepublisherActor`], drains the outbox of jobs never confirmed.
 //! - `ingress`: the `ingress` supervisor over the consumers and the republisher.
 
 mod connection;
 mod consumer;
+mod dead_letters;
 mod delivery;
 mod envelope;
 mod ingress;
@@ -27,7 +30,8 @@ mod republisher;
 mod topology;
 
 pub use connection::{BrokerHealth, BrokerSettings, connect};
-pub use consumer::{ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerState};
+pub use consumer::{ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState};
+pub use dead_letters::{DEAD_LETTER_ID_HEADER, DeadLetterSink};
 pub use delivery::{DeliveryContext, JobEvent, REJECT_REASON_HEADER};
 pub use envelope::{
     CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope, EnvelopeError,

@@ -2,7 +2,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bulwark_actors::{JobKind, JobPublisher, PublishError, TraceContext};
-use bulwark_store::Job;
+use bulwark_store::{DeadLetter, Job};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -25,6 +25,8 @@ pub struct OutgoingMessage<'a> {
     pub content_type: &'a str,
     pub message_id: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
+    /// Where the consumer sends the job's outcome.
+    pub reply_to: Option<&'a str>,
     /// Extra headers besides `x-request-id` and `traceparent`.
     pub headers: Vec<(&'a str, String)>,
     pub request_id: Option<&'a str>,
@@ -169,6 +171,9 @@ impl BrokerPublisher {
         if let Some(correlation_id) = message.correlation_id {
             properties = properties.with_correlation_id(correlation_id.into());
         }
+        if let Some(reply_to) = message.reply_to {
+            properties = properties.with_reply_to(reply_to.into());
+        }
         let options = BasicPublishOptions {
             mandatory: message.mandatory,
             ..BasicPublishOptions::default()
@@ -231,6 +236,7 @@ impl BrokerPublisher {
             content_type,
             message_id: Some(&envelope.id),
             correlation_id: None,
+            reply_to: None,
             headers: Vec::new(),
             request_id: trace.request_id,
             traceparent: trace.traceparent,
@@ -271,6 +277,10 @@ impl JobPublisher for BrokerPublisher {
                     message: error.to_string(),
                 }
             })
+    }
+
+    async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError> {
+        self.republish_dead_letter(letter).await
     }
 
     fn is_connected(&self) -> bool {

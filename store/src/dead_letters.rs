@@ -5,6 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::with_pool;
+use crate::jobs::{JobRow, job_columns};
 use crate::{Job, Store, StoreError, now_ms};
 
 /// The columns of `dead_letters`, in [`DeadLetter`] order.
@@ -111,6 +112,21 @@ pub struct DeadLetterCount {
     pub status: String,
     pub error_code: String,
     pub count: i64,
+}
+
+/// A job put back in the queue by [`Store::requeue_failed_job`].
+#[derive(Debug, Clone)]
+pub struct RequeuedJob {
+    pub job: Job,
+    /// True when the broker carries it: it is back in the outbox, waiting to be published.
+    pub broker_routed: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct RequeuedRow {
+    transport: String,
+    #[sqlx(flatten)]
+    job: JobRow,
 }
 
 impl Store {
@@ -303,29 +319,47 @@ impl Store {
         Ok(rows_affected == 1)
     }
 
-    /// Puts a local job that ended `dead` or `failed` back in the queue with the same id,
-    /// runnable now with fresh attempts. Returns false if the job is not in a final failed state.
-    pub async fn requeue_failed_job(&self, job_id: &str) -> Result<bool, StoreError> {
-        const REQUEUE: &str = "UPDATE jobs SET status = 'queued', attempts = 0, run_at_ms = $2, \
+    /// Puts a job that ended `dead` or `failed` back in the queue with the same id, runnable
+    /// now with fresh attempts, and returns it; `None` if it is not in a final failed state.
+    /// A broker-carried job goes back into the outbox (`published_at_ms` cleared), so it is
+    /// published again by the caller or, failing that, by a republisher.
+    pub async fn requeue_failed_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<RequeuedJob>, StoreError> {
+        const REQUEUE: &str = concat!(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at_ms = $2, \
              updated_at_ms = $2, finished_at_ms = NULL, lease_owner = NULL, \
-             lease_expires_at_ms = NULL WHERE id = $1 AND status IN ('dead', 'failed')";
-        let rows_affected = with_pool!(self, pool => {
-            sqlx::query(REQUEUE)
+             lease_expires_at_ms = NULL, published_at_ms = CASE WHEN transport = 'amqp' \
+             THEN NULL ELSE published_at_ms END \
+             WHERE id = $1 AND status IN ('dead', 'failed') RETURNING transport, ",
+            job_columns!()
+        );
+        let row: Option<RequeuedRow> = with_pool!(self, pool => {
+            sqlx::query_as(REQUEUE)
                 .bind(job_id)
                 .bind(now_ms())
-                .execute(pool)
+                .fetch_optional(pool)
                 .await
-                .map(|done| done.rows_affected())
         })?;
-        Ok(rows_affected == 1)
+        row.map(|row| {
+            Ok(RequeuedJob {
+                broker_routed: row.transport == "amqp",
+                job: row.job.try_into()?,
+            })
+        })
+        .transpose()
     }
 
-    /// Marks retried or requeued local letters whose job has since succeeded as `recovered`;
-    /// returns how many per queue.
+    /// Marks retried or requeued letters whose job has since succeeded as `recovered`;
+    /// returns how many per queue. A broker letter's `job_id` is its message's job key: the
+    /// job's id when Bulwark published it, or the idempotency key of the row the message made.
     pub async fn mark_recovered_dead_letters(&self) -> Result<Vec<(String, i64)>, StoreError> {
         const RECOVERED: &str = "UPDATE dead_letters SET status = 'recovered', updated_at_ms = $1 \
-             WHERE status IN ('retrying', 'requeued') AND source = 'local' AND EXISTS \
+             WHERE status IN ('retrying', 'requeued') AND (EXISTS \
              (SELECT 1 FROM jobs j WHERE j.id = dead_letters.job_id AND j.status = 'succeeded') \
+             OR (source = 'broker' AND EXISTS (SELECT 1 FROM jobs j \
+             WHERE j.idempotency_key = dead_letters.job_id AND j.status = 'succeeded'))) \
              RETURNING queue";
         let queues: Vec<(String,)> = with_pool!(self, pool => {
             sqlx::query_as(RECOVERED).bind(now_ms()).fetch_all(pool).await

@@ -33,7 +33,7 @@ pub use broker_jobs::JobRoute;
 pub use db::{Backend, Store, StoreParams, now_ms};
 pub use dead_letters::{
     DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage,
-    LOCAL_QUEUE, NewDeadLetter,
+    LOCAL_QUEUE, NewDeadLetter, RequeuedJob,
 };
 pub use error::StoreError;
 pub use jobs::{

@@ -87,6 +87,17 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|error| panic!("failed to open test store {}: {error}", self.url))
     }
+
+    /// Runs one SQL statement on this database, e.g. to inject or repair a fault; panics,
+    /// naming the statement, when it fails.
+    pub async fn execute(&self, statement: &str) {
+        let store = connect(&self.url).await;
+        store
+            .execute_raw(statement)
+            .await
+            .unwrap_or_else(|error| panic!("`{statement}` failed: {error}"));
+        store.close().await;
+    }
 }
 
 async fn connect(url: &str) -> Store {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_actors::{
-    Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, JobIntake,
-    JobRunnerHandle, Liveness, ManualClock, RetryPolicy, SchedulerActor, SchedulerHandle,
-    SchedulerMsg, SchedulerParams, slot_idempotency_key,
+    Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
+    JobIntake, JobRunnerHandle, Liveness, ManualClock, RetryPolicy, SchedulerActor,
+    SchedulerHandle, SchedulerMsg, SchedulerParams, slot_idempotency_key,
 };
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
@@ -277,13 +277,16 @@ async fn start_dead_letters(test: &str) -> DeadLetterSubsystem {
         store: store.clone(),
         scan_interval: IDLE_INTERVAL,
         recovery_interval: IDLE_INTERVAL,
-        max_retries: 0,
-        retry: RetryPolicy {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(20),
+        policy: DeadLetterPolicy {
+            max_retries: 0,
+            retry: RetryPolicy {
+                base: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+            },
         },
         batch_size: 100,
         job_runner: JobRunnerHandle::new(format!("{test}/none")),
+        publisher: None,
         liveness: liveness.clone(),
     };
     let actor_name = format!("{test}/dead-letter-actor");

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use bulwark_actors::{refresh_dead_letter_depth, requeue_dead_letter, rfc3339_utc};
+use bulwark_actors::{
+    RequeueError, RequeueTarget, refresh_dead_letter_depth, requeue_dead_letter, rfc3339_utc,
+};
 use bulwark_store::{DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -29,7 +31,9 @@ pub struct DeadLetterView {
     pub kind: String,
     /// The message as received: JSON when it parses, otherwise the text.
     pub message: Value,
-    /// Broker headers (with `x-death`), when it came from the broker.
+    /// The broker message's properties and headers (`x-death` among them), when it came from
+    /// the broker: `exchange`, `routing_key`, `content_type`, `message_id`, `correlation_id`,
+    /// `reply_to`, `timestamp`, `body_encoding` (`utf8` or `base64`) and `headers`.
     pub headers: Option<Value>,
     pub error_code: String,
     pub error_message: String,
@@ -208,22 +212,24 @@ impl DeadLettersApi {
             .ok_or_else(|| ApiError::not_found(format!("dead letter {id} does not exist")))
     }
 
+    /// Requeues one letter: a local job back in its queue, a broker message back to its
+    /// original queue. `503` when the broker does not take it (the letter keeps its status).
     async fn requeue_one(&self, letter: &DeadLetter) -> ApiResult<bool> {
-        if letter.source != "local" {
-            return Err(ApiError::unavailable(format!(
-                "dead letter {} came from the broker queue {}; requeueing broker messages is \
-                 not supported by this build",
-                letter.id, letter.queue
-            )));
-        }
-        Ok(requeue_dead_letter(
-            self.state.store.clone(),
-            &self.state.job_runner,
-            letter,
-            &REQUEUEABLE,
-            "requeued",
-        )
-        .await?)
+        let target = RequeueTarget {
+            store: &self.state.store,
+            job_runner: &self.state.job_runner,
+            publisher: self
+                .state
+                .intake
+                .publisher()
+                .map(|publisher| publisher.as_ref()),
+        };
+        requeue_dead_letter(&target, letter, &REQUEUEABLE, "requeued")
+            .await
+            .map_err(|error| match error {
+                RequeueError::Store(error) => error.into(),
+                other => ApiError::unavailable(other.to_string()),
+            })
     }
 }
 
@@ -336,7 +342,7 @@ impl DeadLettersApi {
             num_changed: 0,
         };
         for letter in page.dead_letters {
-            if !REQUEUEABLE.contains(&letter.status.as_str()) || letter.source != "local" {
+            if !REQUEUEABLE.contains(&letter.status.as_str()) {
                 continue;
             }
             result.num_selected += 1;
