@@ -44,6 +44,7 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         payload: json!({ "texts": texts }),
         idempotency_key: None,
         request_id: None,
+        trace_id: None,
         max_attempts: config.jobs.max_attempts,
     };
     let insert_started = Instant::now();

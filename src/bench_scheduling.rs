@@ -166,6 +166,7 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
                 payload: json!({"texts": ["benchmark"]}),
                 idempotency_key: Some(format!("bench-dlq-{prefix}-{index}")),
                 request_id: None,
+                trace_id: None,
                 max_attempts: 1,
             })
             .await?;

@@ -40,6 +40,7 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
             payload,
             idempotency_key: Some(format!("demo-{run_id}-{index}")),
             request_id: Some(format!("demo-{run_id}")),
+            trace_id: None,
             max_attempts: service.max_attempts,
         };
         let job = service
@@ -153,6 +154,7 @@ pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
         payload: payload.clone(),
         idempotency_key: Some(format!("demo-audit-{}", uuid::Uuid::now_v7().simple())),
         request_id: Some("demo-audit".to_owned()),
+        trace_id: None,
         max_attempts: service.max_attempts,
     };
     let job = service

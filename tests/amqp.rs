@@ -1086,14 +1086,20 @@ async fn a_requeued_dead_broker_job_is_published_again_and_succeeds() {
     })
     .await;
 
-    let (status, job) = service
-        .post_json(
-            "/v1/jobs",
-            &json!({"kind": "provider.complete",
-                    "payload": {"provider": "engine", "prompt": "Best CRM tools?"}}),
+    let response = service
+        .client
+        .post(service.url("/v1/jobs"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )
-        .await;
-    assert_eq!(status, 202, "{job}");
+        .json(&json!({"kind": "provider.complete",
+                      "payload": {"provider": "engine", "prompt": "Best CRM tools?"}}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status().as_u16(), 202);
+    let job: Value = response.json().await.expect("job body");
     let job_id = job["id"].as_str().expect("job id").to_owned();
     let dead = service.wait_for_job(&job_id).await;
     assert_eq!(dead["status"], "dead", "{dead}");
@@ -1106,6 +1112,10 @@ async fn a_requeued_dead_broker_job_is_published_again_and_succeeds() {
     })
     .await;
     assert_eq!(letter["status"], "parked", "{letter}");
+    assert_eq!(
+        letter["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the submitter's trace: {letter}"
+    );
 
     engine.set_faults(FaultKnobs::default());
     let letter_id = letter["id"].as_str().expect("letter id");

@@ -26,6 +26,8 @@ async fn start(backend: TestBackend) -> TestService {
 }
 
 /// Creates a job and records it as the given final failure, as a broken node would.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus) -> String {
     let outcome = store
         .insert_job(&NewJob {
@@ -33,6 +35,7 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
             payload: json!({"texts": [text]}),
             idempotency_key: Some(format!("dlq-test-{text}")),
             request_id: Some(format!("req-{text}")),
+            trace_id: Some(TRACE_ID.to_owned()),
             max_attempts: 3,
         })
         .await
@@ -90,6 +93,7 @@ async fn retriable_dead_job_is_retried_and_recovers() {
     assert_eq!(recovered["retriable"], true);
     assert_eq!(recovered["retry_count"], 1);
     assert_eq!(recovered["request_id"], "req-retry me");
+    assert_eq!(recovered["trace_id"], TRACE_ID, "{recovered}");
     assert_eq!(
         recovered["message"]["payload"],
         json!({"texts": ["retry me"]})

@@ -269,6 +269,11 @@ async fn job_lifecycle_and_idempotency(backend: TestBackend) {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["request_id"], "lifecycle-req");
+    let trace_id = done["trace_id"].as_str().expect("a trace was started");
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit()),
+        "{done}"
+    );
     assert_eq!(done["result"]["results"][0]["label"], "positive");
     assert!(done["finished_at"].is_string());
 

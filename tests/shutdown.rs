@@ -70,6 +70,7 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
             payload: json!({ "texts": texts }),
             idempotency_key: None,
             request_id: None,
+            trace_id: None,
             max_attempts: 5,
         };
         store.insert_job(&new_job).await.unwrap();

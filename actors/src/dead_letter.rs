@@ -265,7 +265,7 @@ async fn store_local_letter(params: &DeadLetterParams, job: &Job) -> Result<bool
         // cannot fix.
         retriable: job.status == JobStatus::Dead,
         request_id: job.request_id.clone(),
-        trace_id: None,
+        trace_id: job.trace_id.clone(),
         status: "pending",
         next_retry_at_ms: None,
         dead_at_ms: job.finished_at_ms.unwrap_or_else(now_ms),

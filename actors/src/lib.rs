@@ -51,7 +51,10 @@ pub use dead_letter::{
 };
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
-pub use intake::{JobIntake, JobPublisher, PublishError, TraceContext, publish_and_mark};
+pub use intake::{
+    JobIntake, JobPublisher, PublishError, TraceContext, new_traceparent, publish_and_mark,
+    trace_id_of, traceparent_in,
+};
 pub use job_kinds::{
     CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload,
     SentimentRequest, SentimentResponse, validate_job, validate_neutral_threshold,

@@ -489,6 +489,7 @@ async fn enqueue(
         payload: schedule.payload.clone(),
         idempotency_key: Some(slot_idempotency_key(&schedule.id, fire_at_ms)),
         request_id: Some(format!("schedule-{}-{fire_at_ms}", schedule.id)),
+        trace_id: None,
         max_attempts: params.max_attempts,
     };
     let outcome = params.intake.submit(&new_job).await?;

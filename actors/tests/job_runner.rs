@@ -139,6 +139,7 @@ async fn submit(store: &Store, payload: serde_json::Value, max_attempts: u32) ->
         payload,
         idempotency_key: None,
         request_id: None,
+        trace_id: None,
         max_attempts,
     };
     store.insert_job(&new_job).await.unwrap().job().id.clone()

@@ -175,9 +175,7 @@ fn report_api_incident(
 /// Returns the trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`).
 fn trace_id(request: &Request) -> Option<String> {
     let value = request.headers().get("traceparent")?.to_str().ok()?;
-    let trace_id = value.split('-').nth(1)?;
-    (trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit()))
-        .then(|| trace_id.to_owned())
+    bulwark_actors::trace_id_of(value)
 }
 
 /// Returns the client's request id if it is short and made of safe characters.

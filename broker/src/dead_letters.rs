@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bulwark_actors::{DeadLetterPolicy, PublishError, refresh_dead_letter_depth};
+use bulwark_actors::{DeadLetterPolicy, PublishError, refresh_dead_letter_depth, trace_id_of};
 use bulwark_store::{DeadLetter, NewDeadLetter, Store, now_ms};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -211,13 +211,6 @@ fn dead_letter_of(topology: &Topology, kind: &str, delivery: &Delivery) -> NewDe
         next_retry_at_ms: None,
         dead_at_ms: now_ms(),
     }
-}
-
-/// Returns the trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
-fn trace_id_of(traceparent: &str) -> Option<String> {
-    let trace_id = traceparent.split('-').nth(1)?;
-    (trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit()))
-        .then(|| trace_id.to_owned())
 }
 
 fn table_json(table: &FieldTable) -> Value {

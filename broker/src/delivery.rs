@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bulwark_actors::metrics::{JobAttemptFinished, JobOutcome};
-use bulwark_actors::{ErrorCode, JobError, JobExecutor, JobIntake, RetryPolicy, validate_job};
+use bulwark_actors::{
+    ErrorCode, JobError, JobExecutor, JobIntake, RetryPolicy, trace_id_of, validate_job,
+};
 use bulwark_store::{Job, JobFailure, JobStatus, NewJob, Store, now_ms};
 use futures::FutureExt;
 use lapin::message::Delivery;
@@ -277,6 +279,7 @@ async fn find_or_create(
         payload: envelope.payload.clone(),
         idempotency_key: Some(envelope.job_key().to_owned()),
         request_id: meta.request_id.clone(),
+        trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
         max_attempts: context.max_attempts,
     };
     let outcome = context.intake.accept_delivered(&new_job).await?;

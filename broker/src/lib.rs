@@ -29,6 +29,7 @@ mod publisher;
 mod republisher;
 mod topology;
 
+pub use bulwark_actors::new_traceparent;
 pub use connection::{BrokerHealth, BrokerSettings, connect};
 pub use consumer::{ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState};
 pub use dead_letters::{DEAD_LETTER_ID_HEADER, DeadLetterSink};
@@ -37,7 +38,7 @@ pub use envelope::{
     CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope, EnvelopeError,
 };
 pub use ingress::{IngressParams, ingress_supervisor};
-pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage, new_traceparent};
+pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage};
 pub use republisher::{RepublisherActor, RepublisherMsg, RepublisherParams};
 pub use topology::Topology;
 

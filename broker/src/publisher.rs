@@ -1,7 +1,9 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bulwark_actors::{JobKind, JobPublisher, PublishError, TraceContext};
+use bulwark_actors::{
+    JobKind, JobPublisher, PublishError, TraceContext, new_traceparent, traceparent_in,
+};
 use bulwark_store::{DeadLetter, Job};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -264,9 +266,14 @@ impl JobPublisher for BrokerPublisher {
             idempotency_key: None,
             deadline: None,
         };
+        // A job published again (outbox, requeue) continues the trace that created it.
+        let traceparent = trace
+            .traceparent
+            .clone()
+            .or_else(|| job.trace_id.as_deref().map(traceparent_in));
         let message_trace = MessageTrace {
             request_id: job.request_id.as_deref(),
-            traceparent: trace.traceparent.as_deref(),
+            traceparent: traceparent.as_deref(),
         };
         self.publish_envelope(&envelope, CONTENT_TYPE_JSON, &message_trace)
             .await
@@ -286,15 +293,6 @@ impl JobPublisher for BrokerPublisher {
     fn is_connected(&self) -> bool {
         self.health.is_up()
     }
-}
-
-/// Returns a fresh W3C `traceparent` (version 00, sampled) for messages that arrive without one.
-pub fn new_traceparent() -> String {
-    // UUIDv7's last 16 hex digits are random; the first 16 carry the time.
-    let trace_id = uuid::Uuid::now_v7().simple().to_string();
-    let span_text = uuid::Uuid::now_v7().simple().to_string();
-    let span_id = &span_text[16..];
-    format!("00-{trace_id}-{span_id}-01")
 }
 
 /// Closes a connection that is being replaced, waiting at most a second for the broker's

@@ -38,8 +38,8 @@ impl Store {
         const INSERT: &str = concat!(
             "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
              idempotency_key, created_at_ms, updated_at_ms, run_at_ms, transport, \
-             published_at_ms) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7, $8, $9) \
+             published_at_ms, trace_id) \
+             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10) \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
             job_columns!()
         );
@@ -54,6 +54,7 @@ impl Store {
                 .bind(now)
                 .bind(transport)
                 .bind(published_at_ms)
+                .bind(&new_job.trace_id)
                 .fetch_optional(pool)
                 .await
         })?;

@@ -3,7 +3,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::db::{Pool, with_pool};
 use crate::{Store, StoreError, now_ms};
@@ -13,7 +12,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, status, attempts, max_attempts, payload, result, error_code, error_message, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         finished_at_ms, lease_owner, lease_expires_at_ms"
+         finished_at_ms, lease_owner, lease_expires_at_ms, trace_id"
     };
 }
 pub(crate) use job_columns;
@@ -99,6 +98,8 @@ pub struct Job {
     pub finished_at_ms: Option<i64>,
     pub lease_owner: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
+    /// The W3C trace id of the request or message that created it.
+    pub trace_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -121,6 +122,7 @@ pub(crate) struct JobRow {
     finished_at_ms: Option<i64>,
     lease_owner: Option<String>,
     lease_expires_at_ms: Option<i64>,
+    trace_id: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -161,6 +163,7 @@ impl TryFrom<JobRow> for Job {
             finished_at_ms: row.finished_at_ms,
             lease_owner: row.lease_owner,
             lease_expires_at_ms: row.lease_expires_at_ms,
+            trace_id: row.trace_id,
         })
     }
 }
@@ -176,6 +179,8 @@ pub struct NewJob {
     pub payload: Value,
     pub idempotency_key: Option<String>,
     pub request_id: Option<String>,
+    /// The W3C trace id of the request or message creating it.
+    pub trace_id: Option<String>,
     pub max_attempts: u32,
 }
 
@@ -236,47 +241,11 @@ pub struct StatusCount {
 }
 
 impl Store {
-    /// Creates a job, or returns the job already stored under the same idempotency key.
+    /// Creates a job in the local queue, or returns the job already stored under the same
+    /// idempotency key.
     pub async fn insert_job(&self, new_job: &NewJob) -> Result<InsertOutcome, StoreError> {
-        let id = Uuid::now_v7().to_string();
-        let now = now_ms();
-        let payload = new_job.payload.to_string();
-        let max_attempts = i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX);
-        const INSERT: &str = concat!(
-            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
-             idempotency_key, created_at_ms, updated_at_ms, run_at_ms) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
-            job_columns!()
-        );
-        let inserted: Option<JobRow> = with_pool!(self, pool => {
-            sqlx::query_as(INSERT)
-                .bind(&id)
-                .bind(&new_job.kind)
-                .bind(max_attempts)
-                .bind(&payload)
-                .bind(&new_job.request_id)
-                .bind(&new_job.idempotency_key)
-                .bind(now)
-                .fetch_optional(pool)
-                .await
-        })?;
-        if let Some(row) = inserted {
-            return Ok(InsertOutcome::Created(row.try_into()?));
-        }
-        let Some(key) = &new_job.idempotency_key else {
-            return Err(StoreError::Corrupt(format!(
-                "insert of job {id} returned no row"
-            )));
-        };
-        const BY_KEY: &str = concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE idempotency_key = $1"
-        );
-        let existing: JobRow =
-            with_pool!(self, pool => sqlx::query_as(BY_KEY).bind(key).fetch_one(pool).await)?;
-        Ok(InsertOutcome::Existing(existing.try_into()?))
+        self.insert_routed_job(new_job, crate::JobRoute::Local)
+            .await
     }
 
     /// Returns the job with this id, if any.

@@ -32,6 +32,7 @@ fn new_job(key_opt: Option<&str>) -> NewJob {
         payload: json!({ "texts": ["good"] }),
         idempotency_key: key_opt.map(str::to_owned),
         request_id: Some("req-1".to_owned()),
+        trace_id: None,
         max_attempts: 3,
     }
 }

@@ -171,6 +171,7 @@ impl JobsSubsystem {
                 payload: json!({"texts": [format!("a pleasant job {index}")]}),
                 idempotency_key: None,
                 request_id: None,
+                trace_id: None,
                 max_attempts: 3,
             };
             let outcome = self.store.insert_job(&new_job).await.expect("job stored");

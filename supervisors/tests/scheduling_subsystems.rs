@@ -325,6 +325,7 @@ impl DeadLetterSubsystem {
                 payload: json!({"texts": ["doomed"]}),
                 idempotency_key: None,
                 request_id: None,
+                trace_id: None,
                 max_attempts: 3,
             })
             .await

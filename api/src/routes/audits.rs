@@ -416,15 +416,14 @@ impl AuditsApi {
             .map_err(|error| ApiError::invalid(format!("{}: {}", error.field, error.message)))?;
         let payload = serde_json::to_value(&request)
             .map_err(|error| ApiError::internal(format!("failed to encode the audit: {error}")))?;
+        let trace = TraceContext::continue_or_start(traceparent.0);
         let new_job = NewJob {
             kind: AUDIT_JOB_KIND.to_owned(),
             payload: payload.clone(),
             idempotency_key: submission.idempotency_key,
             request_id: Some(request_id.0.0.clone()),
+            trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
-        };
-        let trace = TraceContext {
-            traceparent: traceparent.0,
         };
         let outcome = self.state.intake.submit_traced(&new_job, &trace).await?;
         let job = outcome.job();

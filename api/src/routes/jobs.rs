@@ -50,6 +50,9 @@ pub struct JobView {
     /// The last attempt's error; kept on a job queued again for a retry.
     pub error: Option<JobErrorView>,
     pub request_id: Option<String>,
+    /// The W3C trace id of the request or message that created it (the caller's
+    /// `traceparent`, or a new trace).
+    pub trace_id: Option<String>,
     pub idempotency_key: Option<String>,
     /// RFC 3339 times.
     pub created_at: String,
@@ -78,6 +81,7 @@ impl From<Job> for JobView {
             result: job.result,
             error,
             request_id: job.request_id,
+            trace_id: job.trace_id,
             idempotency_key: job.idempotency_key,
             created_at: rfc3339(job.created_at_ms),
             updated_at: rfc3339(job.updated_at_ms),
@@ -137,15 +141,14 @@ impl JobsApi {
         }
         validate_job(&submission.kind, &submission.payload)
             .map_err(|error| ApiError::invalid(error.message))?;
+        let trace = TraceContext::continue_or_start(traceparent.0);
         let new_job = NewJob {
             kind: submission.kind,
             payload: submission.payload,
             idempotency_key: submission.idempotency_key,
             request_id: Some(request_id.0.0.clone()),
+            trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
-        };
-        let trace = TraceContext {
-            traceparent: traceparent.0,
         };
         match self.state.intake.submit_traced(&new_job, &trace).await? {
             InsertOutcome::Created(job) => Ok(SubmitResponse::Created(Json(job.into()))),
