@@ -61,6 +61,7 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
             .fail_job(&job_id, "broken-node", &failure)
             .await
             .unwrap()
+            .is_some()
     );
     job_id
 }

@@ -133,6 +133,7 @@ impl Harness {
                         .complete_job(&job.id, "test-worker", &json!({}))
                         .await
                         .unwrap()
+                        .is_some()
                 );
             } else {
                 let failure = JobFailure {
@@ -147,6 +148,7 @@ impl Harness {
                         .fail_job(&job.id, "test-worker", &failure)
                         .await
                         .unwrap()
+                        .is_some()
                 );
             }
         }

@@ -252,38 +252,62 @@ async fn settle_delivery(
         Ok(_) => {}
         Err(error) => return Settle::DeadLetter(error.0),
     }
-    let job = match find_or_create(context, &envelope, meta).await {
-        Ok(job) => job,
+    match find_or_create(context, &envelope, meta).await {
+        Ok(DeliveredJob::Claimed(job)) => run_claimed(context, job, meta).await,
+        Ok(DeliveredJob::Found(job)) => run_to_outcome(context, job, meta).await,
         Err(error) => {
             warn!(%error, "failed to store the job of a delivery, requeueing");
-            return Settle::Requeue {
+            Settle::Requeue {
                 delay: context.retry.delay_after(1),
-            };
+            }
         }
-    };
-    run_to_outcome(context, job, meta).await
+    }
+}
+
+/// The job row of a delivered message.
+enum DeliveredJob {
+    /// It existed: finished (its outcome is published again) or to be claimed.
+    Found(Job),
+    /// This delivery created it, already claimed by this node.
+    Claimed(Job),
 }
 
 /// Returns the job row of a message: the row the intake published (message id = job id), or
-/// the row created (or found) under the message's idempotency key.
+/// the row found under the message's idempotency key, or a new row created already claimed
+/// (one round trip to look, one to create and claim).
 async fn find_or_create(
     context: &DeliveryContext,
     envelope: &Envelope,
     meta: &MessageMeta,
-) -> Result<Job, bulwark_store::StoreError> {
-    if let Some(job) = context.store.get_job(&envelope.id).await? {
-        return Ok(job);
+) -> Result<DeliveredJob, bulwark_store::StoreError> {
+    let key = envelope.job_key();
+    if let Some(job) = context.store.find_delivered_job(&envelope.id, key).await? {
+        return Ok(DeliveredJob::Found(job));
     }
     let new_job = NewJob {
         kind: envelope.kind.clone(),
         payload: envelope.payload.clone(),
-        idempotency_key: Some(envelope.job_key().to_owned()),
+        idempotency_key: Some(key.to_owned()),
         request_id: meta.request_id.clone(),
         trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
         max_attempts: context.max_attempts,
     };
-    let outcome = context.intake.accept_delivered(&new_job).await?;
-    Ok(outcome.job().clone())
+    let lease_until = now_ms() + context.lease.as_millis() as i64;
+    if let Some(job) = context
+        .intake
+        .accept_delivered(&new_job, &context.owner, lease_until)
+        .await?
+    {
+        return Ok(DeliveredJob::Claimed(job));
+    }
+    // Another delivery of the same message created it between the two statements.
+    match context.store.find_delivered_job(&envelope.id, key).await? {
+        Some(job) => Ok(DeliveredJob::Found(job)),
+        None => Err(bulwark_store::StoreError::Corrupt(format!(
+            "job of message {} neither inserted nor found",
+            envelope.id
+        ))),
+    }
 }
 
 /// Runs the job unless it already finished, stores the outcome and publishes the event.
@@ -363,7 +387,7 @@ async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) ->
         let stored = store_outcome(context, &job, &record).await;
         JobAttemptFinished {
             kind: &job.kind,
-            outcome: if stored {
+            outcome: if stored.is_some() {
                 job_outcome
             } else {
                 JobOutcome::LeaseLost
@@ -371,11 +395,11 @@ async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) ->
             duration: started.elapsed(),
         }
         .emit();
-        if !stored {
+        let Some(stored) = stored else {
             return Settle::Requeue {
                 delay: context.retry.delay_after(1),
             };
-        }
+        };
         if let Some(delay) = retry_delay {
             info!(
                 delay_ms = delay.as_millis() as u64,
@@ -383,12 +407,7 @@ async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) ->
             );
             return Settle::Requeue { delay };
         }
-        match context.store.get_job(&job.id).await {
-            Ok(Some(finished)) => publish_outcome(context, &finished, meta).await,
-            _ => Settle::Requeue {
-                delay: context.retry.delay_after(1),
-            },
-        }
+        publish_outcome(context, &stored, meta).await
     }
     .instrument(span)
     .await
@@ -450,9 +469,10 @@ fn classify(
     (Record::Fail(failure), job_outcome, retry_delay)
 }
 
-/// Stores the outcome, retrying briefly while the database is unavailable. Returns false when
-/// it could not (the message is requeued and the job runs again once its lease expires).
-async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) -> bool {
+/// Stores the outcome, retrying briefly while the database is unavailable, and returns the job
+/// as stored. Returns `None` when it could not (the message is requeued and the job runs again
+/// once its lease expires).
+async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) -> Option<Job> {
     let mut delay = Duration::from_millis(100);
     let deadline = Instant::now() + context.lease / 2;
     loop {
@@ -479,7 +499,7 @@ async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) ->
             }
             Err(error) => {
                 error!(%error, "failed to store job outcome");
-                return false;
+                return None;
             }
         }
     }

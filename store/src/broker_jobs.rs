@@ -76,6 +76,58 @@ impl Store {
         Ok(InsertOutcome::Existing(existing.try_into()?))
     }
 
+    /// Returns the row of a delivered message in one round trip: the job whose id is `id` (a
+    /// message Bulwark published), else the job stored under the idempotency key `key`.
+    pub async fn find_delivered_job(&self, id: &str, key: &str) -> Result<Option<Job>, StoreError> {
+        const FIND: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1 OR idempotency_key = $2 \
+             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
+        );
+        let row: Option<JobRow> = with_pool!(self, pool => {
+            sqlx::query_as(FIND).bind(id).bind(key).fetch_optional(pool).await
+        })?;
+        row.map(Job::try_from).transpose()
+    }
+
+    /// Creates the row of a delivered message already claimed by `owner` (running, attempt 1,
+    /// leased until `lease_until_ms`), saving the separate claim. Returns `None` when a row with
+    /// the same idempotency key exists (another delivery created it first).
+    pub async fn insert_claimed_job(
+        &self,
+        new_job: &NewJob,
+        owner: &str,
+        lease_until_ms: i64,
+    ) -> Result<Option<Job>, StoreError> {
+        const INSERT: &str = concat!(
+            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
+             idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
+             transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
+             VALUES ($1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
+             $10) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+            job_columns!()
+        );
+        let id = Uuid::now_v7().to_string();
+        let max_attempts = i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX);
+        let row: Option<JobRow> = with_pool!(self, pool => {
+            sqlx::query_as(INSERT)
+                .bind(&id)
+                .bind(&new_job.kind)
+                .bind(max_attempts)
+                .bind(new_job.payload.to_string())
+                .bind(&new_job.request_id)
+                .bind(&new_job.idempotency_key)
+                .bind(now_ms())
+                .bind(&new_job.trace_id)
+                .bind(owner)
+                .bind(lease_until_ms)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(Job::try_from).transpose()
+    }
+
     /// Records that the broker confirmed the job's message; the row leaves the outbox.
     pub async fn mark_job_published(&self, id: &str) -> Result<(), StoreError> {
         const MARK: &str = "UPDATE jobs SET published_at_ms = $1 \

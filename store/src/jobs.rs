@@ -345,53 +345,62 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Records a success. Returns false if `owner` no longer holds the lease (the job was
-    /// claimed again elsewhere), in which case nothing changes.
+    /// Records a success and returns the finished job. Returns `None` if `owner` no longer
+    /// holds the lease (the job was claimed again elsewhere), in which case nothing changes.
     pub async fn complete_job(
         &self,
         id: &str,
         owner: &str,
         result: &Value,
-    ) -> Result<bool, StoreError> {
-        const COMPLETE: &str = "UPDATE jobs SET status = 'succeeded', result = $1, \
+    ) -> Result<Option<Job>, StoreError> {
+        const COMPLETE: &str = concat!(
+            "UPDATE jobs SET status = 'succeeded', result = $1, \
              error_code = NULL, error_message = NULL, updated_at_ms = $2, finished_at_ms = $2, \
              lease_owner = NULL, lease_expires_at_ms = NULL \
-             WHERE id = $3 AND status = 'running' AND lease_owner = $4";
+             WHERE id = $3 AND status = 'running' AND lease_owner = $4 RETURNING ",
+            job_columns!()
+        );
         let now = now_ms();
         let result_text = result.to_string();
-        let outcome = with_pool!(self, pool => {
-            sqlx::query(COMPLETE)
+        let row: Option<JobRow> = with_pool!(self, pool => {
+            sqlx::query_as(COMPLETE)
                 .bind(&result_text)
                 .bind(now)
                 .bind(id)
                 .bind(owner)
-                .execute(pool)
+                .fetch_optional(pool)
                 .await
-                .map(|done| done.rows_affected())
         })?;
-        Ok(outcome == 1)
+        row.map(Job::try_from).transpose()
     }
 
-    /// Records a failed attempt: queued again for `retry_at_ms`, or final. Returns false if
-    /// `owner` no longer holds the lease.
+    /// Records a failed attempt (queued again for `retry_at_ms`, or final) and returns the
+    /// job as stored. Returns `None` if `owner` no longer holds the lease.
     pub async fn fail_job(
         &self,
         id: &str,
         owner: &str,
         failure: &JobFailure,
-    ) -> Result<bool, StoreError> {
-        const RETRY: &str = "UPDATE jobs SET status = 'queued', error_code = $1, \
+    ) -> Result<Option<Job>, StoreError> {
+        const RETRY: &str = concat!(
+            "UPDATE jobs SET status = 'queued', error_code = $1, \
              error_message = $2, updated_at_ms = $3, run_at_ms = $4, lease_owner = NULL, \
              lease_expires_at_ms = NULL, \
              attempts = CASE WHEN $7 AND attempts > 0 THEN attempts - 1 ELSE attempts END \
-             WHERE id = $5 AND status = 'running' AND lease_owner = $6";
-        const FINAL: &str = "UPDATE jobs SET status = $4, error_code = $1, error_message = $2, \
+             WHERE id = $5 AND status = 'running' AND lease_owner = $6 RETURNING ",
+            job_columns!()
+        );
+        const FINAL: &str = concat!(
+            "UPDATE jobs SET status = $4, error_code = $1, error_message = $2, \
              updated_at_ms = $3, finished_at_ms = $3, lease_owner = NULL, \
-             lease_expires_at_ms = NULL WHERE id = $5 AND status = 'running' AND lease_owner = $6";
+             lease_expires_at_ms = NULL WHERE id = $5 AND status = 'running' \
+             AND lease_owner = $6 RETURNING ",
+            job_columns!()
+        );
         let now = now_ms();
-        let rows_affected = match failure.retry_at_ms {
+        let row: Option<JobRow> = match failure.retry_at_ms {
             Some(retry_at_ms) => with_pool!(self, pool => {
-                sqlx::query(RETRY)
+                sqlx::query_as(RETRY)
                     .bind(&failure.code)
                     .bind(&failure.message)
                     .bind(now)
@@ -399,24 +408,22 @@ impl Store {
                     .bind(id)
                     .bind(owner)
                     .bind(failure.refund_attempt)
-                    .execute(pool)
+                    .fetch_optional(pool)
                     .await
-                    .map(|done| done.rows_affected())
             })?,
             None => with_pool!(self, pool => {
-                sqlx::query(FINAL)
+                sqlx::query_as(FINAL)
                     .bind(&failure.code)
                     .bind(&failure.message)
                     .bind(now)
                     .bind(failure.final_status.as_str())
                     .bind(id)
                     .bind(owner)
-                    .execute(pool)
+                    .fetch_optional(pool)
                     .await
-                    .map(|done| done.rows_affected())
             })?,
         };
-        Ok(rows_affected == 1)
+        row.map(Job::try_from).transpose()
     }
 
     /// Hands unfinished jobs back to the queue at shutdown: they become runnable at once and

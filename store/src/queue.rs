@@ -70,12 +70,14 @@ impl JobTransport for LocalQueue {
         self.store
             .complete_job(&job.id, &self.params.owner, result)
             .await
+            .map(|finished| finished.is_some())
     }
 
     async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<bool, StoreError> {
         self.store
             .fail_job(&job.id, &self.params.owner, failure)
             .await
+            .map(|stored| stored.is_some())
     }
 
     async fn renew(&self, job_ids: &[String]) -> Result<u64, StoreError> {

@@ -320,3 +320,79 @@ async fn migrations_rerun(backend: TestBackend) {
     assert!(store.get_job("missing").await.unwrap().is_none());
 }
 on_both_backends!(migrations_rerun_on, migrations_rerun);
+
+/// Proves a delivered message's row is found in one statement by job id or by idempotency key,
+/// and that a row created from a delivery is born claimed (running, attempt 1, leased to its
+/// owner, already published) while a second creation under the same key is refused.
+async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let mut delivered = new_job(Some("message-7"));
+    delivered.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned());
+    assert!(
+        store
+            .find_delivered_job("message-7", "message-7")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let lease_until = now_ms() + 60_000;
+    let claimed = store
+        .insert_claimed_job(&delivered, "node-a", lease_until)
+        .await
+        .unwrap()
+        .expect("created");
+    assert_eq!(claimed.status, JobStatus::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.lease_owner.as_deref(), Some("node-a"));
+    assert_eq!(claimed.lease_expires_at_ms, Some(lease_until));
+    assert_eq!(
+        claimed.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert!(
+        !store.is_job_unpublished(&claimed.id).await.unwrap(),
+        "a delivered job is on the broker already"
+    );
+    assert!(
+        store
+            .insert_claimed_job(&delivered, "node-b", lease_until)
+            .await
+            .unwrap()
+            .is_none(),
+        "one row per key"
+    );
+    let by_key = store
+        .find_delivered_job("message-7", "message-7")
+        .await
+        .unwrap()
+        .expect("found by key");
+    assert_eq!(by_key.id, claimed.id);
+    let by_id = store
+        .find_delivered_job(&claimed.id, "some-other-key")
+        .await
+        .unwrap()
+        .expect("found by id");
+    assert_eq!(by_id.id, claimed.id);
+
+    let finished = store
+        .complete_job(&claimed.id, "node-a", &json!({"ok": true}))
+        .await
+        .unwrap()
+        .expect("node-a holds the lease");
+    assert_eq!(finished.status, JobStatus::Succeeded);
+    assert_eq!(finished.result, Some(json!({"ok": true})));
+    assert!(
+        store
+            .complete_job(&claimed.id, "node-a", &json!({}))
+            .await
+            .unwrap()
+            .is_none(),
+        "a finished job cannot finish twice"
+    );
+}
+
+on_both_backends!(
+    delivered_jobs_are_found_or_created_claimed_on,
+    delivered_jobs_are_found_or_created_claimed
+);

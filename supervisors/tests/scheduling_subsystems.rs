@@ -349,6 +349,7 @@ impl DeadLetterSubsystem {
                 .fail_job(&job_id, "broken-node", &failure)
                 .await
                 .expect("failed")
+                .is_some()
         );
         job_id
     }
