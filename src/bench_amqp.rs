@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::ScoringChoice;
+use std::collections::HashMap;
+
 use bulwark_broker::{
-    BrokerHealth, BrokerPublisher, CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope, MessageTrace,
+    BrokerHealth, BrokerPublisher, BrokerSettings, CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope,
+    JobEvent, MessageTrace,
 };
 use bulwark_config::Config;
-use bulwark_store::{JobFilter, JobStatus, Store};
 use clap::Args;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
@@ -39,13 +41,17 @@ pub struct AmqpBenchArgs {
 pub struct EndToEnd {
     pub texts_per_job: usize,
     pub num_jobs: usize,
+    /// The publish rate of a paced phase; `None` for a backlog (as fast as possible).
+    pub offered_jobs_per_second: Option<f64>,
     pub jobs_per_second: f64,
     pub texts_per_second: f64,
-    /// Row created (first delivery) to result stored, per job.
-    pub latency_p50_ms: i64,
-    pub latency_p99_ms: i64,
-    /// Process CPU (user + system) per job during the phase, all of it.
+    /// Publish started to outcome event received by the producer, per job.
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    /// The node's CPU (this process's user + system, minus the producer thread's) per job.
     pub cpu_ms_per_job: f64,
+    /// The producer thread's CPU per job (publishing, confirms, reading events).
+    pub producer_cpu_ms_per_job: f64,
 }
 
 /// The result, printed as JSON.
@@ -56,14 +62,23 @@ pub struct AmqpBenchReport {
     pub raw_publish_confirmed_per_second: f64,
     pub raw_consume_acked_per_second: f64,
     pub in_process_texts_per_second: f64,
-    /// Process CPU per 1-text call in the in-process phase: the model and the pool.
+    /// Process CPU per 1-text call in the in-process phase (as many calls in flight as the
+    /// consumer's prefetch): the model and the pool.
     pub in_process_cpu_ms_per_text: f64,
     pub end_to_end: Vec<EndToEnd>,
-    /// 1-text end-to-end jobs/s over in-process texts/s.
+    /// 1-text end-to-end jobs/s (backlog) over in-process texts/s.
     pub one_text_ratio_to_in_process: f64,
-    /// CPU per 1-text job minus CPU per in-process 1-text call: broker, database and actors.
+    /// The node's CPU per 1-text job minus CPU per in-process 1-text call: broker, database
+    /// and actors.
     pub cpu_ms_per_job_outside_model: f64,
+    /// 1-text jobs/s over the Celery pipeline's 290 texts/s on this machine class (the
+    /// figure the RabbitMQ issue gives; Celery is not run here).
+    pub one_text_ratio_to_celery_reference: f64,
 }
+
+/// The Celery pipeline's throughput (RabbitMQ + PostgreSQL + onnxruntime, one result row
+/// per job) on this machine class, as given by the RabbitMQ issue.
+const CELERY_REFERENCE_TEXTS_PER_SECOND: f64 = 290.0;
 
 /// Runs the whole benchmark.
 pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBenchReport> {
@@ -90,7 +105,8 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
             let pool = service.sentiment.clone();
             async move { pool.analyze(vec![text], ScoringChoice::default()).await }
         })
-        .buffer_unordered(config.jobs.concurrency.max(1));
+        // As many in flight as a consumer holds (its prefetch): the same batching chance.
+        .buffer_unordered(usize::from(config.amqp.prefetch.max(1)));
     let results: Vec<_> = calls.collect().await;
     let in_process_seconds = in_process_started.elapsed().as_secs_f64();
     let in_process_cpu = process_cpu_seconds() - cpu_before;
@@ -100,24 +116,38 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     );
     let in_process_texts_per_second = args.jobs as f64 / in_process_seconds;
 
-    let publisher = BrokerPublisher::new(settings, BrokerHealth::default());
     let mut end_to_end = Vec::new();
-    for texts_per_job in [1, 32] {
-        let phase = end_to_end_phase(EndToEndParams {
-            store: &service.store,
-            publisher: &publisher,
-            run_id: &format!("{run_id}-{texts_per_job}"),
-            num_jobs: if texts_per_job == 1 {
-                args.jobs
-            } else {
-                (args.jobs / 8).max(1)
-            },
-            texts_per_job,
+    let saturated = end_to_end_phase(EndToEndParams {
+        settings: &settings,
+        run_id: &format!("{run_id}-1"),
+        num_jobs: args.jobs,
+        texts_per_job: 1,
+        pace: None,
+    })
+    .await?;
+    // Half load: paced at half the backlog rate, as the Celery p99 was measured.
+    let half_rate = saturated.jobs_per_second / 2.0;
+    end_to_end.push(saturated);
+    end_to_end.push(
+        end_to_end_phase(EndToEndParams {
+            settings: &settings,
+            run_id: &format!("{run_id}-1-paced"),
+            num_jobs: args.jobs.min((half_rate * 10.0) as usize).max(100),
+            texts_per_job: 1,
+            pace: Some(half_rate),
         })
-        .await?;
-        end_to_end.push(phase);
-    }
-    publisher.close().await;
+        .await?,
+    );
+    end_to_end.push(
+        end_to_end_phase(EndToEndParams {
+            settings: &settings,
+            run_id: &format!("{run_id}-32"),
+            num_jobs: (args.jobs / 8).max(1),
+            texts_per_job: 32,
+            pace: None,
+        })
+        .await?,
+    );
     let backend = service.store.backend().as_str();
     service.shutdown().await?;
 
@@ -132,6 +162,8 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
         in_process_cpu_ms_per_text,
         one_text_ratio_to_in_process: one_text.jobs_per_second / in_process_texts_per_second,
         cpu_ms_per_job_outside_model: one_text.cpu_ms_per_job - in_process_cpu_ms_per_text,
+        one_text_ratio_to_celery_reference: one_text.jobs_per_second
+            / CELERY_REFERENCE_TEXTS_PER_SECOND,
         end_to_end,
     })
 }
@@ -230,107 +262,225 @@ async fn raw_ceiling(
 }
 
 struct EndToEndParams<'a> {
-    store: &'a Store,
-    publisher: &'a BrokerPublisher,
+    settings: &'a BrokerSettings,
     run_id: &'a str,
     num_jobs: usize,
     texts_per_job: usize,
+    /// Jobs per second to publish at; `None` publishes as fast as confirms allow (16 in
+    /// flight), which measures throughput under a backlog.
+    pace: Option<f64>,
 }
 
-/// Publishes jobs as a producer would (16 publishes in flight), waits for every result row,
-/// and measures throughput, latency and CPU.
+/// What the producer thread saw.
+struct ProducerReport {
+    /// Publish (confirmed) to outcome event received, per job, in milliseconds.
+    latencies_ms: Vec<f64>,
+    num_succeeded: usize,
+    seconds: f64,
+    /// CPU of the producer thread (publishing, confirms, reading events): not the node's.
+    cpu_seconds: f64,
+}
+
+/// Runs one phase: a producer on its own thread (its own runtime and broker connection, so its
+/// CPU can be told apart from the node's) publishes the jobs as any producer would and reads
+/// their outcome events from `<ns>.events`; the node in this process does the work.
 async fn end_to_end_phase(params: EndToEndParams<'_>) -> anyhow::Result<EndToEnd> {
     let texts: Vec<String> = (0..params.texts_per_job)
         .map(|index| format!("benchmark sentence {index}: the service was quick and pleasant"))
         .collect();
-    let payload = json!({ "texts": texts });
-    let key_prefix = format!("bench-{}-", params.run_id);
-    let cpu_before = process_cpu_seconds();
-    let started = Instant::now();
-    let publishes = futures::stream::iter(0..params.num_jobs)
-        .map(|index| {
-            let envelope = Envelope {
-                v: ENVELOPE_VERSION,
-                id: format!("{key_prefix}{index}"),
-                kind: "sentiment.analyze".to_owned(),
-                payload: payload.clone(),
-                idempotency_key: None,
-                deadline: None,
-            };
-            async move {
-                params
-                    .publisher
-                    .publish_envelope(&envelope, CONTENT_TYPE_JSON, &MessageTrace::default())
-                    .await
-            }
-        })
-        .buffer_unordered(16);
-    let published: Vec<_> = publishes.collect().await;
-    anyhow::ensure!(
-        published.iter().all(Result::is_ok),
-        "some benchmark jobs were not published"
-    );
-    let deadline = started + Duration::from_secs(900);
-    let latencies = loop {
-        let latencies = finished_latencies(params.store, &key_prefix).await?;
-        if latencies.len() >= params.num_jobs {
-            break latencies;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {} jobs finished",
-            latencies.len(),
-            params.num_jobs
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let job = ProducerJob {
+        settings: params.settings.clone(),
+        payload: json!({ "texts": texts }),
+        key_prefix: format!("bench-{}-", params.run_id),
+        num_jobs: params.num_jobs,
+        pace: params.pace,
     };
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = process_cpu_seconds() - cpu_before;
-    let mut sorted = latencies;
-    sorted.sort_unstable();
+    let cpu_before = process_cpu_seconds();
+    let producer = std::thread::spawn(move || -> anyhow::Result<ProducerReport> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(produce(job))
+    });
+    let report = tokio::task::spawn_blocking(move || producer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    let node_cpu = process_cpu_seconds() - cpu_before - report.cpu_seconds;
+    anyhow::ensure!(
+        report.num_succeeded == params.num_jobs,
+        "{} of {} jobs succeeded",
+        report.num_succeeded,
+        params.num_jobs
+    );
+    let mut sorted = report.latencies_ms;
+    sorted.sort_by(f64::total_cmp);
     let percentile = |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction) as usize];
     Ok(EndToEnd {
         texts_per_job: params.texts_per_job,
         num_jobs: params.num_jobs,
-        jobs_per_second: params.num_jobs as f64 / seconds,
-        texts_per_second: (params.num_jobs * params.texts_per_job) as f64 / seconds,
+        offered_jobs_per_second: params.pace,
+        jobs_per_second: params.num_jobs as f64 / report.seconds,
+        texts_per_second: (params.num_jobs * params.texts_per_job) as f64 / report.seconds,
         latency_p50_ms: percentile(0.5),
         latency_p99_ms: percentile(0.99),
-        cpu_ms_per_job: cpu * 1000.0 / params.num_jobs as f64,
+        cpu_ms_per_job: node_cpu * 1000.0 / params.num_jobs as f64,
+        producer_cpu_ms_per_job: report.cpu_seconds * 1000.0 / params.num_jobs as f64,
     })
 }
 
-/// Returns created-to-finished milliseconds of this run's succeeded jobs.
-async fn finished_latencies(store: &Store, key_prefix: &str) -> anyhow::Result<Vec<i64>> {
-    let mut latencies = Vec::new();
-    let mut filter = JobFilter {
-        status: Some(JobStatus::Succeeded),
-        kind: Some("sentiment.analyze".to_owned()),
-        limit: 500,
-        ..JobFilter::default()
-    };
-    loop {
-        let page = store.list_jobs(&filter).await?;
-        latencies.extend(
-            page.jobs
-                .iter()
-                .filter(|job| {
-                    job.idempotency_key
-                        .as_deref()
-                        .is_some_and(|key| key.starts_with(key_prefix))
-                })
-                .filter_map(|job| Some(job.finished_at_ms? - job.created_at_ms)),
-        );
-        let Some(cursor) = page.next_cursor else {
-            return Ok(latencies);
-        };
-        filter.before_id = Some(cursor);
-    }
+/// What the producer thread publishes.
+struct ProducerJob {
+    settings: BrokerSettings,
+    payload: serde_json::Value,
+    key_prefix: String,
+    num_jobs: usize,
+    pace: Option<f64>,
 }
 
-/// Returns this process's user + system CPU seconds from `/proc/self/stat` (100 ticks/s).
+/// Publishes the jobs with confirms and waits for every outcome event.
+async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
+    let cpu_before = thread_cpu_seconds();
+    let connection = bulwark_broker::connect(&job.settings, "bench-events").await?;
+    let channel = connection.create_channel().await?;
+    let events_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let events_exchange = job.settings.topology.events_exchange();
+    channel
+        .queue_bind(
+            events_queue.name().as_str().into(),
+            events_exchange.as_str().into(),
+            "job.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut events = channel
+        .basic_consume(
+            events_queue.name().as_str().into(),
+            "bench-events".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let publisher = std::rc::Rc::new(BrokerPublisher::new(
+        job.settings.clone(),
+        BrokerHealth::default(),
+    ));
+    publisher.channel().await?;
+    let published_at: std::rc::Rc<std::cell::RefCell<HashMap<String, Instant>>> =
+        std::rc::Rc::default();
+    let started = Instant::now();
+    let publish_one = |index: usize| {
+        let publisher = publisher.clone();
+        let published_at = published_at.clone();
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id: format!("{}{index}", job.key_prefix),
+            kind: "sentiment.analyze".to_owned(),
+            payload: job.payload.clone(),
+            idempotency_key: None,
+            deadline: None,
+        };
+        async move {
+            let sent = Instant::now();
+            publisher
+                .publish_envelope(&envelope, CONTENT_TYPE_JSON, &MessageTrace::default())
+                .await?;
+            published_at.borrow_mut().insert(envelope.id, sent);
+            anyhow::Ok(())
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let publishing = local.run_until(async {
+        match job.pace {
+            None => {
+                let results: Vec<_> = futures::stream::iter(0..job.num_jobs)
+                    .map(publish_one)
+                    .buffer_unordered(16)
+                    .collect()
+                    .await;
+                results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+            }
+            Some(rate) => {
+                let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                let mut in_flight = Vec::with_capacity(job.num_jobs);
+                for index in 0..job.num_jobs {
+                    ticker.tick().await;
+                    in_flight.push(tokio::task::spawn_local(publish_one(index)));
+                }
+                for publish in in_flight {
+                    publish.await??;
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut latencies_ms = Vec::with_capacity(job.num_jobs);
+    let mut num_succeeded = 0;
+    let mut seen = std::collections::HashSet::new();
+    let collecting = async {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while seen.len() < job.num_jobs {
+            let next = tokio::time::timeout_at(deadline.into(), events.next()).await;
+            let delivery = next
+                .context("timed out waiting for outcome events")?
+                .context("the events consumer ended")??;
+            let received = Instant::now();
+            let event: JobEvent = serde_json::from_slice(&delivery.data)?;
+            let Some(key) = event.idempotency_key else {
+                continue;
+            };
+            if !key.starts_with(&job.key_prefix) || !seen.insert(key.clone()) {
+                continue;
+            }
+            if event.status == "succeeded" {
+                num_succeeded += 1;
+            }
+            // An event can arrive before its publish confirm was recorded; count it from now.
+            let sent = published_at.borrow().get(&key).copied().unwrap_or(received);
+            latencies_ms.push(received.duration_since(sent).as_secs_f64() * 1000.0);
+        }
+        anyhow::Ok(())
+    };
+    let (published, collected) = tokio::join!(publishing, collecting);
+    published?;
+    collected?;
+    let seconds = started.elapsed().as_secs_f64();
+    publisher.close().await;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(ProducerReport {
+        latencies_ms,
+        num_succeeded,
+        seconds,
+        cpu_seconds: thread_cpu_seconds() - cpu_before,
+    })
+}
+
+/// Returns the calling thread's user + system CPU seconds from `/proc/thread-self/stat`.
+fn thread_cpu_seconds() -> f64 {
+    cpu_seconds_of("/proc/thread-self/stat")
+}
+
+/// Returns this process's user + system CPU seconds from `/proc/self/stat`.
 fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// Reads user + system CPU seconds from a `stat` file of procfs (100 ticks/s).
+fn cpu_seconds_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let Some((_, after_name)) = stat.rsplit_once(')') else {
