@@ -86,6 +86,11 @@ pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Opti
 }
 
 impl BrokerSetup {
+    /// Returns the registered names of the consumers the `ingress` supervisor starts.
+    pub fn consumer_names(&self) -> Vec<String> {
+        self.params.consumer_names()
+    }
+
     /// Returns the tree's factory for the `ingress` supervisor.
     pub fn ingress_factory(&self) -> IngressFactory {
         let params = self.params.clone();

@@ -39,6 +39,8 @@ pub struct Service {
     http_stop_tx: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
     shutdown_timeout: Duration,
+    /// Registered names of the broker consumers, drained at shutdown; empty without a broker.
+    broker_consumers: Vec<String>,
 }
 
 /// What a graceful shutdown did.
@@ -46,6 +48,9 @@ pub struct Service {
 pub struct ShutdownReport {
     /// `None` when no job runner was alive to drain.
     pub drain: Option<DrainReport>,
+    /// Broker deliveries still in flight when the drain timed out (they return to their
+    /// queues when the connections close).
+    pub num_deliveries_unfinished: usize,
 }
 
 fn default_node_id() -> String {
@@ -251,6 +256,10 @@ impl Service {
             http_stop_tx: Some(http_stop_tx),
             http_task,
             shutdown_timeout: config.shutdown.timeout(),
+            broker_consumers: broker
+                .as_ref()
+                .map(|setup| setup.consumer_names())
+                .unwrap_or_default(),
         })
     }
 
@@ -269,8 +278,9 @@ impl Service {
         &mut self.tree.root_handle
     }
 
-    /// Stops taking new work, lets running jobs finish within the shutdown timeout, hands the
-    /// rest back to the queue, stops the tree and closes the database pool.
+    /// Stops taking new work (HTTP, broker consumers), lets running jobs and deliveries finish
+    /// within the shutdown timeout, hands the rest back to the queue, stops the tree and closes
+    /// the database pool.
     pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
         info!(
             timeout_ms = self.shutdown_timeout.as_millis() as u64,
@@ -279,7 +289,13 @@ impl Service {
         if let Some(http_stop_tx) = self.http_stop_tx.take() {
             let _ = http_stop_tx.send(());
         }
-        let drain = self.job_runner.drain(self.shutdown_timeout).await;
+        let (drain, num_deliveries_unfinished) = tokio::join!(
+            self.job_runner.drain(self.shutdown_timeout),
+            bulwark_broker::drain_consumers(&self.broker_consumers, self.shutdown_timeout),
+        );
+        if !self.broker_consumers.is_empty() {
+            info!(num_deliveries_unfinished, "broker consumers drained");
+        }
         match &drain {
             Some(report) => info!(
                 num_finished = report.num_finished,
@@ -304,6 +320,9 @@ impl Service {
         drop(self.incidents);
         self.store.close().await;
         info!("shutdown complete");
-        Ok(ShutdownReport { drain })
+        Ok(ShutdownReport {
+            drain,
+            num_deliveries_unfinished,
+        })
     }
 }

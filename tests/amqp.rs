@@ -1143,3 +1143,72 @@ async fn a_requeued_dead_broker_job_is_published_again_and_succeeds() {
     engine.stop().await;
     delete_namespace(&namespace).await;
 }
+
+/// Proves a node stopping mid-stream drains its broker consumers: it takes no new deliveries,
+/// finishes and acks those in flight, and leaves the rest in the queue, so no job is left
+/// running under a lease or half-tried. A second node then runs every remaining job: each
+/// message ends as one succeeded job with exactly one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_drains_deliveries_in_flight_and_leaves_the_rest_queued() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let database = TestDatabase::create(TestBackend::Postgres).await;
+    let mut config = common::test_config(&database.url);
+    amqp_config(&namespace)(&mut config);
+    config.amqp.prefetch = 8;
+    config.shutdown.timeout_ms = 30_000;
+    let first = bulwark::Service::start(&config)
+        .await
+        .expect("first node starts");
+    let (connection, channel) = test_channel().await;
+    let total = 150;
+    publish_batch(&channel, &namespace, "drain", total).await;
+    let _ = connection.close(200, "published".into()).await;
+
+    let store = database.open().await;
+    let count = |status: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .count_jobs()
+                .await
+                .expect("counted")
+                .iter()
+                .filter(|count| count.status == status)
+                .map(|count| count.count)
+                .sum::<i64>()
+        }
+    };
+    eventually(Duration::from_secs(60), || async {
+        (count("succeeded").await > 0).then_some(())
+    })
+    .await;
+    let report = first.shutdown().await.expect("first node shuts down");
+    assert_eq!(
+        report.num_deliveries_unfinished, 0,
+        "every delivery in flight finished within the timeout"
+    );
+    assert_eq!(
+        count("running").await,
+        0,
+        "no job left running under a lease"
+    );
+    assert_eq!(count("queued").await, 0, "no job half-tried and put back");
+    let num_done_first = count("succeeded").await;
+    assert!(
+        (num_done_first as usize) < total,
+        "the first node stopped mid-stream ({num_done_first} of {total} done)"
+    );
+
+    let second = bulwark::Service::start(&config)
+        .await
+        .expect("second node starts");
+    let second = TestService::around(second, database);
+    let jobs = wait_all_succeeded(&second, total).await;
+    let retried: Vec<&Value> = jobs.iter().filter(|job| job["attempts"] != 1).collect();
+    assert!(retried.is_empty(), "every job ran once: {retried:?}");
+    eprintln!("first node finished {num_done_first} of {total} jobs before it stopped");
+    store.close().await;
+    second.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}

@@ -2,10 +2,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::Connection;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use lapin::{Channel, Connection};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -42,12 +42,19 @@ pub enum ConsumerRole {
 pub struct ConsumerState {
     params: ConsumerParams,
     link: Option<ConsumeLink>,
+    /// Set by [`ConsumerMsg::Drain`]: the end of the delivery stream is expected.
+    draining: bool,
 }
 
 #[derive(Debug)]
 struct ConsumeLink {
     connection: Connection,
+    channel: Channel,
+    consumer_tag: String,
     stream_task: JoinHandle<()>,
+    /// One clone per delivery being processed: the strong count minus one is the number in
+    /// flight.
+    in_flight: Arc<()>,
 }
 
 #[derive(Debug)]
@@ -58,6 +65,9 @@ pub enum ConsumerMsg {
     CheckLink,
     /// The delivery stream ended: the channel or connection closed.
     StreamEnded(String),
+    /// Stops taking deliveries (basic.cancel) and waits up to the timeout for those in flight
+    /// to finish and be acked; replies with how many did not. Sent at shutdown.
+    Drain(Duration, RpcReplyPort<usize>),
 }
 
 /// How often a consumer checks its connection, besides noticing its stream end.
@@ -95,7 +105,11 @@ impl Actor for ConsumerActor {
         // with backoff) instead of failing the whole tree's start.
         params.health.set(&params.link_name(), false);
         myself.send_message(ConsumerMsg::Connect)?;
-        Ok(ConsumerState { params, link: None })
+        Ok(ConsumerState {
+            params,
+            link: None,
+            draining: false,
+        })
     }
 
     async fn handle(
@@ -105,6 +119,7 @@ impl Actor for ConsumerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            ConsumerMsg::Connect if state.draining => Ok(()),
             ConsumerMsg::Connect => {
                 let link = start_consuming(&myself, &state.params).await?;
                 state.link = Some(link);
@@ -112,6 +127,7 @@ impl Actor for ConsumerActor {
                 myself.send_interval(LINK_CHECK_INTERVAL, || ConsumerMsg::CheckLink);
                 Ok(())
             }
+            ConsumerMsg::CheckLink | ConsumerMsg::StreamEnded(_) if state.draining => Ok(()),
             ConsumerMsg::CheckLink => match &state.link {
                 Some(link) if !link.connection.status().connected() => {
                     state.params.health.set(&state.params.link_name(), false);
@@ -126,6 +142,16 @@ impl Actor for ConsumerActor {
                     state.params.kind
                 )
                 .into())
+            }
+            ConsumerMsg::Drain(timeout, reply) => {
+                state.draining = true;
+                let unfinished = match &state.link {
+                    Some(link) => drain_link(link, timeout).await,
+                    None => 0,
+                };
+                info!(kind = state.params.kind, unfinished, "consumer drained");
+                let _ = reply.send(unfinished);
+                Ok(())
             }
         }
     }
@@ -177,19 +203,31 @@ async fn start_consuming(
     let role = params.role.clone();
     let kind = params.kind.clone();
     let actor = myself.clone();
+    let in_flight = Arc::new(());
+    let tracker = in_flight.clone();
     let stream_task = tokio::spawn(async move {
         let reason = loop {
             match consumer.next().await {
-                Some(Ok(delivery)) => match &role {
-                    ConsumerRole::Jobs(context) => {
-                        tokio::spawn(process_delivery(context.clone(), kind.clone(), delivery));
+                Some(Ok(delivery)) => {
+                    let token = tracker.clone();
+                    let kind = kind.clone();
+                    match &role {
+                        ConsumerRole::Jobs(context) => {
+                            let context = context.clone();
+                            tokio::spawn(async move {
+                                process_delivery(context, kind, delivery).await;
+                                drop(token);
+                            });
+                        }
+                        ConsumerRole::DeadLetters(sink) => {
+                            let sink = sink.clone();
+                            tokio::spawn(async move {
+                                store_delivery(&sink, kind, delivery).await;
+                                drop(token);
+                            });
+                        }
                     }
-                    ConsumerRole::DeadLetters(sink) => {
-                        let sink = sink.clone();
-                        let kind = kind.clone();
-                        tokio::spawn(async move { store_delivery(&sink, kind, delivery).await });
-                    }
-                },
+                }
                 Some(Err(error)) => break error.to_string(),
                 None => break "consumer cancelled".to_owned(),
             }
@@ -199,6 +237,55 @@ async fn start_consuming(
     });
     Ok(ConsumeLink {
         connection,
+        channel,
+        consumer_tag,
         stream_task,
+        in_flight,
     })
+}
+
+/// Cancels the consumer (the broker stops sending; the channel stays open so deliveries in
+/// flight can still be acked) and waits for those in flight; returns how many did not finish.
+async fn drain_link(link: &ConsumeLink, timeout: Duration) -> usize {
+    let cancelled = link
+        .channel
+        .basic_cancel(
+            link.consumer_tag.as_str().into(),
+            BasicCancelOptions::default(),
+        )
+        .await;
+    if let Err(error) = cancelled {
+        warn!(%error, "failed to cancel the consumer; deliveries in flight return to the queue");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let num_in_flight = Arc::strong_count(&link.in_flight) - 1;
+        if num_in_flight == 0 || tokio::time::Instant::now() >= deadline {
+            return num_in_flight;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Drains the consumers registered under `names` at once (see [`ConsumerMsg::Drain`]); returns
+/// how many deliveries did not finish within `timeout`. Consumers not running are skipped.
+pub async fn drain_consumers(names: &[String], timeout: Duration) -> usize {
+    let drains = names.iter().filter_map(|name| {
+        let consumer: ActorRef<ConsumerMsg> = registry::where_is(name.clone())?.into();
+        Some(async move {
+            // A little longer than the drain, so the reply comes back.
+            let call_timeout = timeout + Duration::from_secs(2);
+            match consumer
+                .call(
+                    |reply| ConsumerMsg::Drain(timeout, reply),
+                    Some(call_timeout),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(unfinished)) => unfinished,
+                _ => 0,
+            }
+        })
+    });
+    futures::future::join_all(drains).await.into_iter().sum()
 }

@@ -39,6 +39,30 @@ pub struct IngressParams {
     pub reconnect_backoff_max: Duration,
 }
 
+/// Returns the registered name of a consumer actor.
+fn consumer_actor_name(instance: &str, link_name: &str) -> String {
+    format!("{instance}/{}", link_name.replace(':', "-"))
+}
+
+impl IngressParams {
+    /// Returns the registered names of the consumers `ingress_supervisor` starts, for
+    /// draining them at shutdown.
+    pub fn consumer_names(&self) -> Vec<String> {
+        let mut roles = vec!["consumer"];
+        if self.dead_letters.is_some() {
+            roles.push("dlq-consumer");
+        }
+        roles
+            .into_iter()
+            .flat_map(|role| {
+                self.kinds
+                    .iter()
+                    .map(move |kind| consumer_actor_name(&self.instance, &format!("{role}:{kind}")))
+            })
+            .collect()
+    }
+}
+
 /// Returns the `ingress` supervisor's spec:
 ///
 /// ```text
@@ -86,7 +110,7 @@ pub fn ingress_supervisor(
             let link_name = consumer_params.link_name();
             params.health.register(&link_name);
             children.push(actor_spec(
-                &format!("{}/{}", params.instance, link_name.replace(':', "-")),
+                &consumer_actor_name(&params.instance, &link_name),
                 ConsumerActor,
                 consumer_params,
                 None,

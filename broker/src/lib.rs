@@ -31,7 +31,9 @@ mod topology;
 
 pub use bulwark_actors::new_traceparent;
 pub use connection::{BrokerHealth, BrokerSettings, connect};
-pub use consumer::{ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState};
+pub use consumer::{
+    ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState, drain_consumers,
+};
 pub use dead_letters::{DEAD_LETTER_ID_HEADER, DeadLetterSink};
 pub use delivery::{DeliveryContext, JobEvent, REJECT_REASON_HEADER};
 pub use envelope::{
