@@ -1212,3 +1212,68 @@ async fn shutdown_drains_deliveries_in_flight_and_leaves_the_rest_queued() {
     second.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
 }
+
+/// Proves the ingress consumers are supervised like every other actor: a consumer that
+/// panics, returns an error from its handler, or hangs past the hang timeout is counted under
+/// that kind by the `ingress` supervisor, restarted, and consumes again — a message published
+/// after each fault runs to success, and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() {
+    use bulwark_broker::ConsumerMsg;
+    use bulwark_supervisors::{SupervisorMsg, observe_supervisor};
+    use ractor::ActorRef;
+
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let base = amqp_config(&namespace);
+    let service = TestService::start_with(TestBackend::Postgres, move |config| {
+        base(config);
+        config.supervision.hang_timeout_ms = 500;
+        config.supervision.backoff_base_ms = 10;
+    })
+    .await;
+    let node = service.service.node_id.clone();
+    let ingress: ActorRef<SupervisorMsg> = ractor::registry::where_is(format!("{node}/ingress"))
+        .expect("ingress supervisor registered")
+        .into();
+    let consumer_name = format!("{node}/consumer-{KIND}");
+    let child_name = format!("consumer-{KIND}");
+    let (connection, channel) = test_channel().await;
+
+    let faults = [
+        (ConsumerMsg::ChaosPanic, "panics"),
+        (ConsumerMsg::ChaosFail, "errors"),
+        (ConsumerMsg::ChaosHang(Duration::from_secs(600)), "hangs"),
+    ];
+    for (round, (fault, counter)) in faults.into_iter().enumerate() {
+        let consumer: ActorRef<ConsumerMsg> = ractor::registry::where_is(consumer_name.clone())
+            .expect("consumer registered")
+            .into();
+        consumer.cast(fault).expect("fault sent");
+        let child = eventually(Duration::from_secs(20), || async {
+            let snapshot = observe_supervisor(&ingress).await?;
+            let child = snapshot
+                .children
+                .into_iter()
+                .find(|child| child.name == child_name)?;
+            (child.running && child.counters.restarts == round as u64 + 1).then_some(child)
+        })
+        .await;
+        let counters = serde_json::to_value(&child.counters).expect("counters");
+        assert_eq!(counters[counter], 1, "{counter} counted: {counters}");
+
+        publish(
+            &channel,
+            &namespace,
+            &plain(
+                &format!("after-{counter}"),
+                &json!({"texts": ["back in business"]}),
+            ),
+        )
+        .await;
+        wait_all_succeeded(&service, round + 1).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}

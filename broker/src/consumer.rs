@@ -9,6 +9,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use bulwark_actors::Liveness;
+
 use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;
 use crate::{BrokerHealth, BrokerSettings, DeadLetterSink, DeliveryContext, connect};
@@ -27,6 +29,9 @@ pub struct ConsumerParams {
     pub kind: String,
     pub role: ConsumerRole,
     pub health: BrokerHealth,
+    /// Marked busy while a message is handled (not while draining), so the supervisor can
+    /// kill and restart a consumer wedged on one.
+    pub liveness: Liveness,
 }
 
 /// What a consumer does with its deliveries.
@@ -68,6 +73,12 @@ pub enum ConsumerMsg {
     /// Stops taking deliveries (basic.cancel) and waits up to the timeout for those in flight
     /// to finish and be acked; replies with how many did not. Sent at shutdown.
     Drain(Duration, RpcReplyPort<usize>),
+    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
+    ChaosPanic,
+    /// Game-day fault: returns an error from `handle`.
+    ChaosFail,
+    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
+    ChaosHang(Duration),
 }
 
 /// How often a consumer checks its connection, besides noticing its stream end.
@@ -118,6 +129,8 @@ impl Actor for ConsumerActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let liveness = state.params.liveness.clone();
+        let _busy = (!matches!(message, ConsumerMsg::Drain(..))).then(|| liveness.busy());
         match message {
             ConsumerMsg::Connect if state.draining => Ok(()),
             ConsumerMsg::Connect => {
@@ -151,6 +164,12 @@ impl Actor for ConsumerActor {
                 };
                 info!(kind = state.params.kind, unfinished, "consumer drained");
                 let _ = reply.send(unfinished);
+                Ok(())
+            }
+            ConsumerMsg::ChaosPanic => panic!("consumer panicked on purpose (chaos)"),
+            ConsumerMsg::ChaosFail => Err("consumer failed on purpose (chaos)".into()),
+            ConsumerMsg::ChaosHang(duration) => {
+                tokio::time::sleep(duration).await;
                 Ok(())
             }
         }

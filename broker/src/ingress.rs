@@ -1,16 +1,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{DeadLetterPolicy, JobExecutor, JobIntake, RetryPolicy};
+use bulwark_actors::{DeadLetterPolicy, JobExecutor, JobIntake, Liveness, RetryPolicy};
 use bulwark_store::Store;
 use bulwark_supervisors::{
     ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,
     SupervisorParams, actor_spec,
 };
 
+use futures::FutureExt;
+
 use crate::{
     BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, ConsumerRole,
-    DeadLetterSink, DeliveryContext, RepublisherActor, RepublisherParams,
+    DeadLetterSink, DeliveryContext, RepublisherActor, RepublisherParams, drain_consumers,
 };
 
 /// What the `ingress` subsystem is built with (all but the executor, which the tree builds).
@@ -106,15 +108,25 @@ pub fn ingress_supervisor(
                 kind: kind.clone(),
                 role: role.clone(),
                 health: params.health.clone(),
+                liveness: Liveness::default(),
             };
             let link_name = consumer_params.link_name();
             params.health.register(&link_name);
-            children.push(actor_spec(
-                &consumer_actor_name(&params.instance, &link_name),
-                ConsumerActor,
-                consumer_params,
-                None,
-            ));
+            let liveness = consumer_params.liveness.clone();
+            let actor_name = consumer_actor_name(&params.instance, &link_name);
+            let mut spec = actor_spec(&actor_name, ConsumerActor, consumer_params, Some(liveness));
+            // An operator's stop or restart of the consumer (or of `ingress`) lets its
+            // deliveries in flight finish first; the rest stay in the queue.
+            let drain_timeout = supervision.drain_timeout;
+            spec.drain = Some(Arc::new(move || {
+                let names = vec![actor_name.clone()];
+                async move {
+                    let unfinished = drain_consumers(&names, drain_timeout).await;
+                    tracing::info!(unfinished, "consumer drained for an operator");
+                }
+                .boxed()
+            }));
+            children.push(spec);
         }
     }
     children.push(actor_spec(
