@@ -1259,7 +1259,7 @@ async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() 
             (child.running && child.counters.restarts == round as u64 + 1).then_some(child)
         })
         .await;
-        let counters = serde_json::to_value(&child.counters).expect("counters");
+        let counters = serde_json::to_value(child.counters).expect("counters");
         assert_eq!(counters[counter], 1, "{counter} counted: {counters}");
 
         publish(
