@@ -418,6 +418,10 @@ async fn dump_holds_no_secret_and_replay_reproduces() {
     );
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.contains("sentiment-worker-"), "{name}");
+    assert_eq!(
+        incident["request_id"], "replay-test-1",
+        "the worker's dump names the request whose text crashed it: {incident}"
+    );
     assert!(
         name.contains(&format!("_{}", incident["process"]["pid"])),
         "{name}"

@@ -255,6 +255,14 @@ impl JobExecutor {
 
     /// Executes the job's payload. Errors say whether a retry can help.
     pub async fn execute(&self, job: &Job) -> Result<Value, JobError> {
+        let caller = crate::CallerIds {
+            request_id: job.request_id.clone(),
+            trace_id: job.trace_id.clone(),
+        };
+        crate::with_caller(caller, self.execute_kind(job)).await
+    }
+
+    async fn execute_kind(&self, job: &Job) -> Result<Value, JobError> {
         match JobKind::parse(&job.kind)? {
             JobKind::AuditRun => {
                 let Some(runner) = &self.audits_opt else {

@@ -43,6 +43,7 @@ mod sentiment_worker;
 pub use audit_runner::{
     AuditOutcome, AuditRunner, AuditRunnerParams, answer_facts, summary_from_rows,
 };
+pub use bulwark_ml::CallerIds;
 pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use dead_letter::{
     DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
@@ -73,7 +74,9 @@ pub use scheduler::{
     PassReport, SchedulerActor, SchedulerError, SchedulerHandle, SchedulerMsg, SchedulerParams,
     SchedulerState, TriggeredRun, slot_idempotency_key,
 };
-pub use sentiment_pool::{PoolError, ScoringChoice, SentimentPool, SentimentPoolParams};
+pub use sentiment_pool::{
+    PoolError, ScoringChoice, SentimentPool, SentimentPoolParams, with_caller,
+};
 pub use sentiment_worker::{
     ModelFactory, SentimentWorkerActor, SentimentWorkerMsg, SentimentWorkerParams,
     SentimentWorkerState,

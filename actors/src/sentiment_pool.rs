@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use bulwark_ml::{BatchQueue, InferenceError, ScoringOptions, SentimentScore, Strategy};
+use bulwark_ml::{BatchQueue, CallerIds, InferenceError, ScoringOptions, SentimentScore, Strategy};
 use ractor::registry;
 
 use crate::metrics::{SentimentBatchScored, SentimentRejected};
@@ -107,7 +107,8 @@ impl SentimentPool {
         self.params.worker_names.len()
     }
 
-    /// Scores texts, in order. The caller has validated them.
+    /// Scores texts, in order. The caller has validated them. The request and trace id of the
+    /// current [`with_caller`] scope go with the texts into crash and hang reports.
     pub async fn analyze(
         &self,
         texts: Vec<String>,
@@ -133,7 +134,7 @@ impl SentimentPool {
         let scores_rx = self
             .params
             .queue
-            .submit(texts, options)
+            .submit(texts, options, current_caller())
             .map_err(|error| match error {
                 InferenceError::Overloaded => {
                     SentimentRejected {
@@ -158,4 +159,18 @@ impl SentimentPool {
         .emit();
         Ok(scores)
     }
+}
+
+tokio::task_local! {
+    static CALLER: CallerIds;
+}
+
+/// Runs `future` with `caller` as the request and trace id of the sentiment calls it makes
+/// (the HTTP middleware wraps each request, the job executor each job).
+pub async fn with_caller<F: std::future::Future>(caller: CallerIds, future: F) -> F::Output {
+    CALLER.scope(caller, future).await
+}
+
+fn current_caller() -> CallerIds {
+    CALLER.try_with(Clone::clone).unwrap_or_default()
 }

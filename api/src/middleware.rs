@@ -64,11 +64,13 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));
+        let caller = bulwark_actors::CallerIds {
+            request_id: Some(request_id.clone()),
+            trace_id: trace_id_opt.clone(),
+        };
         async move {
             let outcome = match limit_body(&mut request, self.max_body_bytes).await {
-                Ok(()) => self
-                    .inner
-                    .call(request)
+                Ok(()) => bulwark_actors::with_caller(caller, self.inner.call(request))
                     .await
                     .map(IntoResponse::into_response),
                 Err(error) => Err(error.into()),

@@ -41,6 +41,7 @@ type ScoresReply = oneshot::Sender<Result<Vec<SentimentScore>, InferenceError>>;
 /// text is scored, or at its first error.
 #[derive(Debug)]
 struct PendingRequest {
+    caller: CallerIds,
     results: Mutex<Vec<Option<SentimentScore>>>,
     remaining: AtomicUsize,
     reply_tx: Mutex<Option<ScoresReply>>,
@@ -98,6 +99,13 @@ pub struct BatchQueue {
     params: BatchingParams,
 }
 
+/// Who asked for a request's texts to be scored, so crash and hang reports can name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerIds {
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
 /// Texts taken from the queue together; score them and hand the scores back with
 /// [`Batch::complete`], or fail them with [`Batch::fail`].
 #[derive(Debug)]
@@ -134,6 +142,7 @@ impl BatchQueue {
         &self,
         texts: Vec<String>,
         options: ScoringOptions,
+        caller: CallerIds,
     ) -> Result<oneshot::Receiver<Result<Vec<SentimentScore>, InferenceError>>, InferenceError>
     {
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -142,6 +151,7 @@ impl BatchQueue {
             return Ok(reply_rx);
         }
         let request = Arc::new(PendingRequest {
+            caller,
             results: Mutex::new(vec![None; texts.len()]),
             remaining: AtomicUsize::new(texts.len()),
             reply_tx: Mutex::new(Some(reply_tx)),
@@ -272,6 +282,17 @@ impl Batch {
         self.items.iter().map(|item| item.text.clone()).collect()
     }
 
+    /// Returns the distinct callers of the batch's texts, in batch order.
+    pub fn callers(&self) -> Vec<&CallerIds> {
+        let mut callers: Vec<&CallerIds> = Vec::new();
+        for item in &self.items {
+            if !callers.contains(&&item.request.caller) {
+                callers.push(&item.request.caller);
+            }
+        }
+        callers
+    }
+
     /// Returns each text's scoring options, in batch order.
     pub fn options(&self) -> Vec<ScoringOptions> {
         self.items.iter().map(|item| item.options).collect()
@@ -342,10 +363,18 @@ mod tests {
     fn batch_closes_at_size_limit() {
         let queue = BatchQueue::new(params(3, 10_000));
         let _first = queue
-            .submit(vec!["a".into(), "b".into()], ScoringOptions::default())
+            .submit(
+                vec!["a".into(), "b".into()],
+                ScoringOptions::default(),
+                CallerIds::default(),
+            )
             .unwrap();
         let _second = queue
-            .submit(vec!["c".into(), "d".into()], ScoringOptions::default())
+            .submit(
+                vec!["c".into(), "d".into()],
+                ScoringOptions::default(),
+                CallerIds::default(),
+            )
             .unwrap();
         let stop = AtomicBool::new(false);
         assert_eq!(queue.next_batch(&stop).unwrap().texts(), ["a", "b", "c"]);
@@ -362,6 +391,7 @@ mod tests {
             .submit(
                 vec!["short".into(), long.clone(), "tiny".into()],
                 ScoringOptions::default(),
+                CallerIds::default(),
             )
             .unwrap();
         let stop = AtomicBool::new(false);
@@ -375,17 +405,29 @@ mod tests {
     fn overload_and_stop() {
         let queue = BatchQueue::new(params(32, 10_000));
         let _held = queue
-            .submit(vec!["x".into(); 6], ScoringOptions::default())
+            .submit(
+                vec!["x".into(); 6],
+                ScoringOptions::default(),
+                CallerIds::default(),
+            )
             .unwrap();
         assert!(matches!(
-            queue.submit(vec!["y".into(); 3], ScoringOptions::default()),
+            queue.submit(
+                vec!["y".into(); 3],
+                ScoringOptions::default(),
+                CallerIds::default()
+            ),
             Err(InferenceError::Overloaded)
         ));
         let stop = AtomicBool::new(true);
         assert!(queue.next_batch(&stop).is_none());
         queue.close();
         assert!(matches!(
-            queue.submit(vec!["z".into()], ScoringOptions::default()),
+            queue.submit(
+                vec!["z".into()],
+                ScoringOptions::default(),
+                CallerIds::default()
+            ),
             Err(InferenceError::EngineStopped)
         ));
     }
@@ -399,10 +441,15 @@ mod tests {
             .submit(
                 vec!["a".into(), "b".into(), "c".into()],
                 ScoringOptions::default(),
+                CallerIds::default(),
             )
             .unwrap();
         let abandoned = queue
-            .submit(vec!["gone".into()], ScoringOptions::default())
+            .submit(
+                vec!["gone".into()],
+                ScoringOptions::default(),
+                CallerIds::default(),
+            )
             .unwrap();
         drop(abandoned);
         let stop = AtomicBool::new(false);
@@ -427,10 +474,18 @@ mod tests {
     async fn crashed_batch_is_requeued_one_text_per_batch() {
         let queue = BatchQueue::new(params(8, 4_096));
         let healthy_rx = queue
-            .submit(vec!["fine".to_owned()], ScoringOptions::default())
+            .submit(
+                vec!["fine".to_owned()],
+                ScoringOptions::default(),
+                CallerIds::default(),
+            )
             .unwrap();
         let poison_rx = queue
-            .submit(vec!["poison".to_owned()], ScoringOptions::default())
+            .submit(
+                vec!["poison".to_owned()],
+                ScoringOptions::default(),
+                CallerIds::default(),
+            )
             .unwrap();
         let stop = AtomicBool::new(false);
         let crashed = queue.next_batch(&stop).unwrap();

@@ -26,7 +26,7 @@ mod sentiment;
 mod strategy;
 mod thread;
 
-pub use batching::{Batch, BatchQueue, BatchingParams};
+pub use batching::{Batch, BatchQueue, BatchingParams, CallerIds};
 pub use eval::{ClassReport, EvalError, EvalReport, PerClassReport, evaluate, read_labeled};
 pub use lexicon::{PolarityScores, VaderModel};
 pub use liveness::{BusyGuard, HandledMessage, Liveness};

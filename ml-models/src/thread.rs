@@ -112,7 +112,7 @@ fn serve(
     while let Some(batch) = queue.next_batch(stop) {
         let texts = batch.texts();
         let options = batch.options();
-        let _busy = liveness.busy_with(describe_batch(&texts));
+        let _busy = liveness.busy_with(describe_batch(&batch, &texts));
         let scored = catch_unwind(AssertUnwindSafe(|| {
             inject_faults(chaos, &texts, stop)?;
             engines.score(&texts, &options)
@@ -139,11 +139,41 @@ fn serve(
     ThreadExit::Stopped
 }
 
+/// Requests named in a batch's summary at most.
+const MAX_NAMED_REQUESTS: usize = 10;
+
 /// Describes a batch for crash and hang reports; the payload is the texts, as replay needs them.
-fn describe_batch(texts: &[String]) -> HandledMessage {
+/// A batch of one caller's texts (always so once a crash isolates texts) carries its request and
+/// trace id; a mixed batch names its callers' request ids in the summary.
+fn describe_batch(batch: &crate::Batch, texts: &[String]) -> HandledMessage {
+    let callers = batch.callers();
+    let (request_id, trace_id) = match callers.as_slice() {
+        [only] => (only.request_id.clone(), only.trace_id.clone()),
+        _ => (None, None),
+    };
+    let request_ids: Vec<&str> = callers
+        .iter()
+        .filter_map(|caller| caller.request_id.as_deref())
+        .collect();
+    let mut summary = format!("{} texts", texts.len());
+    if callers.len() > 1 && !request_ids.is_empty() {
+        let named = request_ids.len().min(MAX_NAMED_REQUESTS);
+        summary.push_str(&format!(
+            " from {} requests: {}{}",
+            callers.len(),
+            request_ids[..named].join(", "),
+            if request_ids.len() > named {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
     HandledMessage {
         payload: serde_json::to_string(&serde_json::json!({ "texts": texts })).ok(),
-        ..HandledMessage::new("sentiment.batch", format!("{} texts", texts.len()))
+        request_id,
+        trace_id,
+        ..HandledMessage::new("sentiment.batch", summary)
     }
 }
 
@@ -231,16 +261,63 @@ mod tests {
         })
     }
 
+    fn caller(request_id: &str) -> crate::CallerIds {
+        crate::CallerIds {
+            request_id: Some(request_id.to_owned()),
+            trace_id: Some(format!("trace-of-{request_id}")),
+        }
+    }
+
+    /// Proves a batch of one caller's texts names that caller's request and trace id, and a
+    /// mixed batch names its callers' request ids in the summary but claims no single one.
+    #[test]
+    fn batch_descriptions_name_their_callers() {
+        let queue = queue();
+        let _one = queue
+            .submit(
+                vec!["a".into(), "b".into()],
+                ScoringOptions::default(),
+                caller("req-1"),
+            )
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let batch = queue.next_batch(&stop).unwrap();
+        let described = describe_batch(&batch, &batch.texts());
+        assert_eq!(described.request_id.as_deref(), Some("req-1"));
+        assert_eq!(described.trace_id.as_deref(), Some("trace-of-req-1"));
+        assert_eq!(described.summary, "2 texts");
+
+        let _two = queue
+            .submit(vec!["c".into()], ScoringOptions::default(), caller("req-2"))
+            .unwrap();
+        let _three = queue
+            .submit(vec!["d".into()], ScoringOptions::default(), caller("req-3"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let batch = queue.next_batch(&stop).unwrap();
+        let described = describe_batch(&batch, &batch.texts());
+        assert_eq!(described.request_id, None);
+        assert_eq!(described.summary, "2 texts from 2 requests: req-2, req-3");
+    }
+
     /// Proves results come back in input order, across requests sharing batches.
     #[tokio::test]
     async fn scores_requests_in_order() {
         let queue = queue();
         let thread = start(&queue);
         let first = queue
-            .submit(vec!["a".into(), "abc".into()], ScoringOptions::default())
+            .submit(
+                vec!["a".into(), "abc".into()],
+                ScoringOptions::default(),
+                crate::CallerIds::default(),
+            )
             .unwrap();
         let second = queue
-            .submit(vec!["abcde".into()], ScoringOptions::default())
+            .submit(
+                vec!["abcde".into()],
+                ScoringOptions::default(),
+                crate::CallerIds::default(),
+            )
             .unwrap();
         let scores = first.await.unwrap().unwrap();
         assert_eq!(
@@ -259,7 +336,11 @@ mod tests {
         let mut thread = start(&queue);
         let exited = thread.exited().unwrap();
         let doomed = queue
-            .submit(vec!["boom".into()], ScoringOptions::default())
+            .submit(
+                vec!["boom".into()],
+                ScoringOptions::default(),
+                crate::CallerIds::default(),
+            )
             .unwrap();
         let error = doomed.await.unwrap().unwrap_err();
         assert!(
@@ -271,7 +352,11 @@ mod tests {
             ThreadExit::Panicked("boom input".to_owned())
         );
         let later = queue
-            .submit(vec!["fine".into()], ScoringOptions::default())
+            .submit(
+                vec!["fine".into()],
+                ScoringOptions::default(),
+                crate::CallerIds::default(),
+            )
             .unwrap();
         let _replacement = start(&queue);
         assert_eq!(later.await.unwrap().unwrap()[0].score, 4.0);
