@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_actors::{HandledMessage, Liveness};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use ractor::rpc::CallResult;
 use ractor::{
@@ -312,6 +313,14 @@ pub enum SupervisorMsg {
     },
     /// Drains every child, last started first; replies when done.
     Drain(RpcReplyPort<()>),
+    /// The drain an operator's stop or restart of the child named `child` began has ended
+    /// (it runs outside the handler, so this supervisor keeps supervising meanwhile): stop it,
+    /// start it again for a restart, and reply.
+    Drained {
+        child: String,
+        action: ControlAction,
+        reply: RpcReplyPort<Result<(), ControlError>>,
+    },
 }
 
 impl Actor for SupervisorActor {
@@ -394,8 +403,13 @@ impl Actor for SupervisorActor {
                 path,
                 action,
                 reply,
+            } => control(&myself, state, path, action, reply).await,
+            SupervisorMsg::Drained {
+                child,
+                action,
+                reply,
             } => {
-                let outcome = control(&myself, state, &path, action).await;
+                let outcome = finish_control(&myself, state, &child, action).await;
                 let _ = reply.send(outcome);
             }
             SupervisorMsg::Drain(reply) => {
@@ -721,49 +735,89 @@ fn detect_hangs(state: &mut SupervisorState) {
     }
 }
 
-/// Applies an operator's action to the child at `path`, forwarding to child supervisors for
-/// deeper paths.
+/// Applies an operator's action to the child at `path`, replying on `reply`. Deeper paths are
+/// forwarded to the child supervisor with the reply port, so this supervisor does not wait for
+/// them; a stop or restart of its own child drains the child in a task first, and finishes in
+/// [`SupervisorMsg::Drained`]. Either way this supervisor keeps handling failures meanwhile.
 async fn control(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
-    path: &[String],
+    path: Vec<String>,
     action: ControlAction,
-) -> Result<(), ControlError> {
+    reply: RpcReplyPort<Result<(), ControlError>>,
+) {
     let Some((first, rest)) = path.split_first() else {
-        return Err(ControlError::NotFound(String::new()));
+        let _ = reply.send(Err(ControlError::NotFound(String::new())));
+        return;
     };
     let Some(index) = state
         .children
         .iter()
         .position(|child| &child.spec.name == first)
     else {
-        return Err(ControlError::NotFound(first.clone()));
+        let _ = reply.send(Err(ControlError::NotFound(first.clone())));
+        return;
     };
+    let child = &state.children[index];
     if !rest.is_empty() {
-        let child = &state.children[index];
         if !child.spec.is_supervisor {
-            return Err(ControlError::NotASupervisor(first.clone()));
+            let _ = reply.send(Err(ControlError::NotASupervisor(first.clone())));
+            return;
         }
         let Some(cell) = &child.cell_opt else {
-            return Err(ControlError::NotRunning(first.clone()));
+            let _ = reply.send(Err(ControlError::NotRunning(first.clone())));
+            return;
         };
         let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
-        let rest = rest.to_vec();
-        return match supervisor
-            .call(
-                |reply| SupervisorMsg::Control {
-                    path: rest,
-                    action,
-                    reply,
-                },
-                Some(OPERATOR_STOP_TIMEOUT * 4),
-            )
-            .await
+        let forwarded = supervisor.send_message(SupervisorMsg::Control {
+            path: rest.to_vec(),
+            action,
+            reply,
+        });
+        if let Err(ractor::MessagingErr::SendErr(SupervisorMsg::Control { reply, .. })) = forwarded
         {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(ControlError::NotRunning(first.clone())),
-        };
+            let _ = reply.send(Err(ControlError::NotRunning(first.clone())));
+        }
+        return;
     }
+    if action == ControlAction::Start {
+        let _ = reply.send(start_child(myself, state, index).await);
+        return;
+    }
+    if child.cell_opt.is_none() {
+        let _ = reply.send(Err(ControlError::NotRunning(first.clone())));
+        return;
+    }
+    let drain = drain_future(child);
+    let supervisor = myself.clone();
+    let name = first.clone();
+    tokio::spawn(async move {
+        drain.await;
+        let drained = supervisor.send_message(SupervisorMsg::Drained {
+            child: name.clone(),
+            action,
+            reply,
+        });
+        if let Err(ractor::MessagingErr::SendErr(SupervisorMsg::Drained { reply, .. })) = drained {
+            let _ = reply.send(Err(ControlError::NotRunning(name)));
+        }
+    });
+}
+
+/// Stops (and for a restart starts again) a child whose drain has ended.
+async fn finish_control(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    name: &str,
+    action: ControlAction,
+) -> Result<(), ControlError> {
+    let Some(index) = state
+        .children
+        .iter()
+        .position(|child| child.spec.name == name)
+    else {
+        return Err(ControlError::NotFound(name.to_owned()));
+    };
     match action {
         ControlAction::Stop => stop_child(state, index).await,
         ControlAction::Start => start_child(myself, state, index).await,
@@ -774,14 +828,12 @@ async fn control(
     }
 }
 
-/// Drains the child (its in-flight work finishes or goes back to its transport), then stops
-/// it; it stays down until started.
+/// Stops a drained child; it stays down until started.
 async fn stop_child(state: &mut SupervisorState, index: usize) -> Result<(), ControlError> {
     let child = &mut state.children[index];
     let Some(cell) = child.cell_opt.clone() else {
         return Err(ControlError::NotRunning(child.spec.name.clone()));
     };
-    drain_child(child).await;
     child.stopped_by_operator = true;
     child.cell_opt = None;
     stop_or_kill(&cell, "stopped by an operator", OPERATOR_STOP_TIMEOUT).await;
@@ -820,16 +872,30 @@ async fn start_child(
     }
 }
 
+/// Returns the drain of a child (its in-flight work finishes or goes back to its transport),
+/// owning what it needs, so it can run outside the supervisor's handler.
+fn drain_future(child: &ChildState) -> BoxFuture<'static, ()> {
+    let drain = child.spec.drain.clone();
+    let supervisor: Option<ActorRef<SupervisorMsg>> = child
+        .cell_opt
+        .clone()
+        .filter(|_| child.spec.is_supervisor)
+        .map(Into::into);
+    async move {
+        if let Some(drain) = drain {
+            drain().await;
+        }
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor
+                .call(SupervisorMsg::Drain, Some(OPERATOR_STOP_TIMEOUT * 4))
+                .await;
+        }
+    }
+    .boxed()
+}
+
 async fn drain_child(child: &ChildState) {
-    if let Some(drain) = &child.spec.drain {
-        drain().await;
-    }
-    if let (true, Some(cell)) = (child.spec.is_supervisor, &child.cell_opt) {
-        let supervisor: ActorRef<SupervisorMsg> = cell.clone().into();
-        let _ = supervisor
-            .call(SupervisorMsg::Drain, Some(OPERATOR_STOP_TIMEOUT * 4))
-            .await;
-    }
+    drain_future(child).await;
 }
 
 async fn drain_children(state: &SupervisorState) {

@@ -1033,6 +1033,78 @@ async fn operator_stop_start_and_restart() {
     stop_supervisor(&outer).await;
 }
 
+/// Proves an operator's stop or restart does not hold the supervisors up while the child
+/// drains: with a drain that waits until the test lets it go, the outer and inner supervisors
+/// still answer observations, a sibling that panics meanwhile is restarted, and the restart
+/// finishes (with a new incarnation) only once the drain ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_keep_supervising_while_an_operator_restart_drains() {
+    install_panic_hook();
+    let test = "supervisors_keep_supervising_while_an_operator_restart_drains";
+    let slow = TestChild::new(test, "slow");
+    let sibling = TestChild::new(test, "sibling");
+    let drain_started = Arc::new(tokio::sync::Notify::new());
+    let drain_release = Arc::new(tokio::sync::Notify::new());
+    let mut slow_spec = slow.spec(RestartType::Permanent, None);
+    let (started, release) = (drain_started.clone(), drain_release.clone());
+    slow_spec.drain = Some(Arc::new(move || {
+        let (started, release) = (started.clone(), release.clone());
+        Box::pin(async move {
+            started.notify_one();
+            release.notified().await;
+        })
+    }));
+    let inner = supervisor_params(
+        "inner",
+        vec![slow_spec, sibling.spec(RestartType::Permanent, None)],
+    );
+    let outer = spawn_supervisor(
+        test,
+        supervisor_params("outer", vec![supervisor_child_spec(test, inner)]),
+    )
+    .await;
+    let old_slow = slow.actor().get_id();
+    let old_sibling = sibling.actor().get_id();
+
+    let restart = tokio::spawn({
+        let outer = outer.clone();
+        async move {
+            control_supervisor(
+                &outer,
+                vec!["inner".to_owned(), "slow".to_owned()],
+                ControlAction::Restart,
+            )
+            .await
+        }
+    });
+    drain_started.notified().await;
+    sibling.send(TestChildMsg::Panic);
+    sibling.wait_for_new_incarnation(old_sibling).await;
+    let snapshot = observe(&outer).await;
+    let inner_snapshot = child_snapshot(&snapshot, "inner")
+        .supervisor
+        .expect("inner observed mid-drain");
+    assert_eq!(
+        child_snapshot(&inner_snapshot, "sibling").counters.panics,
+        1
+    );
+    assert!(!restart.is_finished(), "the restart waits for the drain");
+    assert_eq!(
+        slow.actor().get_id(),
+        old_slow,
+        "not stopped before its drain ends"
+    );
+
+    drain_release.notify_one();
+    restart
+        .await
+        .expect("restart task")
+        .expect("restart succeeds");
+    assert_ne!(slow.actor().get_id(), old_slow, "a new incarnation");
+    assert_eq!(slow.ping().await, 1);
+    stop_supervisor(&outer).await;
+}
+
 /// Proves writing incidents never fails the actor system: with an incident directory that
 /// cannot be created (as on a read-only or full disk) a panicking child is still restarted,
 /// and the failed write is counted instead.
