@@ -1277,3 +1277,37 @@ async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() 
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
 }
+
+/// Proves an operator's restart of the `ingress` subtree under load loses no job and runs none
+/// twice: the consumers drain (deliveries in flight finish and are acked), stop, start again and
+/// consume the rest; every message ends as one succeeded job with exactly one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_ingress_under_load_loses_no_job() {
+    use bulwark_supervisors::{ControlAction, control_supervisor};
+
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let base = amqp_config(&namespace);
+    let service = TestService::start_with(TestBackend::Postgres, move |config| {
+        base(config);
+        config.amqp.prefetch = 8;
+    })
+    .await;
+    let (connection, channel) = test_channel().await;
+    let total = 150;
+    publish_batch(&channel, &namespace, "restart", total).await;
+    let _ = connection.close(200, "published".into()).await;
+    wait_mid_stream(&service, total).await;
+    control_supervisor(
+        service.service.root_supervisor(),
+        vec!["ingress".to_owned()],
+        ControlAction::Restart,
+    )
+    .await
+    .expect("the operator's restart succeeds");
+    let jobs = wait_all_succeeded(&service, total).await;
+    let retried: Vec<&Value> = jobs.iter().filter(|job| job["attempts"] != 1).collect();
+    assert!(retried.is_empty(), "every job ran once: {retried:?}");
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
