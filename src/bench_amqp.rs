@@ -19,7 +19,7 @@ use clap::Args;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
@@ -342,30 +342,14 @@ async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
     let cpu_before = thread_cpu_seconds();
     let connection = bulwark_broker::connect(&job.settings, "bench-events").await?;
     let channel = connection.create_channel().await?;
-    let events_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let events_exchange = job.settings.topology.events_exchange();
-    channel
-        .queue_bind(
-            events_queue.name().as_str().into(),
-            events_exchange.as_str().into(),
-            "job.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    let events_queue = job
+        .settings
+        .topology
+        .declare_event_listener(&channel, "job.#")
         .await?;
     let mut events = channel
         .basic_consume(
-            events_queue.name().as_str().into(),
+            events_queue.as_str().into(),
             "bench-events".into(),
             BasicConsumeOptions {
                 no_ack: true,

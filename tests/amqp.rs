@@ -14,11 +14,11 @@ use bulwark_config::SecretUrl;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use common::{TestService, eventually};
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -886,43 +886,13 @@ async fn a_poison_message_that_crashes_its_worker_ends_dead_within_the_limit() {
     })
     .await;
     let (connection, channel) = test_channel().await;
-    // Same arguments as the node's topology, so this only makes sure it exists before binding.
-    let events_exchange = format!("{namespace}.events");
-    channel
-        .exchange_declare(
-            events_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("events exchange");
-    let events_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("events queue");
-    let events_queue = events_queue.name().as_str().to_owned();
-    channel
-        .queue_bind(
-            events_queue.as_str().into(),
-            events_exchange.as_str().into(),
-            "job.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind events queue");
+    let events_queue = bulwark_broker::Topology {
+        namespace: namespace.clone(),
+        delivery_limit,
+    }
+    .declare_event_listener(&channel, "job.#")
+    .await
+    .expect("events queue");
 
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let poison_key = format!("poison-{suffix}");

@@ -69,6 +69,53 @@ impl Topology {
         Ok(())
     }
 
+    /// Declares a server-named, exclusive queue bound to the events exchange with `pattern`
+    /// (`job.#`, `job.failed.<kind>`, …) and returns its name: how a producer listens for the
+    /// outcomes of its jobs. The queue goes away with the channel's connection.
+    pub async fn declare_event_listener(
+        &self,
+        channel: &Channel,
+        pattern: &str,
+    ) -> Result<String, BrokerError> {
+        let events_exchange = self.events_exchange();
+        channel
+            .exchange_declare(
+                events_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| BrokerError::topology(&events_exchange, &error))?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| BrokerError::topology("event listener queue", &error))?;
+        let name = queue.name().as_str().to_owned();
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                events_exchange.as_str().into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| BrokerError::topology(&name, &error))?;
+        Ok(name)
+    }
+
     async fn declare_kind(&self, channel: &Channel, kind: &str) -> Result<(), BrokerError> {
         let durable = QueueDeclareOptions {
             durable: true,
