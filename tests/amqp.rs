@@ -455,6 +455,13 @@ async fn a_dead_lettered_message_is_stored_requeued_and_succeeds_after_the_fault
         (ready_count(&channel, &dead_letter_queue).await == 0).then_some(())
     })
     .await;
+    wait_dead_letter(&service, &bad_id).await;
+    let depth_line = format!("bulwark_dead_letters{{queue=\"{namespace}.{KIND}\"}} 2");
+    eventually(Duration::from_secs(30), || async {
+        let metrics = service.get_text("/metrics").await;
+        metrics.lines().any(|line| line == depth_line).then_some(())
+    })
+    .await;
 
     // The fault is fixed; the operator requeues the message.
     service

@@ -183,11 +183,16 @@ impl Actor for DeadLetterActor {
                 if let Err(error) = recover(&state.params).await {
                     warn!(%error, "dead-letter recovery pass failed");
                 }
+                // Every pass, whatever it did or failed to do: the broker's dead-letter
+                // consumers refresh the gauge at most once a second, so the last letters of a
+                // burst show up here.
+                refresh_depth(&state.params.store).await;
             }
             DeadLetterMsg::RunPass(reply) => {
                 let result = async {
                     let num_stored = scan(state).await?;
                     let mut report = recover(&state.params).await?;
+                    refresh_depth(&state.params.store).await;
                     report.num_stored = num_stored;
                     Ok(report)
                 }
@@ -313,9 +318,6 @@ async fn recover(params: &DeadLetterParams) -> Result<DeadLetterReport, StoreErr
             // The letter stays pending and is tried again on a later pass.
             Err(error) => warn!(%error, dead_letter_id = letter.id, "automatic retry failed"),
         }
-    }
-    if report != DeadLetterReport::default() {
-        refresh_depth(&params.store).await;
     }
     Ok(report)
 }

@@ -8,7 +8,9 @@
 //! (`utf8`, or `base64` for a body that is not UTF-8 text, e.g. bincode) and `headers` (every
 //! AMQP header, `x-death` included, as JSON).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -32,12 +34,47 @@ pub const DEAD_LETTER_ID_HEADER: &str = "x-bulwark-dead-letter-id";
 /// dead-letter queue (it stays there, so nothing is lost while the database is down).
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// The dead-letter depth gauge is refreshed (a grouped count over the table) at most this
+/// often by the consumers, so a flood of dead letters does not run one count per message.
+const DEPTH_REFRESH_INTERVAL_MS: u64 = 1_000;
+
 /// What the dead-letter consumers store with.
 #[derive(Debug, Clone)]
 pub struct DeadLetterSink {
-    pub store: Store,
-    pub policy: DeadLetterPolicy,
-    pub topology: Topology,
+    store: Store,
+    policy: DeadLetterPolicy,
+    topology: Topology,
+    /// Milliseconds since `started` at the last depth refresh, shared by the consumers.
+    depth_refreshed_at_ms: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl DeadLetterSink {
+    pub fn new(store: Store, policy: DeadLetterPolicy, topology: Topology) -> Self {
+        DeadLetterSink {
+            store,
+            policy,
+            topology,
+            depth_refreshed_at_ms: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Refreshes the depth gauge unless another delivery did within the interval.
+    async fn refresh_depth(&self) {
+        let now_ms = self.started.elapsed().as_millis() as u64 + DEPTH_REFRESH_INTERVAL_MS;
+        let last_ms = self.depth_refreshed_at_ms.load(Ordering::Acquire);
+        if now_ms < last_ms + DEPTH_REFRESH_INTERVAL_MS {
+            return;
+        }
+        if self
+            .depth_refreshed_at_ms
+            .compare_exchange(last_ms, now_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            refresh_dead_letter_depth(&self.store).await;
+        }
+    }
 }
 
 /// Stores one delivery of `<ns>.dlq.<kind>` as a dead letter, then acks it; when the store is
@@ -56,7 +93,7 @@ pub(crate) async fn store_delivery(sink: &DeadLetterSink, kind: String, delivery
         let settled = match sink.policy.admit(&sink.store, letter).await {
             Ok(stored) => {
                 info!(stored, "broker dead letter stored");
-                refresh_dead_letter_depth(&sink.store).await;
+                sink.refresh_depth().await;
                 delivery.ack(BasicAckOptions::default()).await
             }
             Err(error) => {

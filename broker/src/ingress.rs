@@ -94,11 +94,11 @@ pub fn ingress_supervisor(
     });
     let mut roles: Vec<ConsumerRole> = vec![ConsumerRole::Jobs(context)];
     if let Some(policy) = params.dead_letters {
-        roles.push(ConsumerRole::DeadLetters(Arc::new(DeadLetterSink {
-            store: params.store.clone(),
+        roles.push(ConsumerRole::DeadLetters(Arc::new(DeadLetterSink::new(
+            params.store.clone(),
             policy,
-            topology: params.settings.topology.clone(),
-        })));
+            params.settings.topology.clone(),
+        ))));
     }
     let mut children: Vec<ChildSpec> = Vec::new();
     for role in &roles {
