@@ -1288,3 +1288,67 @@ async fn restarting_ingress_under_load_loses_no_job() {
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
 }
+
+/// Proves the `application/x-bincode` envelope travels end to end: a Rust producer's bincode
+/// message creates its job, which runs once and succeeds with the same result a JSON message
+/// gets; a body that is not bincode is refused, and its dead letter keeps the bytes as
+/// received (base64), ready to be published back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bincode_envelopes_run_and_malformed_ones_are_kept_as_received() {
+    use bulwark_broker::{CONTENT_TYPE_BINCODE, ENVELOPE_VERSION, Envelope};
+
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let id = format!("bincode-{suffix}");
+    let envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        id: id.clone(),
+        kind: KIND.to_owned(),
+        payload: json!({"texts": ["what a wonderful evening"]}),
+        idempotency_key: None,
+        deadline: None,
+    };
+    let mut message = plain(&id, &json!({}));
+    message.body = envelope.encode(CONTENT_TYPE_BINCODE).expect("encodes");
+    message.content_type = CONTENT_TYPE_BINCODE;
+    publish(&channel, &namespace, &message).await;
+    let jobs = wait_all_succeeded(&service, 1).await;
+    assert_eq!(jobs[0]["idempotency_key"], id.as_str(), "{jobs:?}");
+    assert_eq!(jobs[0]["payload"], envelope.payload, "{jobs:?}");
+    assert_eq!(
+        jobs[0]["result"]["results"][0]["label"], "positive",
+        "{jobs:?}"
+    );
+
+    let bad_id = format!("bad-bincode-{suffix}");
+    let bad_body = vec![0xff, 0xfe, 0x00, 0x01];
+    let mut bad = plain(&bad_id, &json!({}));
+    bad.body = bad_body.clone();
+    bad.content_type = CONTENT_TYPE_BINCODE;
+    publish(&channel, &namespace, &bad).await;
+    let letter = wait_dead_letter(&service, &bad_id).await;
+    assert_eq!(letter["error_code"], "INVALID_MESSAGE", "{letter}");
+    assert!(
+        letter["error_message"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("malformed bincode")),
+        "{letter}"
+    );
+    assert_eq!(letter["headers"]["body_encoding"], "base64", "{letter}");
+    assert_eq!(
+        letter["headers"]["content_type"], CONTENT_TYPE_BINCODE,
+        "{letter}"
+    );
+    use base64::Engine;
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(letter["message"].as_str().expect("message"))
+        .expect("base64");
+    assert_eq!(kept, bad_body, "the bytes as received");
+    assert_eq!(all_jobs(&service).await.len(), 1, "no job for the bad one");
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
