@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -655,38 +654,18 @@ impl Drop for Node {
 }
 
 fn spawn_node(config_file: &std::path::Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .arg("--config")
-        .arg(config_file)
-        .arg("serve")
-        .env_remove("DATABASE_URL")
-        .env_remove("AMQP_URL")
-        .env("BULWARK_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bulwark starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let collected = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["message"] == "bulwark is serving"
-            {
-                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
-            }
-            collected.lock().expect("logs").push(line);
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("bulwark reports its address");
+    let served = common::serve(
+        Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .arg("--config")
+            .arg(config_file)
+            .arg("serve")
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL"),
+    );
     Node {
-        child,
-        base_url: format!("http://{addr}"),
-        logs,
+        child: served.child,
+        base_url: served.base_url,
+        logs: served.logs,
     }
 }
 

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::testsuite::TestBackend;
@@ -283,29 +282,12 @@ fn spawn_bulwark(config_file: &Path, env: &[(&str, &str)]) -> (std::process::Chi
         .arg(config_file)
         .arg("serve")
         .env_remove("DATABASE_URL")
-        .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
-        .env("BULWARK_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env("BULWARK_HTTP_ADDR", "127.0.0.1:0");
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().expect("bulwark starts");
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["message"] == "bulwark is serving"
-            {
-                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("bulwark reports its address");
-    (child, format!("http://{addr}"))
+    let served = common::serve(&mut command);
+    (served.child, served.base_url)
 }
 
 fn write_config(dir: &Path, extra: &str) -> PathBuf {

@@ -4,8 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::JobFilter;
@@ -17,35 +16,18 @@ use serde_json::{Value, json};
 
 /// Starts `bulwark serve` on port 0 with a fast scheduler; returns the child and its base URL.
 fn spawn_node(database_url: &str) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .arg("serve")
-        .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", database_url)
-        .env("BULWARK_LOG_FORMAT", "json")
-        .env("BULWARK_LOG", "info")
-        .env("BULWARK__SENTIMENT__WORKERS", "1")
-        .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
-        .env("BULWARK__SCHEDULER__TICK_MS", "20")
-        .env("BULWARK__SCHEDULER__CLAIM_BATCH", "4")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bulwark binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["message"] == "bulwark is serving"
-            {
-                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("bulwark reports its address");
-    (child, format!("http://{addr}"))
+    let served = common::serve(
+        Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .arg("serve")
+            .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("BULWARK_LOG", "info")
+            .env("BULWARK__SENTIMENT__WORKERS", "1")
+            .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
+            .env("BULWARK__SCHEDULER__TICK_MS", "20")
+            .env("BULWARK__SCHEDULER__CLAIM_BATCH", "4"),
+    );
+    (served.child, served.base_url)
 }
 
 /// Proves two nodes on one PostgreSQL database, both running the scheduler, create exactly

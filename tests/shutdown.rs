@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
@@ -11,42 +10,25 @@ use bulwark_store::{JobFilter, JobStatus, NewJob};
 use common::eventually;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Starts `bulwark serve` on port 0 and returns the child and its base URL, read from the
 /// "bulwark is serving" log line.
 fn spawn_bulwark(database_url: &str) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .arg("serve")
-        .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", database_url)
-        .env("BULWARK_LOG_FORMAT", "json")
-        .env("BULWARK_LOG", "info")
-        .env("BULWARK__JOBS__CONCURRENCY", "4")
-        .env("BULWARK__JOBS__POLL_INTERVAL_MS", "20")
-        .env("BULWARK__SENTIMENT__WORKERS", "2")
-        // Shutdown is under test, not the model: the fast lexicon engine keeps batches short.
-        .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
-        .env("BULWARK__SHUTDOWN__TIMEOUT_MS", "10000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bulwark binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["message"] == "bulwark is serving"
-            {
-                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("bulwark reports its address");
-    (child, format!("http://{addr}"))
+    let served = common::serve(
+        Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .arg("serve")
+            .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("BULWARK_LOG", "info")
+            .env("BULWARK__JOBS__CONCURRENCY", "4")
+            .env("BULWARK__JOBS__POLL_INTERVAL_MS", "20")
+            .env("BULWARK__SENTIMENT__WORKERS", "2")
+            // Shutdown is under test, not the model: the fast lexicon engine keeps batches short.
+            .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
+            .env("BULWARK__SHUTDOWN__TIMEOUT_MS", "10000"),
+    );
+    (served.child, served.base_url)
 }
 
 /// Proves SIGTERM mid-batch exits 0 and leaves every job succeeded or queued again, none stuck

@@ -43,6 +43,26 @@ pub enum ConsumerRole {
     DeadLetters(Arc<DeadLetterSink>),
 }
 
+/// Prefix of a job consumer's link name (`consumer:<kind>`).
+pub(crate) const JOBS_LINK: &str = "consumer";
+/// Prefix of a dead-letter consumer's link name (`dlq-consumer:<kind>`).
+pub(crate) const DEAD_LETTERS_LINK: &str = "dlq-consumer";
+
+/// Returns the link name of a consumer of `kind` whose role has the link prefix `prefix`.
+pub(crate) fn link_name(prefix: &str, kind: &str) -> String {
+    format!("{prefix}:{kind}")
+}
+
+impl ConsumerRole {
+    fn link_name(&self, kind: &str) -> String {
+        let prefix = match self {
+            ConsumerRole::Jobs(_) => JOBS_LINK,
+            ConsumerRole::DeadLetters(_) => DEAD_LETTERS_LINK,
+        };
+        link_name(prefix, kind)
+    }
+}
+
 #[derive(Debug)]
 pub struct ConsumerState {
     params: ConsumerParams,
@@ -87,10 +107,7 @@ const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 impl ConsumerParams {
     /// Returns the name of this consumer's link in the broker health report.
     pub fn link_name(&self) -> String {
-        match self.role {
-            ConsumerRole::Jobs(_) => format!("consumer:{}", self.kind),
-            ConsumerRole::DeadLetters(_) => format!("dlq-consumer:{}", self.kind),
-        }
+        self.role.link_name(&self.kind)
     }
 
     fn queue(&self) -> String {

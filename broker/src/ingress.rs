@@ -10,6 +10,8 @@ use bulwark_supervisors::{
 
 use futures::FutureExt;
 
+use crate::consumer::{DEAD_LETTERS_LINK, JOBS_LINK, link_name};
+
 use crate::{
     BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, ConsumerRole,
     DeadLetterSink, DeliveryContext, RepublisherActor, RepublisherParams, drain_consumers,
@@ -50,16 +52,16 @@ impl IngressParams {
     /// Returns the registered names of the consumers `ingress_supervisor` starts, for
     /// draining them at shutdown.
     pub fn consumer_names(&self) -> Vec<String> {
-        let mut roles = vec!["consumer"];
+        let mut prefixes = vec![JOBS_LINK];
         if self.dead_letters.is_some() {
-            roles.push("dlq-consumer");
+            prefixes.push(DEAD_LETTERS_LINK);
         }
-        roles
+        prefixes
             .into_iter()
-            .flat_map(|role| {
+            .flat_map(|prefix| {
                 self.kinds
                     .iter()
-                    .map(move |kind| consumer_actor_name(&self.instance, &format!("{role}:{kind}")))
+                    .map(move |kind| consumer_actor_name(&self.instance, &link_name(prefix, kind)))
             })
             .collect()
     }

@@ -2,7 +2,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::http::{HttpProviderParams, build_client, status_error, transport_error};
+use crate::http::{HttpProviderParams, build_client, send_for_json};
 use crate::wire::{MessagesContent, MessagesRequest, MessagesResponse, MessagesTurn};
 use crate::{Completion, CompletionRequest, Provider, ProviderError, Usage};
 
@@ -61,23 +61,7 @@ impl Provider for AnthropicProvider {
         if let Some(seed) = request.seed {
             builder = builder.header("x-bulwark-seed", seed.to_string());
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| transport_error(&error, &self.params))?;
-        if !response.status().is_success() {
-            return Err(status_error(response, &self.params).await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error(&error, &self.params))?;
-        let message: MessagesResponse = serde_json::from_slice(&bytes).map_err(|error| {
-            ProviderError::MalformedResponse(format!(
-                "message from {} is not valid: {error}",
-                self.params.name
-            ))
-        })?;
+        let message: MessagesResponse = send_for_json(builder, &self.params, "message").await?;
         let text: String = message
             .content
             .iter()

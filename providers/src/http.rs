@@ -75,6 +75,33 @@ pub fn build_client(params: &HttpProviderParams) -> Result<reqwest::Client, Prov
         })
 }
 
+/// Sends a request and reads its successful answer as JSON of type `T`; a transport failure,
+/// a non-2xx status or a body that is not a `T` (named `what` in the error) becomes the
+/// [`ProviderError`] it means.
+pub async fn send_for_json<T: serde::de::DeserializeOwned>(
+    builder: reqwest::RequestBuilder,
+    params: &HttpProviderParams,
+    what: &str,
+) -> Result<T, ProviderError> {
+    let response = builder
+        .send()
+        .await
+        .map_err(|error| transport_error(&error, params))?;
+    if !response.status().is_success() {
+        return Err(status_error(response, params).await);
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| transport_error(&error, params))?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        ProviderError::MalformedResponse(format!(
+            "{what} from {} is not valid: {error}",
+            params.name
+        ))
+    })
+}
+
 /// Maps a transport error (no complete answer) onto a [`ProviderError`].
 pub fn transport_error(error: &reqwest::Error, params: &HttpProviderParams) -> ProviderError {
     let scrub = |text: String| match &params.api_key_opt {

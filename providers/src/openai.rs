@@ -2,7 +2,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::http::{HttpProviderParams, build_client, status_error, transport_error};
+use crate::http::{HttpProviderParams, build_client, send_for_json};
 use crate::wire::{ChatMessage, ChatRequest, ChatResponse};
 use crate::{Completion, CompletionRequest, Provider, ProviderError, Usage};
 
@@ -59,23 +59,7 @@ impl Provider for OpenAiProvider {
         if let Some(request_id) = &request.request_id {
             builder = builder.header("x-request-id", request_id);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| transport_error(&error, &self.params))?;
-        if !response.status().is_success() {
-            return Err(status_error(response, &self.params).await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error(&error, &self.params))?;
-        let chat: ChatResponse = serde_json::from_slice(&bytes).map_err(|error| {
-            ProviderError::MalformedResponse(format!(
-                "chat completion from {} is not valid: {error}",
-                self.params.name
-            ))
-        })?;
+        let chat: ChatResponse = send_for_json(builder, &self.params, "chat completion").await?;
         let Some(text) = chat
             .choices
             .into_iter()

@@ -52,6 +52,19 @@ macro_rules! with_pool {
             $crate::db::Pool::Postgres($pool) => $body,
         }
     };
+    // The same body, with `$sql` bound to the statement written for the pool's backend.
+    ($store:expr, $pool:ident, $sql:ident = [$sqlite:expr, $postgres:expr] => $body:expr) => {
+        match &$store.pool {
+            $crate::db::Pool::Sqlite($pool) => {
+                let $sql = $sqlite;
+                $body
+            }
+            $crate::db::Pool::Postgres($pool) => {
+                let $sql = $postgres;
+                $body
+            }
+        }
+    };
 }
 pub(crate) use with_pool;
 

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::db::{Pool, with_pool};
+use crate::db::with_pool;
 use crate::{Store, StoreError, now_ms};
 
 /// The columns of `jobs`, in [`JobRow`] order.
@@ -316,26 +316,15 @@ impl Store {
         const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
         let now = now_ms();
         let limit = i64::from(limit);
-        let rows: Vec<JobRow> = match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query_as(CLAIM_SQLITE)
-                    .bind(owner)
-                    .bind(lease_until_ms)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query_as(CLAIM_POSTGRES)
-                    .bind(owner)
-                    .bind(lease_until_ms)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let rows: Vec<JobRow> = with_pool!(self, pool, claim = [CLAIM_SQLITE, CLAIM_POSTGRES] => {
+            sqlx::query_as(claim)
+                .bind(owner)
+                .bind(lease_until_ms)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })?;
         let mut jobs = decode_rows(rows)?;
         jobs.sort_by(|left, right| {
             left.run_at_ms

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::{Pool, with_pool};
+use crate::db::with_pool;
 use crate::{Store, StoreError};
 
 /// The columns of `schedules`, in [`ScheduleRow`] order.
@@ -609,26 +609,15 @@ impl Store {
         const CLAIM_SQLITE: &str = claim_sql!("");
         const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
         let limit = i64::from(limit);
-        let rows: Vec<ScheduleRow> = match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query_as(CLAIM_SQLITE)
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(claim_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query_as(CLAIM_POSTGRES)
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(claim_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let rows: Vec<ScheduleRow> = with_pool!(self, pool, claim = [CLAIM_SQLITE, CLAIM_POSTGRES] => {
+            sqlx::query_as(claim)
+                .bind(owner)
+                .bind(now_ms)
+                .bind(claim_until_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })?;
         let mut schedules = rows
             .into_iter()
             .map(Schedule::try_from)

@@ -134,3 +134,49 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A started `bulwark serve` process: the child, its base URL, and every line it has logged.
+pub struct Served {
+    pub child: std::process::Child,
+    pub base_url: String,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts `command` (a `bulwark … serve` command) with JSON logs on stderr and waits for its
+/// "bulwark is serving" line; the log lines keep being collected afterwards.
+pub fn serve(command: &mut std::process::Command) -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let mut child = command
+        .env("BULWARK_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bulwark binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let collected = logs.clone();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                && entry["message"] == "bulwark is serving"
+            {
+                let _ = addr_tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
+            }
+            collected
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(line);
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("bulwark reports its address");
+    Served {
+        child,
+        base_url: format!("http://{addr}"),
+        logs,
+    }
+}
