@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp clean runtime model
+.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned clean runtime model
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -88,6 +88,11 @@ bench-amqp: release runtime model check-services
 	AMQP_URL=$${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} \
 	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} \
 	BULWARK_LOG=warn ./target/release/bulwark bench amqp --jobs $${JOBS:-2000}
+
+## bench-amqp-pinned: the same with PostgreSQL and RabbitMQ pinned to core 0 and the node to the
+## other cores, so the in-process and end-to-end phases get the same CPU (needs root)
+bench-amqp-pinned: release runtime model check-services
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} ./scripts/bench-amqp-pinned.sh
 
 clean:
 	$(CARGO) clean

@@ -2,7 +2,9 @@
 //! consume-with-ack on a quorum queue), Bulwark's end-to-end jobs/s and per-job latency over
 //! RabbitMQ with results stored in the configured database (for 1-text and 32-text
 //! `sentiment.analyze` jobs), and Bulwark's in-process sentiment throughput for comparison.
-//! A measurement tool, not a test.
+//! 1-text jobs run as a backlog, then paced at the Celery pipeline's half load and at half
+//! their own backlog rate. The CPU of a local PostgreSQL and RabbitMQ is read beside the
+//! node's. A measurement tool, not a test.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,11 @@ pub struct EndToEnd {
     pub cpu_ms_per_job: f64,
     /// The producer thread's CPU per job (publishing, confirms, reading events).
     pub producer_cpu_ms_per_job: f64,
+    /// CPU per job of the PostgreSQL server (processes named `postgres`), when it runs on this
+    /// machine; it competes with the node for the same cores.
+    pub database_cpu_ms_per_job: Option<f64>,
+    /// CPU per job of the RabbitMQ server (`beam.smp`), when it runs on this machine.
+    pub broker_cpu_ms_per_job: Option<f64>,
 }
 
 /// The result, printed as JSON.
@@ -94,6 +101,16 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     let (raw_publish, raw_consume) = raw_ceiling(&settings, args.jobs).await?;
 
     let service = Service::start(&config).await?;
+    // The lexicon fallback is a hundred times cheaper than the model: measuring it would
+    // report numbers that say nothing about sentiment jobs.
+    if !service.sentiment_engines.starts_with("onnx") {
+        let engines = service.sentiment_engines.clone();
+        service.shutdown().await?;
+        anyhow::bail!(
+            "the ONNX sentiment model is not loaded (engines: {engines}): run from the project \
+             folder after `make runtime model`, or set BULWARK_MODEL_DIR and ORT_DYLIB_PATH"
+        );
+    }
     wait_ready(&service).await?;
     let texts: Vec<String> = (0..args.jobs)
         .map(|index| format!("benchmark sentence {index}: the service was quick and pleasant"))
@@ -128,6 +145,18 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     // Half load: paced at half the backlog rate, as the Celery p99 was measured.
     let half_rate = saturated.jobs_per_second / 2.0;
     end_to_end.push(saturated);
+    // The Celery pipeline's own half load, so the two p99s are taken at the same offered load.
+    let celery_half_rate = CELERY_REFERENCE_TEXTS_PER_SECOND / 2.0;
+    end_to_end.push(
+        end_to_end_phase(EndToEndParams {
+            settings: &settings,
+            run_id: &format!("{run_id}-1-celery-half"),
+            num_jobs: args.jobs.min((celery_half_rate * 10.0) as usize).max(100),
+            texts_per_job: 1,
+            pace: Some(celery_half_rate),
+        })
+        .await?,
+    );
     end_to_end.push(
         end_to_end_phase(EndToEndParams {
             settings: &settings,
@@ -296,6 +325,7 @@ async fn end_to_end_phase(params: EndToEndParams<'_>) -> anyhow::Result<EndToEnd
         pace: params.pace,
     };
     let cpu_before = process_cpu_seconds();
+    let servers_before = ServerCpu::read();
     let producer = std::thread::spawn(move || -> anyhow::Result<ProducerReport> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -306,6 +336,8 @@ async fn end_to_end_phase(params: EndToEndParams<'_>) -> anyhow::Result<EndToEnd
         .await?
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
     let node_cpu = process_cpu_seconds() - cpu_before - report.cpu_seconds;
+    let servers = ServerCpu::read().since(&servers_before);
+    let per_job = |seconds: f64| seconds * 1000.0 / params.num_jobs as f64;
     anyhow::ensure!(
         report.num_succeeded == params.num_jobs,
         "{} of {} jobs succeeded",
@@ -323,8 +355,10 @@ async fn end_to_end_phase(params: EndToEndParams<'_>) -> anyhow::Result<EndToEnd
         texts_per_second: (params.num_jobs * params.texts_per_job) as f64 / report.seconds,
         latency_p50_ms: percentile(0.5),
         latency_p99_ms: percentile(0.99),
-        cpu_ms_per_job: node_cpu * 1000.0 / params.num_jobs as f64,
-        producer_cpu_ms_per_job: report.cpu_seconds * 1000.0 / params.num_jobs as f64,
+        cpu_ms_per_job: per_job(node_cpu),
+        producer_cpu_ms_per_job: per_job(report.cpu_seconds),
+        database_cpu_ms_per_job: servers.database.map(per_job),
+        broker_cpu_ms_per_job: servers.broker.map(per_job),
     })
 }
 
@@ -479,4 +513,50 @@ fn cpu_seconds_of(path: &str) -> f64 {
     };
     // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by the database and broker servers running on this machine; `None`
+/// for a server with no process here (it runs elsewhere, or procfs hides it).
+#[derive(Debug, Clone, Copy)]
+struct ServerCpu {
+    database: Option<f64>,
+    broker: Option<f64>,
+}
+
+impl ServerCpu {
+    /// Sums the CPU of every process named `postgres` (the server and its backends) and
+    /// `beam.smp` (RabbitMQ's Erlang VM).
+    fn read() -> Self {
+        let mut cpu = ServerCpu {
+            database: None,
+            broker: None,
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return cpu;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+                continue;
+            };
+            let server = match name.trim_end() {
+                "postgres" => &mut cpu.database,
+                "beam.smp" => &mut cpu.broker,
+                _ => continue,
+            };
+            let seconds = cpu_seconds_of(&path.join("stat").to_string_lossy());
+            *server = Some(server.unwrap_or(0.0) + seconds);
+        }
+        cpu
+    }
+
+    /// Returns the CPU used between `earlier` and this reading. A backend that exited in
+    /// between takes its CPU with it, so the database's figure is a lower bound.
+    fn since(&self, earlier: &ServerCpu) -> ServerCpu {
+        let delta = |now: Option<f64>, before: Option<f64>| Some((now? - before?).max(0.0));
+        ServerCpu {
+            database: delta(self.database, earlier.database),
+            broker: delta(self.broker, earlier.broker),
+        }
+    }
 }

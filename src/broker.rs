@@ -57,7 +57,6 @@ pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Opti
         settings,
         health,
         publisher: publisher.clone(),
-        intake: intake.clone(),
         store: store.clone(),
         owner: node_id.to_owned(),
         lease: jobs.lease(),

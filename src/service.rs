@@ -31,6 +31,8 @@ pub struct Service {
     pub node_id: String,
     pub job_runner: JobRunnerHandle,
     pub sentiment: SentimentPool,
+    /// The sentiment engines the workers serve, e.g. `onnx+lexicon`, or `lexicon` when degraded.
+    pub sentiment_engines: String,
     pub max_attempts: u32,
     /// Reaches the provider actors; `None` when no provider is configured.
     pub providers: Option<bulwark_actors::ProviderRouter>,
@@ -249,6 +251,7 @@ impl Service {
             node_id,
             job_runner: tree.job_runner.clone(),
             sentiment: tree.sentiment.clone(),
+            sentiment_engines: engine_plan.engines.clone(),
             max_attempts: config.jobs.max_attempts,
             providers: provider_router_opt,
             tree,

@@ -165,20 +165,6 @@ impl JobIntake {
         }
         Ok(outcome)
     }
-
-    /// Creates the row of a job that arrived as a broker message, already claimed by `owner`
-    /// until `lease_until_ms`: it is on the broker, so nothing is published. The caller sets the
-    /// message's job key as idempotency key; `None` when a row under that key exists.
-    pub async fn accept_delivered(
-        &self,
-        new_job: &NewJob,
-        owner: &str,
-        lease_until_ms: i64,
-    ) -> Result<Option<Job>, StoreError> {
-        self.store
-            .insert_claimed_job(new_job, owner, lease_until_ms)
-            .await
-    }
 }
 
 /// Publishes a stored job and takes it out of the outbox once confirmed. Returns true when

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bulwark_actors::metrics::{JobAttemptFinished, JobOutcome};
-use bulwark_actors::{
-    ErrorCode, JobError, JobExecutor, JobIntake, RetryPolicy, trace_id_of, validate_job,
-};
+use bulwark_actors::{ErrorCode, JobError, JobExecutor, RetryPolicy, trace_id_of, validate_job};
 use bulwark_store::{Job, JobFailure, JobStatus, NewJob, Store, now_ms};
 use futures::FutureExt;
 use lapin::message::Delivery;
@@ -22,7 +20,7 @@ use serde_json::Value;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
-use crate::{BrokerPublisher, OutgoingMessage, Topology};
+use crate::{BrokerPublisher, DeliveryWrites, OutgoingMessage, Topology};
 
 /// The header a dead-lettered message carries: why Bulwark refused it.
 pub const REJECT_REASON_HEADER: &str = "x-bulwark-reject-reason";
@@ -30,8 +28,9 @@ pub const REJECT_REASON_HEADER: &str = "x-bulwark-reject-reason";
 /// Everything a delivery needs; shared by a consumer's delivery tasks and its restarts.
 #[derive(Debug, Clone)]
 pub struct DeliveryContext {
-    pub intake: JobIntake,
     pub store: Store,
+    /// The lookup, insert and completion of deliveries, group-committed.
+    pub writes: DeliveryWrites,
     pub executor: JobExecutor,
     pub publisher: Arc<BrokerPublisher>,
     /// Lease owner of jobs this node runs.
@@ -274,14 +273,14 @@ enum DeliveredJob {
 
 /// Returns the job row of a message: the row the intake published (message id = job id), or
 /// the row found under the message's idempotency key, or a new row created already claimed
-/// (one round trip to look, one to create and claim).
+/// (one statement to look, one to create and claim, each shared with the deliveries in flight).
 async fn find_or_create(
     context: &DeliveryContext,
     envelope: &Envelope,
     meta: &MessageMeta,
 ) -> Result<DeliveredJob, bulwark_store::StoreError> {
     let key = envelope.job_key();
-    if let Some(job) = context.store.find_delivered_job(&envelope.id, key).await? {
+    if let Some(job) = context.writes.find(&envelope.id, key).await? {
         return Ok(DeliveredJob::Found(job));
     }
     let new_job = NewJob {
@@ -294,14 +293,14 @@ async fn find_or_create(
     };
     let lease_until = now_ms() + context.lease.as_millis() as i64;
     if let Some(job) = context
-        .intake
-        .accept_delivered(&new_job, &context.owner, lease_until)
+        .writes
+        .insert_claimed(new_job, &context.owner, lease_until)
         .await?
     {
         return Ok(DeliveredJob::Claimed(job));
     }
     // Another delivery of the same message created it between the two statements.
-    match context.store.find_delivered_job(&envelope.id, key).await? {
+    match context.writes.find(&envelope.id, key).await? {
         Some(job) => Ok(DeliveredJob::Found(job)),
         None => Err(bulwark_store::StoreError::Corrupt(format!(
             "job of message {} neither inserted nor found",
@@ -479,8 +478,8 @@ async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) ->
         let stored = match record {
             Record::Complete(result) => {
                 context
-                    .store
-                    .complete_job(&job.id, &context.owner, result)
+                    .writes
+                    .complete(&job.id, &context.owner, result.clone())
                     .await
             }
             Record::Fail(failure) => {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{DeadLetterPolicy, JobExecutor, JobIntake, Liveness, RetryPolicy};
+use bulwark_actors::{DeadLetterPolicy, JobExecutor, Liveness, RetryPolicy};
 use bulwark_store::Store;
 use bulwark_supervisors::{
     ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,
@@ -14,7 +14,8 @@ use crate::consumer::{DEAD_LETTERS_LINK, JOBS_LINK, link_name};
 
 use crate::{
     BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, ConsumerRole,
-    DeadLetterSink, DeliveryContext, RepublisherActor, RepublisherParams, drain_consumers,
+    DeadLetterSink, DeliveryContext, DeliveryWrites, RepublisherActor, RepublisherParams,
+    drain_consumers,
 };
 
 /// What the `ingress` subsystem is built with (all but the executor, which the tree builds).
@@ -25,7 +26,6 @@ pub struct IngressParams {
     pub settings: BrokerSettings,
     pub health: BrokerHealth,
     pub publisher: Arc<BrokerPublisher>,
-    pub intake: JobIntake,
     pub store: Store,
     /// Lease owner of jobs this node runs.
     pub owner: String,
@@ -85,8 +85,8 @@ pub fn ingress_supervisor(
     supervision: SupervisionSettings,
 ) -> ChildSpec {
     let context = Arc::new(DeliveryContext {
-        intake: params.intake.clone(),
         store: params.store.clone(),
+        writes: DeliveryWrites::spawn(&params.store),
         executor,
         publisher: params.publisher.clone(),
         owner: params.owner.clone(),

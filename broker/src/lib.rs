@@ -17,6 +17,7 @@
 //!   on connection loss.
 //! - `dead_letters`: storing what lands in `<ns>.dlq.<kind>`, and publishing requeued letters.
 //! - `republisher`: [`RepublisherActor`], drains the outbox of jobs never confirmed.
+//! - `writes`: [`DeliveryWrites`], the delivery path's statements, group-committed.
 //! - `ingress`: the `ingress` supervisor over the consumers and the republisher.
 
 mod connection;
@@ -28,6 +29,7 @@ mod ingress;
 mod publisher;
 mod republisher;
 mod topology;
+mod writes;
 
 pub use bulwark_actors::new_traceparent;
 pub use connection::{BrokerHealth, BrokerSettings, connect};
@@ -43,6 +45,7 @@ pub use ingress::{IngressParams, ingress_supervisor};
 pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage};
 pub use republisher::{RepublisherActor, RepublisherMsg, RepublisherParams};
 pub use topology::Topology;
+pub use writes::DeliveryWrites;
 
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]

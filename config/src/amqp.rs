@@ -32,7 +32,7 @@ impl Default for AmqpConfig {
         AmqpConfig {
             url: None,
             namespace: "bulwark".to_owned(),
-            prefetch: 128,
+            prefetch: 256,
             delivery_limit: 5,
             connect_timeout_ms: 5_000,
             confirm_timeout_ms: 10_000,

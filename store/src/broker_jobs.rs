@@ -1,9 +1,10 @@
 //! Queries for jobs carried by RabbitMQ: the outbox (rows stored but not yet confirmed by the
 //! broker) and claims of one job by id when its message is delivered.
 
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::with_pool;
+use crate::db::{Pool, with_pool};
 use crate::jobs::{JobRow, decode_rows, job_columns};
 use crate::{InsertOutcome, Job, NewJob, Store, StoreError, now_ms};
 
@@ -16,6 +17,39 @@ pub enum JobRoute {
     BrokerPending,
     /// Carried by the broker, already on it (the row was created from a delivered message).
     BrokerPublished,
+}
+
+/// How a delivered message's row is looked up: by the job id the message may carry (it was
+/// published by Bulwark), else by its job key (message id or idempotency key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredKey {
+    pub id: String,
+    pub key: String,
+}
+
+/// A row to create from a delivered message, already claimed by `owner` until
+/// `lease_until_ms`. The job's idempotency key is the message's job key.
+#[derive(Debug, Clone)]
+pub struct ClaimedInsert {
+    pub new_job: NewJob,
+    pub owner: String,
+    pub lease_until_ms: i64,
+}
+
+/// A success to record, if `owner` still holds the job's lease.
+#[derive(Debug, Clone)]
+pub struct JobCompletion {
+    pub id: String,
+    pub owner: String,
+    pub result: Value,
+}
+
+/// A [`ClaimedInsert`] with the values its statement binds.
+struct ClaimedRow<'a> {
+    id: String,
+    max_attempts: i32,
+    payload: String,
+    insert: &'a ClaimedInsert,
 }
 
 impl Store {
@@ -76,19 +110,67 @@ impl Store {
         Ok(InsertOutcome::Existing(existing.try_into()?))
     }
 
-    /// Returns the row of a delivered message in one round trip: the job whose id is `id` (a
-    /// message Bulwark published), else the job stored under the idempotency key `key`.
+    /// Returns the row of a delivered message: the job whose id is `id` (a message Bulwark
+    /// published), else the job stored under the idempotency key `key`.
     pub async fn find_delivered_job(&self, id: &str, key: &str) -> Result<Option<Job>, StoreError> {
-        const FIND: &str = concat!(
+        let lookup = DeliveredKey {
+            id: id.to_owned(),
+            key: key.to_owned(),
+        };
+        Ok(self.find_delivered_jobs(&[lookup]).await?.pop().flatten())
+    }
+
+    /// Returns the rows of several delivered messages (see [`Store::find_delivered_job`]), one
+    /// per lookup in order; on PostgreSQL in one statement.
+    pub async fn find_delivered_jobs(
+        &self,
+        lookups: &[DeliveredKey],
+    ) -> Result<Vec<Option<Job>>, StoreError> {
+        const FIND_ONE: &str = concat!(
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE id = $1 OR idempotency_key = $2 \
              ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
         );
-        let row: Option<JobRow> = with_pool!(self, pool => {
-            sqlx::query_as(FIND).bind(id).bind(key).fetch_optional(pool).await
-        })?;
-        row.map(Job::try_from).transpose()
+        const FIND_MANY: &str = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ANY($1) OR idempotency_key = ANY($2)"
+        );
+        let rows: Vec<JobRow> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let ids: Vec<&str> = lookups.iter().map(|lookup| lookup.id.as_str()).collect();
+                let keys: Vec<&str> = lookups.iter().map(|lookup| lookup.key.as_str()).collect();
+                sqlx::query_as(FIND_MANY)
+                    .bind(ids)
+                    .bind(keys)
+                    .fetch_all(pool)
+                    .await?
+            }
+            // In-process: a statement costs no round trip, so one per lookup.
+            Pool::Sqlite(pool) => {
+                let mut rows = Vec::with_capacity(lookups.len());
+                for lookup in lookups {
+                    let row: Option<JobRow> = sqlx::query_as(FIND_ONE)
+                        .bind(&lookup.id)
+                        .bind(&lookup.key)
+                        .fetch_optional(pool)
+                        .await?;
+                    rows.extend(row);
+                }
+                rows
+            }
+        };
+        let jobs = decode_rows(rows)?;
+        let found = lookups.iter().map(|lookup| {
+            let by_id = jobs.iter().find(|job| job.id == lookup.id);
+            let by_key = || {
+                jobs.iter()
+                    .find(|job| job.idempotency_key.as_deref() == Some(lookup.key.as_str()))
+            };
+            by_id.or_else(by_key).cloned()
+        });
+        Ok(found.collect())
     }
 
     /// Creates the row of a delivered message already claimed by `owner` (running, attempt 1,
@@ -100,7 +182,22 @@ impl Store {
         owner: &str,
         lease_until_ms: i64,
     ) -> Result<Option<Job>, StoreError> {
-        const INSERT: &str = concat!(
+        let insert = ClaimedInsert {
+            new_job: new_job.clone(),
+            owner: owner.to_owned(),
+            lease_until_ms,
+        };
+        Ok(self.insert_claimed_jobs(&[insert]).await?.pop().flatten())
+    }
+
+    /// Creates several claimed rows (see [`Store::insert_claimed_job`]) in one transaction, on
+    /// PostgreSQL in one statement; one answer per insert, in order. Rows are written in key
+    /// order, so two nodes inserting overlapping keys cannot deadlock.
+    pub async fn insert_claimed_jobs(
+        &self,
+        inserts: &[ClaimedInsert],
+    ) -> Result<Vec<Option<Job>>, StoreError> {
+        const INSERT_ONE: &str = concat!(
             "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
              idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
              transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
@@ -108,24 +205,96 @@ impl Store {
              $10) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
             job_columns!()
         );
-        let id = Uuid::now_v7().to_string();
-        let max_attempts = i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX);
-        let row: Option<JobRow> = with_pool!(self, pool => {
-            sqlx::query_as(INSERT)
-                .bind(&id)
-                .bind(&new_job.kind)
-                .bind(max_attempts)
-                .bind(new_job.payload.to_string())
-                .bind(&new_job.request_id)
-                .bind(&new_job.idempotency_key)
-                .bind(now_ms())
-                .bind(&new_job.trace_id)
-                .bind(owner)
-                .bind(lease_until_ms)
-                .fetch_optional(pool)
-                .await
-        })?;
-        row.map(Job::try_from).transpose()
+        const INSERT_MANY: &str = concat!(
+            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
+             idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
+             transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
+             SELECT batch.id, batch.kind, 'running', 1, batch.max_attempts, batch.payload, \
+             batch.request_id, batch.idempotency_key, $1, $1, $1, $1, 'amqp', $1, \
+             batch.trace_id, batch.lease_owner, batch.lease_expires_at_ms \
+             FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::int8[]) WITH ORDINALITY \
+             AS batch(id, kind, max_attempts, payload, request_id, idempotency_key, trace_id, \
+             lease_owner, lease_expires_at_ms, position) \
+             ORDER BY batch.position ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+            job_columns!()
+        );
+        let mut rows = inserts
+            .iter()
+            .map(|insert| ClaimedRow {
+                id: Uuid::now_v7().to_string(),
+                max_attempts: i32::try_from(insert.new_job.max_attempts).unwrap_or(i32::MAX),
+                payload: insert.new_job.payload.to_string(),
+                insert,
+            })
+            .collect::<Vec<_>>();
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        rows.sort_by(|left, right| {
+            let key = |row: &ClaimedRow| row.insert.new_job.idempotency_key.clone();
+            key(left).cmp(&key(right))
+        });
+        let now = now_ms();
+        let created: Vec<JobRow> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let jobs = rows.iter().map(|row| &row.insert.new_job);
+                let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+                let kinds: Vec<&str> = jobs.clone().map(|job| job.kind.as_str()).collect();
+                let max_attempts: Vec<i32> = rows.iter().map(|row| row.max_attempts).collect();
+                let payloads: Vec<&str> = rows.iter().map(|row| row.payload.as_str()).collect();
+                let request_ids: Vec<Option<&str>> =
+                    jobs.clone().map(|job| job.request_id.as_deref()).collect();
+                let keys: Vec<Option<&str>> = jobs
+                    .clone()
+                    .map(|job| job.idempotency_key.as_deref())
+                    .collect();
+                let trace_ids: Vec<Option<&str>> =
+                    jobs.map(|job| job.trace_id.as_deref()).collect();
+                let owners: Vec<&str> = rows.iter().map(|row| row.insert.owner.as_str()).collect();
+                let leases: Vec<i64> = rows.iter().map(|row| row.insert.lease_until_ms).collect();
+                sqlx::query_as(INSERT_MANY)
+                    .bind(now)
+                    .bind(ids)
+                    .bind(kinds)
+                    .bind(max_attempts)
+                    .bind(payloads)
+                    .bind(request_ids)
+                    .bind(keys)
+                    .bind(trace_ids)
+                    .bind(owners)
+                    .bind(leases)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Sqlite(pool) => {
+                let mut transaction = pool.begin().await?;
+                let mut created = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let job = &row.insert.new_job;
+                    let inserted: Option<JobRow> = sqlx::query_as(INSERT_ONE)
+                        .bind(&row.id)
+                        .bind(&job.kind)
+                        .bind(row.max_attempts)
+                        .bind(&row.payload)
+                        .bind(&job.request_id)
+                        .bind(&job.idempotency_key)
+                        .bind(now)
+                        .bind(&job.trace_id)
+                        .bind(&row.insert.owner)
+                        .bind(row.insert.lease_until_ms)
+                        .fetch_optional(&mut *transaction)
+                        .await?;
+                    created.extend(inserted);
+                }
+                transaction.commit().await?;
+                created
+            }
+        };
+        let mut jobs = decode_rows(created)?;
+        let answers = ids.iter().map(|id| {
+            let position = jobs.iter().position(|job| &job.id == id)?;
+            Some(jobs.swap_remove(position))
+        });
+        Ok(answers.collect())
     }
 
     /// Records that the broker confirmed the job's message; the row leaves the outbox.

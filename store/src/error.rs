@@ -11,13 +11,20 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid database url: {0}")]
     InvalidUrl(String),
+    /// The error of a statement shared by several callers (a group commit), given to each.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 impl StoreError {
     /// Returns true when the operation may succeed if tried again (the database was down or
     /// the pool exhausted), false for errors that will recur.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Shared(error) => error.is_retryable(),
+            _ => false,
+        }
     }
 }
 

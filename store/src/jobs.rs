@@ -4,7 +4,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::db::with_pool;
+use crate::broker_jobs::JobCompletion;
+use crate::db::{Pool, with_pool};
 use crate::{Store, StoreError, now_ms};
 
 /// The columns of `jobs`, in [`JobRow`] order.
@@ -342,25 +343,77 @@ impl Store {
         owner: &str,
         result: &Value,
     ) -> Result<Option<Job>, StoreError> {
-        const COMPLETE: &str = concat!(
+        let completion = JobCompletion {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            result: result.clone(),
+        };
+        Ok(self.complete_jobs(&[completion]).await?.pop().flatten())
+    }
+
+    /// Records several successes (see [`Store::complete_job`]) in one transaction, on
+    /// PostgreSQL in one statement; one answer per completion, in order.
+    pub async fn complete_jobs(
+        &self,
+        completions: &[JobCompletion],
+    ) -> Result<Vec<Option<Job>>, StoreError> {
+        const COMPLETE_ONE: &str = concat!(
             "UPDATE jobs SET status = 'succeeded', result = $1, \
              error_code = NULL, error_message = NULL, updated_at_ms = $2, finished_at_ms = $2, \
              lease_owner = NULL, lease_expires_at_ms = NULL \
              WHERE id = $3 AND status = 'running' AND lease_owner = $4 RETURNING ",
             job_columns!()
         );
+        // The batch's columns are named apart from the table's, so RETURNING reads the table.
+        const COMPLETE_MANY: &str = concat!(
+            "UPDATE jobs SET status = 'succeeded', result = batch.job_result, \
+             error_code = NULL, error_message = NULL, updated_at_ms = $1, finished_at_ms = $1, \
+             lease_owner = NULL, lease_expires_at_ms = NULL \
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS batch(job_id, job_owner, job_result) \
+             WHERE jobs.id = batch.job_id AND jobs.status = 'running' \
+             AND jobs.lease_owner = batch.job_owner RETURNING ",
+            job_columns!()
+        );
         let now = now_ms();
-        let result_text = result.to_string();
-        let row: Option<JobRow> = with_pool!(self, pool => {
-            sqlx::query_as(COMPLETE)
-                .bind(&result_text)
-                .bind(now)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(pool)
-                .await
-        })?;
-        row.map(Job::try_from).transpose()
+        let results: Vec<String> = completions
+            .iter()
+            .map(|completion| completion.result.to_string())
+            .collect();
+        let rows: Vec<JobRow> = match &self.pool {
+            Pool::Postgres(pool) => {
+                let ids: Vec<&str> = completions.iter().map(|done| done.id.as_str()).collect();
+                let owners: Vec<&str> =
+                    completions.iter().map(|done| done.owner.as_str()).collect();
+                sqlx::query_as(COMPLETE_MANY)
+                    .bind(now)
+                    .bind(ids)
+                    .bind(owners)
+                    .bind(&results)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Sqlite(pool) => {
+                let mut transaction = pool.begin().await?;
+                let mut rows = Vec::with_capacity(completions.len());
+                for (completion, result) in completions.iter().zip(&results) {
+                    let row: Option<JobRow> = sqlx::query_as(COMPLETE_ONE)
+                        .bind(result)
+                        .bind(now)
+                        .bind(&completion.id)
+                        .bind(&completion.owner)
+                        .fetch_optional(&mut *transaction)
+                        .await?;
+                    rows.extend(row);
+                }
+                transaction.commit().await?;
+                rows
+            }
+        };
+        let jobs = decode_rows(rows)?;
+        let answers = completions
+            .iter()
+            .map(|completion| jobs.iter().find(|job| job.id == completion.id).cloned());
+        Ok(answers.collect())
     }
 
     /// Records a failed attempt (queued again for `retry_at_ms`, or final) and returns the

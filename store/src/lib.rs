@@ -14,6 +14,7 @@
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
 //! - `ops_audit`: the operator audit log ([`OpsAuditEntry`]).
 //! - `dead_letters`: [`DeadLetter`]s, jobs that could not be done, until recovered or purged.
+//! - `group_commit`: [`GroupCommit`], concurrent writers sharing one statement and commit.
 //! - `error`: [`StoreError`].
 
 mod audits;
@@ -21,6 +22,7 @@ mod broker_jobs;
 mod db;
 mod dead_letters;
 mod error;
+mod group_commit;
 mod jobs;
 mod ops_audit;
 mod queue;
@@ -29,13 +31,14 @@ mod schedules;
 pub use audits::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
 };
-pub use broker_jobs::JobRoute;
+pub use broker_jobs::{ClaimedInsert, DeliveredKey, JobCompletion, JobRoute};
 pub use db::{Backend, Store, StoreParams, now_ms};
 pub use dead_letters::{
     DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage,
     LOCAL_QUEUE, NewDeadLetter, RequeuedJob,
 };
 pub use error::StoreError;
+pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
 pub use jobs::{
     InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob, StatusCount,
 };

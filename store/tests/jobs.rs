@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    InsertOutcome, JobFailure, JobFilter, JobStatus, JobTransport, LocalQueue, LocalQueueParams,
-    NewJob, Store, now_ms,
+    ClaimedInsert, DeliveredKey, InsertOutcome, JobCompletion, JobFailure, JobFilter, JobStatus,
+    JobTransport, LocalQueue, LocalQueueParams, NewJob, Store, now_ms,
 };
 use serde_json::json;
 
@@ -395,4 +395,104 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
 on_both_backends!(
     delivered_jobs_are_found_or_created_claimed_on,
     delivered_jobs_are_found_or_created_claimed
+);
+
+/// Proves the group-commit statements answer each request on its own: one insert of a batch
+/// wins a key shared with another request of the same batch and a key already stored is
+/// refused, lookups by id and by key come back in order, and only completions whose owner
+/// holds the lease finish their job.
+async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let lease_until = now_ms() + 60_000;
+    let stored = store
+        .insert_claimed_job(&new_job(Some("stored")), "node-a", lease_until)
+        .await
+        .unwrap()
+        .expect("created");
+    let claimed = |key: &str, owner: &str| ClaimedInsert {
+        new_job: new_job(Some(key)),
+        owner: owner.to_owned(),
+        lease_until_ms: lease_until,
+    };
+    let inserts = [
+        claimed("b", "node-a"),
+        claimed("stored", "node-a"),
+        claimed("a", "node-b"),
+        claimed("b", "node-b"),
+    ];
+    let created = store.insert_claimed_jobs(&inserts).await.unwrap();
+    assert_eq!(created.len(), 4);
+    let first_b = created[0].as_ref().expect("first `b` wins");
+    assert_eq!(first_b.idempotency_key.as_deref(), Some("b"));
+    assert_eq!(first_b.lease_owner.as_deref(), Some("node-a"));
+    assert!(created[1].is_none(), "a stored key is refused");
+    let created_a = created[2].as_ref().expect("`a` created");
+    assert_eq!(created_a.lease_owner.as_deref(), Some("node-b"));
+    assert_eq!(created_a.status, JobStatus::Running);
+    assert!(
+        created[3].is_none(),
+        "the second `b` of the batch is refused"
+    );
+
+    let lookup = |id: &str, key: &str| DeliveredKey {
+        id: id.to_owned(),
+        key: key.to_owned(),
+    };
+    let found = store
+        .find_delivered_jobs(&[
+            lookup("missing", "missing"),
+            lookup(&stored.id, "unrelated"),
+            lookup("other", "a"),
+            lookup(&first_b.id, "a"),
+        ])
+        .await
+        .unwrap();
+    let found_ids: Vec<Option<&str>> = found
+        .iter()
+        .map(|job| job.as_ref().map(|job| job.id.as_str()))
+        .collect();
+    assert_eq!(
+        found_ids,
+        [
+            None,
+            Some(stored.id.as_str()),
+            Some(created_a.id.as_str()),
+            Some(first_b.id.as_str()),
+        ],
+        "by id first, then by key"
+    );
+
+    let completion = |id: &str, owner: &str| JobCompletion {
+        id: id.to_owned(),
+        owner: owner.to_owned(),
+        result: json!({ "job": id }),
+    };
+    let finished = store
+        .complete_jobs(&[
+            completion(&created_a.id, "node-b"),
+            completion(&first_b.id, "node-b"),
+            completion(&stored.id, "node-a"),
+        ])
+        .await
+        .unwrap();
+    let finished_a = finished[0].as_ref().expect("node-b holds `a`");
+    assert_eq!(finished_a.status, JobStatus::Succeeded);
+    assert_eq!(finished_a.result, Some(json!({ "job": created_a.id })));
+    assert!(
+        finished[1].is_none(),
+        "node-a holds `b`, node-b cannot finish it"
+    );
+    assert_eq!(
+        finished[2].as_ref().map(|job| job.status),
+        Some(JobStatus::Succeeded)
+    );
+    let untouched = store.get_job(&first_b.id).await.unwrap().unwrap();
+    assert_eq!(untouched.status, JobStatus::Running);
+    assert_eq!(untouched.result, None);
+}
+
+on_both_backends!(
+    batched_delivery_statements_answer_each_request_on,
+    batched_delivery_statements_answer_each_request
 );
