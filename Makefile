@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned clean runtime model
+.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned bench-celery clean runtime model
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -93,6 +93,11 @@ bench-amqp: release runtime model check-services
 ## other cores, so the in-process and end-to-end phases get the same CPU (needs root)
 bench-amqp-pinned: release runtime model check-services
 	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} ./scripts/bench-amqp-pinned.sh
+
+## bench-celery: the same job as a Celery pipeline (RabbitMQ + PostgreSQL + onnxruntime, one
+## committed row per job) and `bench amqp`, back to back in one run, with their ratios
+bench-celery: release runtime model check-services
+	./scripts/bench-celery.sh
 
 clean:
 	$(CARGO) clean

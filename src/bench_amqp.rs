@@ -79,7 +79,8 @@ pub struct AmqpBenchReport {
     /// and actors.
     pub cpu_ms_per_job_outside_model: f64,
     /// 1-text jobs/s over the Celery pipeline's 290 texts/s on this machine class (the
-    /// figure the RabbitMQ issue gives; Celery is not run here).
+    /// figure the RabbitMQ issue gives; `make bench-celery` measures a Celery pipeline beside
+    /// this benchmark).
     pub one_text_ratio_to_celery_reference: f64,
 }
 

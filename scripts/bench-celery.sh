@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make bench-celery`: the Celery pipeline and Bulwark on the same RabbitMQ, PostgreSQL, model
+# and texts, back to back in one run, so their ratio is read from one run of a noisy machine.
+#   1. scripts/celery_pipeline.py: a Celery worker (2 processes, one ONNX thread each, quorum
+#      queue, acks late, publish confirms, one committed PostgreSQL row per job) fed by a
+#      producer that measures a backlog of 1-text jobs and latency at 145 jobs/s;
+#   2. `bulwark bench amqp` with the same number of jobs.
+# Prints both reports, then the ratios. Needs `make release runtime model` first (the Makefile
+# target does that) and the local PostgreSQL and RabbitMQ.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2000}
+VENV=ml-models/cache/venv
+export CELERY_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_amqp}
+export CELERY_MODEL_DIR=$PWD/ml-models/cache/sentiment-minilm-sst2
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --find-links ml-models/cache/wheels onnxruntime==1.31.1 tokenizers numpy \
+    "celery>=5.5,<6" "psycopg[binary]>=3.2,<4"
+
+workdir=$(mktemp -d)
+worker_pid=""
+cleanup() {
+    if [ -n "$worker_pid" ]; then kill -TERM "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true; fi
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+(cd scripts && exec "../$VENV/bin/celery" -A celery_pipeline worker --concurrency 2 --pool prefork \
+    --loglevel WARNING --without-gossip --without-mingle --without-heartbeat) >"$workdir/worker.log" 2>&1 &
+worker_pid=$!
+# The worker is ready once its pool processes exist and it consumes the queue.
+for _ in $(seq 1 100); do
+    if rabbitmqctl -q list_consumers 2>/dev/null | grep -q bulwark-celery-bench; then break; fi
+    sleep 0.2
+done
+rabbitmqctl -q list_consumers 2>/dev/null | grep -q bulwark-celery-bench \
+    || { echo "celery worker did not start:" >&2; cat "$workdir/worker.log" >&2; exit 1; }
+
+echo "== celery pipeline ($JOBS jobs)" >&2
+(cd scripts && "../$VENV/bin/python" celery_pipeline.py --jobs "$JOBS" --worker-pid "$worker_pid") >"$workdir/celery.json"
+kill -TERM "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
+cat "$workdir/celery.json"
+
+echo "== bulwark bench amqp ($JOBS jobs)" >&2
+AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} DATABASE_URL=$CELERY_DATABASE_URL \
+    BULWARK_LOG=warn ./target/release/bulwark bench amqp --jobs "$JOBS" >"$workdir/bulwark.json"
+cat "$workdir/bulwark.json"
+
+"$VENV/bin/python" - "$workdir/celery.json" "$workdir/bulwark.json" <<'PY'
+import json, sys
+celery = json.load(open(sys.argv[1]))
+bulwark = json.load(open(sys.argv[2]))
+one_text = bulwark["end_to_end"][0]
+at_145 = next(phase for phase in bulwark["end_to_end"] if phase["offered_jobs_per_second"] == 145.0)
+print(json.dumps({
+    "bulwark_over_celery_jobs_per_second": round(one_text["jobs_per_second"] / celery["backlog"]["jobs_per_second"], 2),
+    "p99_ms_at_145_jobs_per_second": {"bulwark": round(at_145["latency_p99_ms"], 2), "celery": celery["paced_at_145"]["latency_p99_ms"]},
+    "cpu_ms_per_job_outside_model": {"bulwark": round(bulwark["cpu_ms_per_job_outside_model"], 3), "celery": celery["worker_cpu_ms_per_job_outside_model"]},
+}, indent=2))
+PY
