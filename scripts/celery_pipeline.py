@@ -58,27 +58,14 @@ _worker = {}
 def _scorer():
     """Loads the model once per worker process (one intra-op thread, as Bulwark's workers)."""
     if not _worker:
-        import numpy as np
-        import onnxruntime
         import psycopg
-        from tokenizers import Tokenizer
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(f"{MODEL_DIR}/model.onnx", options, providers=["CPUExecutionProvider"])
-        tokenizer = Tokenizer.from_file(f"{MODEL_DIR}/tokenizer.json")
-        tokenizer.enable_truncation(128)
-        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+        from python_baseline import load_scorer
+
+        probabilities_of = load_scorer(MODEL_DIR, threads=1)
 
         def score(texts):
-            encodings = tokenizer.encode_batch(texts)
-            ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
-            mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
-            logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
-            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probabilities = exp / exp.sum(axis=1, keepdims=True)
-            return [{"label": "positive" if row[1] >= row[0] else "negative", "score": float(row.max())} for row in probabilities]
+            return [{"label": "positive" if row[1] >= row[0] else "negative", "score": float(row.max())} for row in probabilities_of(texts)]
 
         _worker["score"] = score
         _worker["db"] = psycopg.connect(DATABASE_URL)

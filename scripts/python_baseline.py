@@ -24,18 +24,34 @@ def load_texts(path):
     return texts
 
 
-def run(args, texts, result_queue):
+def load_scorer(model_dir, threads):
+    """Returns a function that scores a list of texts: tokenization, the ONNX session and a
+    softmax, as one Python caller of the model would (also used by celery_pipeline.py)."""
     import numpy as np
     import onnxruntime
     from tokenizers import Tokenizer
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = args.threads
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(f"{args.model_dir}/model.onnx", options, providers=["CPUExecutionProvider"])
-    tokenizer = Tokenizer.from_file(f"{args.model_dir}/tokenizer.json")
+    session = onnxruntime.InferenceSession(f"{model_dir}/model.onnx", options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
     tokenizer.enable_truncation(128)
     tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+
+    def score(texts):
+        encodings = tokenizer.encode_batch(texts)
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    return score
+
+
+def run(args, texts, result_queue):
+    score = load_scorer(args.model_dir, args.threads)
     done = 0
     latencies = []
     started = time.perf_counter()
@@ -44,12 +60,7 @@ def run(args, texts, result_queue):
         batch = [texts[(index + offset) % len(texts)] for offset in range(args.batch)]
         index += args.batch
         batch_started = time.perf_counter()
-        encodings = tokenizer.encode_batch(batch)
-        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
-        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
-        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        _probabilities = exp / exp.sum(axis=1, keepdims=True)
+        score(batch)
         latencies.append(time.perf_counter() - batch_started)
         done += len(batch)
     elapsed = time.perf_counter() - started

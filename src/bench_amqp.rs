@@ -137,7 +137,7 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     let mut end_to_end = Vec::new();
     let saturated = end_to_end_phase(EndToEndParams {
         settings: &settings,
-        run_id: &format!("{run_id}-1"),
+        run_id: format!("{run_id}-1"),
         num_jobs: args.jobs,
         texts_per_job: 1,
         pace: None,
@@ -146,32 +146,23 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     // Half load: paced at half the backlog rate, as the Celery p99 was measured.
     let half_rate = saturated.jobs_per_second / 2.0;
     end_to_end.push(saturated);
+    // About ten seconds of 1-text jobs at `rate` (at most `--jobs`, at least 100).
+    let paced = |run_suffix: &'static str, rate: f64| {
+        end_to_end_phase(EndToEndParams {
+            settings: &settings,
+            run_id: format!("{run_id}-{run_suffix}"),
+            num_jobs: args.jobs.min((rate * 10.0) as usize).max(100),
+            texts_per_job: 1,
+            pace: Some(rate),
+        })
+    };
     // The Celery pipeline's own half load, so the two p99s are taken at the same offered load.
-    let celery_half_rate = CELERY_REFERENCE_TEXTS_PER_SECOND / 2.0;
+    end_to_end.push(paced("1-celery-half", CELERY_REFERENCE_TEXTS_PER_SECOND / 2.0).await?);
+    end_to_end.push(paced("1-paced", half_rate).await?);
     end_to_end.push(
         end_to_end_phase(EndToEndParams {
             settings: &settings,
-            run_id: &format!("{run_id}-1-celery-half"),
-            num_jobs: args.jobs.min((celery_half_rate * 10.0) as usize).max(100),
-            texts_per_job: 1,
-            pace: Some(celery_half_rate),
-        })
-        .await?,
-    );
-    end_to_end.push(
-        end_to_end_phase(EndToEndParams {
-            settings: &settings,
-            run_id: &format!("{run_id}-1-paced"),
-            num_jobs: args.jobs.min((half_rate * 10.0) as usize).max(100),
-            texts_per_job: 1,
-            pace: Some(half_rate),
-        })
-        .await?,
-    );
-    end_to_end.push(
-        end_to_end_phase(EndToEndParams {
-            settings: &settings,
-            run_id: &format!("{run_id}-32"),
+            run_id: format!("{run_id}-32"),
             num_jobs: (args.jobs / 8).max(1),
             texts_per_job: 32,
             pace: None,
@@ -293,7 +284,7 @@ async fn raw_ceiling(
 
 struct EndToEndParams<'a> {
     settings: &'a BrokerSettings,
-    run_id: &'a str,
+    run_id: String,
     num_jobs: usize,
     texts_per_job: usize,
     /// Jobs per second to publish at; `None` publishes as fast as confirms allow (16 in

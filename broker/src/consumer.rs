@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -80,6 +81,8 @@ struct ConsumeLink {
     /// One clone per delivery being processed: the strong count minus one is the number in
     /// flight.
     in_flight: Arc<()>,
+    /// Set before the consumer is cancelled for a drain, so the stream's end is not a fault.
+    cancelling: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -241,6 +244,8 @@ async fn start_consuming(
     let actor = myself.clone();
     let in_flight = Arc::new(());
     let tracker = in_flight.clone();
+    let cancelling = Arc::new(AtomicBool::new(false));
+    let cancel_expected = cancelling.clone();
     let stream_task = tokio::spawn(async move {
         let reason = loop {
             match consumer.next().await {
@@ -268,7 +273,11 @@ async fn start_consuming(
                 None => break "consumer cancelled".to_owned(),
             }
         };
-        warn!(%reason, kind, "delivery stream ended");
+        if cancel_expected.load(Ordering::SeqCst) {
+            info!(%reason, kind, "delivery stream ended for a drain");
+        } else {
+            warn!(%reason, kind, "delivery stream ended");
+        }
         let _ = actor.send_message(ConsumerMsg::StreamEnded(reason));
     });
     Ok(ConsumeLink {
@@ -277,12 +286,14 @@ async fn start_consuming(
         consumer_tag,
         stream_task,
         in_flight,
+        cancelling,
     })
 }
 
 /// Cancels the consumer (the broker stops sending; the channel stays open so deliveries in
 /// flight can still be acked) and waits for those in flight; returns how many did not finish.
 async fn drain_link(link: &ConsumeLink, timeout: Duration) -> usize {
+    link.cancelling.store(true, Ordering::SeqCst);
     let cancelled = link
         .channel
         .basic_cancel(

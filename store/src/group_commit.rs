@@ -190,6 +190,27 @@ mod tests {
         }
     }
 
+    /// Submits 1 and, while the writer is busy with it, `numbers` together (so they queue up
+    /// as one batch); checks 1's answer and returns the others'.
+    async fn submit_behind_a_busy_writer(
+        group: &GroupCommit<Arc<Doubler>>,
+        doubler: &Doubler,
+        numbers: &[i64],
+    ) -> Vec<Result<i64, StoreError>> {
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.submit(1).await }
+        });
+        doubler.wait_for_calls(1).await;
+        let answers = futures::future::join_all(numbers.iter().map(|&number| {
+            let group = group.clone();
+            async move { group.submit(number).await }
+        }))
+        .await;
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        answers
+    }
+
     impl Doubler {
         /// Yields until the writer has started `num_calls` batches.
         async fn wait_for_calls(&self, num_calls: usize) {
@@ -294,18 +315,7 @@ mod tests {
     async fn a_bad_row_fails_alone_and_the_writer_survives_panics() {
         let doubler = Arc::new(Doubler::default());
         let group = GroupCommit::spawn(doubler.clone(), one_writer(8));
-        // The writer is busy with the first request while the next three queue up together.
-        let first = tokio::spawn({
-            let group = group.clone();
-            async move { group.submit(1).await }
-        });
-        doubler.wait_for_calls(1).await;
-        let answers = futures::future::join_all([3, -1, 5].map(|number| {
-            let group = group.clone();
-            async move { group.submit(number).await }
-        }))
-        .await;
-        assert_eq!(first.await.unwrap().unwrap(), 2);
+        let answers = submit_behind_a_busy_writer(&group, &doubler, &[3, -1, 5]).await;
         assert_eq!(answers[0].as_ref().unwrap(), &6);
         assert!(matches!(answers[1], Err(StoreError::Corrupt(_))));
         assert_eq!(answers[2].as_ref().unwrap(), &10);
@@ -329,17 +339,7 @@ mod tests {
     async fn an_outage_fails_the_whole_batch_as_retryable() {
         let doubler = Arc::new(Doubler::default());
         let group = GroupCommit::spawn(doubler.clone(), one_writer(8));
-        let first = tokio::spawn({
-            let group = group.clone();
-            async move { group.submit(1).await }
-        });
-        doubler.wait_for_calls(1).await;
-        let answers = futures::future::join_all([-4, 5].map(|number| {
-            let group = group.clone();
-            async move { group.submit(number).await }
-        }))
-        .await;
-        assert_eq!(first.await.unwrap().unwrap(), 2);
+        let answers = submit_behind_a_busy_writer(&group, &doubler, &[-4, 5]).await;
         for answer in answers {
             let error = answer.unwrap_err();
             assert!(error.is_retryable(), "{error}");
