@@ -13,6 +13,8 @@ JOBS=${JOBS:-2000}
 VENV=ml-models/cache/venv
 export CELERY_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_amqp}
 export CELERY_MODEL_DIR=$PWD/ml-models/cache/sentiment-minilm-sst2
+# celery_pipeline.py imports the Python baseline's scorer, in the worker's pool processes too.
+export PYTHONPATH=$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}
 
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
@@ -40,7 +42,8 @@ rabbitmqctl -q list_consumers 2>/dev/null | grep -q bulwark-celery-bench \
     || { echo "celery worker did not start:" >&2; cat "$workdir/worker.log" >&2; exit 1; }
 
 echo "== celery pipeline ($JOBS jobs)" >&2
-(cd scripts && "../$VENV/bin/python" celery_pipeline.py --jobs "$JOBS" --worker-pid "$worker_pid") >"$workdir/celery.json"
+(cd scripts && "../$VENV/bin/python" celery_pipeline.py --jobs "$JOBS" --worker-pid "$worker_pid") >"$workdir/celery.json" \
+    || { echo "celery pipeline failed; its worker's log:" >&2; tail -20 "$workdir/worker.log" >&2; exit 1; }
 kill -TERM "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
 cat "$workdir/celery.json"
 

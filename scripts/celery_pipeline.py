@@ -24,6 +24,8 @@ import uuid
 from celery import Celery
 from celery.signals import worker_process_init
 
+from python_baseline import load_scorer
+
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 DATABASE_URL = os.environ.get("CELERY_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/bulwark_bench_amqp")
 MODEL_DIR = os.environ.get("CELERY_MODEL_DIR", "ml-models/cache/sentiment-minilm-sst2")
@@ -59,8 +61,6 @@ def _scorer():
     """Loads the model once per worker process (one intra-op thread, as Bulwark's workers)."""
     if not _worker:
         import psycopg
-
-        from python_baseline import load_scorer
 
         probabilities_of = load_scorer(MODEL_DIR, threads=1)
 
@@ -137,7 +137,9 @@ def run_phase(db, num_jobs, pace, worker_pid):
                 time.sleep(delay)
         text = f"benchmark sentence {index}: the service was quick and pleasant"
         analyze.apply_async(args=(f"{run_id}-{index}", run_id, [text], time.time()))
-    deadline = time.time() + 600
+    # A worker whose tasks fail writes no rows: give up once nothing has finished for 30 s.
+    stalled_after = 30
+    last_progress = (0, time.time())
     while True:
         with db.cursor() as cursor:
             cursor.execute("SELECT count(*), max(finished_at) FROM celery_results WHERE run_id = %s", (run_id,))
@@ -145,8 +147,10 @@ def run_phase(db, num_jobs, pace, worker_pid):
         db.commit()
         if done >= num_jobs:
             break
-        if time.time() > deadline:
-            raise SystemExit(f"only {done} of {num_jobs} celery jobs finished within 600 s")
+        if done > last_progress[0]:
+            last_progress = (done, time.time())
+        elif time.time() - last_progress[1] > stalled_after:
+            raise SystemExit(f"only {done} of {num_jobs} celery jobs finished, none in the last {stalled_after} s: see the worker's log")
         time.sleep(0.05)
     seconds = last_finished - started
     cpu_after = (cpu_seconds(pids=pids), cpu_seconds(names={"postgres"}), cpu_seconds(names={"beam.smp"}))
