@@ -10,17 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2000}
-VENV=ml-models/cache/venv
+. scripts/python-venv.sh
 export CELERY_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_amqp}
 export CELERY_MODEL_DIR=$PWD/ml-models/cache/sentiment-minilm-sst2
 # celery_pipeline.py imports the Python baseline's scorer, in the worker's pool processes too.
 export PYTHONPATH=$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}
 
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/pip" install -q --find-links ml-models/cache/wheels onnxruntime==1.31.1 tokenizers numpy \
-    "celery>=5.5,<6" "psycopg[binary]>=3.2,<4"
+ensure_python_venv "celery>=5.5,<6" "psycopg[binary]>=3.2,<4"
 
 workdir=$(mktemp -d)
 worker_pid=""

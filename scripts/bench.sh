@@ -16,7 +16,7 @@ DURATION=${BENCH_DURATION:-10s}
 SECONDS_PY=${BENCH_PYTHON_SECONDS:-10}
 TEXTS=${BENCH_TEXTS:-../shared/data/sst2/dev.txt}
 MODEL_DIR=ml-models/cache/sentiment-minilm-sst2
-VENV=ml-models/cache/venv
+. scripts/python-venv.sh
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BENCH_URL=${PG_BENCH_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench}
 export WRK_TEXTS=$TEXTS
@@ -25,10 +25,7 @@ if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)"
   apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/pip" install -q --find-links ml-models/cache/wheels onnxruntime==1.31.1 tokenizers numpy
+ensure_python_venv
 
 workdir=$(mktemp -d)
 server_pid=""

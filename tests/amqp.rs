@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bulwark_broker::declare_reply_queue;
 use bulwark_config::SecretUrl;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use common::{TestService, eventually};
@@ -242,24 +243,13 @@ async fn jobs_travel_over_the_broker_and_replies_carry_the_correlation_id() {
     }
 
     let (connection, channel) = test_channel().await;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("reply queue");
+    let reply_queue = declare_reply_queue(&channel).await.expect("reply queue");
     let message_id = format!("producer-{}", uuid::Uuid::now_v7());
     let mut message = plain(&message_id, &json!({"texts": ["what a lovely day"]}));
-    message.reply_to = Some(reply_queue.name().as_str().to_owned());
+    message.reply_to = Some(reply_queue.clone());
     message.correlation_id = Some("corr-42".to_owned());
     publish(&channel, &namespace, &message).await;
-    let (properties, body) = get_one(&channel, reply_queue.name().as_str()).await;
+    let (properties, body) = get_one(&channel, &reply_queue).await;
     assert_eq!(
         properties.correlation_id().as_ref().map(|id| id.as_str()),
         Some("corr-42")
@@ -284,28 +274,17 @@ async fn a_redelivered_succeeded_job_is_not_run_again() {
     let namespace = unique_namespace();
     let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
     let (connection, channel) = test_channel().await;
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("reply queue");
+    let reply_queue = declare_reply_queue(&channel).await.expect("reply queue");
     let message_id = format!("dup-{}", uuid::Uuid::now_v7());
     let mut message = plain(&message_id, &json!({"texts": ["fine", "awful"]}));
-    message.reply_to = Some(reply_queue.name().as_str().to_owned());
+    message.reply_to = Some(reply_queue.clone());
     publish(&channel, &namespace, &message).await;
-    let (_, first_body) = get_one(&channel, reply_queue.name().as_str()).await;
+    let (_, first_body) = get_one(&channel, &reply_queue).await;
     let first: Value = serde_json::from_slice(&first_body).expect("json");
     assert_eq!(first["status"], "succeeded", "{first}");
 
     publish(&channel, &namespace, &message).await;
-    let (_, second_body) = get_one(&channel, reply_queue.name().as_str()).await;
+    let (_, second_body) = get_one(&channel, &reply_queue).await;
     let second: Value = serde_json::from_slice(&second_body).expect("json");
     assert_eq!(second["job_id"], first["job_id"], "the same job answers");
     assert_eq!(

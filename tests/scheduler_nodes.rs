@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::JobFilter;
@@ -17,13 +16,8 @@ use serde_json::{Value, json};
 /// Starts `bulwark serve` on port 0 with a fast scheduler; returns the child and its base URL.
 fn spawn_node(database_url: &str) -> (std::process::Child, String) {
     let served = common::serve(
-        Command::new(env!("CARGO_BIN_EXE_bulwark"))
-            .arg("serve")
-            .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("BULWARK_LOG", "info")
+        common::serve_command(database_url)
             .env("BULWARK__SENTIMENT__WORKERS", "1")
-            .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
             .env("BULWARK__SCHEDULER__TICK_MS", "20")
             .env("BULWARK__SCHEDULER__CLAIM_BATCH", "4"),
     );

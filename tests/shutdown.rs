@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
@@ -15,17 +14,12 @@ use serde_json::json;
 /// Starts `bulwark serve` on port 0 and returns the child and its base URL, read from the
 /// "bulwark is serving" log line.
 fn spawn_bulwark(database_url: &str) -> (std::process::Child, String) {
+    // Shutdown is under test, not the model: the lexicon engine keeps batches short.
     let served = common::serve(
-        Command::new(env!("CARGO_BIN_EXE_bulwark"))
-            .arg("serve")
-            .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("BULWARK_LOG", "info")
+        common::serve_command(database_url)
             .env("BULWARK__JOBS__CONCURRENCY", "4")
             .env("BULWARK__JOBS__POLL_INTERVAL_MS", "20")
             .env("BULWARK__SENTIMENT__WORKERS", "2")
-            // Shutdown is under test, not the model: the fast lexicon engine keeps batches short.
-            .env("BULWARK__SENTIMENT__ENGINE", "lexicon")
             .env("BULWARK__SHUTDOWN__TIMEOUT_MS", "10000"),
     );
     (served.child, served.base_url)

@@ -44,7 +44,7 @@ pub use envelope::{
 pub use ingress::{IngressParams, ingress_supervisor};
 pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage};
 pub use republisher::{RepublisherActor, RepublisherMsg, RepublisherParams};
-pub use topology::Topology;
+pub use topology::{Topology, declare_reply_queue};
 pub use writes::DeliveryWrites;
 
 /// Why a broker operation failed.

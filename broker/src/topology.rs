@@ -90,19 +90,7 @@ impl Topology {
             )
             .await
             .map_err(|error| BrokerError::topology(&events_exchange, &error))?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|error| BrokerError::topology("event listener queue", &error))?;
-        let name = queue.name().as_str().to_owned();
+        let name = declare_reply_queue(channel).await?;
         channel
             .queue_bind(
                 name.as_str().into(),
@@ -178,6 +166,24 @@ impl Topology {
             .map_err(|error| BrokerError::topology(&queue, &error))?;
         Ok(())
     }
+}
+
+/// Declares a server-named queue that only this channel's connection reads and that goes away
+/// with it; returns its name. Where a producer receives replies (`reply_to`) or outcome events.
+pub async fn declare_reply_queue(channel: &Channel) -> Result<String, BrokerError> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| BrokerError::topology("reply queue", &error))?;
+    Ok(queue.name().as_str().to_owned())
 }
 
 #[cfg(test)]

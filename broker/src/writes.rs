@@ -35,7 +35,7 @@ impl DeliveryWrites {
         }
     }
 
-    /// Returns the row of a delivered message (see [`Store::find_delivered_job`]).
+    /// Returns the row of a delivered message (see [`Store::find_delivered_jobs`]).
     pub async fn find(&self, id: &str, key: &str) -> Result<Option<Job>, StoreError> {
         let lookup = DeliveredKey {
             id: id.to_owned(),
@@ -45,7 +45,7 @@ impl DeliveryWrites {
     }
 
     /// Creates the row of a delivered message already claimed (see
-    /// [`Store::insert_claimed_job`]); `None` when its key is taken.
+    /// [`Store::insert_claimed_jobs`]); `None` when its key is taken.
     pub async fn insert_claimed(
         &self,
         new_job: NewJob,

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::{Pool, with_pool};
+use crate::db::{Pool, sqlite_rows_each, with_pool};
 use crate::jobs::{JobRow, decode_rows, job_columns};
 use crate::{InsertOutcome, Job, NewJob, Store, StoreError, now_ms};
 
@@ -110,18 +110,9 @@ impl Store {
         Ok(InsertOutcome::Existing(existing.try_into()?))
     }
 
-    /// Returns the row of a delivered message: the job whose id is `id` (a message Bulwark
-    /// published), else the job stored under the idempotency key `key`.
-    pub async fn find_delivered_job(&self, id: &str, key: &str) -> Result<Option<Job>, StoreError> {
-        let lookup = DeliveredKey {
-            id: id.to_owned(),
-            key: key.to_owned(),
-        };
-        Ok(self.find_delivered_jobs(&[lookup]).await?.pop().flatten())
-    }
-
-    /// Returns the rows of several delivered messages (see [`Store::find_delivered_job`]), one
-    /// per lookup in order; on PostgreSQL in one statement.
+    /// Returns the rows of delivered messages, one per lookup in order: the job whose id is the
+    /// lookup's `id` (a message Bulwark published), else the job stored under its `key`. On
+    /// PostgreSQL in one statement.
     pub async fn find_delivered_jobs(
         &self,
         lookups: &[DeliveredKey],
@@ -147,18 +138,11 @@ impl Store {
                     .fetch_all(pool)
                     .await?
             }
-            // In-process: a statement costs no round trip, so one per lookup.
             Pool::Sqlite(pool) => {
-                let mut rows = Vec::with_capacity(lookups.len());
-                for lookup in lookups {
-                    let row: Option<JobRow> = sqlx::query_as(FIND_ONE)
-                        .bind(&lookup.id)
-                        .bind(&lookup.key)
-                        .fetch_optional(pool)
-                        .await?;
-                    rows.extend(row);
-                }
-                rows
+                sqlite_rows_each(pool, lookups, |lookup| {
+                    sqlx::query_as(FIND_ONE).bind(&lookup.id).bind(&lookup.key)
+                })
+                .await?
             }
         };
         let jobs = decode_rows(rows)?;
@@ -173,26 +157,11 @@ impl Store {
         Ok(found.collect())
     }
 
-    /// Creates the row of a delivered message already claimed by `owner` (running, attempt 1,
-    /// leased until `lease_until_ms`), saving the separate claim. Returns `None` when a row with
-    /// the same idempotency key exists (another delivery created it first).
-    pub async fn insert_claimed_job(
-        &self,
-        new_job: &NewJob,
-        owner: &str,
-        lease_until_ms: i64,
-    ) -> Result<Option<Job>, StoreError> {
-        let insert = ClaimedInsert {
-            new_job: new_job.clone(),
-            owner: owner.to_owned(),
-            lease_until_ms,
-        };
-        Ok(self.insert_claimed_jobs(&[insert]).await?.pop().flatten())
-    }
-
-    /// Creates several claimed rows (see [`Store::insert_claimed_job`]) in one transaction, on
-    /// PostgreSQL in one statement; one answer per insert, in order. Rows are written in key
-    /// order, so two nodes inserting overlapping keys cannot deadlock.
+    /// Creates the rows of delivered messages already claimed (running, attempt 1, leased to
+    /// their owner), saving a separate claim; one answer per insert, in order, `None` where a
+    /// row with the same idempotency key exists (another delivery created it first). One
+    /// transaction, on PostgreSQL one statement. Rows are written in key order, so two nodes
+    /// inserting overlapping keys cannot deadlock.
     pub async fn insert_claimed_jobs(
         &self,
         inserts: &[ClaimedInsert],
@@ -266,11 +235,9 @@ impl Store {
                     .await?
             }
             Pool::Sqlite(pool) => {
-                let mut transaction = pool.begin().await?;
-                let mut created = Vec::with_capacity(rows.len());
-                for row in &rows {
+                sqlite_rows_each(pool, &rows, |row| {
                     let job = &row.insert.new_job;
-                    let inserted: Option<JobRow> = sqlx::query_as(INSERT_ONE)
+                    sqlx::query_as(INSERT_ONE)
                         .bind(&row.id)
                         .bind(&job.kind)
                         .bind(row.max_attempts)
@@ -281,12 +248,8 @@ impl Store {
                         .bind(&job.trace_id)
                         .bind(&row.insert.owner)
                         .bind(row.insert.lease_until_ms)
-                        .fetch_optional(&mut *transaction)
-                        .await?;
-                    created.extend(inserted);
-                }
-                transaction.commit().await?;
-                created
+                })
+                .await?
             }
         };
         let mut jobs = decode_rows(created)?;

@@ -1,6 +1,7 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sqlx::Sqlite;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -165,6 +166,36 @@ async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> 
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// Runs one row-returning statement per request on SQLite (in-process, so a statement costs no
+/// round trip) and collects the rows: straight on the pool for a lone request, else in one
+/// transaction, so a batch pays one commit.
+pub(crate) async fn sqlite_rows_each<'q, Request, Row>(
+    pool: &SqlitePool,
+    requests: &'q [Request],
+    statement: impl Fn(
+        &'q Request,
+    )
+        -> sqlx::query::QueryAs<'q, Sqlite, Row, <Sqlite as sqlx::Database>::Arguments>,
+) -> Result<Vec<Row>, StoreError>
+where
+    Row: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    if let [request] = requests {
+        return Ok(statement(request)
+            .fetch_optional(pool)
+            .await?
+            .into_iter()
+            .collect());
+    }
+    let mut transaction = pool.begin().await?;
+    let mut rows = Vec::with_capacity(requests.len());
+    for request in requests {
+        rows.extend(statement(request).fetch_optional(&mut *transaction).await?);
+    }
+    transaction.commit().await?;
+    Ok(rows)
 }
 
 /// Returns the current wall-clock time in Unix milliseconds. Leases compare these across nodes,

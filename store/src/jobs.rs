@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::broker_jobs::JobCompletion;
-use crate::db::{Pool, with_pool};
+use crate::db::{Pool, sqlite_rows_each, with_pool};
 use crate::{Store, StoreError, now_ms};
 
 /// The columns of `jobs`, in [`JobRow`] order.
@@ -393,26 +393,25 @@ impl Store {
                     .await?
             }
             Pool::Sqlite(pool) => {
-                let mut transaction = pool.begin().await?;
-                let mut rows = Vec::with_capacity(completions.len());
-                for (completion, result) in completions.iter().zip(&results) {
-                    let row: Option<JobRow> = sqlx::query_as(COMPLETE_ONE)
-                        .bind(result)
+                let requests: Vec<(&JobCompletion, &String)> =
+                    completions.iter().zip(&results).collect();
+                sqlite_rows_each(pool, &requests, |(completion, result)| {
+                    sqlx::query_as(COMPLETE_ONE)
+                        .bind(*result)
                         .bind(now)
                         .bind(&completion.id)
                         .bind(&completion.owner)
-                        .fetch_optional(&mut *transaction)
-                        .await?;
-                    rows.extend(row);
-                }
-                transaction.commit().await?;
-                rows
+                })
+                .await?
             }
         };
-        let jobs = decode_rows(rows)?;
-        let answers = completions
-            .iter()
-            .map(|completion| jobs.iter().find(|job| job.id == completion.id).cloned());
+        // Each finished row answers its completion once; a second completion of the same job
+        // finds it taken, as it would find the job no longer running.
+        let mut jobs = decode_rows(rows)?;
+        let answers = completions.iter().map(|completion| {
+            let position = jobs.iter().position(|job| job.id == completion.id)?;
+            Some(jobs.swap_remove(position))
+        });
         Ok(answers.collect())
     }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    ClaimedInsert, DeliveredKey, InsertOutcome, JobCompletion, JobFailure, JobFilter, JobStatus,
-    JobTransport, LocalQueue, LocalQueueParams, NewJob, Store, now_ms,
+    ClaimedInsert, DeliveredKey, InsertOutcome, Job, JobCompletion, JobFailure, JobFilter,
+    JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, Store, now_ms,
 };
 use serde_json::json;
 
@@ -35,6 +35,40 @@ fn new_job(key_opt: Option<&str>) -> NewJob {
         trace_id: None,
         max_attempts: 3,
     }
+}
+
+/// Looks up one delivered message's row.
+async fn find_delivered(store: &Store, id: &str, key: &str) -> Option<Job> {
+    let lookup = DeliveredKey {
+        id: id.to_owned(),
+        key: key.to_owned(),
+    };
+    store
+        .find_delivered_jobs(&[lookup])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+}
+
+/// Creates one delivered message's row already claimed by `owner`.
+async fn insert_claimed(
+    store: &Store,
+    job: &NewJob,
+    owner: &str,
+    lease_until_ms: i64,
+) -> Option<Job> {
+    let insert = ClaimedInsert {
+        new_job: job.clone(),
+        owner: owner.to_owned(),
+        lease_until_ms,
+    };
+    store
+        .insert_claimed_jobs(&[insert])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
 }
 
 fn queue(store: &Store, owner: &str, lease: Duration) -> LocalQueue {
@@ -330,17 +364,13 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
     let mut delivered = new_job(Some("message-7"));
     delivered.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned());
     assert!(
-        store
-            .find_delivered_job("message-7", "message-7")
+        find_delivered(&store, "message-7", "message-7")
             .await
-            .unwrap()
             .is_none()
     );
     let lease_until = now_ms() + 60_000;
-    let claimed = store
-        .insert_claimed_job(&delivered, "node-a", lease_until)
+    let claimed = insert_claimed(&store, &delivered, "node-a", lease_until)
         .await
-        .unwrap()
         .expect("created");
     assert_eq!(claimed.status, JobStatus::Running);
     assert_eq!(claimed.attempts, 1);
@@ -355,23 +385,17 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
         "a delivered job is on the broker already"
     );
     assert!(
-        store
-            .insert_claimed_job(&delivered, "node-b", lease_until)
+        insert_claimed(&store, &delivered, "node-b", lease_until)
             .await
-            .unwrap()
             .is_none(),
         "one row per key"
     );
-    let by_key = store
-        .find_delivered_job("message-7", "message-7")
+    let by_key = find_delivered(&store, "message-7", "message-7")
         .await
-        .unwrap()
         .expect("found by key");
     assert_eq!(by_key.id, claimed.id);
-    let by_id = store
-        .find_delivered_job(&claimed.id, "some-other-key")
+    let by_id = find_delivered(&store, &claimed.id, "some-other-key")
         .await
-        .unwrap()
         .expect("found by id");
     assert_eq!(by_id.id, claimed.id);
 
@@ -405,10 +429,8 @@ async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
     let database = TestDatabase::create(backend).await;
     let store = database.open().await;
     let lease_until = now_ms() + 60_000;
-    let stored = store
-        .insert_claimed_job(&new_job(Some("stored")), "node-a", lease_until)
+    let stored = insert_claimed(&store, &new_job(Some("stored")), "node-a", lease_until)
         .await
-        .unwrap()
         .expect("created");
     let claimed = |key: &str, owner: &str| ClaimedInsert {
         new_job: new_job(Some(key)),

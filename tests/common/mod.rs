@@ -135,6 +135,20 @@ where
     }
 }
 
+/// Returns a `bulwark serve` command on port 0 over `database_url`, logging at info, on the
+/// lexicon engine (these tests are about the process, not the model); callers add their own
+/// settings and pass it to [`serve`].
+pub fn serve_command(database_url: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bulwark"));
+    command
+        .arg("serve")
+        .env("BULWARK_HTTP_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", database_url)
+        .env("BULWARK_LOG", "info")
+        .env("BULWARK__SENTIMENT__ENGINE", "lexicon");
+    command
+}
+
 /// A started `bulwark serve` process: the child, its base URL, and every line it has logged.
 pub struct Served {
     pub child: std::process::Child,
