@@ -210,6 +210,8 @@ pub async fn run(args: &ProviderBenchArgs) -> anyhow::Result<ProviderBenchReport
         default_max_tokens: 256,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(10),
+        max_response_bytes: bulwark_config::DEFAULT_MAX_RESPONSE_BYTES,
+        allow_plain_http: true,
     };
     let direct_http: Arc<dyn Provider> = Arc::new(OpenAiProvider::new(http_params("direct"))?);
     let routed_http: Arc<dyn Provider> = Arc::new(OpenAiProvider::new(http_params("http"))?);

@@ -57,6 +57,8 @@ pub fn build_adapter(
         default_max_tokens: provider_config.default_max_tokens,
         connect_timeout: provider_config.connect_timeout(),
         read_timeout: provider_config.read_timeout(),
+        max_response_bytes: provider_config.max_response_bytes,
+        allow_plain_http: provider_config.allow_plain_http,
     };
     let adapter: Arc<dyn Provider> = match provider_config.kind {
         ProviderKind::Openai => Arc::new(

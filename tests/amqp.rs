@@ -1013,6 +1013,7 @@ async fn a_requeued_dead_broker_job_is_published_again_and_succeeds() {
             ProviderConfig {
                 kind: ProviderKind::Openai,
                 base_url: Some(engine_url),
+                allow_plain_http: true,
                 max_attempts: 1,
                 breaker_min_calls: 1_000,
                 ..ProviderConfig::default()

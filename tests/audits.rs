@@ -74,6 +74,7 @@ fn provider_at(kind: ProviderKind, simulator: &Simulator) -> ProviderConfig {
     ProviderConfig {
         kind,
         base_url: Some(format!("{}/v1", simulator.base_url)),
+        allow_plain_http: true,
         max_attempts: 2,
         retry_base_ms: 10,
         retry_max_ms: 50,

@@ -25,6 +25,7 @@ fn http_provider(kind: ProviderKind, server: &SimulatorServer) -> ProviderConfig
     ProviderConfig {
         kind,
         base_url: Some(server.base_url()),
+        allow_plain_http: true,
         max_attempts: 1,
         attempt_timeout_ms: 2_000,
         call_deadline_ms: 3_000,

@@ -113,6 +113,7 @@ impl ProviderCallError {
                 }
                 ProviderError::Upstream { .. }
                 | ProviderError::MalformedResponse(_)
+                | ProviderError::ResponseTooLarge { .. }
                 | ProviderError::CircuitOpen { .. }
                 | ProviderError::ConnectionFailed(_) => ErrorCode::ServiceUnavailable,
             },

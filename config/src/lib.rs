@@ -25,8 +25,8 @@ pub use model::{
     SentimentEngine, ShutdownConfig, SupervisionConfig, TelemetryConfig,
 };
 pub use providers::{
-    ProviderConfig, ProviderKind, ProvidersConfig, SecretRef, SimulatedFaultsConfig,
-    validate_providers,
+    DEFAULT_MAX_RESPONSE_BYTES, ProviderConfig, ProviderKind, ProvidersConfig, SecretRef,
+    SimulatedFaultsConfig, validate_providers,
 };
 pub use scheduling::{DeadLetterConfig, SchedulerConfig};
 pub use secret::SecretUrl;

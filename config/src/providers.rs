@@ -8,6 +8,13 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Default of `max_response_bytes`: far above any completion bounded by `max_tokens`, far below
+/// what would hurt a node.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Smallest accepted `max_response_bytes`: below this, ordinary answers would be refused.
+const MIN_MAX_RESPONSE_BYTES: usize = 1024;
+
 /// Configured providers by name (`[providers.openai]`, `[providers.sim]`...).
 pub type ProvidersConfig = BTreeMap<String, ProviderConfig>;
 
@@ -110,8 +117,15 @@ pub struct SimulatedFaultsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    /// Unset: `https://api.openai.com/v1` or `https://api.anthropic.com/v1` by kind.
+    /// Unset: `https://api.openai.com/v1` or `https://api.anthropic.com/v1` by kind. Must be
+    /// `https://` unless `allow_plain_http` is set.
     pub base_url: Option<String>,
+    /// Accepts an `http://` base URL: for the simulator and servers on a trusted network only,
+    /// since the API key and every prompt then travel in clear text.
+    pub allow_plain_http: bool,
+    /// Largest answer body read from the provider; a larger one fails the attempt with
+    /// `RESPONSE_TOO_LARGE` (retried, counted by the breaker) without being buffered.
+    pub max_response_bytes: usize,
     /// Unset: `gpt-4o-mini`, `claude-3-5-haiku-latest` or `bulwark-sim-1` by kind.
     pub model: Option<String>,
     pub api_key: Option<SecretRef>,
@@ -152,6 +166,8 @@ impl Default for ProviderConfig {
         ProviderConfig {
             kind: ProviderKind::Simulated,
             base_url: None,
+            allow_plain_http: false,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             model: None,
             api_key: None,
             default_max_tokens: 1_024,
@@ -274,11 +290,11 @@ pub fn validate_providers(providers: &ProvidersConfig) -> Result<(), (String, St
             ));
         }
         if provider.kind != ProviderKind::Simulated {
-            let base_url = provider.base_url();
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            validate_base_url(name, provider)?;
+            if provider.max_response_bytes < MIN_MAX_RESPONSE_BYTES {
                 return Err((
-                    key("base_url"),
-                    format!("`{base_url}` is not an http(s) URL"),
+                    key("max_response_bytes"),
+                    format!("must be at least {MIN_MAX_RESPONSE_BYTES}"),
                 ));
             }
         }
@@ -308,6 +324,28 @@ pub fn validate_providers(providers: &ProvidersConfig) -> Result<(), (String, St
         }
     }
     Ok(())
+}
+
+/// Checks that an HTTP provider's base URL is `https://`, or `http://` with
+/// `allow_plain_http`. The URL itself is not echoed: it may carry credentials.
+fn validate_base_url(name: &str, provider: &ProviderConfig) -> Result<(), (String, String)> {
+    let base_url = provider.base_url();
+    let scheme = base_url.split_once("://").map_or("", |(scheme, _)| scheme);
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if provider.allow_plain_http => Ok(()),
+        "http" => Err((
+            format!("providers.{name}.base_url"),
+            format!(
+                "plain http:// sends the API key and prompts in clear text: use https://, or set \
+                 providers.{name}.allow_plain_http = true for the simulator or a local server"
+            ),
+        )),
+        _ => Err((
+            format!("providers.{name}.base_url"),
+            "is not an https:// URL".to_owned(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -381,5 +419,36 @@ mod tests {
         );
         let providers = parse("[providers.ok]\nkind = \"anthropic\"\n").unwrap();
         assert!(validate_providers(&providers).is_ok());
+        let providers =
+            parse("[providers.big]\nkind = \"openai\"\nmax_response_bytes = 10\n").unwrap();
+        assert_eq!(
+            validate_providers(&providers).unwrap_err().0,
+            "providers.big.max_response_bytes"
+        );
+    }
+
+    /// Proves an HTTP provider's base URL must be https:// unless `allow_plain_http` is set,
+    /// that the refusal names the key and the flag, and that the simulated kind needs neither.
+    #[test]
+    fn base_url_must_be_https_unless_plain_http_is_allowed() {
+        let plain =
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9090/v1\"\n";
+        let (key, message) = validate_providers(&parse(plain).unwrap()).unwrap_err();
+        assert_eq!(key, "providers.local.base_url");
+        assert!(
+            message.contains("providers.local.allow_plain_http"),
+            "{message}"
+        );
+        let allowed = format!("{plain}allow_plain_http = true\n");
+        assert!(validate_providers(&parse(&allowed).unwrap()).is_ok());
+        let secure =
+            "[providers.remote]\nkind = \"anthropic\"\nbase_url = \"HTTPS://llm.example/v1\"\n";
+        assert!(validate_providers(&parse(secure).unwrap()).is_ok());
+        let other = "[providers.odd]\nkind = \"openai\"\nbase_url = \"ftp://user:pw@host/v1\"\nallow_plain_http = true\n";
+        let (key, message) = validate_providers(&parse(other).unwrap()).unwrap_err();
+        assert_eq!(key, "providers.odd.base_url");
+        assert!(!message.contains("pw@host"), "{message}");
+        let simulated = "[providers.sim]\nkind = \"simulated\"\n";
+        assert!(validate_providers(&parse(simulated).unwrap()).is_ok());
     }
 }

@@ -20,6 +20,15 @@ pub enum ProviderError {
     /// The upstream answered 2xx with a body that is not the documented shape.
     #[error("malformed response: {0}")]
     MalformedResponse(String),
+    /// The upstream answered 2xx with a body larger than the provider's `max_response_bytes`;
+    /// the body was dropped unread past the limit. Retried like a malformed answer (a proxy's
+    /// page or a faulty upstream, not something a completion bounded by `max_tokens` produces)
+    /// and counted by the breaker, so an upstream that keeps doing it is cut off.
+    #[error("response from provider {provider} is larger than {limit_bytes} bytes")]
+    ResponseTooLarge {
+        provider: String,
+        limit_bytes: usize,
+    },
     /// The breaker is open after repeated failures; calls fail fast until it probes again.
     #[error("circuit open for provider {provider}")]
     CircuitOpen {
@@ -54,6 +63,7 @@ impl ProviderError {
             ProviderError::Timeout(_) => "UPSTREAM_TIMEOUT",
             ProviderError::Upstream { .. } => "UPSTREAM_ERROR",
             ProviderError::MalformedResponse(_) => "MALFORMED_RESPONSE",
+            ProviderError::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
             ProviderError::CircuitOpen { .. } => "CIRCUIT_OPEN",
             ProviderError::BulkheadFull { .. } => "BULKHEAD_FULL",
             ProviderError::ConnectionFailed(_) => "CONNECTION_FAILED",
@@ -68,6 +78,7 @@ impl ProviderError {
             ProviderError::RateLimited { .. }
             | ProviderError::Timeout(_)
             | ProviderError::MalformedResponse(_)
+            | ProviderError::ResponseTooLarge { .. }
             | ProviderError::CircuitOpen { .. }
             | ProviderError::BulkheadFull { .. }
             | ProviderError::ConnectionFailed(_) => true,
@@ -93,6 +104,7 @@ impl ProviderError {
         match self {
             ProviderError::Timeout(_)
             | ProviderError::MalformedResponse(_)
+            | ProviderError::ResponseTooLarge { .. }
             | ProviderError::ConnectionFailed(_) => true,
             ProviderError::Upstream { status, .. } => *status >= 500,
             ProviderError::RateLimited { .. }
@@ -150,5 +162,11 @@ mod tests {
             ProviderError::BadRequest(String::new()).code(),
             "BAD_REQUEST"
         );
+        let too_large = ProviderError::ResponseTooLarge {
+            provider: "p".to_owned(),
+            limit_bytes: 1024,
+        };
+        assert_eq!(too_large.code(), "RESPONSE_TOO_LARGE");
+        assert!(too_large.is_retryable_attempt() && too_large.counts_against_breaker());
     }
 }

@@ -60,6 +60,12 @@ pub struct HttpProviderParams {
     /// Longest wait for any read on the connection; the whole attempt is bounded by the
     /// resilience layer's per-attempt timeout.
     pub read_timeout: Duration,
+    /// Largest answer body read; a larger one fails with [`ProviderError::ResponseTooLarge`]
+    /// before it is buffered whole. Error bodies are cut at this size instead.
+    pub max_response_bytes: usize,
+    /// Accepts `http://` base URLs and redirects (the simulator, local servers); otherwise the
+    /// client refuses anything but HTTPS.
+    pub allow_plain_http: bool,
 }
 
 /// Returns a client with explicit connect and read timeouts and kept-alive connections.
@@ -69,6 +75,7 @@ pub fn build_client(params: &HttpProviderParams) -> Result<reqwest::Client, Prov
         .read_timeout(params.read_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
+        .https_only(!params.allow_plain_http)
         .build()
         .map_err(|error| {
             ProviderError::ConnectionFailed(format!("failed to build client: {error}"))
@@ -90,16 +97,63 @@ pub async fn send_for_json<T: serde::de::DeserializeOwned>(
     if !response.status().is_success() {
         return Err(status_error(response, params).await);
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|error| transport_error(&error, params))?;
+    let bytes = match read_body_limited(response, params.max_response_bytes).await {
+        Ok(bytes) => bytes,
+        Err(BodyReadError::TooLarge) => {
+            return Err(ProviderError::ResponseTooLarge {
+                provider: params.name.clone(),
+                limit_bytes: params.max_response_bytes,
+            });
+        }
+        Err(BodyReadError::Transport(error)) => return Err(transport_error(&error, params)),
+    };
     serde_json::from_slice(&bytes).map_err(|error| {
         ProviderError::MalformedResponse(format!(
             "{what} from {} is not valid: {error}",
             params.name
         ))
     })
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+enum BodyReadError {
+    /// Announced or found larger than the limit; nothing past the limit was buffered.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a body of at most `limit` bytes: an announced `Content-Length` over the limit is
+/// refused before reading, and a body without one is cut off as soon as it passes the limit.
+async fn read_body_limited(mut response: Response, limit: usize) -> Result<Vec<u8>, BodyReadError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyReadError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads at most `limit` bytes of an error body, dropping the rest: the status says what
+/// happened, the body only adds the upstream's words.
+async fn read_error_body(mut response: Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Maps a transport error (no complete answer) onto a [`ProviderError`].
@@ -128,7 +182,7 @@ pub fn transport_error(error: &reqwest::Error, params: &HttpProviderParams) -> P
 pub async fn status_error(response: Response, params: &HttpProviderParams) -> ProviderError {
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
+    let body = read_error_body(response, params.max_response_bytes).await;
     let raw_message = error_message(&body);
     let message = match &params.api_key_opt {
         Some(key) => key.scrub(&raw_message),

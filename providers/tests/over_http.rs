@@ -33,6 +33,8 @@ fn http_params(name: &str, server: &SimulatorServer) -> HttpProviderParams {
         default_max_tokens: 256,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(10),
+        max_response_bytes: 4 * 1024 * 1024,
+        allow_plain_http: true,
     }
 }
 
