@@ -124,7 +124,8 @@ pub async fn replay(
         ));
     };
     let payload_file = std::env::temp_dir().join(format!("bulwark-replay-{}.json", incident.id));
-    std::fs::write(&payload_file, payload).context("failed to write the replay payload")?;
+    write_private(&payload_file, payload.as_bytes())
+        .context("failed to write the replay payload")?;
     let executable = std::env::current_exe().context("failed to find the bulwark executable")?;
     let mut command = tokio::process::Command::new(executable);
     if let Some(config_path) = config_path {
@@ -169,6 +170,26 @@ pub async fn replay(
         }
     };
     Ok((report(verdict, detail), ExitCode::from(code)))
+}
+
+/// Writes `bytes` to a new owner-only file: the replay payload holds a caller's texts and sits
+/// in the shared temporary directory. A file already at `path` is removed first, and one that
+/// appears meanwhile (a planted link) makes the write fail rather than be followed.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 /// The sandbox side: starts a fresh sentiment worker of the configured kind in this process

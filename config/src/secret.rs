@@ -26,21 +26,83 @@ impl SecretUrl {
             .unwrap_or("")
     }
 
-    /// Returns the URL with any password replaced by `***`.
+    /// Returns the URL with any password replaced by `***`: the one in the user info
+    /// (`user:password@`) and the value of every query parameter that names a secret
+    /// (`?password=`, `&sslpassword=`, `?token=`..., see [`is_secret_parameter`]).
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
+        let (before_fragment, fragment_opt) = match self.0.split_once('#') {
+            Some((before, fragment)) => (before, Some(fragment)),
+            None => (self.0.as_str(), None),
         };
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let Some((userinfo, host)) = authority.rsplit_once('@') else {
-            return self.0.clone();
+        let (base, query_opt) = match before_fragment.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (before_fragment, None),
         };
-        let Some((user, _password)) = userinfo.split_once(':') else {
-            return self.0.clone();
-        };
-        format!("{scheme}://{user}:***@{host}{tail}")
+        let mut shown = redact_user_info(base);
+        if let Some(query) = query_opt {
+            shown.push('?');
+            shown.push_str(&redact_query(query));
+        }
+        if let Some(fragment) = fragment_opt {
+            shown.push('#');
+            shown.push_str(fragment);
+        }
+        shown
     }
+}
+
+/// Returns `scheme://user:***@host/path` for `scheme://user:password@host/path`, else `base`.
+fn redact_user_info(base: &str) -> String {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return base.to_owned();
+    };
+    let Some((user, _password)) = user_info.split_once(':') else {
+        return base.to_owned();
+    };
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
+/// Returns the query with the value of every secret parameter replaced by `***`.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _value)) if is_secret_parameter(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Returns true for a query parameter whose value is a credential: `password`, `pass`,
+/// `passwd`, `pwd`, `sslpassword`, `secret`, `token`, `access_token`, `api_key`, `apikey`,
+/// `key`, `auth`, `authorization`, `credentials`... Matching is by substring and ignores case
+/// and `-`/`_`, so a parameter that only looks like one is hidden too: hiding too much costs
+/// a log reader a detail, showing too little leaks a password.
+fn is_secret_parameter(name: &str) -> bool {
+    let normalized: String = name
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    const SECRET_PARTS: [&str; 8] = [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "credential",
+        "authorization",
+        "signature",
+    ];
+    normalized == "key"
+        || normalized == "auth"
+        || SECRET_PARTS.iter().any(|part| normalized.contains(part))
 }
 
 impl fmt::Debug for SecretUrl {
@@ -94,6 +156,62 @@ mod tests {
         assert_eq!(url.scheme(), "postgres");
     }
 
+    /// Proves passwords and tokens in the query string are hidden wherever the URL is shown,
+    /// whatever their case or position, while other parameters, the path and the fragment
+    /// stay readable.
+    #[test]
+    fn query_secrets_are_redacted() {
+        let cases = [
+            (
+                "postgres://db.internal/jobs?user=app&password=hunter2&sslmode=require",
+                "postgres://db.internal/jobs?user=app&password=***&sslmode=require",
+            ),
+            (
+                "postgres://app@db/jobs?sslmode=verify-full&sslpassword=hunter2",
+                "postgres://app@db/jobs?sslmode=verify-full&sslpassword=***",
+            ),
+            (
+                "postgres://app:hunter2@db/jobs?PASS=hunter2#frag",
+                "postgres://app:***@db/jobs?PASS=***#frag",
+            ),
+            (
+                "amqp://broker/%2f?auth_token=hunter2&heartbeat=10",
+                "amqp://broker/%2f?auth_token=***&heartbeat=10",
+            ),
+            (
+                "sqlite://data/bulwark.db?key=hunter2&mode=rwc",
+                "sqlite://data/bulwark.db?key=***&mode=rwc",
+            ),
+            (
+                "postgres://db?api-key=hunter2&Access_Token=hunter2&pwd=hunter2",
+                "postgres://db?api-key=***&Access_Token=***&pwd=***",
+            ),
+        ];
+        for (raw, expected) in cases {
+            let url = SecretUrl::new(raw);
+            assert_eq!(url.redacted(), expected);
+            assert!(!url.to_string().contains("hunter2"), "{url}");
+            assert!(!format!("{url:?}").contains("hunter2"), "{url:?}");
+            let serialized = toml::to_string(
+                &[("url", &url)]
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .unwrap();
+            assert!(!serialized.contains("hunter2"), "{serialized}");
+            assert_eq!(url.expose(), raw, "the real URL is kept for connecting");
+        }
+        for shown in [
+            "sslmode",
+            "application_name",
+            "heartbeat",
+            "keepalives",
+            "mode",
+        ] {
+            assert!(!is_secret_parameter(shown), "{shown}");
+        }
+    }
+
     /// Proves URLs without a password are shown unchanged.
     #[test]
     fn urls_without_password_are_unchanged() {
@@ -101,6 +219,8 @@ mod tests {
             "sqlite://data/bulwark.db",
             "postgres://localhost/test",
             "amqp://guest@h/%2f",
+            "postgres://db/jobs?sslmode=require&application_name=bulwark",
+            "postgres://db/jobs?",
         ] {
             assert_eq!(SecretUrl::new(plain).redacted(), plain);
         }

@@ -1,3 +1,5 @@
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -143,6 +145,22 @@ impl Store {
     }
 }
 
+/// Creates a missing database file owner-only before SQLite opens it: it holds every job's
+/// payload and result and the API key digests, and SQLite gives its `-wal` and `-shm` files
+/// the database file's mode. An existing file keeps its mode.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(&params.url)
         .map_err(|error| StoreError::InvalidUrl(error.to_string()))?
@@ -150,13 +168,26 @@ async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> 
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10));
-    if let Some(parent) = options.get_filename().parent()
+    let filename = options.get_filename();
+    if let Some(parent) = filename.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent).map_err(|error| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|error| {
+                StoreError::InvalidUrl(format!(
+                    "cannot create database folder {}: {error}",
+                    parent.display()
+                ))
+            })?;
+    }
+    if filename != Path::new(":memory:") {
+        create_private_file(filename).map_err(|error| {
             StoreError::InvalidUrl(format!(
-                "cannot create database folder {}: {error}",
-                parent.display()
+                "cannot create database file {}: {error}",
+                filename.display()
             ))
         })?;
     }

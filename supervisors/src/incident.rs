@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -497,15 +498,46 @@ async fn write_incidents(
     }
 }
 
+/// Mode of the incident directory: incidents hold payloads, log lines and backtraces, so only
+/// the node's own user may list or read them.
+const DIR_MODE: u32 = 0o700;
+/// Mode of each incident file.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates the incident directory (and any missing parent) owner-only. A directory that
+/// already exists keeps its mode, since it may be shared (`/tmp`, `/var/log`) and changing it
+/// could break other programs; one that others can read or enter is reported instead.
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o7777),
+            "incident directory is open to other users; chmod 700 it"
+        );
+    }
+    Ok(())
+}
+
 /// Writes the file (through a temporary name, so readers never see half a document), then
-/// removes the oldest files beyond the bounds.
+/// removes the oldest files beyond the bounds. Directory and file are owner-only.
 fn write_and_prune(settings: &IncidentSettings, incident: &Incident) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(&settings.dir)?;
+    ensure_private_dir(&settings.dir)?;
     let name = file_name(incident);
     let path = settings.dir.join(&name);
     let temporary = settings.dir.join(format!(".{name}.tmp"));
     let json = serde_json::to_vec_pretty(incident).map_err(std::io::Error::other)?;
-    let mut file = std::fs::File::create(&temporary)?;
+    // A leftover temporary could carry an older, wider mode: start from a new file.
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(&temporary)?;
     let written = file.write_all(&json).and_then(|()| file.sync_data());
     if let Err(error) = written {
         let _ = std::fs::remove_file(&temporary);

@@ -1105,6 +1105,64 @@ async fn supervisors_keep_supervising_while_an_operator_restart_drains() {
     stop_supervisor(&outer).await;
 }
 
+/// Proves incident dumps are private: a directory the writer creates (parents included) is
+/// 0700 and each incident file 0600, whatever the process umask lets through by default.
+#[tokio::test]
+async fn incident_directory_and_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    install_panic_hook();
+    let test = "incident_directory_and_files_are_owner_only";
+    let base = std::env::temp_dir().join(format!("bulwark-{test}-{}", std::process::id()));
+    let dir = base.join("nested").join("incidents");
+    let (sink, _writer) = bulwark_supervisors::IncidentSink::start(
+        bulwark_supervisors::incident::IncidentWriterParams {
+            settings: bulwark_supervisors::IncidentSettings {
+                dir: dir.clone(),
+                max_files: 10,
+                max_bytes: 1 << 20,
+                payload_mode: bulwark_supervisors::incident::PayloadMode::Truncate,
+                payload_max_chars: 100,
+                env_allow: Vec::new(),
+                queue_capacity: 4,
+                node: test.to_owned(),
+            },
+            logs: bulwark_supervisors::RecentLogs::new(10),
+            env: std::collections::HashMap::new(),
+        },
+    );
+    sink.register(test);
+    let worker = TestChild::new(test, "worker");
+    let supervisor = spawn_supervisor(
+        test,
+        supervisor_params("sup", vec![worker.spec(RestartType::Permanent, None)]),
+    )
+    .await;
+    let old_id = worker.actor().get_id();
+    worker.send(TestChildMsg::Panic);
+    worker.wait_for_new_incarnation(old_id).await;
+    let files = eventually(DEADLINE, || async {
+        let files = bulwark_supervisors::incident::list_files(&dir).unwrap_or_default();
+        (!files.is_empty()).then_some(files)
+    })
+    .await;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&dir), 0o700, "incident directory");
+    assert_eq!(mode(&base.join("nested")), 0o700, "a parent it created");
+    for (file, _) in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    bulwark_supervisors::IncidentSink::unregister(test);
+    stop_supervisor(&supervisor).await;
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// Proves writing incidents never fails the actor system: with an incident directory that
 /// cannot be created (as on a read-only or full disk) a panicking child is still restarted,
 /// and the failed write is counted instead.
