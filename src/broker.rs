@@ -8,9 +8,10 @@ use bulwark_actors::{JobIntake, JobKind, RetryPolicy};
 
 use crate::scheduling::dead_letter_policy;
 use bulwark_broker::{
-    BrokerHealth, BrokerPublisher, BrokerSettings, IngressParams, Topology, ingress_supervisor,
+    BrokerHealth, BrokerPublisher, BrokerSettings, IngressParams, Overflow, ProducerLimits,
+    QueueLimits, Topology, ingress_supervisor,
 };
-use bulwark_config::Config;
+use bulwark_config::{Config, QueueOverflow};
 use bulwark_store::Store;
 use bulwark_supervisors::IngressFactory;
 use tracing::{info, warn};
@@ -32,13 +33,30 @@ pub fn broker_settings(config: &Config, connection_name: &str) -> Option<BrokerS
         topology: Topology {
             namespace: amqp.namespace.clone(),
             delivery_limit: amqp.delivery_limit,
+            queue_limits: QueueLimits {
+                max_length_bytes: (amqp.queue_max_length_bytes > 0)
+                    .then_some(amqp.queue_max_length_bytes),
+                overflow: match amqp.queue_overflow {
+                    QueueOverflow::RejectPublish => Overflow::RejectPublish,
+                    QueueOverflow::DropHead => Overflow::DropHead,
+                },
+            },
         },
         prefetch: amqp.prefetch,
         connect_timeout: amqp.connect_timeout(),
         confirm_timeout: amqp.confirm_timeout(),
         connection_name: connection_name.to_owned(),
+        limits: ProducerLimits {
+            max_message_bytes: amqp.max_message_bytes,
+            reply_to_prefixes: amqp.resolved_reply_to_prefixes(),
+        },
     })
 }
+
+// The configured body limit is checked before decoding; the decoder's own bound must not be
+// smaller, or valid messages under the configured limit would be refused as malformed.
+const _: () =
+    assert!(bulwark_config::MAX_MESSAGE_BYTES_CEILING <= bulwark_broker::MAX_ENVELOPE_BYTES);
 
 /// Builds the publisher and the intake that publishes through it, and connects the publisher
 /// once (a broker that is down is not fatal: jobs wait in the outbox, consumers reconnect).

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulwark_broker::declare_reply_queue;
 use bulwark_config::SecretUrl;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use common::{TestService, eventually};
@@ -69,6 +68,16 @@ async fn delete_namespace(namespace: &str) {
             .await;
     }
     let _ = connection.close(200, "done".into()).await;
+}
+
+/// Returns the topology of a test namespace (for names and reply queues; its limits are the
+/// defaults).
+fn topology_of(namespace: &str) -> bulwark_broker::Topology {
+    bulwark_broker::Topology {
+        namespace: namespace.to_owned(),
+        delivery_limit: 5,
+        queue_limits: bulwark_broker::QueueLimits::default(),
+    }
 }
 
 fn amqp_config(namespace: &str) -> impl FnOnce(&mut bulwark_config::Config) + use<> {
@@ -243,7 +252,10 @@ async fn jobs_travel_over_the_broker_and_replies_carry_the_correlation_id() {
     }
 
     let (connection, channel) = test_channel().await;
-    let reply_queue = declare_reply_queue(&channel).await.expect("reply queue");
+    let reply_queue = topology_of(&namespace)
+        .declare_reply_queue(&channel)
+        .await
+        .expect("reply queue");
     let message_id = format!("producer-{}", uuid::Uuid::now_v7());
     let mut message = plain(&message_id, &json!({"texts": ["what a lovely day"]}));
     message.reply_to = Some(reply_queue.clone());
@@ -274,7 +286,10 @@ async fn a_redelivered_succeeded_job_is_not_run_again() {
     let namespace = unique_namespace();
     let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
     let (connection, channel) = test_channel().await;
-    let reply_queue = declare_reply_queue(&channel).await.expect("reply queue");
+    let reply_queue = topology_of(&namespace)
+        .declare_reply_queue(&channel)
+        .await
+        .expect("reply queue");
     let message_id = format!("dup-{}", uuid::Uuid::now_v7());
     let mut message = plain(&message_id, &json!({"texts": ["fine", "awful"]}));
     message.reply_to = Some(reply_queue.clone());
@@ -851,13 +866,10 @@ async fn a_poison_message_that_crashes_its_worker_ends_dead_within_the_limit() {
     })
     .await;
     let (connection, channel) = test_channel().await;
-    let events_queue = bulwark_broker::Topology {
-        namespace: namespace.clone(),
-        delivery_limit,
-    }
-    .declare_event_listener(&channel, "job.#")
-    .await
-    .expect("events queue");
+    let events_queue = topology_of(&namespace)
+        .declare_event_listener(&channel, "job.#")
+        .await
+        .expect("events queue");
 
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let poison_key = format!("poison-{suffix}");
@@ -1307,6 +1319,286 @@ async fn bincode_envelopes_run_and_malformed_ones_are_kept_as_received() {
         .expect("base64");
     assert_eq!(kept, bad_body, "the bytes as received");
     assert_eq!(all_jobs(&service).await.len(), 1, "no job for the bad one");
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Returns a config change for a hostile-input test: the namespace's broker settings, its own
+/// incident directory (so incidents of other tests are not counted), and `max_message_bytes`.
+fn hostile_config(
+    namespace: &str,
+    incidents_dir: &std::path::Path,
+    max_message_bytes: usize,
+) -> impl FnOnce(&mut bulwark_config::Config) + use<> {
+    let base = amqp_config(namespace);
+    let incidents_dir = incidents_dir.display().to_string();
+    move |config| {
+        base(config);
+        config.incidents.dir = incidents_dir;
+        config.amqp.max_message_bytes = max_message_bytes;
+    }
+}
+
+/// Returns a fresh, empty incident directory for one test.
+fn incidents_dir(test: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("bulwark-{test}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("incident dir");
+    dir
+}
+
+/// Proves the node survives hostile bodies (issue #13): the 10-byte bincode bomb (a first
+/// string claiming 2^40 bytes, which used to abort the process), a body over
+/// `amqp.max_message_bytes`, and random bytes as bincode and as JSON are each dead-lettered
+/// with the reason in `x-bulwark-reject-reason` and stored as parked letters (the oversized one
+/// without its body); the node keeps consuming (a healthy job published after them succeeds
+/// and answers its reply queue), no job is created for them, and no panic incident is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_bodies_are_dead_lettered_and_the_node_keeps_consuming() {
+    use bulwark_broker::CONTENT_TYPE_BINCODE;
+
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let incidents = incidents_dir("hostile-bodies");
+    let max_message_bytes = 16 * 1024;
+    let service = TestService::start_with(
+        TestBackend::Postgres,
+        hostile_config(&namespace, &incidents, max_message_bytes),
+    )
+    .await;
+    let (connection, channel) = test_channel().await;
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+
+    let mut bomb_body = vec![0x01, 0xfd];
+    bomb_body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let oversized_body = envelope(
+        &format!("big-{suffix}"),
+        &json!({"texts": ["a".repeat(2 * max_message_bytes)]}),
+    );
+    let random_body: Vec<u8> = (0..512u32)
+        .map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let hostile = [
+        ("bomb", bomb_body, CONTENT_TYPE_BINCODE, "malformed bincode"),
+        (
+            "big",
+            oversized_body,
+            "application/json",
+            "amqp.max_message_bytes",
+        ),
+        (
+            "random-bincode",
+            random_body.clone(),
+            CONTENT_TYPE_BINCODE,
+            "malformed bincode",
+        ),
+        (
+            "random-json",
+            random_body,
+            "application/json",
+            "malformed json",
+        ),
+    ];
+    for (name, body, content_type, _) in &hostile {
+        let mut message = plain(&format!("{name}-{suffix}"), &json!({}));
+        message.body = body.clone();
+        message.content_type = content_type;
+        publish(&channel, &namespace, &message).await;
+    }
+    let reply_queue = topology_of(&namespace)
+        .declare_reply_queue(&channel)
+        .await
+        .expect("reply queue");
+    let mut healthy = plain(
+        &format!("healthy-{suffix}"),
+        &json!({"texts": ["still standing"]}),
+    );
+    healthy.reply_to = Some(reply_queue.clone());
+    publish(&channel, &namespace, &healthy).await;
+    let (_, reply) = get_one(&channel, &reply_queue).await;
+    let reply: Value = serde_json::from_slice(&reply).expect("reply is json");
+    assert_eq!(reply["status"], "succeeded", "{reply}");
+
+    for (name, body, _, expected_reason) in &hostile {
+        let letter = wait_dead_letter(&service, &format!("{name}-{suffix}")).await;
+        assert_eq!(letter["error_code"], "INVALID_MESSAGE", "{name}: {letter}");
+        assert_eq!(letter["status"], "parked", "{name}: {letter}");
+        let reason = letter["headers"]["headers"]["x-bulwark-reject-reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: reason header kept: {letter}"));
+        assert!(reason.contains(expected_reason), "{name}: {reason}");
+        assert_eq!(letter["headers"]["body_bytes"], body.len(), "{name}");
+        if *name == "big" {
+            assert_eq!(letter["headers"]["body_encoding"], "omitted", "{letter}");
+            assert_eq!(letter["message"], "", "the body is not stored: {letter}");
+        }
+    }
+    let jobs = all_jobs(&service).await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "only the healthy message made a job: {jobs:?}"
+    );
+    let (status, listed) = service.get_json("/v1/incidents").await;
+    assert_eq!(status, 200, "{listed}");
+    let panics: Vec<&Value> = listed["incidents"]
+        .as_array()
+        .map(|incidents| {
+            incidents
+                .iter()
+                .filter(|incident| incident["kind"] == "panic")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(panics.is_empty(), "no panic incident: {panics:?}");
+    let metrics = service.get_text("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "bulwark_broker_messages_refused_total{{kind=\"{KIND}\",cause=\"too_large\"}}"
+        )),
+        "{metrics}"
+    );
+
+    let _ = connection.close(200, "done".into()).await;
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+    let _ = std::fs::remove_dir_all(&incidents);
+}
+
+/// Proves `reply_to` cannot make Bulwark publish into an arbitrary queue: a message whose
+/// `reply_to` names a queue outside `amqp.reply_to_prefixes` still runs its job, but nothing
+/// is published to that queue (checked after the node drained and stopped), and its outcome
+/// event carries the reason in `x-bulwark-reply-refused`. RabbitMQ direct reply-to is
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_to_outside_the_allow_list_gets_nothing() {
+    use futures::StreamExt;
+    use lapin::options::BasicConsumeOptions;
+
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let events_queue = topology_of(&namespace)
+        .declare_event_listener(&channel, "job.#")
+        .await
+        .expect("events queue");
+    let victim = format!("{namespace}-victim");
+    channel
+        .queue_declare(
+            victim.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("victim queue");
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let refused_id = format!("refused-reply-{suffix}");
+    let mut refused = plain(&refused_id, &json!({"texts": ["reply elsewhere"]}));
+    refused.reply_to = Some(victim.clone());
+    publish(&channel, &namespace, &refused).await;
+
+    let (properties, body) = get_one(&channel, &events_queue).await;
+    let event: Value = serde_json::from_slice(&body).expect("event is json");
+    assert_eq!(event["idempotency_key"], refused_id.as_str(), "{event}");
+    assert_eq!(event["status"], "succeeded", "the job still ran: {event}");
+    let headers = properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get("x-bulwark-reply-refused") {
+        Some(AMQPValue::LongString(reason)) => reason.to_string(),
+        other => panic!("reply refusal recorded on the event: {other:?}"),
+    };
+    assert!(reason.contains("amqp.reply_to_prefixes"), "{reason}");
+
+    // Direct reply-to: consume the pseudo-queue (no ack) before publishing on this channel.
+    let mut direct = channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "direct-reply".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("direct reply-to consumer");
+    let mut direct_message = plain(
+        &format!("direct-reply-{suffix}"),
+        &json!({"texts": ["reply directly"]}),
+    );
+    direct_message.reply_to = Some("amq.rabbitmq.reply-to".to_owned());
+    publish(&channel, &namespace, &direct_message).await;
+    let delivery = tokio::time::timeout(Duration::from_secs(30), direct.next())
+        .await
+        .expect("a direct reply within 30 s")
+        .expect("stream open")
+        .expect("delivery");
+    let reply: Value = serde_json::from_slice(&delivery.data).expect("reply is json");
+    assert_eq!(reply["status"], "succeeded", "{reply}");
+
+    // Stopping drains the node: every delivery has finished, so an empty victim queue now
+    // means nothing was ever sent to it.
+    service.service.shutdown().await.expect("shutdown");
+    assert_eq!(ready_count(&channel, &victim).await, 0, "nothing published");
+    let _ = connection.close(200, "done".into()).await;
+    delete_namespace(&namespace).await;
+}
+
+/// Proves a producer that knows a job's id cannot get its result: a message whose id names an
+/// existing job (submitted over HTTP) with another payload is dead-lettered with a conflict
+/// reason (HTTP's 409), its `reply_to` gets nothing, and the job is neither run again nor
+/// changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_naming_another_job_is_dead_lettered_as_a_conflict() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (status, job) = service
+        .post_json(
+            "/v1/jobs",
+            &json!({"kind": KIND, "payload": {"texts": ["my private words"]}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().expect("id").to_owned();
+    let finished = service.wait_for_job(&job_id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+
+    let (connection, channel) = test_channel().await;
+    let reply_queue = topology_of(&namespace)
+        .declare_reply_queue(&channel)
+        .await
+        .expect("reply queue");
+    let mut thief = plain(&job_id, &json!({"texts": ["give me the result"]}));
+    thief.reply_to = Some(reply_queue.clone());
+    publish(&channel, &namespace, &thief).await;
+    let letter = wait_dead_letter(&service, &job_id).await;
+    let reason = letter["error_message"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("conflict:") && reason.contains("payload"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("private"),
+        "the reason does not leak: {reason}"
+    );
+    // The delivery ended with its dead letter: had it been answered, the reply would be there.
+    let got = channel
+        .basic_get(
+            reply_queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get");
+    assert!(got.is_none(), "no reply for a conflicting message");
+    let after = service.wait_for_job(&job_id).await;
+    assert_eq!(after["attempts"], 1, "{after}");
+    assert_eq!(after["result"], finished["result"], "{after}");
+
     let _ = connection.close(200, "done".into()).await;
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;

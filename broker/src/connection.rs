@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
-use crate::{BrokerError, Topology};
+use crate::{BrokerError, ProducerLimits, Topology};
 
 /// What every broker link of a node is built with.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub struct BrokerSettings {
     pub confirm_timeout: Duration,
     /// Names the node's connections in the broker (`rabbitmqctl list_connections name`).
     pub connection_name: String,
+    /// What the consumers accept from producers: body size, `reply_to`.
+    pub limits: ProducerLimits,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -27,6 +29,7 @@ impl std::fmt::Debug for BrokerSettings {
             .field("topology", &self.topology)
             .field("prefetch", &self.prefetch)
             .field("connection_name", &self.connection_name)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,10 @@
 //! `content_type`, `message_id`, `correlation_id`, `reply_to`, `timestamp`, `body_encoding`
 //! (`utf8`, or `base64` for a body that is not UTF-8 text, e.g. bincode) and `headers` (every
 //! AMQP header, `x-death` included, as JSON).
+//!
+//! A message larger than `amqp.max_message_bytes` is stored without its body
+//! (`body_encoding` `omitted`, `body_bytes` its size): it is never decoded nor written to the
+//! database, and it cannot be requeued.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::delivery::REJECT_REASON_HEADER;
 use crate::envelope::{CONTENT_TYPE_JSON, Envelope};
+use crate::metrics::DeadLetterBodyOmitted;
 use crate::{BrokerPublisher, OutgoingMessage, Topology};
 
 /// The header a requeued dead letter's message carries: the id of its letter.
@@ -44,17 +49,25 @@ pub struct DeadLetterSink {
     store: Store,
     policy: DeadLetterPolicy,
     topology: Topology,
+    /// Larger bodies are stored without the body.
+    max_message_bytes: usize,
     /// Milliseconds since `started` at the last depth refresh, shared by the consumers.
     depth_refreshed_at_ms: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl DeadLetterSink {
-    pub fn new(store: Store, policy: DeadLetterPolicy, topology: Topology) -> Self {
+    pub fn new(
+        store: Store,
+        policy: DeadLetterPolicy,
+        topology: Topology,
+        max_message_bytes: usize,
+    ) -> Self {
         DeadLetterSink {
             store,
             policy,
             topology,
+            max_message_bytes,
             depth_refreshed_at_ms: Arc::default(),
             started: Instant::now(),
         }
@@ -80,7 +93,7 @@ impl DeadLetterSink {
 /// Stores one delivery of `<ns>.dlq.<kind>` as a dead letter, then acks it; when the store is
 /// unavailable the message goes back to its queue after a pause.
 pub(crate) async fn store_delivery(sink: &DeadLetterSink, kind: String, delivery: Delivery) {
-    let letter = dead_letter_of(&sink.topology, &kind, &delivery);
+    let letter = dead_letter_of(sink, &kind, &delivery);
     let span = info_span!(
         "dead_letter",
         kind = %kind,
@@ -124,12 +137,23 @@ struct Cause {
     retriable: bool,
 }
 
-/// Reads the cause: Bulwark's reason header first (the message itself is unusable), then the
-/// newest `x-death` entry's reason.
-fn cause_of(headers: Option<&FieldTable>, death: Option<&FieldTable>) -> Cause {
+/// Reads the cause: Bulwark's reason header first (the message itself is unusable), then a
+/// body too large to store, then the newest `x-death` entry's reason.
+fn cause_of(
+    headers: Option<&FieldTable>,
+    death: Option<&FieldTable>,
+    oversized: Option<String>,
+) -> Cause {
     if let Some(reason) = headers.and_then(|table| text_of(table, REJECT_REASON_HEADER)) {
         return Cause {
             code: "INVALID_MESSAGE",
+            message: reason,
+            retriable: false,
+        };
+    }
+    if let Some(reason) = oversized {
+        return Cause {
+            code: "MESSAGE_TOO_LARGE",
             message: reason,
             retriable: false,
         };
@@ -185,14 +209,26 @@ fn newest_death(headers: Option<&FieldTable>) -> Option<&FieldTable> {
     }
 }
 
+/// How many leading bytes of an oversized body without a message id are hashed for its key.
+const OVERSIZED_KEY_PREFIX_BYTES: usize = 64 * 1024;
+
 /// Builds the letter of a dead-lettered delivery. Its key is the message id (or the envelope's
 /// id, or a hash of the body), so a message stored twice, or dead-lettered again after a
-/// requeue, stays one letter.
-fn dead_letter_of(topology: &Topology, kind: &str, delivery: &Delivery) -> NewDeadLetter {
+/// requeue, stays one letter. A body over the sink's limit is neither decoded nor kept.
+fn dead_letter_of(sink: &DeadLetterSink, kind: &str, delivery: &Delivery) -> NewDeadLetter {
+    let topology = &sink.topology;
     let properties = &delivery.properties;
     let headers = properties.headers().as_ref();
     let death = newest_death(headers);
-    let cause = cause_of(headers, death);
+    let num_bytes = delivery.data.len();
+    let oversized = (num_bytes > sink.max_message_bytes).then(|| {
+        format!(
+            "body: {num_bytes} bytes, more than amqp.max_message_bytes ({})",
+            sink.max_message_bytes
+        )
+    });
+    let is_oversized = oversized.is_some();
+    let cause = cause_of(headers, death, oversized);
     let content_type = properties
         .content_type()
         .as_ref()
@@ -201,10 +237,20 @@ fn dead_letter_of(topology: &Topology, kind: &str, delivery: &Delivery) -> NewDe
         .message_id()
         .as_ref()
         .map(|id| id.as_str().to_owned());
-    let envelope = Envelope::decode(content_type.as_deref(), &delivery.data).ok();
+    let envelope = if is_oversized {
+        None
+    } else {
+        Envelope::decode(content_type.as_deref(), &delivery.data).ok()
+    };
     let source_key = match (&message_id, &envelope) {
         (Some(id), _) => format!("amqp:{id}"),
         (None, Some(envelope)) => format!("amqp:{}", envelope.id),
+        // Oversized bodies are keyed by their size and first bytes: hashing all of a hostile
+        // body would hold the runtime; two such bodies alike that far are one letter.
+        (None, None) if is_oversized => format!(
+            "amqp:sha256:{num_bytes}:{:x}",
+            Sha256::digest(&delivery.data[..OVERSIZED_KEY_PREFIX_BYTES.min(num_bytes)])
+        ),
         (None, None) => format!("amqp:sha256:{:x}", Sha256::digest(&delivery.data)),
     };
     let job_id = match (&envelope, &message_id) {
@@ -212,9 +258,14 @@ fn dead_letter_of(topology: &Topology, kind: &str, delivery: &Delivery) -> NewDe
         (None, Some(id)) => id.clone(),
         (None, None) => source_key.trim_start_matches("amqp:").to_owned(),
     };
-    let (message, body_encoding) = match std::str::from_utf8(&delivery.data) {
-        Ok(text) => (text.to_owned(), "utf8"),
-        Err(_) => (BASE64.encode(&delivery.data), "base64"),
+    let (message, body_encoding) = if is_oversized {
+        DeadLetterBodyOmitted { kind, num_bytes }.emit();
+        (String::new(), "omitted")
+    } else {
+        match std::str::from_utf8(&delivery.data) {
+            Ok(text) => (text.to_owned(), "utf8"),
+            Err(_) => (BASE64.encode(&delivery.data), "base64"),
+        }
     };
     let traceparent = headers.and_then(|table| text_of(table, "traceparent"));
     let described = json!({
@@ -226,15 +277,14 @@ fn dead_letter_of(topology: &Topology, kind: &str, delivery: &Delivery) -> NewDe
         "reply_to": properties.reply_to().as_ref().map(|queue| queue.as_str()),
         "timestamp": properties.timestamp(),
         "body_encoding": body_encoding,
+        "body_bytes": num_bytes,
         "headers": headers.map_or(Value::Null, table_json),
     });
     NewDeadLetter {
         source: "broker",
         source_key,
         job_id,
-        queue: death
-            .and_then(|death| text_of(death, "queue"))
-            .unwrap_or_else(|| topology.job_queue(kind)),
+        queue: letter_queue(topology, kind, death),
         kind: kind.to_owned(),
         message,
         headers: Some(described.to_string()),
@@ -247,6 +297,23 @@ fn dead_letter_of(topology: &Topology, kind: &str, delivery: &Delivery) -> NewDe
         status: "pending",
         next_retry_at_ms: None,
         dead_at_ms: now_ms(),
+    }
+}
+
+/// Returns the queue a letter goes back to when requeued: its kind's job queue. An `x-death`
+/// naming another queue is a producer's forgery (anyone may publish to `<ns>.dlx`), and a
+/// requeue through the default exchange would publish into it.
+fn letter_queue(topology: &Topology, kind: &str, death: Option<&FieldTable>) -> String {
+    let job_queue = topology.job_queue(kind);
+    match death.and_then(|death| text_of(death, "queue")) {
+        Some(queue) if queue != job_queue => {
+            warn!(
+                queue,
+                job_queue, "x-death names a queue other than the kind's, ignored"
+            );
+            job_queue
+        }
+        _ => job_queue,
     }
 }
 
@@ -307,6 +374,9 @@ fn stored_message(letter: &DeadLetter) -> Result<StoredMessage, String> {
     };
     let field = |name: &str| described[name].as_str().map(str::to_owned);
     let body = match described["body_encoding"].as_str() {
+        Some("omitted") => {
+            return Err("the message's body was too large to store, it cannot be requeued".into());
+        }
         Some("base64") => BASE64
             .decode(&letter.message)
             .map_err(|error| format!("stored body is not base64: {error}"))?,
@@ -377,7 +447,7 @@ mod tests {
             REJECT_REASON_HEADER,
             text("payload.texts: must not be empty"),
         )]);
-        let cause = cause_of(Some(&refused), None);
+        let cause = cause_of(Some(&refused), None, None);
         assert_eq!(cause.code, "INVALID_MESSAGE");
         assert_eq!(cause.message, "payload.texts: must not be empty");
         assert!(!cause.retriable);
@@ -387,7 +457,7 @@ mod tests {
             ("queue", text("bulwark.sentiment.analyze")),
             ("count", AMQPValue::LongLongInt(1)),
         ]);
-        let cause = cause_of(None, Some(&limit));
+        let cause = cause_of(None, Some(&limit), None);
         assert_eq!(cause.code, "DELIVERY_LIMIT");
         assert!(cause.retriable);
         assert!(
@@ -397,8 +467,11 @@ mod tests {
         );
 
         let rejected = table(&[("reason", text("rejected"))]);
-        assert!(!cause_of(None, Some(&rejected)).retriable);
-        assert_eq!(cause_of(None, None).code, "DEAD_LETTERED");
+        assert!(!cause_of(None, Some(&rejected), None).retriable);
+        assert_eq!(cause_of(None, None, None).code, "DEAD_LETTERED");
+        let too_large = cause_of(None, Some(&limit), Some("body: 9 bytes".to_owned()));
+        assert_eq!(too_large.code, "MESSAGE_TOO_LARGE");
+        assert!(!too_large.retriable);
     }
 
     /// Proves headers become plain JSON, nested tables and arrays included.

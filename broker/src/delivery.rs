@@ -1,6 +1,7 @@
-//! What one delivery goes through: decode, create or find the job row, run it under a lease
-//! unless it already finished, store the outcome, publish the outcome event and the reply, and
-//! only then ack. Every path ends in an ack after something durable happened, a nack with
+//! What one delivery goes through: check its size, decode, create or find the job row (a row
+//! of another kind or payload is a conflict), run it under a lease unless it already finished,
+//! store the outcome, publish the outcome event and the reply (to an allowed `reply_to` only),
+//! and only then ack. Every path ends in an ack after something durable happened, a nack with
 //! requeue (the message comes back; the delivery limit bounds how often), or a dead-letter
 //! publish confirmed before the ack.
 
@@ -20,10 +21,15 @@ use serde_json::Value;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
+use crate::metrics::{MessageRefused, RefusalCause, ReplyToRefused};
 use crate::{BrokerPublisher, DeliveryWrites, OutgoingMessage, Topology};
 
 /// The header a dead-lettered message carries: why Bulwark refused it.
 pub const REJECT_REASON_HEADER: &str = "x-bulwark-reject-reason";
+
+/// The header of an outcome event whose message's `reply_to` was not allowed: why no reply
+/// was sent.
+pub const REPLY_REFUSED_HEADER: &str = "x-bulwark-reply-refused";
 
 /// Everything a delivery needs; shared by a consumer's delivery tasks and its restarts.
 #[derive(Debug, Clone)]
@@ -80,6 +86,8 @@ struct MessageMeta {
     request_id: Option<String>,
     traceparent: Option<String>,
     reply_to: Option<String>,
+    /// Why `reply_to` is not replied to, when it is set and not allowed.
+    reply_refused: Option<String>,
     correlation_id: Option<String>,
 }
 
@@ -113,6 +121,15 @@ impl MessageMeta {
                 .correlation_id()
                 .as_ref()
                 .map(|text| text.as_str().to_owned()),
+            reply_refused: None,
+        }
+    }
+
+    /// Returns the `reply_to` the outcome is sent to: set and allowed.
+    fn reply_target(&self) -> Option<&str> {
+        match self.reply_refused {
+            Some(_) => None,
+            None => self.reply_to.as_deref(),
         }
     }
 }
@@ -125,7 +142,23 @@ enum Settle {
         delay: Duration,
     },
     /// Refused for good: dead-lettered with the reason.
-    DeadLetter(String),
+    DeadLetter(Refusal),
+}
+
+/// Why a message is dead-lettered.
+struct Refusal {
+    cause: RefusalCause,
+    /// Goes into [`REJECT_REASON_HEADER`].
+    reason: String,
+}
+
+impl Settle {
+    fn refuse(cause: RefusalCause, reason: impl Into<String>) -> Settle {
+        Settle::DeadLetter(Refusal {
+            cause,
+            reason: reason.into(),
+        })
+    }
 }
 
 /// Processes one delivery of queue `kind` to the end, acking or nacking it.
@@ -134,7 +167,7 @@ pub(crate) async fn process_delivery(
     kind: String,
     delivery: Delivery,
 ) {
-    let meta = MessageMeta::of(&delivery);
+    let mut meta = MessageMeta::of(&delivery);
     let span = info_span!(
         "delivery",
         kind = %kind,
@@ -150,6 +183,18 @@ pub(crate) async fn process_delivery(
             traceparent = meta.traceparent.as_deref().unwrap_or(""),
             "processing delivery"
         );
+        if let Some(reply_to) = &meta.reply_to {
+            let topology = &context.publisher.settings().topology;
+            let limits = &context.publisher.settings().limits;
+            if let Err(reason) = limits.check_reply_to(topology, reply_to) {
+                ReplyToRefused {
+                    kind: &kind,
+                    reason: &reason,
+                }
+                .emit();
+                meta.reply_refused = Some(reason);
+            }
+        }
         let settle = settle_delivery(&context, &kind, &meta, &delivery.data).await;
         finish(&context, &kind, &meta, &delivery, settle).await;
     }
@@ -175,9 +220,14 @@ async fn finish(
                 })
                 .await
         }
-        Settle::DeadLetter(reason) => {
-            warn!(%reason, "dead-lettering message");
-            match dead_letter(context, kind, meta, delivery, &reason).await {
+        Settle::DeadLetter(refusal) => {
+            MessageRefused {
+                kind,
+                cause: refusal.cause,
+                reason: &refusal.reason,
+            }
+            .emit();
+            match dead_letter(context, kind, meta, delivery, &refusal.reason).await {
                 Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                 Err(error) => {
                     // RabbitMQ dead-letters a rejected message itself (with `x-death`), only
@@ -228,38 +278,103 @@ async fn settle_delivery(
     meta: &MessageMeta,
     body: &[u8],
 ) -> Settle {
+    // Checked before anything reads the body: a hostile size costs nothing but this compare.
+    if let Some(reason) = context.publisher.settings().limits.oversized(body.len()) {
+        return Settle::refuse(RefusalCause::TooLarge, reason);
+    }
     let envelope = match Envelope::decode(meta.content_type.as_deref(), body) {
         Ok(envelope) => envelope,
-        Err(error) => return Settle::DeadLetter(error.0),
+        Err(error) => return Settle::refuse(RefusalCause::Invalid, error.0),
     };
     if envelope.kind != kind {
-        return Settle::DeadLetter(format!(
-            "kind: message of kind `{}` on the queue of `{kind}`",
-            envelope.kind
-        ));
+        return Settle::refuse(
+            RefusalCause::Invalid,
+            format!(
+                "kind: message of kind `{}` on the queue of `{kind}`",
+                envelope.kind
+            ),
+        );
     }
     if let Err(error) = validate_job(kind, &envelope.payload) {
-        return Settle::DeadLetter(error.message);
+        return Settle::refuse(RefusalCause::Invalid, error.message);
     }
     match envelope.deadline_time() {
         Ok(Some(deadline)) if deadline < SystemTime::now() => {
-            return Settle::DeadLetter(format!(
-                "deadline: passed ({})",
-                envelope.deadline.as_deref().unwrap_or_default()
-            ));
+            return Settle::refuse(
+                RefusalCause::Invalid,
+                format!(
+                    "deadline: passed ({})",
+                    envelope.deadline.as_deref().unwrap_or_default()
+                ),
+            );
         }
         Ok(_) => {}
-        Err(error) => return Settle::DeadLetter(error.0),
+        Err(error) => return Settle::refuse(RefusalCause::Invalid, error.0),
     }
     match find_or_create(context, &envelope, meta).await {
         Ok(DeliveredJob::Claimed(job)) => run_claimed(context, job, meta).await,
-        Ok(DeliveredJob::Found(job)) => run_to_outcome(context, job, meta).await,
+        Ok(DeliveredJob::Found(job)) => match conflict_of(&job, &envelope) {
+            Some(reason) => Settle::refuse(RefusalCause::Conflict, reason),
+            None => run_to_outcome(context, job, meta).await,
+        },
         Err(error) => {
             warn!(%error, "failed to store the job of a delivery, requeueing");
             Settle::Requeue {
                 delay: context.retry.delay_after(1),
             }
         }
+    }
+}
+
+/// Returns why a message cannot be the existing job it names (by id or idempotency key): the
+/// job is of another kind or has another payload. Such a message is refused like HTTP's 409,
+/// never answered with that job's outcome, which would hand it to whoever knows a job's id.
+fn conflict_of(job: &Job, envelope: &Envelope) -> Option<String> {
+    let what = if job.kind != envelope.kind {
+        "kind"
+    } else if !same_json(&job.payload, &envelope.payload) {
+        "payload"
+    } else {
+        return None;
+    };
+    let key_name = if job.id == envelope.id {
+        "id"
+    } else {
+        "idempotency key"
+    };
+    Some(format!(
+        "conflict: the message's {key_name} names an existing job of another {what} (409)"
+    ))
+}
+
+/// Returns true when two JSON values are the same document. Numbers compare by value (a
+/// payload stored as text and read back may print `1.0` as `1`, or differ in the last bit of a
+/// float), objects by their entries whatever the order.
+fn same_json(left: &Value, right: &Value) -> bool {
+    match (left, right) {
+        (Value::Number(left), Value::Number(right)) => {
+            left == right
+                || match (left.as_f64(), right.as_f64()) {
+                    (Some(left), Some(right)) => {
+                        (left - right).abs() <= f64::EPSILON * left.abs().max(right.abs()) * 4.0
+                    }
+                    _ => false,
+                }
+        }
+        (Value::Array(left), Value::Array(right)) => {
+            left.len() == right.len()
+                && left
+                    .iter()
+                    .zip(right)
+                    .all(|(left, right)| same_json(left, right))
+        }
+        (Value::Object(left), Value::Object(right)) => {
+            left.len() == right.len()
+                && left
+                    .iter()
+                    .all(|(name, left)| right.get(name).is_some_and(|right| same_json(left, right)))
+        }
+        _ => left == right,
     }
 }
 
@@ -347,7 +462,10 @@ async fn run_to_outcome(context: &DeliveryContext, job: Job, meta: &MessageMeta)
             Ok(Some(job)) => current = job,
             Ok(None) => {
                 error!(job_id, "job row vanished");
-                return Settle::DeadLetter(format!("job row {job_id} vanished"));
+                return Settle::refuse(
+                    RefusalCause::Internal,
+                    format!("job row {job_id} vanished"),
+                );
             }
             Err(error) => {
                 warn!(%error, "failed to read the job, requeueing");
@@ -504,13 +622,19 @@ async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) ->
     }
 }
 
-/// Publishes the finished job's event to `<ns>.events` and, when asked, to `reply_to` with the
-/// message's `correlation_id`. Acks only when both were confirmed.
+/// Publishes the finished job's event to `<ns>.events` and, when asked and allowed, to
+/// `reply_to` with the message's `correlation_id`. Acks only when both were confirmed. An event
+/// whose message's `reply_to` was refused carries the reason in [`REPLY_REFUSED_HEADER`].
 async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMeta) -> Settle {
     let event = JobEvent::from_job(job);
     let body = match serde_json::to_vec(&event) {
         Ok(body) => body,
-        Err(error) => return Settle::DeadLetter(format!("failed to encode event: {error}")),
+        Err(error) => {
+            return Settle::refuse(
+                RefusalCause::Internal,
+                format!("failed to encode event: {error}"),
+            );
+        }
     };
     let events_exchange = context.publisher.settings().topology.events_exchange();
     let routing_key = Topology::event_routing_key(job.status == JobStatus::Succeeded, &job.kind);
@@ -518,11 +642,19 @@ async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMet
         .correlation_id
         .as_deref()
         .or(meta.message_id.as_deref());
-    let mut targets = vec![(events_exchange.as_str(), routing_key.as_str())];
-    if let Some(reply_to) = &meta.reply_to {
-        targets.push(("", reply_to.as_str()));
+    let event_headers: Vec<(&str, String)> = match &meta.reply_refused {
+        Some(reason) => vec![(REPLY_REFUSED_HEADER, reason.clone())],
+        None => Vec::new(),
+    };
+    let mut targets = vec![(
+        events_exchange.as_str(),
+        routing_key.as_str(),
+        event_headers,
+    )];
+    if let Some(reply_to) = meta.reply_target() {
+        targets.push(("", reply_to, Vec::new()));
     }
-    for (exchange, key) in targets {
+    for (exchange, key, headers) in targets {
         let published = context
             .publisher
             .publish(&OutgoingMessage {
@@ -533,7 +665,7 @@ async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMet
                 message_id: Some(&job.id),
                 correlation_id,
                 reply_to: None,
-                headers: Vec::new(),
+                headers,
                 request_id: meta.request_id.as_deref().or(job.request_id.as_deref()),
                 traceparent: meta.traceparent.as_deref(),
                 mandatory: false,
@@ -548,4 +680,101 @@ async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMet
     }
     info!(job_id = %job.id, status = %job.status, "job outcome published");
     Settle::Ack
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn job(kind: &str, payload: Value) -> Job {
+        Job {
+            id: "job-1".to_owned(),
+            kind: kind.to_owned(),
+            status: JobStatus::Succeeded,
+            attempts: 1,
+            max_attempts: 3,
+            payload,
+            result: Some(json!({"secret": "result"})),
+            error_code: None,
+            error_message: None,
+            request_id: None,
+            idempotency_key: Some("job-1".to_owned()),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            run_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            lease_owner: None,
+            lease_expires_at_ms: None,
+            trace_id: None,
+        }
+    }
+
+    fn envelope(id: &str, kind: &str, payload: Value) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            payload,
+            idempotency_key: None,
+            deadline: None,
+        }
+    }
+
+    /// Proves a message naming an existing job is that job only with the same kind and payload;
+    /// another kind or payload is a conflict whose reason names neither the job's payload nor
+    /// its result.
+    #[test]
+    fn a_message_naming_another_job_is_a_conflict() {
+        let stored = job("sentiment.analyze", json!({"texts": ["mine"], "n": 1.0}));
+        let same = envelope(
+            "job-1",
+            "sentiment.analyze",
+            json!({"n": 1, "texts": ["mine"]}),
+        );
+        assert_eq!(conflict_of(&stored, &same), None);
+
+        let other_payload = envelope("job-1", "sentiment.analyze", json!({"texts": ["yours"]}));
+        let reason = conflict_of(&stored, &other_payload).expect("conflict");
+        assert!(reason.starts_with("conflict:"), "{reason}");
+        assert!(
+            reason.contains("id") && reason.contains("payload"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains("mine") && !reason.contains("secret"),
+            "{reason}"
+        );
+
+        let other_kind = Envelope {
+            idempotency_key: Some("job-1".to_owned()),
+            ..envelope(
+                "msg-9",
+                "provider.complete",
+                json!({"texts": ["mine"], "n": 1}),
+            )
+        };
+        let reason = conflict_of(&stored, &other_kind).expect("conflict");
+        assert!(
+            reason.contains("idempotency key") && reason.contains("kind"),
+            "{reason}"
+        );
+    }
+
+    /// Proves JSON documents compare by value: key order and number spelling do not matter,
+    /// values and shapes do.
+    #[test]
+    fn json_documents_compare_by_value() {
+        assert!(same_json(
+            &json!({"a": [1, 2.5], "b": null}),
+            &json!({"b": null, "a": [1.0, 2.5]})
+        ));
+        assert!(!same_json(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(!same_json(&json!([1, 2]), &json!([2, 1])));
+        assert!(!same_json(&json!({"a": 1}), &json!({"a": "1"})));
+        assert!(!same_json(&json!(0.1), &json!(0.2)));
+        assert!(same_json(&json!(0.1 + 0.2), &json!(0.3)));
+    }
 }

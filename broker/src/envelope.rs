@@ -28,15 +28,29 @@ pub struct Envelope {
 }
 
 /// The bincode form. bincode cannot carry a self-describing `serde_json::Value`, so the
-/// payload travels as its JSON text; everything else is the same as [`Envelope`].
+/// payload travels as its JSON text; everything else is the same as [`Envelope`]. Decoded
+/// borrowing from the body: a string's claimed length is checked against the bytes that are
+/// there before anything is allocated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct BincodeEnvelope {
+struct BincodeEnvelope<'body> {
     v: u32,
-    id: String,
-    kind: String,
-    payload_json: String,
-    idempotency_key: Option<String>,
-    deadline: Option<String>,
+    id: &'body str,
+    kind: &'body str,
+    payload_json: &'body str,
+    #[serde(borrow)]
+    idempotency_key: Option<&'body str>,
+    #[serde(borrow)]
+    deadline: Option<&'body str>,
+}
+
+/// The largest body [`Envelope::decode`] reads, whatever the configured limit: bincode's byte
+/// limit, so no length prefix can make the decoder claim more (the configured
+/// `amqp.max_message_bytes` is checked before decoding and is at most this).
+pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
+
+/// bincode 2's standard configuration with [`MAX_ENVELOPE_BYTES`] as its byte limit.
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_ENVELOPE_BYTES>()
 }
 
 /// Why a message cannot be a job; the text goes into the `x-bulwark-reject-reason` header.
@@ -56,15 +70,16 @@ impl Envelope {
             CONTENT_TYPE_JSON => serde_json::to_vec(self)
                 .map_err(|error| EnvelopeError(format!("failed to encode json: {error}"))),
             CONTENT_TYPE_BINCODE => {
+                let payload_json = self.payload.to_string();
                 let wire = BincodeEnvelope {
                     v: self.v,
-                    id: self.id.clone(),
-                    kind: self.kind.clone(),
-                    payload_json: self.payload.to_string(),
-                    idempotency_key: self.idempotency_key.clone(),
-                    deadline: self.deadline.clone(),
+                    id: &self.id,
+                    kind: &self.kind,
+                    payload_json: &payload_json,
+                    idempotency_key: self.idempotency_key.as_deref(),
+                    deadline: self.deadline.as_deref(),
                 };
-                bincode::serde::encode_to_vec(&wire, bincode::config::standard())
+                bincode::serde::encode_to_vec(&wire, bincode_config())
                     .map_err(|error| EnvelopeError(format!("failed to encode bincode: {error}")))
             }
             other => Err(EnvelopeError(format!("unsupported content type `{other}`"))),
@@ -73,25 +88,39 @@ impl Envelope {
 
     /// Decodes a message body by its content type (JSON when absent) and checks the version,
     /// the id, the kind's presence and the deadline's format. Payloads are validated by kind
-    /// later, by the caller.
+    /// later, by the caller. Hostile bodies are refused, never trusted: nothing a body claims
+    /// makes the decoder allocate more than a small multiple of the body's own length, and a
+    /// body over [`MAX_ENVELOPE_BYTES`] is not read at all.
     pub fn decode(content_type_opt: Option<&str>, body: &[u8]) -> Result<Envelope, EnvelopeError> {
+        if body.len() > MAX_ENVELOPE_BYTES {
+            return Err(EnvelopeError(format!(
+                "body: {} bytes, more than the {MAX_ENVELOPE_BYTES} an envelope may have",
+                body.len()
+            )));
+        }
         let envelope = match content_type_opt.unwrap_or(CONTENT_TYPE_JSON) {
             CONTENT_TYPE_JSON => serde_json::from_slice::<Envelope>(body)
                 .map_err(|error| EnvelopeError(format!("malformed json envelope: {error}")))?,
             CONTENT_TYPE_BINCODE => {
-                let (wire, _): (BincodeEnvelope, usize) =
-                    bincode::serde::decode_from_slice(body, bincode::config::standard()).map_err(
+                let (wire, num_read): (BincodeEnvelope, usize) =
+                    bincode::serde::borrow_decode_from_slice(body, bincode_config()).map_err(
                         |error| EnvelopeError(format!("malformed bincode envelope: {error}")),
                     )?;
-                let payload = serde_json::from_str(&wire.payload_json)
+                if num_read != body.len() {
+                    return Err(EnvelopeError(format!(
+                        "malformed bincode envelope: {} trailing bytes",
+                        body.len() - num_read
+                    )));
+                }
+                let payload = serde_json::from_str(wire.payload_json)
                     .map_err(|error| EnvelopeError(format!("payload_json is not json: {error}")))?;
                 Envelope {
                     v: wire.v,
-                    id: wire.id,
-                    kind: wire.kind,
+                    id: wire.id.to_owned(),
+                    kind: wire.kind.to_owned(),
                     payload,
-                    idempotency_key: wire.idempotency_key,
-                    deadline: wire.deadline,
+                    idempotency_key: wire.idempotency_key.map(str::to_owned),
+                    deadline: wire.deadline.map(str::to_owned),
                 }
             }
             other => {
@@ -194,5 +223,26 @@ mod tests {
             assert!(error.0.contains(expected), "{expected}: {error}");
         }
         assert_eq!(sample().job_key(), "order-7");
+    }
+
+    /// Proves the 10-byte bincode bomb of issue #13 (a first string claiming 2^40 bytes), which
+    /// used to abort the process allocating 1 TiB, is refused with a reason.
+    #[test]
+    fn a_bincode_length_bomb_is_refused() {
+        let mut bomb = vec![0x01];
+        bomb.push(0xfd);
+        bomb.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert_eq!(bomb.len(), 10);
+        let error = Envelope::decode(Some(CONTENT_TYPE_BINCODE), &bomb).unwrap_err();
+        assert!(error.0.starts_with("malformed bincode envelope"), "{error}");
+    }
+
+    /// Proves a valid bincode envelope followed by extra bytes is refused, not half-read.
+    #[test]
+    fn trailing_bytes_after_a_bincode_envelope_are_refused() {
+        let mut body = sample().encode(CONTENT_TYPE_BINCODE).unwrap();
+        body.push(0);
+        let error = Envelope::decode(Some(CONTENT_TYPE_BINCODE), &body).unwrap_err();
+        assert!(error.0.contains("trailing bytes"), "{error}");
     }
 }

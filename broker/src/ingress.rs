@@ -100,6 +100,7 @@ pub fn ingress_supervisor(
             params.store.clone(),
             policy,
             params.settings.topology.clone(),
+            params.settings.limits.max_message_bytes,
         ))));
     }
     let mut children: Vec<ChildSpec> = Vec::new();

@@ -8,8 +8,10 @@
 //! only then acks. A crash anywhere before the ack brings the message back.
 //!
 //! # Layout
-//! - `topology`: [`Topology`], names and idempotent declaration of exchanges and queues.
-//! - `envelope`: [`Envelope`], v1, as JSON or bincode.
+//! - `topology`: [`Topology`], names and idempotent declaration of exchanges and queues, with
+//!   their [`QueueLimits`].
+//! - `envelope`: [`Envelope`], v1, as JSON or bincode, decoded within a byte limit.
+//! - `trust`: [`ProducerLimits`], what a node takes from producers (body size, `reply_to`).
 //! - `connection`: [`BrokerSettings`], connecting with a timeout, [`BrokerHealth`].
 //! - `publisher`: [`BrokerPublisher`], publishes with confirms over one lazily reconnected link.
 //! - `delivery`: what one delivery goes through, from decode to ack.
@@ -19,6 +21,7 @@
 //! - `republisher`: [`RepublisherActor`], drains the outbox of jobs never confirmed.
 //! - `writes`: [`DeliveryWrites`], the delivery path's statements, group-committed.
 //! - `ingress`: the `ingress` supervisor over the consumers and the republisher.
+//! - `metrics`: metric names and the events that emit them.
 
 mod connection;
 mod consumer;
@@ -26,9 +29,11 @@ mod dead_letters;
 mod delivery;
 mod envelope;
 mod ingress;
+pub mod metrics;
 mod publisher;
 mod republisher;
 mod topology;
+mod trust;
 mod writes;
 
 pub use bulwark_actors::new_traceparent;
@@ -37,14 +42,16 @@ pub use consumer::{
     ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState, drain_consumers,
 };
 pub use dead_letters::{DEAD_LETTER_ID_HEADER, DeadLetterSink};
-pub use delivery::{DeliveryContext, JobEvent, REJECT_REASON_HEADER};
+pub use delivery::{DeliveryContext, JobEvent, REJECT_REASON_HEADER, REPLY_REFUSED_HEADER};
 pub use envelope::{
     CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope, EnvelopeError,
+    MAX_ENVELOPE_BYTES,
 };
 pub use ingress::{IngressParams, ingress_supervisor};
 pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage};
 pub use republisher::{RepublisherActor, RepublisherMsg, RepublisherParams};
-pub use topology::{Topology, declare_reply_queue};
+pub use topology::{Overflow, QueueLimits, Topology};
+pub use trust::{DIRECT_REPLY_TO, ProducerLimits};
 pub use writes::DeliveryWrites;
 
 /// Why a broker operation failed.

@@ -11,11 +11,61 @@ use crate::BrokerError;
 /// - `<ns>.jobs` (direct, routing key = job kind) → quorum queue `<ns>.<kind>`, with
 ///   `x-delivery-limit` and `x-dead-letter-exchange = <ns>.dlx`;
 /// - `<ns>.dlx` (direct, routing key = kind) → quorum queue `<ns>.dlq.<kind>`;
-/// - `<ns>.events` (topic): `job.succeeded.<kind>`, `job.failed.<kind>`.
+/// - `<ns>.events` (topic): `job.succeeded.<kind>`, `job.failed.<kind>`;
+/// - `<ns>.reply.<id>`: where Bulwark's own producers (tests, bench) take replies.
+///
+/// Both queues of a kind carry the [`QueueLimits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub namespace: String,
     pub delivery_limit: u32,
+    pub queue_limits: QueueLimits,
+}
+
+/// How much a job or dead-letter queue holds (`x-max-length-bytes`) and what it does when full
+/// (`x-overflow`). Arguments of an existing queue cannot change: declaring it with others fails
+/// with PRECONDITION_FAILED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueLimits {
+    /// `None`: no `x-max-length-bytes` argument (nor `x-overflow`) is declared.
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+}
+
+/// `x-overflow` of a full queue; quorum queues support these two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Publishes are nacked: a producer with confirms (Bulwark's outbox included) retries.
+    #[default]
+    RejectPublish,
+    /// The oldest message is dropped, dead-lettered to `<ns>.dlx` from a job queue.
+    DropHead,
+}
+
+impl Overflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::DropHead => "drop-head",
+        }
+    }
+}
+
+impl QueueLimits {
+    /// Adds the limit's arguments to a queue declaration's.
+    fn add_to(self, arguments: &mut FieldTable) {
+        let Some(max_length_bytes) = self.max_length_bytes else {
+            return;
+        };
+        arguments.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(i64::try_from(max_length_bytes).unwrap_or(i64::MAX)),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString(self.overflow.as_str().into()),
+        );
+    }
 }
 
 impl Topology {
@@ -37,6 +87,36 @@ impl Topology {
 
     pub fn dead_letter_queue(&self, kind: &str) -> String {
         format!("{}.dlq.{kind}", self.namespace)
+    }
+
+    /// Returns the prefix of the reply queues [`Topology::declare_reply_queue`] declares, the
+    /// default allow-listed `reply_to` prefix.
+    pub fn reply_queue_prefix(&self) -> String {
+        format!("{}.reply.", self.namespace)
+    }
+
+    /// Declares an exclusive queue `<ns>.reply.<uuid>` that goes away with the channel's
+    /// connection and returns its name: where a producer receives replies (`reply_to`) or
+    /// outcome events. Its name is under the default `amqp.reply_to_prefixes`.
+    pub async fn declare_reply_queue(&self, channel: &Channel) -> Result<String, BrokerError> {
+        let name = format!(
+            "{}{}",
+            self.reply_queue_prefix(),
+            uuid::Uuid::now_v7().simple()
+        );
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| BrokerError::topology(&name, &error))?;
+        Ok(name)
     }
 
     /// Returns the routing key of a job's outcome event on the events exchange.
@@ -69,9 +149,10 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares a server-named, exclusive queue bound to the events exchange with `pattern`
-    /// (`job.#`, `job.failed.<kind>`, …) and returns its name: how a producer listens for the
-    /// outcomes of its jobs. The queue goes away with the channel's connection.
+    /// Declares a reply queue (see [`Topology::declare_reply_queue`]) bound to the events
+    /// exchange with `pattern` (`job.#`, `job.failed.<kind>`, …) and returns its name: how a
+    /// producer listens for the outcomes of its jobs. The queue goes away with the channel's
+    /// connection.
     pub async fn declare_event_listener(
         &self,
         channel: &Channel,
@@ -90,7 +171,7 @@ impl Topology {
             )
             .await
             .map_err(|error| BrokerError::topology(&events_exchange, &error))?;
-        let name = declare_reply_queue(channel).await?;
+        let name = self.declare_reply_queue(channel).await?;
         channel
             .queue_bind(
                 name.as_str().into(),
@@ -114,11 +195,12 @@ impl Topology {
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
+        self.queue_limits.add_to(&mut dlq_arguments);
         let dead_letter_queue = self.dead_letter_queue(kind);
         channel
             .queue_declare(dead_letter_queue.as_str().into(), durable, dlq_arguments)
             .await
-            .map_err(|error| BrokerError::topology(&dead_letter_queue, &error))?;
+            .map_err(|error| queue_declare_error(&dead_letter_queue, &error))?;
         let dlx = self.dead_letter_exchange();
         channel
             .queue_bind(
@@ -148,11 +230,12 @@ impl Topology {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(kind.into()),
         );
+        self.queue_limits.add_to(&mut arguments);
         let queue = self.job_queue(kind);
         channel
             .queue_declare(queue.as_str().into(), durable, arguments)
             .await
-            .map_err(|error| BrokerError::topology(&queue, &error))?;
+            .map_err(|error| queue_declare_error(&queue, &error))?;
         let jobs_exchange = self.jobs_exchange();
         channel
             .queue_bind(
@@ -168,22 +251,21 @@ impl Topology {
     }
 }
 
-/// Declares a server-named queue that only this channel's connection reads and that goes away
-/// with it; returns its name. Where a producer receives replies (`reply_to`) or outcome events.
-pub async fn declare_reply_queue(channel: &Channel) -> Result<String, BrokerError> {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|error| BrokerError::topology("reply queue", &error))?;
-    Ok(queue.name().as_str().to_owned())
+/// Returns the error of a failed queue declaration; a queue that exists with other arguments
+/// (PRECONDITION_FAILED, most often limits changed in the config) says what to do.
+fn queue_declare_error(queue: &str, error: &lapin::Error) -> BrokerError {
+    let mut message = error.to_string();
+    if message.contains("PRECONDITION_FAILED") || message.contains("PRECONDITION-FAILED") {
+        message.push_str(
+            " (the queue exists with other arguments: keep amqp.queue_max_length_bytes and \
+             amqp.queue_overflow as they were, or see README \"Running on RabbitMQ\" for \
+             moving existing queues to new limits)",
+        );
+    }
+    BrokerError::Topology {
+        name: queue.to_owned(),
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +278,7 @@ mod tests {
         let topology = Topology {
             namespace: "bulwark".to_owned(),
             delivery_limit: 5,
+            queue_limits: QueueLimits::default(),
         };
         assert_eq!(topology.jobs_exchange(), "bulwark.jobs");
         assert_eq!(topology.dead_letter_exchange(), "bulwark.dlx");
@@ -212,5 +295,29 @@ mod tests {
             Topology::event_routing_key(false, "sentiment.analyze"),
             "job.failed.sentiment.analyze"
         );
+        assert_eq!(topology.reply_queue_prefix(), "bulwark.reply.");
+    }
+
+    /// Proves queue limits become `x-max-length-bytes` and `x-overflow`, and that no limit
+    /// declares neither (as queues declared before limits existed were).
+    #[test]
+    fn queue_limits_become_arguments_only_when_set() {
+        let mut arguments = FieldTable::default();
+        QueueLimits {
+            max_length_bytes: Some(1024),
+            overflow: Overflow::DropHead,
+        }
+        .add_to(&mut arguments);
+        assert_eq!(
+            arguments.inner().get("x-max-length-bytes"),
+            Some(&AMQPValue::LongLongInt(1024))
+        );
+        assert_eq!(
+            arguments.inner().get("x-overflow"),
+            Some(&AMQPValue::LongString("drop-head".into()))
+        );
+        let mut unlimited = FieldTable::default();
+        QueueLimits::default().add_to(&mut unlimited);
+        assert!(unlimited.inner().is_empty());
     }
 }

@@ -25,7 +25,46 @@ pub struct AmqpConfig {
     pub reconnect_backoff_max_ms: u64,
     /// How often the republisher looks for stored jobs whose publish was never confirmed.
     pub republish_interval_ms: u64,
+    /// Largest message body a consumer (job or dead-letter queue) accepts; a larger one is
+    /// dead-lettered unread. At most [`MAX_MESSAGE_BYTES_CEILING`].
+    pub max_message_bytes: usize,
+    /// `x-max-length-bytes` of the job and dead-letter queues; 0 declares no limit (for queues
+    /// that existed before limits, or that an operator policy limits).
+    pub queue_max_length_bytes: u64,
+    /// `x-overflow` of the job and dead-letter queues when `queue_max_length_bytes` is reached.
+    pub queue_overflow: QueueOverflow,
+    /// Queues a message's `reply_to` may name besides RabbitMQ direct reply-to
+    /// (`amq.rabbitmq.reply-to…`): a reply goes out only when `reply_to` starts with one of
+    /// these. `{namespace}` stands for `namespace`. Empty: direct reply-to only.
+    pub reply_to_prefixes: Vec<String>,
 }
+
+/// What a full queue does with a new message (`x-overflow`); quorum queues know these two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueOverflow {
+    /// The publish is nacked: a producer with confirms learns its message was not taken.
+    RejectPublish,
+    /// The oldest message is dropped (dead-lettered when the queue has a dead-letter exchange).
+    DropHead,
+}
+
+impl QueueOverflow {
+    /// Returns the `x-overflow` argument's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueOverflow::RejectPublish => "reject-publish",
+            QueueOverflow::DropHead => "drop-head",
+        }
+    }
+}
+
+/// The largest `amqp.max_message_bytes` accepted: the broker's envelope decoder is built with
+/// this bound (bincode's byte limit), and RabbitMQ's own default `max_message_size` is larger.
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 64 * 1024 * 1024;
+
+/// Placeholder of `reply_to_prefixes` replaced by the namespace.
+const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
 
 impl Default for AmqpConfig {
     fn default() -> Self {
@@ -39,6 +78,10 @@ impl Default for AmqpConfig {
             reconnect_backoff_ms: 250,
             reconnect_backoff_max_ms: 5_000,
             republish_interval_ms: 2_000,
+            max_message_bytes: 1024 * 1024,
+            queue_max_length_bytes: 1024 * 1024 * 1024,
+            queue_overflow: QueueOverflow::RejectPublish,
+            reply_to_prefixes: vec![format!("{NAMESPACE_PLACEHOLDER}.reply.")],
         }
     }
 }
@@ -62,6 +105,14 @@ impl AmqpConfig {
 
     pub fn republish_interval(&self) -> Duration {
         Duration::from_millis(self.republish_interval_ms)
+    }
+
+    /// Returns `reply_to_prefixes` with `{namespace}` replaced by the namespace.
+    pub fn resolved_reply_to_prefixes(&self) -> Vec<String> {
+        self.reply_to_prefixes
+            .iter()
+            .map(|prefix| prefix.replace(NAMESPACE_PLACEHOLDER, &self.namespace))
+            .collect()
     }
 }
 
@@ -107,6 +158,55 @@ pub(crate) fn validate_amqp(config: &AmqpConfig) -> Result<(), (&'static str, St
             "must be at least amqp.reconnect_backoff_ms".to_owned(),
         ));
     }
+    if !(1024..=MAX_MESSAGE_BYTES_CEILING).contains(&config.max_message_bytes) {
+        return Err((
+            "amqp.max_message_bytes",
+            format!("must be 1024 to {MAX_MESSAGE_BYTES_CEILING}"),
+        ));
+    }
+    let max_message_bytes = config.max_message_bytes as u64;
+    if config.queue_max_length_bytes != 0 && config.queue_max_length_bytes < max_message_bytes {
+        return Err((
+            "amqp.queue_max_length_bytes",
+            "must be 0 (no limit) or at least amqp.max_message_bytes".to_owned(),
+        ));
+    }
+    for prefix in config.resolved_reply_to_prefixes() {
+        validate_reply_to_prefix(&prefix, &config.namespace)
+            .map_err(|message| ("amqp.reply_to_prefixes", message))?;
+    }
+    Ok(())
+}
+
+/// Refuses a `reply_to` prefix that would let a producer name a queue it must not reach: an
+/// empty one, one under RabbitMQ's reserved `amq.`, or one that Bulwark's own job and
+/// dead-letter queues (`<namespace>.<kind>`, `<namespace>.dlq.<kind>`) could start with.
+fn validate_reply_to_prefix(prefix: &str, namespace: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > 200 {
+        return Err("each prefix must be 1 to 200 bytes long".to_owned());
+    }
+    if prefix.starts_with("amq.") {
+        return Err(format!(
+            "`{prefix}`: amq. names are reserved (direct reply-to is always allowed)"
+        ));
+    }
+    let own_queues = format!("{namespace}.");
+    if own_queues.starts_with(prefix) {
+        return Err(format!(
+            "`{prefix}` would match the job queues `{own_queues}<kind>`"
+        ));
+    }
+    if let Some(rest) = prefix.strip_prefix(&own_queues)
+        && !rest.contains('.')
+    {
+        return Err(format!(
+            "`{prefix}` may match a job queue of `{namespace}`: end it with a segment and a \
+             dot, like `{namespace}.reply.`"
+        ));
+    }
+    if prefix.starts_with(&format!("{namespace}.dlq.")) {
+        return Err(format!("`{prefix}` would match the dead-letter queues"));
+    }
     Ok(())
 }
 
@@ -147,5 +247,73 @@ mod tests {
             validate_amqp(&inverted).unwrap_err().0,
             "amqp.reconnect_backoff_max_ms"
         );
+        for max_message_bytes in [0, MAX_MESSAGE_BYTES_CEILING + 1] {
+            let out_of_range = AmqpConfig {
+                max_message_bytes,
+                ..AmqpConfig::default()
+            };
+            assert_eq!(
+                validate_amqp(&out_of_range).unwrap_err().0,
+                "amqp.max_message_bytes"
+            );
+        }
+        let queue_below_message = AmqpConfig {
+            queue_max_length_bytes: 10,
+            ..AmqpConfig::default()
+        };
+        assert_eq!(
+            validate_amqp(&queue_below_message).unwrap_err().0,
+            "amqp.queue_max_length_bytes"
+        );
+        let unlimited_queue = AmqpConfig {
+            queue_max_length_bytes: 0,
+            ..AmqpConfig::default()
+        };
+        assert_eq!(validate_amqp(&unlimited_queue), Ok(()));
+    }
+
+    /// Proves the default reply_to prefix follows the namespace, and that prefixes which would
+    /// reach Bulwark's own queues or RabbitMQ's reserved names are refused.
+    #[test]
+    fn reply_to_prefixes_cannot_reach_bulwarks_own_queues() {
+        let config = AmqpConfig {
+            namespace: "shop".to_owned(),
+            ..AmqpConfig::default()
+        };
+        assert_eq!(config.resolved_reply_to_prefixes(), vec!["shop.reply."]);
+        assert_eq!(validate_amqp(&config), Ok(()));
+        let direct_only = AmqpConfig {
+            reply_to_prefixes: Vec::new(),
+            ..AmqpConfig::default()
+        };
+        assert_eq!(validate_amqp(&direct_only), Ok(()));
+        let accepted = ["replies.", "other-app.reply.", "{namespace}.replies.x"];
+        for prefix in accepted {
+            let config = AmqpConfig {
+                reply_to_prefixes: vec![prefix.to_owned()],
+                ..AmqpConfig::default()
+            };
+            assert_eq!(validate_amqp(&config), Ok(()), "{prefix}");
+        }
+        let refused = [
+            "",
+            "b",
+            "bulwark",
+            "{namespace}.",
+            "bulwark.sentiment",
+            "bulwark.dlq.x",
+            "amq.gen-",
+        ];
+        for prefix in refused {
+            let config = AmqpConfig {
+                reply_to_prefixes: vec![prefix.to_owned()],
+                ..AmqpConfig::default()
+            };
+            assert_eq!(
+                validate_amqp(&config).unwrap_err().0,
+                "amqp.reply_to_prefixes",
+                "{prefix}"
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ mod providers;
 mod scheduling;
 mod secret;
 
+pub use amqp::{MAX_MESSAGE_BYTES_CEILING, QueueOverflow};
 pub use audits::AuditsConfig;
 pub use incidents::{ChaosConfig, IncidentsConfig, OpsConfig};
 pub use load::{ConfigError, ConfigSources, DEFAULT_CONFIG_PATH, load};
