@@ -474,6 +474,27 @@ mod tests {
         assert!(!too_large.retriable);
     }
 
+    /// Proves a requeued letter only ever goes back to its kind's job queue: an `x-death`
+    /// naming another queue (forged by a producer publishing straight to the dead-letter
+    /// exchange) is ignored.
+    #[test]
+    fn a_forged_x_death_queue_is_not_requeued_into() {
+        let topology = Topology {
+            namespace: "bulwark".to_owned(),
+            delivery_limit: 5,
+            queue_limits: crate::QueueLimits::default(),
+        };
+        let kind = "sentiment.analyze";
+        let genuine = table(&[("queue", text("bulwark.sentiment.analyze"))]);
+        let forged = table(&[("queue", text("payments.incoming"))]);
+        for death in [None, Some(&genuine), Some(&forged)] {
+            assert_eq!(
+                letter_queue(&topology, kind, death),
+                "bulwark.sentiment.analyze"
+            );
+        }
+    }
+
     /// Proves headers become plain JSON, nested tables and arrays included.
     #[test]
     fn amqp_headers_become_plain_json() {
@@ -513,7 +534,8 @@ mod tests {
         );
     }
 
-    /// Proves a stored binary body (base64) and its properties come back byte for byte.
+    /// Proves a stored binary body (base64) and its properties come back byte for byte, and
+    /// that a letter stored without its body (too large) is not published empty.
     #[test]
     fn a_stored_binary_message_is_published_as_it_was_received() {
         let body = vec![0x01, 0xff, 0xfe, 0x00];
@@ -550,6 +572,13 @@ mod tests {
         };
         let message = stored_message(&letter).expect("decodes");
         assert_eq!(message.body, body);
+        let omitted = DeadLetter {
+            message: String::new(),
+            headers: Some(json!({"body_encoding": "omitted", "body_bytes": 2_000_000}).to_string()),
+            ..letter.clone()
+        };
+        let refused = stored_message(&omitted).unwrap_err();
+        assert!(refused.contains("too large"), "{refused}");
         assert_eq!(message.content_type, "application/x-bincode");
         assert_eq!(message.message_id.as_deref(), Some("m-1"));
         assert_eq!(message.correlation_id.as_deref(), Some("c-1"));
