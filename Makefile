@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned bench-celery clean runtime model
+.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -11,8 +11,15 @@ run: release runtime model
 
 ## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432,
 ## the ONNX Runtime library and the sentiment model: `runtime` and `model` fetch them)
-test: check-services runtime model lint
+test: check-services runtime model lint deny
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(MAKE) schemathesis
+
+## schemathesis: the API against its OpenAPI document, every check, on a live node with a key
+## (schemathesis from PyPI, pinned in scripts/requirements-schemathesis.txt; see docs/openapi.md)
+schemathesis:
+	$(CARGO) build --bin bulwark
+	./scripts/schemathesis.sh
 
 ORT_VERSION := 1.31.1
 ORT_LIB := ml-models/cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)
@@ -20,17 +27,30 @@ MODEL_NAME := sentiment-minilm-sst2
 MODEL_DIR := ml-models/cache/$(MODEL_NAME)
 SHARED_MODEL_DIR := ../shared/models/$(MODEL_NAME)
 
-## runtime: fetch the ONNX Runtime shared library from the PyPI wheel (once; later runs do nothing)
+# The one wheel the library is taken from, and its sha256 (pinned: a different file is refused).
+ORT_WHEEL_DIR := ml-models/cache/wheels
+ORT_WHEEL := onnxruntime-$(ORT_VERSION)-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_WHEEL_SHA256 := 5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
+
+## runtime: fetch the ONNX Runtime shared library from the PyPI wheel, checked against its pinned
+## sha256 (once; later runs do nothing)
 runtime:
 	@test -f $(ORT_LIB) || { \
-		pip download --quiet --no-deps onnxruntime==$(ORT_VERSION) -d ml-models/cache/wheels && \
-		python3 -c 'import glob, pathlib, sys, zipfile; \
-			wheel = sorted(glob.glob("ml-models/cache/wheels/onnxruntime-$(ORT_VERSION)-*.whl"))[-1]; \
+		wheel=$(ORT_WHEEL_DIR)/$(ORT_WHEEL); \
+		test -f $$wheel || pip download --quiet --no-deps --only-binary=:all: \
+			--platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+			onnxruntime==$(ORT_VERSION) -d $(ORT_WHEEL_DIR) || exit 1; \
+		echo "$(ORT_WHEEL_SHA256)  $$wheel" | sha256sum --check --status || { \
+			rm -f $$wheel; \
+			echo "error: $$wheel does not have the pinned sha256 $(ORT_WHEEL_SHA256) (Makefile: ORT_WHEEL_SHA256); it was deleted and nothing was extracted"; \
+			exit 1; \
+		}; \
+		python3 -c 'import pathlib, sys, zipfile; \
 			target = pathlib.Path(sys.argv[1]); target.parent.mkdir(parents=True, exist_ok=True); \
 			partial = target.with_name(target.name + ".part"); \
-			partial.write_bytes(zipfile.ZipFile(wheel).read("onnxruntime/capi/" + target.name)); \
-			partial.replace(target)' $(ORT_LIB) && \
-		echo "fetched $(ORT_LIB)"; \
+			partial.write_bytes(zipfile.ZipFile(sys.argv[2]).read("onnxruntime/capi/" + target.name)); \
+			partial.replace(target)' $(ORT_LIB) $$wheel && \
+		echo "fetched $(ORT_LIB) from $$wheel (sha256 checked)"; \
 	}
 
 ## model: copy the sentiment model into ml-models/cache (once; later runs do nothing)
@@ -62,6 +82,39 @@ train-model:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+CARGO_DENY_VERSION := 0.20.2
+CARGO_CYCLONEDX_VERSION := 0.5.9
+ADVISORY_DB_SNAPSHOT := ../shared/advisory-db
+# cargo-deny opens each advisory database as a git clone under db-path, named after its url
+# (deny.toml: db-path, db-urls): advisory-db-<xxh64 of the url>, as cargo-deny 0.20 names it.
+ADVISORY_DB_CLONE := target/advisory-dbs/advisory-db-3157b0e258782691
+
+## deny: licenses, bans, sources and advisories of the dependency graph (deny.toml), offline,
+## against the RustSec snapshot in ../shared/advisory-db (cargo-deny installed once, pinned)
+deny:
+	@cargo-deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' || \
+		$(CARGO) install --locked cargo-deny --version $(CARGO_DENY_VERSION)
+	@test -f $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md || { \
+		echo "error: $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md is missing: the advisory snapshot is expected in the shared folder beside the repository"; \
+		exit 1; \
+	}
+	@chmod -R u+w $(ADVISORY_DB_CLONE) 2>/dev/null; rm -rf $(ADVISORY_DB_CLONE) && mkdir -p $(ADVISORY_DB_CLONE) && \
+		cp -R $(ADVISORY_DB_SNAPSHOT)/. $(ADVISORY_DB_CLONE)/ && chmod -R u+w $(ADVISORY_DB_CLONE) && \
+		git -C $(ADVISORY_DB_CLONE) init -q && git -C $(ADVISORY_DB_CLONE) add -A && \
+		git -C $(ADVISORY_DB_CLONE) -c user.name=bulwark -c user.email=bulwark@localhost \
+			commit -q -m "advisory-db snapshot (see SNAPSHOT.md)"
+	$(CARGO) deny --offline check
+
+## sbom: a CycloneDX SBOM (JSON) of the bulwark binary's dependencies in reports/sbom/
+## (cargo-cyclonedx installed once, pinned)
+sbom:
+	@cargo-cyclonedx --version 2>/dev/null | grep -qx 'cargo-cyclonedx $(CARGO_CYCLONEDX_VERSION)' || \
+		$(CARGO) install --locked cargo-cyclonedx --version $(CARGO_CYCLONEDX_VERSION)
+	$(CARGO) cyclonedx --format json --override-filename bulwark.cdx
+	@mkdir -p reports/sbom && mv bulwark.cdx.json reports/sbom/bulwark.cdx.json && \
+		find . -path ./target -prune -o -name bulwark.cdx.json -print | xargs -r rm -f && \
+		echo "wrote reports/sbom/bulwark.cdx.json"
 
 fmt:
 	$(CARGO) fmt --all

@@ -48,6 +48,8 @@ pub enum Command {
     Migrate,
     /// Inspects and acts on dead letters of a running node (over HTTP).
     Dlq(crate::dlq_cli::DlqArgs),
+    /// Makes, lists, rotates and revokes API keys on the configured database.
+    Keys(crate::keys::KeysArgs),
     /// Inspects the configuration.
     Config {
         #[command(subcommand)]
@@ -58,8 +60,8 @@ pub enum Command {
         #[command(subcommand)]
         action: IncidentAction,
     },
-    /// Operator controls of a running node over HTTP; the token is read from the variable
-    /// `ops.token_env` names (default `BULWARK_OPERATOR_TOKEN`).
+    /// Operator controls of a running node over HTTP, with the key in `BULWARK_API_KEY`
+    /// (an `operate` key; the deprecated operator token in `ops.token_env` still works).
     Ops {
         /// Base URL of the node.
         #[arg(long, default_value = "http://127.0.0.1:8080")]

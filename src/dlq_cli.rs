@@ -88,7 +88,8 @@ pub enum DlqAction {
     },
 }
 
-/// Runs one `bulwark dlq` command; prints the answer as JSON. Exit 1 on an error answer.
+/// Runs one `bulwark dlq` command with the key in `BULWARK_API_KEY`; prints the answer as
+/// JSON. Exit 1 on an error answer.
 pub async fn run(args: &DlqArgs) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
@@ -139,6 +140,10 @@ pub async fn run(args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 .delete(format!("{base}/v1/dead-letters"))
                 .query(&query)
         }
+    };
+    let request = match std::env::var(crate::ops_client::API_KEY_ENV) {
+        Ok(key) if !key.is_empty() => request.bearer_auth(key),
+        _ => request,
     };
     let response = request.send().await.map_err(|error| {
         anyhow::anyhow!(

@@ -18,6 +18,8 @@
 //! - `bench_amqp`: `bulwark bench amqp`, broker ceiling vs end-to-end jobs over RabbitMQ.
 //! - `publish`: `bulwark publish`, payloads from a JSONL file to the broker with confirms.
 //! - `dlq_cli`: `bulwark dlq stats|list|show|requeue|park|purge` over HTTP.
+//! - `keys`: the node's API-key checks built from `[auth]`, and `bulwark keys`.
+//! - `listener`: the HTTP listener, plain or TLS (`[http.tls]`).
 //! - `cli`: the command line.
 
 pub mod bench;
@@ -30,6 +32,8 @@ pub mod demo;
 pub mod dlq_cli;
 pub mod engines;
 pub mod incidents;
+pub mod listener;
+pub mod keys;
 pub mod ops_client;
 pub mod providers;
 pub mod publish;

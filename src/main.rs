@@ -98,9 +98,9 @@ async fn run(
             action: IncidentAction::ReplaySandbox { payload },
         } => bulwark::incidents::replay_sandbox(config, &payload).await,
         Command::Ops { url, action } => {
-            let token_opt = std::env::var(&config.ops.token_env)
-                .ok()
-                .filter(|token| !token.is_empty());
+            let token_opt = [bulwark::ops_client::API_KEY_ENV, config.ops.token_env.as_str()]
+                .into_iter()
+                .find_map(|variable| std::env::var(variable).ok().filter(|token| !token.is_empty()));
             let request = match action {
                 OpsAction::Tree => bulwark::ops_client::OpsRequest::Tree,
                 OpsAction::Restart { path } => bulwark::ops_client::OpsRequest::Control {
@@ -128,6 +128,7 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(args) => bulwark::dlq_cli::run(&args).await,
+        Command::Keys(args) => bulwark::keys::run(config, &args).await,
         Command::Migrate => {
             let store = bulwark::service::open_store(config).await?;
             store.close().await;

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+/// The variable the HTTP commands (`bulwark ops`, `bulwark dlq`) read the API key from.
+pub const API_KEY_ENV: &str = "BULWARK_API_KEY";
+
 /// What an `ops` command does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpsRequest {

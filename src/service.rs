@@ -18,7 +18,7 @@ use bulwark_supervisors::{
     TreeParams, install_panic_hook,
 };
 use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::listener::Acceptor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -36,6 +36,10 @@ pub struct Service {
     pub max_attempts: u32,
     /// Reaches the provider actors; `None` when no provider is configured.
     pub providers: Option<bulwark_actors::ProviderRouter>,
+    /// API keys and rate limits of this node's API.
+    pub auth: Arc<bulwark_api::ApiAuth>,
+    auth_upkeep_stop: tokio_util::sync::CancellationToken,
+    auth_upkeep: JoinHandle<()>,
     tree: BulwarkTree,
     incidents: IncidentSink,
     http_stop_tx: Option<oneshot::Sender<()>>,
@@ -105,6 +109,9 @@ impl Service {
             neutral_threshold: config.sentiment.neutral_threshold,
             primary_weight: config.sentiment.ensemble_onnx_weight,
         };
+        let auth = crate::keys::api_auth(config, &store, &env).await?;
+        let auth_upkeep_stop = tokio_util::sync::CancellationToken::new();
+        let auth_upkeep = auth.spawn_upkeep(auth_upkeep_stop.clone());
         let incidents = crate::incidents::start_sink(config, &node_id, &env);
         let providers = crate::providers::providers_settings(config, &env)?;
         let provider_router_opt = providers.as_ref().map(|settings| settings.router(&node_id));
@@ -191,10 +198,7 @@ impl Service {
         .await
         .context("failed to start the supervision tree")?;
 
-        let acceptor = TcpListener::bind(config.http.socket_addr())
-            .into_acceptor()
-            .await
-            .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+        let acceptor = crate::listener::bind(&config.http).await?;
         let addr = acceptor
             .local_addr()
             .first()
@@ -222,7 +226,7 @@ impl Service {
             sentiment_model_version: engine_plan.model_version.clone(),
             sentiment_degraded_reason: engine_plan.degraded_reason.clone(),
             incidents: Some(incidents.clone()),
-            operator_token: bulwark_api::OperatorToken::from_env(&env, &config.ops.token_env),
+            auth: auth.clone(),
             scheduler: tree.scheduler.clone(),
             dead_letters: tree.dead_letters.clone(),
             providers: provider_router_opt.clone(),
@@ -231,7 +235,22 @@ impl Service {
             state,
             &AppParams {
                 max_body_bytes: config.http.max_body_bytes,
-                public_url: format!("http://{addr}"),
+                public_url: format!(
+                    "{}://{addr}",
+                    if config.http.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    }
+                ),
+                browser: bulwark_api::BrowserParams {
+                    cors_allowed_origins: config.http.cors_allowed_origins.clone(),
+                    hsts_max_age_secs_opt: config
+                        .http
+                        .tls
+                        .as_ref()
+                        .map(|tls| tls.hsts_max_age_secs),
+                },
             },
         );
         let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
@@ -254,6 +273,9 @@ impl Service {
             sentiment_engines: engine_plan.engines.clone(),
             max_attempts: config.jobs.max_attempts,
             providers: provider_router_opt,
+            auth,
+            auth_upkeep_stop,
+            auth_upkeep,
             tree,
             incidents,
             http_stop_tx: Some(http_stop_tx),
@@ -318,6 +340,13 @@ impl Service {
             .is_err()
         {
             warn!("supervision tree did not stop within 15s");
+        }
+        self.auth_upkeep_stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.auth_upkeep)
+            .await
+            .is_err()
+        {
+            warn!("api key upkeep did not stop within 2s");
         }
         IncidentSink::unregister(&self.node_id);
         drop(self.incidents);

@@ -697,7 +697,7 @@ workers = 1
     );
     std::fs::write(&config_file, config_text).expect("config written");
     let nodes = [spawn_node(&config_file), spawn_node(&config_file)];
-    let client = reqwest::Client::new();
+    let client = common::admin_client();
     for node in &nodes {
         eventually(Duration::from_secs(60), || async {
             let response = client
@@ -1151,7 +1151,7 @@ async fn shutdown_drains_deliveries_in_flight_and_leaves_the_rest_queued() {
     let second = bulwark::Service::start(&config)
         .await
         .expect("second node starts");
-    let second = TestService::around(second, database);
+    let second = TestService::around(second, database).await;
     let jobs = wait_all_succeeded(&second, total).await;
     let retried: Vec<&Value> = jobs.iter().filter(|job| job["attempts"] != 1).collect();
     assert!(retried.is_empty(), "every job ran once: {retried:?}");

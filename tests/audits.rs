@@ -487,9 +487,10 @@ async fn bad_input_is_refused() {
         with("prompts", json!({ "first": "q" })),
         json!("not an object"),
     ];
+    // A body of the wrong shape (missing or unknown field, wrong type) names the field too.
     for body in malformed {
         let (status, error) = service.post_json("/v1/audits", &body).await;
-        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(status, 422, "{body}: {error}");
         assert_eq!(error["code"], "VALIDATION_FAILED");
     }
     let (_, jobs) = service.get_json("/v1/jobs?kind=audit.run").await;
@@ -543,5 +544,5 @@ async fn bad_input_is_refused() {
     let (status, _) = service
         .get_json(&format!("/v1/audits/{audit_id}?include_items=maybe"))
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
 }

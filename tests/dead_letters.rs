@@ -241,7 +241,7 @@ async fn bad_input_is_refused() {
     let (status, _) = service
         .post_json("/v1/dead-letters/requeue", &json!({"colour": "red"}))
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422, "unknown fields are refused, named");
     let malformed = service
         .client
         .post(service.url("/v1/dead-letters/requeue"))

@@ -13,6 +13,7 @@ fn dlq(args: &[&str]) -> std::process::Output {
         .arg("dlq")
         .args(args)
         .env("BULWARK_LOG", "error")
+        .env("BULWARK_API_KEY", common::TEST_ADMIN_KEY)
         .output()
         .expect("bulwark runs")
 }
@@ -22,7 +23,13 @@ fn dlq(args: &[&str]) -> std::process::Output {
 /// is a clear error, not a hang or a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_cli_talks_to_a_node_over_http() {
-    let service = TestService::start(TestBackend::Sqlite).await;
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.auth.bootstrap_admin_key = Some(bulwark_config::SecretRef {
+            env: None,
+            file: Some(common::write_secret_file(common::TEST_ADMIN_KEY)),
+        });
+    })
+    .await;
     let url = service.base_url.clone();
     let output = tokio::task::spawn_blocking({
         let url = url.clone();

@@ -120,6 +120,10 @@ async fn missing_model_starts_degraded_on_the_lexicon() {
         engine["detail"].as_str().unwrap().contains("make model"),
         "tells how to fix it: {engine}"
     );
+    assert!(
+        !health.to_string().contains("/nonexistent"),
+        "no file path reaches a client: {health}"
+    );
     let metrics = service.get_text("/metrics").await;
     assert!(metrics.contains("bulwark_sentiment_degraded"), "{metrics}");
 }
@@ -208,15 +212,32 @@ async fn bad_input_gets_clear_4xx_and_stores_nothing() {
     }
 
     let wrong_shape = [
-        ("/v1/sentiment", json!({ "texts": "not a list" })),
-        ("/v1/sentiment", json!({ "texts": ["a"], "unknown": 1 })),
-        ("/v1/jobs", json!({ "payload": {} })),
+        ("/v1/sentiment", json!({ "texts": "not a list" }), "texts:"),
+        (
+            "/v1/sentiment",
+            json!({ "texts": ["a"], "unknown": 1 }),
+            "unknown:",
+        ),
+        ("/v1/jobs", json!({ "payload": {} }), "kind:"),
     ];
-    for (path, body) in wrong_shape {
+    for (path, body, field) in wrong_shape {
         let (status, response) = service.post_json(path, &body).await;
-        assert_eq!(status, 400, "{path} {body}: {response}");
+        assert_eq!(status, 422, "{path} {body}: {response}");
         assert_error_body(&response, "VALIDATION_FAILED", None);
+        assert!(
+            response["message"].as_str().unwrap().starts_with(field),
+            "{response}"
+        );
     }
+    let malformed = service
+        .client
+        .post(service.url("/v1/sentiment"))
+        .header("content-type", "application/json")
+        .body("{\"texts\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400, "malformed JSON is 400");
 
     let (status, response) = service.get_json("/v1/jobs?status=sleeping").await;
     assert_eq!(status, 422, "{response}");
@@ -453,4 +474,178 @@ async fn probes_docs_and_metrics_are_served() {
         "histogram exported"
     );
     assert!(metrics.contains("bulwark_sentiment_texts_total"));
+}
+
+/// Proves every JSON body is read strictly: a number, a boolean or `null` where the document
+/// says `string` (and a string where it says `integer`) is `422` naming the field, on the
+/// sentiment, job (payloads of each kind included), audit, schedule and dead-letter bodies,
+/// and nothing is stored; the same text sent as a string is scored.
+#[tokio::test]
+async fn coerced_values_are_refused_with_the_field_named() {
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+    })
+    .await;
+    let sentiment = |payload: Value| json!({ "kind": "sentiment.analyze", "payload": payload });
+    let complete = |params: Value| {
+        json!({ "kind": "provider.complete",
+            "payload": { "provider": "sim", "prompt": "best CRM?", "params": params } })
+    };
+    let audit = |field: &str, value: Value| {
+        let mut body = json!({ "brand": "Acme", "prompts": ["best CRM?"], "providers": ["sim"] });
+        body[field] = value;
+        body
+    };
+    let cases = [
+        ("/v1/sentiment", json!({ "texts": [42] }), "texts[0]:"),
+        (
+            "/v1/sentiment",
+            json!({ "texts": ["a", true] }),
+            "texts[1]:",
+        ),
+        ("/v1/sentiment", json!({ "texts": [null] }), "texts[0]:"),
+        (
+            "/v1/sentiment",
+            json!({ "texts": ["a"], "strategy": null }),
+            "strategy:",
+        ),
+        (
+            "/v1/sentiment",
+            json!({ "texts": ["a"], "strategy": 1 }),
+            "strategy:",
+        ),
+        (
+            "/v1/sentiment",
+            json!({ "texts": ["a"], "neutral_threshold": "0.5" }),
+            "neutral_threshold:",
+        ),
+        (
+            "/v1/jobs",
+            sentiment(json!({ "texts": [42] })),
+            "payload.texts[0]:",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "idempotency_key": 7 }),
+            "idempotency_key:",
+        ),
+        (
+            "/v1/jobs",
+            complete(json!({ "max_tokens": "5" })),
+            "payload.params.max_tokens:",
+        ),
+        (
+            "/v1/jobs",
+            complete(json!({ "max_tokens": 40_000 })),
+            "payload.params.max_tokens:",
+        ),
+        (
+            "/v1/jobs",
+            complete(json!({ "seed": 1.5 })),
+            "payload.params.seed:",
+        ),
+        ("/v1/audits", audit("brand", json!(5)), "brand:"),
+        (
+            "/v1/audits",
+            audit("providers", json!([1])),
+            "providers[0]:",
+        ),
+        (
+            "/v1/audits",
+            audit("samples_per_prompt", json!("2")),
+            "samples_per_prompt:",
+        ),
+        (
+            "/v1/audits",
+            audit("samples_per_prompt", json!(2.5)),
+            "samples_per_prompt:",
+        ),
+        (
+            "/v1/schedules",
+            json!({ "name": "n", "kind": "sentiment.analyze", "payload": { "texts": ["a"] },
+                "trigger": { "type": "interval", "every_ms": "60000" } }),
+            "trigger.every_ms:",
+        ),
+        ("/v1/dead-letters/requeue", json!({ "all": "true" }), "all:"),
+        ("/v1/dead-letters/requeue", json!({ "limit": -1 }), "limit:"),
+    ];
+    for (path, body, field) in cases {
+        let (status, response) = service.post_json(path, &body).await;
+        assert_eq!(status, 422, "{path} {body}: {response}");
+        assert_error_body(&response, "VALIDATION_FAILED", None);
+        let message = response["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{path} {body}: {message}");
+    }
+    let (_, jobs) = service.get_json("/v1/jobs").await;
+    assert_eq!(jobs["jobs"], json!([]), "nothing was stored");
+    let (_, schedules) = service.get_json("/v1/schedules").await;
+    assert_eq!(schedules["schedules"], json!([]), "nothing was stored");
+
+    let (status, response) = service
+        .post_json("/v1/sentiment", &json!({ "texts": ["42"] }))
+        .await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["results"].as_array().unwrap().len(), 1);
+}
+
+/// Proves a method a path does not document is `405` with an `Allow` header listing the
+/// documented ones (and the error body), that unset optional fields are absent rather than
+/// `null`, and that the served document closes request objects.
+#[tokio::test]
+async fn wrong_methods_get_405_with_allow() {
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+    })
+    .await;
+    let cases = [
+        (reqwest::Method::PUT, "/v1/sentiment", "POST"),
+        (reqwest::Method::DELETE, "/v1/jobs", "GET, POST, HEAD"),
+        (reqwest::Method::PATCH, "/v1/jobs/some-id", "GET, HEAD"),
+        (reqwest::Method::GET, "/v1/dead-letters/requeue", "POST"),
+        (reqwest::Method::POST, "/live", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let response = service
+            .client
+            .request(method.clone(), service.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            response.headers()["allow"].to_str().unwrap(),
+            allow,
+            "{method} {path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_error_body(&body, "VALIDATION_FAILED", None);
+    }
+
+    let (status, job) = service
+        .post_json(
+            "/v1/jobs",
+            &json!({ "kind": "sentiment.analyze", "payload": { "texts": ["fine"] } }),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    for absent in [
+        "result",
+        "error",
+        "idempotency_key",
+        "started_at",
+        "finished_at",
+    ] {
+        assert!(
+            job.get(absent).is_none(),
+            "{absent} absent, not null: {job}"
+        );
+    }
+    let (_, listed) = service.get_json("/v1/jobs").await;
+    assert!(listed.get("next_cursor").is_none(), "{listed}");
+
+    let (_, spec) = service.get_json("/openapi.json").await;
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(schemas["SentimentBody"]["additionalProperties"], false);
+    assert_eq!(schemas["TriggerBody"]["additionalProperties"], false);
+    assert!(schemas["JobView"].get("additionalProperties").is_none());
 }

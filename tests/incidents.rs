@@ -347,7 +347,7 @@ async fn dump_holds_no_secret_and_replay_reproduces() {
         ("BULWARK_OPERATOR_TOKEN", "operator-secret-0c4e"),
     ];
     let (child, base_url) = spawn_bulwark(&config_file, &secrets);
-    let client = reqwest::Client::new();
+    let client = common::admin_client();
     let response = client
         .post(format!("{base_url}/v1/sentiment"))
         .header("x-request-id", "replay-test-1")
@@ -440,19 +440,21 @@ async fn dump_holds_no_secret_and_replay_reproduces() {
     assert!(stdout.contains("not_reproduced"), "{stdout}");
 }
 
-/// Proves the operator endpoints on the real binary: `401` without a token and `403` with a
-/// wrong one (standard error body), the live tree with strategies and counters, and that a
-/// graceful restart of the jobs subtree under load loses no job; every action, refused or not,
-/// is in `ops_audit_log`.
+/// Proves the operator endpoints on the real binary: `401` without a key or with an unknown
+/// one, `403` (audited as denied) with a key lacking the `operate` scope (standard error
+/// body), the deprecated operator token still working as an `operate` key, the live tree with
+/// strategies and counters, and that a graceful restart of the jobs subtree under load loses
+/// no job; every action is in `ops_audit_log` under the acting key's name.
 #[tokio::test]
 async fn operator_controls_and_jobs_restart_under_load() {
     let dir = temp_dir("ops");
     let config_file = write_config(&dir, "");
     let token = "operator-token-5d7e";
     let (child, base_url) = spawn_bulwark(&config_file, &[("BULWARK_OPERATOR_TOKEN", token)]);
-    let client = reqwest::Client::new();
+    let client = common::admin_client();
+    let anonymous = reqwest::Client::new();
 
-    let unauthorized = client
+    let unauthorized = anonymous
         .get(format!("{base_url}/v1/ops/supervisors"))
         .send()
         .await
@@ -461,9 +463,26 @@ async fn operator_controls_and_jobs_restart_under_load() {
     let body: Value = unauthorized.json().await.unwrap();
     assert_eq!(body["code"], "UNAUTHORIZED");
     assert!(body["request_id"].is_string());
-    let forbidden = client
+    let unknown = anonymous
         .post(format!("{base_url}/v1/ops/supervisors/root.jobs/restart"))
         .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+    let reader: Value = client
+        .post(format!("{base_url}/v1/keys"))
+        .json(&json!({"name": "reader", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reader_token = reader["token"].as_str().expect("a token is issued");
+    let forbidden = anonymous
+        .post(format!("{base_url}/v1/ops/supervisors/root.jobs/restart"))
+        .bearer_auth(reader_token)
         .send()
         .await
         .unwrap();
@@ -473,7 +492,7 @@ async fn operator_controls_and_jobs_restart_under_load() {
         "FORBIDDEN"
     );
 
-    let tree: Value = client
+    let tree: Value = anonymous
         .get(format!("{base_url}/v1/ops/supervisors"))
         .bearer_auth(token)
         .send()
@@ -505,7 +524,7 @@ async fn operator_controls_and_jobs_restart_under_load() {
             .unwrap();
         job_ids.push(job["id"].as_str().unwrap().to_owned());
     }
-    let restarted = client
+    let restarted = anonymous
         .post(format!("{base_url}/v1/ops/supervisors/root.jobs/restart"))
         .bearer_auth(token)
         .header("x-operator", "alice")
@@ -535,14 +554,15 @@ async fn operator_controls_and_jobs_restart_under_load() {
         assert_eq!(job["status"], "succeeded", "{job}");
     }
 
-    // The CLI mirrors the API, with the token from the environment.
+    // The CLI mirrors the API, with the key from the environment.
     let ops = |args: &[&str], token: &str| {
         Command::new(env!("CARGO_BIN_EXE_bulwark"))
             .arg("--config")
             .arg(&config_file)
             .args(["ops", "--url", &base_url])
             .args(args)
-            .env("BULWARK_OPERATOR_TOKEN", token)
+            .env("BULWARK_API_KEY", token)
+            .env_remove("BULWARK_OPERATOR_TOKEN")
             .env_remove("DATABASE_URL")
             .output()
             .expect("bulwark ops runs")
@@ -554,7 +574,7 @@ async fn operator_controls_and_jobs_restart_under_load() {
     assert!(stopped.status.success(), "{stopped:?}");
     let started = ops(&["start", "root/sentiment/sentiment-worker-1"], token);
     assert!(started.status.success(), "{started:?}");
-    let refused = ops(&["restart", "root/jobs"], "not-the-token");
+    let refused = ops(&["restart", "root/jobs"], reader_token);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("FORBIDDEN"));
     stop(child);
@@ -566,12 +586,17 @@ async fn operator_controls_and_jobs_restart_under_load() {
     })
     .await
     .expect("store opens");
-    let actions = store.list_ops_actions(10).await.expect("audit log");
-    assert!(actions.iter().any(|entry| entry.actor == "token:alice"
+    let actions = store.list_ops_actions(50).await.expect("audit log");
+    assert!(actions.iter().any(|entry| entry.actor == "key:legacy-operator-token"
         && entry.action == "restart"
         && entry.target == "root/jobs"
         && entry.outcome == "succeeded"));
-    assert!(actions.iter().any(|entry| entry.outcome == "denied"));
+    assert!(
+        actions
+            .iter()
+            .any(|entry| entry.actor == "key:reader" && entry.outcome == "denied"),
+        "{actions:?}"
+    );
     assert!(actions.iter().any(|entry| entry.action == "stop"
         && entry.target == "root/sentiment/sentiment-worker-1"
         && entry.outcome == "succeeded"));

@@ -81,7 +81,7 @@ async fn database_outage_is_reported_and_recovered() {
     );
     let mut config = test_config(&proxied_url);
     config.database.connect_timeout_ms = 500;
-    let service = TestService::around(Service::start(&config).await.unwrap(), database);
+    let service = TestService::around(Service::start(&config).await.unwrap(), database).await;
 
     let (status, _) = service.get_json("/ready").await;
     assert_eq!(status, 200);
@@ -139,7 +139,7 @@ async fn two_nodes_run_each_job_once() {
     let node_a = Service::start(&test_config(&database.url)).await.unwrap();
     let node_b = Service::start(&test_config(&database.url)).await.unwrap();
     let node_b_url = format!("http://{}", node_b.addr);
-    let node_a = TestService::around(node_a, database);
+    let node_a = TestService::around(node_a, database).await;
     let num_jobs = 120;
     let mut job_ids = Vec::new();
     for index in 0..num_jobs {

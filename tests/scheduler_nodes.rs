@@ -34,7 +34,7 @@ async fn two_nodes_fire_each_slot_once() {
     let store = database.open().await;
     let (mut node_a, url_a) = spawn_node(&database.url);
     let (mut node_b, url_b) = spawn_node(&database.url);
-    let client = reqwest::Client::new();
+    let client = common::admin_client();
     let mut ids = Vec::new();
     for index in 0..20 {
         let url = if index % 2 == 0 { &url_a } else { &url_b };

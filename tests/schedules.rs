@@ -241,7 +241,7 @@ async fn bad_input_is_refused_naming_the_field() {
         Some(&json!({"colour": "red"})),
     )
     .await;
-    assert_eq!(status, 400, "unknown fields are refused");
+    assert_eq!(status, 422, "unknown fields are refused, named");
 
     let response = service
         .client

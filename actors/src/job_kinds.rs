@@ -111,8 +111,12 @@ pub fn validate_job(kind_name: &str, payload: &Value) -> Result<JobKind, JobErro
     Ok(kind)
 }
 
-/// Longest prompt a `provider.complete` job accepts, in characters.
+/// Longest prompt (and system prompt) a `provider.complete` job accepts, in characters.
 pub const MAX_PROMPT_CHARS: usize = 100_000;
+/// Longest provider name a `provider.complete` job accepts, in characters.
+pub const MAX_PROVIDER_NAME_CHARS: usize = 200;
+/// Largest `max_tokens` a `provider.complete` job may ask for.
+pub const MAX_COMPLETION_TOKENS: u32 = 32_768;
 
 /// The payload of `provider.complete` jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +175,13 @@ fn parse_provider_payload(payload: &Value) -> Result<ProviderCompletePayload, Jo
     if request.provider.trim().is_empty() {
         return Err(invalid("payload.provider: must not be empty".to_owned()));
     }
+    let num_provider_chars = request.provider.chars().count();
+    if num_provider_chars > MAX_PROVIDER_NAME_CHARS {
+        return Err(invalid(format!(
+            "payload.provider: {num_provider_chars} characters, at most \
+             {MAX_PROVIDER_NAME_CHARS} allowed"
+        )));
+    }
     if request.prompt.trim().is_empty() {
         return Err(invalid("payload.prompt: must not be empty".to_owned()));
     }
@@ -180,10 +191,22 @@ fn parse_provider_payload(payload: &Value) -> Result<ProviderCompletePayload, Jo
             "payload.prompt: {num_chars} characters, at most {MAX_PROMPT_CHARS} allowed"
         )));
     }
-    if request.params.max_tokens == Some(0) {
-        return Err(invalid(
-            "payload.params.max_tokens: must be at least 1".to_owned(),
-        ));
+    if let Some(system) = &request.params.system {
+        let num_system_chars = system.chars().count();
+        if num_system_chars > MAX_PROMPT_CHARS {
+            return Err(invalid(format!(
+                "payload.params.system: {num_system_chars} characters, at most \
+                 {MAX_PROMPT_CHARS} allowed"
+            )));
+        }
+    }
+    if let Some(max_tokens) = request.params.max_tokens
+        && !(1..=MAX_COMPLETION_TOKENS).contains(&max_tokens)
+    {
+        return Err(invalid(format!(
+            "payload.params.max_tokens: must be between 1 and {MAX_COMPLETION_TOKENS}, got \
+             {max_tokens}"
+        )));
     }
     if let Some(temperature) = request.params.temperature
         && !(0.0..=2.0).contains(&temperature)
@@ -335,6 +358,12 @@ mod tests {
                 "payload.texts[1]:",
             ),
             (json!({"texts": [1]}), "payload.texts[0]:"),
+            (json!({"texts": [true]}), "payload.texts[0]:"),
+            (
+                json!({"texts": ["a"], "neutral_threshold": "0.5"}),
+                "payload.neutral_threshold:",
+            ),
+            (json!({"texts": ["a"], "strategy": 1}), "payload.strategy:"),
             (json!({"text": ["a"]}), "payload.text:"),
             (json!("nope"), "payload:"),
         ];
@@ -373,6 +402,31 @@ mod tests {
             (
                 json!({"provider": "sim", "prompt": "hi", "params": {"max_tokens": 0}}),
                 "payload.params.max_tokens:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"max_tokens": 32_769}}),
+                "payload.params.max_tokens:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"max_tokens": "5"}}),
+                "payload.params.max_tokens:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"max_tokens": 5.5}}),
+                "payload.params.max_tokens:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi", "params": {"seed": true}}),
+                "payload.params.seed:",
+            ),
+            (
+                json!({"provider": "x".repeat(MAX_PROVIDER_NAME_CHARS + 1), "prompt": "hi"}),
+                "payload.provider:",
+            ),
+            (
+                json!({"provider": "sim", "prompt": "hi",
+                    "params": {"system": "x".repeat(MAX_PROMPT_CHARS + 1)}}),
+                "payload.params.system:",
             ),
             (
                 json!({"provider": "sim", "prompt": "hi", "params": {"top_k": 3}}),

@@ -255,10 +255,12 @@ fn chart_svg(summary: &AuditSummary) -> String {
     svg
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;max-width:\
-    72rem}table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #d5d9e0;padding:\
-    .35rem .6rem;text-align:left;vertical-align:top}tr.total{font-weight:600;background:#f3f5f9}\
-    .failed{color:#b42318}.muted{color:#667085}td.answer{max-width:36rem;white-space:pre-wrap}";
+/// The report's only stylesheet, inline: the CSP of HTML pages allows it by its hash.
+pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;\
+    max-width:72rem}table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #d5d9e0;\
+    padding:.35rem .6rem;text-align:left;vertical-align:top}tr.total{font-weight:600;\
+    background:#f3f5f9}.failed{color:#b42318}.muted{color:#667085}td.answer{max-width:36rem;\
+    white-space:pre-wrap}";
 
 /// Renders the whole report page.
 pub fn html_page(data: &ReportData<'_>) -> String {

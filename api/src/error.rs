@@ -2,6 +2,7 @@ use bulwark_actors::{ErrorCode, JobError, PoolError};
 use bulwark_store::StoreError;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
+use poem_openapi::error::ParseParamError;
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaResponse, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object, ResponseContent};
@@ -28,6 +29,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Overrides the code's default `Retry-After` (a rate limit knows when its bucket refills).
+    retry_after_secs_opt: Option<u64>,
 }
 
 impl ApiError {
@@ -36,10 +39,11 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs_opt: None,
         }
     }
 
-    /// 400: the body is not valid JSON or does not have the documented shape.
+    /// 400: the body is not valid JSON (a body of the wrong shape is [`ApiError::invalid`]).
     pub fn malformed(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -108,8 +112,17 @@ impl ApiError {
         ApiError::new(status, code, message)
     }
 
+    /// Sets the seconds a client should wait before retrying.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs_opt = Some(seconds);
+        self
+    }
+
     /// Seconds a client should wait before retrying, for retriable errors.
     fn retry_after_secs(&self) -> Option<u64> {
+        if self.retry_after_secs_opt.is_some() {
+            return self.retry_after_secs_opt;
+        }
         match self.code {
             ErrorCode::Overloaded | ErrorCode::RateLimitExceeded | ErrorCode::UpstreamTimeout => {
                 Some(1)
@@ -126,9 +139,19 @@ impl ApiError {
         if let Some(api_error) = error.downcast_ref::<ApiError>() {
             return api_error.clone();
         }
+        // A parameter of the wrong type or out of its documented bounds breaks a rule like a
+        // body field does: 422 naming it.
+        if let Some(param_error) = error.downcast_ref::<ParseParamError>() {
+            return ApiError::invalid(format!("{}: {}", param_error.name, param_error.reason));
+        }
         let message = error.to_string();
         match error.status() {
             StatusCode::BAD_REQUEST => ApiError::malformed(message),
+            // poem-openapi refuses a missing `Authorization` header before any checker runs.
+            StatusCode::UNAUTHORIZED => ApiError::from_code(
+                ErrorCode::Unauthorized,
+                "authorization: an api key is required: send `Authorization: Bearer bwk_…`",
+            ),
             StatusCode::NOT_FOUND => ApiError::not_found(message),
             StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -150,22 +173,35 @@ impl ApiError {
 
     /// Renders the error body with the request id, and `Retry-After` when retriable.
     pub fn into_response_for(self, request_id: &str) -> Response {
-        if self.status.is_server_error() {
+        let retriable = self.code.is_retryable();
+        let retry_after_opt = self.retry_after_secs();
+        // A 5xx's own message can name tables, constraints, paths or upstream answers: it goes
+        // to the log, and the client gets a generic one with the request id to quote.
+        let message = if self.status.is_server_error() {
             error!(
                 code = self.code.as_str(),
+                request_id,
                 error = self.message,
                 "request failed"
             );
-        }
-        let retriable = self.code.is_retryable();
-        let retry_after_opt = self.retry_after_secs();
+            public_server_error_message(self.code, request_id)
+        } else {
+            self.message
+        };
         let body = ErrorBody {
             code: self.code.as_str().to_owned(),
-            message: self.message,
+            message,
             request_id: request_id.to_owned(),
             retriable,
         };
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut response = Json(body).with_status(self.status).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"bulwark\""),
+            );
+        }
         if let Some(retry_after) = retry_after_opt.filter(|_| retriable) {
             response
                 .headers_mut()
@@ -206,14 +242,28 @@ impl From<StoreError> for ApiError {
 /// Documents the error responses every operation may return, all with [`ErrorBody`].
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let statuses: [(u16, &'static str); 8] = [
+        let statuses: [(u16, &'static str); 12] = [
             (400, "Malformed request (VALIDATION_FAILED)"),
+            (401, "No valid API key (UNAUTHORIZED)"),
+            (
+                403,
+                "The key lacks the scope this operation needs (FORBIDDEN)",
+            ),
             (404, "Not found (RESOURCE_NOT_FOUND)"),
             (409, "Conflict with an existing resource (CONFLICT)"),
             (413, "Body larger than the limit (PAYLOAD_TOO_LARGE)"),
             (
+                415,
+                "The body is not `application/json` (VALIDATION_FAILED)",
+            ),
+            (
                 422,
-                "Input breaks a rule; the message names the field (VALIDATION_FAILED)",
+                "Input breaks a rule or is not of the documented type; the message names the \
+                 field (VALIDATION_FAILED)",
+            ),
+            (
+                429,
+                "Rate limit exceeded; see Retry-After (RATE_LIMIT_EXCEEDED)",
             ),
             (500, "Unexpected error (INTERNAL_ERROR)"),
             (503, "Overloaded or a dependency is down; see Retry-After"),
@@ -240,3 +290,52 @@ impl ApiResponse for ApiError {
 
 /// The result type of every operation.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Returns what a client is told of a server-side failure: what kind it is and the request id
+/// under which the log has the details.
+fn public_server_error_message(code: ErrorCode, request_id: &str) -> String {
+    let what = match code {
+        ErrorCode::Overloaded => "the node is overloaded, retry after Retry-After",
+        ErrorCode::ServiceUnavailable => "a dependency is unavailable, retry after Retry-After",
+        ErrorCode::UpstreamTimeout => "a dependency did not answer in time",
+        _ => "internal error",
+    };
+    format!("{what}; the server log has the details under request id {request_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> ErrorBody {
+        let text = response.into_body().into_string().await.expect("body");
+        serde_json::from_str(&text).expect("an error body")
+    }
+
+    /// Proves a store error's text (table, constraint) never reaches the client: the body has
+    /// a generic message naming the request id, for both the retriable 503 and the 500.
+    #[tokio::test]
+    async fn server_errors_hide_their_detail() {
+        let detail = "duplicate key value violates unique constraint \"jobs_pkey\" on table jobs";
+        let internal: ApiError = StoreError::Corrupt(detail.to_owned()).into();
+        let unavailable = ApiError::unavailable(format!("the store is unavailable: {detail}"));
+        for (error, code) in [
+            (internal, "INTERNAL_ERROR"),
+            (unavailable, "SERVICE_UNAVAILABLE"),
+        ] {
+            let body = body_of(error.into_response_for("req-42")).await;
+            assert_eq!(body.code, code);
+            assert_eq!(body.request_id, "req-42");
+            assert!(!body.message.contains("jobs"), "{}", body.message);
+            assert!(body.message.contains("req-42"), "{}", body.message);
+        }
+    }
+
+    /// Proves a client error keeps its message: it names the field the client must fix.
+    #[tokio::test]
+    async fn client_errors_keep_their_message() {
+        let body =
+            body_of(ApiError::invalid("texts: must not be empty").into_response_for("r")).await;
+        assert_eq!(body.message, "texts: must not be empty");
+    }
+}

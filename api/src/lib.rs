@@ -4,26 +4,39 @@
 //! # Layout
 //! - `routes`: the operations, by tag (`sentiment`, `jobs`, `health`).
 //! - `audit_report`: audit reports as CSV and as a self-contained HTML page.
+//! - `auth`: [`Authenticate`] (keys, per-IP limits) and the scope types operations take.
 //! - `middleware`: [`RequestContext`]: request ids, body limit, error rendering, metrics.
+//! - `browser`: [`BrowserParams`] and the policy behind CSP, `Cache-Control`, HSTS and CORS.
+//! - `strict_json`: [`StrictJson`](strict_json::StrictJson), request bodies checked against
+//!   their documented schema (no coercion, no unknown field).
+//! - `document`: the served OpenAPI document and the `Allow` value of each path.
 //! - `error`: [`ApiError`] and [`ErrorBody`], the only mapping from errors to responses.
 //! - `state`: [`ApiState`], what handlers reach.
 //! - `metrics`: metric names and events.
 
 mod audit_report;
+mod browser;
+pub mod auth;
+mod document;
 mod error;
 pub mod metrics;
 mod middleware;
 mod routes;
 mod state;
+mod strict_json;
 
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::endpoint::make_sync;
+use poem::web::Html;
+use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
+pub use browser::BrowserParams;
+use document::ApiDocument;
 pub use error::{ApiError, ErrorBody};
 pub use middleware::{RequestContext, RequestId};
-pub use routes::ops::OperatorToken;
+pub use auth::{ApiAuth, Authenticate, OpenEndpoints};
 pub use state::ApiState;
 
 #[derive(Tags)]
@@ -40,6 +53,8 @@ enum ApiTags {
     Schedules,
     /// Inspect, requeue, park and purge jobs that could not be done.
     DeadLetters,
+    /// Make, list, rotate and revoke API keys.
+    Keys,
 }
 
 /// What the HTTP app is built with.
@@ -48,6 +63,8 @@ pub struct AppParams {
     pub max_body_bytes: usize,
     /// The base URL shown in the OpenAPI document, e.g. `http://127.0.0.1:8080`.
     pub public_url: String,
+    /// CORS origins and HSTS.
+    pub browser: BrowserParams,
 }
 
 /// Every operation group of the API, in the order the document lists them.
@@ -60,6 +77,7 @@ type Apis = (
     routes::schedules::SchedulesApi,
     routes::dead_letters::DeadLettersApi,
     routes::audits::AuditsApi,
+    routes::keys::KeysApi,
 );
 
 /// Returns the OpenAPI service with every operation.
@@ -89,6 +107,9 @@ fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<
         routes::audits::AuditsApi {
             state: state.clone(),
         },
+        routes::keys::KeysApi {
+            state: state.clone(),
+        },
     );
     OpenApiService::new(apis, "Bulwark", env!("CARGO_PKG_VERSION"))
         .description(
@@ -101,14 +122,35 @@ fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<
 pub fn build_app(state: ApiState, params: &AppParams) -> impl Endpoint + 'static {
     let state = Arc::new(state);
     let service = openapi_service(&state, params);
-    let spec = service.spec_endpoint();
-    let docs = service.swagger_ui();
+    let generated = service.spec();
+    let document = Arc::new(ApiDocument::new(&generated));
+    let spec_json = document.json().to_owned();
+    let spec = make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(spec_json.clone())
+    });
+    // Swagger UI embeds the document it shows; it shows the served one.
+    let docs_html = service
+        .swagger_ui_html()
+        .replacen(&generated, document.json(), 1);
+    let browser = Arc::new(browser::BrowserPolicy::new(
+        &params.browser,
+        &docs_html,
+        &[audit_report::STYLE],
+    ));
+    let docs = make_sync(move |_| Html(docs_html.clone()));
     Route::new()
         .nest("/", service)
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .at("/docs", docs)
+        .with(Authenticate {
+            auth: state.auth.clone(),
+        })
         .with(RequestContext {
             max_body_bytes: params.max_body_bytes,
             incidents: state.incidents.clone(),
+            browser,
+            document,
         })
 }

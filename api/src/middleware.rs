@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::{HeaderValue, Method, header};
+use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
 use tracing::{Instrument, info, info_span};
@@ -10,6 +10,8 @@ use uuid::Uuid;
 use bulwark_actors::{ErrorCode, HandledMessage};
 use bulwark_supervisors::{IncidentKind, IncidentReport, IncidentSink};
 
+use crate::browser::BrowserPolicy;
+use crate::document::ApiDocument;
 use crate::error::ApiError;
 use crate::metrics::HttpRequestFinished;
 
@@ -28,6 +30,10 @@ pub struct RequestContext {
     pub max_body_bytes: usize,
     /// Where a `500 INTERNAL_ERROR` is reported as an incident.
     pub incidents: Option<IncidentSink>,
+    /// CSP, caching, HSTS and CORS headers.
+    pub(crate) browser: Arc<BrowserPolicy>,
+    /// The served document: a `405` lists the methods it documents for the path in `Allow`.
+    pub(crate) document: Arc<ApiDocument>,
 }
 
 impl<E: Endpoint> Middleware<E> for RequestContext {
@@ -38,6 +44,8 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
             inner: Arc::new(inner),
             max_body_bytes: self.max_body_bytes,
             incidents: self.incidents.clone(),
+            browser: self.browser.clone(),
+            document: self.document.clone(),
         }
     }
 }
@@ -47,6 +55,8 @@ pub struct RequestContextEndpoint<E> {
     inner: Arc<E>,
     max_body_bytes: usize,
     incidents: Option<IncidentSink>,
+    browser: Arc<BrowserPolicy>,
+    document: Arc<ApiDocument>,
 }
 
 impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
@@ -59,8 +69,9 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let trace_id_opt = trace_id(&request);
+        let allowed_origin_opt = self.browser.allowed_origin(&request);
         let span =
-            info_span!("http_request", request_id = %request_id, method = %method, path = %path);
+            info_span!("http_request", request_id = %request_id, method = %method, path = %path, key = tracing::field::Empty);
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));
@@ -69,11 +80,16 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             trace_id: trace_id_opt.clone(),
         };
         async move {
-            let outcome = match limit_body(&mut request, self.max_body_bytes).await {
-                Ok(()) => bulwark_actors::with_caller(caller, self.inner.call(request))
-                    .await
-                    .map(IntoResponse::into_response),
-                Err(error) => Err(error.into()),
+            // A CORS preflight carries no credentials: it is answered here, before any key
+            // is asked for.
+            let outcome = match self.browser.preflight(&request) {
+                Some(preflight) => preflight.map_err(Into::into),
+                None => match limit_body(&mut request, self.max_body_bytes).await {
+                    Ok(()) => bulwark_actors::with_caller(caller, self.inner.call(request))
+                        .await
+                        .map(IntoResponse::into_response),
+                    Err(error) => Err(error.into()),
+                },
             };
             let (mut response, route) = match outcome {
                 Ok(response) => {
@@ -104,7 +120,13 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                             },
                         );
                     }
-                    (api_error.into_response_for(&request_id), route)
+                    let mut response = api_error.into_response_for(&request_id);
+                    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                        && let Some(allow) = self.document.allow_for(&path)
+                    {
+                        response.headers_mut().insert(header::ALLOW, allow);
+                    }
+                    (response, route)
                 }
             };
             let headers = response.headers_mut();
@@ -120,6 +142,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                 header::REFERRER_POLICY,
                 HeaderValue::from_static("no-referrer"),
             );
+            self.browser.apply(&path, allowed_origin_opt, headers);
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
             HttpRequestFinished {

@@ -32,8 +32,8 @@ pub struct ApiState {
     pub sentiment_degraded_reason: Option<String>,
     /// Where failures are reported and incident files are read; `None` in some tests.
     pub incidents: Option<bulwark_supervisors::IncidentSink>,
-    /// `None` when no operator token is configured: operator controls answer `403`.
-    pub operator_token: Option<crate::OperatorToken>,
+    /// API keys, scopes and rate limits.
+    pub auth: std::sync::Arc<crate::ApiAuth>,
     /// Reaches the scheduler after schedule changes; `None` when this node runs none.
     pub scheduler: Option<bulwark_actors::SchedulerHandle>,
     /// Reaches the dead-letter actor; `None` when this node runs none.

@@ -4,12 +4,16 @@
 //! # Layout
 //! - `model`: the typed tree ([`Config`] and its sections), with defaults in code.
 //! - `load`: [`load`] merges file and environment into the tree; [`ConfigError`] names the key.
+//! - `auth`: [`AuthConfig`], the `[auth]` section: API keys, open endpoints, rate limits.
 //! - `amqp`: [`AmqpConfig`], the `[amqp]` section (RabbitMQ), and its validation.
+//! - `http`: [`TlsConfig`] (`[http.tls]`) and the checks of the CORS allow-list.
 //! - `providers`: [`ProvidersConfig`], the `[providers.<name>]` sections, and [`SecretRef`].
 //! - `secret`: [`SecretUrl`], a URL whose password never reaches `Debug`, logs or `config check`.
 
 mod amqp;
 mod audits;
+mod auth;
+mod http;
 mod incidents;
 mod load;
 mod model;
@@ -19,6 +23,8 @@ mod secret;
 
 pub use amqp::{MAX_MESSAGE_BYTES_CEILING, QueueOverflow};
 pub use audits::AuditsConfig;
+pub use auth::{AuthConfig, OPEN_ENDPOINT_GROUPS, RateLimit, RateLimitsConfig};
+pub use http::{DEFAULT_HSTS_MAX_AGE_SECS, TlsConfig};
 pub use incidents::{ChaosConfig, IncidentsConfig, OpsConfig};
 pub use load::{ConfigError, ConfigSources, DEFAULT_CONFIG_PATH, load};
 pub use model::{

@@ -186,6 +186,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.http.max_body_bytes < 1024 {
         return invalid("http.max_body_bytes", "must be at least 1024".to_owned());
     }
+    if let Err((key, message)) = crate::http::validate_http_transport(
+        &config.http.cors_allowed_origins,
+        config.http.tls.as_ref(),
+    ) {
+        return invalid(&key, message);
+    }
     match config.database.url.scheme() {
         "sqlite" | "postgres" | "postgresql" => {}
         other => {
@@ -219,6 +225,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         return invalid(key, message);
     }
     if let Err((key, message)) = crate::validate_providers(&config.providers) {
+        return invalid(&key, message);
+    }
+    if let Err((key, message)) = crate::auth::validate_auth(&config.auth) {
         return invalid(&key, message);
     }
     let positive: [(&str, u64); 12] = [

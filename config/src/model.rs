@@ -25,6 +25,7 @@ pub struct Config {
     pub dead_letters: crate::DeadLetterConfig,
     pub providers: crate::ProvidersConfig,
     pub audits: crate::AuditsConfig,
+    pub auth: crate::AuthConfig,
 }
 
 /// The HTTP API listener.
@@ -35,6 +36,11 @@ pub struct HttpConfig {
     pub addr: String,
     /// Largest request body accepted; larger bodies get `413`.
     pub max_body_bytes: usize,
+    /// Origins (`https://app.example.com`) whose pages may call the API from a browser. Empty
+    /// (the default): no CORS header is ever sent, so browsers keep other sites out.
+    pub cors_allowed_origins: Vec<String>,
+    /// `[http.tls]`: serve HTTPS (and send HSTS) instead of plain HTTP.
+    pub tls: Option<crate::TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -42,6 +48,8 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: "127.0.0.1:8080".to_owned(),
             max_body_bytes: 1024 * 1024,
+            cors_allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -13,10 +13,13 @@
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
 //! - `ops_audit`: the operator audit log ([`OpsAuditEntry`]).
+//! - `api_keys`: API keys as keyed digests ([`ApiKeyRow`]), daily provider-call budgets and the
+//!   generated server secret.
 //! - `dead_letters`: [`DeadLetter`]s, jobs that could not be done, until recovered or purged.
 //! - `group_commit`: [`GroupCommit`], concurrent writers sharing one statement and commit.
 //! - `error`: [`StoreError`].
 
+mod api_keys;
 mod audits;
 mod broker_jobs;
 mod db;
@@ -28,6 +31,7 @@ mod ops_audit;
 mod queue;
 mod schedules;
 
+pub use api_keys::{ApiKeyRow, NewApiKeyRow, UsageCharge};
 pub use audits::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
 };

@@ -11,12 +11,49 @@ use bulwark_config::Config;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use serde_json::Value;
 
+/// The bootstrap admin key every `bulwark serve` process of the tests is started with
+/// ([`serve_command`]); a test-only token, never used outside them.
+pub const TEST_ADMIN_KEY: &str = "bwk_TestOnlyAdminKey0123456789abcdefghijklmnopq";
+
 /// A service running in this process on a free port, with its own database.
 pub struct TestService {
     pub service: Service,
     pub base_url: String,
+    /// Sends the admin key of [`TestService::admin_key`] with every request.
     pub client: reqwest::Client,
+    /// An `admin` key made on the service's database at start.
+    pub admin_key: String,
     pub database: TestDatabase,
+}
+
+/// Writes `secret` to a fresh file readable only by its owner and returns its path, for
+/// `{ file = … }` secret references.
+pub fn write_secret_file(secret: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("bulwark-secret-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("secret folder created");
+    let path = dir.join("secret");
+    std::fs::write(&path, secret).expect("secret written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .expect("secret made private");
+    path.display().to_string()
+}
+
+/// Returns an HTTP client that sends `key` as `Authorization: Bearer` with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .expect("a key is a valid header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client builds")
+}
+
+/// Returns a client with the admin key of the `bulwark serve` processes of the tests.
+pub fn admin_client() -> reqwest::Client {
+    client_with_key(TEST_ADMIN_KEY)
 }
 
 /// Returns a config for tests: port 0, fast polling, short timeouts.
@@ -46,16 +83,29 @@ impl TestService {
         let mut config = test_config(&database.url);
         adjust(&mut config);
         let service = Service::start(&config).await.expect("service starts");
-        TestService::around(service, database)
+        TestService::around(service, database).await
     }
 
-    /// Wraps an already started service.
-    pub fn around(service: Service, database: TestDatabase) -> TestService {
+    /// Wraps an already started service, with an `admin` key made on its database.
+    pub async fn around(service: Service, database: TestDatabase) -> TestService {
         let base_url = format!("http://{}", service.addr);
+        let admin_key = service
+            .auth
+            .authenticator
+            .create_key(&bulwark_auth::NewKey {
+                name: "tests".to_owned(),
+                scopes: bulwark_auth::Scopes::new(&[bulwark_auth::Scope::Admin]),
+                expires_at_ms: None,
+                daily_provider_calls: None,
+            })
+            .await
+            .expect("the test admin key is made")
+            .token;
         TestService {
             service,
             base_url,
-            client: reqwest::Client::new(),
+            client: client_with_key(&admin_key),
+            admin_key,
             database,
         }
     }
@@ -157,13 +207,15 @@ pub struct Served {
 }
 
 /// Starts `command` (a `bulwark … serve` command) with JSON logs on stderr and waits for its
-/// "bulwark is serving" line; the log lines keep being collected afterwards.
+/// "bulwark is serving" line; the log lines keep being collected afterwards. The process gets
+/// [`TEST_ADMIN_KEY`] as its bootstrap admin key.
 pub fn serve(command: &mut std::process::Command) -> Served {
     use std::io::{BufRead, BufReader};
     use std::sync::{Arc, Mutex};
 
     let mut child = command
         .env("BULWARK_LOG_FORMAT", "json")
+        .env("BULWARK_BOOTSTRAP_ADMIN_KEY", TEST_ADMIN_KEY)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

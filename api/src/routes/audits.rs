@@ -9,37 +9,46 @@ use bulwark_store::{
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Html, Json, PlainText};
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use crate::ApiTags;
+use crate::auth::{ReadKey, SubmitKey};
 use crate::audit_report::{ReportData, html_page, items_csv, summary_csv};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
 use crate::routes::paging::rfc3339;
 use crate::state::ApiState;
+use crate::strict_json::StrictJson;
 
 const AUDIT_JOB_KIND: &str = "audit.run";
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// An AI-visibility audit to run: every prompt is asked of every provider
 /// `samples_per_prompt` times, and each answer is searched for the brand and its competitors.
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct AuditSubmission {
-    /// The brand to look for, 1 to 200 characters.
+    /// The brand to look for, 1 to 200 characters, not blank.
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub brand: String,
     /// Other names of the brand (at most 20); a mention of one counts for the brand.
+    #[oai(validator(max_items = 20, max_length = 200, pattern = r"\S"))]
     pub aliases: Option<Vec<String>>,
-    /// Competitors to measure the brand against (at most 50).
+    /// Competitors to measure the brand against (at most 50); none may repeat another, the
+    /// brand or an alias.
+    #[oai(validator(max_items = 50, max_length = 200, pattern = r"\S"))]
     pub competitors: Option<Vec<String>>,
     /// Questions to ask, 1 to 100, each at most 4,000 characters.
+    #[oai(validator(min_items = 1, max_items = 100, max_length = 4000, pattern = r"\S"))]
     pub prompts: Vec<String>,
-    /// Configured provider names, 1 to 10.
+    /// Configured provider names (`422` for one that is not configured), 1 to 10.
+    #[oai(validator(min_items = 1, max_items = 10, max_length = 200, pattern = r"\S"))]
     pub providers: Vec<String>,
     /// Times each prompt is asked of each provider, 1 to 10 (default 1). Prompts × providers
     /// × samples is at most 1,000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10")))]
     pub samples_per_prompt: Option<u32>,
     /// Submitting again with the same key returns the same audit, never a second one.
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub idempotency_key: Option<String>,
 }
 
@@ -52,6 +61,7 @@ pub struct AuditErrorView {
 
 /// One competitor's numbers.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CompetitorView {
     pub name: String,
     pub num_mentions: u64,
@@ -63,6 +73,7 @@ pub struct CompetitorView {
 
 /// An audit's numbers over a set of answers.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SummaryView {
     pub num_items: u64,
     pub num_answers: u64,
@@ -98,6 +109,7 @@ pub struct AuditSummaryView {
 
 /// One mention of the brand or a competitor.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MentionView {
     pub entity: String,
     pub is_brand: bool,
@@ -113,6 +125,7 @@ pub struct MentionView {
 
 /// One prompt asked of one provider once.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditItemView {
     pub item_index: i64,
     pub prompt_index: i64,
@@ -149,6 +162,7 @@ pub struct AuditFailureView {
 
 /// An audit: its request, where it is, its numbers, every answer and every failure.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditView {
     /// Also the id of the `audit.run` job that runs it.
     pub id: String,
@@ -347,6 +361,16 @@ enum SubmitAuditResponse {
     ),
 }
 
+/// What a CSV report has a row for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum CsvView {
+    /// One row per item.
+    Items,
+    /// One row per provider, and `overall`.
+    Summary,
+}
+
 #[derive(ApiResponse)]
 enum CsvResponse {
     /// The report as CSV (RFC 4180).
@@ -390,19 +414,13 @@ impl AuditsApi {
     #[oai(path = "/v1/audits", method = "post", operation_id = "submit_audit")]
     async fn submit(
         &self,
-        body: Json<AuditSubmission>,
+        auth: SubmitKey,
+        body: StrictJson<AuditSubmission>,
         request_id: Data<&RequestId>,
         /// W3C trace context; travels with the job over the broker.
         traceparent: Header<Option<String>>,
     ) -> ApiResult<SubmitAuditResponse> {
         let submission = body.0;
-        if let Some(key) = &submission.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
-        {
-            return Err(ApiError::invalid(format!(
-                "idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes long"
-            )));
-        }
         let request = AuditRequest {
             brand: submission.brand,
             aliases: submission.aliases.unwrap_or_default(),
@@ -425,7 +443,19 @@ impl AuditsApi {
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
         };
-        let outcome = self.state.intake.submit_traced(&new_job, &trace).await?;
+        let num_calls = u64::try_from(request.num_items()).unwrap_or(u64::MAX);
+        let charge = self
+            .state
+            .auth
+            .charge_provider_calls(&auth.0, num_calls)
+            .await?;
+        let outcome = match self.state.intake.submit_traced(&new_job, &trace).await {
+            Ok(InsertOutcome::Created(job)) => InsertOutcome::Created(job),
+            other => {
+                charge.refund().await;
+                other?
+            }
+        };
         let job = outcome.job();
         if job.kind != new_job.kind || job.payload != new_job.payload {
             return Err(ApiError::conflict(format!(
@@ -452,7 +482,7 @@ impl AuditsApi {
     /// Returns an audit: status, summary per provider and overall, failures and items.
     #[oai(path = "/v1/audits/:id", method = "get", operation_id = "get_audit")]
     async fn get(
-        &self,
+        &self, _auth: ReadKey,
         id: Path<String>,
         /// Include every item with its answer and mentions (default true).
         include_items: Query<Option<bool>>,
@@ -469,19 +499,14 @@ impl AuditsApi {
         operation_id = "get_audit_csv"
     )]
     async fn report_csv(
-        &self,
+        &self, _auth: ReadKey,
         id: Path<String>,
         /// `items` (default) or `summary`.
-        view: Query<Option<String>>,
+        view: Query<Option<CsvView>>,
     ) -> ApiResult<CsvResponse> {
-        let render = match view.0.as_deref() {
-            None | Some("items") => items_csv,
-            Some("summary") => summary_csv,
-            Some(other) => {
-                return Err(ApiError::invalid(format!(
-                    "view: unknown view `{other}`, expected `items` or `summary`"
-                )));
-            }
+        let render = match view.0.unwrap_or(CsvView::Items) {
+            CsvView::Items => items_csv,
+            CsvView::Summary => summary_csv,
         };
         let loaded = self.load(&id.0).await?;
         let text = render(&loaded.report())
@@ -496,7 +521,7 @@ impl AuditsApi {
         method = "get",
         operation_id = "get_audit_html"
     )]
-    async fn report_html(&self, id: Path<String>) -> ApiResult<Html<String>> {
+    async fn report_html(&self, _auth: ReadKey, id: Path<String>) -> ApiResult<Html<String>> {
         let loaded = self.load(&id.0).await?;
         Ok(Html(html_page(&loaded.report())))
     }

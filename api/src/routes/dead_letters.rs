@@ -6,21 +6,24 @@ use bulwark_actors::{
 use bulwark_store::{DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi};
 use serde_json::Value;
 
 use crate::ApiTags;
+use crate::auth::{OperateKey, ReadKey};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
+use crate::strict_json::StrictJson;
 
 /// Letters requeued by one bulk request at most.
 const MAX_BULK: u32 = 10_000;
 /// Statuses an operator may requeue from.
 const REQUEUEABLE: [&str; 4] = ["pending", "retrying", "parked", "requeued"];
 
-/// A job that could not be done. Times are RFC 3339.
+/// A job that could not be done. Times are RFC 3339; fields without a value are absent.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeadLetterView {
     pub id: String,
     /// `local` (the jobs table) or `broker` (a `<ns>.dlq.<kind>` queue).
@@ -78,6 +81,7 @@ impl From<DeadLetter> for DeadLetterView {
 
 /// A page of dead letters, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetterView>,
     pub next_cursor: Option<String>,
@@ -109,14 +113,39 @@ pub struct ErrorCodeCount {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct DeadLetterSelection {
-    pub status: Option<String>,
+    pub status: Option<DeadLetterStatusName>,
     pub queue: Option<String>,
     pub kind: Option<String>,
     pub error_code: Option<String>,
     /// Select every letter when no other field is given.
     pub all: Option<bool>,
     /// At most this many (default and maximum 10000).
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
     pub limit: Option<u32>,
+}
+
+/// A dead letter's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum DeadLetterStatusName {
+    Pending,
+    Retrying,
+    Parked,
+    Requeued,
+    Recovered,
+}
+
+impl DeadLetterStatusName {
+    fn into_text(self) -> String {
+        let text = match self {
+            DeadLetterStatusName::Pending => "pending",
+            DeadLetterStatusName::Retrying => "retrying",
+            DeadLetterStatusName::Parked => "parked",
+            DeadLetterStatusName::Requeued => "requeued",
+            DeadLetterStatusName::Recovered => "recovered",
+        };
+        text.to_owned()
+    }
 }
 
 /// How many letters a bulk operation touched.
@@ -244,23 +273,26 @@ impl DeadLettersApi {
         operation_id = "list_dead_letters"
     )]
     async fn list(
-        &self,
+        &self, _auth: ReadKey,
         /// `pending`, `retrying`, `parked`, `requeued` or `recovered`.
-        status: Query<Option<String>>,
+        status: Query<Option<DeadLetterStatusName>>,
         /// The original queue: `local` or a broker queue.
         queue: Query<Option<String>>,
         kind: Query<Option<String>>,
         error_code: Query<Option<String>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
+        #[oai(validator(
+            pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        ))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<DeadLetterList>> {
-        check_status(status.0.as_deref())?;
         let limit = page_size(limit.0)?;
         check_cursor(cursor.0.as_deref())?;
         let filter = DeadLetterFilter {
-            status: status.0,
+            status: status.0.map(DeadLetterStatusName::into_text),
             queue: queue.0,
             kind: kind.0,
             error_code: error_code.0,
@@ -280,7 +312,7 @@ impl DeadLettersApi {
         method = "get",
         operation_id = "dead_letter_stats"
     )]
-    async fn stats(&self) -> ApiResult<Json<DeadLetterStats>> {
+    async fn stats(&self, _auth: ReadKey) -> ApiResult<Json<DeadLetterStats>> {
         Ok(Json(stats_of(self.state.store.count_dead_letters().await?)))
     }
 
@@ -290,7 +322,7 @@ impl DeadLettersApi {
         method = "get",
         operation_id = "get_dead_letter"
     )]
-    async fn get(&self, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
+    async fn get(&self, _auth: ReadKey, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
         Ok(Json(self.load(&id.0).await?.into()))
     }
 
@@ -301,7 +333,7 @@ impl DeadLettersApi {
         method = "post",
         operation_id = "requeue_dead_letter"
     )]
-    async fn requeue(&self, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
+    async fn requeue(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
         let letter = self.load(&id.0).await?;
         if !REQUEUEABLE.contains(&letter.status.as_str()) {
             return Err(ApiError::conflict(format!(
@@ -320,7 +352,10 @@ impl DeadLettersApi {
         method = "post",
         operation_id = "requeue_dead_letters"
     )]
-    async fn requeue_bulk(&self, body: Json<DeadLetterSelection>) -> ApiResult<Json<BulkResult>> {
+    async fn requeue_bulk(
+        &self, _auth: OperateKey,
+        body: StrictJson<DeadLetterSelection>,
+    ) -> ApiResult<Json<BulkResult>> {
         let selection = body.0;
         let limit = selection.limit.unwrap_or(MAX_BULK);
         if !(1..=MAX_BULK).contains(&limit) {
@@ -329,7 +364,7 @@ impl DeadLettersApi {
             )));
         }
         let mut filter = selection_filter(
-            selection.status,
+            selection.status.map(DeadLetterStatusName::into_text),
             selection.queue,
             selection.kind,
             selection.error_code,
@@ -360,7 +395,7 @@ impl DeadLettersApi {
         method = "post",
         operation_id = "park_dead_letter"
     )]
-    async fn park(&self, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
+    async fn park(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
         let letter = self.load(&id.0).await?;
         if letter.status != "parked"
             && !self
@@ -392,8 +427,8 @@ impl DeadLettersApi {
         operation_id = "purge_dead_letters"
     )]
     async fn purge(
-        &self,
-        status: Query<Option<String>>,
+        &self, _auth: OperateKey,
+        status: Query<Option<DeadLetterStatusName>>,
         queue: Query<Option<String>>,
         kind: Query<Option<String>>,
         error_code: Query<Option<String>>,
@@ -401,7 +436,7 @@ impl DeadLettersApi {
         all: Query<Option<bool>>,
     ) -> ApiResult<Json<BulkResult>> {
         let filter = selection_filter(
-            status.0,
+            status.0.map(DeadLetterStatusName::into_text),
             queue.0,
             kind.0,
             error_code.0,

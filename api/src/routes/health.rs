@@ -1,10 +1,15 @@
 use std::sync::Arc;
 
+use bulwark_auth::Scope;
+use poem::Request;
 use bulwark_supervisors::{SupervisorSnapshot, observe_supervisor};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use tracing::warn;
 
 use crate::ApiTags;
+use crate::auth::authorize_unless_open;
+use crate::error::ApiResult;
 use crate::state::ApiState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -80,6 +85,7 @@ impl From<SupervisorSnapshot> for SupervisorHealth {
 
 /// Component detail for operators.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Health {
     /// `up`, `degraded` or `down`: the worst of the components.
     pub status: ComponentStatus,
@@ -139,7 +145,15 @@ impl HealthApi {
                     ComponentStatus::Up,
                     state.store.backend().as_str().to_owned(),
                 ),
-                Ok(Err(error)) => component("database", ComponentStatus::Down, error.to_string()),
+                // The driver's text can name hosts, users and paths: it goes to the log only.
+                Ok(Err(error)) => {
+                    warn!(%error, "health check: the database does not answer");
+                    component(
+                        "database",
+                        ComponentStatus::Down,
+                        "unreachable (details in the log)".to_owned(),
+                    )
+                }
                 Err(_) => component(
                     "database",
                     ComponentStatus::Down,
@@ -162,11 +176,16 @@ impl HealthApi {
         } else {
             ComponentStatus::Down
         };
+        // The load error names files and folders; it was logged at start-up.
         let engine = match &state.sentiment_degraded_reason {
-            Some(reason) => component(
+            Some(_) => component(
                 "sentiment_engine",
                 ComponentStatus::Degraded,
-                format!("serving {} only: {reason}", state.sentiment_engines),
+                format!(
+                    "serving {} only: the model or the ONNX Runtime could not be loaded (details \
+                     in the start-up log); `make model` and `make runtime` fetch them",
+                    state.sentiment_engines
+                ),
             ),
             None => component(
                 "sentiment_engine",
@@ -276,9 +295,11 @@ impl HealthApi {
         }
     }
 
-    /// Health: every component's status and the supervisors' restart counters.
+    /// Health: every component's status and the supervisors' restart counters. Needs a key
+    /// with the `read` scope unless `auth.open_endpoints` lists `health`.
     #[oai(path = "/health", method = "get", operation_id = "health")]
-    async fn health(&self) -> HealthResponse {
+    async fn health(&self, request: &Request) -> ApiResult<HealthResponse> {
+        authorize_unless_open(request, Scope::Read, |open| open.health).await?;
         let components = self.components().await;
         let status = if components
             .iter()
@@ -305,20 +326,22 @@ impl HealthApi {
             supervision,
         };
         if status == ComponentStatus::Down {
-            HealthResponse::Unhealthy(Json(health))
+            Ok(HealthResponse::Unhealthy(Json(health)))
         } else {
-            HealthResponse::Healthy(Json(health))
+            Ok(HealthResponse::Healthy(Json(health)))
         }
     }
 
-    /// Prometheus metrics.
+    /// Prometheus metrics. Needs a key with the `read` scope unless `auth.open_endpoints`
+    /// lists `metrics`.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self) -> MetricsResponse {
-        match &self.state.prometheus {
+    async fn metrics(&self, request: &Request) -> ApiResult<MetricsResponse> {
+        authorize_unless_open(request, Scope::Read, |open| open.metrics).await?;
+        Ok(match &self.state.prometheus {
             Some(handle) => MetricsResponse::Metrics(PlainText(handle.render())),
             None => {
                 MetricsResponse::Unavailable(PlainText("no metrics recorder installed".to_owned()))
             }
-        }
+        })
     }
 }

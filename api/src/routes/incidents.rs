@@ -8,12 +8,14 @@ use poem_openapi::{Object, OpenApi};
 use serde_json::Value;
 
 use crate::ApiTags;
+use crate::auth::OperateKey;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::paging::page_size;
 use crate::state::ApiState;
 
 /// One incident, in a list.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct IncidentSummary {
     pub id: String,
     /// RFC 3339, UTC.
@@ -43,6 +45,7 @@ impl From<&Incident> for IncidentSummary {
 
 /// A page of incidents, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct IncidentList {
     pub incidents: Vec<IncidentSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -84,13 +87,16 @@ impl IncidentsApi {
     #[allow(clippy::too_many_arguments)] // one argument per documented query parameter
     async fn list(
         &self,
+        _auth: OperateKey,
         /// Only incidents of this kind: `panic`, `error`, `hang` or `api_error`.
+        #[oai(validator(pattern = "^(panic|error|hang|api_error)$"))]
         kind: Query<Option<String>>,
         /// Only incidents whose actor path contains this, e.g. `sentiment-worker`.
         actor: Query<Option<String>>,
         /// Only incidents at or after this RFC 3339 UTC time, e.g. `2026-11-24T20:00:00Z`.
         since: Query<Option<String>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
@@ -145,7 +151,7 @@ impl IncidentsApi {
         method = "get",
         operation_id = "get_incident"
     )]
-    async fn get(&self, id: Path<String>) -> ApiResult<Json<Value>> {
+    async fn get(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<Json<Value>> {
         let incidents = self.read().await?;
         let incident = incidents
             .into_iter()

@@ -1,31 +1,80 @@
 use std::sync::Arc;
 
-use bulwark_actors::{TraceContext, validate_job};
+use bulwark_actors::{JobKind, TraceContext, validate_job};
 use bulwark_store::{InsertOutcome, Job, JobFilter, JobStatus, NewJob};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::Value;
 
 use crate::ApiTags;
+use crate::auth::{ReadKey, SubmitKey};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
 use crate::routes::paging::rfc3339;
 use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
+use crate::strict_json::StrictJson;
 
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// A job kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum JobKindName {
+    #[oai(rename = "sentiment.analyze")]
+    SentimentAnalyze,
+    #[oai(rename = "provider.complete")]
+    ProviderComplete,
+    #[oai(rename = "audit.run")]
+    AuditRun,
+}
+
+impl From<JobKindName> for JobKind {
+    fn from(name: JobKindName) -> Self {
+        match name {
+            JobKindName::SentimentAnalyze => JobKind::SentimentAnalyze,
+            JobKindName::ProviderComplete => JobKind::ProviderComplete,
+            JobKindName::AuditRun => JobKind::AuditRun,
+        }
+    }
+}
+
+/// A job status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum JobStatusName {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+}
+
+impl From<JobStatusName> for JobStatus {
+    fn from(name: JobStatusName) -> Self {
+        match name {
+            JobStatusName::Queued => JobStatus::Queued,
+            JobStatusName::Running => JobStatus::Running,
+            JobStatusName::Succeeded => JobStatus::Succeeded,
+            JobStatusName::Failed => JobStatus::Failed,
+            JobStatusName::Dead => JobStatus::Dead,
+        }
+    }
+}
 
 /// A job to run.
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct JobSubmission {
-    /// The job kind, e.g. `sentiment.analyze`.
-    pub kind: String,
-    /// The kind's input, e.g. `{ "texts": ["..."] }` for `sentiment.analyze`.
+    /// The job kind.
+    pub kind: JobKindName,
+    /// The kind's input, validated for it: `sentiment.analyze` takes the body of
+    /// `POST /v1/sentiment`; `provider.complete` takes `{ "provider", "prompt", "params"? }`
+    /// (`params`: `system`, `max_tokens` 1 to 32,768, `temperature` 0 to 2, `seed`);
+    /// `audit.run` takes the body of `POST /v1/audits`. A payload breaking its kind's rules
+    /// is `422` naming the field (`payload.texts[0]: ...`).
     pub payload: Value,
     /// Submitting again with the same key returns the same job, never a second one.
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub idempotency_key: Option<String>,
 }
 
@@ -36,8 +85,9 @@ pub struct JobErrorView {
     pub message: String,
 }
 
-/// A job and where it is in its life.
+/// A job and where it is in its life. Fields without a value are absent.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobView {
     pub id: String,
     pub kind: String,
@@ -94,6 +144,7 @@ impl From<Job> for JobView {
 
 /// A page of jobs, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -114,6 +165,11 @@ pub struct JobsApi {
     pub state: Arc<ApiState>,
 }
 
+/// Provider calls a job of `kind` starts, charged to the submitting key's daily budget.
+fn provider_calls_of(kind: &str) -> u64 {
+    u64::from(kind == "provider.complete")
+}
+
 #[OpenApi(tag = "ApiTags::Jobs")]
 impl JobsApi {
     /// Submits a job.
@@ -126,31 +182,36 @@ impl JobsApi {
     #[oai(path = "/v1/jobs", method = "post", operation_id = "submit_job")]
     async fn submit(
         &self,
-        body: Json<JobSubmission>,
+        auth: SubmitKey,
+        body: StrictJson<JobSubmission>,
         request_id: Data<&RequestId>,
         /// W3C trace context; travels with the job over the broker.
         traceparent: Header<Option<String>>,
     ) -> ApiResult<SubmitResponse> {
         let submission = body.0;
-        if let Some(key) = &submission.idempotency_key
-            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
-        {
-            return Err(ApiError::invalid(format!(
-                "idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes long"
-            )));
-        }
-        validate_job(&submission.kind, &submission.payload)
+        let kind = JobKind::from(submission.kind).as_str();
+        validate_job(kind, &submission.payload)
             .map_err(|error| ApiError::invalid(error.message))?;
         let trace = TraceContext::continue_or_start(traceparent.0);
         let new_job = NewJob {
-            kind: submission.kind,
+            kind: kind.to_owned(),
             payload: submission.payload,
             idempotency_key: submission.idempotency_key,
             request_id: Some(request_id.0.0.clone()),
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
         };
-        match self.state.intake.submit_traced(&new_job, &trace).await? {
+        let charge_opt = match provider_calls_of(kind) {
+            0 => None,
+            calls => Some(self.state.auth.charge_provider_calls(&auth.0, calls).await?),
+        };
+        let outcome = self.state.intake.submit_traced(&new_job, &trace).await;
+        if !matches!(outcome, Ok(InsertOutcome::Created(_)))
+            && let Some(charge) = charge_opt
+        {
+            charge.refund().await;
+        }
+        match outcome? {
             InsertOutcome::Created(job) => Ok(SubmitResponse::Created(Json(job.into()))),
             InsertOutcome::Existing(job) => {
                 if job.kind != new_job.kind || job.payload != new_job.payload {
@@ -169,7 +230,7 @@ impl JobsApi {
 
     /// Returns one job.
     #[oai(path = "/v1/jobs/:id", method = "get", operation_id = "get_job")]
-    async fn get(&self, id: Path<String>) -> ApiResult<Json<JobView>> {
+    async fn get(&self, _auth: ReadKey, id: Path<String>) -> ApiResult<Json<JobView>> {
         match self.state.store.get_job(&id.0).await? {
             Some(job) => Ok(Json(job.into())),
             None => Err(ApiError::not_found(format!("job {} does not exist", id.0))),
@@ -179,23 +240,21 @@ impl JobsApi {
     /// Lists jobs, newest first, with cursor pagination.
     #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
     async fn list(
-        &self,
+        &self, _auth: ReadKey,
         /// Only jobs in this status.
-        status: Query<Option<String>>,
+        status: Query<Option<JobStatusName>>,
         /// Only jobs of this kind.
         kind: Query<Option<String>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
+        #[oai(validator(
+            pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        ))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<JobList>> {
-        let status = match status.0.as_deref() {
-            Some(text) => Some(
-                text.parse::<JobStatus>()
-                    .map_err(|error| ApiError::invalid(format!("status: {error}")))?,
-            ),
-            None => None,
-        };
+        let status = status.0.map(JobStatus::from);
         let limit = page_size(limit.0)?;
         check_cursor(cursor.0.as_deref())?;
         let filter = JobFilter {

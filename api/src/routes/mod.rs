@@ -3,6 +3,7 @@ pub mod dead_letters;
 pub mod health;
 pub mod incidents;
 pub mod jobs;
+pub mod keys;
 pub mod ops;
 mod paging;
 pub mod schedules;

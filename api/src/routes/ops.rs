@@ -1,52 +1,19 @@
-use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use bulwark_store::NewOpsAuditEntry;
 use bulwark_supervisors::{ControlAction, ControlError, control_supervisor, observe_supervisor};
-use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::ApiTags;
+use crate::auth::OperateKey;
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
 use crate::state::ApiState;
-
-/// The operator token, resolved from the environment variable the config names. Never shown.
-#[derive(Clone)]
-pub struct OperatorToken(String);
-
-impl fmt::Debug for OperatorToken {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("OperatorToken(***)")
-    }
-}
-
-impl OperatorToken {
-    /// Returns the token in `env[variable]`; `None` when unset or empty (operator controls
-    /// then answer `403`).
-    pub fn from_env(env: &HashMap<String, String>, variable: &str) -> Option<OperatorToken> {
-        env.get(variable)
-            .filter(|token| !token.is_empty())
-            .map(|token| OperatorToken(token.clone()))
-    }
-
-    /// Compares in time independent of where the first difference is.
-    fn matches(&self, presented: &str) -> bool {
-        let expected = self.0.as_bytes();
-        let presented = presented.as_bytes();
-        let mut difference = expected.len() ^ presented.len();
-        for (index, byte) in expected.iter().enumerate() {
-            difference |= usize::from(byte ^ presented.get(index).copied().unwrap_or(0));
-        }
-        difference == 0
-    }
-}
 
 /// What an operator action did.
 #[derive(Debug, Clone, Object)]
@@ -61,55 +28,14 @@ pub struct OpsActionResult {
     pub audit_id: String,
 }
 
-/// Operator controls of the supervision tree. Every operation needs
-/// `Authorization: Bearer <operator token>` (`401` without, `403` with a wrong one or when no
-/// token is configured); `X-Operator` names who acts, for the audit log.
+/// Operator controls of the supervision tree. Every operation needs a key with the `operate`
+/// scope; the audit log records the key's name for each action.
 #[derive(Debug)]
 pub struct OpsApi {
     pub state: Arc<ApiState>,
 }
 
 impl OpsApi {
-    /// Checks the bearer token; returns who asked. Refusals are audited by the caller.
-    fn authorize(&self, request: &Request) -> Result<String, ApiError> {
-        let Some(expected) = &self.state.operator_token else {
-            return Err(ApiError::from_code(
-                bulwark_actors::ErrorCode::Forbidden,
-                "operator controls are disabled on this node: set the variable named by ops.token_env",
-            ));
-        };
-        let presented = request
-            .headers()
-            .get(poem::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::from_code(
-                    bulwark_actors::ErrorCode::Unauthorized,
-                    "authorization: a bearer operator token is required",
-                )
-            })?;
-        if !expected.matches(presented.trim()) {
-            return Err(ApiError::from_code(
-                bulwark_actors::ErrorCode::Forbidden,
-                "authorization: the operator token is not valid",
-            ));
-        }
-        let operator = request
-            .headers()
-            .get("x-operator")
-            .and_then(|value| value.to_str().ok())
-            .filter(|name| {
-                !name.is_empty()
-                    && name.len() <= 64
-                    && name
-                        .bytes()
-                        .all(|byte| byte.is_ascii_alphanumeric() || b"-_.@".contains(&byte))
-            })
-            .unwrap_or("operator");
-        Ok(format!("token:{operator}"))
-    }
-
     async fn audit(&self, entry: NewOpsAuditEntry) -> ApiResult<String> {
         let row = self.state.store.record_ops_action(&entry).await?;
         info!(
@@ -124,7 +50,7 @@ impl OpsApi {
 
     async fn act(
         &self,
-        request: &Request,
+        auth: &OperateKey,
         path: &str,
         action: ControlAction,
         request_id: &RequestId,
@@ -140,24 +66,13 @@ impl OpsApi {
         };
         let target = format!("root/{}", names.join("/"));
         let mut entry = NewOpsAuditEntry {
-            actor: "anonymous".to_owned(),
+            actor: format!("key:{}", auth.0.name),
             action: action.as_str().to_owned(),
             target: target.clone(),
-            outcome: "denied".to_owned(),
+            outcome: "failed".to_owned(),
             detail: None,
             request_id: Some(request_id.0.clone()),
         };
-        let operator = match self.authorize(request) {
-            Ok(operator) => operator,
-            Err(error) => {
-                entry.detail = Some(error.message.clone());
-                if let Err(audit_error) = self.audit(entry).await {
-                    warn!(error = %audit_error, "failed to audit a refused operator action");
-                }
-                return Err(error);
-            }
-        };
-        entry.actor = operator;
         if names.is_empty() {
             entry.detail = Some("the root itself cannot be controlled".to_owned());
             entry.outcome = "failed".to_owned();
@@ -197,14 +112,13 @@ impl OpsApi {
 #[OpenApi(tag = "ApiTags::Operations")]
 impl OpsApi {
     /// Returns the live supervision tree: each node's status, strategy, children and
-    /// restart/panic/error/hang/kill/escalation counters. Needs the operator token.
+    /// restart/panic/error/hang/kill/escalation counters. Needs the `operate` scope.
     #[oai(
         path = "/v1/ops/supervisors",
         method = "get",
         operation_id = "ops_tree"
     )]
-    async fn tree(&self, request: &Request) -> ApiResult<Json<Value>> {
-        self.authorize(request)?;
+    async fn tree(&self, _auth: OperateKey) -> ApiResult<Json<Value>> {
         let snapshot = observe_supervisor(&self.state.root_supervisor)
             .await
             .ok_or_else(|| ApiError::unavailable("the root supervisor does not answer"))?;
@@ -222,11 +136,11 @@ impl OpsApi {
     )]
     async fn restart(
         &self,
-        request: &Request,
+        auth: OperateKey,
         path: Path<String>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<OpsActionResult>> {
-        self.act(request, &path.0, ControlAction::Restart, request_id.0)
+        self.act(&auth, &path.0, ControlAction::Restart, request_id.0)
             .await
     }
 
@@ -238,11 +152,11 @@ impl OpsApi {
     )]
     async fn stop(
         &self,
-        request: &Request,
+        auth: OperateKey,
         path: Path<String>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<OpsActionResult>> {
-        self.act(request, &path.0, ControlAction::Stop, request_id.0)
+        self.act(&auth, &path.0, ControlAction::Stop, request_id.0)
             .await
     }
 
@@ -254,11 +168,11 @@ impl OpsApi {
     )]
     async fn start(
         &self,
-        request: &Request,
+        auth: OperateKey,
         path: Path<String>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<OpsActionResult>> {
-        self.act(request, &path.0, ControlAction::Start, request_id.0)
+        self.act(&auth, &path.0, ControlAction::Start, request_id.0)
             .await
     }
 }

@@ -2,7 +2,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bulwark_actors::{
-    SchedulerError, first_slot, parse_rfc3339_ms, rfc3339_utc, validate_job, validate_trigger,
+    JobKind, SchedulerError, first_slot, parse_rfc3339_ms, rfc3339_utc, validate_job,
+    validate_trigger,
 };
 use bulwark_store::{
     MisfirePolicy, OverlapPolicy, Schedule, ScheduleFilter, ScheduleRun, ScheduleSpec,
@@ -10,13 +11,16 @@ use bulwark_store::{
 };
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::Value;
 
 use crate::ApiTags;
+use crate::auth::{OperateKey, ReadKey};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::jobs::JobKindName;
 use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
+use crate::strict_json::StrictJson;
 
 const MAX_NAME_LEN: usize = 200;
 const DEFAULT_CATCH_UP_WINDOW_MS: i64 = 3_600_000;
@@ -46,10 +50,11 @@ pub struct TriggerBody {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct ScheduleCreate {
-    /// Unique name.
+    /// Unique name, 1 to 200 characters, not blank.
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: String,
-    /// The job kind each run creates, e.g. `sentiment.analyze`.
-    pub kind: String,
+    /// The job kind each run creates.
+    pub kind: JobKindName,
     /// The job payload each run creates, validated for its kind.
     pub payload: Value,
     pub trigger: TriggerBody,
@@ -57,11 +62,13 @@ pub struct ScheduleCreate {
     /// was firing.
     pub misfire_policy: Option<String>,
     /// `catch_up` fires missed slots no older than this (default one hour).
+    #[oai(validator(minimum(value = "0")))]
     pub catch_up_window_ms: Option<i64>,
     /// `allow` (default), `skip` or `queue_one`: what to do when a slot is due while the
     /// previous run's job is still queued or running.
     pub overlap_policy: Option<String>,
     /// Consecutive failed runs after which the schedule pauses itself (default 5, 0 = never).
+    #[oai(validator(minimum(value = "0")))]
     pub max_consecutive_failures: Option<i32>,
     /// Create it paused.
     pub paused: Option<bool>,
@@ -71,18 +78,22 @@ pub struct ScheduleCreate {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct ScheduleUpdate {
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: Option<String>,
-    pub kind: Option<String>,
+    pub kind: Option<JobKindName>,
     pub payload: Option<Value>,
     pub trigger: Option<TriggerBody>,
     pub misfire_policy: Option<String>,
+    #[oai(validator(minimum(value = "0")))]
     pub catch_up_window_ms: Option<i64>,
     pub overlap_policy: Option<String>,
+    #[oai(validator(minimum(value = "0")))]
     pub max_consecutive_failures: Option<i32>,
 }
 
 /// A trigger as stored.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TriggerView {
     #[oai(rename = "type")]
     pub trigger_type: String,
@@ -95,6 +106,7 @@ pub struct TriggerView {
 
 /// A schedule and its counters. Times are RFC 3339.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ScheduleView {
     pub id: String,
     pub name: String,
@@ -187,6 +199,7 @@ impl From<Schedule> for ScheduleView {
 
 /// A page of schedules, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -195,6 +208,7 @@ pub struct ScheduleList {
 
 /// One slot of a schedule and what became of it.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ScheduleRunView {
     pub fire_at: String,
     /// `enqueued`, `deferred`, `skipped`, `missed`, `succeeded` or `failed`.
@@ -229,6 +243,25 @@ pub struct ScheduleRunList {
 pub struct TriggeredView {
     pub job_id: String,
     pub fire_at: String,
+}
+
+/// A schedule status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ScheduleStatusName {
+    Active,
+    Paused,
+    Completed,
+}
+
+impl From<ScheduleStatusName> for ScheduleStatus {
+    fn from(name: ScheduleStatusName) -> Self {
+        match name {
+            ScheduleStatusName::Active => ScheduleStatus::Active,
+            ScheduleStatusName::Paused => ScheduleStatus::Paused,
+            ScheduleStatusName::Completed => ScheduleStatus::Completed,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -379,7 +412,7 @@ impl SchedulesApi {
         method = "post",
         operation_id = "create_schedule"
     )]
-    async fn create(&self, body: Json<ScheduleCreate>) -> ApiResult<CreatedResponse> {
+    async fn create(&self, _auth: OperateKey, body: StrictJson<ScheduleCreate>) -> ApiResult<CreatedResponse> {
         let create = body.0;
         let now_ms = now_ms();
         let trigger = parse_trigger(&create.trigger, now_ms)?;
@@ -391,7 +424,7 @@ impl SchedulesApi {
         let spec = ScheduleSpec {
             next_fire_at_ms: next_slot(&trigger, now_ms)?,
             name: create.name,
-            kind: create.kind,
+            kind: JobKind::from(create.kind).as_str().to_owned(),
             payload: create.payload,
             trigger,
             status,
@@ -423,20 +456,21 @@ impl SchedulesApi {
         operation_id = "list_schedules"
     )]
     async fn list(
-        &self,
+        &self, _auth: ReadKey,
         /// Only schedules in this status: `active`, `paused` or `completed`.
-        status: Query<Option<String>>,
+        status: Query<Option<ScheduleStatusName>>,
         /// Only schedules creating jobs of this kind.
         kind: Query<Option<String>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
+        #[oai(validator(
+            pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        ))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<ScheduleList>> {
-        let status = match status.0.as_deref() {
-            Some(text) => Some(parse_field::<ScheduleStatus>("status", text)?),
-            None => None,
-        };
+        let status = status.0.map(ScheduleStatus::from);
         let limit = page_size(limit.0)?;
         check_cursor(cursor.0.as_deref())?;
         let filter = ScheduleFilter {
@@ -458,7 +492,7 @@ impl SchedulesApi {
         method = "get",
         operation_id = "get_schedule"
     )]
-    async fn get(&self, id: Path<String>) -> ApiResult<Json<ScheduleView>> {
+    async fn get(&self, _auth: ReadKey, id: Path<String>) -> ApiResult<Json<ScheduleView>> {
         Ok(Json(self.load(&id.0).await?.into()))
     }
 
@@ -469,9 +503,9 @@ impl SchedulesApi {
         operation_id = "update_schedule"
     )]
     async fn update(
-        &self,
+        &self, _auth: OperateKey,
         id: Path<String>,
-        body: Json<ScheduleUpdate>,
+        body: StrictJson<ScheduleUpdate>,
     ) -> ApiResult<Json<ScheduleView>> {
         let update = body.0;
         let schedule = self.load(&id.0).await?;
@@ -488,7 +522,7 @@ impl SchedulesApi {
             spec.name = name;
         }
         if let Some(kind) = update.kind {
-            spec.kind = kind;
+            spec.kind = JobKind::from(kind).as_str().to_owned();
         }
         if let Some(payload) = update.payload {
             spec.payload = payload;
@@ -520,7 +554,7 @@ impl SchedulesApi {
         method = "delete",
         operation_id = "delete_schedule"
     )]
-    async fn delete(&self, id: Path<String>) -> ApiResult<DeletedResponse> {
+    async fn delete(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<DeletedResponse> {
         if !self.state.store.delete_schedule(&id.0).await? {
             return Err(ApiError::not_found(format!(
                 "schedule {} does not exist",
@@ -537,7 +571,7 @@ impl SchedulesApi {
         method = "post",
         operation_id = "pause_schedule"
     )]
-    async fn pause(&self, id: Path<String>) -> ApiResult<Json<ScheduleView>> {
+    async fn pause(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<Json<ScheduleView>> {
         match self
             .state
             .store
@@ -562,7 +596,7 @@ impl SchedulesApi {
         method = "post",
         operation_id = "resume_schedule"
     )]
-    async fn resume(&self, id: Path<String>) -> ApiResult<Json<ScheduleView>> {
+    async fn resume(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<Json<ScheduleView>> {
         let schedule = self.load(&id.0).await?;
         match schedule.status {
             ScheduleStatus::Active => return Ok(Json(schedule.into())),
@@ -597,7 +631,7 @@ impl SchedulesApi {
         method = "post",
         operation_id = "trigger_schedule"
     )]
-    async fn trigger(&self, id: Path<String>) -> ApiResult<TriggeredResponse> {
+    async fn trigger(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<TriggeredResponse> {
         let Some(scheduler) = &self.state.scheduler else {
             return Err(ApiError::unavailable(
                 "the scheduler is not running on this node (scheduler.enabled = false)",
@@ -617,9 +651,10 @@ impl SchedulesApi {
         operation_id = "list_schedule_runs"
     )]
     async fn runs(
-        &self,
+        &self, _auth: ReadKey,
         id: Path<String>,
         /// How many, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<ScheduleRunList>> {
         let limit = page_size(limit.0)?;

@@ -6,20 +6,43 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
 use crate::ApiTags;
+use crate::auth::SubmitKey;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
+use crate::strict_json::StrictJson;
 
 /// Texts to score; also the payload of `sentiment.analyze` jobs.
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct SentimentBody {
     /// One to 1,000 non-blank texts of at most 10,000 characters each.
+    #[oai(validator(min_items = 1, max_items = 1000, max_length = 10000, pattern = r"\S"))]
     pub texts: Vec<String>,
     /// `primary` (ONNX, or the lexicon when degraded), `ensemble` or `consensus`; the
     /// configured default when absent.
-    pub strategy: Option<String>,
+    pub strategy: Option<StrategyName>,
     /// Confidence in [0, 1] below which a label is reported `neutral`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
     pub neutral_threshold: Option<f32>,
+}
+
+/// How the engines' opinions are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StrategyName {
+    Primary,
+    Ensemble,
+    Consensus,
+}
+
+impl From<StrategyName> for Strategy {
+    fn from(name: StrategyName) -> Self {
+        match name {
+            StrategyName::Primary => Strategy::Primary,
+            StrategyName::Ensemble => Strategy::Ensemble,
+            StrategyName::Consensus => Strategy::Consensus,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -86,16 +109,10 @@ impl SentimentApi {
         method = "post",
         operation_id = "analyze_sentiment"
     )]
-    async fn analyze(&self, body: Json<SentimentBody>) -> ApiResult<Json<SentimentResults>> {
+    async fn analyze(&self, _auth: SubmitKey, body: StrictJson<SentimentBody>) -> ApiResult<Json<SentimentResults>> {
         let body = body.0;
         validate_texts(&body.texts).map_err(|error| ApiError::invalid(error.to_string()))?;
-        let strategy = match body.strategy.as_deref() {
-            Some(name) => Some(
-                name.parse::<Strategy>()
-                    .map_err(|error| ApiError::invalid(format!("strategy: {error}")))?,
-            ),
-            None => None,
-        };
+        let strategy = body.strategy.map(Strategy::from);
         validate_neutral_threshold(body.neutral_threshold).map_err(ApiError::invalid)?;
         let choice = ScoringChoice {
             strategy,

@@ -1,0 +1,460 @@
+//! Authentication, authorization and rate limits of the API.
+//!
+//! [`Authenticate`] runs on every request: it counts the request against its client IP's
+//! bucket, verifies a presented `Authorization: Bearer` key (a refused one is counted against
+//! the IP's failed-authentication bucket), and leaves a [`Caller`] in the request. Operations
+//! then name the scope they need by taking one of [`ReadKey`], [`SubmitKey`], [`OperateKey`]
+//! or [`AdminKey`]: poem-openapi documents it as that operation's security requirement, and
+//! its checker refuses a key without the scope (`403`) and counts the request against the
+//! key's bucket for that scope (`429` when empty). Deny by default: an operation that takes no
+//! key type is open, and the table-driven test over the OpenAPI document fails for it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulwark_actors::ErrorCode;
+use bulwark_auth::metrics::AuthFailed;
+use bulwark_auth::{
+    AuthFailure, Authenticator, BudgetCharge, Principal, RateDecision, RateLimiters, Scope,
+};
+use bulwark_store::now_ms;
+use poem::http::{HeaderValue, header};
+use poem::{Endpoint, Middleware, Request, Response, Result};
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+
+use crate::error::ApiError;
+
+/// Endpoint groups that may be served without a key (`auth.open_endpoints`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenEndpoints {
+    /// `/docs` and `/openapi.json`.
+    pub docs: bool,
+    pub health: bool,
+    pub metrics: bool,
+}
+
+impl OpenEndpoints {
+    /// Reads the configured group names (validated by the config crate).
+    pub fn from_names(names: &[String]) -> OpenEndpoints {
+        let open = |group: &str| names.iter().any(|name| name == group);
+        OpenEndpoints {
+            docs: open("docs"),
+            health: open("health"),
+            metrics: open("metrics"),
+        }
+    }
+}
+
+/// What the API checks keys and limits with. Built by the binary.
+#[derive(Debug)]
+pub struct ApiAuth {
+    pub authenticator: Authenticator,
+    /// Where refused `operate` and `admin` calls are audited.
+    pub store: bulwark_store::Store,
+    pub limiters: RateLimiters,
+    pub open: OpenEndpoints,
+}
+
+impl ApiAuth {
+    /// Reloads the keys and forgets idle rate-limit buckets every refresh interval until `stop`
+    /// is cancelled; writes due last-use times once more on the way out.
+    pub fn spawn_upkeep(
+        self: &Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let auth = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(auth.authenticator.refresh_interval());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                if let Err(error) = auth.authenticator.refresh().await {
+                    tracing::warn!(%error, "failed to refresh the api keys, keeping the cached ones");
+                }
+                auth.limiters.retain_recent();
+            }
+            if let Err(error) = auth.authenticator.flush_last_used().await {
+                tracing::warn!(%error, "failed to record when api keys were last used");
+            }
+        })
+    }
+
+    /// Charges provider calls to the key's daily budget; `429` when it would pass it. The
+    /// returned charge is refunded with [`ProviderCharge::refund`] when no work was created.
+    pub async fn charge_provider_calls(
+        self: &Arc<Self>,
+        principal: &Arc<Principal>,
+        calls: u64,
+    ) -> Result<ProviderCharge, ApiError> {
+        let calls = i64::try_from(calls).unwrap_or(i64::MAX);
+        let charge = self
+            .authenticator
+            .charge_provider_calls(principal, calls)
+            .await?;
+        match charge {
+            BudgetCharge::Charged { .. } => Ok(ProviderCharge {
+                auth: self.clone(),
+                principal: principal.clone(),
+                calls,
+            }),
+            BudgetCharge::OverBudget { used_today, budget } => {
+                bulwark_auth::metrics::RateLimited {
+                    limit: "daily_provider_calls",
+                }
+                .emit();
+                Err(rate_limited(
+                    format!(
+                        "budget: key `{}` may start {budget} provider calls a day (UTC); \
+                         {used_today} are used and this request needs {calls}",
+                        principal.name
+                    ),
+                    until_utc_midnight(),
+                ))
+            }
+        }
+    }
+}
+
+/// Who is calling, as [`Authenticate`] found: in the extensions of every request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal_opt: Option<Arc<Principal>>,
+    auth: Arc<ApiAuth>,
+    /// The key bucket's last decision, reported in `RateLimit-*` headers.
+    rate: Arc<Mutex<Option<RateDecision>>>,
+}
+
+impl Caller {
+    /// Returns the key, or `401` when the request presented none.
+    fn principal(&self) -> Result<&Arc<Principal>, ApiError> {
+        self.principal_opt.as_ref().ok_or_else(|| {
+            AuthFailed { reason: "missing" }.emit();
+            unauthorized("an api key is required: send `Authorization: Bearer bwk_…`")
+        })
+    }
+
+    /// Returns the key if it grants `scope`, after counting the request in the key's bucket.
+    /// A key refused an `operate` or `admin` operation is recorded in the audit log.
+    async fn authorize(&self, scope: Scope, request: &Request) -> Result<Arc<Principal>, ApiError> {
+        let principal = self.principal()?;
+        if !principal.scopes.grants(scope) {
+            AuthFailed { reason: "scope" }.emit();
+            if matches!(scope, Scope::Operate | Scope::Admin) {
+                self.audit_denied(principal, scope, request).await;
+            }
+            return Err(ApiError::from_code(
+                ErrorCode::Forbidden,
+                format!(
+                    "authorization: key `{}` lacks the `{scope}` scope this operation needs",
+                    principal.name
+                ),
+            ));
+        }
+        let decision = self.auth.limiters.check_key(scope, &principal.key_id);
+        *self
+            .rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision);
+        if let RateDecision::Limited { retry_after, .. } = decision {
+            return Err(rate_limited(
+                format!(
+                    "rate limit: key `{}` sent too many `{scope}` requests",
+                    principal.name
+                ),
+                retry_after,
+            ));
+        }
+        Ok(principal.clone())
+    }
+}
+
+impl Caller {
+    async fn audit_denied(&self, principal: &Principal, scope: Scope, request: &Request) {
+        let entry = bulwark_store::NewOpsAuditEntry {
+            actor: format!("key:{}", principal.name),
+            action: request.method().as_str().to_lowercase(),
+            target: request.uri().path().chars().take(256).collect(),
+            outcome: "denied".to_owned(),
+            detail: Some(format!("the key lacks the `{scope}` scope")),
+            request_id: request
+                .extensions()
+                .get::<crate::RequestId>()
+                .map(|id| id.0.clone()),
+        };
+        if let Err(error) = self.auth.store.record_ops_action(&entry).await {
+            tracing::warn!(%error, "failed to audit a refused operation");
+        }
+    }
+}
+
+/// Provider calls charged to a key for one submission.
+#[derive(Debug)]
+pub struct ProviderCharge {
+    auth: Arc<ApiAuth>,
+    principal: Arc<Principal>,
+    calls: i64,
+}
+
+impl ProviderCharge {
+    /// Gives the calls back: the submission created no new work (an idempotent replay, or it
+    /// failed).
+    pub async fn refund(self) {
+        if let Err(error) = self
+            .auth
+            .authenticator
+            .refund_provider_calls(&self.principal, self.calls)
+            .await
+        {
+            tracing::warn!(%error, calls = self.calls, "failed to refund provider calls");
+        }
+    }
+}
+
+fn until_utc_midnight() -> Duration {
+    let day_ms = 86_400_000;
+    let now = now_ms();
+    let left = day_ms - now.rem_euclid(day_ms);
+    Duration::from_millis(u64::try_from(left).unwrap_or(0))
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::from_code(ErrorCode::Unauthorized, format!("authorization: {message}"))
+}
+
+fn rate_limited(message: String, retry_after: Duration) -> ApiError {
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::from_code(ErrorCode::RateLimitExceeded, message).with_retry_after(seconds)
+}
+
+/// Returns the caller of a request, or a `500` when [`Authenticate`] did not run (a wiring
+/// bug, never a client's fault).
+fn caller_of(request: &Request) -> Result<&Caller, ApiError> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| ApiError::internal("the authentication middleware is not installed"))
+}
+
+/// Checks `scope` for `request`; for operations outside the security schemes (`/health`,
+/// `/metrics`) that are open when configured so.
+pub async fn authorize_unless_open(
+    request: &Request,
+    scope: Scope,
+    open: impl Fn(&OpenEndpoints) -> bool,
+) -> Result<(), ApiError> {
+    let caller = caller_of(request)?;
+    if open(&caller.auth.open) && caller.principal_opt.is_none() {
+        return Ok(());
+    }
+    caller.authorize(scope, request).await.map(|_| ())
+}
+
+macro_rules! scope_scheme {
+    ($name:ident, $checker:ident, $checker_name:literal, $scope:expr, $rename:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, SecurityScheme)]
+        #[oai(
+                    rename = $rename,
+                    ty = "bearer",
+                    bearer_format = "bwk_…",
+                    checker = $checker_name
+                )]
+        pub struct $name(pub Arc<Principal>);
+
+        async fn $checker(request: &Request, _bearer: Bearer) -> Result<Arc<Principal>> {
+            Ok(caller_of(request)?.authorize($scope, request).await?)
+        }
+    };
+}
+
+scope_scheme!(
+    ReadKey,
+    check_read,
+    "check_read",
+    Scope::Read,
+    "read",
+    "An API key with the `read` scope (or `admin`): jobs, audits, schedules, dead letters."
+);
+scope_scheme!(
+    SubmitKey,
+    check_submit,
+    "check_submit",
+    Scope::Submit,
+    "submit",
+    "An API key with the `submit` scope (or `admin`): create jobs, audits, sentiment requests."
+);
+scope_scheme!(
+    OperateKey,
+    check_operate,
+    "check_operate",
+    Scope::Operate,
+    "operate",
+    "An API key with the `operate` scope (or `admin`): dead letters, schedules, supervisors, \
+     incidents."
+);
+scope_scheme!(
+    AdminKey,
+    check_admin,
+    "check_admin",
+    Scope::Admin,
+    "admin",
+    "An API key with the `admin` scope: manage keys."
+);
+
+/// Authenticates every request and applies the per-IP limits; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Authenticate {
+    pub auth: Arc<ApiAuth>,
+}
+
+impl<E: Endpoint> Middleware<E> for Authenticate {
+    type Output = AuthenticateEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        AuthenticateEndpoint {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AuthenticateEndpoint<E> {
+    inner: E,
+    auth: Arc<ApiAuth>,
+}
+
+/// Probes answer without a key and outside every bucket: orchestrators poll them.
+fn is_probe(path: &str) -> bool {
+    path == "/live" || path == "/ready"
+}
+
+fn is_docs(path: &str) -> bool {
+    path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")
+}
+
+impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut request: Request) -> Result<Self::Output> {
+        let path = request.uri().path();
+        if is_probe(path) {
+            return self
+                .inner
+                .call(request)
+                .await
+                .map(poem::IntoResponse::into_response);
+        }
+        let docs = is_docs(path);
+        let ip = request
+            .remote_addr()
+            .as_socket_addr()
+            .map(|addr| addr.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if let RateDecision::Limited { retry_after, .. } = self.auth.limiters.check_ip(ip) {
+            return Err(rate_limited(
+                "rate limit: too many requests from this address".to_owned(),
+                retry_after,
+            )
+            .into());
+        }
+        let principal_opt = match presented_key(&request)? {
+            None => None,
+            Some(token) => match self.auth.authenticator.verify(token).await {
+                Ok(principal) => Some(principal),
+                Err(failure) => return Err(self.refuse(ip, failure).into()),
+            },
+        };
+        if let Some(principal) = &principal_opt {
+            tracing::Span::current().record("key", principal.name.as_str());
+        }
+        let caller = Caller {
+            principal_opt,
+            auth: self.auth.clone(),
+            rate: Arc::new(Mutex::new(None)),
+        };
+        if docs && !self.auth.open.docs {
+            caller.authorize(Scope::Read, &request).await?;
+        }
+        let rate = caller.rate.clone();
+        request.extensions_mut().insert(caller);
+        let mut response = self
+            .inner
+            .call(request)
+            .await
+            .map(poem::IntoResponse::into_response)?;
+        let decision = *rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(RateDecision::Allowed {
+            limit,
+            remaining,
+            reset_secs,
+        }) = decision
+        {
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+            headers.insert("ratelimit-reset", HeaderValue::from(reset_secs));
+        }
+        Ok(response)
+    }
+}
+
+impl<E> AuthenticateEndpoint<E> {
+    /// Counts a refused credential and answers `401` (`429` past the failed-attempt bucket,
+    /// `503` when the key store is down).
+    fn refuse(&self, ip: IpAddr, failure: AuthFailure) -> ApiError {
+        AuthFailed {
+            reason: failure.as_str(),
+        }
+        .emit();
+        if let RateDecision::Limited { retry_after, .. } = self.auth.limiters.check_failed_auth(ip)
+        {
+            return rate_limited(
+                "rate limit: too many refused api keys from this address".to_owned(),
+                retry_after,
+            );
+        }
+        match failure {
+            AuthFailure::Unavailable => {
+                ApiError::unavailable("authorization: api keys cannot be checked right now")
+            }
+            AuthFailure::Unknown | AuthFailure::Expired | AuthFailure::Revoked => {
+                unauthorized("the api key is not valid (unknown, expired or revoked)")
+            }
+        }
+    }
+}
+
+/// Returns the bearer token of the request, `None` without an `Authorization` header, and
+/// `401` for another scheme or a malformed header.
+fn presented_key(request: &Request) -> Result<Option<&str>, ApiError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|text| {
+            text.strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|token| !token.is_empty());
+    match token {
+        Some(token) => Ok(Some(token)),
+        None => {
+            AuthFailed {
+                reason: "malformed",
+            }
+            .emit();
+            Err(unauthorized("use `Authorization: Bearer <api key>`"))
+        }
+    }
+}
