@@ -16,5 +16,5 @@ request = function()
     batch[i] = texts[(counter % #texts) + 1]
   end
   local body = '{"texts":[' .. table.concat(batch, ",") .. ']}'
-  return wrk.format("POST", "/v1/sentiment", { ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", "/v1/sentiment", { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY") }, body)
 end

@@ -12,5 +12,5 @@ local counter = 0
 request = function()
   counter = counter + 1
   local body = '{"texts":["' .. texts[(counter % #texts) + 1] .. '"]}'
-  return wrk.format("POST", "/v1/sentiment", { ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", "/v1/sentiment", { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY") }, body)
 end

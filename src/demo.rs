@@ -25,6 +25,29 @@ const SAMPLE_TEXTS: &[&str] = &[
     "I am not sure this is worth the money.",
 ];
 
+/// Makes an `admin` key for the person running the demo and prints its token once (only its
+/// digest is stored), with how to use it.
+pub async fn print_demo_key(service: &Service) -> anyhow::Result<()> {
+    let issued = service
+        .auth
+        .authenticator
+        .create_key(&bulwark_auth::NewKey {
+            name: "demo".to_owned(),
+            scopes: bulwark_auth::Scopes::new(&[bulwark_auth::Scope::Admin]),
+            expires_at_ms: None,
+            daily_provider_calls: None,
+        })
+        .await
+        .context("failed to make the demo key")?;
+    println!(
+        "an admin key for this demo (shown once; revoke it with `bulwark keys revoke {}`):\n\n  \
+         export BULWARK_API_KEY={}\n  curl -H \"Authorization: Bearer $BULWARK_API_KEY\" \
+         http://{}/v1/jobs\n",
+        issued.key.id, issued.token, service.addr
+    );
+    Ok(())
+}
+
 /// Submits sample `sentiment.analyze` jobs through the same path as `POST /v1/jobs`, prints
 /// each result as it finishes, then a summary.
 pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {

@@ -205,6 +205,7 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
     let mut service = Service::start(config).await?;
     if let Some(num_jobs) = demo_jobs {
+        demo::print_demo_key(&service).await?;
         demo::run(&service, num_jobs).await?;
         demo::run_audit(&service).await?;
         println!(

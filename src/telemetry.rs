@@ -76,6 +76,14 @@ pub fn init_logging(config: &TelemetryConfig) -> anyhow::Result<()> {
         Err(_) => EnvFilter::try_new(&config.log_level)
             .with_context(|| format!("invalid telemetry.log_level `{}`", config.log_level))?,
     };
+    // sqlx warns about connection-URL parameters it does not know with their values, and a
+    // value may be a password (`sslpassword=`): that one target is kept to errors, whatever
+    // the filter says. A more specific directive wins over the level asked for.
+    let filter = filter.add_directive(
+        "sqlx_postgres::options::parse=error"
+            .parse()
+            .context("the fixed sqlx directive parses")?,
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -387,7 +387,7 @@ async fn dump_holds_no_secret_and_replay_reproduces() {
     assert_eq!(incident["environment"]["OPENAI_API_KEY"], "[redacted]");
     assert_eq!(
         incident["environment"]["MY_SERVICE_URL"],
-        "https://svc:[redacted]@example.internal/x"
+        "https://svc:***@example.internal/x"
     );
     assert!(
         incident["environment"]

@@ -459,12 +459,10 @@ fn redact_value(name: &str, value: &str) -> String {
     if SECRET_NAME_PARTS.iter().any(|part| upper.contains(part)) {
         return REDACTED.to_owned();
     }
-    // scheme://user:password@host... keeps the user and host, never the password.
-    if let Some((scheme, rest)) = value.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-    {
-        let user = userinfo.split(':').next().unwrap_or_default();
-        return format!("{scheme}://{user}:{REDACTED}@{host}");
+    // A URL keeps its scheme, user, host and path, never a password in its userinfo or a
+    // secret-looking query parameter (`sslpassword=`, `token=`...): the config crate's rule.
+    if value.contains("://") {
+        return bulwark_config::SecretUrl::new(value).redacted();
     }
     value.to_owned()
 }
@@ -693,7 +691,7 @@ mod tests {
         assert_eq!(reduced["OPENAI_API_KEY"], REDACTED);
         assert_eq!(
             reduced["DATABASE_URL"],
-            "postgres://app:[redacted]@db:5432/bulwark"
+            "postgres://app:***@db:5432/bulwark"
         );
         assert!(!reduced.contains_key("NOT_ALLOWED"));
     }
