@@ -4,7 +4,7 @@
 use anyhow::Context;
 use bulwark_config::HttpConfig;
 use poem::listener::{
-    Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener,
+    AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener,
 };
 
 /// Binds the configured address and returns the acceptor the server runs on, TLS when

@@ -27,21 +27,25 @@ fn csp_hash(content: &str) -> String {
     )
 }
 
-/// Returns the text of every inline `<tag>` element of a page.
+/// Returns the text of every inline `<tag>` element of a page, as a browser reads it: from
+/// the end of the opening tag to the first closing tag, whatever the text holds before it.
 fn inline_elements(html: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}");
-    let close = format!("</{tag}>");
-    html.split(&open)
-        .skip(1)
-        .filter_map(|rest| {
-            let (attributes, body) = rest.split_once('>')?;
-            let (content, _) = body.split_once(&close)?;
-            (!attributes.contains("src=")).then(|| content.to_owned())
-        })
-        .collect()
+    let lowercase = html.to_ascii_lowercase();
+    let (open, close) = (format!("<{tag}"), format!("</{tag}"));
+    let mut contents = Vec::new();
+    let mut from = 0;
+    while let Some(start) = lowercase[from..].find(&open).map(|at| from + at) {
+        let tag_end = start + lowercase[start..].find('>').expect("tag closes");
+        let body_end = tag_end + lowercase[tag_end..].find(&close).expect("element closes");
+        if !lowercase[start..tag_end].contains("src=") {
+            contents.push(html[tag_end + 1..body_end].to_owned());
+        }
+        from = body_end + close.len();
+    }
+    contents
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> &'a str {
+fn header(headers: &HeaderMap, name: impl header::AsHeaderName) -> &str {
     headers
         .get(name)
         .map(|value| value.to_str().expect("ascii header"))

@@ -188,26 +188,25 @@ fn csp_hash(content: &str) -> String {
 }
 
 /// Returns the text of every `<tag …>…</tag>` element of `html` that has no `src`, as a
-/// browser hashes it for CSP.
+/// browser reads it for CSP: from the end of the opening tag to the first closing tag (in any
+/// case), whatever the text holds before it, such as a `"<script"` in a string.
 fn inline_elements<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
-    let open = format!("<{tag}");
-    let close = format!("</{tag}>");
+    // ASCII lowercasing keeps every byte offset, so positions found in it index `html`.
+    let lowercase = html.to_ascii_lowercase();
+    let (open, close) = (format!("<{tag}"), format!("</{tag}"));
     let mut contents = Vec::new();
-    let mut rest = html;
-    while let Some(start) = rest.find(&open) {
-        let after_open = &rest[start + open.len()..];
-        let Some(tag_end) = after_open.find('>') else {
+    let mut from = 0;
+    while let Some(start) = lowercase[from..].find(&open).map(|at| from + at) {
+        let Some(tag_end) = lowercase[start..].find('>').map(|at| start + at) else {
             break;
         };
-        let attributes = &after_open[..tag_end];
-        let body = &after_open[tag_end + 1..];
-        let Some(body_end) = body.find(&close) else {
+        let Some(body_end) = lowercase[tag_end..].find(&close).map(|at| tag_end + at) else {
             break;
         };
-        if !attributes.contains("src=") {
-            contents.push(&body[..body_end]);
+        if !lowercase[start..tag_end].contains("src=") {
+            contents.push(&html[tag_end + 1..body_end]);
         }
-        rest = &body[body_end + close.len()..];
+        from = body_end + close.len();
     }
     contents
 }
@@ -222,7 +221,7 @@ mod tests {
     use super::*;
 
     const DOCS: &str = "<html><head><style>body{}</style><script charset=\"UTF-8\">var a = \
-                        1;</script></head><body><script>\n    start(a);\n</script>\
+                        '<script>';</script></head><body><script>\n    start(a);\n</SCRIPT>\
                         <script src=\"/x.js\"></script></body></html>";
 
     fn policy(origins: &[&str], hsts_opt: Option<u64>) -> BrowserPolicy {
@@ -255,12 +254,13 @@ mod tests {
         );
     }
 
-    /// Proves inline scripts are found with their exact text and external ones are skipped.
+    /// Proves inline scripts are found with their exact text up to the first closing tag in any
+    /// case, even when the text holds `<script`, and external ones are skipped.
     #[test]
     fn inline_scripts_are_found() {
         assert_eq!(
             inline_elements(DOCS, "script"),
-            ["var a = 1;", "\n    start(a);\n"]
+            ["var a = '<script>';", "\n    start(a);\n"]
         );
         assert_eq!(inline_elements(DOCS, "style"), ["body{}"]);
     }
@@ -273,7 +273,10 @@ mod tests {
         let plain = policy(&[], None);
         let docs = headers_for(&plain, "/docs", "text/html; charset=utf-8");
         let docs_csp = docs[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert!(docs_csp.contains(&csp_hash("var a = 1;")), "{docs_csp}");
+        assert!(
+            docs_csp.contains(&csp_hash("var a = '<script>';")),
+            "{docs_csp}"
+        );
         assert!(
             docs_csp.contains(&csp_hash("\n    start(a);\n")),
             "{docs_csp}"
