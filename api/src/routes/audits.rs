@@ -12,8 +12,8 @@ use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use crate::ApiTags;
-use crate::auth::{ReadKey, SubmitKey};
 use crate::audit_report::{ReportData, html_page, items_csv, summary_csv};
+use crate::auth::{ReadKey, SubmitKey};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
 use crate::routes::paging::rfc3339;
@@ -482,7 +482,8 @@ impl AuditsApi {
     /// Returns an audit: status, summary per provider and overall, failures and items.
     #[oai(path = "/v1/audits/:id", method = "get", operation_id = "get_audit")]
     async fn get(
-        &self, _auth: ReadKey,
+        &self,
+        _auth: ReadKey,
         id: Path<String>,
         /// Include every item with its answer and mentions (default true).
         include_items: Query<Option<bool>>,
@@ -499,7 +500,8 @@ impl AuditsApi {
         operation_id = "get_audit_csv"
     )]
     async fn report_csv(
-        &self, _auth: ReadKey,
+        &self,
+        _auth: ReadKey,
         id: Path<String>,
         /// `items` (default) or `summary`.
         view: Query<Option<CsvView>>,

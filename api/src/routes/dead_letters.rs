@@ -273,7 +273,8 @@ impl DeadLettersApi {
         operation_id = "list_dead_letters"
     )]
     async fn list(
-        &self, _auth: ReadKey,
+        &self,
+        _auth: ReadKey,
         /// `pending`, `retrying`, `parked`, `requeued` or `recovered`.
         status: Query<Option<DeadLetterStatusName>>,
         /// The original queue: `local` or a broker queue.
@@ -333,7 +334,11 @@ impl DeadLettersApi {
         method = "post",
         operation_id = "requeue_dead_letter"
     )]
-    async fn requeue(&self, _auth: OperateKey, id: Path<String>) -> ApiResult<Json<DeadLetterView>> {
+    async fn requeue(
+        &self,
+        _auth: OperateKey,
+        id: Path<String>,
+    ) -> ApiResult<Json<DeadLetterView>> {
         let letter = self.load(&id.0).await?;
         if !REQUEUEABLE.contains(&letter.status.as_str()) {
             return Err(ApiError::conflict(format!(
@@ -353,7 +358,8 @@ impl DeadLettersApi {
         operation_id = "requeue_dead_letters"
     )]
     async fn requeue_bulk(
-        &self, _auth: OperateKey,
+        &self,
+        _auth: OperateKey,
         body: StrictJson<DeadLetterSelection>,
     ) -> ApiResult<Json<BulkResult>> {
         let selection = body.0;
@@ -427,7 +433,8 @@ impl DeadLettersApi {
         operation_id = "purge_dead_letters"
     )]
     async fn purge(
-        &self, _auth: OperateKey,
+        &self,
+        _auth: OperateKey,
         status: Query<Option<DeadLetterStatusName>>,
         queue: Query<Option<String>>,
         kind: Query<Option<String>>,

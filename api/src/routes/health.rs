@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
 use bulwark_auth::Scope;
-use poem::Request;
 use bulwark_supervisors::{SupervisorSnapshot, observe_supervisor};
+use poem::Request;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use tracing::warn;

@@ -203,7 +203,12 @@ impl JobsApi {
         };
         let charge_opt = match provider_calls_of(kind) {
             0 => None,
-            calls => Some(self.state.auth.charge_provider_calls(&auth.0, calls).await?),
+            calls => Some(
+                self.state
+                    .auth
+                    .charge_provider_calls(&auth.0, calls)
+                    .await?,
+            ),
         };
         let outcome = self.state.intake.submit_traced(&new_job, &trace).await;
         if !matches!(outcome, Ok(InsertOutcome::Created(_)))
@@ -239,8 +244,11 @@ impl JobsApi {
 
     /// Lists jobs, newest first, with cursor pagination.
     #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
+    // Each argument is the key or one query parameter of the operation.
+    #[allow(clippy::too_many_arguments)]
     async fn list(
-        &self, _auth: ReadKey,
+        &self,
+        _auth: ReadKey,
         /// Only jobs in this status.
         status: Query<Option<JobStatusName>>,
         /// Only jobs of this kind.

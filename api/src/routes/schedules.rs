@@ -412,7 +412,11 @@ impl SchedulesApi {
         method = "post",
         operation_id = "create_schedule"
     )]
-    async fn create(&self, _auth: OperateKey, body: StrictJson<ScheduleCreate>) -> ApiResult<CreatedResponse> {
+    async fn create(
+        &self,
+        _auth: OperateKey,
+        body: StrictJson<ScheduleCreate>,
+    ) -> ApiResult<CreatedResponse> {
         let create = body.0;
         let now_ms = now_ms();
         let trigger = parse_trigger(&create.trigger, now_ms)?;
@@ -455,8 +459,11 @@ impl SchedulesApi {
         method = "get",
         operation_id = "list_schedules"
     )]
+    // Each argument is the key or one query parameter of the operation.
+    #[allow(clippy::too_many_arguments)]
     async fn list(
-        &self, _auth: ReadKey,
+        &self,
+        _auth: ReadKey,
         /// Only schedules in this status: `active`, `paused` or `completed`.
         status: Query<Option<ScheduleStatusName>>,
         /// Only schedules creating jobs of this kind.
@@ -503,7 +510,8 @@ impl SchedulesApi {
         operation_id = "update_schedule"
     )]
     async fn update(
-        &self, _auth: OperateKey,
+        &self,
+        _auth: OperateKey,
         id: Path<String>,
         body: StrictJson<ScheduleUpdate>,
     ) -> ApiResult<Json<ScheduleView>> {
@@ -651,7 +659,8 @@ impl SchedulesApi {
         operation_id = "list_schedule_runs"
     )]
     async fn runs(
-        &self, _auth: ReadKey,
+        &self,
+        _auth: ReadKey,
         id: Path<String>,
         /// How many, 1 to 500 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]

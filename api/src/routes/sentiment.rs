@@ -109,7 +109,11 @@ impl SentimentApi {
         method = "post",
         operation_id = "analyze_sentiment"
     )]
-    async fn analyze(&self, _auth: SubmitKey, body: StrictJson<SentimentBody>) -> ApiResult<Json<SentimentResults>> {
+    async fn analyze(
+        &self,
+        _auth: SubmitKey,
+        body: StrictJson<SentimentBody>,
+    ) -> ApiResult<Json<SentimentResults>> {
         let body = body.0;
         validate_texts(&body.texts).map_err(|error| ApiError::invalid(error.to_string()))?;
         let strategy = body.strategy.map(Strategy::from);
