@@ -278,3 +278,24 @@ impl JobsApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::{ParseFromJSON, ToJSON};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Proves every kind the executor runs is a documented `kind`, under its own name, so a new
+    /// kind cannot be left out of the document.
+    #[test]
+    fn every_job_kind_is_documented() {
+        for kind in JobKind::ALL {
+            let name = JobKindName::parse_from_json(Some(json!(kind.as_str())))
+                .unwrap_or_else(|_| panic!("{} is documented", kind.as_str()));
+            assert_eq!(JobKind::from(name), kind);
+            assert_eq!(name.to_json(), Some(json!(kind.as_str())));
+        }
+        assert!(JobKindName::parse_from_json(Some(json!("video.render"))).is_err());
+    }
+}
