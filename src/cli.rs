@@ -120,6 +120,8 @@ pub enum BenchTarget {
     Dlq(crate::bench_scheduling::DlqBenchArgs),
     /// Broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, in one run.
     Amqp(crate::bench_amqp::AmqpBenchArgs),
+    /// What a key check and its rate limits cost one request (in-process).
+    Auth(crate::bench_auth::AuthBenchArgs),
     /// Fills the local queue on the configured database, then times one node draining it.
     Queue {
         #[arg(long, default_value_t = 5_000)]

@@ -16,6 +16,7 @@
 //! - `broker`: the RabbitMQ publisher, intake and `ingress` supervisor, built from `[amqp]`.
 //! - `bench_scheduling`: `bulwark bench scheduler|dlq`, slot lag and requeue rate.
 //! - `bench_amqp`: `bulwark bench amqp`, broker ceiling vs end-to-end jobs over RabbitMQ.
+//! - `bench_auth`: `bulwark bench auth`, what a key check and its rate limits cost a request.
 //! - `publish`: `bulwark publish`, payloads from a JSONL file to the broker with confirms.
 //! - `dlq_cli`: `bulwark dlq stats|list|show|requeue|park|purge` over HTTP.
 //! - `keys`: the node's API-key checks built from `[auth]`, and `bulwark keys`.
@@ -24,6 +25,7 @@
 
 pub mod bench;
 pub mod bench_amqp;
+pub mod bench_auth;
 pub mod bench_providers;
 pub mod bench_scheduling;
 pub mod broker;
@@ -32,8 +34,8 @@ pub mod demo;
 pub mod dlq_cli;
 pub mod engines;
 pub mod incidents;
-pub mod listener;
 pub mod keys;
+pub mod listener;
 pub mod ops_client;
 pub mod providers;
 pub mod publish;

@@ -98,9 +98,16 @@ async fn run(
             action: IncidentAction::ReplaySandbox { payload },
         } => bulwark::incidents::replay_sandbox(config, &payload).await,
         Command::Ops { url, action } => {
-            let token_opt = [bulwark::ops_client::API_KEY_ENV, config.ops.token_env.as_str()]
-                .into_iter()
-                .find_map(|variable| std::env::var(variable).ok().filter(|token| !token.is_empty()));
+            let token_opt = [
+                bulwark::ops_client::API_KEY_ENV,
+                config.ops.token_env.as_str(),
+            ]
+            .into_iter()
+            .find_map(|variable| {
+                std::env::var(variable)
+                    .ok()
+                    .filter(|token| !token.is_empty())
+            });
             let request = match action {
                 OpsAction::Tree => bulwark::ops_client::OpsRequest::Tree,
                 OpsAction::Restart { path } => bulwark::ops_client::OpsRequest::Control {
@@ -164,6 +171,13 @@ async fn run(
             target: BenchTarget::Amqp(args),
         } => {
             let report = bulwark::bench_amqp::run(config, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Auth(args),
+        } => {
+            let report = bulwark::bench_auth::run(config, &args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }

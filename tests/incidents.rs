@@ -587,10 +587,14 @@ async fn operator_controls_and_jobs_restart_under_load() {
     .await
     .expect("store opens");
     let actions = store.list_ops_actions(50).await.expect("audit log");
-    assert!(actions.iter().any(|entry| entry.actor == "key:legacy-operator-token"
-        && entry.action == "restart"
-        && entry.target == "root/jobs"
-        && entry.outcome == "succeeded"));
+    assert!(
+        actions
+            .iter()
+            .any(|entry| entry.actor == "key:legacy-operator-token"
+                && entry.action == "restart"
+                && entry.target == "root/jobs"
+                && entry.outcome == "succeeded")
+    );
     assert!(
         actions
             .iter()

@@ -176,11 +176,19 @@ async fn planted_secrets_never_leave_the_process() {
         outputs.push((format!("failure {index}"), response.text().await.unwrap()));
     }
     let incidents_dir = dir.join("incidents");
-    eventually(Duration::from_secs(20), || async {
-        let num_files = std::fs::read_dir(&incidents_dir)
-            .map(|dir| dir.count())
-            .unwrap_or(0);
-        (num_files > 0).then_some(())
+    let incidents: Value = eventually(Duration::from_secs(20), || async {
+        let incidents: Value = admin
+            .get(format!("{base}/v1/incidents"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let listed = incidents["incidents"]
+            .as_array()
+            .is_some_and(|list| !list.is_empty());
+        listed.then_some(incidents)
     })
     .await;
 
@@ -198,14 +206,6 @@ async fn planted_secrets_never_leave_the_process() {
         "/metrics".to_owned(),
         "/openapi.json".to_owned(),
     ];
-    let incidents: Value = admin
-        .get(format!("{base}/v1/incidents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     for incident in incidents["incidents"].as_array().expect("incidents listed") {
         paths.push(format!(
             "/v1/incidents/{}",

@@ -259,11 +259,11 @@ macro_rules! scope_scheme {
         #[doc = $doc]
         #[derive(Debug, SecurityScheme)]
         #[oai(
-                    rename = $rename,
-                    ty = "bearer",
-                    bearer_format = "bwk_…",
-                    checker = $checker_name
-                )]
+                                    rename = $rename,
+                                    ty = "bearer",
+                                    bearer_format = "bwk_…",
+                                    checker = $checker_name
+                                )]
         pub struct $name(pub Arc<Principal>);
 
         async fn $checker(request: &Request, _bearer: Bearer) -> Result<Arc<Principal>> {
@@ -343,7 +343,11 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
 
     async fn call(&self, mut request: Request) -> Result<Self::Output> {
         let path = request.uri().path();
-        if is_probe(path) {
+        let presents_key = request.headers().contains_key(header::AUTHORIZATION);
+        // Orchestrators poll the probes without a key: nothing to check or count. A request
+        // that presents a key has it checked and counted everywhere, probes included.
+        let probe = is_probe(path);
+        if probe && !presents_key {
             return self
                 .inner
                 .call(request)
@@ -378,7 +382,8 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
             auth: self.auth.clone(),
             rate: Arc::new(Mutex::new(None)),
         };
-        if docs && !self.auth.open.docs {
+        if (docs && !self.auth.open.docs) || (caller.principal_opt.is_some() && (probe || docs)) {
+            // Open routes count a presented key in its `read` bucket like any read.
             caller.authorize(Scope::Read, &request).await?;
         }
         let rate = caller.rate.clone();

@@ -15,8 +15,8 @@
 //! - `metrics`: metric names and events.
 
 mod audit_report;
-mod browser;
 pub mod auth;
+mod browser;
 mod document;
 mod error;
 pub mod metrics;
@@ -32,11 +32,11 @@ use poem::web::Html;
 use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
+pub use auth::{ApiAuth, Authenticate, OpenEndpoints};
 pub use browser::BrowserParams;
 use document::ApiDocument;
 pub use error::{ApiError, ErrorBody};
 pub use middleware::{RequestContext, RequestId};
-pub use auth::{ApiAuth, Authenticate, OpenEndpoints};
 pub use state::ApiState;
 
 #[derive(Tags)]

@@ -70,8 +70,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         let path = request.uri().path().to_owned();
         let trace_id_opt = trace_id(&request);
         let allowed_origin_opt = self.browser.allowed_origin(&request);
-        let span =
-            info_span!("http_request", request_id = %request_id, method = %method, path = %path, key = tracing::field::Empty);
+        let span = info_span!("http_request", request_id = %request_id, method = %method, path = %path, key = tracing::field::Empty);
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));

@@ -160,8 +160,10 @@ mod tests {
     /// scope are not, and allowed decisions count down what remains.
     #[test]
     fn buckets_are_per_key_and_scope() {
-        let mut config = RateLimitsConfig::default();
-        config.submit = RateLimit::new(1, 3);
+        let config = RateLimitsConfig {
+            submit: RateLimit::new(1, 3),
+            ..RateLimitsConfig::default()
+        };
         let limiters = RateLimiters::new(&config);
         let remaining: Vec<u32> = (0..3)
             .map(|_| match limiters.check_key(Scope::Submit, "k1") {
