@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
+.PHONY: bench-auth
 .PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
