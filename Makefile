@@ -136,6 +136,11 @@ release:
 bench: release runtime model
 	./scripts/bench.sh
 
+## bench-auth: what a key check and its rate limits cost a request, in-process and over HTTP
+## (/live with and without a key, /v1/sentiment on the lexicon engine), in one run
+bench-auth: release
+	./scripts/bench-auth.sh
+
 ## bench-amqp: broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, results in
 ## PostgreSQL (AMQP_URL and DATABASE_URL default to the local services)
 bench-amqp: release runtime model check-services
