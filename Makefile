@@ -94,7 +94,7 @@ ADVISORY_DB_CLONE := target/advisory-dbs/advisory-db-3157b0e258782691
 ## deny: licenses, bans, sources and advisories of the dependency graph (deny.toml), offline,
 ## against the RustSec snapshot in ../shared/advisory-db (cargo-deny installed once, pinned)
 deny:
-	@cargo-deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' || \
+	@$(CARGO) install --list | grep -qx 'cargo-deny v$(CARGO_DENY_VERSION):' || \
 		$(CARGO) install --locked cargo-deny --version $(CARGO_DENY_VERSION)
 	@test -f $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md || { \
 		echo "error: $(ADVISORY_DB_SNAPSHOT)/SNAPSHOT.md is missing: the advisory snapshot is expected in the shared folder beside the repository"; \
@@ -105,16 +105,18 @@ deny:
 		git -C $(ADVISORY_DB_CLONE) init -q && git -C $(ADVISORY_DB_CLONE) add -A && \
 		git -C $(ADVISORY_DB_CLONE) -c user.name=bulwark -c user.email=bulwark@localhost \
 			commit -q -m "advisory-db snapshot (see SNAPSHOT.md)"
-	$(CARGO) deny --offline check
+	$(CARGO) deny --offline check --hide-inclusion-graph
 
 ## sbom: a CycloneDX SBOM (JSON) of the bulwark binary's dependencies in reports/sbom/
 ## (cargo-cyclonedx installed once, pinned)
 sbom:
-	@cargo-cyclonedx --version 2>/dev/null | grep -qx 'cargo-cyclonedx $(CARGO_CYCLONEDX_VERSION)' || \
+	@$(CARGO) install --list | grep -qx 'cargo-cyclonedx v$(CARGO_CYCLONEDX_VERSION):' || \
 		$(CARGO) install --locked cargo-cyclonedx --version $(CARGO_CYCLONEDX_VERSION)
 	$(CARGO) cyclonedx --format json --override-filename bulwark.cdx
+	@# one file per workspace member, each beside its Cargo.toml: keep the binary's (the whole
+	@# graph), drop the members' (their graphs are parts of it)
 	@mkdir -p reports/sbom && mv bulwark.cdx.json reports/sbom/bulwark.cdx.json && \
-		find . -path ./target -prune -o -name bulwark.cdx.json -print | xargs -r rm -f && \
+		find . \( -path ./target -o -path ./reports \) -prune -o -name bulwark.cdx.json -print | xargs -r rm -f && \
 		echo "wrote reports/sbom/bulwark.cdx.json"
 
 fmt:
