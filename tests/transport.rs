@@ -76,7 +76,8 @@ async fn get(service: &TestService, path: &str) -> (u16, HeaderMap, String) {
 /// Proves the headers each kind of response gets on a node with the default config: JSON has
 /// a CSP that loads nothing and `no-store`; Swagger UI's CSP allows exactly its inline scripts
 /// by hash; the audit report's CSP allows no script and its stylesheet by hash only; no
-/// response has HSTS (plain HTTP) or any CORS header, even to a page that sends an Origin.
+/// response has HSTS (plain HTTP) or any CORS header, even to a page that sends an Origin,
+/// and a preflight is refused.
 #[tokio::test]
 async fn security_headers_by_kind_of_response() {
     let service = TestService::start_with(TestBackend::Sqlite, |config| {
@@ -110,6 +111,23 @@ async fn security_headers_by_kind_of_response() {
     assert_eq!(header(headers, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
     assert!(!headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
     assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, service.url("/v1/sentiment"))
+        .header(header::ORIGIN, ALLOWED_ORIGIN)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preflight.status().is_client_error(),
+        "no origin is configured: the preflight is refused ({})",
+        preflight.status()
+    );
+    assert!(
+        !preflight
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
 
     let (status, headers, docs) = get(&service, "/docs").await;
     assert_eq!(status, 200, "{docs}");

@@ -102,7 +102,7 @@ impl BrowserPolicy {
     /// Answers a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) when origins
     /// are configured: `204` with the allowed methods and headers for an allowed origin, `403`
     /// for any other. Returns `None` for every other request, and for every request when no
-    /// origin is configured (preflights then meet the router like any `OPTIONS`).
+    /// origin is configured (a preflight is then refused like any other `OPTIONS` request).
     pub(crate) fn preflight(&self, request: &Request) -> Option<Result<Response, ApiError>> {
         let is_preflight = request.method() == Method::OPTIONS
             && request.headers().contains_key(header::ORIGIN)
