@@ -112,7 +112,7 @@ deny:
 sbom:
 	@$(CARGO) install --list | grep -qx 'cargo-cyclonedx v$(CARGO_CYCLONEDX_VERSION):' || \
 		$(CARGO) install --locked cargo-cyclonedx --version $(CARGO_CYCLONEDX_VERSION)
-	$(CARGO) cyclonedx --format json --override-filename bulwark.cdx
+	$(CARGO) cyclonedx --format json --spec-version 1.5 --override-filename bulwark.cdx
 	@# one file per workspace member, each beside its Cargo.toml: keep the binary's (the whole
 	@# graph), drop the members' (their graphs are parts of it)
 	@mkdir -p reports/sbom && mv bulwark.cdx.json reports/sbom/bulwark.cdx.json && \
