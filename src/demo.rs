@@ -42,8 +42,8 @@ pub async fn print_demo_key(service: &Service) -> anyhow::Result<()> {
     println!(
         "an admin key for this demo (shown once; revoke it with `bulwark keys revoke {}`):\n\n  \
          export BULWARK_API_KEY={}\n  curl -H \"Authorization: Bearer $BULWARK_API_KEY\" \
-         http://{}/v1/jobs\n",
-        issued.key.id, issued.token, service.addr
+         {}/v1/jobs\n",
+        issued.key.id, issued.token, service.base_url
     );
     Ok(())
 }
@@ -249,8 +249,8 @@ pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  report: http://{}/v1/audits/{audit_id}/report.html",
-        service.addr
+        "  report: {}/v1/audits/{audit_id}/report.html",
+        service.base_url
     );
     Ok(())
 }

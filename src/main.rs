@@ -223,8 +223,8 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
         demo::run(&service, num_jobs).await?;
         demo::run_audit(&service).await?;
         println!(
-            "\nserving on http://{0} (Swagger UI: http://{0}/docs), Ctrl-C to stop",
-            service.addr
+            "\nserving on {0} (Swagger UI: {0}/docs), Ctrl-C to stop",
+            service.base_url
         );
     }
     let tree_failed = tokio::select! {

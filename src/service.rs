@@ -27,6 +27,8 @@ use tracing::{error, info, warn};
 #[derive(Debug)]
 pub struct Service {
     pub addr: SocketAddr,
+    /// `http://<addr>`, or `https://<addr>` when `[http.tls]` is set.
+    pub base_url: String,
     pub store: Store,
     pub node_id: String,
     pub job_runner: JobRunnerHandle,
@@ -204,6 +206,12 @@ impl Service {
             .first()
             .and_then(|local| local.as_socket_addr().copied())
             .context("listener has no socket address")?;
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = format!("{scheme}://{addr}");
         let state = ApiState {
             store: store.clone(),
             sentiment: tree.sentiment.clone(),
@@ -235,14 +243,7 @@ impl Service {
             state,
             &AppParams {
                 max_body_bytes: config.http.max_body_bytes,
-                public_url: format!(
-                    "{}://{addr}",
-                    if config.http.tls.is_some() {
-                        "https"
-                    } else {
-                        "http"
-                    }
-                ),
+                public_url: base_url.clone(),
                 browser: bulwark_api::BrowserParams {
                     cors_allowed_origins: config.http.cors_allowed_origins.clone(),
                     hsts_max_age_secs_opt: config
@@ -266,6 +267,7 @@ impl Service {
         info!(%addr, node_id, backend = store.backend().as_str(), "bulwark is serving");
         Ok(Service {
             addr,
+            base_url,
             store,
             node_id,
             job_runner: tree.job_runner.clone(),

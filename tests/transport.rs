@@ -278,6 +278,7 @@ async fn tls_listener_serves_https_with_hsts() {
         .await
         .expect("service starts with TLS");
     let port = service.addr.port();
+    assert_eq!(service.base_url, format!("https://127.0.0.1:{port}"));
 
     let trusted = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
     let https = reqwest::Client::builder()
