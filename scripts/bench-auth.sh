@@ -2,8 +2,9 @@
 # What checking an API key and its rate limits costs, side by side in one run (these machines
 # are noisy: compare ratios within a run, not numbers across runs):
 #   1. in-process: one request's key verification, per-IP and per-key buckets (p50/p99);
-#   2. GET /live under wrk without a key (no check at all) and with a key (verified and counted
-#      in both buckets), alternated A B A B; the difference is the check's cost over HTTP;
+#   2. GET /live under wrk without a key (no check at all), with a header of the same size that
+#      is not a key (the control: the request's extra bytes, no check), and with a key (verified,
+#      counted in both buckets, RateLimit-* headers in the answer), alternated A C B A C B;
 #   3. POST /v1/sentiment (lexicon engine) with a key, and the check's share of its time.
 # Run through `make bench-auth` (it builds the release binary first). The numbers go to
 # docs/benchmarks.md.
@@ -48,19 +49,20 @@ for _ in $(seq 1 200); do
 done
 
 rps() {
-  # wrk's Requests/sec for: method path [lua script] [with-key]
-  local path=$1 script=${2:-} with_key=${3:-}
+  # wrk's Requests/sec for: path [lua script] [key|padding]
+  local path=$1 script=${2:-} header=${3:-}
   local args=(-t1 -c"$CONNECTIONS" -d"$DURATION")
   [ -n "$script" ] && args+=(-s "$script")
-  [ -n "$with_key" ] && args+=(-H "Authorization: Bearer $BENCH_KEY")
+  [ "$header" = key ] && args+=(-H "Authorization: Bearer $BENCH_KEY")
+  [ "$header" = padding ] && args+=(-H "X-Padding-Was: Bearer $BENCH_KEY")
   wrk "${args[@]}" "http://127.0.0.1:$PORT$path" | awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "non-2xx " $NF > "/dev/stderr"}'
 }
 
 echo "== 2. GET /live, $CONNECTIONS connections, $DURATION each, alternated"
 rps /live >/dev/null # warm-up
-live_a1=$(rps /live); live_b1=$(rps /live "" key)
-live_a2=$(rps /live); live_b2=$(rps /live "" key)
-echo "without key: $live_a1 $live_a2 req/s; with key: $live_b1 $live_b2 req/s"
+live_a1=$(rps /live); live_c1=$(rps /live "" padding); live_b1=$(rps /live "" key)
+live_a2=$(rps /live); live_c2=$(rps /live "" padding); live_b2=$(rps /live "" key)
+echo "without key: $live_a1 $live_a2 req/s; same-size header, no key: $live_c1 $live_c2 req/s; with key: $live_b1 $live_b2 req/s"
 
 echo "== 3. POST /v1/sentiment, lexicon engine, with key"
 export WRK_TEXTS=${BENCH_TEXTS:-../shared/data/sst2/dev.txt}
@@ -71,14 +73,15 @@ fi
 sentiment=$(rps /v1/sentiment scripts/wrk-texts.lua key)
 echo "with key: $sentiment req/s"
 
-python3 - "$workdir/micro.json" "$live_a1" "$live_a2" "$live_b1" "$live_b2" "$sentiment" <<'PY'
+python3 - "$workdir/micro.json" "$live_a1" "$live_a2" "$live_c1" "$live_c2" "$live_b1" "$live_b2" "$sentiment" <<'PY'
 import json, sys
 micro = json.load(open(sys.argv[1]))
-a1, a2, b1, b2, sentiment = map(float, sys.argv[2:])
-without, with_key = (a1 + a2) / 2, (b1 + b2) / 2
+a1, a2, c1, c2, b1, b2, sentiment = map(float, sys.argv[2:])
+without, padded, with_key = (a1 + a2) / 2, (c1 + c2) / 2, (b1 + b2) / 2
 mean_s = micro["check_mean_us"] / 1e6
 print("== summary")
 print(f"/live with key / without key: {with_key / without:.3f} (cost {100 * (1 - with_key / without):.1f}% of /live req/s)")
+print(f"/live same-size header / without: {padded / without:.3f}; with key / same-size header: {with_key / padded:.3f} (the check alone: {100 * (1 - with_key / padded):.1f}%)")
 print(f"check mean {micro['check_mean_us']:.2f} us, p99 {micro['check_p99_us']:.2f} us")
 print(f"check's share of one core's time at /live's rate: {100 * mean_s * without:.1f}%")
 print(f"check's share of one core's time at /v1/sentiment's rate: {100 * mean_s * sentiment:.1f}%")

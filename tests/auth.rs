@@ -47,7 +47,8 @@ fn concrete_path(template: &str) -> String {
 /// that it names one scope as its security requirement (`/live` and `/ready` excepted, and
 /// `/health` and `/metrics`, which need `read` unless configured open), that it answers `401`
 /// without a key, and `403` with a key lacking that scope. Also: the document lists the
-/// four scopes as bearer security schemes, and `/openapi.json` itself is open by default.
+/// four scopes as bearer security schemes, `/openapi.json` is open by default, and an open
+/// route takes any valid key (counted) but refuses an unknown one, probes included.
 async fn every_route_needs_its_scope(backend: TestBackend) {
     let service = TestService::start(backend).await;
     let anonymous = reqwest::Client::new();

@@ -155,21 +155,27 @@ impl Caller {
                 ),
             ));
         }
-        let decision = self.auth.limiters.check_key(scope, &principal.key_id);
+        self.count(principal, scope)?;
+        Ok(principal.clone())
+    }
+
+    /// Counts the request in the key's bucket for `scope`; `429` when it is empty.
+    fn count(&self, principal: &Principal, scope: Scope) -> Result<(), ApiError> {
+        let decision = count_key(&self.auth, principal, scope)?;
         *self
             .rate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision);
-        if let RateDecision::Limited { retry_after, .. } = decision {
-            return Err(rate_limited(
-                format!(
-                    "rate limit: key `{}` sent too many `{scope}` requests",
-                    principal.name
-                ),
-                retry_after,
-            ));
+        Ok(())
+    }
+
+    /// On a route open to everyone, a presented key is still counted (in its `read` bucket),
+    /// whatever its scopes.
+    fn count_on_open_route(&self) -> Result<(), ApiError> {
+        match &self.principal_opt {
+            Some(principal) => self.count(principal, Scope::Read),
+            None => Ok(()),
         }
-        Ok(principal.clone())
     }
 }
 
@@ -215,6 +221,25 @@ impl ProviderCharge {
     }
 }
 
+/// Counts one request of `principal` in its bucket for `scope`; `429` when it is empty.
+fn count_key(
+    auth: &ApiAuth,
+    principal: &Principal,
+    scope: Scope,
+) -> Result<RateDecision, ApiError> {
+    let decision = auth.limiters.check_key(scope, &principal.key_id);
+    if let RateDecision::Limited { retry_after, .. } = decision {
+        return Err(rate_limited(
+            format!(
+                "rate limit: key `{}` sent too many `{scope}` requests",
+                principal.name
+            ),
+            retry_after,
+        ));
+    }
+    Ok(decision)
+}
+
 fn until_utc_midnight() -> Duration {
     let day_ms = 86_400_000;
     let now = now_ms();
@@ -248,8 +273,8 @@ pub async fn authorize_unless_open(
     open: impl Fn(&OpenEndpoints) -> bool,
 ) -> Result<(), ApiError> {
     let caller = caller_of(request)?;
-    if open(&caller.auth.open) && caller.principal_opt.is_none() {
-        return Ok(());
+    if open(&caller.auth.open) {
+        return caller.count_on_open_route();
     }
     caller.authorize(scope, request).await.map(|_| ())
 }
@@ -259,11 +284,11 @@ macro_rules! scope_scheme {
         #[doc = $doc]
         #[derive(Debug, SecurityScheme)]
         #[oai(
-                                    rename = $rename,
-                                    ty = "bearer",
-                                    bearer_format = "bwk_…",
-                                    checker = $checker_name
-                                )]
+                                                                            rename = $rename,
+                                                                            ty = "bearer",
+                                                                            bearer_format = "bwk_…",
+                                                                            checker = $checker_name
+                                                                        )]
         pub struct $name(pub Arc<Principal>);
 
         async fn $checker(request: &Request, _bearer: Bearer) -> Result<Arc<Principal>> {
@@ -374,6 +399,17 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
                 Err(failure) => return Err(self.refuse(ip, failure).into()),
             },
         };
+        if probe {
+            // A probe is no API call: the key is counted, nothing is logged or reported.
+            if let Some(principal) = &principal_opt {
+                count_key(&self.auth, principal, Scope::Read)?;
+            }
+            return self
+                .inner
+                .call(request)
+                .await
+                .map(poem::IntoResponse::into_response);
+        }
         if let Some(principal) = &principal_opt {
             tracing::Span::current().record("key", principal.name.as_str());
         }
@@ -382,9 +418,10 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
             auth: self.auth.clone(),
             rate: Arc::new(Mutex::new(None)),
         };
-        if (docs && !self.auth.open.docs) || (caller.principal_opt.is_some() && (probe || docs)) {
-            // Open routes count a presented key in its `read` bucket like any read.
+        if docs && !self.auth.open.docs {
             caller.authorize(Scope::Read, &request).await?;
+        } else if docs {
+            caller.count_on_open_route()?;
         }
         let rate = caller.rate.clone();
         request.extensions_mut().insert(caller);

@@ -9,13 +9,15 @@ use uuid::Uuid;
 
 use crate::metrics::KeysLoaded;
 use crate::scope::{Scope, Scopes};
-use crate::token::{KeyDigester, generate_token, visible_prefix};
+use crate::token::{KeyDigester, from_hex, generate_token, to_hex, visible_prefix};
 
 /// The longest credential looked at; anything longer fails without being digested.
 const MAX_PRESENTED_LEN: usize = 512;
 /// A key's last-use time is written at most this often (it is kept in memory meanwhile).
 const LAST_USED_FLUSH_MS: i64 = 60_000;
 const MAX_NAME_LEN: usize = 64;
+/// Recently verified tokens remembered at most; past this the memory starts over.
+const MAX_RECENT: usize = 10_000;
 
 /// What an [`Authenticator`] is started with.
 #[derive(Clone)]
@@ -45,7 +47,8 @@ impl std::fmt::Debug for AuthParams {
 /// Who a request is: the key that authenticated it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub key_id: String,
+    /// Shared, so the per-key rate-limit buckets are found without copying it.
+    pub key_id: Arc<str>,
     /// The key's name, recorded in the audit log.
     pub name: String,
     pub scopes: Scopes,
@@ -179,7 +182,12 @@ struct Inner {
     digester: KeyDigester,
     params: AuthParams,
     /// Usable keys by digest.
-    cache: RwLock<HashMap<String, Arc<CachedKey>>>,
+    cache: RwLock<HashMap<[u8; 32], Arc<CachedKey>>>,
+    /// Keys verified since the cache last changed, by a 128-bit SipHash of the token under
+    /// keys random to this process: a repeat caller skips the HMAC. Emptied whenever `cache`
+    /// changes, so a revocation or an expiry is never served from it.
+    recent: RwLock<HashMap<u128, Arc<CachedKey>>>,
+    recent_hashers: (std::hash::RandomState, std::hash::RandomState),
 }
 
 /// Verifies presented tokens against a cache of the usable keys, and manages keys. Cheap to
@@ -209,6 +217,8 @@ impl Authenticator {
                 digester: KeyDigester::new(secret.as_bytes()),
                 params,
                 cache: RwLock::new(HashMap::new()),
+                recent: RwLock::new(HashMap::new()),
+                recent_hashers: (std::hash::RandomState::new(), std::hash::RandomState::new()),
             }),
         };
         authenticator.refresh().await?;
@@ -222,12 +232,21 @@ impl Authenticator {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
             return Err(AuthFailure::Unknown);
         }
-        let digest = self.inner.digester.digest(presented);
         let now = now_ms();
-        let cached_opt = self.read_cache().get(&digest).cloned();
-        let cached = match cached_opt {
+        let fingerprint = self.fingerprint(presented);
+        let recent_opt = self.read_recent().get(&fingerprint).cloned();
+        let cached = match recent_opt {
             Some(cached) => cached,
-            None => self.load_one(&digest, now).await?,
+            None => {
+                let digest = self.inner.digester.digest_bytes(presented);
+                let cached_opt = self.read_cache().get(&digest).cloned();
+                let cached = match cached_opt {
+                    Some(cached) => cached,
+                    None => self.load_one(digest, now).await?,
+                };
+                self.remember(fingerprint, &digest, &cached);
+                cached
+            }
         };
         if cached.expires_at_ms.is_some_and(|expires| expires <= now) {
             return Err(AuthFailure::Expired);
@@ -238,11 +257,11 @@ impl Authenticator {
 
     /// Looks a digest up in the database after a cache miss (a key made on another node since
     /// the last refresh) and caches it when usable.
-    async fn load_one(&self, digest: &str, now: i64) -> Result<Arc<CachedKey>, AuthFailure> {
+    async fn load_one(&self, digest: [u8; 32], now: i64) -> Result<Arc<CachedKey>, AuthFailure> {
         let row = self
             .inner
             .store
-            .find_api_key_by_digest(digest)
+            .find_api_key_by_digest(&to_hex(&digest))
             .await
             .map_err(|_| AuthFailure::Unavailable)?
             .ok_or(AuthFailure::Unknown)?;
@@ -253,7 +272,9 @@ impl Authenticator {
             return Err(AuthFailure::Expired);
         }
         let cached = self.cached_key(row).map_err(|_| AuthFailure::Unavailable)?;
-        self.write_cache().insert(digest.to_owned(), cached.clone());
+        self.change_cache(|cache| {
+            cache.insert(digest, cached.clone());
+        });
         Ok(cached)
     }
 
@@ -265,7 +286,7 @@ impl Authenticator {
         let key = ApiKey::from_row(row)?;
         Ok(Arc::new(CachedKey {
             principal: Arc::new(Principal {
-                key_id: key.id,
+                key_id: Arc::from(key.id),
                 name: key.name,
                 scopes: key.scopes,
                 daily_provider_calls: budget,
@@ -276,18 +297,72 @@ impl Authenticator {
         }))
     }
 
-    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CachedKey>>> {
+    /// Puts a stored row in the cache, replacing the entry of its digest.
+    fn cache_row(&self, row: ApiKeyRow) -> Result<(), AuthError> {
+        let digest = from_hex(&row.digest).ok_or_else(|| {
+            AuthError::Store(StoreError::Corrupt(format!("api key {}: digest", row.id)))
+        })?;
+        let cached = self.cached_key(row)?;
+        self.change_cache(|cache| {
+            cache.insert(digest, cached);
+        });
+        Ok(())
+    }
+
+    fn fingerprint(&self, presented: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let (first, second) = &self.inner.recent_hashers;
+        (u128::from(first.hash_one(presented)) << 64) | u128::from(second.hash_one(presented))
+    }
+
+    fn read_recent(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u128, Arc<CachedKey>>> {
+        self.inner
+            .recent
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_recent(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u128, Arc<CachedKey>>> {
+        self.inner
+            .recent
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Arc<CachedKey>>> {
         self.inner
             .cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<CachedKey>>> {
-        self.inner
+    /// Changes the cache and forgets the recently verified tokens, under the cache's write
+    /// lock (locks are always taken cache first, then recent).
+    fn change_cache(&self, change: impl FnOnce(&mut HashMap<[u8; 32], Arc<CachedKey>>)) {
+        let mut cache = self
+            .inner
             .cache
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut cache);
+        self.write_recent().clear();
+    }
+
+    /// Remembers a verified token, unless the cache changed since it was read (so a revoked
+    /// or re-expired key is never remembered).
+    fn remember(&self, fingerprint: u128, digest: &[u8; 32], cached: &Arc<CachedKey>) {
+        let cache = self.read_cache();
+        if !cache
+            .get(digest)
+            .is_some_and(|current| Arc::ptr_eq(current, cached))
+        {
+            return;
+        }
+        let mut recent = self.write_recent();
+        if recent.len() >= MAX_RECENT {
+            recent.clear();
+        }
+        recent.insert(fingerprint, cached.clone());
     }
 
     /// Returns how often [`Authenticator::refresh`] should run.
@@ -304,7 +379,13 @@ impl Authenticator {
         let previous = self.read_cache().clone();
         let mut fresh = HashMap::with_capacity(rows.len());
         for row in rows {
-            let digest = row.digest.clone();
+            let Some(digest) = from_hex(&row.digest) else {
+                warn!(
+                    key_id = row.id,
+                    "skipping an api key whose digest cannot be read"
+                );
+                continue;
+            };
             let cached = match self.cached_key(row) {
                 Ok(cached) => cached,
                 Err(error) => {
@@ -326,7 +407,7 @@ impl Authenticator {
             num_keys: fresh.len(),
         }
         .emit();
-        *self.write_cache() = fresh;
+        self.change_cache(|cache| *cache = fresh);
         Ok(())
     }
 
@@ -339,7 +420,7 @@ impl Authenticator {
                 let used = cached.last_used_ms.load(Ordering::Relaxed);
                 let flushed = cached.flushed_ms.load(Ordering::Relaxed);
                 (used > flushed && used - flushed >= LAST_USED_FLUSH_MS)
-                    .then(|| (cached.principal.key_id.clone(), used))
+                    .then(|| (cached.principal.key_id.to_string(), used))
             })
             .collect();
         if due.is_empty() {
@@ -348,7 +429,10 @@ impl Authenticator {
         self.inner.store.touch_api_keys(&due).await?;
         let cache = self.read_cache();
         for cached in cache.values() {
-            if let Some((_, used)) = due.iter().find(|(id, _)| *id == cached.principal.key_id) {
+            if let Some((_, used)) = due
+                .iter()
+                .find(|(id, _)| id.as_str() == &*cached.principal.key_id)
+            {
                 cached.flushed_ms.fetch_max(*used, Ordering::Relaxed);
             }
         }
@@ -392,9 +476,7 @@ impl Authenticator {
                 daily_provider_calls: new_key.daily_provider_calls,
             })
             .await?;
-        let digest = row.digest.clone();
-        let cached = self.cached_key(row.clone())?;
-        self.write_cache().insert(digest, cached);
+        self.cache_row(row.clone())?;
         ApiKey::from_row(row)
     }
 
@@ -449,7 +531,11 @@ impl Authenticator {
             .revoke_api_key(id)
             .await?
             .ok_or_else(|| AuthError::NotFound(id.to_owned()))?;
-        self.write_cache().remove(&row.digest);
+        if let Some(digest) = from_hex(&row.digest) {
+            self.change_cache(|cache| {
+                cache.remove(&digest);
+            });
+        }
         let key = ApiKey::from_row(row)?;
         info!(key_id = key.id, name = key.name, "api key revoked");
         Ok(key)
@@ -489,9 +575,7 @@ impl Authenticator {
             .expire_api_key_by(&old.id, now.saturating_add(grace_ms))
             .await?
             .ok_or_else(|| AuthError::NotFound(id.to_owned()))?;
-        let digest = row.digest.clone();
-        let cached = self.cached_key(row)?;
-        self.write_cache().insert(digest, cached);
+        self.cache_row(row)?;
         info!(
             old_key_id = old.id,
             new_key_id = issued.key.id,

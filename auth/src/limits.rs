@@ -1,5 +1,6 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_config::{RateLimit, RateLimitsConfig};
@@ -57,7 +58,7 @@ pub enum RateDecision {
 /// per client IP for refused credentials. Memory is bounded by [`RateLimiters::retain_recent`].
 #[derive(Debug)]
 pub struct RateLimiters {
-    scopes: [KeyedLimiter<String>; 4],
+    scopes: [KeyedLimiter<Arc<str>>; 4],
     per_ip: KeyedLimiter<IpAddr>,
     failed_auth: KeyedLimiter<IpAddr>,
     clock: DefaultClock,
@@ -89,16 +90,12 @@ impl RateLimiters {
     }
 
     /// Counts one request of `key_id` against the bucket of `scope`.
-    pub fn check_key(&self, scope: Scope, key_id: &str) -> RateDecision {
+    pub fn check_key(&self, scope: Scope, key_id: &Arc<str>) -> RateDecision {
         let index = Scope::ALL
             .iter()
             .position(|candidate| *candidate == scope)
             .unwrap_or(0);
-        self.decide(
-            RateGroup::Scope(scope),
-            &self.scopes[index],
-            &key_id.to_owned(),
-        )
+        self.decide(RateGroup::Scope(scope), &self.scopes[index], key_id)
     }
 
     /// Counts one request from `ip`.
@@ -166,29 +163,32 @@ mod tests {
         };
         let limiters = RateLimiters::new(&config);
         let remaining: Vec<u32> = (0..3)
-            .map(|_| match limiters.check_key(Scope::Submit, "k1") {
-                RateDecision::Allowed {
-                    remaining, limit, ..
-                } => {
-                    assert_eq!(limit, 3);
-                    remaining
-                }
-                RateDecision::Limited { .. } => panic!("limited within the burst"),
-            })
+            .map(
+                |_| match limiters.check_key(Scope::Submit, &Arc::from("k1")) {
+                    RateDecision::Allowed {
+                        remaining, limit, ..
+                    } => {
+                        assert_eq!(limit, 3);
+                        remaining
+                    }
+                    RateDecision::Limited { .. } => panic!("limited within the burst"),
+                },
+            )
             .collect();
         assert_eq!(remaining, [2, 1, 0]);
-        let RateDecision::Limited { retry_after, limit } = limiters.check_key(Scope::Submit, "k1")
+        let RateDecision::Limited { retry_after, limit } =
+            limiters.check_key(Scope::Submit, &Arc::from("k1"))
         else {
             panic!("the fourth request passed a burst of three");
         };
         assert_eq!(limit, 3);
         assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
         assert!(matches!(
-            limiters.check_key(Scope::Submit, "k2"),
+            limiters.check_key(Scope::Submit, &Arc::from("k2")),
             RateDecision::Allowed { .. }
         ));
         assert!(matches!(
-            limiters.check_key(Scope::Read, "k1"),
+            limiters.check_key(Scope::Read, &Arc::from("k1")),
             RateDecision::Allowed { .. }
         ));
     }

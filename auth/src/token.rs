@@ -54,18 +54,42 @@ impl KeyDigester {
         }
     }
 
-    /// Returns the hex digest of `token`.
-    pub fn digest(&self, token: &str) -> String {
+    /// Returns the digest of `token`.
+    pub fn digest_bytes(&self, token: &str) -> [u8; 32] {
         let mut mac = self.keyed.clone();
         mac.update(token.as_bytes());
-        let bytes = mac.finalize().into_bytes();
-        let mut hex = String::with_capacity(bytes.len() * 2);
-        for byte in bytes {
-            hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-            hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0x0f)]));
-        }
-        hex
+        mac.finalize().into_bytes().into()
     }
+
+    /// Returns the hex digest of `token`, as stored.
+    pub fn digest(&self, token: &str) -> String {
+        to_hex(&self.digest_bytes(token))
+    }
+}
+
+/// Returns `bytes` as lowercase hex.
+pub fn to_hex(bytes: &[u8; 32]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0x0f)]));
+    }
+    hex
+}
+
+/// Reads a stored hex digest back; `None` when it is not 64 hex digits.
+pub fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0_u8; 32];
+    for (index, pair) in digits.chunks_exact(2).enumerate() {
+        let high = char::from(pair[0]).to_digit(16)?;
+        let low = char::from(pair[1]).to_digit(16)?;
+        bytes[index] = u8::try_from(high * 16 + low).ok()?;
+    }
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -82,6 +106,15 @@ mod tests {
         assert_eq!(visible_prefix(&first).len(), 12);
         assert!(!is_token_shaped("bwk_short"));
         assert!(!is_token_shaped(&first.replace("bwk_", "xyz_")));
+    }
+
+    /// Proves stored hex digests read back to the same bytes, and anything else is refused.
+    #[test]
+    fn hex_round_trips() {
+        let digest = KeyDigester::new(b"secret").digest_bytes("bwk_x");
+        assert_eq!(from_hex(&to_hex(&digest)), Some(digest));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex(&"zz".repeat(32)), None);
     }
 
     /// Proves the digest depends on the secret and matches HMAC-SHA-256's published vector

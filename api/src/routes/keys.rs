@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bulwark_auth::{ApiKey, AuthError, IssuedKey, NewKey, Scope, Scopes};
 use bulwark_store::{NewOpsAuditEntry, now_ms};
@@ -120,11 +120,13 @@ impl From<&IssuedKey> for IssuedKeyView {
 #[oai(deny_unknown_fields)]
 pub struct KeyCreate {
     /// Letters, digits, `-`, `_`, `.`, `@`; recorded in the audit log for the key's actions.
-    #[oai(validator(min_length = 1, max_length = 64))]
+    #[oai(validator(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$"))]
     pub name: String,
     #[oai(validator(min_items = 1, max_items = 4))]
     pub scopes: Vec<ScopeName>,
-    /// RFC 3339; absent: the key does not expire.
+    /// RFC 3339 with any offset, in the future, e.g. `2027-01-01T00:00:00Z`; absent: the key
+    /// does not expire.
+    #[oai(validator(max_length = 64))]
     pub expires_at: Option<String>,
     /// Provider calls per UTC day; absent: the node's default (`auth.daily_provider_calls`).
     #[oai(validator(minimum(value = "0")))]
@@ -183,14 +185,11 @@ impl KeysApi {
     }
 }
 
+/// Parses an RFC 3339 time with any offset, e.g. `2027-01-01T00:00:00+02:00`, into Unix ms.
 fn parse_time(field: &str, text: &str) -> ApiResult<i64> {
-    let time = humantime::parse_rfc3339_weak(text)
-        .map_err(|error| ApiError::invalid(format!("{field}: not an RFC 3339 time: {error}")))?;
-    let since_epoch = time
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| ApiError::invalid(format!("{field}: must be after 1970")))?;
-    i64::try_from(since_epoch.as_millis())
-        .map_err(|_| ApiError::invalid(format!("{field}: too far in the future")))
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.timestamp_millis())
+        .map_err(|error| ApiError::invalid(format!("{field}: not an RFC 3339 time: {error}")))
 }
 
 impl From<AuthError> for ApiError {
