@@ -265,8 +265,8 @@ async fn provider_budgets(backend: TestBackend) {
 
 /// Proves a key's life: made with an expiry it shows as active, rotation issues a new key
 /// while the old keeps working for the grace period and then not at all, and revocation takes
-/// effect at once; keys are listed without tokens, and every admin action is audited under
-/// the acting key's name.
+/// effect at once; keys are listed without tokens, and every admin and operate change (keys,
+/// a dead-letter purge) is audited under the acting key's name.
 async fn key_lifecycle(backend: TestBackend) {
     let service = TestService::start(backend).await;
     let old_token = make_key(
@@ -336,8 +336,20 @@ async fn key_lifecycle(backend: TestBackend) {
     assert_eq!(status, 422, "{invalid}");
     assert!(invalid["message"].as_str().unwrap().starts_with("name"));
 
+    let purged = service
+        .client
+        .delete(service.url("/v1/dead-letters?all=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200, "an operate change");
     let actions = service.service.store.list_ops_actions(20).await.unwrap();
-    for action in ["key_create", "key_rotate", "key_revoke"] {
+    for action in [
+        "create_key",
+        "rotate_key",
+        "revoke_key",
+        "purge_dead_letters",
+    ] {
         assert!(
             actions
                 .iter()

@@ -19,10 +19,10 @@ use bulwark_auth::{
     AuthFailure, Authenticator, BudgetCharge, Principal, RateDecision, RateLimiters, Scope,
 };
 use bulwark_store::now_ms;
-use poem::http::{HeaderValue, header};
+use poem::http::{HeaderValue, Method, header};
 use poem::{Endpoint, Middleware, Request, Response, Result};
-use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
+use poem_openapi::{OperationId, SecurityScheme};
 
 use crate::error::ApiError;
 
@@ -120,13 +120,23 @@ impl ApiAuth {
     }
 }
 
+/// What an operation's checker decided for a request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Checked {
+    /// The key bucket's decision.
+    decision_opt: Option<RateDecision>,
+    /// The scope the operation asked for.
+    scope_opt: Option<Scope>,
+}
+
 /// Who is calling, as [`Authenticate`] found: in the extensions of every request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal_opt: Option<Arc<Principal>>,
     auth: Arc<ApiAuth>,
-    /// The key bucket's last decision, reported in `RateLimit-*` headers.
-    rate: Arc<Mutex<Option<RateDecision>>>,
+    /// What the operation's checker decided: reported in `RateLimit-*` headers and, for
+    /// `operate` and `admin` changes, in the audit log.
+    checked: Arc<Mutex<Checked>>,
 }
 
 impl Caller {
@@ -156,17 +166,21 @@ impl Caller {
             ));
         }
         self.count(principal, scope)?;
+        self.lock_checked().scope_opt = Some(scope);
         Ok(principal.clone())
     }
 
     /// Counts the request in the key's bucket for `scope`; `429` when it is empty.
     fn count(&self, principal: &Principal, scope: Scope) -> Result<(), ApiError> {
         let decision = count_key(&self.auth, principal, scope)?;
-        *self
-            .rate
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(decision);
+        self.lock_checked().decision_opt = Some(decision);
         Ok(())
+    }
+
+    fn lock_checked(&self) -> std::sync::MutexGuard<'_, Checked> {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// On a route open to everyone, a presented key is still counted (in its `read` bucket),
@@ -416,28 +430,48 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
         let caller = Caller {
             principal_opt,
             auth: self.auth.clone(),
-            rate: Arc::new(Mutex::new(None)),
+            checked: Arc::new(Mutex::new(Checked::default())),
         };
         if docs && !self.auth.open.docs {
             caller.authorize(Scope::Read, &request).await?;
         } else if docs {
             caller.count_on_open_route()?;
         }
-        let rate = caller.rate.clone();
+        let checked = caller.checked.clone();
+        let principal_opt = caller.principal_opt.clone();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let request_id_opt = request
+            .extensions()
+            .get::<crate::RequestId>()
+            .map(|id| id.0.clone());
         request.extensions_mut().insert(caller);
-        let mut response = self
+        let outcome = self
             .inner
             .call(request)
             .await
-            .map(poem::IntoResponse::into_response)?;
-        let decision = *rate
+            .map(poem::IntoResponse::into_response);
+        let checked = *checked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(principal), Some(Scope::Operate | Scope::Admin)) =
+            (&principal_opt, checked.scope_opt)
+            && method != Method::GET
+            && !path.starts_with(HANDLER_AUDITED_PREFIX)
+        {
+            let audit = ChangeAudit {
+                principal,
+                path: &path,
+                request_id_opt,
+            };
+            audit.record(&self.auth.store, &outcome).await;
+        }
+        let mut response = outcome?;
         if let Some(RateDecision::Allowed {
             limit,
             remaining,
             reset_secs,
-        }) = decision
+        }) = checked.decision_opt
         {
             let headers = response.headers_mut();
             headers.insert("ratelimit-limit", HeaderValue::from(limit));
@@ -445,6 +479,52 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
             headers.insert("ratelimit-reset", HeaderValue::from(reset_secs));
         }
         Ok(response)
+    }
+}
+
+/// Operator controls record their own audit rows (the response names the row).
+const HANDLER_AUDITED_PREFIX: &str = "/v1/ops/";
+
+/// One `operate` or `admin` change, as the audit log records it.
+struct ChangeAudit<'a> {
+    principal: &'a Principal,
+    path: &'a str,
+    request_id_opt: Option<String>,
+}
+
+impl ChangeAudit<'_> {
+    /// Records the change under the key's name, the operation as its action, and whether it
+    /// succeeded; a failure to record is logged, never turned into the caller's error.
+    async fn record(&self, store: &bulwark_store::Store, outcome: &Result<Response>) {
+        let (status, operation_opt) = match outcome {
+            Ok(response) => (response.status(), response.data::<OperationId>()),
+            Err(error) => (error.status(), error.data::<OperationId>()),
+        };
+        let entry = bulwark_store::NewOpsAuditEntry {
+            actor: format!("key:{}", self.principal.name),
+            action: operation_opt
+                .map_or("unknown", |operation| operation.0)
+                .to_owned(),
+            target: self.path.chars().take(256).collect(),
+            outcome: if status.is_success() {
+                "succeeded"
+            } else {
+                "failed"
+            }
+            .to_owned(),
+            detail: Some(format!("http {}", status.as_u16())),
+            request_id: self.request_id_opt.clone(),
+        };
+        match store.record_ops_action(&entry).await {
+            Ok(_) => tracing::info!(
+                actor = entry.actor,
+                action = entry.action,
+                target = entry.target,
+                outcome = entry.outcome,
+                "change audited"
+            ),
+            Err(error) => tracing::warn!(%error, action = entry.action, "failed to audit a change"),
+        }
     }
 }
 

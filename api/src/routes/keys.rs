@@ -2,17 +2,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_auth::{ApiKey, AuthError, IssuedKey, NewKey, Scope, Scopes};
-use bulwark_store::{NewOpsAuditEntry, now_ms};
-use poem::web::Data;
+use bulwark_store::now_ms;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
-use tracing::info;
 
 use crate::ApiTags;
 use crate::auth::AdminKey;
 use crate::error::{ApiError, ApiResult};
-use crate::middleware::RequestId;
 use crate::routes::paging::rfc3339;
 use crate::state::ApiState;
 use crate::strict_json::StrictJson;
@@ -155,37 +152,14 @@ enum IssuedResponse {
     Created(Json<IssuedKeyView>),
 }
 
-/// API keys: made, listed, rotated and revoked by an `admin` key. The CLI does the same with
+/// API keys: made, listed, rotated and revoked by an `admin` key (each change audited under
+/// the acting key's name by [`crate::auth::Authenticate`]). The CLI does the same with
 /// `bulwark keys`.
 #[derive(Debug)]
 pub struct KeysApi {
     pub state: Arc<ApiState>,
 }
 
-impl KeysApi {
-    /// Records an admin action in the audit log under the acting key's name.
-    async fn audit(
-        &self,
-        actor: &AdminKey,
-        action: &str,
-        target: &str,
-        request_id: &RequestId,
-    ) -> ApiResult<()> {
-        let entry = NewOpsAuditEntry {
-            actor: format!("key:{}", actor.0.name),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            outcome: "succeeded".to_owned(),
-            detail: None,
-            request_id: Some(request_id.0.clone()),
-        };
-        self.state.store.record_ops_action(&entry).await?;
-        info!(actor = entry.actor, action, target, "admin action");
-        Ok(())
-    }
-}
-
-/// Parses an RFC 3339 time with any offset, e.g. `2027-01-01T00:00:00+02:00`, into Unix ms.
 fn parse_time(field: &str, text: &str) -> ApiResult<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|time| time.timestamp_millis())
@@ -209,9 +183,8 @@ impl KeysApi {
     #[oai(path = "/v1/keys", method = "post", operation_id = "create_key")]
     async fn create(
         &self,
-        auth: AdminKey,
+        _auth: AdminKey,
         body: StrictJson<KeyCreate>,
-        request_id: Data<&RequestId>,
     ) -> ApiResult<IssuedResponse> {
         let body = body.0;
         let scopes: Vec<Scope> = body.scopes.iter().copied().map(Scope::from).collect();
@@ -230,8 +203,6 @@ impl KeysApi {
                 expires_at_ms,
                 daily_provider_calls: body.daily_provider_calls,
             })
-            .await?;
-        self.audit(&auth, "key_create", &issued.key.id, request_id.0)
             .await?;
         Ok(IssuedResponse::Created(Json(IssuedKeyView::from(&issued))))
     }
@@ -255,15 +226,8 @@ impl KeysApi {
     /// Revokes a key: it stops working on this node at once, on every node within
     /// `auth.cache_refresh_ms`.
     #[oai(path = "/v1/keys/:id", method = "delete", operation_id = "revoke_key")]
-    async fn revoke(
-        &self,
-        auth: AdminKey,
-        id: Path<String>,
-        request_id: Data<&RequestId>,
-    ) -> ApiResult<Json<KeyView>> {
+    async fn revoke(&self, _auth: AdminKey, id: Path<String>) -> ApiResult<Json<KeyView>> {
         let key = self.state.auth.authenticator.revoke_key(&id.0).await?;
-        self.audit(&auth, "key_revoke", &key.id, request_id.0)
-            .await?;
         Ok(Json(KeyView::from(&key)))
     }
 
@@ -276,10 +240,9 @@ impl KeysApi {
     )]
     async fn rotate(
         &self,
-        auth: AdminKey,
+        _auth: AdminKey,
         id: Path<String>,
         body: StrictJson<KeyRotate>,
-        request_id: Data<&RequestId>,
     ) -> ApiResult<IssuedResponse> {
         let grace_opt = body.0.grace_ms.map(Duration::from_millis);
         let issued = self
@@ -288,7 +251,6 @@ impl KeysApi {
             .authenticator
             .rotate_key(&id.0, grace_opt)
             .await?;
-        self.audit(&auth, "key_rotate", &id.0, request_id.0).await?;
         Ok(IssuedResponse::Created(Json(IssuedKeyView::from(&issued))))
     }
 }
