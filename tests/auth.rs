@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bulwark_config::{ProviderConfig, ProviderKind, RateLimit};
+use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::TestBackend;
 use common::{TestService, client_with_key, eventually};
 use serde_json::{Value, json};
@@ -360,26 +361,10 @@ async fn key_lifecycle(backend: TestBackend) {
     service.service.shutdown().await.unwrap();
 }
 
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::TestBackend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::TestBackend::Postgres).await;
-            }
-        }
-    };
-}
-
-on_both_backends!(scopes, every_route_needs_its_scope);
-on_both_backends!(rate_limits, rate_limits_are_per_key);
-on_both_backends!(budgets, provider_budgets);
-on_both_backends!(lifecycle, key_lifecycle);
+on_both_backends!(scopes, every_route_needs_its_scope, multi_thread);
+on_both_backends!(rate_limits, rate_limits_are_per_key, multi_thread);
+on_both_backends!(budgets, provider_budgets, multi_thread);
+on_both_backends!(lifecycle, key_lifecycle, multi_thread);
 
 /// Proves `bulwark keys` on the real binary: `create` prints a token that a node on the same
 /// database accepts, `list` shows the key without it, `revoke` stops it, bad input exits 2

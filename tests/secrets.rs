@@ -90,6 +90,11 @@ fn with_planted_env<'a>(command: &'a mut Command, database_url: &str) -> &'a mut
         .env("BULWARK_LOG", "debug")
 }
 
+/// GETs `url` and returns its JSON body; `None` when it cannot (polled again).
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
 /// Returns every place in `text` where a planted secret shows, named.
 fn hits(source: &str, text: &str) -> Vec<String> {
     planted()
@@ -139,14 +144,7 @@ async fn planted_secrets_never_leave_the_process() {
         .unwrap();
     let job_id = job["id"].as_str().expect("job accepted").to_owned();
     eventually(Duration::from_secs(30), || async {
-        let job: Value = admin
-            .get(format!("{base}/v1/jobs/{job_id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let job = get_json(&admin, &format!("{base}/v1/jobs/{job_id}")).await?;
         matches!(job["status"].as_str(), Some("failed" | "dead")).then_some(())
     })
     .await;
@@ -177,14 +175,7 @@ async fn planted_secrets_never_leave_the_process() {
     }
     let incidents_dir = dir.join("incidents");
     let incidents: Value = eventually(Duration::from_secs(20), || async {
-        let incidents: Value = admin
-            .get(format!("{base}/v1/incidents"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let incidents = get_json(&admin, &format!("{base}/v1/incidents")).await?;
         let listed = incidents["incidents"]
             .as_array()
             .is_some_and(|list| !list.is_empty());

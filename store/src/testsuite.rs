@@ -138,3 +138,36 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// Runs one async test body, `async fn body(backend: TestBackend)`, as two tests in a module
+/// named `$name`: `sqlite` and `postgres`. Add `multi_thread` for a two-worker runtime (tests
+/// that boot a whole node).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$body($crate::testsuite::TestBackend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$body($crate::testsuite::TestBackend::Postgres).await;
+            }
+        }
+    };
+    ($name:ident, $body:ident, multi_thread) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::testsuite::TestBackend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::testsuite::TestBackend::Postgres).await;
+            }
+        }
+    };
+}

@@ -1,24 +1,8 @@
 //! API keys, daily provider-call budgets and the server secret, against SQLite and PostgreSQL.
 
+use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{NewApiKeyRow, UsageCharge, now_ms};
-
-/// Runs one async test body against SQLite and against PostgreSQL.
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::TestBackend::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(super::TestBackend::Postgres).await;
-            }
-        }
-    };
-}
 
 fn new_key(id: &str, digest: &str) -> NewApiKeyRow {
     NewApiKeyRow {

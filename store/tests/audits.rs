@@ -1,28 +1,12 @@
 //! Audit tables: creation, idempotent item writes, listing and finishing, run against both
 //! SQLite and the real PostgreSQL.
 
+use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit, now_ms,
 };
 use serde_json::json;
-
-/// Runs one async test body against SQLite and against PostgreSQL.
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::TestBackend::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(super::TestBackend::Postgres).await;
-            }
-        }
-    };
-}
 
 fn answered(item_index: i64, answer: &str) -> AuditItem {
     AuditItem {

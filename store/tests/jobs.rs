@@ -2,29 +2,13 @@
 
 use std::time::Duration;
 
+use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     ClaimedInsert, DeliveredKey, InsertOutcome, Job, JobCompletion, JobFailure, JobFilter,
     JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, Store, now_ms,
 };
 use serde_json::json;
-
-/// Runs one async test body against SQLite and against PostgreSQL.
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$body(super::TestBackend::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$body(super::TestBackend::Postgres).await;
-            }
-        }
-    };
-}
 
 fn new_job(key_opt: Option<&str>) -> NewJob {
     NewJob {
