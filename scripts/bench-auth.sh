@@ -15,18 +15,7 @@ PORT=${BENCH_PORT:-18081}
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)"
-  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-fi
-
-workdir=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$workdir"
-}
-trap cleanup EXIT
+. scripts/bench-node.sh
 
 export BENCH_KEY
 BENCH_KEY=$("$BIN" keys generate)

@@ -21,19 +21,9 @@ PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BENCH_URL=${PG_BENCH_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench}
 export WRK_TEXTS=$TEXTS
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)"
-  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-fi
 ensure_python_venv
 
-workdir=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$workdir"
-}
-trap cleanup EXIT
+. scripts/bench-node.sh
 
 # Requests carry an admin key (the bootstrap key) and the per-key and per-IP buckets are raised
 # far above what one machine can send: the benchmark measures the service, key check included.
