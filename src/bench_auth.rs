@@ -42,7 +42,7 @@ fn percentile_us(sorted_ns: &[u64], quantile: f64) -> f64 {
 pub async fn run(config: &Config, args: &AuthBenchArgs) -> anyhow::Result<AuthBenchReport> {
     anyhow::ensure!(args.checks > 0, "--checks must be at least 1");
     let store = crate::service::open_store(config).await?;
-    let env = std::collections::HashMap::new();
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let authenticator = crate::keys::open_authenticator(config, &store, &env).await?;
     let issued = authenticator
         .create_key(&bulwark_auth::NewKey {

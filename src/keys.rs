@@ -71,30 +71,26 @@ async fn register_configured_keys(
     config: &Config,
     env: &HashMap<String, String>,
 ) -> anyhow::Result<()> {
-    if let Some(secret_ref) = &config.auth.bootstrap_admin_key {
-        let unset_env = secret_ref.file.is_none()
-            && secret_ref
-                .env
-                .as_ref()
-                .is_some_and(|variable| env.get(variable).is_none_or(String::is_empty));
-        if !unset_env {
-            let token = secret_ref
-                .resolve(env)
-                .map_err(|error| anyhow::anyhow!("auth.bootstrap_admin_key: {error}"))?;
-            if !bulwark_auth::is_token_shaped(&token) {
-                anyhow::bail!(
-                    "auth.bootstrap_admin_key: not a bulwark key (`bwk_` and 43 base64url \
-                     characters); make one with `bulwark keys generate`"
-                );
-            }
-            let new_key = NewKey {
-                name: BOOTSTRAP_KEY_NAME.to_owned(),
-                scopes: Scopes::new(&[Scope::Admin]),
-                expires_at_ms: None,
-                daily_provider_calls: None,
-            };
-            authenticator.ensure_key(&new_key, &token).await?;
+    let bootstrap_opt = match &config.auth.bootstrap_admin_key {
+        Some(secret_ref) => secret_ref
+            .resolve_if_set(env)
+            .map_err(|error| anyhow::anyhow!("auth.bootstrap_admin_key: {error}"))?,
+        None => None,
+    };
+    if let Some(token) = bootstrap_opt {
+        if !bulwark_auth::is_token_shaped(&token) {
+            anyhow::bail!(
+                "auth.bootstrap_admin_key: not a bulwark key (`bwk_` and 43 base64url \
+                 characters); make one with `bulwark keys generate`"
+            );
         }
+        let new_key = NewKey {
+            name: BOOTSTRAP_KEY_NAME.to_owned(),
+            scopes: Scopes::new(&[Scope::Admin]),
+            expires_at_ms: None,
+            daily_provider_calls: None,
+        };
+        authenticator.ensure_key(&new_key, &token).await?;
     }
     if let Some(token) = env
         .get(&config.ops.token_env)

@@ -191,23 +191,64 @@ impl Caller {
             None => Ok(()),
         }
     }
+
+    /// Records that `principal` was refused an operation needing `scope`.
+    async fn audit_denied(&self, principal: &Principal, scope: Scope, request: &Request) {
+        KeyAction {
+            principal,
+            action: request.method().as_str().to_lowercase(),
+            path: request.uri().path(),
+            outcome: "denied",
+            detail: format!("the key lacks the `{scope}` scope"),
+            request_id_opt: request_id_of(request),
+        }
+        .record(&self.auth.store)
+        .await;
+    }
 }
 
-impl Caller {
-    async fn audit_denied(&self, principal: &Principal, scope: Scope, request: &Request) {
+/// Returns the request id the request middleware gave `request`.
+fn request_id_of(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<crate::RequestId>()
+        .map(|id| id.0.clone())
+}
+
+/// One action of a key, as the audit log records it: under the key's name, never a name the
+/// caller chose.
+struct KeyAction<'a> {
+    principal: &'a Principal,
+    action: String,
+    path: &'a str,
+    /// `succeeded`, `failed` or `denied`.
+    outcome: &'static str,
+    detail: String,
+    request_id_opt: Option<String>,
+}
+
+impl KeyAction<'_> {
+    /// Writes the row; a failure to write is logged, never turned into the caller's error.
+    async fn record(self, store: &bulwark_store::Store) {
         let entry = bulwark_store::NewOpsAuditEntry {
-            actor: format!("key:{}", principal.name),
-            action: request.method().as_str().to_lowercase(),
-            target: request.uri().path().chars().take(256).collect(),
-            outcome: "denied".to_owned(),
-            detail: Some(format!("the key lacks the `{scope}` scope")),
-            request_id: request
-                .extensions()
-                .get::<crate::RequestId>()
-                .map(|id| id.0.clone()),
+            actor: format!("key:{}", self.principal.name),
+            action: self.action,
+            target: self.path.chars().take(256).collect(),
+            outcome: self.outcome.to_owned(),
+            detail: Some(self.detail),
+            request_id: self.request_id_opt,
         };
-        if let Err(error) = self.auth.store.record_ops_action(&entry).await {
-            tracing::warn!(%error, "failed to audit a refused operation");
+        match store.record_ops_action(&entry).await {
+            Ok(_) => tracing::info!(
+                actor = entry.actor,
+                action = entry.action,
+                target = entry.target,
+                outcome = entry.outcome,
+                "key action audited"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, action = entry.action, "failed to audit a key action");
+            }
         }
     }
 }
@@ -438,13 +479,15 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
             caller.count_on_open_route()?;
         }
         let checked = caller.checked.clone();
-        let principal_opt = caller.principal_opt.clone();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let request_id_opt = request
-            .extensions()
-            .get::<crate::RequestId>()
-            .map(|id| id.0.clone());
+        // What an audit row of a change needs, kept only for methods that change something.
+        let change_opt = match (&caller.principal_opt, request.method()) {
+            (_, &Method::GET | &Method::HEAD | &Method::OPTIONS) | (None, _) => None,
+            (Some(principal), _) => Some((
+                principal.clone(),
+                request.uri().path().to_owned(),
+                request_id_of(&request),
+            )),
+        };
         request.extensions_mut().insert(caller);
         let outcome = self
             .inner
@@ -454,17 +497,30 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
         let checked = *checked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let (Some(principal), Some(Scope::Operate | Scope::Admin)) =
-            (&principal_opt, checked.scope_opt)
-            && method != Method::GET
+        if let (Some((principal, path, request_id_opt)), Some(Scope::Operate | Scope::Admin)) =
+            (change_opt, checked.scope_opt)
             && !path.starts_with(HANDLER_AUDITED_PREFIX)
         {
-            let audit = ChangeAudit {
-                principal,
-                path: &path,
-                request_id_opt,
+            let (status, operation_opt) = match &outcome {
+                Ok(response) => (response.status(), response.data::<OperationId>()),
+                Err(error) => (error.status(), error.data::<OperationId>()),
             };
-            audit.record(&self.auth.store, &outcome).await;
+            KeyAction {
+                principal: &principal,
+                action: operation_opt
+                    .map_or("unknown", |operation| operation.0)
+                    .to_owned(),
+                path: &path,
+                outcome: if status.is_success() {
+                    "succeeded"
+                } else {
+                    "failed"
+                },
+                detail: format!("http {}", status.as_u16()),
+                request_id_opt,
+            }
+            .record(&self.auth.store)
+            .await;
         }
         let mut response = outcome?;
         if let Some(RateDecision::Allowed {
@@ -484,49 +540,6 @@ impl<E: Endpoint> Endpoint for AuthenticateEndpoint<E> {
 
 /// Operator controls record their own audit rows (the response names the row).
 const HANDLER_AUDITED_PREFIX: &str = "/v1/ops/";
-
-/// One `operate` or `admin` change, as the audit log records it.
-struct ChangeAudit<'a> {
-    principal: &'a Principal,
-    path: &'a str,
-    request_id_opt: Option<String>,
-}
-
-impl ChangeAudit<'_> {
-    /// Records the change under the key's name, the operation as its action, and whether it
-    /// succeeded; a failure to record is logged, never turned into the caller's error.
-    async fn record(&self, store: &bulwark_store::Store, outcome: &Result<Response>) {
-        let (status, operation_opt) = match outcome {
-            Ok(response) => (response.status(), response.data::<OperationId>()),
-            Err(error) => (error.status(), error.data::<OperationId>()),
-        };
-        let entry = bulwark_store::NewOpsAuditEntry {
-            actor: format!("key:{}", self.principal.name),
-            action: operation_opt
-                .map_or("unknown", |operation| operation.0)
-                .to_owned(),
-            target: self.path.chars().take(256).collect(),
-            outcome: if status.is_success() {
-                "succeeded"
-            } else {
-                "failed"
-            }
-            .to_owned(),
-            detail: Some(format!("http {}", status.as_u16())),
-            request_id: self.request_id_opt.clone(),
-        };
-        match store.record_ops_action(&entry).await {
-            Ok(_) => tracing::info!(
-                actor = entry.actor,
-                action = entry.action,
-                target = entry.target,
-                outcome = entry.outcome,
-                "change audited"
-            ),
-            Err(error) => tracing::warn!(%error, action = entry.action, "failed to audit a change"),
-        }
-    }
-}
 
 impl<E> AuthenticateEndpoint<E> {
     /// Counts a refused credential and answers `401` (`429` past the failed-attempt bucket,

@@ -263,7 +263,10 @@ impl Authenticator {
             .store
             .find_api_key_by_digest(&to_hex(&digest))
             .await
-            .map_err(|_| AuthFailure::Unavailable)?
+            .map_err(|error| {
+                warn!(%error, "failed to look an api key up");
+                AuthFailure::Unavailable
+            })?
             .ok_or(AuthFailure::Unknown)?;
         if row.revoked_at_ms.is_some() {
             return Err(AuthFailure::Revoked);
@@ -413,28 +416,26 @@ impl Authenticator {
 
     /// Writes last-use times held in memory for a minute or more.
     pub async fn flush_last_used(&self) -> Result<(), StoreError> {
-        let due: Vec<(String, i64)> = self
+        let due: Vec<(Arc<CachedKey>, i64)> = self
             .read_cache()
             .values()
             .filter_map(|cached| {
                 let used = cached.last_used_ms.load(Ordering::Relaxed);
                 let flushed = cached.flushed_ms.load(Ordering::Relaxed);
                 (used > flushed && used - flushed >= LAST_USED_FLUSH_MS)
-                    .then(|| (cached.principal.key_id.to_string(), used))
+                    .then(|| (cached.clone(), used))
             })
             .collect();
         if due.is_empty() {
             return Ok(());
         }
-        self.inner.store.touch_api_keys(&due).await?;
-        let cache = self.read_cache();
-        for cached in cache.values() {
-            if let Some((_, used)) = due
-                .iter()
-                .find(|(id, _)| id.as_str() == &*cached.principal.key_id)
-            {
-                cached.flushed_ms.fetch_max(*used, Ordering::Relaxed);
-            }
+        let times: Vec<(String, i64)> = due
+            .iter()
+            .map(|(cached, used)| (cached.principal.key_id.to_string(), *used))
+            .collect();
+        self.inner.store.touch_api_keys(&times).await?;
+        for (cached, used) in due {
+            cached.flushed_ms.fetch_max(used, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -91,11 +91,7 @@ impl RateLimiters {
 
     /// Counts one request of `key_id` against the bucket of `scope`.
     pub fn check_key(&self, scope: Scope, key_id: &Arc<str>) -> RateDecision {
-        let index = Scope::ALL
-            .iter()
-            .position(|candidate| *candidate == scope)
-            .unwrap_or(0);
-        self.decide(RateGroup::Scope(scope), &self.scopes[index], key_id)
+        self.decide(RateGroup::Scope(scope), &self.scopes[scope.index()], key_id)
     }
 
     /// Counts one request from `ip`.

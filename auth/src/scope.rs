@@ -26,6 +26,16 @@ impl Scope {
         }
     }
 
+    /// Returns the scope's position in [`Scope::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Scope::Read => 0,
+            Scope::Submit => 1,
+            Scope::Operate => 2,
+            Scope::Admin => 3,
+        }
+    }
+
     fn bit(self) -> u8 {
         match self {
             Scope::Read => 1,
@@ -118,5 +128,8 @@ mod tests {
                 .contains("`root`")
         );
         assert!(Scopes::parse_list("").unwrap().is_empty());
+        for (position, scope) in Scope::ALL.into_iter().enumerate() {
+            assert_eq!(scope.index(), position, "{scope}");
+        }
     }
 }

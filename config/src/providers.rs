@@ -57,6 +57,17 @@ impl SecretRef {
             _ => Err("set exactly one of `env` or `file`".to_owned()),
         }
     }
+
+    /// Like [`SecretRef::resolve`], for optional secrets: an `env` reference whose variable is
+    /// unset or empty is `None`; a `file` that cannot be read is still an error.
+    pub fn resolve_if_set(&self, env: &HashMap<String, String>) -> Result<Option<String>, String> {
+        if let (Some(variable), None) = (&self.env, &self.file)
+            && env.get(variable).is_none_or(String::is_empty)
+        {
+            return Ok(None);
+        }
+        self.resolve(env).map(Some)
+    }
 }
 
 impl<'de> Deserialize<'de> for SecretRef {
@@ -389,6 +400,16 @@ mod tests {
         let secret_ref = providers["openai"].api_key.clone().unwrap();
         let env = HashMap::from([("OPENAI_KEY".to_owned(), "sk-from-env".to_owned())]);
         assert_eq!(secret_ref.resolve(&env).unwrap(), "sk-from-env");
+        assert_eq!(
+            secret_ref.resolve_if_set(&env).unwrap().as_deref(),
+            Some("sk-from-env")
+        );
+        assert_eq!(secret_ref.resolve_if_set(&HashMap::new()).unwrap(), None);
+        let missing_file = SecretRef {
+            env: None,
+            file: Some("/nonexistent/bulwark-secret".to_owned()),
+        };
+        assert!(missing_file.resolve_if_set(&HashMap::new()).is_err());
         assert!(
             secret_ref
                 .resolve(&HashMap::new())
