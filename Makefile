@@ -25,8 +25,7 @@ schemathesis:
 ORT_VERSION := 1.31.1
 ORT_LIB := ml-models/cache/onnxruntime/libonnxruntime.so.$(ORT_VERSION)
 MODEL_NAME := sentiment-minilm-sst2
-MODEL_DIR := ml-models/cache/$(MODEL_NAME)
-SHARED_MODEL_DIR := ../shared/models/$(MODEL_NAME)
+MODEL_DIR := ml-models/models/$(MODEL_NAME)
 
 # The one wheel the library is taken from, and its sha256 (pinned: a different file is refused).
 ORT_WHEEL_DIR := ml-models/cache/wheels
@@ -54,21 +53,18 @@ runtime:
 		echo "fetched $(ORT_LIB) from $$wheel (sha256 checked)"; \
 	}
 
-## model: copy the sentiment model into ml-models/cache (once; later runs do nothing)
+## model: check the sentiment model that ships in ml-models/models against its SHA256SUMS
+## (the files are committed; nothing is downloaded or copied)
 model:
-	@test -f $(MODEL_DIR)/model.onnx || { \
-		if [ -d $(SHARED_MODEL_DIR) ]; then \
-			rm -rf $(MODEL_DIR).part && mkdir -p $(MODEL_DIR).part && \
-			cp $(SHARED_MODEL_DIR)/* $(MODEL_DIR).part/ && chmod u+w $(MODEL_DIR).part/* && \
-			rm -rf $(MODEL_DIR) && mv $(MODEL_DIR).part $(MODEL_DIR) && \
-			echo "copied $(MODEL_NAME) into $(MODEL_DIR)"; \
-		elif [ -n "$(SST2_DIR)" ]; then \
-			$(MAKE) train-model; \
-		else \
-			echo "error: $(SHARED_MODEL_DIR) does not exist; build $(MODEL_NAME) with the training recipe: make model SST2_DIR=<folder with train.txt and dev.txt>"; \
-			exit 1; \
-		fi; \
+	@test -f $(MODEL_DIR)/SHA256SUMS || { \
+		echo "error: $(MODEL_DIR)/SHA256SUMS is missing: restore the model with git checkout -- $(MODEL_DIR)"; \
+		exit 1; \
 	}
+	@cd $(MODEL_DIR) && sha256sum --check --quiet SHA256SUMS || { \
+		echo "error: a file of $(MODEL_DIR) does not match its SHA256SUMS: restore it with git checkout -- $(MODEL_DIR)"; \
+		exit 1; \
+	}
+	@echo "$(MODEL_DIR): checksums match"
 
 ## train-model: build the model with ml-models/train/ (needs SST2_DIR; installs torch from PyPI, several GB)
 TRAIN_VENV := ml-models/cache/train-venv

@@ -140,7 +140,7 @@ pub struct SentimentConfig {
     /// `onnx` (the MiniLM classifier, with the lexicon beside it; if the model or runtime
     /// cannot be loaded the node starts degraded on the lexicon) or `lexicon` (VADER only).
     pub engine: SentimentEngine,
-    /// The model folder; unset: `BULWARK_MODEL_DIR`, then `ml-models/cache/sentiment-minilm-sst2`.
+    /// The model folder; unset: `BULWARK_MODEL_DIR`, then `ml-models/models/sentiment-minilm-sst2`.
     pub model_dir: Option<String>,
     /// The ONNX Runtime library; unset: `ORT_DYLIB_PATH`, then `ml-models/cache/onnxruntime/`.
     pub runtime_path: Option<String>,

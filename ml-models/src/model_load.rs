@@ -10,7 +10,8 @@ pub const MODEL_DIR_ENV: &str = "BULWARK_MODEL_DIR";
 /// The environment variable that points at the ONNX Runtime shared library.
 pub const RUNTIME_PATH_ENV: &str = "ORT_DYLIB_PATH";
 
-/// The name of the sentiment model directory under `ml-models/cache/`.
+/// The name of the sentiment model directory under `ml-models/models/` (it ships with the
+/// repository, checksummed).
 pub const SENTIMENT_MODEL_NAME: &str = "sentiment-minilm-sst2";
 
 /// The file name of the ONNX Runtime release the `ort` crate is paired with.
@@ -36,7 +37,7 @@ pub enum ModelLoadError {
     )]
     MissingModel { dir: PathBuf, missing_file: String },
     #[error(
-        "model file {file} is corrupt: its sha256 is {actual} but {MANIFEST_FILE} expects {expected}; delete the model directory and run `make model` again",
+        "model file {file} is corrupt: its sha256 is {actual} but {MANIFEST_FILE} expects {expected}; restore the model directory (`git checkout ml-models/models`) and run `make model` to check it",
         file = .file.display()
     )]
     ChecksumMismatch {
@@ -45,7 +46,7 @@ pub enum ModelLoadError {
         actual: String,
     },
     #[error(
-        "model file {file} is corrupt: {message}; delete the model directory and run `make model` again",
+        "model file {file} is corrupt: {message}; restore the model directory (`git checkout ml-models/models`) and run `make model` to check it",
         file = .file.display()
     )]
     Corrupt { file: PathBuf, message: String },
@@ -83,13 +84,13 @@ impl ModelLoadError {
 }
 
 /// Returns the sentiment model directory: `BULWARK_MODEL_DIR` when set and not empty, else
-/// `<project_root>/ml-models/cache/sentiment-minilm-sst2` (where `make model` puts it).
+/// `<project_root>/ml-models/models/sentiment-minilm-sst2` (committed with the project).
 pub fn locate_model_dir(env: &HashMap<String, String>, project_root: &Path) -> PathBuf {
     match env.get(MODEL_DIR_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => project_root
             .join("ml-models")
-            .join("cache")
+            .join("models")
             .join(SENTIMENT_MODEL_NAME),
     }
 }
@@ -218,12 +219,12 @@ mod tests {
             .collect()
     }
 
-    /// Proves the model directory comes from the environment first, then the project cache, and
-    /// that an empty variable counts as unset.
+    /// Proves the model directory comes from the environment first, then the project's own
+    /// models folder, and that an empty variable counts as unset.
     #[test]
     fn locate_model_dir_prefers_the_environment() {
         let root = Path::new("/srv/bulwark");
-        let cache = PathBuf::from("/srv/bulwark/ml-models/cache/sentiment-minilm-sst2");
+        let cache = PathBuf::from("/srv/bulwark/ml-models/models/sentiment-minilm-sst2");
         assert_eq!(locate_model_dir(&env(&[]), root), cache);
         assert_eq!(locate_model_dir(&env(&[(MODEL_DIR_ENV, "")]), root), cache);
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The ONNX sentiment engine against the real model and ONNX Runtime.
 //!
-//! `make runtime model` puts both under `ml-models/cache/` (or set `ORT_DYLIB_PATH` and
-//! `BULWARK_MODEL_DIR`); when either is absent these tests fail, they never skip. The SST-2 dev
+//! `make runtime` puts the runtime under `ml-models/cache/`, and the model ships in
+//! `ml-models/models/` (or set `ORT_DYLIB_PATH` and `BULWARK_MODEL_DIR`); when either is absent
+//! these tests fail, they never skip. The SST-2 dev
 //! set is read from `../shared/data/sst2/dev.txt`, beside the project.
 
 use std::collections::HashMap;
