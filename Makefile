@@ -134,6 +134,11 @@ release:
 bench: release runtime model
 	./scripts/bench.sh
 
+## bench-queue: the database queue drained by one node, SQLite and PostgreSQL at two
+## concurrencies, side by side in one run (a Markdown table at the end)
+bench-queue: release check-services
+	./scripts/bench-queue.sh
+
 ## bench-auth: what a key check and its rate limits cost a request, in-process and over HTTP
 ## (/live with and without a key, /v1/sentiment on the lexicon engine), in one run
 bench-auth: release

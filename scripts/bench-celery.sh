@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2000}
 . scripts/python-venv.sh
 export CELERY_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_amqp}
-export CELERY_MODEL_DIR=$PWD/ml-models/cache/sentiment-minilm-sst2
+export CELERY_MODEL_DIR=$PWD/ml-models/models/sentiment-minilm-sst2
 # celery_pipeline.py imports the Python baseline's scorer, in the worker's pool processes too.
 export PYTHONPATH=$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}
 

@@ -15,7 +15,7 @@ PORT=${BENCH_PORT:-18080}
 DURATION=${BENCH_DURATION:-10s}
 SECONDS_PY=${BENCH_PYTHON_SECONDS:-10}
 TEXTS=${BENCH_TEXTS:-../shared/data/sst2/dev.txt}
-MODEL_DIR=ml-models/cache/sentiment-minilm-sst2
+MODEL_DIR=ml-models/models/sentiment-minilm-sst2
 . scripts/python-venv.sh
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BENCH_URL=${PG_BENCH_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench}

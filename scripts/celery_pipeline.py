@@ -28,7 +28,7 @@ from python_baseline import load_scorer
 
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 DATABASE_URL = os.environ.get("CELERY_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/bulwark_bench_amqp")
-MODEL_DIR = os.environ.get("CELERY_MODEL_DIR", "ml-models/cache/sentiment-minilm-sst2")
+MODEL_DIR = os.environ.get("CELERY_MODEL_DIR", "ml-models/models/sentiment-minilm-sst2")
 QUEUE = "bulwark-celery-bench"
 
 app = Celery("celery_pipeline", broker=BROKER_URL)

@@ -21,6 +21,7 @@ use poem::Server;
 use poem::listener::Acceptor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 /// One running node: store, supervision tree and HTTP server.
@@ -42,6 +43,8 @@ pub struct Service {
     pub auth: Arc<bulwark_api::ApiAuth>,
     auth_upkeep_stop: tokio_util::sync::CancellationToken,
     auth_upkeep: JoinHandle<()>,
+    /// PostgreSQL `LISTEN` for jobs queued by any node; `None` on SQLite.
+    queued_jobs_listener: Option<AbortOnDropHandle<()>>,
     tree: BulwarkTree,
     incidents: IncidentSink,
     http_stop_tx: Option<oneshot::Sender<()>>,
@@ -199,6 +202,13 @@ impl Service {
         })
         .await
         .context("failed to start the supervision tree")?;
+        // Other nodes' inserts (and the API's, through the trigger) wake this runner at once.
+        let queued_jobs_listener = store
+            .spawn_queued_jobs_listener({
+                let job_runner = tree.job_runner.clone();
+                move || job_runner.notify()
+            })
+            .map(AbortOnDropHandle::new);
 
         let acceptor = crate::listener::bind(&config.http).await?;
         let addr = acceptor
@@ -278,6 +288,7 @@ impl Service {
             auth,
             auth_upkeep_stop,
             auth_upkeep,
+            queued_jobs_listener,
             tree,
             incidents,
             http_stop_tx: Some(http_stop_tx),
@@ -350,6 +361,7 @@ impl Service {
         {
             warn!("api key upkeep did not stop within 2s");
         }
+        drop(self.queued_jobs_listener.take());
         IncidentSink::unregister(&self.node_id);
         drop(self.incidents);
         self.store.close().await;

@@ -9,66 +9,18 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulwark_config::SecretUrl;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use common::broker::{amqp_config, amqp_url, delete_namespace, test_channel, unique_namespace};
 use common::{TestService, eventually};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 static BROKER: RwLock<()> = RwLock::const_new(());
 
 const KIND: &str = "sentiment.analyze";
-
-fn amqp_url() -> String {
-    std::env::var("BULWARK_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-fn unique_namespace() -> String {
-    format!("bulwark-test-{}", uuid::Uuid::now_v7().simple())
-}
-
-/// Opens a confirm channel; fails the test, naming the URL, when the broker is unreachable.
-async fn test_channel() -> (Connection, Channel) {
-    let url = amqp_url();
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|error| panic!("rabbitmq is unreachable at {url}: {error}"));
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm select");
-    (connection, channel)
-}
-
-/// Deletes every queue and exchange of a test namespace.
-async fn delete_namespace(namespace: &str) {
-    let (connection, channel) = test_channel().await;
-    for kind in bulwark_actors::JobKind::ALL {
-        for queue in [
-            format!("{namespace}.{}", kind.as_str()),
-            format!("{namespace}.dlq.{}", kind.as_str()),
-        ] {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    for exchange in ["jobs", "dlx", "events"] {
-        let name = format!("{namespace}.{exchange}");
-        let _ = channel
-            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "done".into()).await;
-}
 
 /// Returns the topology of a test namespace (for names and reply queues; its limits are the
 /// defaults).
@@ -77,19 +29,6 @@ fn topology_of(namespace: &str) -> bulwark_broker::Topology {
         namespace: namespace.to_owned(),
         delivery_limit: 5,
         queue_limits: bulwark_broker::QueueLimits::default(),
-    }
-}
-
-fn amqp_config(namespace: &str) -> impl FnOnce(&mut bulwark_config::Config) + use<> {
-    let namespace = namespace.to_owned();
-    move |config| {
-        config.amqp.url = Some(SecretUrl::new(amqp_url()));
-        config.amqp.namespace = namespace;
-        config.amqp.reconnect_backoff_ms = 100;
-        config.amqp.reconnect_backoff_max_ms = 1_000;
-        config.amqp.republish_interval_ms = 200;
-        config.amqp.connect_timeout_ms = 2_000;
-        config.amqp.confirm_timeout_ms = 5_000;
     }
 }
 

@@ -6,6 +6,10 @@ use tokio::task::AbortHandle;
 
 /// The jobs this node is running. It outlives any one job-runner actor, so a restarted runner
 /// keeps renewing leases of jobs started before the restart, and shutdown waits for them all.
+///
+/// A job is in flight from its claim until its outcome is stored. It is *executing* until its
+/// code returns; after that it only waits for its outcome's write (group-committed with its
+/// neighbours'), so the runner counts only executing jobs against its concurrency.
 #[derive(Debug, Clone, Default)]
 pub struct InFlightJobs {
     inner: Arc<InFlightInner>,
@@ -13,34 +17,93 @@ pub struct InFlightJobs {
 
 #[derive(Debug, Default)]
 struct InFlightInner {
-    tasks: Mutex<HashMap<String, AbortHandle>>,
+    jobs: Mutex<Jobs>,
     changed: Notify,
 }
 
+#[derive(Debug, Default)]
+struct Jobs {
+    by_id: HashMap<String, InFlightJob>,
+    num_executing: usize,
+}
+
+#[derive(Debug)]
+struct InFlightJob {
+    /// Set once the job's task is spawned; the entry exists before, so a task that finishes at
+    /// once never races its own registration.
+    task_opt: Option<AbortHandle>,
+    executing: bool,
+}
+
 impl InFlightJobs {
-    pub fn insert(&self, job_id: String, task: AbortHandle) {
-        self.lock().insert(job_id, task);
+    /// Registers a claimed job as executing, before its task is spawned.
+    pub fn start(&self, job_id: String) {
+        let mut jobs = self.lock();
+        let previous = jobs.by_id.insert(
+            job_id,
+            InFlightJob {
+                task_opt: None,
+                executing: true,
+            },
+        );
+        if !previous.is_some_and(|job| job.executing) {
+            jobs.num_executing += 1;
+        }
+        drop(jobs);
         self.inner.changed.notify_waiters();
     }
 
+    /// Attaches the task of a started job, so a drain can abort it. A job that already finished
+    /// is not registered again.
+    pub fn attach(&self, job_id: &str, task: AbortHandle) {
+        if let Some(job) = self.lock().by_id.get_mut(job_id) {
+            job.task_opt = Some(task);
+        }
+    }
+
+    /// Marks the job's code as returned: it no longer takes a slot, though it stays in flight
+    /// until its outcome is stored.
+    pub fn executed(&self, job_id: &str) {
+        let mut jobs = self.lock();
+        let was_executing = jobs
+            .by_id
+            .get_mut(job_id)
+            .is_some_and(|job| std::mem::replace(&mut job.executing, false));
+        if was_executing {
+            jobs.num_executing -= 1;
+        }
+    }
+
+    /// Forgets a job whose outcome was stored (or given up on).
     pub fn remove(&self, job_id: &str) {
-        self.lock().remove(job_id);
+        let mut jobs = self.lock();
+        if jobs.by_id.remove(job_id).is_some_and(|job| job.executing) {
+            jobs.num_executing -= 1;
+        }
+        drop(jobs);
         self.inner.changed.notify_waiters();
     }
 
+    /// Returns the number of jobs in flight, executing or waiting for their outcome's write.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
+    }
+
+    /// Returns the number of jobs whose code is running.
+    pub fn num_executing(&self) -> usize {
+        self.lock().num_executing
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_id.is_empty()
     }
 
+    /// Returns the ids of every job in flight (their leases must be renewed until stored).
     pub fn ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock().by_id.keys().cloned().collect()
     }
 
-    /// Waits until no job is running.
+    /// Waits until no job is in flight.
     pub async fn wait_empty(&self) {
         loop {
             let changed = self.inner.changed.notified();
@@ -51,20 +114,50 @@ impl InFlightJobs {
         }
     }
 
-    /// Aborts every running job task and returns their ids.
+    /// Aborts every job task in flight and returns their ids.
     pub fn abort_all(&self) -> Vec<String> {
-        let mut tasks = self.lock();
-        let ids: Vec<String> = tasks.keys().cloned().collect();
-        for (_, task) in tasks.drain() {
-            task.abort();
+        let mut jobs = self.lock();
+        jobs.num_executing = 0;
+        let ids: Vec<String> = jobs.by_id.keys().cloned().collect();
+        for (_, job) in jobs.by_id.drain() {
+            if let Some(task) = job.task_opt {
+                task.abort();
+            }
         }
         ids
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         self.inner
-            .tasks
+            .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a job counts against concurrency only while executing, stays in flight (for
+    /// lease renewal and drains) until removed, and that a finish before attach is harmless.
+    #[tokio::test]
+    async fn executing_jobs_and_jobs_in_flight_are_counted_apart() {
+        let in_flight = InFlightJobs::default();
+        in_flight.start("a".to_owned());
+        in_flight.start("b".to_owned());
+        assert_eq!((in_flight.len(), in_flight.num_executing()), (2, 2));
+        in_flight.executed("a");
+        in_flight.executed("a");
+        assert_eq!((in_flight.len(), in_flight.num_executing()), (2, 1));
+        in_flight.remove("a");
+        in_flight.remove("b");
+        assert_eq!((in_flight.len(), in_flight.num_executing()), (0, 0));
+
+        // A task that finished before its handle was attached is not registered again.
+        let task = tokio::spawn(async {});
+        in_flight.attach("b", task.abort_handle());
+        assert!(in_flight.is_empty());
+        in_flight.wait_empty().await;
     }
 }

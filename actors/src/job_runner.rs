@@ -1,47 +1,23 @@
-use std::panic::AssertUnwindSafe;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use bulwark_store::{Job, JobFailure, JobStatus, JobTransport, Store, now_ms};
-use futures::FutureExt;
+use bulwark_store::{Job, JobTransport, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
-use serde_json::Value;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::metrics::{JobAttemptFinished, JobOutcome, record_queue_depth};
-use crate::{ErrorCode, HandledMessage, InFlightJobs, JobError, JobExecutor, Liveness};
+use crate::attempt::{AttemptCore, RetryPolicy};
+use crate::metrics::record_queue_depth;
+use crate::{HandledMessage, InFlightJobs, JobExecutor, Liveness};
 
-/// How failed attempts are spaced: exponential from `base`, capped at `max`, with full jitter.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    /// Returns the delay before retrying after attempt number `attempt` (1-based).
-    pub fn delay_after(&self, attempt: u32) -> Duration {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.base)
-            .with_max_delay(self.max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        delays
-            .nth(attempt.saturating_sub(1) as usize)
-            .unwrap_or(self.max)
-            .min(self.max)
-    }
-}
-
-/// Claims jobs from the transport and runs each as a task, up to `concurrency` at once.
+/// Claims jobs from the transport in batches sized to its free capacity and runs each as a
+/// task through the [`AttemptCore`], up to `concurrency` executing at once.
 ///
 /// The actor itself only claims, renews leases and drains; the job tasks record their own
 /// outcomes through the transport, so a runner restart never loses a finished result, and the
-/// [`InFlightJobs`] set outlives the actor.
+/// [`InFlightJobs`] set outlives the actor. A job's slot is free as soon as its code returns;
+/// its outcome is then group-committed with its neighbours' while the slot runs the next job.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JobRunnerActor;
 
@@ -65,12 +41,25 @@ pub struct JobRunnerParams {
 #[derive(Debug)]
 pub struct JobRunnerState {
     params: JobRunnerParams,
+    core: Arc<AttemptCore>,
+    /// The (kind, status) pairs last reported in the queue-depth gauge, so one that empties is
+    /// reported as zero instead of keeping its last value.
+    depth_labels: HashSet<(String, String)>,
 }
+
+/// A job's code returned: claim more once enough slots are free for a batch.
+const MIN_CLAIM_FRACTION: usize = 8;
+
+/// At most this many times `concurrency` jobs wait for their outcome's write before the runner
+/// stops claiming (the store is slower than the jobs).
+const MAX_RECORDING_FACTOR: usize = 4;
 
 #[derive(Debug)]
 pub enum JobRunnerMsg {
-    /// Looks for runnable jobs now (sent on a timer, on submit and when a job finishes).
+    /// Looks for runnable jobs now (sent on a timer, on submit and on a database notification).
     Poll,
+    /// A job's code returned: claims more when a batch's worth of slots is free.
+    JobExecuted,
     RenewLeases,
     RefreshQueueDepth,
     /// Stops claiming, waits up to `timeout` for running jobs, releases the rest.
@@ -85,6 +74,10 @@ impl JobRunnerMsg {
     fn describe(&self) -> HandledMessage {
         let (message_type, summary) = match self {
             JobRunnerMsg::Poll => ("JobRunnerMsg::Poll", "look for runnable jobs".to_owned()),
+            JobRunnerMsg::JobExecuted => (
+                "JobRunnerMsg::JobExecuted",
+                "claim after a job ran".to_owned(),
+            ),
             JobRunnerMsg::RenewLeases => ("JobRunnerMsg::RenewLeases", "renew leases".to_owned()),
             JobRunnerMsg::RefreshQueueDepth => (
                 "JobRunnerMsg::RefreshQueueDepth",
@@ -130,7 +123,16 @@ impl Actor for JobRunnerActor {
             concurrency = params.concurrency,
             "job runner started"
         );
-        Ok(JobRunnerState { params })
+        let core = Arc::new(AttemptCore {
+            executor: params.executor.clone(),
+            retry: params.retry,
+            record_deadline: params.lease / 2,
+        });
+        Ok(JobRunnerState {
+            params,
+            core,
+            depth_labels: HashSet::new(),
+        })
     }
 
     async fn handle(
@@ -139,13 +141,18 @@ impl Actor for JobRunnerActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let params = &state.params;
-        let _busy = params.liveness.busy_with(message.describe());
+        let liveness = state.params.liveness.clone();
+        let _busy = liveness.busy_with(message.describe());
         match message {
-            JobRunnerMsg::Poll => poll(&myself, params).await,
-            JobRunnerMsg::RenewLeases => renew_leases(params).await,
-            JobRunnerMsg::RefreshQueueDepth => refresh_queue_depth(params).await,
+            JobRunnerMsg::Poll => poll(&myself, state, 1).await,
+            JobRunnerMsg::JobExecuted => {
+                let min_batch = (state.params.concurrency / MIN_CLAIM_FRACTION).max(1);
+                poll(&myself, state, min_batch).await;
+            }
+            JobRunnerMsg::RenewLeases => renew_leases(&state.params).await,
+            JobRunnerMsg::RefreshQueueDepth => refresh_queue_depth(state).await,
             JobRunnerMsg::Drain { timeout, reply } => {
+                let params = &state.params;
                 params.draining.store(true, Ordering::SeqCst);
                 let in_flight = params.in_flight.clone();
                 let transport = params.transport.clone();
@@ -160,12 +167,20 @@ impl Actor for JobRunnerActor {
     }
 }
 
-async fn poll(myself: &ActorRef<JobRunnerMsg>, params: &JobRunnerParams) {
+/// Claims as many jobs as there are free slots, when at least `min_batch` are free, and starts
+/// each as a task.
+async fn poll(myself: &ActorRef<JobRunnerMsg>, state: &JobRunnerState, min_batch: usize) {
+    let params = &state.params;
     if params.draining.load(Ordering::SeqCst) {
         return;
     }
-    let free = params.concurrency.saturating_sub(params.in_flight.len());
-    if free == 0 {
+    let free_slots = params
+        .concurrency
+        .saturating_sub(params.in_flight.num_executing());
+    let free_room =
+        (params.concurrency * MAX_RECORDING_FACTOR).saturating_sub(params.in_flight.len());
+    let free = free_slots.min(free_room);
+    if free == 0 || free < min_batch {
         return;
     }
     let jobs = match params.transport.claim(free).await {
@@ -178,8 +193,15 @@ async fn poll(myself: &ActorRef<JobRunnerMsg>, params: &JobRunnerParams) {
     let claimed_all = jobs.len() == free;
     for job in jobs {
         let job_id = job.id.clone();
-        let task = tokio::spawn(run_job(params.clone(), myself.clone(), job));
-        params.in_flight.insert(job_id, task.abort_handle());
+        // Registered before the task exists: a job that finishes at once cannot race it.
+        params.in_flight.start(job_id.clone());
+        let task = tokio::spawn(run_job(
+            params.clone(),
+            state.core.clone(),
+            myself.clone(),
+            job,
+        ));
+        params.in_flight.attach(&job_id, task.abort_handle());
     }
     // A full claim suggests more work is waiting: look again at once instead of on the timer.
     if claimed_all {
@@ -197,15 +219,25 @@ async fn renew_leases(params: &JobRunnerParams) {
     }
 }
 
-async fn refresh_queue_depth(params: &JobRunnerParams) {
-    match params.store.count_jobs().await {
-        Ok(counts) => {
-            for count in counts {
-                record_queue_depth(&count.kind, &count.status, count.count);
-            }
+/// Reports queued and running jobs per kind (read from the index of live rows). A pair that
+/// emptied since the last report is reported as zero.
+async fn refresh_queue_depth(state: &mut JobRunnerState) {
+    let counts = match state.params.store.count_live_jobs().await {
+        Ok(counts) => counts,
+        Err(error) => {
+            warn!(%error, "failed to count jobs for queue depth");
+            return;
         }
-        Err(error) => warn!(%error, "failed to count jobs for queue depth"),
+    };
+    let mut labels = HashSet::with_capacity(counts.len());
+    for count in counts {
+        record_queue_depth(&count.kind, &count.status, count.count);
+        labels.insert((count.kind, count.status));
     }
+    for (kind, status) in state.depth_labels.difference(&labels) {
+        record_queue_depth(kind, status, 0);
+    }
+    state.depth_labels = labels;
 }
 
 async fn drain(
@@ -246,8 +278,14 @@ async fn drain(
     }
 }
 
-/// Runs one claimed job to a recorded outcome, then asks the runner for more work.
-async fn run_job(params: JobRunnerParams, runner: ActorRef<JobRunnerMsg>, job: Job) {
+/// Runs one claimed job to a recorded outcome through the attempt core; the runner is told as
+/// soon as the job's code returned, so it can claim the next while the outcome is written.
+async fn run_job(
+    params: JobRunnerParams,
+    core: Arc<AttemptCore>,
+    runner: ActorRef<JobRunnerMsg>,
+    job: Job,
+) {
     let span = info_span!(
         "job",
         job_id = %job.id,
@@ -255,113 +293,16 @@ async fn run_job(params: JobRunnerParams, runner: ActorRef<JobRunnerMsg>, job: J
         attempt = job.attempts,
         request_id = job.request_id.as_deref().unwrap_or(""),
     );
-    async {
-        let started = Instant::now();
-        let outcome = if job.attempts > job.max_attempts {
-            // Claimed again after lease expiries until attempts ran out: its worker keeps dying.
-            Err(JobError::new(
-                ErrorCode::InternalError,
-                "attempts exhausted by expired leases",
-            ))
-        } else {
-            match AssertUnwindSafe(params.executor.execute(&job))
-                .catch_unwind()
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(JobError::new(
-                    ErrorCode::InternalError,
-                    "job execution panicked",
-                )),
-            }
-        };
-        let recorded = record_outcome(&params, &job, outcome).await;
-        JobAttemptFinished {
-            kind: &job.kind,
-            outcome: recorded,
-            duration: started.elapsed(),
+    let on_executed = || {
+        params.in_flight.executed(&job.id);
+        if !params.draining.load(Ordering::SeqCst) {
+            let _ = runner.send_message(JobRunnerMsg::JobExecuted);
         }
-        .emit();
-    }
-    .instrument(span)
-    .await;
+    };
+    core.run(params.transport.as_ref(), &job, on_executed)
+        .instrument(span)
+        .await;
     params.in_flight.remove(&job.id);
-    if !params.draining.load(Ordering::SeqCst) {
-        let _ = runner.send_message(JobRunnerMsg::Poll);
-    }
-}
-
-/// What to write for an attempt.
-enum Record {
-    Complete(Value),
-    Fail(JobFailure),
-}
-
-/// Decides what an attempt's outcome means for the job: done, retried later, or final.
-fn classify(
-    params: &JobRunnerParams,
-    job: &Job,
-    outcome: Result<Value, JobError>,
-) -> (Record, JobOutcome) {
-    let error = match outcome {
-        Ok(result) => return (Record::Complete(result), JobOutcome::Succeeded),
-        Err(error) => error,
-    };
-    // A node out of capacity never ran the job: it waits in the queue without losing an attempt.
-    let refund_attempt = error.code == ErrorCode::Overloaded;
-    let (retry_at_ms, final_status, job_outcome) = if !error.is_retryable() {
-        (None, JobStatus::Failed, JobOutcome::Failed)
-    } else if job.attempts >= job.max_attempts && !refund_attempt {
-        (None, JobStatus::Dead, JobOutcome::Dead)
-    } else {
-        let delay = params
-            .retry
-            .delay_after(u32::try_from(job.attempts).unwrap_or(1));
-        (
-            Some(now_ms() + delay.as_millis() as i64),
-            JobStatus::Dead,
-            JobOutcome::Retried,
-        )
-    };
-    let failure = JobFailure {
-        code: error.code.as_str().to_owned(),
-        message: error.message,
-        retry_at_ms,
-        final_status,
-        refund_attempt,
-    };
-    (Record::Fail(failure), job_outcome)
-}
-
-/// Stores the outcome, retrying the store briefly when it is unavailable. If it stays down, the
-/// lease expires and another attempt runs the job: at-least-once, never lost.
-async fn record_outcome(
-    params: &JobRunnerParams,
-    job: &Job,
-    outcome: Result<Value, JobError>,
-) -> JobOutcome {
-    let (record, job_outcome) = classify(params, job, outcome);
-    let mut delay = Duration::from_millis(100);
-    let deadline = Instant::now() + params.lease / 2;
-    loop {
-        let stored = match &record {
-            Record::Complete(result) => params.transport.complete(job, result).await,
-            Record::Fail(failure) => params.transport.fail(job, failure).await,
-        };
-        match stored {
-            Ok(true) => return job_outcome,
-            Ok(false) => return JobOutcome::LeaseLost,
-            Err(error) if error.is_retryable() && Instant::now() + delay < deadline => {
-                warn!(%error, "failed to store job outcome, retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(error) => {
-                error!(%error, "failed to store job outcome, the job will run again when its lease expires");
-                return JobOutcome::LeaseLost;
-            }
-        }
-    }
 }
 
 /// Reaches the job runner by its registered name, so it stays valid across restarts.
@@ -409,29 +350,5 @@ impl JobRunnerHandle {
             Ok(ractor::rpc::CallResult::Success(report)) => Some(report),
             _ => None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Proves retry delays stay within the cap and grow with the attempt number on average.
-    #[test]
-    fn retry_delays_are_bounded_and_grow() {
-        let policy = RetryPolicy {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
-        for attempt in 1..20 {
-            assert!(policy.delay_after(attempt) <= Duration::from_secs(2));
-        }
-        let average = |attempt| {
-            (0..200)
-                .map(|_| policy.delay_after(attempt).as_secs_f64())
-                .sum::<f64>()
-                / 200.0
-        };
-        assert!(average(4) > average(1), "later attempts wait longer");
     }
 }

@@ -3,6 +3,9 @@
 //! nothing of HTTP; supervisors start them with the `*Params` structs defined here.
 //!
 //! # Layout
+//! - `attempt`: [`AttemptCore`], the one job attempt core both transports call: execute under
+//!   `catch_unwind`, decide a [`Disposition`], record it through an
+//!   [`bulwark_store::OutcomeSink`] with retries.
 //! - `job_runner`: [`JobRunnerActor`] claims jobs from a [`bulwark_store::JobTransport`] and
 //!   runs each as a task, recording its outcome; [`JobRunnerHandle`] reaches it by name.
 //! - `job_kinds`: the job kinds, their payload validation and [`JobExecutor`].
@@ -23,6 +26,7 @@
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
 //! - `metrics`: metric names and the events that emit them.
 
+pub mod attempt;
 pub mod audit_analysis;
 pub mod audit_request;
 mod audit_runner;
@@ -40,6 +44,7 @@ mod scheduler;
 mod sentiment_pool;
 mod sentiment_worker;
 
+pub use attempt::{AttemptCore, AttemptReport, Disposition, RetryPolicy};
 pub use audit_runner::{
     AuditOutcome, AuditRunner, AuditRunnerParams, answer_facts, summary_from_rows,
 };
@@ -60,9 +65,7 @@ pub use job_kinds::{
     CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload,
     SentimentRequest, SentimentResponse, validate_job, validate_neutral_threshold,
 };
-pub use job_runner::{
-    DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams, RetryPolicy,
-};
+pub use job_runner::{DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams};
 pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
 pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
 pub use schedule_trigger::{

@@ -5,19 +5,18 @@
 //! requeue (the message comes back; the delivery limit bounds how often), or a dead-letter
 //! publish confirmed before the ack.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_actors::metrics::{JobAttemptFinished, JobOutcome};
-use bulwark_actors::{ErrorCode, JobError, JobExecutor, RetryPolicy, trace_id_of, validate_job};
-use bulwark_store::{Job, JobFailure, JobStatus, NewJob, Store, now_ms};
-use futures::FutureExt;
+use async_trait::async_trait;
+use bulwark_actors::{AttemptCore, RetryPolicy, trace_id_of, validate_job};
+use bulwark_store::{Job, JobFailure, JobStatus, NewJob, OutcomeSink, Store, StoreError, now_ms};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
@@ -37,14 +36,53 @@ pub struct DeliveryContext {
     pub store: Store,
     /// The lookup, insert and completion of deliveries, group-committed.
     pub writes: DeliveryWrites,
-    pub executor: JobExecutor,
+    /// Runs, decides and records each attempt, as the local queue's runner does.
+    pub attempt: AttemptCore,
     pub publisher: Arc<BrokerPublisher>,
     /// Lease owner of jobs this node runs.
     pub owner: String,
     pub lease: Duration,
-    pub retry: RetryPolicy,
     /// Attempts of jobs created from messages.
     pub max_attempts: u32,
+}
+
+impl DeliveryContext {
+    fn retry(&self) -> &RetryPolicy {
+        &self.attempt.retry
+    }
+
+    fn outcomes(&self) -> DeliveryOutcomes<'_> {
+        DeliveryOutcomes { context: self }
+    }
+}
+
+/// Where a delivered job's outcome is written: completions group-committed with the other
+/// deliveries' under this node's lease; a retried job's row is runnable at once, because the
+/// message itself waits out the delay before it is requeued.
+#[derive(Debug)]
+struct DeliveryOutcomes<'a> {
+    context: &'a DeliveryContext,
+}
+
+#[async_trait]
+impl OutcomeSink for DeliveryOutcomes<'_> {
+    async fn complete(&self, job: &Job, result: &Value) -> Result<Option<Job>, StoreError> {
+        self.context
+            .writes
+            .complete(&job.id, &self.context.owner, result.clone())
+            .await
+    }
+
+    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<Option<Job>, StoreError> {
+        self.context
+            .store
+            .fail_job(&job.id, &self.context.owner, failure)
+            .await
+    }
+
+    fn retry_at_ms(&self, _delay: Duration) -> i64 {
+        now_ms()
+    }
 }
 
 /// The outcome event published to `<ns>.events` and to `reply_to`.
@@ -320,7 +358,7 @@ async fn settle_delivery(
         Err(error) => {
             warn!(%error, "failed to store the job of a delivery, requeueing");
             Settle::Requeue {
-                delay: context.retry.delay_after(1),
+                delay: context.retry().delay_after(1),
             }
         }
     }
@@ -446,7 +484,7 @@ async fn run_to_outcome(context: &DeliveryContext, job: Job, meta: &MessageMeta)
             Err(error) => {
                 warn!(%error, "failed to claim the job, requeueing");
                 return Settle::Requeue {
-                    delay: context.retry.delay_after(1),
+                    delay: context.retry().delay_after(1),
                 };
             }
         }
@@ -470,7 +508,7 @@ async fn run_to_outcome(context: &DeliveryContext, job: Job, meta: &MessageMeta)
             Err(error) => {
                 warn!(%error, "failed to read the job, requeueing");
                 return Settle::Requeue {
-                    delay: context.retry.delay_after(1),
+                    delay: context.retry().delay_after(1),
                 };
             }
         }
@@ -480,44 +518,18 @@ async fn run_to_outcome(context: &DeliveryContext, job: Job, meta: &MessageMeta)
 async fn run_claimed(context: &DeliveryContext, job: Job, meta: &MessageMeta) -> Settle {
     let span = info_span!("job", job_id = %job.id, attempt = job.attempts);
     async {
-        let started = Instant::now();
-        let renewer = spawn_lease_renewal(context, &job.id);
-        let outcome = if job.attempts > job.max_attempts {
-            Err(JobError::new(
-                ErrorCode::InternalError,
-                "attempts exhausted by expired leases",
-            ))
-        } else {
-            match AssertUnwindSafe(context.executor.execute(&job))
-                .catch_unwind()
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(JobError::new(
-                    ErrorCode::InternalError,
-                    "job execution panicked",
-                )),
-            }
-        };
-        renewer.abort();
-        let (record, job_outcome, retry_delay) = classify(context, &job, outcome);
-        let stored = store_outcome(context, &job, &record).await;
-        JobAttemptFinished {
-            kind: &job.kind,
-            outcome: if stored.is_some() {
-                job_outcome
-            } else {
-                JobOutcome::LeaseLost
-            },
-            duration: started.elapsed(),
-        }
-        .emit();
-        let Some(stored) = stored else {
+        // Renews until the job's code returns, and stops with the delivery if it is dropped.
+        let renewer = AbortOnDropHandle::new(spawn_lease_renewal(context, &job.id));
+        let report = context
+            .attempt
+            .run(&context.outcomes(), &job, || renewer.abort())
+            .await;
+        let Some(stored) = report.stored else {
             return Settle::Requeue {
-                delay: context.retry.delay_after(1),
+                delay: context.retry().delay_after(1),
             };
         };
-        if let Some(delay) = retry_delay {
+        if let Some(delay) = report.disposition.retry_delay() {
             info!(
                 delay_ms = delay.as_millis() as u64,
                 "job attempt failed, retrying"
@@ -546,80 +558,6 @@ fn spawn_lease_renewal(context: &DeliveryContext, job_id: &str) -> tokio::task::
             }
         }
     })
-}
-
-enum Record {
-    Complete(Value),
-    Fail(JobFailure),
-}
-
-/// Decides what an attempt means, like the local runner: done, retried later, or final.
-fn classify(
-    context: &DeliveryContext,
-    job: &Job,
-    outcome: Result<Value, JobError>,
-) -> (Record, JobOutcome, Option<Duration>) {
-    let error = match outcome {
-        Ok(result) => return (Record::Complete(result), JobOutcome::Succeeded, None),
-        Err(error) => error,
-    };
-    let refund_attempt = error.code == ErrorCode::Overloaded;
-    let (retry_delay, final_status, job_outcome) = if !error.is_retryable() {
-        (None, JobStatus::Failed, JobOutcome::Failed)
-    } else if job.attempts >= job.max_attempts && !refund_attempt {
-        (None, JobStatus::Dead, JobOutcome::Dead)
-    } else {
-        let delay = context
-            .retry
-            .delay_after(u32::try_from(job.attempts).unwrap_or(1));
-        (Some(delay), JobStatus::Dead, JobOutcome::Retried)
-    };
-    let failure = JobFailure {
-        code: error.code.as_str().to_owned(),
-        message: error.message,
-        // The retry runs when the requeued message comes back; the row is runnable at once so
-        // a redelivery can claim it.
-        retry_at_ms: retry_delay.map(|_| now_ms()),
-        final_status,
-        refund_attempt,
-    };
-    (Record::Fail(failure), job_outcome, retry_delay)
-}
-
-/// Stores the outcome, retrying briefly while the database is unavailable, and returns the job
-/// as stored. Returns `None` when it could not (the message is requeued and the job runs again
-/// once its lease expires).
-async fn store_outcome(context: &DeliveryContext, job: &Job, record: &Record) -> Option<Job> {
-    let mut delay = Duration::from_millis(100);
-    let deadline = Instant::now() + context.lease / 2;
-    loop {
-        let stored = match record {
-            Record::Complete(result) => {
-                context
-                    .writes
-                    .complete(&job.id, &context.owner, result.clone())
-                    .await
-            }
-            Record::Fail(failure) => {
-                context
-                    .store
-                    .fail_job(&job.id, &context.owner, failure)
-                    .await
-            }
-        };
-        match stored {
-            Ok(stored) => return stored,
-            Err(error) if error.is_retryable() && Instant::now() + delay < deadline => {
-                warn!(%error, "failed to store job outcome, retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(error) => {
-                error!(%error, "failed to store job outcome");
-                return None;
-            }
-        }
-    }
 }
 
 /// Publishes the finished job's event to `<ns>.events` and, when asked and allowed, to
@@ -674,7 +612,7 @@ async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMet
         if let Err(error) = published {
             warn!(%error, "failed to publish the job's outcome, requeueing");
             return Settle::Requeue {
-                delay: context.retry.delay_after(1),
+                delay: context.retry().delay_after(1),
             };
         }
     }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{DeadLetterPolicy, JobExecutor, Liveness, RetryPolicy};
+use bulwark_actors::{AttemptCore, DeadLetterPolicy, JobExecutor, Liveness, RetryPolicy};
 use bulwark_store::Store;
 use bulwark_supervisors::{
     ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,
@@ -87,11 +87,14 @@ pub fn ingress_supervisor(
     let context = Arc::new(DeliveryContext {
         store: params.store.clone(),
         writes: DeliveryWrites::spawn(&params.store),
-        executor,
+        attempt: AttemptCore {
+            executor,
+            retry: params.retry,
+            record_deadline: params.lease / 2,
+        },
         publisher: params.publisher.clone(),
         owner: params.owner.clone(),
         lease: params.lease,
-        retry: params.retry,
         max_attempts: params.max_attempts,
     });
     let mut roles: Vec<ConsumerRole> = vec![ConsumerRole::Jobs(context)];

@@ -4,8 +4,8 @@
 //! per batch; a lone delivery still pays only its own three.
 
 use bulwark_store::{
-    BatchWrite, ClaimedInsert, DeliveredKey, GroupCommit, GroupCommitParams, Job, JobCompletion,
-    NewJob, Store, StoreError,
+    BatchWrite, ClaimedInsert, CompleteJobs, DeliveredKey, GroupCommit, GroupCommitParams, Job,
+    JobCompletion, NewJob, Store, StoreError,
 };
 use serde_json::Value;
 
@@ -99,18 +99,5 @@ impl BatchWrite for InsertClaimed {
 
     async fn write(&self, inserts: &[ClaimedInsert]) -> Result<Vec<Option<Job>>, StoreError> {
         self.0.insert_claimed_jobs(inserts).await
-    }
-}
-
-#[derive(Debug)]
-struct CompleteJobs(Store);
-
-impl BatchWrite for CompleteJobs {
-    type Request = JobCompletion;
-    type Response = Option<Job>;
-    const NAME: &'static str = "complete_jobs";
-
-    async fn write(&self, completions: &[JobCompletion]) -> Result<Vec<Option<Job>>, StoreError> {
-        self.0.complete_jobs(completions).await
     }
 }

@@ -8,7 +8,8 @@
 //! # Layout
 //! - `db`: [`Store`], the connection pool for either backend, migrations and health pings.
 //! - `jobs`: job rows ([`Job`], [`NewJob`], [`JobStatus`]) and their queries.
-//! - `queue`: the [`JobTransport`] trait and [`LocalQueue`], the database-backed transport.
+//! - `queue`: the [`OutcomeSink`] and [`JobTransport`] traits and [`LocalQueue`], the
+//!   database-backed transport (batched claims, group-committed completions).
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
@@ -44,10 +45,11 @@ pub use dead_letters::{
 pub use error::StoreError;
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
 pub use jobs::{
-    InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob, StatusCount,
+    CompleteJobs, InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob,
+    StatusCount,
 };
 pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
-pub use queue::{JobTransport, LocalQueue, LocalQueueParams};
+pub use queue::{JobTransport, LocalQueue, LocalQueueParams, OutcomeSink, QUEUED_JOBS_CHANNEL};
 pub use schedules::{
     FinishedRun, MisfirePolicy, NewScheduleRun, OverlapPolicy, RunOutcome, RunSettled, Schedule,
     ScheduleAdvance, ScheduleFilter, SchedulePage, ScheduleRun, ScheduleSpec, ScheduleStatus,

@@ -4,20 +4,38 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{Job, JobFailure, Store, StoreError, now_ms};
+use crate::jobs::CompleteJobs;
+use crate::{
+    GroupCommit, GroupCommitParams, Job, JobCompletion, JobFailure, Store, StoreError, now_ms,
+};
 
-/// How jobs reach a node's job runner and how their outcomes leave it. The local queue claims
-/// rows of the `jobs` table; a broker-backed transport can take its place.
+/// Where the outcome of an attempt is written, whatever carried the job: the local queue, or
+/// the broker's delivery path. The attempt core (`bulwark_actors::attempt`) decides what to
+/// write; the sink only writes it, under this node's lease.
 #[async_trait]
-pub trait JobTransport: Send + Sync + Debug + 'static {
+pub trait OutcomeSink: Send + Sync + Debug {
+    /// Records a success and returns the job as stored; `None` means the lease was lost and
+    /// the outcome was not stored.
+    async fn complete(&self, job: &Job, result: &Value) -> Result<Option<Job>, StoreError>;
+
+    /// Records a failed attempt and returns the job as stored; `None` means the lease was lost
+    /// and nothing was stored.
+    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<Option<Job>, StoreError>;
+
+    /// Returns when a job retried after `delay` becomes runnable again in its row. The local
+    /// queue waits in the row; the broker holds the message back instead and keeps the row
+    /// runnable at once, so a redelivery can claim it.
+    fn retry_at_ms(&self, delay: Duration) -> i64 {
+        now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// How jobs reach a node's job runner (claimed by the node, with leases) and how their outcomes
+/// leave it. [`LocalQueue`] claims rows of the `jobs` table.
+#[async_trait]
+pub trait JobTransport: OutcomeSink + 'static {
     /// Returns up to `max_jobs` jobs this node now holds a lease on.
     async fn claim(&self, max_jobs: usize) -> Result<Vec<Job>, StoreError>;
-
-    /// Records a success; false means the lease was lost and the outcome was not stored.
-    async fn complete(&self, job: &Job, result: &Value) -> Result<bool, StoreError>;
-
-    /// Records a failed attempt; false means the lease was lost and nothing was stored.
-    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<bool, StoreError>;
 
     /// Extends this node's leases on jobs still running.
     async fn renew(&self, job_ids: &[String]) -> Result<u64, StoreError>;
@@ -37,20 +55,53 @@ pub struct LocalQueueParams {
     pub lease: Duration,
 }
 
-/// The embedded transport: jobs are claimed from the `jobs` table with leases.
+/// The most completions one statement carries, and two statements in flight (see
+/// [`GroupCommitParams`]).
+const COMPLETIONS: GroupCommitParams = GroupCommitParams {
+    max_batch: 256,
+    num_writers: 2,
+};
+
+/// The embedded transport: jobs are claimed from the `jobs` table with leases, in batches
+/// sized to the runner's free capacity; successes finishing together share one statement.
 #[derive(Debug, Clone)]
 pub struct LocalQueue {
     store: Store,
     params: LocalQueueParams,
+    completions: GroupCommit<CompleteJobs>,
 }
 
 impl LocalQueue {
+    /// Returns the queue; starts its completion writers on the current tokio runtime.
     pub fn new(store: Store, params: LocalQueueParams) -> Self {
-        LocalQueue { store, params }
+        let completions = GroupCommit::spawn(CompleteJobs(store.clone()), COMPLETIONS);
+        LocalQueue {
+            store,
+            params,
+            completions,
+        }
     }
 
     fn lease_until_ms(&self) -> i64 {
         now_ms().saturating_add(i64::try_from(self.params.lease.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+#[async_trait]
+impl OutcomeSink for LocalQueue {
+    async fn complete(&self, job: &Job, result: &Value) -> Result<Option<Job>, StoreError> {
+        let completion = JobCompletion {
+            id: job.id.clone(),
+            owner: self.params.owner.clone(),
+            result: result.clone(),
+        };
+        self.completions.submit(completion).await
+    }
+
+    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<Option<Job>, StoreError> {
+        self.store
+            .fail_job(&job.id, &self.params.owner, failure)
+            .await
     }
 }
 
@@ -66,20 +117,6 @@ impl JobTransport for LocalQueue {
             .await
     }
 
-    async fn complete(&self, job: &Job, result: &Value) -> Result<bool, StoreError> {
-        self.store
-            .complete_job(&job.id, &self.params.owner, result)
-            .await
-            .map(|finished| finished.is_some())
-    }
-
-    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<bool, StoreError> {
-        self.store
-            .fail_job(&job.id, &self.params.owner, failure)
-            .await
-            .map(|stored| stored.is_some())
-    }
-
     async fn renew(&self, job_ids: &[String]) -> Result<u64, StoreError> {
         self.store
             .renew_leases(job_ids, &self.params.owner, self.lease_until_ms())
@@ -93,4 +130,55 @@ impl JobTransport for LocalQueue {
     fn owner(&self) -> &str {
         &self.params.owner
     }
+}
+
+/// The PostgreSQL channel the `jobs_notify_queued` trigger notifies when a statement queues
+/// jobs for the local queue.
+pub const QUEUED_JOBS_CHANNEL: &str = "bulwark_jobs";
+
+impl Store {
+    /// Calls `wake` whenever a statement on any node queues jobs for the local queue
+    /// (PostgreSQL `LISTEN bulwark_jobs`), and once after every reconnection, since
+    /// notifications sent while disconnected are lost. The task runs until aborted. Returns
+    /// `None` on SQLite: one process owns the file, and its own inserts wake its runner.
+    pub fn spawn_queued_jobs_listener(
+        &self,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let crate::db::Pool::Postgres(pool) = &self.pool else {
+            return None;
+        };
+        let pool = pool.clone();
+        Some(tokio::spawn(async move {
+            let mut retry_delay = Duration::from_millis(100);
+            loop {
+                match listen_until_lost(&pool, &wake).await {
+                    Ok(()) => retry_delay = Duration::from_millis(100),
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to listen for queued jobs, retrying");
+                        tokio::time::sleep(retry_delay).await;
+                        retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+                // Whatever was notified while the connection was down: look once.
+                wake();
+            }
+        }))
+    }
+}
+
+/// Listens on [`QUEUED_JOBS_CHANNEL`] and calls `wake` per notification; returns when the
+/// connection is lost.
+async fn listen_until_lost(
+    pool: &sqlx::PgPool,
+    wake: &(impl Fn() + Send + Sync),
+) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(QUEUED_JOBS_CHANNEL).await?;
+    // `try_recv` answers `None` once when the connection drops (and reconnects on the next
+    // call); ending here lets the caller wake the runner for what was missed.
+    while listener.try_recv().await?.is_some() {
+        wake();
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     ClaimedInsert, DeliveredKey, InsertOutcome, Job, JobCompletion, JobFailure, JobFilter,
-    JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, Store, now_ms,
+    JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store, now_ms,
 };
 use serde_json::json;
 
@@ -125,16 +125,18 @@ async fn claim_complete_fail(backend: TestBackend) {
 
     // A node that does not hold the lease cannot record an outcome.
     assert!(
-        !node_b
+        node_b
             .complete(&claimed[0], &json!({"ok": true}))
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
         node_a
             .complete(&claimed[0], &json!({"ok": true}))
             .await
             .unwrap()
+            .is_some()
     );
     let done = store.get_job(&claimed[0].id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
@@ -148,7 +150,7 @@ async fn claim_complete_fail(backend: TestBackend) {
         final_status: JobStatus::Dead,
         refund_attempt: false,
     };
-    assert!(node_a.fail(&claimed[1], &retry).await.unwrap());
+    assert!(node_a.fail(&claimed[1], &retry).await.unwrap().is_some());
     let retried = store.get_job(&claimed[1].id).await.unwrap().unwrap();
     assert_eq!(retried.status, JobStatus::Queued);
     assert_eq!(retried.error_code.as_deref(), Some("OVERLOADED"));
@@ -170,7 +172,13 @@ async fn claim_complete_fail(backend: TestBackend) {
         refund_attempt: true,
         ..retry.clone()
     };
-    assert!(node_a.fail(&claimed_spare[0], &no_capacity).await.unwrap());
+    assert!(
+        node_a
+            .fail(&claimed_spare[0], &no_capacity)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(store.get_job(&spare).await.unwrap().unwrap().attempts, 0);
 
     let permanent = JobFailure {
@@ -180,7 +188,7 @@ async fn claim_complete_fail(backend: TestBackend) {
         final_status: JobStatus::Failed,
         refund_attempt: false,
     };
-    assert!(node_b.fail(&rest[0], &permanent).await.unwrap());
+    assert!(node_b.fail(&rest[0], &permanent).await.unwrap().is_some());
     let failed = store.get_job(&rest[0].id).await.unwrap().unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error_message.as_deref(), Some("bad"));
@@ -217,7 +225,13 @@ async fn expired_leases_and_release(backend: TestBackend) {
     assert_eq!(reclaimed.attempts, 2);
     assert_eq!(reclaimed.lease_owner.as_deref(), Some("survivor"));
     // The dead node's late outcome is refused.
-    assert!(!short.complete(&reclaimed, &json!({})).await.unwrap());
+    assert!(
+        short
+            .complete(&reclaimed, &json!({}))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     assert_eq!(
         survivor.renew(std::slice::from_ref(&job.id)).await.unwrap(),

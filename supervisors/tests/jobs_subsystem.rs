@@ -15,8 +15,8 @@ use bulwark_actors::{
 use bulwark_ml::{BatchQueue, BatchingParams, ChaosKnobs, EngineSet, ScoringOptions, VaderModel};
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    Job, JobFailure, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, Store,
-    StoreError,
+    Job, JobFailure, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink,
+    Store, StoreError,
 };
 use bulwark_supervisors::{
     ExitKind, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
@@ -38,6 +38,17 @@ struct FaultyTransport {
 }
 
 #[async_trait]
+impl OutcomeSink for FaultyTransport {
+    async fn complete(&self, job: &Job, result: &Value) -> Result<Option<Job>, StoreError> {
+        self.inner.complete(job, result).await
+    }
+
+    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<Option<Job>, StoreError> {
+        self.inner.fail(job, failure).await
+    }
+}
+
+#[async_trait]
 impl JobTransport for FaultyTransport {
     async fn claim(&self, max_jobs: usize) -> Result<Vec<Job>, StoreError> {
         match self.fault.swap(NO_FAULT, Ordering::SeqCst) {
@@ -46,14 +57,6 @@ impl JobTransport for FaultyTransport {
             ERROR_ONCE => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
             _ => self.inner.claim(max_jobs).await,
         }
-    }
-
-    async fn complete(&self, job: &Job, result: &Value) -> Result<bool, StoreError> {
-        self.inner.complete(job, result).await
-    }
-
-    async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<bool, StoreError> {
-        self.inner.fail(job, failure).await
     }
 
     async fn renew(&self, job_ids: &[String]) -> Result<u64, StoreError> {

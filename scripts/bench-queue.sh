@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make bench-queue`: how fast one node drains the database queue, side by side in one run:
+# SQLite and PostgreSQL, at the default concurrency and at a higher one, lexicon 1-text jobs
+# (near no-op: the queue's own cost dominates). Each PostgreSQL run gets a fresh database.
+# Prints one JSON line per run, then a Markdown table for docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=./target/release/bulwark
+JOBS=${BENCH_JOBS:-20000}
+CONCURRENCIES=${BENCH_CONCURRENCIES:-16 64}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_BENCH_URL=${PG_BENCH_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_queue}
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+
+run() {
+  local backend=$1 concurrency=$2 url
+  if [ "$backend" = sqlite ]; then
+    rm -f "$workdir"/queue.db*
+    url="sqlite://$workdir/queue.db"
+  else
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS bulwark_bench_queue" \
+      -c "CREATE DATABASE bulwark_bench_queue" >/dev/null
+    url=$PG_BENCH_URL
+  fi
+  DATABASE_URL="$url" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK__JOBS__CONCURRENCY="$concurrency" \
+    BULWARK_LOG=warn "$BIN" bench queue --jobs "$JOBS" | tee -a "$workdir/results.jsonl"
+}
+
+for backend in sqlite postgres; do
+  for concurrency in $CONCURRENCIES; do
+    run "$backend" "$concurrency"
+  done
+done
+
+echo
+echo "| backend | concurrency | jobs | drained jobs/s | claim→stored p50 ms | p99 ms | inserted jobs/s (one per call) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(f"| {r[\"backend\"]} | {r[\"concurrency\"]} | {r[\"num_jobs\"]} | {r[\"jobs_per_second\"]:,.0f} "
+          f"| {r[\"run_p50_ms\"]} | {r[\"run_p99_ms\"]} | {r[\"insert_jobs_per_second\"]:,.0f} |")
+' "$workdir/results.jsonl"
