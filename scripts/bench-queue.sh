@@ -24,7 +24,8 @@ run() {
     url=$PG_BENCH_URL
   fi
   DATABASE_URL="$url" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK__JOBS__CONCURRENCY="$concurrency" \
-    BULWARK_LOG=warn "$BIN" bench queue --jobs "$JOBS" | tee -a "$workdir/results.jsonl"
+    BULWARK_LOG=warn "$BIN" bench queue --jobs "$JOBS" \
+    | python3 -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" | tee -a "$workdir/results.jsonl"
 }
 
 for backend in sqlite postgres; do
@@ -34,12 +35,20 @@ for backend in sqlite postgres; do
 done
 
 echo
-echo "| backend | concurrency | jobs | drained jobs/s | claim→stored p50 ms | p99 ms | inserted jobs/s (one per call) |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-python3 -c '
+echo "| backend | concurrency | jobs | drained jobs/s | claim→stored p50 ms | p99 ms | node CPU ms/job | PostgreSQL CPU ms/job | commits/job | inserted jobs/s (one per call) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+python3 - "$workdir/results.jsonl" <<'PY'
 import json, sys
+
+def cell(value, digits=0):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"| {r[\"backend\"]} | {r[\"concurrency\"]} | {r[\"num_jobs\"]} | {r[\"jobs_per_second\"]:,.0f} "
-          f"| {r[\"run_p50_ms\"]} | {r[\"run_p99_ms\"]} | {r[\"insert_jobs_per_second\"]:,.0f} |")
-' "$workdir/results.jsonl"
+    print(" | ".join([
+        "", r["backend"], str(r["concurrency"]), str(r["num_jobs"]), cell(r["jobs_per_second"]),
+        str(r["run_p50_ms"]), str(r["run_p99_ms"]), cell(r["node_cpu_ms_per_job"], 3),
+        cell(r["database_cpu_ms_per_job"], 3), cell(r["commits_per_job"], 2),
+        cell(r["insert_jobs_per_second"]), "",
+    ]).strip())
+PY

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_config::Config;
-use bulwark_store::{JobFilter, JobStatus, NewJob};
+use bulwark_store::{Backend, JobFilter, JobStatus, NewJob, Store};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::Service;
+use crate::bench_measure::{ServerCpu, percentile, process_cpu_seconds};
 
 /// What `bulwark bench queue` measures.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +32,13 @@ pub struct QueueBenchReport {
     /// Claim to stored result, per job, in milliseconds.
     pub run_p50_ms: i64,
     pub run_p99_ms: i64,
+    /// CPU of this process (the node, and this bench's polling) per drained job.
+    pub node_cpu_ms_per_job: f64,
+    /// CPU of the PostgreSQL server per drained job; `None` on SQLite (in process) or when the
+    /// server is not on this machine.
+    pub database_cpu_ms_per_job: Option<f64>,
+    /// Transactions committed per drained job (PostgreSQL's `pg_stat_database`).
+    pub commits_per_job: Option<f64>,
 }
 
 /// Fills the queue with `num_jobs` jobs, starts a node and times it draining them.
@@ -57,6 +65,9 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
     let insert_seconds = insert_started.elapsed().as_secs_f64();
 
     let drain_started = Instant::now();
+    let cpu_before = process_cpu_seconds();
+    let database_cpu_before = ServerCpu::read();
+    let commits_before = committed_transactions(&store).await;
     let service = Service::start(config).await?;
     let deadline = drain_started + Duration::from_secs(600);
     loop {
@@ -76,7 +87,12 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drain_seconds = drain_started.elapsed().as_secs_f64();
+    let node_cpu = process_cpu_seconds() - cpu_before;
+    let database_cpu = ServerCpu::read().since(&database_cpu_before).database;
     service.shutdown().await?;
+    // Read once the node's connections closed: a backend reports its counts when it exits.
+    let commits = committed_transactions(&store).await;
+    let per_job = |amount: f64| amount / params.num_jobs as f64;
 
     let mut run_ms = Vec::with_capacity(params.num_jobs);
     let mut filter = JobFilter {
@@ -103,7 +119,6 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         params.num_jobs
     );
     run_ms.sort_unstable();
-    let percentile = |fraction: f64| run_ms[((run_ms.len() - 1) as f64 * fraction) as usize];
     Ok(QueueBenchReport {
         backend: store.backend().as_str(),
         num_jobs: params.num_jobs,
@@ -112,7 +127,21 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         insert_jobs_per_second: params.num_jobs as f64 / insert_seconds,
         drain_seconds,
         jobs_per_second: params.num_jobs as f64 / drain_seconds,
-        run_p50_ms: percentile(0.5),
-        run_p99_ms: percentile(0.99),
+        run_p50_ms: percentile(&run_ms, 0.5),
+        run_p99_ms: percentile(&run_ms, 0.99),
+        node_cpu_ms_per_job: per_job(node_cpu * 1000.0),
+        database_cpu_ms_per_job: match store.backend() {
+            Backend::Postgres => database_cpu.map(|seconds| per_job(seconds * 1000.0)),
+            Backend::Sqlite => None,
+        },
+        commits_per_job: commits_before
+            .zip(commits)
+            .map(|(before, after)| per_job((after - before) as f64)),
     })
+}
+
+/// Returns the transactions committed so far in the current PostgreSQL database (every
+/// session's, this bench's own polling included); `None` on SQLite.
+async fn committed_transactions(store: &Store) -> Option<i64> {
+    store.committed_transactions().await.ok().flatten()
 }

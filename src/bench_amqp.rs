@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Service;
+use crate::bench_measure::{ServerCpu, percentile, process_cpu_seconds, thread_cpu_seconds};
 
 /// The arguments of `bulwark bench amqp`.
 #[derive(Debug, Clone, Args)]
@@ -338,15 +339,14 @@ async fn end_to_end_phase(params: EndToEndParams<'_>) -> anyhow::Result<EndToEnd
     );
     let mut sorted = report.latencies_ms;
     sorted.sort_by(f64::total_cmp);
-    let percentile = |fraction: f64| sorted[((sorted.len() - 1) as f64 * fraction) as usize];
     Ok(EndToEnd {
         texts_per_job: params.texts_per_job,
         num_jobs: params.num_jobs,
         offered_jobs_per_second: params.pace,
         jobs_per_second: params.num_jobs as f64 / report.seconds,
         texts_per_second: (params.num_jobs * params.texts_per_job) as f64 / report.seconds,
-        latency_p50_ms: percentile(0.5),
-        latency_p99_ms: percentile(0.99),
+        latency_p50_ms: percentile(&sorted, 0.5),
+        latency_p99_ms: percentile(&sorted, 0.99),
         cpu_ms_per_job: per_job(node_cpu),
         producer_cpu_ms_per_job: per_job(report.cpu_seconds),
         database_cpu_ms_per_job: servers.database.map(per_job),
@@ -476,79 +476,4 @@ async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
         seconds,
         cpu_seconds: thread_cpu_seconds() - cpu_before,
     })
-}
-
-/// Returns the calling thread's user + system CPU seconds from `/proc/thread-self/stat`.
-fn thread_cpu_seconds() -> f64 {
-    cpu_seconds_of("/proc/thread-self/stat")
-}
-
-/// Returns this process's user + system CPU seconds from `/proc/self/stat`.
-fn process_cpu_seconds() -> f64 {
-    cpu_seconds_of("/proc/self/stat")
-}
-
-/// Reads user + system CPU seconds from a `stat` file of procfs (100 ticks/s).
-fn cpu_seconds_of(path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    let Some((_, after_name)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|value| value.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// CPU seconds used so far by the database and broker servers running on this machine; `None`
-/// for a server with no process here (it runs elsewhere, or procfs hides it).
-#[derive(Debug, Clone, Copy)]
-struct ServerCpu {
-    database: Option<f64>,
-    broker: Option<f64>,
-}
-
-impl ServerCpu {
-    /// Sums the CPU of every process named `postgres` (the server and its backends) and
-    /// `beam.smp` (RabbitMQ's Erlang VM).
-    fn read() -> Self {
-        let mut cpu = ServerCpu {
-            database: None,
-            broker: None,
-        };
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return cpu;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
-                continue;
-            };
-            let server = match name.trim_end() {
-                "postgres" => &mut cpu.database,
-                "beam.smp" => &mut cpu.broker,
-                _ => continue,
-            };
-            let seconds = cpu_seconds_of(&path.join("stat").to_string_lossy());
-            *server = Some(server.unwrap_or(0.0) + seconds);
-        }
-        cpu
-    }
-
-    /// Returns the CPU used between `earlier` and this reading. A backend that exited in
-    /// between takes its CPU with it, so the database's figure is a lower bound.
-    fn since(&self, earlier: &ServerCpu) -> ServerCpu {
-        let delta = |now: Option<f64>, before: Option<f64>| Some((now? - before?).max(0.0));
-        ServerCpu {
-            database: delta(self.database, earlier.database),
-            broker: delta(self.broker, earlier.broker),
-        }
-    }
 }

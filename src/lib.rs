@@ -26,6 +26,7 @@
 pub mod bench;
 pub mod bench_amqp;
 pub mod bench_auth;
+pub mod bench_measure;
 pub mod bench_providers;
 pub mod bench_scheduling;
 pub mod broker;

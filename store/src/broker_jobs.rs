@@ -5,7 +5,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::{Pool, sqlite_rows_each, with_pool};
-use crate::jobs::{JobRow, decode_rows, job_columns};
+use crate::jobs::{JobRow, decode_rows, job_columns, relaxed_commit};
 use crate::{InsertOutcome, Job, NewJob, Store, StoreError, now_ms};
 
 /// Who runs a job, stored in `jobs.transport`.
@@ -184,8 +184,11 @@ impl Store {
              FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
              $7::text[], $8::text[], $9::text[], $10::int8[]) WITH ORDINALITY \
              AS batch(id, kind, max_attempts, payload, request_id, idempotency_key, trace_id, \
-             lease_owner, lease_expires_at_ms, position) \
-             ORDER BY batch.position ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+             lease_owner, lease_expires_at_ms, position) CROSS JOIN ",
+            // A claimed row is acted on durably only through the completion's commit, which
+            // flushes the WAL past this insert, and the message is acked only after that.
+            relaxed_commit!(),
+            " ORDER BY batch.position ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
             job_columns!()
         );
         let mut rows = inserts
@@ -312,16 +315,24 @@ impl Store {
         owner: &str,
         lease_until_ms: i64,
     ) -> Result<Option<Job>, StoreError> {
-        const CLAIM: &str = concat!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-             lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
-             started_at_ms = COALESCE(started_at_ms, $3) \
-             WHERE id = $4 AND (status = 'queued' \
-             OR (status = 'running' AND lease_expires_at_ms < $3)) RETURNING ",
-            job_columns!()
-        );
-        let row: Option<JobRow> = with_pool!(self, pool => {
-            sqlx::query_as(CLAIM)
+        macro_rules! claim_sql {
+            ($relaxed:expr) => {
+                concat!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                     lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
+                     started_at_ms = COALESCE(started_at_ms, $3) ",
+                    $relaxed,
+                    " WHERE id = $4 AND (status = 'queued' \
+                     OR (status = 'running' AND lease_expires_at_ms < $3)) RETURNING ",
+                    job_columns!()
+                )
+            };
+        }
+        const CLAIM_SQLITE: &str = claim_sql!("");
+        // See `relaxed_commit!`: a claim need not be durable on its own.
+        const CLAIM_POSTGRES: &str = claim_sql!(concat!("FROM ", relaxed_commit!()));
+        let row: Option<JobRow> = with_pool!(self, pool, claim = [CLAIM_SQLITE, CLAIM_POSTGRES] => {
+            sqlx::query_as(claim)
                 .bind(owner)
                 .bind(lease_until_ms)
                 .bind(now_ms())

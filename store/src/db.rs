@@ -139,6 +139,18 @@ impl Store {
         Ok(())
     }
 
+    /// Returns the number of transactions committed in the current database since the
+    /// server's statistics were reset (`pg_stat_database.xact_commit`), for capacity
+    /// measurements; `None` on SQLite.
+    pub async fn committed_transactions(&self) -> Result<Option<i64>, StoreError> {
+        const COMMITS: &str =
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+        match &self.pool {
+            Pool::Postgres(pool) => Ok(Some(sqlx::query_scalar(COMMITS).fetch_one(pool).await?)),
+            Pool::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Closes the pool, waiting for checked-out connections to come back.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await);

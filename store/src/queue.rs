@@ -138,8 +138,8 @@ pub const QUEUED_JOBS_CHANNEL: &str = "bulwark_jobs";
 
 impl Store {
     /// Calls `wake` whenever a statement on any node queues jobs for the local queue
-    /// (PostgreSQL `LISTEN bulwark_jobs`), and once after every reconnection, since
-    /// notifications sent while disconnected are lost. The task runs until aborted. Returns
+    /// (PostgreSQL `LISTEN bulwark_jobs`), and once after every (re)subscription, since
+    /// notifications sent while not subscribed are lost. The task runs until aborted. Returns
     /// `None` on SQLite: one process owns the file, and its own inserts wake its runner.
     pub fn spawn_queued_jobs_listener(
         &self,
@@ -160,8 +160,6 @@ impl Store {
                         retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
                     }
                 }
-                // Whatever was notified while the connection was down: look once.
-                wake();
             }
         }))
     }
@@ -175,8 +173,10 @@ async fn listen_until_lost(
 ) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen(QUEUED_JOBS_CHANNEL).await?;
+    // Jobs queued before the subscription took effect notified no one: look once.
+    wake();
     // `try_recv` answers `None` once when the connection drops (and reconnects on the next
-    // call); ending here lets the caller wake the runner for what was missed.
+    // call); ending here makes the caller subscribe again, and wake the runner once more.
     while listener.try_recv().await?.is_some() {
         wake();
     }

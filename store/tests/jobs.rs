@@ -343,6 +343,70 @@ async fn pagination_and_filters(backend: TestBackend) {
 }
 on_both_backends!(pagination_and_filters_on, pagination_and_filters);
 
+/// Proves the queue-depth count sees queued and running jobs only: a finished job leaves it,
+/// while the full count still has it.
+async fn live_counts_leave_out_finished_jobs(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    for _ in 0..3 {
+        store.insert_job(&new_job(None)).await.unwrap();
+    }
+    let node = queue(&store, "node", Duration::from_secs(30));
+    let claimed = node.claim(2).await.unwrap();
+    node.complete(&claimed[0], &json!({})).await.unwrap();
+    let mut live: Vec<(String, i64)> = store
+        .count_live_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|count| (count.status, count.count))
+        .collect();
+    live.sort();
+    assert_eq!(live, [("queued".to_owned(), 1), ("running".to_owned(), 1)]);
+    let all = store.count_jobs().await.unwrap();
+    assert!(
+        all.iter()
+            .any(|count| count.status == "succeeded" && count.count == 1)
+    );
+}
+on_both_backends!(
+    live_counts_leave_out_finished_jobs_on,
+    live_counts_leave_out_finished_jobs
+);
+
+/// Proves a job whose lease expired is claimed before queued jobs that are due, and that one
+/// claim never returns more jobs than asked, whichever half they come from.
+async fn expired_leases_are_claimed_first(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let dying = queue(&store, "dying-node", Duration::from_millis(1));
+    let survivor = queue(&store, "survivor", Duration::from_secs(30));
+    let orphan = store
+        .insert_job(&new_job(None))
+        .await
+        .unwrap()
+        .job()
+        .id
+        .clone();
+    assert_eq!(dying.claim(1).await.unwrap()[0].id, orphan);
+    for _ in 0..3 {
+        store.insert_job(&new_job(None)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let claimed = survivor.claim(2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        claimed
+            .iter()
+            .any(|job| job.id == orphan && job.attempts == 2)
+    );
+    assert_eq!(survivor.claim(10).await.unwrap().len(), 2);
+}
+on_both_backends!(
+    expired_leases_are_claimed_first_on,
+    expired_leases_are_claimed_first
+);
+
 /// Proves migrations are idempotent: running them again on a migrated database is a no-op.
 async fn migrations_rerun(backend: TestBackend) {
     let database = TestDatabase::create(backend).await;

@@ -4,14 +4,23 @@
 //! for every failure; and the tree that wires the subsystems together.
 //!
 //! ```text
-//! root (one_for_one)
+//! root (one_for_one)                 children started in this order, downstream first
 //! ├── sentiment (one_for_one)
-//! │   ├── sentiment-worker-0 .. N-1   (each owns an inference thread)
-//! ├── providers (one_for_one)
-//! │   └── provider-<name> ...          (one per configured provider)
-//! └── jobs (one_for_one)
-//!     └── job-runner
+//! │   └── sentiment-worker-0 .. N-1   each owns an inference thread
+//! ├── providers (one_for_one)         only when providers are configured
+//! │   └── provider-<name> ...         one per configured provider
+//! ├── jobs (one_for_one)
+//! │   └── job-runner                  claims batches, runs them through the attempt core
+//! ├── scheduler (one_for_one)
+//! │   └── scheduler                   fires due schedule slots as jobs, once across nodes
+//! ├── dead-letter (one_for_one)
+//! │   └── dead-letter                 stores jobs that cannot be done, retries, parks
+//! └── ingress (one_for_one)           only with a broker (the broker crate builds its spec)
+//!     ├── consumer-<kind>, dlq-consumer-<kind>
+//!     └── republisher
 //! ```
+//!
+//! The same tree, with what each child does, is drawn in `docs/architecture.md`.
 //!
 //! # Layout
 //! - `supervisor`: [`SupervisorActor`], [`ChildSpec`], [`SupervisionStrategy`],
