@@ -1,15 +1,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 
 /// The jobs this node is running. It outlives any one job-runner actor, so a restarted runner
 /// keeps renewing leases of jobs started before the restart, and shutdown waits for them all.
 ///
-/// A job is in flight from its claim until its outcome is stored. It is *executing* until its
-/// code returns; after that it only waits for its outcome's write (group-committed with its
-/// neighbours'), so the runner counts only executing jobs against its concurrency.
+/// A job is in flight from its claim until its outcome is stored. It is *pending* from its claim
+/// until its code returns: first waiting for one of the node's execution slots (a semaphore
+/// of `jobs.concurrency` permits, shared across runner restarts), then running. After that it
+/// only waits for its outcome's write (group-committed with its neighbours').
 #[derive(Debug, Clone, Default)]
 pub struct InFlightJobs {
     inner: Arc<InFlightInner>,
@@ -19,6 +20,8 @@ pub struct InFlightJobs {
 struct InFlightInner {
     jobs: Mutex<Jobs>,
     changed: Notify,
+    /// The execution slots; replaced after a drain closed them.
+    slots: Mutex<Option<Arc<Semaphore>>>,
 }
 
 #[derive(Debug, Default)]
@@ -36,7 +39,33 @@ struct InFlightJob {
 }
 
 impl InFlightJobs {
-    /// Registers a claimed job as executing, before its task is spawned.
+    /// Returns the node's execution slots, made with `concurrency` permits if none are open.
+    pub fn slots(&self, concurrency: usize) -> Arc<Semaphore> {
+        let mut slots = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots
+            .get_or_insert_with(|| Arc::new(Semaphore::new(concurrency.max(1))))
+            .clone()
+    }
+
+    /// Closes the execution slots: jobs still waiting for one give up (a drain hands them back
+    /// to the queue); a runner started afterwards gets fresh slots.
+    pub fn close_slots(&self) {
+        let closed = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(slots) = closed {
+            slots.close();
+        }
+    }
+
+    /// Registers a claimed job as pending, before its task is spawned.
     pub fn start(&self, job_id: String) {
         let mut jobs = self.lock();
         let previous = jobs.by_id.insert(
@@ -89,7 +118,7 @@ impl InFlightJobs {
         self.lock().by_id.len()
     }
 
-    /// Returns the number of jobs whose code is running.
+    /// Returns the number of pending jobs: claimed, and waiting for a slot or running.
     pub fn num_executing(&self) -> usize {
         self.lock().num_executing
     }
@@ -138,6 +167,24 @@ impl InFlightJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves slots are shared until closed, and that closing fails the jobs waiting for one
+    /// while a later runner gets fresh slots.
+    #[tokio::test]
+    async fn closed_slots_turn_waiting_jobs_away() {
+        let in_flight = InFlightJobs::default();
+        let slots = in_flight.slots(1);
+        assert!(Arc::ptr_eq(&slots, &in_flight.slots(5)));
+        let held = slots.clone().acquire_owned().await.unwrap();
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire_owned().await.is_err() }
+        });
+        in_flight.close_slots();
+        assert!(waiting.await.unwrap(), "a waiting job gives up");
+        drop(held);
+        assert_eq!(in_flight.slots(2).available_permits(), 2);
+    }
 
     /// Proves a job counts against concurrency only while executing, stays in flight (for
     /// lease renewal and drains) until removed, and that a finish before attach is harmless.

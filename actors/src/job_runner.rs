@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use bulwark_store::{Job, JobTransport, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::attempt::{AttemptCore, RetryPolicy};
 use crate::metrics::record_queue_depth;
 use crate::{HandledMessage, InFlightJobs, JobExecutor, Liveness};
 
-/// Claims jobs from the transport in batches sized to its free capacity and runs each as a
-/// task through the [`AttemptCore`], up to `concurrency` executing at once.
+/// Claims jobs from the transport in batches, up to twice `concurrency` ahead (one batch runs
+/// while the next waits for a slot), and runs each as a task through the [`AttemptCore`], at
+/// most `concurrency` executing at once (the slots of [`InFlightJobs::slots`]).
 ///
 /// The actor itself only claims, renews leases and drains; the job tasks record their own
 /// outcomes through the transport, so a runner restart never loses a finished result, and the
@@ -47,8 +48,12 @@ pub struct JobRunnerState {
     depth_labels: HashSet<(String, String)>,
 }
 
-/// A job's code returned: claim more once enough slots are free for a batch.
-const MIN_CLAIM_FRACTION: usize = 8;
+/// Jobs claimed ahead, as a multiple of `concurrency`: while one batch runs, the next waits for
+/// its slots, so a slot never idles for a claim's round trip.
+const PREFETCH_FACTOR: usize = 2;
+
+/// A job progressed: claim more once a quarter of `concurrency` can be claimed.
+const MIN_CLAIM_FRACTION: usize = 4;
 
 /// At most this many times `concurrency` jobs wait for their outcome's write before the runner
 /// stops claiming (the store is slower than the jobs).
@@ -58,8 +63,9 @@ const MAX_RECORDING_FACTOR: usize = 4;
 pub enum JobRunnerMsg {
     /// Looks for runnable jobs now (sent on a timer, on submit and on a database notification).
     Poll,
-    /// A job's code returned: claims more when a batch's worth of slots is free.
-    JobExecuted,
+    /// A job's code returned, or its outcome was stored: claims more when a batch's worth of
+    /// room is free.
+    JobProgressed,
     RenewLeases,
     RefreshQueueDepth,
     /// Stops claiming, waits up to `timeout` for running jobs, releases the rest.
@@ -74,8 +80,8 @@ impl JobRunnerMsg {
     fn describe(&self) -> HandledMessage {
         let (message_type, summary) = match self {
             JobRunnerMsg::Poll => ("JobRunnerMsg::Poll", "look for runnable jobs".to_owned()),
-            JobRunnerMsg::JobExecuted => (
-                "JobRunnerMsg::JobExecuted",
+            JobRunnerMsg::JobProgressed => (
+                "JobRunnerMsg::JobProgressed",
                 "claim after a job ran".to_owned(),
             ),
             JobRunnerMsg::RenewLeases => ("JobRunnerMsg::RenewLeases", "renew leases".to_owned()),
@@ -145,7 +151,7 @@ impl Actor for JobRunnerActor {
         let _busy = liveness.busy_with(message.describe());
         match message {
             JobRunnerMsg::Poll => poll(&myself, state, 1).await,
-            JobRunnerMsg::JobExecuted => {
+            JobRunnerMsg::JobProgressed => {
                 let min_batch = (state.params.concurrency / MIN_CLAIM_FRACTION).max(1);
                 poll(&myself, state, min_batch).await;
             }
@@ -154,6 +160,8 @@ impl Actor for JobRunnerActor {
             JobRunnerMsg::Drain { timeout, reply } => {
                 let params = &state.params;
                 params.draining.store(true, Ordering::SeqCst);
+                // Claimed jobs still waiting for a slot go back to the queue at once.
+                params.in_flight.close_slots();
                 let in_flight = params.in_flight.clone();
                 let transport = params.transport.clone();
                 // Waiting happens off the actor so leases keep being renewed meanwhile.
@@ -174,9 +182,8 @@ async fn poll(myself: &ActorRef<JobRunnerMsg>, state: &JobRunnerState, min_batch
     if params.draining.load(Ordering::SeqCst) {
         return;
     }
-    let free_slots = params
-        .concurrency
-        .saturating_sub(params.in_flight.num_executing());
+    let free_slots =
+        (params.concurrency * PREFETCH_FACTOR).saturating_sub(params.in_flight.num_executing());
     let free_room =
         (params.concurrency * MAX_RECORDING_FACTOR).saturating_sub(params.in_flight.len());
     let free = free_slots.min(free_room);
@@ -191,6 +198,7 @@ async fn poll(myself: &ActorRef<JobRunnerMsg>, state: &JobRunnerState, min_batch
         }
     };
     let claimed_all = jobs.len() == free;
+    debug!(free, num_claimed = jobs.len(), "claimed jobs");
     for job in jobs {
         let job_id = job.id.clone();
         // Registered before the task exists: a job that finishes at once cannot race it.
@@ -278,8 +286,10 @@ async fn drain(
     }
 }
 
-/// Runs one claimed job to a recorded outcome through the attempt core; the runner is told as
-/// soon as the job's code returned, so it can claim the next while the outcome is written.
+/// Runs one claimed job to a recorded outcome through the attempt core, once one of the node's
+/// slots is free; the runner is told as soon as the job's code returned, so it can claim the
+/// next while the outcome is written. A job still waiting when a drain closes the slots goes
+/// back to the queue without counting the attempt.
 async fn run_job(
     params: JobRunnerParams,
     core: Arc<AttemptCore>,
@@ -293,16 +303,33 @@ async fn run_job(
         attempt = job.attempts,
         request_id = job.request_id.as_deref().unwrap_or(""),
     );
+    let slots = params.in_flight.slots(params.concurrency);
+    let Ok(slot) = slots.acquire_owned().await else {
+        if let Err(error) = params
+            .transport
+            .release(std::slice::from_ref(&job.id))
+            .await
+        {
+            warn!(%error, job_id = %job.id, "failed to release a job that never started, its lease will expire");
+        }
+        params.in_flight.remove(&job.id);
+        return;
+    };
     let on_executed = || {
+        drop(slot);
         params.in_flight.executed(&job.id);
         if !params.draining.load(Ordering::SeqCst) {
-            let _ = runner.send_message(JobRunnerMsg::JobExecuted);
+            let _ = runner.send_message(JobRunnerMsg::JobProgressed);
         }
     };
     core.run(params.transport.as_ref(), &job, on_executed)
         .instrument(span)
         .await;
     params.in_flight.remove(&job.id);
+    // The runner may have stopped claiming while too many outcomes waited for their write.
+    if !params.draining.load(Ordering::SeqCst) {
+        let _ = runner.send_message(JobRunnerMsg::JobProgressed);
+    }
 }
 
 /// Reaches the job runner by its registered name, so it stays valid across restarts.
