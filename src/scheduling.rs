@@ -33,7 +33,7 @@ pub fn scheduler_factory(
         store,
         clock: Arc::new(SystemClock),
         owner,
-        tick: settings.tick(),
+        max_wait: settings.max_wait(),
         claim_batch: settings.claim_batch,
         claim_lease: settings.claim_lease(),
         misfire_grace: settings.misfire_grace(),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 async fn start() -> TestService {
     TestService::start_with(TestBackend::Sqlite, |config| {
-        config.scheduler.tick_ms = 50;
+        config.scheduler.max_wait_ms = 50;
     })
     .await
 }

@@ -1,6 +1,7 @@
 //! Schedule triggers as pure functions of time: parsing cron expressions and time zones,
 //! computing slots, and deciding which due slots fire under a misfire policy. No I/O, so every
-//! trigger type and policy is tested with plain numbers.
+//! trigger type and policy is tested with plain numbers. The [`Clock`] the scheduler reads and
+//! sleeps on is here too.
 //!
 //! Cron parsing and evaluation is `croner` (5 or 6 fields, `L`/`W`/`#`, DST-aware on any
 //! `chrono` time zone); time zones are `chrono-tz` (the IANA database compiled in, so a node
@@ -8,25 +9,31 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bulwark_store::{MisfirePolicy, ScheduleTrigger};
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
 
 /// Upper bound on slots enumerated in one pass; a schedule further behind than this is
 /// fast-forwarded and the rest counted as missed.
 pub const MAX_SLOTS_PER_PASS: usize = 1_000;
 
-/// Where the scheduler reads the time. Injected so tests drive every trigger deterministically.
+/// Where the scheduler reads the time and waits for it. Injected so tests drive every trigger
+/// and every wake-up deterministically.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the current time in Unix milliseconds.
     fn now_ms(&self) -> i64;
+
+    /// Returns a future that completes once this clock reads `deadline_ms` or later (at once
+    /// when it already does).
+    fn sleep_until(&self, deadline_ms: i64) -> BoxFuture<'static, ()>;
 }
 
-/// The wall clock.
+/// The wall clock; it waits on tokio's timer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -34,34 +41,55 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         bulwark_store::now_ms()
     }
+
+    fn sleep_until(&self, deadline_ms: i64) -> BoxFuture<'static, ()> {
+        let wait_ms = deadline_ms.saturating_sub(self.now_ms()).max(0) as u64;
+        Box::pin(tokio::time::sleep(Duration::from_millis(wait_ms)))
+    }
 }
 
-/// A clock that moves only when told to; clones share the same time.
+/// A clock that moves only when told to; clones share the same time. Its sleeps end when a
+/// `set` or `advance` reaches their deadline, never on their own.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now_ms: Arc<AtomicI64>,
+    now_ms: Arc<watch::Sender<i64>>,
 }
 
 impl ManualClock {
     pub fn new(start_ms: i64) -> Self {
         ManualClock {
-            now_ms: Arc::new(AtomicI64::new(start_ms)),
+            now_ms: Arc::new(watch::Sender::new(start_ms)),
         }
     }
 
     pub fn advance(&self, by: Duration) {
         self.now_ms
-            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+            .send_modify(|now_ms| *now_ms += by.as_millis() as i64);
     }
 
     pub fn set(&self, now_ms: i64) {
-        self.now_ms.store(now_ms, Ordering::SeqCst);
+        self.now_ms.send_replace(now_ms);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.now_ms.load(Ordering::SeqCst)
+        *self.now_ms.borrow()
+    }
+
+    fn sleep_until(&self, deadline_ms: i64) -> BoxFuture<'static, ()> {
+        let mut now_rx = self.now_ms.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as any clone of the clock; should all be gone, the
+            // time can no longer move, so the sleep never ends.
+            if now_rx
+                .wait_for(|now_ms| *now_ms >= deadline_ms)
+                .await
+                .is_err()
+            {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 

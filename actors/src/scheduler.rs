@@ -7,6 +7,7 @@ use bulwark_store::{
 };
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{ScheduleLag, ScheduleRunRecorded};
@@ -21,6 +22,8 @@ const MAX_RECORDED_MISSED: usize = 100;
 
 /// Fires due schedule slots as jobs.
 ///
+/// It sleeps until the earliest due slot of any active schedule (read from the store after each
+/// pass), at most `max_wait`, and is woken at once when a schedule changes through the API.
 /// Every pass claims due schedules (row claims with `SKIP LOCKED` on PostgreSQL and a claim
 /// lease, so nodes never handle one schedule at once), plans their due slots under the
 /// misfire and overlap policies, creates one job per fired slot with the idempotency key
@@ -37,8 +40,11 @@ pub struct SchedulerParams {
     pub clock: Arc<dyn Clock>,
     /// This node's name in `claim_owner`.
     pub owner: String,
-    /// Time between passes; API changes also trigger a pass at once.
-    pub tick: Duration,
+    /// The longest sleep between passes. The scheduler wakes earlier, when the earliest slot
+    /// of an active schedule is due or a schedule changes through this node's API; this bound
+    /// is how it learns of schedules changed through other nodes, slots held back by
+    /// `queue_one` whose previous run finished, and claims that expired.
+    pub max_wait: Duration,
     pub claim_batch: u32,
     /// How long a claim lasts if the node dies while handling it.
     pub claim_lease: Duration,
@@ -58,11 +64,17 @@ pub struct SchedulerParams {
 #[derive(Debug)]
 pub struct SchedulerState {
     params: SchedulerParams,
+    /// The armed wake-up: a task that sends `Tick` once the next pass is due.
+    wake_opt: Option<JoinHandle<()>>,
+    /// Clock time finished runs were last counted; passes on a wake-up count them at most
+    /// once per `max_wait`, as a fixed tick did, instead of once per due slot.
+    last_settled_ms_opt: Option<i64>,
 }
 
 #[derive(Debug)]
 pub enum SchedulerMsg {
-    /// Runs a pass (sent on a timer and when schedules change).
+    /// Runs a pass (sent when the next slot is due, after `max_wait` at the latest, and when
+    /// schedules change).
     Tick,
     /// Runs a pass now and reports what it did.
     RunPass(RpcReplyPort<Result<PassReport, SchedulerError>>),
@@ -122,6 +134,17 @@ impl PassReport {
     }
 }
 
+/// What a pass leaves for the next one.
+#[derive(Debug, Clone)]
+struct PassOutcome {
+    report: PassReport,
+    /// The batch bound was reached: more schedules may be due now.
+    more_due: bool,
+    /// The time of the last claim: every due slot up to it was claimed by this pass or is
+    /// held by another node, so the next wake-up is for a slot after it.
+    claimed_through_ms: i64,
+}
+
 /// A run fired by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggeredRun {
@@ -139,14 +162,28 @@ impl Actor for SchedulerActor {
         myself: ActorRef<Self::Msg>,
         params: SchedulerParams,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(params.tick, || SchedulerMsg::Tick);
         myself.send_message(SchedulerMsg::Tick)?;
         info!(
             owner = params.owner,
-            tick_ms = params.tick.as_millis() as u64,
+            max_wait_ms = params.max_wait.as_millis() as u64,
             "scheduler started"
         );
-        Ok(SchedulerState { params })
+        Ok(SchedulerState {
+            params,
+            wake_opt: None,
+            last_settled_ms_opt: None,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(wake) = state.wake_opt.take() {
+            wake.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -155,24 +192,25 @@ impl Actor for SchedulerActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let params = &state.params;
-        let _busy = params.liveness.busy();
+        let liveness = state.params.liveness.clone();
+        let _busy = liveness.busy();
         match message {
-            SchedulerMsg::Tick => match run_pass(params).await {
-                Ok((_, more_due)) if more_due => {
-                    let _ = myself.send_message(SchedulerMsg::Tick);
-                }
-                Ok(_) => {}
-                Err(error) => {
+            SchedulerMsg::Tick => {
+                let result = state.run_pass(SettleRuns::WhenDue).await;
+                if let Err(error) = &result {
                     warn!(%error, retryable = error.is_retryable(), "scheduler pass failed");
                 }
-            },
+                state.arm_wake(&myself, result.ok().as_ref()).await;
+            }
             SchedulerMsg::RunPass(reply) => {
-                let result = run_pass(params).await.map(|(report, _)| report);
-                let _ = reply.send(result.map_err(SchedulerError::from));
+                let result = state.run_pass(SettleRuns::Now).await;
+                // Armed before the reply, so a caller sees the scheduler asleep until its next slot.
+                state.arm_wake(&myself, result.as_ref().ok()).await;
+                let report = result.map(|outcome| outcome.report);
+                let _ = reply.send(report.map_err(SchedulerError::from));
             }
             SchedulerMsg::Trigger { schedule_id, reply } => {
-                let _ = reply.send(trigger_now(params, &schedule_id).await);
+                let _ = reply.send(trigger_now(&state.params, &schedule_id).await);
             }
             SchedulerMsg::ChaosPanic => panic!("scheduler panicked on purpose (chaos)"),
             SchedulerMsg::ChaosFail => return Err("scheduler failed on purpose (chaos)".into()),
@@ -182,15 +220,86 @@ impl Actor for SchedulerActor {
     }
 }
 
-/// Settles finished runs, then fires due schedules batch by batch. Returns the report and
-/// whether more schedules may be due (the batch bound was reached).
-async fn run_pass(params: &SchedulerParams) -> Result<(PassReport, bool), StoreError> {
-    let mut report = PassReport {
-        num_settled: settle_finished_runs(params).await?,
-        ..PassReport::default()
-    };
+/// Whether a pass counts finished runs into their schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SettleRuns {
+    /// Always (a pass asked for by `RunPass`).
+    Now,
+    /// When `max_wait` has passed since they were last counted.
+    WhenDue,
+}
+
+impl SchedulerState {
+    /// Settles finished runs (see [`SettleRuns`]), then fires due schedules.
+    async fn run_pass(&mut self, settle: SettleRuns) -> Result<PassOutcome, StoreError> {
+        let now_ms = self.params.clock.now_ms();
+        let max_wait_ms = self.params.max_wait.as_millis() as i64;
+        let settle_due = settle == SettleRuns::Now
+            || self
+                .last_settled_ms_opt
+                .is_none_or(|last_settled_ms| now_ms - last_settled_ms >= max_wait_ms);
+        let num_settled = if settle_due {
+            let num_settled = settle_finished_runs(&self.params).await?;
+            self.last_settled_ms_opt = Some(now_ms);
+            num_settled
+        } else {
+            0
+        };
+        let mut outcome = fire_due_schedules(&self.params).await?;
+        outcome.report.num_settled = num_settled;
+        Ok(outcome)
+    }
+
+    /// Arms the wake-up for the next pass, replacing the one armed before: at once when the
+    /// pass stopped at its batch bound, else at the earliest slot still ahead, but after
+    /// `max_wait` at the latest (and after a failed pass, which is then retried).
+    async fn arm_wake(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        outcome_opt: Option<&PassOutcome>,
+    ) {
+        if let Some(wake) = self.wake_opt.take() {
+            wake.abort();
+        }
+        if outcome_opt.is_some_and(|outcome| outcome.more_due) {
+            let _ = myself.send_message(SchedulerMsg::Tick);
+            return;
+        }
+        let params = &self.params;
+        let latest_ms = params.clock.now_ms() + params.max_wait.as_millis() as i64;
+        let deadline_ms = match outcome_opt {
+            Some(outcome) => match params
+                .store
+                .next_schedule_slot_after(outcome.claimed_through_ms)
+                .await
+            {
+                Ok(next_slot_ms_opt) => {
+                    next_slot_ms_opt.map_or(latest_ms, |next_slot_ms| next_slot_ms.min(latest_ms))
+                }
+                Err(error) => {
+                    warn!(%error, "failed to read the next due slot, sleeping the longest wait");
+                    latest_ms
+                }
+            },
+            None => latest_ms,
+        };
+        let clock = Arc::clone(&params.clock);
+        let scheduler = myself.clone();
+        self.wake_opt = Some(tokio::spawn(async move {
+            clock.sleep_until(deadline_ms).await;
+            // Fails only when the scheduler has stopped, and then nobody is waiting.
+            let _ = scheduler.send_message(SchedulerMsg::Tick);
+        }));
+    }
+}
+
+/// Fires due schedules batch by batch; `num_settled` is left at zero.
+async fn fire_due_schedules(params: &SchedulerParams) -> Result<PassOutcome, StoreError> {
+    let mut report = PassReport::default();
+    let mut claimed_through_ms = params.clock.now_ms();
     for _ in 0..MAX_BATCHES_PER_PASS {
         let now_ms = params.clock.now_ms();
+        claimed_through_ms = now_ms;
         let claim_until_ms = now_ms + params.claim_lease.as_millis() as i64;
         let schedules = params
             .store
@@ -211,10 +320,18 @@ async fn run_pass(params: &SchedulerParams) -> Result<(PassReport, bool), StoreE
         }
         report.num_claimed += num_claimed;
         if num_claimed < params.claim_batch as usize {
-            return Ok((report, false));
+            return Ok(PassOutcome {
+                report,
+                more_due: false,
+                claimed_through_ms,
+            });
         }
     }
-    Ok((report, true))
+    Ok(PassOutcome {
+        report,
+        more_due: true,
+        claimed_through_ms,
+    })
 }
 
 /// Counts runs whose jobs finished into their schedules (once across nodes).

@@ -1,19 +1,21 @@
 //! The scheduler actor against real SQLite and PostgreSQL stores, with an injected clock: each
-//! trigger type, the misfire and overlap policies, auto-pause, and two schedulers sharing one
-//! database firing each slot once.
+//! trigger type, the misfire and overlap policies, auto-pause, two schedulers sharing one
+//! database firing each slot once, and the wake-up at the earliest due slot.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bulwark_actors::{
-    JobIntake, JobRunnerHandle, Liveness, ManualClock, PassReport, SchedulerActor, SchedulerHandle,
-    SchedulerParams, parse_rfc3339_ms, slot_idempotency_key,
+    Clock, JobIntake, JobRunnerHandle, Liveness, ManualClock, PassReport, SchedulerActor,
+    SchedulerHandle, SchedulerParams, SystemClock, parse_rfc3339_ms, slot_idempotency_key,
 };
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    JobFailure, JobStatus, MisfirePolicy, OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus,
-    ScheduleTrigger, ScheduleWrite, Store,
+    JobFailure, JobStatus, MisfirePolicy, OverlapPolicy, Schedule, ScheduleRun, ScheduleSpec,
+    ScheduleStatus, ScheduleTrigger, ScheduleWrite, Store,
 };
+use futures::future::BoxFuture;
 use ractor::Actor;
 use serde_json::json;
 use uuid::Uuid;
@@ -22,21 +24,49 @@ const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60 * SECOND;
 /// 2026-01-10T00:00:00Z.
 const START_MS: i64 = 1_768_003_200_000;
+/// Longer than any test: a scheduler that waits this long has missed its wake-up.
+const MAX_WAIT: Duration = Duration::from_secs(3_600);
+/// How long a condition polled on the wall clock may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A manual clock whose sleeps never end: passes run only when a test asks (`run_pass`), so no
+/// wake-up races the pass whose report a test checks.
+#[derive(Debug, Clone)]
+struct TestDrivenClock(ManualClock);
+
+impl Clock for TestDrivenClock {
+    fn now_ms(&self) -> i64 {
+        self.0.now_ms()
+    }
+
+    fn sleep_until(&self, _deadline_ms: i64) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Who starts the scheduler's passes in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passes {
+    /// Only the test, through `run_pass`.
+    OnRequest,
+    /// Also the scheduler's own wake-ups, when the manual clock reaches a due slot.
+    OnWakeUp,
+}
 
 struct Harness {
     store: Store,
     clock: ManualClock,
+    passes: Passes,
     scheduler: SchedulerHandle,
     _database: TestDatabase,
 }
 
-fn params(store: &Store, clock: &ManualClock, owner: &str) -> SchedulerParams {
+fn params(store: &Store, clock: Arc<dyn Clock>, owner: &str) -> SchedulerParams {
     SchedulerParams {
         store: store.clone(),
-        clock: Arc::new(clock.clone()),
+        clock,
         owner: owner.to_owned(),
-        // Passes are driven by the test through `run_pass`.
-        tick: Duration::from_secs(3_600),
+        max_wait: MAX_WAIT,
         claim_batch: 50,
         claim_lease: Duration::from_secs(30),
         misfire_grace: Duration::from_secs(5),
@@ -56,20 +86,57 @@ async fn spawn_scheduler(params: SchedulerParams) -> SchedulerHandle {
     SchedulerHandle::new(name)
 }
 
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 impl Harness {
     async fn start(backend: TestBackend) -> Harness {
+        Harness::start_with(backend, Passes::OnRequest).await
+    }
+
+    async fn start_with(backend: TestBackend, passes: Passes) -> Harness {
         let database = TestDatabase::create(backend).await;
         let store = database.open().await;
         let clock = ManualClock::new(START_MS);
-        let scheduler = spawn_scheduler(params(&store, &clock, "node-a")).await;
+        let harness_clock = Harness::clock_for(&clock, passes);
+        let scheduler = spawn_scheduler(params(&store, harness_clock, "node-a")).await;
         // The actor's first pass runs at start; wait for it so tests start from a quiet state.
         scheduler.run_pass().await.expect("first pass");
         Harness {
             store,
             clock,
+            passes,
             scheduler,
             _database: database,
         }
+    }
+
+    fn clock_for(clock: &ManualClock, passes: Passes) -> Arc<dyn Clock> {
+        match passes {
+            Passes::OnRequest => Arc::new(TestDrivenClock(clock.clone())),
+            Passes::OnWakeUp => Arc::new(clock.clone()),
+        }
+    }
+
+    /// Returns the clock a further scheduler on this database reads.
+    fn scheduler_clock(&self) -> Arc<dyn Clock> {
+        Harness::clock_for(&self.clock, self.passes)
     }
 
     async fn create(&self, spec: ScheduleSpec) -> Schedule {
@@ -85,7 +152,6 @@ impl Harness {
     }
 
     fn clock_ms(&self) -> i64 {
-        use bulwark_actors::Clock;
         self.clock.now_ms()
     }
 
@@ -373,7 +439,7 @@ async fn schedule_pauses_after_consecutive_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_schedulers_fire_each_slot_once() {
     let harness = Harness::start(TestBackend::Postgres).await;
-    let other = spawn_scheduler(params(&harness.store, &harness.clock, "node-b")).await;
+    let other = spawn_scheduler(params(&harness.store, harness.scheduler_clock(), "node-b")).await;
     other.run_pass().await.expect("first pass");
     let mut ids = Vec::new();
     for index in 0..40 {
@@ -396,5 +462,116 @@ async fn two_schedulers_fire_each_slot_once() {
     for id in &ids {
         let outcomes = harness.outcomes(id).await;
         assert_eq!(outcomes.len(), 3);
+    }
+}
+
+/// Waits until `schedule_id` has at least `num_runs` recorded slots; returns them, oldest first.
+async fn wait_for_runs(store: &Store, schedule_id: &str, num_runs: usize) -> Vec<ScheduleRun> {
+    eventually(DEADLINE, || async {
+        let mut runs = store.list_schedule_runs(schedule_id, 100).await.unwrap();
+        runs.sort_by_key(|run| run.fire_at_ms);
+        (runs.len() >= num_runs).then_some(runs)
+    })
+    .await
+}
+
+/// Proves the scheduler sleeps until the earliest due slot and fires it when the clock reaches
+/// it, on its own (no pass asked for, and the longest wait is an hour): each slot fires with no
+/// lag at all on the clock, and the scheduler sleeps again until the next one; on both
+/// backends.
+#[tokio::test]
+async fn due_slot_fires_when_the_clock_reaches_it() {
+    for backend in [TestBackend::Sqlite, TestBackend::Postgres] {
+        let harness = Harness::start_with(backend, Passes::OnWakeUp).await;
+        let first_slot_ms = START_MS + 10 * SECOND;
+        let schedule = harness
+            .create(spec("every-10s", interval(10 * SECOND), first_slot_ms))
+            .await;
+        // A pass after the change (what the API's notification starts) learns of the slot.
+        assert_eq!(harness.pass().await.num_enqueued, 0);
+
+        harness.clock.set(first_slot_ms);
+        let runs = wait_for_runs(&harness.store, &schedule.id, 1).await;
+        assert_eq!(runs[0].fire_at_ms, first_slot_ms);
+        assert_eq!(runs[0].outcome, "enqueued");
+        assert_eq!(
+            runs[0].lag_ms,
+            Some(0),
+            "fired at the slot, not a tick later"
+        );
+
+        // The wake-up pass armed the next one.
+        harness.clock.set(first_slot_ms + 10 * SECOND);
+        let runs = wait_for_runs(&harness.store, &schedule.id, 2).await;
+        assert_eq!(runs[1].fire_at_ms, first_slot_ms + 10 * SECOND);
+        assert_eq!(runs[1].lag_ms, Some(0));
+        let stored = harness.schedule(&schedule.id).await;
+        assert_eq!(stored.num_runs, 2);
+        assert_eq!(stored.next_fire_at_ms, Some(first_slot_ms + 20 * SECOND));
+    }
+}
+
+/// Proves nothing fires before its slot while the scheduler is awake: with the clock a
+/// millisecond short of the slot, neither the scheduler's wake-ups nor a pass fire it, and no
+/// job exists; a millisecond later it fires once.
+#[tokio::test]
+async fn nothing_fires_before_its_slot() {
+    let harness = Harness::start_with(TestBackend::Sqlite, Passes::OnWakeUp).await;
+    let slot_ms = START_MS + MINUTE;
+    let schedule = harness
+        .create(spec(
+            "once",
+            ScheduleTrigger::Once { at_ms: slot_ms },
+            slot_ms,
+        ))
+        .await;
+    for now_ms in [START_MS + SECOND, slot_ms - SECOND, slot_ms - 1] {
+        // The pass queues behind any wake-up the new time started, so both have run.
+        assert_eq!(harness.at(now_ms).await.num_enqueued, 0, "at {now_ms}");
+        assert!(harness.outcomes(&schedule.id).await.is_empty());
+        let counts = harness.store.count_jobs().await.unwrap();
+        assert_eq!(counts.iter().map(|count| count.count).sum::<i64>(), 0);
+    }
+    harness.clock.set(slot_ms);
+    let runs = wait_for_runs(&harness.store, &schedule.id, 1).await;
+    assert_eq!((runs[0].fire_at_ms, runs[0].lag_ms), (slot_ms, Some(0)));
+    assert_eq!(harness.pass().await.num_enqueued, 0, "a slot fires once");
+}
+
+/// Proves a schedule created while the scheduler sleeps (its longest wait an hour) fires at its
+/// slot on the wall clock, a few hundred milliseconds later, once the scheduler is told of the
+/// change as the API tells it; and not before the slot.
+#[tokio::test]
+async fn new_schedule_fires_without_waiting_for_the_longest_wait() {
+    for backend in [TestBackend::Sqlite, TestBackend::Postgres] {
+        let database = TestDatabase::create(backend).await;
+        let store = database.open().await;
+        let scheduler = spawn_scheduler(params(&store, Arc::new(SystemClock), "node-a")).await;
+        // Nothing is due: after this pass the scheduler sleeps for the longest wait.
+        scheduler.run_pass().await.expect("first pass");
+
+        let slot_ms = SystemClock.now_ms() + 300;
+        let schedule_spec = spec("soon", ScheduleTrigger::Once { at_ms: slot_ms }, slot_ms);
+        let ScheduleWrite::Stored(schedule) = store
+            .insert_schedule(&schedule_spec, SystemClock.now_ms())
+            .await
+            .unwrap()
+        else {
+            panic!("schedule not stored");
+        };
+        scheduler.notify();
+
+        let runs = wait_for_runs(&store, &schedule.id, 1).await;
+        let lag_ms = runs[0].lag_ms.expect("an enqueued run has a lag");
+        assert!(lag_ms >= 0, "fired {}ms early", -lag_ms);
+        // Typically a few milliseconds; the bound leaves room for a loaded machine.
+        assert!(lag_ms < 500, "fired {lag_ms}ms after its slot");
+        assert!(runs[0].created_at_ms >= slot_ms);
+        let job_id = runs[0].job_id.as_deref().expect("the run's job");
+        let job = store.get_job(job_id).await.unwrap().expect("job exists");
+        assert!(
+            job.created_at_ms >= slot_ms,
+            "the job exists before its slot"
+        );
     }
 }

@@ -8,8 +8,14 @@ use serde::{Deserialize, Serialize};
 pub struct SchedulerConfig {
     /// Run the scheduler actor on this node. Every node may run it: slots fire once anyway.
     pub enabled: bool,
-    /// Time between passes; API changes start a pass at once.
-    pub tick_ms: u64,
+    /// The longest the scheduler sleeps between passes. It wakes earlier, at the earliest due
+    /// slot of any active schedule and when a schedule changes through this node's API; this
+    /// bound is how soon it sees schedules changed through other nodes, a `queue_one` slot
+    /// whose previous run finished, finished runs to count, and expired claims. Named
+    /// `tick_ms` before the scheduler woke on due slots (a fixed pass interval); that name is
+    /// still read.
+    #[serde(alias = "tick_ms")]
+    pub max_wait_ms: u64,
     /// Schedules claimed per batch.
     pub claim_batch: u32,
     /// How long a claim on a schedule lasts if its node dies mid-pass.
@@ -26,7 +32,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             enabled: true,
-            tick_ms: 250,
+            max_wait_ms: 250,
             claim_batch: 200,
             claim_lease_ms: 30_000,
             misfire_grace_ms: 60_000,
@@ -37,8 +43,8 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    pub fn tick(&self) -> Duration {
-        Duration::from_millis(self.tick_ms)
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
     }
 
     pub fn claim_lease(&self) -> Duration {
@@ -99,7 +105,7 @@ pub(crate) fn validate_scheduling(
     dead_letters: &DeadLetterConfig,
 ) -> Result<(), (&'static str, String)> {
     let positive: [(&'static str, u64); 9] = [
-        ("scheduler.tick_ms", scheduler.tick_ms),
+        ("scheduler.max_wait_ms", scheduler.max_wait_ms),
         ("scheduler.claim_batch", u64::from(scheduler.claim_batch)),
         ("scheduler.claim_lease_ms", scheduler.claim_lease_ms),
         ("scheduler.concurrency", u64::from(scheduler.concurrency)),
@@ -129,11 +135,50 @@ pub(crate) fn validate_scheduling(
             return Err((key, "must be greater than 0".to_owned()));
         }
     }
-    if scheduler.claim_lease_ms <= scheduler.tick_ms {
+    if scheduler.claim_lease_ms <= scheduler.max_wait_ms {
         return Err((
             "scheduler.claim_lease_ms",
-            "must be longer than scheduler.tick_ms".to_owned(),
+            "must be longer than scheduler.max_wait_ms".to_owned(),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::{ConfigSources, load};
+
+    /// Proves a config written for the fixed tick still loads: `tick_ms` sets the longest wait,
+    /// in a file and from the environment, as the new name `max_wait_ms` does.
+    #[test]
+    fn tick_ms_is_read_as_max_wait_ms() {
+        let from_file: SchedulerConfig = toml::from_str("tick_ms = 400").unwrap();
+        assert_eq!(from_file.max_wait(), Duration::from_millis(400));
+        let from_new_name: SchedulerConfig = toml::from_str("max_wait_ms = 700").unwrap();
+        assert_eq!(from_new_name.max_wait(), Duration::from_millis(700));
+        let env = HashMap::from([("BULWARK__SCHEDULER__TICK_MS".to_owned(), "300".to_owned())]);
+        let config = load(&ConfigSources {
+            explicit_file: None,
+            env,
+        })
+        .unwrap();
+        assert_eq!(config.scheduler.max_wait_ms, 300);
+    }
+
+    /// Proves a claim lease must outlast the longest wait, naming both keys.
+    #[test]
+    fn claim_lease_must_outlast_max_wait() {
+        let scheduler = SchedulerConfig {
+            max_wait_ms: 30_000,
+            claim_lease_ms: 30_000,
+            ..SchedulerConfig::default()
+        };
+        let (key, message) =
+            validate_scheduling(&scheduler, &DeadLetterConfig::default()).unwrap_err();
+        assert_eq!(key, "scheduler.claim_lease_ms");
+        assert!(message.contains("scheduler.max_wait_ms"), "{message}");
+    }
 }

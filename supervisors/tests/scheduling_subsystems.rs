@@ -111,7 +111,7 @@ async fn start_scheduler(test: &str) -> SchedulerSubsystem {
         store: store.clone(),
         clock: Arc::new(clock.clone()),
         owner: format!("{test}-node"),
-        tick: IDLE_INTERVAL,
+        max_wait: IDLE_INTERVAL,
         claim_batch: 50,
         claim_lease: Duration::from_secs(30),
         misfire_grace: Duration::from_secs(60),
