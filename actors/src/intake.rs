@@ -6,12 +6,17 @@
 //! confirm takes the row out of the outbox. A publish that fails leaves the row in the outbox,
 //! and the broker's republisher sends it again, so a stored job never vanishes and the caller
 //! still gets its job back (the publish is an implementation detail, not the caller's problem).
+//! A batch is stored in one statement and its jobs are published with pipelined confirms (all
+//! sent, then every confirm awaited), then marked published in one statement.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bulwark_store::{DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError};
+use bulwark_store::{
+    BatchInsertOutcome, DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError,
+};
 use tracing::{debug, warn};
 
 use crate::JobRunnerHandle;
@@ -84,6 +89,17 @@ impl PublishError {
 #[async_trait]
 pub trait JobPublisher: Send + Sync + Debug + 'static {
     async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError>;
+
+    /// Publishes several stored jobs, pipelined: every message is sent before any confirm is
+    /// awaited. One answer per job, in order. The default publishes them concurrently through
+    /// [`JobPublisher::publish_job`].
+    async fn publish_jobs(
+        &self,
+        jobs: &[&Job],
+        trace: &TraceContext,
+    ) -> Vec<Result<(), PublishError>> {
+        futures::future::join_all(jobs.iter().map(|job| self.publish_job(job, trace))).await
+    }
 
     /// Publishes a broker dead letter's message back to its original queue, as it was
     /// received (body, content type, message id, correlation id, reply-to, request id, trace),
@@ -165,6 +181,103 @@ impl JobIntake {
         }
         Ok(outcome)
     }
+
+    /// Creates the jobs of a batch, whose payloads the caller has validated for their kinds;
+    /// one outcome per job, in order (see [`Store::insert_job_batch`]). The local runner is
+    /// woken once. With a broker, the created jobs, and replays whose first publish was never
+    /// confirmed, are published with pipelined confirms; those not confirmed wait in the
+    /// outbox for the republisher, and the caller still gets its outcomes.
+    pub async fn submit_batch(
+        &self,
+        new_jobs: &[NewJob],
+        trace: &TraceContext,
+    ) -> Result<Vec<BatchInsertOutcome>, StoreError> {
+        let Some(publisher) = &self.publisher else {
+            let outcomes = self
+                .store
+                .insert_job_batch(new_jobs, JobRoute::Local)
+                .await?;
+            if outcomes.iter().any(BatchInsertOutcome::is_created)
+                && let Some(job_runner) = &self.job_runner
+            {
+                job_runner.notify();
+            }
+            return Ok(outcomes);
+        };
+        let outcomes = self
+            .store
+            .insert_job_batch(new_jobs, JobRoute::BrokerPending)
+            .await?;
+        // A replay whose first publish was never confirmed is sent again now, as a single
+        // submission's is, rather than waiting for the republisher.
+        let mut replayed_ids: Vec<String> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                BatchInsertOutcome::Existing(job) => Some(job.id.clone()),
+                BatchInsertOutcome::Created(_) | BatchInsertOutcome::Conflict(_) => None,
+            })
+            .collect();
+        replayed_ids.sort_unstable();
+        replayed_ids.dedup();
+        let mut unpublished_ids: HashSet<String> = self
+            .store
+            .unpublished_job_ids(&replayed_ids)
+            .await?
+            .into_iter()
+            .collect();
+        let to_publish: Vec<&Job> = outcomes
+            .iter()
+            .filter(|outcome| match outcome {
+                BatchInsertOutcome::Created(_) => true,
+                BatchInsertOutcome::Existing(job) => unpublished_ids.remove(&job.id),
+                BatchInsertOutcome::Conflict(_) => false,
+            })
+            .map(BatchInsertOutcome::job)
+            .collect();
+        publish_batch_and_mark(&self.store, publisher.as_ref(), &to_publish, trace).await;
+        Ok(outcomes)
+    }
+}
+
+/// Publishes stored jobs with pipelined confirms and takes the confirmed ones out of the
+/// outbox in one statement. Returns how many the broker confirmed. Failures are logged once
+/// for the batch: those rows stay in the outbox for the republisher.
+pub async fn publish_batch_and_mark(
+    store: &Store,
+    publisher: &dyn JobPublisher,
+    jobs: &[&Job],
+    trace: &TraceContext,
+) -> usize {
+    if jobs.is_empty() {
+        return 0;
+    }
+    let answers = publisher.publish_jobs(jobs, trace).await;
+    let mut confirmed_ids = Vec::with_capacity(jobs.len());
+    let mut first_error_opt = None;
+    for (job, answer) in jobs.iter().zip(answers) {
+        match answer {
+            Ok(()) => confirmed_ids.push(job.id.clone()),
+            Err(error) => {
+                first_error_opt.get_or_insert(error);
+            }
+        }
+    }
+    let num_confirmed = confirmed_ids.len();
+    if let Err(error) = store.mark_jobs_published(&confirmed_ids).await {
+        // The jobs are on the broker; the republisher may send them again, and the
+        // consumer's idempotency makes the duplicates harmless.
+        warn!(%error, num_confirmed, "failed to mark published jobs");
+    }
+    match first_error_opt {
+        None => debug!(num_published = num_confirmed, "job batch published"),
+        Some(error) => warn!(
+            %error,
+            num_published = num_confirmed,
+            num_waiting = jobs.len() - num_confirmed,
+            "job batch stored but not all published, the rest waits in the outbox"
+        ),
+    }
+    num_confirmed
 }
 
 /// Publishes a stored job and takes it out of the outbox once confirmed. Returns true when

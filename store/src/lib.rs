@@ -9,6 +9,8 @@
 //! - `db`: [`Store`], the connection pool for either backend, migrations and health pings.
 //! - `jobs`: job rows ([`Job`], [`NewJob`], [`JobStatus`]) and their queries.
 //! - `queue`: the [`JobTransport`] trait and [`LocalQueue`], the database-backed transport.
+//! - `job_batches`: many jobs in one statement ([`BatchInsertOutcome`] per job), the path
+//!   single submissions take too.
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
@@ -26,6 +28,7 @@ mod db;
 mod dead_letters;
 mod error;
 mod group_commit;
+mod job_batches;
 mod jobs;
 mod ops_audit;
 mod queue;
@@ -43,6 +46,7 @@ pub use dead_letters::{
 };
 pub use error::StoreError;
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
+pub use job_batches::BatchInsertOutcome;
 pub use jobs::{
     InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob, StatusCount,
 };
