@@ -68,7 +68,11 @@ async fn outcomes_follow_the_idempotency_rules(backend: TestBackend) {
         ]
     );
     for replay in &outcomes[1..4] {
-        assert_eq!(replay.job(), &stored, "a taken key answers with the stored job");
+        assert_eq!(
+            replay.job(),
+            &stored,
+            "a taken key answers with the stored job"
+        );
     }
     let created = outcomes[0].job();
     assert_eq!(created.status, JobStatus::Queued);
@@ -81,7 +85,10 @@ async fn outcomes_follow_the_idempotency_rules(backend: TestBackend) {
         created.trace_id.as_deref(),
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
-    assert_eq!(store.get_job(&created.id).await.unwrap().as_ref(), Some(created));
+    assert_eq!(
+        store.get_job(&created.id).await.unwrap().as_ref(),
+        Some(created)
+    );
     assert_ne!(outcomes[4].job().id, outcomes[5].job().id);
     let page = store
         .list_jobs(&JobFilter {
@@ -160,11 +167,11 @@ async fn routes_are_kept_and_published_rows_leave_the_outbox(backend: TestBacken
     outbox_ids.sort();
     let mut expected = broker_ids.clone();
     expected.sort();
-    assert_eq!(outbox_ids, expected, "only the broker batch is in the outbox");
-    let claimed = store
-        .claim_jobs("node-a", i64::MAX, 100)
-        .await
-        .unwrap();
+    assert_eq!(
+        outbox_ids, expected,
+        "only the broker batch is in the outbox"
+    );
+    let claimed = store.claim_jobs("node-a", i64::MAX, 100).await.unwrap();
     assert_eq!(claimed.len(), 3, "only the local batch is claimable");
     assert!(claimed.iter().all(|job| job.payload == texts("local")));
 
