@@ -339,3 +339,120 @@ fn answer(
     }
     Ok(JobBatchResults { results, counts })
 }
+
+#[cfg(test)]
+mod tests {
+    use poem::http::StatusCode;
+    use serde_json::json;
+
+    use super::*;
+
+    fn read(body: &Value) -> Result<Vec<Result<JobSubmission, String>>, ApiError> {
+        read_batch(body.to_string().as_bytes()).map(|batch| batch.0)
+    }
+
+    /// Proves the batch as a whole is refused only for its envelope: not JSON (400), not
+    /// `{"jobs": [...]}` (422 naming the field), empty (400) or over 1,000 jobs (413), each
+    /// message naming the limit.
+    #[test]
+    fn the_envelope_is_checked_strictly() {
+        let not_json = read_batch(b"{\"jobs\": [").unwrap_err();
+        assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+        for (body, message) in [
+            (json!([]), "body: expected object, found an array"),
+            (json!({}), "jobs: is required"),
+            (json!({"jobs": {}}), "jobs: expected array, found an object"),
+            (json!({"jobs": [], "extra": 1}), "extra: unknown field"),
+        ] {
+            let error = read(&body).unwrap_err();
+            assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            assert_eq!(error.message, message);
+        }
+        let empty = read(&json!({"jobs": []})).unwrap_err();
+        assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+        assert!(
+            empty.message.contains("at least 1 job"),
+            "{}",
+            empty.message
+        );
+        let jobs = vec![json!({"kind": "sentiment.analyze", "payload": {}}); MAX_BATCH_JOBS + 1];
+        let too_many = read(&json!({ "jobs": jobs })).unwrap_err();
+        assert_eq!(too_many.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            too_many
+                .message
+                .contains("1001 jobs, at most 1000 per batch"),
+            "{}",
+            too_many.message
+        );
+        let full = vec![json!({"kind": "sentiment.analyze", "payload": {}}); MAX_BATCH_JOBS];
+        assert_eq!(
+            read(&json!({ "jobs": full })).unwrap().len(),
+            MAX_BATCH_JOBS
+        );
+    }
+
+    /// Proves each job is read on its own: a job breaking the job schema is answered with the
+    /// field at fault, and the jobs around it are still parsed.
+    #[test]
+    fn each_job_is_read_on_its_own() {
+        let body = json!({"jobs": [
+            {"kind": "sentiment.analyze", "payload": {"texts": ["good"]}, "idempotency_key": "k"},
+            {"kind": "video.render", "payload": {}},
+            {"kind": "sentiment.analyze"},
+            {"kind": "sentiment.analyze", "payload": {}, "priority": 1},
+            {"kind": "sentiment.analyze", "payload": {}, "idempotency_key": 7},
+            "not an object",
+            {"kind": "sentiment.analyze", "payload": {}, "idempotency_key": ""},
+        ]});
+        let items = read(&body).unwrap();
+        let submission = items[0].as_ref().unwrap();
+        assert_eq!(submission.idempotency_key.as_deref(), Some("k"));
+        assert_eq!(submission.payload, json!({"texts": ["good"]}));
+        let errors: Vec<&str> = items[1..]
+            .iter()
+            .map(|item| item.as_ref().unwrap_err().as_str())
+            .collect();
+        assert!(
+            errors[0].starts_with("kind: must be one of"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(errors[1], "payload: is required");
+        assert_eq!(errors[2], "priority: unknown field");
+        assert_eq!(
+            errors[3],
+            "idempotency_key: expected string, found a number"
+        );
+        assert_eq!(errors[4], "job: expected object, found a string");
+        assert_eq!(errors[5], "idempotency_key: at least 1 characters required");
+    }
+
+    /// Proves payloads are validated for their kind as the single submission does, naming
+    /// the field, and valid jobs carry the request's id, trace and attempts.
+    #[test]
+    fn payloads_are_validated_for_their_kind() {
+        let items = read(&json!({"jobs": [
+            {"kind": "sentiment.analyze", "payload": {"texts": []}},
+            {"kind": "sentiment.analyze", "payload": {"texts": ["fine"]}},
+        ]}))
+        .unwrap();
+        let defaults = NewJobDefaults {
+            request_id: "req-7".to_owned(),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
+            max_attempts: 4,
+        };
+        let planned = plan(items, &defaults);
+        let Planned::Invalid(message) = &planned[0] else {
+            panic!("an empty texts list is invalid");
+        };
+        assert!(message.starts_with("payload.texts"), "{message}");
+        let Planned::Valid(new_job) = &planned[1] else {
+            panic!("a good job is valid");
+        };
+        assert_eq!(new_job.kind, "sentiment.analyze");
+        assert_eq!(new_job.request_id.as_deref(), Some("req-7"));
+        assert_eq!(new_job.trace_id, defaults.trace_id);
+        assert_eq!(new_job.max_attempts, 4);
+    }
+}
