@@ -167,10 +167,13 @@ pub struct JobBatchResults {
     pub counts: JobBatchCounts,
 }
 
-/// One job of a batch after validation: ready to store, or answered already.
-enum Planned {
-    Valid(NewJob),
-    Invalid(String),
+/// A batch after validation: the jobs to store, and why each invalid job is not one.
+struct Plan {
+    /// The valid jobs, in order.
+    new_jobs: Vec<NewJob>,
+    /// One entry per submitted job: `Some(why)` for an invalid one, `None` for a valid one
+    /// (the next of `new_jobs`).
+    invalid: Vec<Option<String>>,
 }
 
 pub struct JobBatchesApi {
@@ -213,16 +216,10 @@ impl JobBatchesApi {
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
         };
-        let planned = tokio::task::spawn_blocking(move || plan(body.0, &defaults))
-            .await
-            .map_err(|error| ApiError::internal(format!("batch validation failed: {error}")))?;
-        let new_jobs: Vec<NewJob> = planned
-            .iter()
-            .filter_map(|planned| match planned {
-                Planned::Valid(new_job) => Some(new_job.clone()),
-                Planned::Invalid(_) => None,
-            })
-            .collect();
+        let Plan { new_jobs, invalid } =
+            tokio::task::spawn_blocking(move || plan(body.0, &defaults))
+                .await
+                .map_err(|error| ApiError::internal(format!("batch validation failed: {error}")))?;
         let num_calls: u64 = new_jobs
             .iter()
             .map(|new_job| provider_calls_of(&new_job.kind))
@@ -248,7 +245,7 @@ impl JobBatchesApi {
             };
             charge.refund_unused(num_calls - num_created_calls).await;
         }
-        let results = answer(planned, stored?)?;
+        let results = answer(invalid, stored?)?;
         JobBatchSubmitted {
             counts: &results.counts,
         }
@@ -265,46 +262,50 @@ struct NewJobDefaults {
 }
 
 /// Validates each readable job's payload for its kind, as the single submission does.
-fn plan(
-    submissions: Vec<Result<JobSubmission, String>>,
-    defaults: &NewJobDefaults,
-) -> Vec<Planned> {
-    submissions
-        .into_iter()
-        .map(|submission| {
-            let submission = match submission {
-                Ok(submission) => submission,
-                Err(message) => return Planned::Invalid(message),
-            };
-            let kind = JobKind::from(submission.kind).as_str();
-            if let Err(error) = validate_job(kind, &submission.payload) {
-                return Planned::Invalid(error.message);
+fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaults) -> Plan {
+    let mut plan = Plan {
+        new_jobs: Vec::with_capacity(submissions.len()),
+        invalid: Vec::with_capacity(submissions.len()),
+    };
+    for submission in submissions {
+        let submission = match submission {
+            Ok(submission) => submission,
+            Err(message) => {
+                plan.invalid.push(Some(message));
+                continue;
             }
-            Planned::Valid(NewJob {
-                kind: kind.to_owned(),
-                payload: submission.payload,
-                idempotency_key: submission.idempotency_key,
-                request_id: Some(defaults.request_id.clone()),
-                trace_id: defaults.trace_id.clone(),
-                max_attempts: defaults.max_attempts,
-            })
-        })
-        .collect()
+        };
+        let kind = JobKind::from(submission.kind).as_str();
+        if let Err(error) = validate_job(kind, &submission.payload) {
+            plan.invalid.push(Some(error.message));
+            continue;
+        }
+        plan.invalid.push(None);
+        plan.new_jobs.push(NewJob {
+            kind: kind.to_owned(),
+            payload: submission.payload,
+            idempotency_key: submission.idempotency_key,
+            request_id: Some(defaults.request_id.clone()),
+            trace_id: defaults.trace_id.clone(),
+            max_attempts: defaults.max_attempts,
+        });
+    }
+    plan
 }
 
 /// Returns the result of every job, in order: the invalid ones as planned, the valid ones
 /// from the store's outcomes (one per valid job, in order).
 fn answer(
-    planned: Vec<Planned>,
+    invalid: Vec<Option<String>>,
     outcomes: Vec<BatchInsertOutcome>,
 ) -> Result<JobBatchResults, ApiError> {
     let mut outcomes = outcomes.into_iter();
     let mut counts = JobBatchCounts::default();
-    let mut results = Vec::with_capacity(planned.len());
-    for (index, planned) in planned.into_iter().enumerate() {
-        let (status, job_id, error) = match planned {
-            Planned::Invalid(message) => (JobBatchItemStatus::Invalid, None, Some(message)),
-            Planned::Valid(_) => match outcomes.next() {
+    let mut results = Vec::with_capacity(invalid.len());
+    for (index, invalid_opt) in invalid.into_iter().enumerate() {
+        let (status, job_id, error) = match invalid_opt {
+            Some(message) => (JobBatchItemStatus::Invalid, None, Some(message)),
+            None => match outcomes.next() {
                 Some(BatchInsertOutcome::Created(job)) => {
                     (JobBatchItemStatus::Created, Some(job.id), None)
                 }
@@ -442,14 +443,14 @@ mod tests {
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
             max_attempts: 4,
         };
-        let planned = plan(items, &defaults);
-        let Planned::Invalid(message) = &planned[0] else {
-            panic!("an empty texts list is invalid");
-        };
+        let plan = plan(items, &defaults);
+        let message = plan.invalid[0]
+            .as_deref()
+            .expect("an empty texts list is invalid");
         assert!(message.starts_with("payload.texts"), "{message}");
-        let Planned::Valid(new_job) = &planned[1] else {
-            panic!("a good job is valid");
-        };
+        assert_eq!(plan.invalid[1], None, "a good job is valid");
+        assert_eq!(plan.new_jobs.len(), 1);
+        let new_job = &plan.new_jobs[0];
         assert_eq!(new_job.kind, "sentiment.analyze");
         assert_eq!(new_job.request_id.as_deref(), Some("req-7"));
         assert_eq!(new_job.trace_id, defaults.trace_id);
