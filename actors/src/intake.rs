@@ -153,33 +153,26 @@ impl JobIntake {
         self.submit_traced(new_job, &TraceContext::default()).await
     }
 
-    /// Like [`JobIntake::submit`], carrying the caller's trace context to the broker.
+    /// Like [`JobIntake::submit`], carrying the caller's trace context to the broker. A
+    /// submission is a batch of one: see [`JobIntake::submit_batch`].
     pub async fn submit_traced(
         &self,
         new_job: &NewJob,
         trace: &TraceContext,
     ) -> Result<InsertOutcome, StoreError> {
-        let Some(publisher) = &self.publisher else {
-            let outcome = self.store.insert_job(new_job).await?;
-            if let (InsertOutcome::Created(_), Some(job_runner)) = (&outcome, &self.job_runner) {
-                job_runner.notify();
-            }
-            return Ok(outcome);
-        };
-        let outcome = self
-            .store
-            .insert_routed_job(new_job, JobRoute::BrokerPending)
+        let mut outcomes = self
+            .submit_batch(std::slice::from_ref(new_job), trace)
             .await?;
-        // A replayed submission whose first publish never got confirmed is sent again now
-        // rather than waiting for the republisher.
-        let needs_publish = match &outcome {
-            InsertOutcome::Created(_) => true,
-            InsertOutcome::Existing(job) => self.store.is_job_unpublished(&job.id).await?,
+        let Some(outcome) = outcomes.pop() else {
+            return Err(StoreError::Corrupt("a batch of one had no outcome".into()));
         };
-        if needs_publish {
-            publish_and_mark(&self.store, publisher.as_ref(), outcome.job(), trace).await;
-        }
-        Ok(outcome)
+        // The caller tells a replay from a conflict (`NewJob::conflicts_with`).
+        Ok(match outcome {
+            BatchInsertOutcome::Created(job) => InsertOutcome::Created(job),
+            BatchInsertOutcome::Existing(job) | BatchInsertOutcome::Conflict(job) => {
+                InsertOutcome::Existing(job)
+            }
+        })
     }
 
     /// Creates the jobs of a batch, whose payloads the caller has validated for their kinds;
@@ -253,12 +246,12 @@ pub async fn publish_batch_and_mark(
     }
     let answers = publisher.publish_jobs(jobs, trace).await;
     let mut confirmed_ids = Vec::with_capacity(jobs.len());
-    let mut first_error_opt = None;
+    let mut first_failure_opt = None;
     for (job, answer) in jobs.iter().zip(answers) {
         match answer {
             Ok(()) => confirmed_ids.push(job.id.clone()),
             Err(error) => {
-                first_error_opt.get_or_insert(error);
+                first_failure_opt.get_or_insert((error, *job));
             }
         }
     }
@@ -266,15 +259,22 @@ pub async fn publish_batch_and_mark(
     if let Err(error) = store.mark_jobs_published(&confirmed_ids).await {
         // The jobs are on the broker; the republisher may send them again, and the
         // consumer's idempotency makes the duplicates harmless.
-        warn!(%error, num_confirmed, "failed to mark published jobs");
+        warn!(%error, num_confirmed, "failed to mark jobs published");
     }
-    match first_error_opt {
-        None => debug!(num_published = num_confirmed, "job batch published"),
-        Some(error) => warn!(
+    match first_failure_opt {
+        None => debug!(
+            num_published = num_confirmed,
+            first_job_id = %jobs[0].id,
+            kind = %jobs[0].kind,
+            "jobs published"
+        ),
+        Some((error, job)) => warn!(
             %error,
+            job_id = %job.id,
+            kind = %job.kind,
             num_published = num_confirmed,
             num_waiting = jobs.len() - num_confirmed,
-            "job batch stored but not all published, the rest waits in the outbox"
+            "jobs stored but not all published, the rest waits in the outbox"
         ),
     }
     num_confirmed
@@ -288,21 +288,7 @@ pub async fn publish_and_mark(
     job: &Job,
     trace: &TraceContext,
 ) -> bool {
-    match publisher.publish_job(job, trace).await {
-        Ok(()) => {
-            if let Err(error) = store.mark_job_published(&job.id).await {
-                // The job is on the broker; the republisher may send it again, and the
-                // consumer's idempotency makes the duplicate harmless.
-                warn!(%error, job_id = %job.id, "failed to mark job published");
-            }
-            debug!(job_id = %job.id, kind = %job.kind, "job published");
-            true
-        }
-        Err(error) => {
-            warn!(%error, job_id = %job.id, kind = %job.kind, "job stored but not published, it waits in the outbox");
-            false
-        }
-    }
+    publish_batch_and_mark(store, publisher, &[job], trace).await == 1
 }
 
 #[cfg(test)]

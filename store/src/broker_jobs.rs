@@ -203,16 +203,6 @@ impl Store {
         Ok(answers.collect())
     }
 
-    /// Records that the broker confirmed the job's message; the row leaves the outbox.
-    pub async fn mark_job_published(&self, id: &str) -> Result<(), StoreError> {
-        const MARK: &str = "UPDATE jobs SET published_at_ms = $1 \
-             WHERE id = $2 AND published_at_ms IS NULL";
-        with_pool!(self, pool => {
-            sqlx::query(MARK).bind(now_ms()).bind(id).execute(pool).await.map(|_| ())
-        })?;
-        Ok(())
-    }
-
     /// Returns true when the job is a broker job still waiting for a confirmed publish.
     pub async fn is_job_unpublished(&self, id: &str) -> Result<bool, StoreError> {
         const PENDING: &str = "SELECT COUNT(*) FROM jobs WHERE id = $1 \
