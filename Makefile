@@ -4,7 +4,7 @@ CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: bench-auth
-.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
+.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -143,6 +143,19 @@ bench-queue: release check-services
 ## (/live with and without a key, /v1/sentiment on the lexicon engine), in one run
 bench-auth: release
 	./scripts/bench-auth.sh
+
+## bench-enqueue: jobs/s stored into PostgreSQL one at a time vs in batches of 1,000 (through
+## the store, and over HTTP on a node started by the bench), in one run, on a scratch schema
+## of PG_URL that is dropped afterwards (JOBS, SINGLE_JOBS, HTTP_JOBS, BATCH_SIZE)
+bench-enqueue: release
+	@schema=bench_enqueue_$$$$; \
+	psql "$(PG_URL)" -qc "CREATE SCHEMA $$schema" || exit 1; \
+	trap 'psql "$(PG_URL)" -qc "DROP SCHEMA $$schema CASCADE"' EXIT; \
+	env -u AMQP_URL DATABASE_URL="$(PG_URL)?options=-c%20search_path%3D$$schema" \
+	BULWARK_LOG=warn BULWARK__SENTIMENT__ENGINE=lexicon \
+	./target/release/bulwark bench enqueue --jobs $${JOBS:-100000} \
+		--single-jobs $${SINGLE_JOBS:-10000} --http-jobs $${HTTP_JOBS:-20000} \
+		--batch-size $${BATCH_SIZE:-1000}
 
 ## bench-amqp: broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, results in
 ## PostgreSQL (AMQP_URL and DATABASE_URL default to the local services)

@@ -1,11 +1,12 @@
 //! `bulwark bench queue`: how many jobs per second one node drains from the local queue on
-//! the configured database. A measurement tool, not a test.
+//! the configured database; `bulwark bench enqueue`: how many jobs per second are stored one
+//! at a time vs in batches. Measurement tools, not tests.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_config::Config;
-use bulwark_store::{Backend, JobFilter, JobStatus, NewJob, Store};
+use bulwark_store::{Backend, JobFilter, JobRoute, JobStatus, NewJob, Store};
 use serde::Serialize;
 use serde_json::json;
 
@@ -144,4 +145,209 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
 /// session's, this bench's own polling included); `None` on SQLite.
 async fn committed_transactions(store: &Store) -> Option<i64> {
     store.committed_transactions().await.ok().flatten()
+}
+
+/// What `bulwark bench enqueue` measures.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnqueueBenchArgs {
+    /// Jobs stored in batches through the store.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Jobs stored one at a time through the store (each its own statement and commit).
+    #[arg(long, default_value_t = 10_000)]
+    pub single_jobs: usize,
+    /// Jobs per batch.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: usize,
+    /// Jobs sent in batches through `POST /v1/jobs/batch` of a node started here, one request
+    /// at a time, as `bulwark enqueue` sends them; 0 skips this phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub http_jobs: usize,
+}
+
+/// One phase's rate.
+#[derive(Debug, Serialize)]
+pub struct EnqueueRate {
+    pub num_jobs: usize,
+    pub seconds: f64,
+    pub jobs_per_second: f64,
+}
+
+impl EnqueueRate {
+    fn new(num_jobs: usize, seconds: f64) -> EnqueueRate {
+        EnqueueRate {
+            num_jobs,
+            seconds,
+            jobs_per_second: num_jobs as f64 / seconds,
+        }
+    }
+}
+
+/// The result of `bulwark bench enqueue`, printed as JSON.
+#[derive(Debug, Serialize)]
+pub struct EnqueueBenchReport {
+    pub backend: &'static str,
+    pub batch_size: usize,
+    /// Bytes of each job's payload, as stored.
+    pub payload_bytes: usize,
+    /// `Store::insert_job`, one job per statement and commit.
+    pub single: EnqueueRate,
+    /// `Store::insert_job_batch`, one statement per batch.
+    pub batch: EnqueueRate,
+    /// `batch` over `single` jobs/s.
+    pub batch_over_single: f64,
+    /// `POST /v1/jobs/batch`: HTTP, strict JSON, per-job validation and the same insert.
+    pub http_batch: Option<EnqueueRate>,
+    pub http_batch_over_single: Option<f64>,
+}
+
+/// Returns the `sentiment.analyze` job a benchmark stores, under an idempotency key (the
+/// unique index is part of the cost).
+fn bench_job(key: String, max_attempts: u32) -> NewJob {
+    NewJob {
+        kind: "sentiment.analyze".to_owned(),
+        payload: json!({ "texts": ["benchmark sentence: the service was quick and pleasant"] }),
+        idempotency_key: Some(key),
+        request_id: Some("bench-enqueue".to_owned()),
+        trace_id: None,
+        max_attempts,
+    }
+}
+
+/// Stores jobs one at a time, then in batches, then (unless `http_jobs` is 0) over HTTP, all
+/// under fresh idempotency keys. The jobs stay queued: run it on a scratch database.
+pub async fn enqueue(
+    config: &Config,
+    args: &EnqueueBenchArgs,
+) -> anyhow::Result<EnqueueBenchReport> {
+    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    let store = crate::service::open_store(config).await?;
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let max_attempts = config.jobs.max_attempts;
+
+    let single_started = Instant::now();
+    for index in 0..args.single_jobs {
+        let new_job = bench_job(format!("bench-{run_id}-single-{index}"), max_attempts);
+        store
+            .insert_job(&new_job)
+            .await
+            .context("failed to insert a benchmark job")?;
+    }
+    let single = EnqueueRate::new(args.single_jobs, single_started.elapsed().as_secs_f64());
+
+    let batch = time_store_batches(&store, args, &run_id, max_attempts).await?;
+    let http_batch = match args.http_jobs {
+        0 => None,
+        _ => Some(time_http_batches(config, args, &run_id).await?),
+    };
+    let payload_bytes = bench_job(String::new(), 0).payload.to_string().len();
+    Ok(EnqueueBenchReport {
+        backend: store.backend().as_str(),
+        batch_size: args.batch_size,
+        payload_bytes,
+        batch_over_single: batch.jobs_per_second / single.jobs_per_second,
+        http_batch_over_single: http_batch
+            .as_ref()
+            .map(|http| http.jobs_per_second / single.jobs_per_second),
+        single,
+        batch,
+        http_batch,
+    })
+}
+
+/// Times `Store::insert_job_batch` over `args.jobs` jobs; the batches are built beforehand.
+async fn time_store_batches(
+    store: &Store,
+    args: &EnqueueBenchArgs,
+    run_id: &str,
+    max_attempts: u32,
+) -> anyhow::Result<EnqueueRate> {
+    let jobs: Vec<NewJob> = (0..args.jobs)
+        .map(|index| bench_job(format!("bench-{run_id}-batch-{index}"), max_attempts))
+        .collect();
+    let started = Instant::now();
+    for chunk in jobs.chunks(args.batch_size) {
+        let outcomes = store
+            .insert_job_batch(chunk, JobRoute::Local)
+            .await
+            .context("failed to insert a benchmark batch")?;
+        anyhow::ensure!(
+            outcomes.iter().all(|outcome| outcome.is_created()),
+            "a benchmark batch found existing jobs"
+        );
+    }
+    Ok(EnqueueRate::new(args.jobs, started.elapsed().as_secs_f64()))
+}
+
+/// Starts a node on a free port with its job runner stopped (so the node does not run the
+/// jobs while they arrive), and times `args.http_jobs` jobs sent in batches, one request at a
+/// time; the bodies are built beforehand.
+async fn time_http_batches(
+    config: &Config,
+    args: &EnqueueBenchArgs,
+    run_id: &str,
+) -> anyhow::Result<EnqueueRate> {
+    let mut config = config.clone();
+    config.http.addr = "127.0.0.1:0".to_owned();
+    let service = Service::start(&config).await?;
+    let key = service
+        .auth
+        .authenticator
+        .create_key(&bulwark_auth::NewKey {
+            name: format!("bench-enqueue-{run_id}"),
+            scopes: bulwark_auth::Scopes::new(&[bulwark_auth::Scope::Admin]),
+            expires_at_ms: None,
+            daily_provider_calls: None,
+        })
+        .await
+        .context("failed to make the benchmark's api key")?
+        .token;
+    let client = reqwest::Client::new();
+    let stopped = client
+        .post(format!(
+            "{}/v1/ops/supervisors/root.jobs/stop",
+            service.base_url
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        stopped.status().is_success(),
+        "failed to stop the job runner: {}",
+        stopped.status()
+    );
+    let bodies: Vec<String> = (0..args.http_jobs)
+        .collect::<Vec<_>>()
+        .chunks(args.batch_size)
+        .map(|chunk| {
+            let jobs: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|index| {
+                    let job = bench_job(format!("bench-{run_id}-http-{index}"), 0);
+                    json!({"kind": job.kind, "payload": job.payload, "idempotency_key": job.idempotency_key})
+                })
+                .collect();
+            json!({ "jobs": jobs }).to_string()
+        })
+        .collect();
+    let endpoint = format!("{}/v1/jobs/batch", service.base_url);
+    let started = Instant::now();
+    for body in bodies {
+        let response = client
+            .post(&endpoint)
+            .bearer_auth(&key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        anyhow::ensure!(
+            status.is_success() && answer["counts"]["created"].as_u64().is_some(),
+            "a benchmark batch was refused: {status} {answer}"
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    service.shutdown().await?;
+    Ok(EnqueueRate::new(args.http_jobs, seconds))
 }

@@ -44,6 +44,10 @@ pub enum Command {
     /// Publishes one job per line of a JSONL file of payloads to RabbitMQ, with confirms.
     /// Exit 2 on bad input (naming the line), 1 when the broker fails.
     Publish(crate::publish::PublishArgs),
+    /// Submits one job per line of a JSONL file (`-`: stdin) to a running node through
+    /// `POST /v1/jobs/batch`, with the key in `BULWARK_API_KEY`; prints each line not stored
+    /// and the counts. Exit 1 when a line was invalid or a conflict.
+    Enqueue(crate::enqueue::EnqueueArgs),
     /// Applies database migrations and exits.
     Migrate,
     /// Inspects and acts on dead letters of a running node (over HTTP).
@@ -122,6 +126,9 @@ pub enum BenchTarget {
     Amqp(crate::bench_amqp::AmqpBenchArgs),
     /// What a key check and its rate limits cost one request (in-process).
     Auth(crate::bench_auth::AuthBenchArgs),
+    /// Jobs/s stored one at a time vs in batches, through the store and over HTTP, on the
+    /// configured database (use a scratch one: the jobs stay queued).
+    Enqueue(crate::bench::EnqueueBenchArgs),
     /// Fills the local queue on the configured database, then times one node draining it.
     Queue {
         #[arg(long, default_value_t = 5_000)]

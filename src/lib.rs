@@ -6,7 +6,8 @@
 //! - `telemetry`: logs (JSON or pretty) and the Prometheus recorder.
 //! - `engines`: which sentiment engines the workers run (ONNX, or the lexicon when degraded).
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
-//! - `bench`: `bulwark bench queue`, local-queue throughput on the configured database.
+//! - `bench`: `bulwark bench queue|enqueue`, local-queue throughput and bulk-enqueue rate on the
+//!   configured database.
 //! - `incidents`: the node's incident sink and `bulwark incident replay`.
 //! - `ops_client`: `bulwark ops`, the operator controls over HTTP.
 //! - `scheduling`: the scheduler's and dead-letter actor's params, built from the config.
@@ -19,6 +20,7 @@
 //! - `bench_auth`: `bulwark bench auth`, what a key check and its rate limits cost a request.
 //! - `publish`: `bulwark publish`, payloads from a JSONL file to the broker with confirms.
 //! - `dlq_cli`: `bulwark dlq stats|list|show|requeue|park|purge` over HTTP.
+//! - `enqueue`: `bulwark enqueue`, jobs from a JSONL file through `POST /v1/jobs/batch`.
 //! - `keys`: the node's API-key checks built from `[auth]`, and `bulwark keys`.
 //! - `listener`: the HTTP listener, plain or TLS (`[http.tls]`).
 //! - `cli`: the command line.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod demo;
 pub mod dlq_cli;
 pub mod engines;
+pub mod enqueue;
 pub mod incidents;
 pub mod keys;
 pub mod listener;

@@ -135,6 +135,7 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(args) => bulwark::dlq_cli::run(&args).await,
+        Command::Enqueue(args) => bulwark::enqueue::run(&args).await,
         Command::Keys(args) => bulwark::keys::run(config, &args).await,
         Command::Migrate => {
             let store = bulwark::service::open_store(config).await?;
@@ -185,6 +186,13 @@ async fn run(
             target: BenchTarget::Dlq(args),
         } => {
             let report = bulwark::bench_scheduling::dlq(config, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Enqueue(args),
+        } => {
+            let report = bulwark::bench::enqueue(config, &args).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -1542,3 +1542,55 @@ async fn a_message_naming_another_job_is_dead_lettered_as_a_conflict() {
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
 }
+
+/// Proves a batch submitted over HTTP with the broker carrying jobs is published with
+/// confirms before the answer (the outbox is empty when the 200 arrives), each created job
+/// runs once over the broker and succeeds, invalid jobs are neither stored nor published,
+/// and replaying the batch answers `existing` without running anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_submitted_jobs_are_published_and_run_over_the_broker() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let mut jobs: Vec<Value> = (0..40)
+        .map(|index| {
+            json!({"kind": KIND, "payload": {"texts": [format!("lovely batch {index}")]},
+                "idempotency_key": format!("batch-{index}")})
+        })
+        .collect();
+    jobs.push(json!({"kind": KIND, "payload": {"texts": []}}));
+    let batch = json!({ "jobs": jobs });
+    let (status, answer) = service.post_json("/v1/jobs/batch", &batch).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["counts"],
+        json!({"created": 40, "existing": 0, "conflict": 0, "invalid": 1})
+    );
+    let outbox = service
+        .service
+        .store
+        .unpublished_jobs(i64::MAX, 100)
+        .await
+        .expect("outbox");
+    assert!(
+        outbox.is_empty(),
+        "every created job was confirmed: {outbox:?}"
+    );
+
+    let stored = wait_all_succeeded(&service, 40).await;
+    assert_eq!(stored.len(), 40, "nothing stored for the invalid job");
+    assert!(
+        stored.iter().all(|job| job["attempts"] == 1),
+        "each job ran once"
+    );
+
+    let (status, replay) = service.post_json("/v1/jobs/batch", &batch).await;
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["counts"]["existing"], 40, "{replay}");
+    let jobs_after = all_jobs(&service).await;
+    assert_eq!(jobs_after.len(), 40);
+    assert!(jobs_after.iter().all(|job| job["attempts"] == 1));
+
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}

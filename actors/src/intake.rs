@@ -6,12 +6,17 @@
 //! confirm takes the row out of the outbox. A publish that fails leaves the row in the outbox,
 //! and the broker's republisher sends it again, so a stored job never vanishes and the caller
 //! still gets its job back (the publish is an implementation detail, not the caller's problem).
+//! A batch is stored in one statement and its jobs are published with pipelined confirms (all
+//! sent, then every confirm awaited), then marked published in one statement.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bulwark_store::{DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError};
+use bulwark_store::{
+    BatchInsertOutcome, DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError,
+};
 use tracing::{debug, warn};
 
 use crate::JobRunnerHandle;
@@ -85,6 +90,17 @@ impl PublishError {
 pub trait JobPublisher: Send + Sync + Debug + 'static {
     async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError>;
 
+    /// Publishes several stored jobs, pipelined: every message is sent before any confirm is
+    /// awaited. One answer per job, in order. The default publishes them concurrently through
+    /// [`JobPublisher::publish_job`].
+    async fn publish_jobs(
+        &self,
+        jobs: &[&Job],
+        trace: &TraceContext,
+    ) -> Vec<Result<(), PublishError>> {
+        futures::future::join_all(jobs.iter().map(|job| self.publish_job(job, trace))).await
+    }
+
     /// Publishes a broker dead letter's message back to its original queue, as it was
     /// received (body, content type, message id, correlation id, reply-to, request id, trace),
     /// marked with the letter's id; returns once the broker confirmed it.
@@ -137,34 +153,131 @@ impl JobIntake {
         self.submit_traced(new_job, &TraceContext::default()).await
     }
 
-    /// Like [`JobIntake::submit`], carrying the caller's trace context to the broker.
+    /// Like [`JobIntake::submit`], carrying the caller's trace context to the broker. A
+    /// submission is a batch of one: see [`JobIntake::submit_batch`].
     pub async fn submit_traced(
         &self,
         new_job: &NewJob,
         trace: &TraceContext,
     ) -> Result<InsertOutcome, StoreError> {
+        let mut outcomes = self
+            .submit_batch(std::slice::from_ref(new_job), trace)
+            .await?;
+        let Some(outcome) = outcomes.pop() else {
+            return Err(StoreError::Corrupt("a batch of one had no outcome".into()));
+        };
+        // The caller tells a replay from a conflict (`NewJob::conflicts_with`).
+        Ok(match outcome {
+            BatchInsertOutcome::Created(job) => InsertOutcome::Created(job),
+            BatchInsertOutcome::Existing(job) | BatchInsertOutcome::Conflict(job) => {
+                InsertOutcome::Existing(job)
+            }
+        })
+    }
+
+    /// Creates the jobs of a batch, whose payloads the caller has validated for their kinds;
+    /// one outcome per job, in order (see [`Store::insert_job_batch`]). The local runner is
+    /// woken once. With a broker, the created jobs, and replays whose first publish was never
+    /// confirmed, are published with pipelined confirms; those not confirmed wait in the
+    /// outbox for the republisher, and the caller still gets its outcomes.
+    pub async fn submit_batch(
+        &self,
+        new_jobs: &[NewJob],
+        trace: &TraceContext,
+    ) -> Result<Vec<BatchInsertOutcome>, StoreError> {
         let Some(publisher) = &self.publisher else {
-            let outcome = self.store.insert_job(new_job).await?;
-            if let (InsertOutcome::Created(_), Some(job_runner)) = (&outcome, &self.job_runner) {
+            let outcomes = self
+                .store
+                .insert_job_batch(new_jobs, JobRoute::Local)
+                .await?;
+            if outcomes.iter().any(BatchInsertOutcome::is_created)
+                && let Some(job_runner) = &self.job_runner
+            {
                 job_runner.notify();
             }
-            return Ok(outcome);
+            return Ok(outcomes);
         };
-        let outcome = self
+        let outcomes = self
             .store
-            .insert_routed_job(new_job, JobRoute::BrokerPending)
+            .insert_job_batch(new_jobs, JobRoute::BrokerPending)
             .await?;
-        // A replayed submission whose first publish never got confirmed is sent again now
-        // rather than waiting for the republisher.
-        let needs_publish = match &outcome {
-            InsertOutcome::Created(_) => true,
-            InsertOutcome::Existing(job) => self.store.is_job_unpublished(&job.id).await?,
-        };
-        if needs_publish {
-            publish_and_mark(&self.store, publisher.as_ref(), outcome.job(), trace).await;
-        }
-        Ok(outcome)
+        // A replay whose first publish was never confirmed is sent again now, as a single
+        // submission's is, rather than waiting for the republisher.
+        let mut replayed_ids: Vec<String> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                BatchInsertOutcome::Existing(job) => Some(job.id.clone()),
+                BatchInsertOutcome::Created(_) | BatchInsertOutcome::Conflict(_) => None,
+            })
+            .collect();
+        replayed_ids.sort_unstable();
+        replayed_ids.dedup();
+        let mut unpublished_ids: HashSet<String> = self
+            .store
+            .unpublished_job_ids(&replayed_ids)
+            .await?
+            .into_iter()
+            .collect();
+        let to_publish: Vec<&Job> = outcomes
+            .iter()
+            .filter(|outcome| match outcome {
+                BatchInsertOutcome::Created(_) => true,
+                BatchInsertOutcome::Existing(job) => unpublished_ids.remove(&job.id),
+                BatchInsertOutcome::Conflict(_) => false,
+            })
+            .map(BatchInsertOutcome::job)
+            .collect();
+        publish_batch_and_mark(&self.store, publisher.as_ref(), &to_publish, trace).await;
+        Ok(outcomes)
     }
+}
+
+/// Publishes stored jobs with pipelined confirms and takes the confirmed ones out of the
+/// outbox in one statement. Returns how many the broker confirmed. Failures are logged once
+/// for the batch: those rows stay in the outbox for the republisher.
+pub async fn publish_batch_and_mark(
+    store: &Store,
+    publisher: &dyn JobPublisher,
+    jobs: &[&Job],
+    trace: &TraceContext,
+) -> usize {
+    if jobs.is_empty() {
+        return 0;
+    }
+    let answers = publisher.publish_jobs(jobs, trace).await;
+    let mut confirmed_ids = Vec::with_capacity(jobs.len());
+    let mut first_failure_opt = None;
+    for (job, answer) in jobs.iter().zip(answers) {
+        match answer {
+            Ok(()) => confirmed_ids.push(job.id.clone()),
+            Err(error) => {
+                first_failure_opt.get_or_insert((error, *job));
+            }
+        }
+    }
+    let num_confirmed = confirmed_ids.len();
+    if let Err(error) = store.mark_jobs_published(&confirmed_ids).await {
+        // The jobs are on the broker; the republisher may send them again, and the
+        // consumer's idempotency makes the duplicates harmless.
+        warn!(%error, num_confirmed, "failed to mark jobs published");
+    }
+    match first_failure_opt {
+        None => debug!(
+            num_published = num_confirmed,
+            first_job_id = %jobs[0].id,
+            kind = %jobs[0].kind,
+            "jobs published"
+        ),
+        Some((error, job)) => warn!(
+            %error,
+            job_id = %job.id,
+            kind = %job.kind,
+            num_published = num_confirmed,
+            num_waiting = jobs.len() - num_confirmed,
+            "jobs stored but not all published, the rest waits in the outbox"
+        ),
+    }
+    num_confirmed
 }
 
 /// Publishes a stored job and takes it out of the outbox once confirmed. Returns true when
@@ -175,21 +288,7 @@ pub async fn publish_and_mark(
     job: &Job,
     trace: &TraceContext,
 ) -> bool {
-    match publisher.publish_job(job, trace).await {
-        Ok(()) => {
-            if let Err(error) = store.mark_job_published(&job.id).await {
-                // The job is on the broker; the republisher may send it again, and the
-                // consumer's idempotency makes the duplicate harmless.
-                warn!(%error, job_id = %job.id, "failed to mark job published");
-            }
-            debug!(job_id = %job.id, kind = %job.kind, "job published");
-            true
-        }
-        Err(error) => {
-            warn!(%error, job_id = %job.id, kind = %job.kind, "job stored but not published, it waits in the outbox");
-            false
-        }
-    }
+    publish_batch_and_mark(store, publisher, &[job], trace).await == 1
 }
 
 #[cfg(test)]

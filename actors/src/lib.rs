@@ -59,7 +59,7 @@ pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
 pub use intake::{
     JobIntake, JobPublisher, PublishError, TraceContext, new_traceparent, publish_and_mark,
-    trace_id_of, traceparent_in,
+    publish_batch_and_mark, trace_id_of, traceparent_in,
 };
 pub use job_kinds::{
     CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload,

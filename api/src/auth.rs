@@ -262,6 +262,19 @@ pub struct ProviderCharge {
 }
 
 impl ProviderCharge {
+    /// Gives back `num_unused` of the charged calls (the jobs of a batch that created no new
+    /// work) and keeps the rest charged.
+    pub async fn refund_unused(mut self, num_unused: u64) {
+        let num_unused = i64::try_from(num_unused)
+            .unwrap_or(i64::MAX)
+            .min(self.calls);
+        if num_unused == 0 {
+            return;
+        }
+        self.calls = num_unused;
+        self.refund().await;
+    }
+
     /// Gives the calls back: the submission created no new work (an idempotent replay, or it
     /// failed).
     pub async fn refund(self) {

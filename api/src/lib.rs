@@ -2,7 +2,7 @@
 //! one error body. It knows the actors' handles and the store; the binary wires it.
 //!
 //! # Layout
-//! - `routes`: the operations, by tag (`sentiment`, `jobs`, `health`).
+//! - `routes`: the operations, by tag (`sentiment`, `jobs` and `job_batches`, `health`).
 //! - `audit_report`: audit reports as CSV and as a self-contained HTML page.
 //! - `auth`: [`Authenticate`] (keys, per-IP limits) and the scope types operations take.
 //! - `middleware`: [`RequestContext`]: request ids, body limit, error rendering, metrics.
@@ -71,6 +71,7 @@ pub struct AppParams {
 type Apis = (
     routes::sentiment::SentimentApi,
     routes::jobs::JobsApi,
+    routes::job_batches::JobBatchesApi,
     routes::health::HealthApi,
     routes::incidents::IncidentsApi,
     routes::ops::OpsApi,
@@ -87,6 +88,9 @@ fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<
             state: state.clone(),
         },
         routes::jobs::JobsApi {
+            state: state.clone(),
+        },
+        routes::job_batches::JobBatchesApi {
             state: state.clone(),
         },
         routes::health::HealthApi {

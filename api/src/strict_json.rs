@@ -56,16 +56,31 @@ poem_openapi::impl_apirequest_for_payload!(StrictJson<T>, T: ParseFromJSON);
 
 /// Checks a body against the schema of `T`. The message starts with the field at fault
 /// (`texts[0]: expected string, found a number`), or `body` for the body as a whole.
-fn check_body<T: Type>(value: &Value) -> Result<(), String> {
+pub(crate) fn check_body<T: Type>(value: &Value) -> Result<(), String> {
+    check_each::<T>(std::slice::from_ref(value), "body")
+        .pop()
+        .unwrap_or(Ok(()))
+}
+
+/// Checks each value against the schema of `T`, one answer per value. The message starts with
+/// the field at fault (`payload: is required`), or `name` for the value as a whole.
+pub(crate) fn check_each<T: Type>(values: &[Value], name: &str) -> Vec<Result<(), String>> {
     let mut registry = Registry::new();
     T::register(&mut registry);
-    let mut path = String::from("body");
-    check_value(&registry, &T::schema_ref(), value, &mut path).map_err(|message| {
-        match message.strip_prefix("body.") {
-            Some(field_message) => field_message.to_owned(),
-            None => message,
-        }
-    })
+    let schema_ref = T::schema_ref();
+    let field_prefix = format!("{name}.");
+    values
+        .iter()
+        .map(|value| {
+            let mut path = name.to_owned();
+            check_value(&registry, &schema_ref, value, &mut path).map_err(|message| {
+                match message.strip_prefix(&field_prefix) {
+                    Some(field_message) => field_message.to_owned(),
+                    None => message,
+                }
+            })
+        })
+        .collect()
 }
 
 /// Checks `value` against `schema_ref`; `path` names the value (`body.texts[0]`) and the

@@ -55,7 +55,7 @@ pub use trust::{DIRECT_REPLY_TO, ProducerLimits};
 pub use writes::DeliveryWrites;
 
 /// Why a broker operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("failed to connect to the broker: {0}")]
     Connect(String),

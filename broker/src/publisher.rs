@@ -119,105 +119,97 @@ impl BrokerPublisher {
         self.reset().await;
     }
 
+    /// Returns the live confirm channel. Opening one talks to the broker (channel, confirms,
+    /// topology): bounded too, so a broker that accepts TCP but does not answer cannot hold
+    /// callers.
+    async fn channel_in_time(&self) -> Result<Channel, BrokerError> {
+        match tokio::time::timeout(self.settings.confirm_timeout, self.channel()).await {
+            Ok(channel) => channel,
+            Err(_) => {
+                self.reset().await;
+                Err(BrokerError::Channel(format!(
+                    "no channel within {:?}",
+                    self.settings.confirm_timeout
+                )))
+            }
+        }
+    }
+
     /// Publishes one persistent message and waits for the broker's confirm.
     pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
-        // Opening a channel talks to the broker (channel, confirms, topology): bounded too, so a
-        // broker that accepts TCP but does not answer cannot hold callers.
-        let channel =
-            match tokio::time::timeout(self.settings.confirm_timeout, self.channel()).await {
-                Ok(channel) => channel?,
-                Err(_) => {
-                    self.reset().await;
-                    return Err(BrokerError::Channel(format!(
-                        "no channel within {:?}",
-                        self.settings.confirm_timeout
-                    )));
-                }
-            };
-        let unconfirmed = |text: String| BrokerError::Unconfirmed {
-            exchange: message.exchange.to_owned(),
-            routing_key: message.routing_key.to_owned(),
-            message: text,
-        };
-        let mut headers = FieldTable::default();
-        let traceparent = message
-            .traceparent
-            .map(str::to_owned)
-            .unwrap_or_else(new_traceparent);
-        headers.insert(
-            "traceparent".into(),
-            AMQPValue::LongString(traceparent.into()),
-        );
-        if let Some(request_id) = message.request_id {
-            headers.insert(
-                "x-request-id".into(),
-                AMQPValue::LongString(request_id.into()),
-            );
-        }
-        for (name, value) in &message.headers {
-            headers.insert((*name).into(), AMQPValue::LongString(value.as_str().into()));
-        }
-        let timestamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|since| since.as_secs())
-            .unwrap_or(0);
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(message.content_type.into())
-            .with_app_id("bulwark".into())
-            .with_timestamp(timestamp)
-            .with_headers(headers);
-        if let Some(message_id) = message.message_id {
-            properties = properties.with_message_id(message_id.into());
-        }
-        if let Some(correlation_id) = message.correlation_id {
-            properties = properties.with_correlation_id(correlation_id.into());
-        }
-        if let Some(reply_to) = message.reply_to {
-            properties = properties.with_reply_to(reply_to.into());
-        }
-        let options = BasicPublishOptions {
-            mandatory: message.mandatory,
-            ..BasicPublishOptions::default()
+        self.publish_many(std::slice::from_ref(message))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(unconfirmed(message, "no answer".to_owned())))
+    }
+
+    /// Publishes persistent messages pipelined: every message is sent before any confirm is
+    /// awaited, and all confirms are awaited together within one confirm timeout. One answer
+    /// per message, in order. A broken link (a failed send, no confirm in time) is dropped, so
+    /// the next publish reconnects.
+    pub async fn publish_many(
+        &self,
+        messages: &[OutgoingMessage<'_>],
+    ) -> Vec<Result<(), BrokerError>> {
+        let channel = match self.channel_in_time().await {
+            Ok(channel) => channel,
+            Err(error) => return messages.iter().map(|_| Err(error.clone())).collect(),
         };
         let published = async {
-            let confirm = channel
-                .basic_publish(
+            let sends = messages.iter().map(|message| {
+                let options = BasicPublishOptions {
+                    mandatory: message.mandatory,
+                    ..BasicPublishOptions::default()
+                };
+                channel.basic_publish(
                     message.exchange.into(),
                     message.routing_key.into(),
                     options,
                     message.body,
-                    properties,
+                    properties_of(message),
                 )
-                .await
-                .map_err(|error| unconfirmed(error.to_string()))?;
-            confirm
-                .await
-                .map_err(|error| unconfirmed(error.to_string()))
+            });
+            let sent = futures::future::join_all(sends).await;
+            let confirms = sent
+                .into_iter()
+                .zip(messages)
+                .map(|(sent, message)| async move {
+                    let confirm = sent.map_err(|error| unconfirmed(message, error.to_string()))?;
+                    confirm
+                        .await
+                        .map_err(|error| unconfirmed(message, error.to_string()))
+                });
+            futures::future::join_all(confirms).await
         };
-        let confirmation =
-            match tokio::time::timeout(self.settings.confirm_timeout, published).await {
-                Ok(Ok(confirmation)) => confirmation,
-                Ok(Err(error)) => {
-                    self.reset().await;
-                    return Err(error);
-                }
-                Err(_) => {
-                    self.reset().await;
-                    return Err(unconfirmed(format!(
-                        "no confirm within {:?}",
-                        self.settings.confirm_timeout
-                    )));
-                }
-            };
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_returned)) => {
-                Err(unconfirmed("returned unroutable".to_owned()))
-            }
-            Confirmation::Nack(_) => Err(unconfirmed("nacked by the broker".to_owned())),
-            Confirmation::NotRequested => Err(unconfirmed("confirms not enabled".to_owned())),
+        let Ok(confirmations) =
+            tokio::time::timeout(self.settings.confirm_timeout, published).await
+        else {
+            self.reset().await;
+            let waited = format!("no confirm within {:?}", self.settings.confirm_timeout);
+            return messages
+                .iter()
+                .map(|message| Err(unconfirmed(message, waited.clone())))
+                .collect();
+        };
+        if confirmations.iter().any(Result::is_err) {
+            self.reset().await;
         }
+        confirmations
+            .into_iter()
+            .zip(messages)
+            .map(|(confirmation, message)| match confirmation? {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_returned)) => {
+                    Err(unconfirmed(message, "returned unroutable".to_owned()))
+                }
+                Confirmation::Nack(_) => {
+                    Err(unconfirmed(message, "nacked by the broker".to_owned()))
+                }
+                Confirmation::NotRequested => {
+                    Err(unconfirmed(message, "confirms not enabled".to_owned()))
+                }
+            })
+            .collect()
     }
 
     /// Publishes an envelope to the jobs exchange, routed by its kind.
@@ -255,9 +247,17 @@ pub struct MessageTrace<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-#[async_trait]
-impl JobPublisher for BrokerPublisher {
-    async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError> {
+/// A stored job as the message that carries it.
+struct JobMessage {
+    body: Result<Vec<u8>, PublishError>,
+    kind: String,
+    id: String,
+    request_id: Option<String>,
+    traceparent: Option<String>,
+}
+
+impl JobMessage {
+    fn new(job: &Job, trace: &TraceContext) -> JobMessage {
         let envelope = Envelope {
             v: ENVELOPE_VERSION,
             id: job.id.clone(),
@@ -266,24 +266,88 @@ impl JobPublisher for BrokerPublisher {
             idempotency_key: None,
             deadline: None,
         };
+        let body = envelope
+            .encode(CONTENT_TYPE_JSON)
+            .map_err(|error| PublishError {
+                message: error.to_string(),
+                retryable: false,
+            });
         // A job published again (outbox, requeue) continues the trace that created it.
         let traceparent = trace
             .traceparent
             .clone()
             .or_else(|| job.trace_id.as_deref().map(traceparent_in));
-        let message_trace = MessageTrace {
-            request_id: job.request_id.as_deref(),
-            traceparent: traceparent.as_deref(),
-        };
-        self.publish_envelope(&envelope, CONTENT_TYPE_JSON, &message_trace)
+        JobMessage {
+            body,
+            kind: job.kind.clone(),
+            id: job.id.clone(),
+            request_id: job.request_id.clone(),
+            traceparent,
+        }
+    }
+
+    /// Returns the message to the jobs exchange, routed by kind; `None` when it cannot be
+    /// encoded.
+    fn outgoing<'a>(&'a self, exchange: &'a str) -> Option<OutgoingMessage<'a>> {
+        Some(OutgoingMessage {
+            exchange,
+            routing_key: &self.kind,
+            body: self.body.as_deref().ok()?,
+            content_type: CONTENT_TYPE_JSON,
+            message_id: Some(&self.id),
+            correlation_id: None,
+            reply_to: None,
+            headers: Vec::new(),
+            request_id: self.request_id.as_deref(),
+            traceparent: self.traceparent.as_deref(),
+            mandatory: true,
+        })
+    }
+}
+
+#[async_trait]
+impl JobPublisher for BrokerPublisher {
+    async fn publish_job(&self, job: &Job, trace: &TraceContext) -> Result<(), PublishError> {
+        self.publish_jobs(&[job], trace)
             .await
-            .map_err(|error| {
-                warn!(%error, job_id = %job.id, "failed to publish job");
-                PublishError {
-                    retryable: error.is_retryable(),
-                    message: error.to_string(),
-                }
+            .pop()
+            .unwrap_or_else(|| {
+                Err(PublishError {
+                    message: "no answer".to_owned(),
+                    retryable: true,
+                })
             })
+    }
+
+    async fn publish_jobs(
+        &self,
+        jobs: &[&Job],
+        trace: &TraceContext,
+    ) -> Vec<Result<(), PublishError>> {
+        let exchange = self.settings.topology.jobs_exchange();
+        let job_messages: Vec<JobMessage> =
+            jobs.iter().map(|job| JobMessage::new(job, trace)).collect();
+        let outgoing: Vec<OutgoingMessage> = job_messages
+            .iter()
+            .filter_map(|job_message| job_message.outgoing(&exchange))
+            .collect();
+        let mut answers = self.publish_many(&outgoing).await.into_iter();
+        job_messages
+            .into_iter()
+            .map(|job_message| {
+                job_message.body.as_ref().map_err(Clone::clone)?;
+                let answer = answers
+                    .next()
+                    .unwrap_or_else(|| Err(BrokerError::Channel("no answer".to_owned())));
+                answer.map_err(|error| {
+                    warn!(%error, job_id = %job_message.id, "failed to publish job");
+                    PublishError {
+                        retryable: error.is_retryable(),
+                        message: error.to_string(),
+                    }
+                })
+            })
+            .collect()
     }
 
     async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError> {
@@ -292,6 +356,58 @@ impl JobPublisher for BrokerPublisher {
 
     fn is_connected(&self) -> bool {
         self.health.is_up()
+    }
+}
+
+/// Returns the AMQP properties of a message: persistent, stamped with the app and the time,
+/// with `traceparent` (continued or new), `x-request-id` and its extra headers.
+fn properties_of(message: &OutgoingMessage<'_>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let traceparent = message
+        .traceparent
+        .map(str::to_owned)
+        .unwrap_or_else(new_traceparent);
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(traceparent.into()),
+    );
+    if let Some(request_id) = message.request_id {
+        headers.insert(
+            "x-request-id".into(),
+            AMQPValue::LongString(request_id.into()),
+        );
+    }
+    for (name, value) in &message.headers {
+        headers.insert((*name).into(), AMQPValue::LongString(value.as_str().into()));
+    }
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .unwrap_or(0);
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(message.content_type.into())
+        .with_app_id("bulwark".into())
+        .with_timestamp(timestamp)
+        .with_headers(headers);
+    if let Some(message_id) = message.message_id {
+        properties = properties.with_message_id(message_id.into());
+    }
+    if let Some(correlation_id) = message.correlation_id {
+        properties = properties.with_correlation_id(correlation_id.into());
+    }
+    if let Some(reply_to) = message.reply_to {
+        properties = properties.with_reply_to(reply_to.into());
+    }
+    properties
+}
+
+/// Returns why a message was not confirmed.
+fn unconfirmed(message: &OutgoingMessage<'_>, text: String) -> BrokerError {
+    BrokerError::Unconfirmed {
+        exchange: message.exchange.to_owned(),
+        routing_key: message.routing_key.to_owned(),
+        message: text,
     }
 }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::db::{Pool, sqlite_rows_each, with_pool};
 use crate::jobs::{JobRow, decode_rows, job_columns, relaxed_commit};
-use crate::{InsertOutcome, Job, NewJob, Store, StoreError, now_ms};
+use crate::{Job, NewJob, Store, StoreError, now_ms};
 
 /// Who runs a job, stored in `jobs.transport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,63 +53,6 @@ struct ClaimedRow<'a> {
 }
 
 impl Store {
-    /// Creates a job routed as `route`, or returns the job already stored under the same
-    /// idempotency key (whatever its route).
-    pub async fn insert_routed_job(
-        &self,
-        new_job: &NewJob,
-        route: JobRoute,
-    ) -> Result<InsertOutcome, StoreError> {
-        let id = Uuid::now_v7().to_string();
-        let now = now_ms();
-        let payload = new_job.payload.to_string();
-        let max_attempts = i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX);
-        let (transport, published_at_ms) = match route {
-            JobRoute::Local => ("local", None),
-            JobRoute::BrokerPending => ("amqp", None),
-            JobRoute::BrokerPublished => ("amqp", Some(now)),
-        };
-        const INSERT: &str = concat!(
-            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
-             idempotency_key, created_at_ms, updated_at_ms, run_at_ms, transport, \
-             published_at_ms, trace_id) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
-            job_columns!()
-        );
-        let inserted: Option<JobRow> = with_pool!(self, pool => {
-            sqlx::query_as(INSERT)
-                .bind(&id)
-                .bind(&new_job.kind)
-                .bind(max_attempts)
-                .bind(&payload)
-                .bind(&new_job.request_id)
-                .bind(&new_job.idempotency_key)
-                .bind(now)
-                .bind(transport)
-                .bind(published_at_ms)
-                .bind(&new_job.trace_id)
-                .fetch_optional(pool)
-                .await
-        })?;
-        if let Some(row) = inserted {
-            return Ok(InsertOutcome::Created(row.try_into()?));
-        }
-        let Some(key) = &new_job.idempotency_key else {
-            return Err(StoreError::Corrupt(format!(
-                "insert of job {id} returned no row"
-            )));
-        };
-        const BY_KEY: &str = concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE idempotency_key = $1"
-        );
-        let existing: JobRow =
-            with_pool!(self, pool => sqlx::query_as(BY_KEY).bind(key).fetch_one(pool).await)?;
-        Ok(InsertOutcome::Existing(existing.try_into()?))
-    }
-
     /// Returns the rows of delivered messages, one per lookup in order: the job whose id is the
     /// lookup's `id` (a message Bulwark published), else the job stored under its `key`. On
     /// PostgreSQL in one statement.
@@ -261,16 +204,6 @@ impl Store {
             Some(jobs.swap_remove(position))
         });
         Ok(answers.collect())
-    }
-
-    /// Records that the broker confirmed the job's message; the row leaves the outbox.
-    pub async fn mark_job_published(&self, id: &str) -> Result<(), StoreError> {
-        const MARK: &str = "UPDATE jobs SET published_at_ms = $1 \
-             WHERE id = $2 AND published_at_ms IS NULL";
-        with_pool!(self, pool => {
-            sqlx::query(MARK).bind(now_ms()).bind(id).execute(pool).await.map(|_| ())
-        })?;
-        Ok(())
     }
 
     /// Returns true when the job is a broker job still waiting for a confirmed publish.

@@ -10,6 +10,8 @@
 //! - `jobs`: job rows ([`Job`], [`NewJob`], [`JobStatus`]) and their queries.
 //! - `queue`: the [`OutcomeSink`] and [`JobTransport`] traits and [`LocalQueue`], the
 //!   database-backed transport (batched claims, group-committed completions).
+//! - `job_batches`: many jobs in one statement ([`BatchInsertOutcome`] per job), the path
+//!   single submissions take too.
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
@@ -27,6 +29,7 @@ mod db;
 mod dead_letters;
 mod error;
 mod group_commit;
+mod job_batches;
 mod jobs;
 mod ops_audit;
 mod queue;
@@ -44,6 +47,7 @@ pub use dead_letters::{
 };
 pub use error::StoreError;
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
+pub use job_batches::BatchInsertOutcome;
 pub use jobs::{
     CompleteJobs, InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob,
     StatusCount,

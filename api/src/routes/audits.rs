@@ -457,10 +457,9 @@ impl AuditsApi {
             }
         };
         let job = outcome.job();
-        if job.kind != new_job.kind || job.payload != new_job.payload {
-            return Err(ApiError::conflict(format!(
-                "idempotency_key: already used by job {} with a different kind or payload",
-                job.id
+        if new_job.conflicts_with(job) {
+            return Err(ApiError::conflict(crate::routes::jobs::conflict_message(
+                &job.id,
             )));
         }
         // The job may already be running and have created the row; both writes are the same.

@@ -166,8 +166,13 @@ pub struct JobsApi {
 }
 
 /// Provider calls a job of `kind` starts, charged to the submitting key's daily budget.
-fn provider_calls_of(kind: &str) -> u64 {
+pub(crate) fn provider_calls_of(kind: &str) -> u64 {
     u64::from(kind == "provider.complete")
+}
+
+/// Why a submission reusing the idempotency key of job `job_id` for another job is refused.
+pub(crate) fn conflict_message(job_id: &str) -> String {
+    format!("idempotency_key: already used by job {job_id} with a different kind or payload")
 }
 
 #[OpenApi(tag = "ApiTags::Jobs")]
@@ -219,11 +224,8 @@ impl JobsApi {
         match outcome? {
             InsertOutcome::Created(job) => Ok(SubmitResponse::Created(Json(job.into()))),
             InsertOutcome::Existing(job) => {
-                if job.kind != new_job.kind || job.payload != new_job.payload {
-                    return Err(ApiError::conflict(format!(
-                        "idempotency_key: already used by job {} with a different kind or payload",
-                        job.id
-                    )));
+                if new_job.conflicts_with(&job) {
+                    return Err(ApiError::conflict(conflict_message(&job.id)));
                 }
                 Ok(SubmitResponse::Existing(
                     Json(job.into()),

@@ -2,6 +2,7 @@ pub mod audits;
 pub mod dead_letters;
 pub mod health;
 pub mod incidents;
+pub mod job_batches;
 pub mod jobs;
 pub mod keys;
 pub mod ops;
