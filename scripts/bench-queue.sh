@@ -35,7 +35,7 @@ for backend in sqlite postgres; do
 done
 
 echo
-echo "| backend | concurrency | jobs | drained jobs/s | claim→stored p50 ms | p99 ms | node CPU ms/job | PostgreSQL CPU ms/job | commits/job | inserted jobs/s (one per call) |"
+echo "| backend | concurrency | jobs | drained jobs/s | claim→stored p50 ms | p99 ms | node CPU ms/job | PostgreSQL CPU ms/job | commits/job | inserted jobs/s (batches of 1,000) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 python3 - "$workdir/results.jsonl" <<'PY'
 import json, sys
