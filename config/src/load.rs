@@ -21,6 +21,11 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("BULWARK_LOG", "telemetry.log_level"),
 ];
 
+/// Keys still read under an older name: (section, old name, current name). A file may use
+/// either name but not both; an environment override under the old name sets the current key,
+/// and one under the current name wins over it.
+const RENAMED_KEYS: &[(&str, &str, &str)] = &[("scheduler", "tick_ms", "max_wait_ms")];
+
 /// Keys whose values are always strings, even when they look like numbers.
 const STRING_KEYS: &[&str] = &[
     "http.addr",
@@ -65,6 +70,7 @@ pub enum ConfigError {
 /// then [`validate`].
 pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
     let mut table = read_file_table(sources.explicit_file.as_deref())?;
+    rename_old_keys(&mut table)?;
     apply_env(&mut table, &sources.env)?;
     let deserializer = Value::Table(table);
     let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -101,6 +107,36 @@ fn read_file_table(explicit_file: Option<&Path>) -> Result<Table, ConfigError> {
     })
 }
 
+/// Moves keys the file sets under an older name to their current name.
+fn rename_old_keys(table: &mut Table) -> Result<(), ConfigError> {
+    for (section, old_name, current_name) in RENAMED_KEYS {
+        let Some(Value::Table(section_table)) = table.get_mut(*section) else {
+            continue;
+        };
+        let Some(value) = section_table.remove(*old_name) else {
+            continue;
+        };
+        if section_table.contains_key(*current_name) {
+            return Err(ConfigError::Key {
+                key: format!("{section}.{old_name}"),
+                message: format!(
+                    "renamed to {section}.{current_name}, which is set too; keep only one"
+                ),
+            });
+        }
+        section_table.insert((*current_name).to_owned(), value);
+    }
+    Ok(())
+}
+
+/// Returns the current name of a dotted key set under an older name, or `None`.
+fn current_key(key: &str) -> Option<String> {
+    RENAMED_KEYS
+        .iter()
+        .find(|(section, old_name, _)| key == format!("{section}.{old_name}"))
+        .map(|(section, _, current_name)| format!("{section}.{current_name}"))
+}
+
 fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), ConfigError> {
     let mut overrides: Vec<(String, String, &String)> = Vec::new();
     for (variable, key) in ENV_ALIASES {
@@ -120,7 +156,12 @@ fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), Con
             Some((variable.clone(), key, value))
         })
         .collect();
-    generic.sort();
+    // Old names first, so the current name of the same key is applied after them and wins.
+    generic.sort_by_key(|(variable, key, _)| (current_key(key).is_none(), variable.clone()));
+    let generic = generic.into_iter().map(|(variable, key, value)| {
+        let key = current_key(&key).unwrap_or(key);
+        (variable, key, value)
+    });
     overrides.extend(generic);
 
     for (variable, key, raw) in overrides {
@@ -458,6 +499,43 @@ mod tests {
             let message = load(&sources).unwrap_err().to_string();
             assert!(message.contains(key), "{variable}={value}: {message}");
         }
+    }
+
+    /// Proves a config written for the scheduler's fixed tick still loads: `tick_ms` sets
+    /// `scheduler.max_wait_ms` from a file and from the environment, an old-name override beats
+    /// a file that uses the new name (as the shipped one does), the new name beats the old in
+    /// the environment, and a file setting both is refused naming the old key.
+    #[test]
+    fn scheduler_tick_ms_is_read_as_max_wait_ms() {
+        let load_with = |file: &str, pairs: &[(&str, &str)]| {
+            let (_temp, path) = write_config(file);
+            load(&ConfigSources {
+                explicit_file: Some(path),
+                env: env(pairs),
+            })
+        };
+        let from_file = load_with("[scheduler]\ntick_ms = 400\n", &[]).unwrap();
+        assert_eq!(from_file.scheduler.max_wait_ms, 400);
+        let over_new_name = load_with(
+            "[scheduler]\nmax_wait_ms = 250\n",
+            &[("BULWARK__SCHEDULER__TICK_MS", "20")],
+        )
+        .unwrap();
+        assert_eq!(over_new_name.scheduler.max_wait_ms, 20);
+        let both_in_env = load_with(
+            "",
+            &[
+                ("BULWARK__SCHEDULER__TICK_MS", "20"),
+                ("BULWARK__SCHEDULER__MAX_WAIT_MS", "30"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(both_in_env.scheduler.max_wait_ms, 30);
+        let both_in_file =
+            load_with("[scheduler]\ntick_ms = 400\nmax_wait_ms = 250\n", &[]).unwrap_err();
+        let message = both_in_file.to_string();
+        assert!(message.contains("scheduler.tick_ms"), "{message}");
+        assert!(message.contains("scheduler.max_wait_ms"), "{message}");
     }
 
     /// Proves a missing explicit file is an error, while the default path is optional.

@@ -12,9 +12,8 @@ pub struct SchedulerConfig {
     /// slot of any active schedule and when a schedule changes through this node's API; this
     /// bound is how soon it sees schedules changed through other nodes, a `queue_one` slot
     /// whose previous run finished, finished runs to count, and expired claims. Named
-    /// `tick_ms` before the scheduler woke on due slots (a fixed pass interval); that name is
-    /// still read.
-    #[serde(alias = "tick_ms")]
+    /// `tick_ms` before the scheduler woke on due slots (a fixed pass interval); the loader
+    /// still reads that name.
     pub max_wait_ms: u64,
     /// Schedules claimed per batch.
     pub claim_batch: u32,
@@ -146,27 +145,7 @@ pub(crate) fn validate_scheduling(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::{ConfigSources, load};
-
-    /// Proves a config written for the fixed tick still loads: `tick_ms` sets the longest wait,
-    /// in a file and from the environment, as the new name `max_wait_ms` does.
-    #[test]
-    fn tick_ms_is_read_as_max_wait_ms() {
-        let from_file: SchedulerConfig = toml::from_str("tick_ms = 400").unwrap();
-        assert_eq!(from_file.max_wait(), Duration::from_millis(400));
-        let from_new_name: SchedulerConfig = toml::from_str("max_wait_ms = 700").unwrap();
-        assert_eq!(from_new_name.max_wait(), Duration::from_millis(700));
-        let env = HashMap::from([("BULWARK__SCHEDULER__TICK_MS".to_owned(), "300".to_owned())]);
-        let config = load(&ConfigSources {
-            explicit_file: None,
-            env,
-        })
-        .unwrap();
-        assert_eq!(config.scheduler.max_wait_ms, 300);
-    }
 
     /// Proves a claim lease must outlast the longest wait, naming both keys.
     #[test]
