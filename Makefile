@@ -146,7 +146,7 @@ bench-auth: release
 
 ## bench-enqueue: jobs/s stored into PostgreSQL one at a time vs in batches of 1,000 (through
 ## the store, and over HTTP on a node started by the bench), in one run, on a scratch schema
-## of PG_URL that is dropped afterwards (JOBS, SINGLE_JOBS, HTTP_JOBS, BATCH_SIZE)
+## of PG_URL that is dropped afterwards (JOBS, SINGLE_JOBS, HTTP_JOBS, BATCH_SIZE, ROUNDS)
 bench-enqueue: release
 	@schema=bench_enqueue_$$$$; \
 	psql "$(PG_URL)" -qc "CREATE SCHEMA $$schema" || exit 1; \
@@ -155,7 +155,7 @@ bench-enqueue: release
 	BULWARK_LOG=warn BULWARK__SENTIMENT__ENGINE=lexicon \
 	./target/release/bulwark bench enqueue --jobs $${JOBS:-100000} \
 		--single-jobs $${SINGLE_JOBS:-10000} --http-jobs $${HTTP_JOBS:-20000} \
-		--batch-size $${BATCH_SIZE:-1000}
+		--batch-size $${BATCH_SIZE:-1000} --rounds $${ROUNDS:-5}
 
 ## bench-amqp: broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, results in
 ## PostgreSQL (AMQP_URL and DATABASE_URL default to the local services)

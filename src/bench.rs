@@ -169,6 +169,10 @@ pub struct EnqueueBenchArgs {
     /// at a time, as `bulwark enqueue` sends them; 0 skips this phase.
     #[arg(long, default_value_t = 20_000)]
     pub http_jobs: usize,
+    /// The phases run in this many interleaved rounds (single, batch, HTTP, then again), each
+    /// with its share of the jobs, so a noisy machine weighs on every phase alike.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// One phase's rate.
@@ -194,6 +198,7 @@ impl EnqueueRate {
 pub struct EnqueueBenchReport {
     pub backend: &'static str,
     pub batch_size: usize,
+    pub rounds: usize,
     /// Bytes of each job's payload, as stored.
     pub payload_bytes: usize,
     /// `Store::insert_job`, one job per statement and commit.
@@ -220,36 +225,57 @@ fn bench_job(key: String, max_attempts: u32) -> NewJob {
     }
 }
 
-/// Stores jobs one at a time, then in batches, then (unless `http_jobs` is 0) over HTTP, all
-/// under fresh idempotency keys. The jobs stay queued: run it on a scratch database.
+/// Stores jobs one at a time, in batches through the store, and (unless `http_jobs` is 0) in
+/// batches over HTTP, in interleaved rounds, all under fresh idempotency keys. The jobs stay
+/// queued: run it on a scratch database (`make bench-enqueue` does).
 pub async fn enqueue(
     config: &Config,
     args: &EnqueueBenchArgs,
 ) -> anyhow::Result<EnqueueBenchReport> {
-    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    anyhow::ensure!(
+        args.batch_size > 0 && args.rounds > 0,
+        "--batch-size and --rounds must be at least 1"
+    );
     let store = crate::service::open_store(config).await?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let max_attempts = config.jobs.max_attempts;
-
-    let single_started = Instant::now();
-    for index in 0..args.single_jobs {
-        let new_job = bench_job(format!("bench-{run_id}-single-{index}"), max_attempts);
-        store
-            .insert_job(&new_job)
-            .await
-            .context("failed to insert a benchmark job")?;
-    }
-    let single = EnqueueRate::new(args.single_jobs, single_started.elapsed().as_secs_f64());
-
-    let batch = time_store_batches(&store, args, &run_id, max_attempts).await?;
-    let http_batch = match args.http_jobs {
+    let node_opt = match args.http_jobs {
         0 => None,
-        _ => Some(time_http_batches(config, args, &run_id).await?),
+        _ => Some(BenchNode::start(config, &run_id).await?),
     };
+    let share = |num_jobs: usize| num_jobs / args.rounds;
+    let (mut single_seconds, mut batch_seconds, mut http_seconds) = (0.0, 0.0, 0.0);
+    for round in 0..args.rounds {
+        let prefix = format!("bench-{run_id}-{round}");
+        let started = Instant::now();
+        for index in 0..share(args.single_jobs) {
+            let new_job = bench_job(format!("{prefix}-single-{index}"), config.jobs.max_attempts);
+            store
+                .insert_job(&new_job)
+                .await
+                .context("failed to insert a benchmark job")?;
+        }
+        single_seconds += started.elapsed().as_secs_f64();
+        let jobs: Vec<NewJob> = (0..share(args.jobs))
+            .map(|index| bench_job(format!("{prefix}-batch-{index}"), config.jobs.max_attempts))
+            .collect();
+        batch_seconds += time_store_batches(&store, &jobs, args.batch_size).await?;
+        if let Some(node) = &node_opt {
+            let bodies = http_bodies(&prefix, share(args.http_jobs), args.batch_size);
+            http_seconds += node.time_batches(bodies).await?;
+        }
+    }
+    if let Some(node) = node_opt {
+        node.service.shutdown().await?;
+    }
+    let single = EnqueueRate::new(share(args.single_jobs) * args.rounds, single_seconds);
+    let batch = EnqueueRate::new(share(args.jobs) * args.rounds, batch_seconds);
+    let http_batch = (args.http_jobs > 0)
+        .then(|| EnqueueRate::new(share(args.http_jobs) * args.rounds, http_seconds));
     let payload_bytes = bench_job(String::new(), 0).payload.to_string().len();
     Ok(EnqueueBenchReport {
         backend: store.backend().as_str(),
         batch_size: args.batch_size,
+        rounds: args.rounds,
         payload_bytes,
         batch_over_single: batch.jobs_per_second / single.jobs_per_second,
         http_batch_over_single: http_batch
@@ -261,18 +287,14 @@ pub async fn enqueue(
     })
 }
 
-/// Times `Store::insert_job_batch` over `args.jobs` jobs; the batches are built beforehand.
+/// Times `Store::insert_job_batch` over `jobs`, in batches of `batch_size`; returns seconds.
 async fn time_store_batches(
     store: &Store,
-    args: &EnqueueBenchArgs,
-    run_id: &str,
-    max_attempts: u32,
-) -> anyhow::Result<EnqueueRate> {
-    let jobs: Vec<NewJob> = (0..args.jobs)
-        .map(|index| bench_job(format!("bench-{run_id}-batch-{index}"), max_attempts))
-        .collect();
+    jobs: &[NewJob],
+    batch_size: usize,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
-    for chunk in jobs.chunks(args.batch_size) {
+    for chunk in jobs.chunks(batch_size) {
         let outcomes = store
             .insert_job_batch(chunk, JobRoute::Local)
             .await
@@ -282,78 +304,94 @@ async fn time_store_batches(
             "a benchmark batch found existing jobs"
         );
     }
-    Ok(EnqueueRate::new(args.jobs, started.elapsed().as_secs_f64()))
+    Ok(started.elapsed().as_secs_f64())
 }
 
-/// Starts a node on a free port with its job runner stopped (so the node does not run the
-/// jobs while they arrive), and times `args.http_jobs` jobs sent in batches, one request at a
-/// time; the bodies are built beforehand.
-async fn time_http_batches(
-    config: &Config,
-    args: &EnqueueBenchArgs,
-    run_id: &str,
-) -> anyhow::Result<EnqueueRate> {
-    let mut config = config.clone();
-    config.http.addr = "127.0.0.1:0".to_owned();
-    let service = Service::start(&config).await?;
-    let key = service
-        .auth
-        .authenticator
-        .create_key(&bulwark_auth::NewKey {
-            name: format!("bench-enqueue-{run_id}"),
-            scopes: bulwark_auth::Scopes::new(&[bulwark_auth::Scope::Admin]),
-            expires_at_ms: None,
-            daily_provider_calls: None,
-        })
-        .await
-        .context("failed to make the benchmark's api key")?
-        .token;
-    let client = reqwest::Client::new();
-    let stopped = client
-        .post(format!(
-            "{}/v1/ops/supervisors/root.jobs/stop",
-            service.base_url
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        stopped.status().is_success(),
-        "failed to stop the job runner: {}",
-        stopped.status()
-    );
-    let bodies: Vec<String> = (0..args.http_jobs)
+/// Returns the bodies of `POST /v1/jobs/batch` for `num_jobs` jobs, `batch_size` a body.
+fn http_bodies(prefix: &str, num_jobs: usize, batch_size: usize) -> Vec<String> {
+    (0..num_jobs)
         .collect::<Vec<_>>()
-        .chunks(args.batch_size)
+        .chunks(batch_size)
         .map(|chunk| {
             let jobs: Vec<serde_json::Value> = chunk
                 .iter()
                 .map(|index| {
-                    let job = bench_job(format!("bench-{run_id}-http-{index}"), 0);
-                    json!({"kind": job.kind, "payload": job.payload, "idempotency_key": job.idempotency_key})
+                    let job = bench_job(format!("{prefix}-http-{index}"), 0);
+                    json!({"kind": job.kind, "payload": job.payload,
+                        "idempotency_key": job.idempotency_key})
                 })
                 .collect();
             json!({ "jobs": jobs }).to_string()
         })
-        .collect();
-    let endpoint = format!("{}/v1/jobs/batch", service.base_url);
-    let started = Instant::now();
-    for body in bodies {
-        let response = client
-            .post(&endpoint)
+        .collect()
+}
+
+/// A node on a free port with its job runner stopped, so it does not run the benchmark's
+/// jobs while they arrive, and a key to reach it.
+struct BenchNode {
+    service: Service,
+    client: reqwest::Client,
+    key: String,
+}
+
+impl BenchNode {
+    async fn start(config: &Config, run_id: &str) -> anyhow::Result<BenchNode> {
+        let mut config = config.clone();
+        config.http.addr = "127.0.0.1:0".to_owned();
+        let service = Service::start(&config).await?;
+        let key = service
+            .auth
+            .authenticator
+            .create_key(&bulwark_auth::NewKey {
+                name: format!("bench-enqueue-{run_id}"),
+                scopes: bulwark_auth::Scopes::new(&[bulwark_auth::Scope::Admin]),
+                expires_at_ms: None,
+                daily_provider_calls: None,
+            })
+            .await
+            .context("failed to make the benchmark's api key")?
+            .token;
+        let client = reqwest::Client::new();
+        let stopped = client
+            .post(format!(
+                "{}/v1/ops/supervisors/root.jobs/stop",
+                service.base_url
+            ))
             .bearer_auth(&key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
             .send()
             .await?;
-        let status = response.status();
-        let answer: serde_json::Value = response.json().await.unwrap_or_default();
         anyhow::ensure!(
-            status.is_success() && answer["counts"]["created"].as_u64().is_some(),
-            "a benchmark batch was refused: {status} {answer}"
+            stopped.status().is_success(),
+            "failed to stop the job runner: {}",
+            stopped.status()
         );
+        Ok(BenchNode {
+            service,
+            client,
+            key,
+        })
     }
-    let seconds = started.elapsed().as_secs_f64();
-    service.shutdown().await?;
-    Ok(EnqueueRate::new(args.http_jobs, seconds))
+
+    /// Sends the bodies one request at a time; returns seconds.
+    async fn time_batches(&self, bodies: Vec<String>) -> anyhow::Result<f64> {
+        let endpoint = format!("{}/v1/jobs/batch", self.service.base_url);
+        let started = Instant::now();
+        for body in bodies {
+            let response = self
+                .client
+                .post(&endpoint)
+                .bearer_auth(&self.key)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            anyhow::ensure!(
+                status.is_success() && answer["counts"]["invalid"] == 0,
+                "a benchmark batch was refused: {status} {answer}"
+            );
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
 }

@@ -81,9 +81,10 @@ struct Written {
     existing_by_key: HashMap<String, Job>,
 }
 
-/// Returns the row the insert statements below write for `row` at `now` (they return only
-/// the ids of created rows: reading back every column of a thousand rows costs about 15% of a
-/// batch, and every value is known here).
+/// Returns the row the insert statements below write for `row` at `now`. They return only the
+/// ids of created rows: every value is known here, so reading a thousand rows back (payloads
+/// included) would cost the node's CPU and the wire bytes for nothing (docs/benchmarks.md:
+/// within run-to-run noise on a local database, which is the best case for reading back).
 fn created_job(row: &WrittenRow<'_>, now: i64) -> Job {
     let new_job = row.new_job;
     Job {
