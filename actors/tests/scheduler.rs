@@ -505,8 +505,12 @@ async fn due_slot_fires_when_the_clock_reaches_it() {
         let runs = wait_for_runs(&harness.store, &schedule.id, 2).await;
         assert_eq!(runs[1].fire_at_ms, first_slot_ms + 10 * SECOND);
         assert_eq!(runs[1].lag_ms, Some(0));
-        let stored = harness.schedule(&schedule.id).await;
-        assert_eq!(stored.num_runs, 2);
+        // The run row is written before the schedule's own write-back of the same pass.
+        let stored = eventually(Duration::from_secs(5), || async {
+            let stored = harness.schedule(&schedule.id).await;
+            (stored.num_runs == 2).then_some(stored)
+        })
+        .await;
         assert_eq!(stored.next_fire_at_ms, Some(first_slot_ms + 20 * SECOND));
     }
 }

@@ -357,8 +357,10 @@ impl DeadLetterSubsystem {
     /// Injects `fault` with a job dying meanwhile, waits for the restart, and proves the
     /// restarted actor stores that job as exactly one dead letter.
     async fn fault_then_record(&self, fault: DeadLetterMsg, kind: ExitKind) {
-        self.send(fault);
+        // The job dies first: the actor scans on start and then once an hour, so only the
+        // restarted actor's first scan can store it (dying after the fault raced the restart).
         let job_id = self.job_dies().await;
+        self.send(fault);
         let snapshot = wait_for_restart_after(&self.supervisor, kind).await;
         assert_counted(&snapshot, kind);
 
