@@ -101,6 +101,9 @@ deny:
 		git -C $(ADVISORY_DB_CLONE) init -q && git -C $(ADVISORY_DB_CLONE) add -A && \
 		git -C $(ADVISORY_DB_CLONE) -c user.name=bulwark -c user.email=bulwark@localhost \
 			commit -q -m "advisory-db snapshot (see SNAPSHOT.md)"
+	@# cargo deny reads `cargo metadata`, which needs every locked package (those of other
+	@# targets too, which a build never downloads): fetch them from crates.io first
+	$(CARGO) fetch --locked
 	$(CARGO) deny --offline check --hide-inclusion-graph
 
 ## sbom: a CycloneDX SBOM (JSON) of the bulwark binary's dependencies in reports/sbom/
