@@ -160,19 +160,10 @@ impl JobIntake {
         new_job: &NewJob,
         trace: &TraceContext,
     ) -> Result<InsertOutcome, StoreError> {
-        let mut outcomes = self
+        let outcomes = self
             .submit_batch(std::slice::from_ref(new_job), trace)
             .await?;
-        let Some(outcome) = outcomes.pop() else {
-            return Err(StoreError::Corrupt("a batch of one had no outcome".into()));
-        };
-        // The caller tells a replay from a conflict (`NewJob::conflicts_with`).
-        Ok(match outcome {
-            BatchInsertOutcome::Created(job) => InsertOutcome::Created(job),
-            BatchInsertOutcome::Existing(job) | BatchInsertOutcome::Conflict(job) => {
-                InsertOutcome::Existing(job)
-            }
-        })
+        BatchInsertOutcome::single(outcomes)
     }
 
     /// Creates the jobs of a batch, whose payloads the caller has validated for their kinds;

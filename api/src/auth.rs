@@ -84,6 +84,19 @@ impl ApiAuth {
         })
     }
 
+    /// Charges provider calls when there are any (see [`ApiAuth::charge_provider_calls`]);
+    /// `None` for work that makes no provider call.
+    pub async fn charge_provider_calls_opt(
+        self: &Arc<Self>,
+        principal: &Arc<Principal>,
+        calls: u64,
+    ) -> Result<Option<ProviderCharge>, ApiError> {
+        match calls {
+            0 => Ok(None),
+            calls => self.charge_provider_calls(principal, calls).await.map(Some),
+        }
+    }
+
     /// Charges provider calls to the key's daily budget; `429` when it would pass it. The
     /// returned charge is refunded with [`ProviderCharge::refund`] when no work was created.
     pub async fn charge_provider_calls(

@@ -26,6 +26,20 @@ pub enum BatchInsertOutcome {
 }
 
 impl BatchInsertOutcome {
+    /// Returns the outcome of a batch of one as a single submission's: created, or the job the
+    /// key names (the caller tells a replay from a conflict with `NewJob::conflicts_with`).
+    pub fn single(mut outcomes: Vec<BatchInsertOutcome>) -> Result<InsertOutcome, StoreError> {
+        let Some(outcome) = outcomes.pop() else {
+            return Err(StoreError::Corrupt("a batch of one had no outcome".into()));
+        };
+        Ok(match outcome {
+            BatchInsertOutcome::Created(job) => InsertOutcome::Created(job),
+            BatchInsertOutcome::Existing(job) | BatchInsertOutcome::Conflict(job) => {
+                InsertOutcome::Existing(job)
+            }
+        })
+    }
+
     /// Returns the job created, or the one the idempotency key names.
     pub fn job(&self) -> &Job {
         match self {
@@ -118,18 +132,10 @@ impl Store {
         new_job: &NewJob,
         route: JobRoute,
     ) -> Result<InsertOutcome, StoreError> {
-        let mut outcomes = self
+        let outcomes = self
             .insert_job_batch(std::slice::from_ref(new_job), route)
             .await?;
-        let Some(outcome) = outcomes.pop() else {
-            return Err(StoreError::Corrupt("a batch of one had no outcome".into()));
-        };
-        Ok(match outcome {
-            BatchInsertOutcome::Created(job) => InsertOutcome::Created(job),
-            BatchInsertOutcome::Existing(job) | BatchInsertOutcome::Conflict(job) => {
-                InsertOutcome::Existing(job)
-            }
-        })
+        BatchInsertOutcome::single(outcomes)
     }
 
     /// Creates the jobs of a batch routed as `route`; one outcome per job, in order. A job

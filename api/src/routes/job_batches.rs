@@ -224,15 +224,11 @@ impl JobBatchesApi {
             .iter()
             .map(|new_job| provider_calls_of(&new_job.kind))
             .sum();
-        let charge_opt = match num_calls {
-            0 => None,
-            calls => Some(
-                self.state
-                    .auth
-                    .charge_provider_calls(&auth.0, calls)
-                    .await?,
-            ),
-        };
+        let charge_opt = self
+            .state
+            .auth
+            .charge_provider_calls_opt(&auth.0, num_calls)
+            .await?;
         let stored = self.state.intake.submit_batch(&new_jobs, &trace).await;
         if let Some(charge) = charge_opt {
             let num_created_calls: u64 = match &stored {

@@ -206,15 +206,11 @@ impl JobsApi {
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
         };
-        let charge_opt = match provider_calls_of(kind) {
-            0 => None,
-            calls => Some(
-                self.state
-                    .auth
-                    .charge_provider_calls(&auth.0, calls)
-                    .await?,
-            ),
-        };
+        let charge_opt = self
+            .state
+            .auth
+            .charge_provider_calls_opt(&auth.0, provider_calls_of(kind))
+            .await?;
         let outcome = self.state.intake.submit_traced(&new_job, &trace).await;
         if !matches!(outcome, Ok(InsertOutcome::Created(_)))
             && let Some(charge) = charge_opt
