@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: bench-auth
+.PHONY: bench-auth bench-indexes
 .PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
@@ -141,6 +141,11 @@ bench: release runtime model
 ## concurrencies, side by side in one run (a Markdown table at the end)
 bench-queue: release check-services
 	./scripts/bench-queue.sh
+
+## bench-indexes: WAL and PostgreSQL CPU per job of the jobs table's indexes, before and after
+## migration 0011, side by side (psql only; no build)
+bench-indexes: check-services
+	./scripts/bench-job-indexes.sh
 
 ## bench-auth: what a key check and its rate limits cost a request, in-process and over HTTP
 ## (/live with and without a key, /v1/sentiment on the lexicon engine), in one run

@@ -114,7 +114,7 @@ impl Store {
              idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
              transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
              VALUES ($1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-             $10) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+             $10) ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
             job_columns!()
         );
         const INSERT_MANY: &str = concat!(
@@ -131,7 +131,7 @@ impl Store {
             // A claimed row is acted on durably only through the completion's commit, which
             // flushes the WAL past this insert, and the message is acked only after that.
             relaxed_commit!(),
-            " ORDER BY batch.position ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+            " ORDER BY batch.position ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
             job_columns!()
         );
         let mut rows = inserts

@@ -265,7 +265,7 @@ async fn write_postgres(
          FROM UNNEST($4::text[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::text[], \
          $10::text[]) AS batch(job_id, job_kind, job_max_attempts, job_payload, \
          job_request_id, job_key, job_trace_id) \
-         ORDER BY batch.job_key ON CONFLICT (idempotency_key) DO NOTHING RETURNING jobs.id";
+         ORDER BY batch.job_key ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING jobs.id";
     const BY_KEYS: &str = concat!(
         "SELECT ",
         job_columns!(),
@@ -345,7 +345,7 @@ async fn write_sqlite(
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, \
          transport, published_at_ms, trace_id) \
          VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
     const BY_KEY: &str = concat!(
         "SELECT ",
         job_columns!(),
