@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_test_support::{eventually, wait_for_child};
+use common::TestService;
 use common::broker::{amqp_config, amqp_url, delete_namespace, test_channel, unique_namespace};
-use common::{TestService, eventually};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -1107,7 +1108,7 @@ async fn shutdown_drains_deliveries_in_flight_and_leaves_the_rest_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() {
     use bulwark_broker::ConsumerMsg;
-    use bulwark_supervisors::{SupervisorMsg, observe_supervisor};
+    use bulwark_supervisors::SupervisorMsg;
     use ractor::ActorRef;
 
     let _shared = BROKER.read().await;
@@ -1137,14 +1138,12 @@ async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() 
             .expect("consumer registered")
             .into();
         consumer.cast(fault).expect("fault sent");
-        let child = eventually(Duration::from_secs(20), || async {
-            let snapshot = observe_supervisor(&ingress).await?;
-            let child = snapshot
-                .children
-                .into_iter()
-                .find(|child| child.name == child_name)?;
-            (child.running && child.counters.restarts == round as u64 + 1).then_some(child)
-        })
+        let child = wait_for_child(
+            &ingress,
+            &child_name,
+            Duration::from_secs(20),
+            move |child| child.running && child.counters.restarts == round as u64 + 1,
+        )
         .await;
         let counters = serde_json::to_value(child.counters).expect("counters");
         assert_eq!(counters[counter], 1, "{counter} counted: {counters}");

@@ -11,7 +11,8 @@ use bulwark_config::{Config, ProviderConfig, ProviderKind};
 use bulwark_providers::CompletionRequest;
 use bulwark_providers::simulated::{SimulatedEngine, SimulatedEngineParams};
 use bulwark_store::testsuite::TestBackend;
-use common::{TestService, eventually};
+use bulwark_test_support::eventually;
+use common::TestService;
 use serde_json::{Value, json};
 
 /// A `bulwark simulate-provider` child process, killed when dropped.

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bulwark_config::{ProviderConfig, ProviderKind, RateLimit};
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::TestBackend;
-use common::{TestService, client_with_key, eventually};
+use bulwark_test_support::eventually;
+use common::{TestService, client_with_key};
 use serde_json::{Value, json};
 
 /// Makes a key through the API with the service's admin key; returns its token.

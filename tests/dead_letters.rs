@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bulwark_store::testsuite::TestBackend;
 use bulwark_store::{JobFailure, JobStatus, NewJob, Store};
-use common::{TestService, eventually};
+use bulwark_test_support::eventually;
+use common::TestService;
 use serde_json::{Value, json};
 
 async fn start(backend: TestBackend) -> TestService {

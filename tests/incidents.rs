@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::testsuite::TestBackend;
-use common::{TestService, eventually};
+use bulwark_test_support::eventually;
+use common::TestService;
 use serde_json::{Value, json};
 
 const PANIC_MARKER: &str = "__chaos_panic__";

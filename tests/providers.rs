@@ -11,7 +11,8 @@ use bulwark_config::{Config, ProviderConfig, ProviderKind, SecretRef};
 use bulwark_providers::CompletionRequest;
 use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
 use bulwark_store::testsuite::TestBackend;
-use common::{TestService, eventually};
+use bulwark_test_support::eventually;
+use common::TestService;
 use ractor::ActorRef;
 use serde_json::{Value, json};
 

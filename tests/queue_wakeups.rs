@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bulwark_store::testsuite::TestBackend;
 use bulwark_store::{JobStatus, NewJob, StoreParams};
-use common::{TestService, eventually};
+use bulwark_test_support::eventually;
+use common::TestService;
 use serde_json::json;
 
 /// Proves a job inserted straight into the table by another connection (as another node's

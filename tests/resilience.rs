@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bulwark::Service;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use common::{TestService, eventually, test_config};
+use bulwark_test_support::eventually;
+use common::{TestService, test_config};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bulwark_store::JobFilter;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use common::eventually;
+use bulwark_test_support::eventually;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};

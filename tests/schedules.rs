@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use bulwark_store::testsuite::TestBackend;
-use common::{TestService, eventually};
+use bulwark_test_support::eventually;
+use common::TestService;
 use serde_json::{Value, json};
 
 async fn start() -> TestService {

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use common::{TEST_ADMIN_KEY, client_with_key, eventually};
+use bulwark_test_support::eventually;
+use common::{TEST_ADMIN_KEY, client_with_key};
 use serde_json::{Value, json};
 
 const PROVIDER_KEY: &str = "sk-planted-provider-key-93b1";

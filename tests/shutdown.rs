@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{JobFilter, JobStatus, NewJob};
-use common::eventually;
+use bulwark_test_support::eventually;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;

@@ -1,8 +1,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
+use tokio_util::task::TaskTracker;
 
 /// The jobs this node is running. It outlives any one job-runner actor, so a restarted runner
 /// keeps renewing leases of jobs started before the restart, and shutdown waits for them all.
@@ -10,7 +11,8 @@ use tokio::task::AbortHandle;
 /// A job is in flight from its claim until its outcome is stored. It is *pending* from its claim
 /// until its code returns: first waiting for one of the node's execution slots (a semaphore
 /// of `jobs.concurrency` permits, shared across runner restarts), then running. After that it
-/// only waits for its outcome's write (group-committed with its neighbours').
+/// only waits for its outcome's write (group-committed with its neighbours'). Each job runs as
+/// a task of one [`TaskTracker`], which a drain closes and waits for.
 #[derive(Debug, Clone, Default)]
 pub struct InFlightJobs {
     inner: Arc<InFlightInner>,
@@ -19,7 +21,8 @@ pub struct InFlightJobs {
 #[derive(Debug, Default)]
 struct InFlightInner {
     jobs: Mutex<Jobs>,
-    changed: Notify,
+    /// Every job's task, from its spawn until its outcome is stored.
+    tasks: TaskTracker,
     /// The execution slots; replaced after a drain closed them.
     slots: Mutex<Option<Arc<Semaphore>>>,
 }
@@ -65,8 +68,20 @@ impl InFlightJobs {
         }
     }
 
+    /// Registers a claimed job as pending and spawns `job` as its task, tracked until it
+    /// returns. The job is registered before the task exists, so a task that finishes at once
+    /// cannot race its own registration.
+    pub fn spawn<F>(&self, job_id: String, job: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.start(job_id.clone());
+        let task = self.inner.tasks.spawn(job);
+        self.attach(&job_id, task.abort_handle());
+    }
+
     /// Registers a claimed job as pending, before its task is spawned.
-    pub fn start(&self, job_id: String) {
+    fn start(&self, job_id: String) {
         let mut jobs = self.lock();
         let previous = jobs.by_id.insert(
             job_id,
@@ -78,13 +93,11 @@ impl InFlightJobs {
         if !previous.is_some_and(|job| job.executing) {
             jobs.num_executing += 1;
         }
-        drop(jobs);
-        self.inner.changed.notify_waiters();
     }
 
     /// Attaches the task of a started job, so a drain can abort it. A job that already finished
     /// is not registered again.
-    pub fn attach(&self, job_id: &str, task: AbortHandle) {
+    fn attach(&self, job_id: &str, task: AbortHandle) {
         if let Some(job) = self.lock().by_id.get_mut(job_id) {
             job.task_opt = Some(task);
         }
@@ -109,8 +122,6 @@ impl InFlightJobs {
         if jobs.by_id.remove(job_id).is_some_and(|job| job.executing) {
             jobs.num_executing -= 1;
         }
-        drop(jobs);
-        self.inner.changed.notify_waiters();
     }
 
     /// Returns the number of jobs in flight, executing or waiting for their outcome's write.
@@ -132,15 +143,12 @@ impl InFlightJobs {
         self.lock().by_id.keys().cloned().collect()
     }
 
-    /// Waits until no job is in flight.
-    pub async fn wait_empty(&self) {
-        loop {
-            let changed = self.inner.changed.notified();
-            if self.is_empty() {
-                return;
-            }
-            changed.await;
-        }
+    /// Waits until every job task has returned, its outcome stored or given up on. Closes the
+    /// tracker first, so the wait ends once the tasks in flight are done; a job spawned
+    /// afterwards is still tracked.
+    pub async fn wait_finished(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// Aborts every job task in flight and returns their ids.
@@ -205,6 +213,28 @@ mod tests {
         let task = tokio::spawn(async {});
         in_flight.attach("b", task.abort_handle());
         assert!(in_flight.is_empty());
-        in_flight.wait_empty().await;
+        in_flight.wait_finished().await;
+    }
+
+    /// Proves a drain's wait ends only once every spawned job task returned, and that the task
+    /// is registered in flight while it runs.
+    #[tokio::test]
+    async fn wait_finished_waits_for_spawned_jobs() {
+        let in_flight = InFlightJobs::default();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let tracked = in_flight.clone();
+        in_flight.spawn("a".to_owned(), async move {
+            let _ = release_rx.await;
+            tracked.remove("a");
+        });
+        assert_eq!(in_flight.ids(), vec!["a".to_owned()]);
+        let mut wait = std::pin::pin!(in_flight.wait_finished());
+        assert!(
+            futures::poll!(wait.as_mut()).is_pending(),
+            "a running job holds the drain"
+        );
+        release_tx.send(()).unwrap();
+        wait.await;
+        assert!(in_flight.is_empty());
     }
 }

@@ -200,16 +200,10 @@ async fn poll(myself: &ActorRef<JobRunnerMsg>, state: &JobRunnerState, min_batch
     let claimed_all = jobs.len() == free;
     debug!(free, num_claimed = jobs.len(), "claimed jobs");
     for job in jobs {
-        let job_id = job.id.clone();
-        // Registered before the task exists: a job that finishes at once cannot race it.
-        params.in_flight.start(job_id.clone());
-        let task = tokio::spawn(run_job(
-            params.clone(),
-            state.core.clone(),
-            myself.clone(),
-            job,
-        ));
-        params.in_flight.attach(&job_id, task.abort_handle());
+        params.in_flight.spawn(
+            job.id.clone(),
+            run_job(params.clone(), state.core.clone(), myself.clone(), job),
+        );
     }
     // A full claim suggests more work is waiting: look again at once instead of on the timer.
     if claimed_all {
@@ -259,7 +253,7 @@ async fn drain(
         timeout_ms = timeout.as_millis() as u64,
         "draining job runner"
     );
-    if tokio::time::timeout(timeout, in_flight.wait_empty())
+    if tokio::time::timeout(timeout, in_flight.wait_finished())
         .await
         .is_ok()
     {

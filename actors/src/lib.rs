@@ -19,7 +19,8 @@
 //!   local runner or publishes to the broker through a [`JobPublisher`]).
 //! - `audit_request`: [`audit_request::AuditRequest`], an audit's input, its bounds and plan.
 //! - `audit_runner`: [`AuditRunner`], runs one audit: provider fan-out, analysis, tone, store.
-//! - `in_flight`: [`InFlightJobs`], the jobs a node runs, shared across runner restarts.
+//! - `in_flight`: [`InFlightJobs`], the jobs a node runs as tracked tasks, shared across runner
+//!   restarts.
 //! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
 //! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].

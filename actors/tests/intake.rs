@@ -2,27 +2,24 @@
 //! probe publisher that records what it is asked to publish and refuses what the test says.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bulwark_actors::{JobIntake, JobPublisher, PublishError, TraceContext};
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{BatchInsertOutcome, DeadLetter, Job, NewJob, Store};
+use bulwark_test_support::Probe;
 use serde_json::json;
 
 /// Records every batch it is asked to publish; refuses jobs whose payload text is `"refuse"`.
 #[derive(Debug, Default)]
 struct ProbePublisher {
-    batches: Mutex<Vec<Vec<String>>>,
+    batches: Probe<Vec<String>>,
 }
 
 impl ProbePublisher {
     fn batches(&self) -> Vec<Vec<String>> {
-        self.batches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.batches.records()
     }
 }
 
@@ -38,9 +35,7 @@ impl JobPublisher for ProbePublisher {
         _trace: &TraceContext,
     ) -> Vec<Result<(), PublishError>> {
         self.batches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(jobs.iter().map(|job| job.id.clone()).collect());
+            .record(jobs.iter().map(|job| job.id.clone()).collect());
         jobs.iter()
             .map(|job| match job.payload["texts"][0].as_str() {
                 Some("refuse") => Err(PublishError {

@@ -16,6 +16,7 @@ use bulwark_ml::{
 };
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{Job, JobStatus, LocalQueue, LocalQueueParams, NewJob, Store};
+use bulwark_test_support::eventually;
 use ractor::Actor;
 use serde_json::json;
 use uuid::Uuid;
@@ -146,19 +147,11 @@ async fn submit(store: &Store, payload: serde_json::Value, max_attempts: u32) ->
 }
 
 async fn wait_terminal(store: &Store, job_id: &str) -> Job {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async {
         let job = store.get_job(job_id).await.unwrap().unwrap();
-        if job.status.is_terminal() {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {job_id} stuck in {}",
-            job.status
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        job.status.is_terminal().then_some(job)
+    })
+    .await
 }
 
 /// Proves a valid job succeeds with the model's result stored.
@@ -210,15 +203,12 @@ async fn drain_releases_jobs_that_do_not_finish_in_time() {
         submit(&runner.store, json!({ "texts": ["b"] }), 3).await,
     ];
     runner.handle.notify();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    // The first job starts.
+    eventually(Duration::from_secs(5), || async {
         let job = runner.store.get_job(&job_ids[0]).await.unwrap().unwrap();
-        if job.status == JobStatus::Running {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "job never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (job.status == JobStatus::Running).then_some(())
+    })
+    .await;
     let report = runner
         .handle
         .drain(Duration::from_millis(100))
@@ -251,25 +241,22 @@ async fn pool_refuses_calls_beyond_its_bound() {
             .await
     });
     // Once the first text is being scored it has left the queue; then fill the one slot.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while liveness.busy_for().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "first batch never started"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // The first batch is being scored.
+    eventually(Duration::from_secs(5), || async {
+        liveness.busy_for().map(drop)
+    })
+    .await;
     let waiting_pool = pool.clone();
     let second = tokio::spawn(async move {
         waiting_pool
             .analyze(vec!["queued".to_owned()], ScoringChoice::default())
             .await
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while pool.queued() == 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // The second text waits in the queue.
+    eventually(Duration::from_secs(5), || async {
+        (pool.queued() > 0).then_some(())
+    })
+    .await;
     let refused = pool
         .analyze(vec!["third".to_owned()], ScoringChoice::default())
         .await

@@ -2,9 +2,8 @@
 //! trigger type, the misfire and overlap policies, auto-pause, two schedulers sharing one
 //! database firing each slot once, and the wake-up at the earliest due slot.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bulwark_actors::{
     Clock, JobIntake, JobRunnerHandle, Liveness, ManualClock, PassReport, SchedulerActor,
@@ -15,6 +14,7 @@ use bulwark_store::{
     JobFailure, JobStatus, MisfirePolicy, OverlapPolicy, Schedule, ScheduleRun, ScheduleSpec,
     ScheduleStatus, ScheduleTrigger, ScheduleWrite, Store,
 };
+use bulwark_test_support::eventually;
 use futures::future::BoxFuture;
 use ractor::Actor;
 use serde_json::json;
@@ -84,25 +84,6 @@ async fn spawn_scheduler(params: SchedulerParams) -> SchedulerHandle {
         .await
         .expect("scheduler starts");
     SchedulerHandle::new(name)
-}
-
-/// Polls `check` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 impl Harness {

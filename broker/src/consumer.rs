@@ -8,6 +8,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use bulwark_actors::Liveness;
@@ -78,9 +79,8 @@ struct ConsumeLink {
     channel: Channel,
     consumer_tag: String,
     stream_task: JoinHandle<()>,
-    /// One clone per delivery being processed: the strong count minus one is the number in
-    /// flight.
-    in_flight: Arc<()>,
+    /// The tasks processing deliveries; closed by a drain, which waits for them.
+    in_flight: TaskTracker,
     /// Set before the consumer is cancelled for a drain, so the stream's end is not a fault.
     cancelling: Arc<AtomicBool>,
 }
@@ -242,7 +242,7 @@ async fn start_consuming(
     let role = params.role.clone();
     let kind = params.kind.clone();
     let actor = myself.clone();
-    let in_flight = Arc::new(());
+    let in_flight = TaskTracker::new();
     let tracker = in_flight.clone();
     let cancelling = Arc::new(AtomicBool::new(false));
     let cancel_expected = cancelling.clone();
@@ -250,21 +250,15 @@ async fn start_consuming(
         let reason = loop {
             match consumer.next().await {
                 Some(Ok(delivery)) => {
-                    let token = tracker.clone();
                     let kind = kind.clone();
                     match &role {
                         ConsumerRole::Jobs(context) => {
-                            let context = context.clone();
-                            tokio::spawn(async move {
-                                process_delivery(context, kind, delivery).await;
-                                drop(token);
-                            });
+                            tracker.spawn(process_delivery(context.clone(), kind, delivery));
                         }
                         ConsumerRole::DeadLetters(sink) => {
                             let sink = sink.clone();
-                            tokio::spawn(async move {
+                            tracker.spawn(async move {
                                 store_delivery(&sink, kind, delivery).await;
-                                drop(token);
                             });
                         }
                     }
@@ -304,14 +298,11 @@ async fn drain_link(link: &ConsumeLink, timeout: Duration) -> usize {
     if let Err(error) = cancelled {
         warn!(%error, "failed to cancel the consumer; deliveries in flight return to the queue");
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let num_in_flight = Arc::strong_count(&link.in_flight) - 1;
-        if num_in_flight == 0 || tokio::time::Instant::now() >= deadline {
-            return num_in_flight;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Closed, the tracker's wait ends once the tasks in flight are done; a delivery the stream
+    // still hands over before its end is tracked all the same.
+    link.in_flight.close();
+    let _ = tokio::time::timeout(timeout, link.in_flight.wait()).await;
+    link.in_flight.len()
 }
 
 /// Drains the consumers registered under `names` at once (see [`ConsumerMsg::Drain`]); returns

@@ -8,6 +8,7 @@ use bulwark_store::{
     ClaimedInsert, DeliveredKey, InsertOutcome, Job, JobCompletion, JobFailure, JobFilter,
     JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store, now_ms,
 };
+use bulwark_test_support::eventually;
 use serde_json::json;
 
 fn new_job(key_opt: Option<&str>) -> NewJob {
@@ -209,18 +210,11 @@ async fn expired_leases_and_release(backend: TestBackend) {
         .job()
         .clone();
     assert_eq!(short.claim(1).await.unwrap().len(), 1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let reclaimed = loop {
-        let claimed = survivor.claim(1).await.unwrap();
-        if let Some(first) = claimed.into_iter().next() {
-            break first;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "lease never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // The dying node's lease expires and the survivor claims the job again.
+    let reclaimed = eventually(Duration::from_secs(5), || async {
+        survivor.claim(1).await.unwrap().into_iter().next()
+    })
+    .await;
     assert_eq!(reclaimed.id, job.id);
     assert_eq!(reclaimed.attempts, 2);
     assert_eq!(reclaimed.lease_owner.as_deref(), Some("survivor"));

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bulwark_actors::{
@@ -22,6 +22,7 @@ use bulwark_supervisors::{
     ExitKind, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
     SupervisorParams, actor_spec, install_panic_hook, observe_supervisor,
 };
+use bulwark_test_support::{eventually, wait_for_restart_after};
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
 
@@ -29,6 +30,10 @@ const NO_FAULT: u8 = 0;
 const PANIC_ONCE: u8 = 1;
 const HANG_ONCE: u8 = 2;
 const ERROR_ONCE: u8 = 3;
+/// How long the runner's restart may take before the test fails.
+const RESTART_DEADLINE: Duration = Duration::from_secs(10);
+/// How long every submitted job may take to succeed before the test fails.
+const JOBS_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A [`LocalQueue`] whose next `claim` panics, hangs or fails when told to.
 #[derive(Debug)]
@@ -189,52 +194,26 @@ impl JobsSubsystem {
 
     /// Waits until every job succeeded.
     async fn assert_all_succeed(&self, ids: &[String]) {
-        let give_up = Instant::now() + Duration::from_secs(20);
-        for id in ids {
-            loop {
+        eventually(JOBS_DEADLINE, || async {
+            for id in ids {
                 let job = self
                     .store
                     .get_job(id)
                     .await
                     .expect("read")
                     .expect("job exists");
-                if job.status == JobStatus::Succeeded {
-                    break;
-                }
                 assert!(
                     !matches!(job.status, JobStatus::Failed | JobStatus::Dead),
                     "job {id} ended {:?}",
                     job.status
                 );
-                assert!(Instant::now() < give_up, "job {id} still {:?}", job.status);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                if job.status != JobStatus::Succeeded {
+                    return None;
+                }
             }
-        }
-    }
-
-    /// Waits until the runner's last exit is of `kind` and it runs again.
-    async fn wait_for_restart_after(&self, kind: ExitKind) {
-        let give_up = Instant::now() + Duration::from_secs(10);
-        loop {
-            let snapshot = observe_supervisor(&self.supervisor)
-                .await
-                .expect("observed");
-            let runner = &snapshot.children[0];
-            if runner.running
-                && runner.counters.restarts >= 1
-                && runner
-                    .last_exit
-                    .as_ref()
-                    .is_some_and(|exit| exit.kind == kind)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < give_up,
-                "no restart after {kind:?}: {snapshot:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            Some(())
+        })
+        .await;
     }
 }
 
@@ -246,7 +225,7 @@ async fn runner_panic_is_restarted_and_loses_no_job() {
     let before = jobs.submit(10).await;
     jobs.fault.store(PANIC_ONCE, Ordering::SeqCst);
     let after = jobs.submit(10).await;
-    jobs.wait_for_restart_after(ExitKind::Panic).await;
+    wait_for_restart_after(&jobs.supervisor, ExitKind::Panic, RESTART_DEADLINE).await;
     jobs.assert_all_succeed(&before).await;
     jobs.assert_all_succeed(&after).await;
     jobs.supervisor.stop(None);
@@ -259,7 +238,7 @@ async fn runner_hang_is_killed_and_loses_no_job() {
     let jobs = start("runner_hang_is_killed_and_loses_no_job").await;
     jobs.fault.store(HANG_ONCE, Ordering::SeqCst);
     let ids = jobs.submit(10).await;
-    jobs.wait_for_restart_after(ExitKind::Hang).await;
+    wait_for_restart_after(&jobs.supervisor, ExitKind::Hang, RESTART_DEADLINE).await;
     jobs.assert_all_succeed(&ids).await;
     jobs.supervisor.stop(None);
 }

@@ -5,7 +5,7 @@
 //! fires exactly once, a dead job is still stored as exactly one dead letter.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bulwark_actors::{
     Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
@@ -19,8 +19,9 @@ use bulwark_store::{
 };
 use bulwark_supervisors::{
     ChildSpec, ExitKind, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
-    SupervisorParams, SupervisorSnapshot, actor_spec, install_panic_hook, observe_supervisor,
+    SupervisorParams, SupervisorSnapshot, actor_spec, install_panic_hook,
 };
+use bulwark_test_support::{eventually, wait_for_restart_after};
 use ractor::{Actor, ActorRef};
 use serde_json::json;
 
@@ -30,6 +31,8 @@ const START_MS: i64 = 1_768_003_200_000;
 const HANG: Duration = Duration::from_secs(600);
 /// Longer than any test, so only the restarted actor's first pass (or an explicit one) runs.
 const IDLE_INTERVAL: Duration = Duration::from_secs(3_600);
+/// How long a restart, or the work of the restarted actor, may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Starts `child` under a one-for-one supervisor named `name` with a short hang timeout.
 async fn supervise(test: &str, name: &str, child: ChildSpec) -> ActorRef<SupervisorMsg> {
@@ -53,33 +56,6 @@ async fn supervise(test: &str, name: &str, child: ChildSpec) -> ActorRef<Supervi
     .await
     .expect("supervisor starts");
     supervisor
-}
-
-/// Waits until the only child's last exit is of `kind`, counted once, and it runs again;
-/// returns the snapshot.
-async fn wait_for_restart_after(
-    supervisor: &ActorRef<SupervisorMsg>,
-    kind: ExitKind,
-) -> SupervisorSnapshot {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    loop {
-        let snapshot = observe_supervisor(supervisor).await.expect("observed");
-        let child = &snapshot.children[0];
-        if child.running
-            && child.counters.restarts >= 1
-            && child
-                .last_exit
-                .as_ref()
-                .is_some_and(|exit| exit.kind == kind)
-        {
-            return snapshot;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "no restart after {kind:?}: {snapshot:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Asserts the fault was counted under its own kind, once, and under no other.
@@ -179,23 +155,20 @@ impl SchedulerSubsystem {
         let schedule_id = self.create_schedule().await;
         self.send(fault);
         self.clock.set(START_MS + 10_000);
-        let snapshot = wait_for_restart_after(&self.supervisor, kind).await;
+        let snapshot = wait_for_restart_after(&self.supervisor, kind, DEADLINE).await;
         assert_counted(&snapshot, kind);
 
         // The restarted actor's first pass fires the slot on its own.
-        let give_up = Instant::now() + Duration::from_secs(10);
-        loop {
+        // The due slot fires.
+        eventually(DEADLINE, || async {
             let runs = self
                 .store
                 .list_schedule_runs(&schedule_id, 100)
                 .await
                 .expect("runs read");
-            if !runs.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < give_up, "the due slot never fired");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            (!runs.is_empty()).then_some(())
+        })
+        .await;
         let again = self.scheduler.run_pass().await.expect("pass runs");
         assert_eq!(again.num_enqueued, 0, "a slot fires once");
 
@@ -361,24 +334,18 @@ impl DeadLetterSubsystem {
         // restarted actor's first scan can store it (dying after the fault raced the restart).
         let job_id = self.job_dies().await;
         self.send(fault);
-        let snapshot = wait_for_restart_after(&self.supervisor, kind).await;
+        let snapshot = wait_for_restart_after(&self.supervisor, kind, DEADLINE).await;
         assert_counted(&snapshot, kind);
 
         // The restarted actor's first scan stores the letter on its own.
         let source_key = format!("job:{job_id}");
-        let give_up = Instant::now() + Duration::from_secs(10);
-        let letter = loop {
-            if let Some(letter) = self
-                .store
+        let letter = eventually(DEADLINE, || async {
+            self.store
                 .get_dead_letter_by_key(&source_key)
                 .await
                 .expect("letter read")
-            {
-                break letter;
-            }
-            assert!(Instant::now() < give_up, "the dead job was never recorded");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        })
+        .await;
         assert_eq!(letter.job_id, job_id);
         assert_eq!(letter.error_code, "VALIDATION_FAILED");
         assert_eq!(letter.status, "parked", "not retriable: parked at once");

@@ -4,10 +4,10 @@
 //!
 //! Tests share one process and so one ractor registry: every registered name starts with the
 //! test's own name. Timings are short (heartbeat 20 ms, hang timeout 200 ms, backoff 5 ms) and
-//! every wait is a poll with a deadline; time bounds are asserted from below only.
+//! every wait is a poll with a deadline; time bounds are asserted from below only. Tests that
+//! watch for a restart that must not happen run on paused tokio time.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulwark_actors::Liveness;
@@ -17,6 +17,7 @@ use bulwark_supervisors::{
     SupervisorParams, SupervisorSnapshot, actor_spec, control_supervisor, install_panic_hook,
     observe_supervisor,
 };
+use bulwark_test_support::{POLL_INTERVAL, Probe, eventually, wait_for_child};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 const HEARTBEAT: Duration = Duration::from_millis(20);
@@ -26,35 +27,16 @@ const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// How long any awaited condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT_MS: u64 = 1_000;
-/// How long a child that must stay down is watched: many times the backoff it would get.
+/// How long a child that must stay down is watched: many times the backoff it would get. The
+/// tests that watch run on paused tokio time, so the window costs no wall-clock time.
 const STAYS_DOWN_WINDOW: Duration = Duration::from_millis(150);
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
-
-/// Polls `check` until it returns `Some`, failing the test at the deadline.
-async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
 
 /// When every incarnation of one test child started, and when it was asked to misbehave
 /// (panic, fail, hang or stop). Shared by all incarnations and the test.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct ChildTimeline {
-    started_at: Vec<Instant>,
-    misbehaved_at: Vec<Instant>,
+    started_at: Probe<Instant>,
+    misbehaved_at: Probe<Instant>,
 }
 
 /// A child that answers pings and panics, fails, hangs or stops when told to.
@@ -64,7 +46,7 @@ struct TestChildActor;
 #[derive(Debug, Clone)]
 struct TestChildParams {
     liveness_opt: Option<Liveness>,
-    timeline: Arc<Mutex<ChildTimeline>>,
+    timeline: ChildTimeline,
 }
 
 #[derive(Debug)]
@@ -88,8 +70,7 @@ enum TestChildMsg {
 
 impl TestChildParams {
     fn record_misbehaviour(&self) {
-        let mut timeline = self.timeline.lock().unwrap_or_else(PoisonError::into_inner);
-        timeline.misbehaved_at.push(Instant::now());
+        self.timeline.misbehaved_at.record(Instant::now());
     }
 }
 
@@ -103,12 +84,7 @@ impl Actor for TestChildActor {
         _myself: ActorRef<Self::Msg>,
         params: TestChildParams,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut timeline = params
-            .timeline
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        timeline.started_at.push(Instant::now());
-        drop(timeline);
+        params.timeline.started_at.record(Instant::now());
         Ok(TestChildState {
             params,
             num_pings: 0,
@@ -156,7 +132,7 @@ impl Actor for TestChildActor {
 #[derive(Debug)]
 struct TestChild {
     registered_name: String,
-    timeline: Arc<Mutex<ChildTimeline>>,
+    timeline: ChildTimeline,
 }
 
 impl TestChild {
@@ -164,14 +140,14 @@ impl TestChild {
     fn new(test: &str, child: &str) -> TestChild {
         TestChild {
             registered_name: format!("{test}/{child}"),
-            timeline: Arc::default(),
+            timeline: ChildTimeline::default(),
         }
     }
 
     fn spec(&self, restart: RestartType, liveness_opt: Option<Liveness>) -> ChildSpec {
         let params = TestChildParams {
             liveness_opt: liveness_opt.clone(),
-            timeline: Arc::clone(&self.timeline),
+            timeline: self.timeline.clone(),
         };
         let mut spec = actor_spec(&self.registered_name, TestChildActor, params, liveness_opt);
         spec.restart = restart;
@@ -208,19 +184,15 @@ impl TestChild {
     }
 
     fn num_starts(&self) -> usize {
-        self.timeline().started_at.len()
+        self.timeline.started_at.len()
     }
 
     fn started_at(&self, incarnation: usize) -> Instant {
-        self.timeline().started_at[incarnation]
+        self.timeline.started_at.records()[incarnation]
     }
 
     fn misbehaved_at(&self, occurrence: usize) -> Instant {
-        self.timeline().misbehaved_at[occurrence]
-    }
-
-    fn timeline(&self) -> std::sync::MutexGuard<'_, ChildTimeline> {
-        self.timeline.lock().unwrap_or_else(PoisonError::into_inner)
+        self.timeline.misbehaved_at.records()[occurrence]
     }
 }
 
@@ -279,19 +251,6 @@ fn child_snapshot(snapshot: &SupervisorSnapshot, child: &str) -> ChildSnapshot {
         .clone()
 }
 
-/// Waits until `check` holds for the named child's snapshot and returns that snapshot.
-async fn wait_for_child(
-    supervisor: &ActorRef<SupervisorMsg>,
-    child: &str,
-    check: impl Fn(&ChildSnapshot) -> bool,
-) -> ChildSnapshot {
-    eventually(DEADLINE, || async {
-        let snapshot = child_snapshot(&observe(supervisor).await, child);
-        check(&snapshot).then_some(snapshot)
-    })
-    .await
-}
-
 /// Watches the named child for `window` and fails if it is ever running or restarted.
 async fn assert_stays_down(supervisor: &ActorRef<SupervisorMsg>, test_child: &TestChild) {
     let child = test_child
@@ -299,8 +258,8 @@ async fn assert_stays_down(supervisor: &ActorRef<SupervisorMsg>, test_child: &Te
         .rsplit('/')
         .next()
         .unwrap_or_default();
-    let until = Instant::now() + STAYS_DOWN_WINDOW;
-    while Instant::now() < until {
+    let until = tokio::time::Instant::now() + STAYS_DOWN_WINDOW;
+    while tokio::time::Instant::now() < until {
         let snapshot = child_snapshot(&observe(supervisor).await, child);
         assert!(!snapshot.running, "{child} was restarted: {snapshot:?}");
         assert_eq!(snapshot.counters.restarts, 0, "{child} was restarted");
@@ -326,7 +285,7 @@ async fn panicking_child_is_counted_and_restarted() {
 
     worker.send(TestChildMsg::Panic);
 
-    let snapshot = wait_for_child(&supervisor, "worker", |child| {
+    let snapshot = wait_for_child(&supervisor, "worker", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -368,7 +327,7 @@ async fn failing_child_is_counted_as_error_and_restarted() {
 
     worker.send(TestChildMsg::Fail);
 
-    let snapshot = wait_for_child(&supervisor, "worker", |child| {
+    let snapshot = wait_for_child(&supervisor, "worker", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -403,7 +362,7 @@ async fn hung_child_is_killed_counted_and_restarted() {
 
     worker.send(TestChildMsg::Hang);
 
-    let snapshot = wait_for_child(&supervisor, "worker", |child| {
+    let snapshot = wait_for_child(&supervisor, "worker", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -445,7 +404,7 @@ async fn child_killed_from_outside_is_counted_as_killed() {
 
     old_worker.kill();
 
-    let snapshot = wait_for_child(&supervisor, "worker", |child| {
+    let snapshot = wait_for_child(&supervisor, "worker", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -493,7 +452,7 @@ async fn exceeding_restart_intensity_escalates_to_parent() {
         worker_id = worker.wait_for_new_incarnation(worker_id).await.get_id();
     }
 
-    let inner_snapshot = wait_for_child(&outer, "inner", |child| {
+    let inner_snapshot = wait_for_child(&outer, "inner", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -572,7 +531,7 @@ async fn restarts_outside_intensity_window_do_not_escalate() {
 }
 
 /// Proves a `Temporary` child that panics is counted but never restarted.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn temporary_child_is_not_restarted_after_panic() {
     install_panic_hook();
     let test = "temporary_child_is_not_restarted_after_panic";
@@ -582,7 +541,10 @@ async fn temporary_child_is_not_restarted_after_panic() {
 
     worker.send(TestChildMsg::Panic);
 
-    let snapshot = wait_for_child(&supervisor, "worker", |child| child.counters.panics == 1).await;
+    let snapshot = wait_for_child(&supervisor, "worker", DEADLINE, |child| {
+        child.counters.panics == 1
+    })
+    .await;
     assert!(!snapshot.running);
     assert_eq!(snapshot.restart, RestartType::Temporary);
     assert_stays_down(&supervisor, &worker).await;
@@ -591,7 +553,7 @@ async fn temporary_child_is_not_restarted_after_panic() {
 
 /// Proves a `Transient` child that stops normally stays down, while a `Transient` child that
 /// panics is restarted.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn transient_child_is_restarted_only_after_abnormal_exit() {
     install_panic_hook();
     let test = "transient_child_is_restarted_only_after_abnormal_exit";
@@ -605,7 +567,10 @@ async fn transient_child_is_restarted_only_after_abnormal_exit() {
     let old_panicking_id = panicking.actor().get_id();
 
     stopping.send(TestChildMsg::Stop);
-    let stopped = wait_for_child(&supervisor, "stopping", |child| child.last_exit.is_some()).await;
+    let stopped = wait_for_child(&supervisor, "stopping", DEADLINE, |child| {
+        child.last_exit.is_some()
+    })
+    .await;
     assert!(!stopped.running);
     assert_eq!(
         stopped.last_exit.expect("exit recorded").kind,
@@ -614,7 +579,7 @@ async fn transient_child_is_restarted_only_after_abnormal_exit() {
     assert_eq!(stopped.counters, Counters::default());
 
     panicking.send(TestChildMsg::Panic);
-    let restarted = wait_for_child(&supervisor, "panicking", |child| {
+    let restarted = wait_for_child(&supervisor, "panicking", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -639,7 +604,7 @@ async fn permanent_child_is_restarted_after_normal_stop() {
 
     worker.send(TestChildMsg::Stop);
 
-    let snapshot = wait_for_child(&supervisor, "worker", |child| {
+    let snapshot = wait_for_child(&supervisor, "worker", DEADLINE, |child| {
         child.running && child.counters.restarts == 1
     })
     .await;
@@ -724,7 +689,7 @@ async fn crash_of_one_child_does_not_disturb_its_sibling() {
     assert_eq!(bystander.ping().await, 1);
 
     crashing.send(TestChildMsg::Panic);
-    wait_for_child(&supervisor, "crashing", |child| {
+    wait_for_child(&supervisor, "crashing", DEADLINE, |child| {
         !child.running && child.counters.panics == 1
     })
     .await;
@@ -735,7 +700,7 @@ async fn crash_of_one_child_does_not_disturb_its_sibling() {
     );
 
     crashing.wait_for_new_incarnation(crashing_id).await;
-    wait_for_child(&supervisor, "crashing", |child| child.running).await;
+    wait_for_child(&supervisor, "crashing", DEADLINE, |child| child.running).await;
     assert_eq!(bystander.ping().await, 3, "bystander kept its state");
     assert_eq!(bystander.actor().get_id(), bystander_id);
     assert_eq!(bystander.num_starts(), 1);
@@ -909,7 +874,10 @@ async fn rest_for_one_hang_of_the_last_child_restarts_only_it() {
     let b_id = b.actor().get_id();
     b.send(TestChildMsg::Hang);
     b.wait_for_new_incarnation(b_id).await;
-    let snapshot = wait_for_child(&supervisor, "b", |child| child.counters.hangs == 1).await;
+    let snapshot = wait_for_child(&supervisor, "b", DEADLINE, |child| {
+        child.counters.hangs == 1
+    })
+    .await;
     assert_eq!(
         snapshot.last_exit.map(|exit| exit.kind),
         Some(ExitKind::Hang)
@@ -951,7 +919,7 @@ async fn one_for_all_intensity_limit_escalates() {
         a.send(TestChildMsg::Panic);
         a_id = a.wait_for_new_incarnation(a_id).await.get_id();
     }
-    let inner = wait_for_child(&outer, "inner", |child| {
+    let inner = wait_for_child(&outer, "inner", DEADLINE, |child| {
         child.running && child.counters.escalations == 1
     })
     .await;
@@ -968,7 +936,7 @@ async fn one_for_all_intensity_limit_escalates() {
 /// Proves operator controls: stop drains first and keeps the child down (not restarted, not
 /// counted as a failure), start brings it back, restart replaces a running child, and unknown
 /// paths are refused.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn operator_stop_start_and_restart() {
     install_panic_hook();
     let test = "operator_stop_start_and_restart";

@@ -1,16 +1,17 @@
 //! Helpers shared by the integration tests: a service booted on port 0 against an isolated
-//! database, an HTTP client, and polling with a deadline.
+//! database, an HTTP client, and `bulwark serve` processes; polling with a deadline is
+//! `bulwark_test_support::eventually`.
 
 #![allow(dead_code)]
 
 pub mod broker;
 
-use std::future::Future;
 use std::time::Duration;
 
 use bulwark::Service;
 use bulwark_config::Config;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_test_support::eventually;
 use serde_json::Value;
 
 /// The bootstrap admin key every `bulwark serve` process of the tests is started with
@@ -165,25 +166,6 @@ impl TestService {
             terminal.then_some(job)
         })
         .await
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing the test at the deadline.
-pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
