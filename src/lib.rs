@@ -10,6 +10,8 @@
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
 //! - `incidents`: the node's incident sink and `bulwark incident replay`.
 //! - `ops_client`: `bulwark ops`, the operator controls over HTTP.
+//! - `settings`: `FromConfig`, each subsystem's settings (supervision, store, local queue,
+//!   retries, batching, scoring, chaos) built from the config.
 //! - `scheduling`: the scheduler's and dead-letter actor's params, built from the config.
 //! - `simulate`: `bulwark simulate-provider`, the simulated engine as an HTTP server.
 //! - `providers`: the configured providers, built into adapters wrapped in their resilience.
@@ -35,6 +37,7 @@ pub mod providers;
 pub mod publish;
 pub mod scheduling;
 pub mod service;
+pub mod settings;
 pub mod simulate;
 pub mod telemetry;
 
