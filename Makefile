@@ -4,7 +4,7 @@ CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: bench-auth bench-indexes
-.PHONY: train-model run test lint fmt check-services build release bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
+.PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -133,13 +133,17 @@ build:
 release:
 	$(CARGO) build --release --bin bulwark
 
+## release-bench: build the release binary of the measurement tools, bulwark-bench (bench/)
+release-bench:
+	$(CARGO) build --release -p bulwark-bench
+
 ## bench: HTTP latency/throughput and local-queue jobs/s (see docs/benchmarks.md)
-bench: release runtime model
+bench: release release-bench runtime model
 	./scripts/bench.sh
 
 ## bench-queue: the database queue drained by one node, SQLite and PostgreSQL at two
 ## concurrencies, side by side in one run (a Markdown table at the end)
-bench-queue: release check-services
+bench-queue: release-bench check-services
 	./scripts/bench-queue.sh
 
 ## bench-indexes: WAL and PostgreSQL CPU per job of the jobs table's indexes, before and after
@@ -149,37 +153,37 @@ bench-indexes: check-services
 
 ## bench-auth: what a key check and its rate limits cost a request, in-process and over HTTP
 ## (/live with and without a key, /v1/sentiment on the lexicon engine), in one run
-bench-auth: release
+bench-auth: release release-bench
 	./scripts/bench-auth.sh
 
 ## bench-enqueue: jobs/s stored into PostgreSQL one at a time vs in batches of 1,000 (through
 ## the store, and over HTTP on a node started by the bench), in one run, on a scratch schema
 ## of PG_URL that is dropped afterwards (JOBS, SINGLE_JOBS, HTTP_JOBS, BATCH_SIZE, ROUNDS)
-bench-enqueue: release
+bench-enqueue: release-bench
 	@schema=bench_enqueue_$$$$; \
 	psql "$(PG_URL)" -qc "CREATE SCHEMA $$schema" || exit 1; \
 	trap 'psql "$(PG_URL)" -qc "DROP SCHEMA $$schema CASCADE"' EXIT; \
 	env -u AMQP_URL DATABASE_URL="$(PG_URL)?options=-c%20search_path%3D$$schema" \
 	BULWARK_LOG=warn BULWARK__SENTIMENT__ENGINE=lexicon \
-	./target/release/bulwark bench enqueue --jobs $${JOBS:-100000} \
+	./target/release/bulwark-bench enqueue --jobs $${JOBS:-100000} \
 		--single-jobs $${SINGLE_JOBS:-10000} --http-jobs $${HTTP_JOBS:-20000} \
 		--batch-size $${BATCH_SIZE:-1000} --rounds $${ROUNDS:-5}
 
 ## bench-amqp: broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, results in
 ## PostgreSQL (AMQP_URL and DATABASE_URL default to the local services)
-bench-amqp: release runtime model check-services
+bench-amqp: release-bench runtime model check-services
 	AMQP_URL=$${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} \
 	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} \
-	BULWARK_LOG=warn ./target/release/bulwark bench amqp --jobs $${JOBS:-2000}
+	BULWARK_LOG=warn ./target/release/bulwark-bench amqp --jobs $${JOBS:-2000}
 
 ## bench-amqp-pinned: the same with PostgreSQL and RabbitMQ pinned to core 0 and the node to the
 ## other cores, so the in-process and end-to-end phases get the same CPU (needs root)
-bench-amqp-pinned: release runtime model check-services
+bench-amqp-pinned: release-bench runtime model check-services
 	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} ./scripts/bench-amqp-pinned.sh
 
 ## bench-celery: the same job as a Celery pipeline (RabbitMQ + PostgreSQL + onnxruntime, one
-## committed row per job) and `bench amqp`, back to back in one run, with their ratios
-bench-celery: release runtime model check-services
+## committed row per job) and `bulwark-bench amqp`, back to back in one run, with their ratios
+bench-celery: release-bench runtime model check-services
 	./scripts/bench-celery.sh
 
 clean:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench-amqp-pinned`: `bulwark bench amqp` with the node on cores of its own.
+# `make bench-amqp-pinned`: `bulwark-bench amqp` with the node on cores of its own.
 #
 # On a small machine the local PostgreSQL and RabbitMQ take CPU from the node during the
 # end-to-end phases but not during the in-process phase, so the ratio between the two measures
@@ -45,4 +45,4 @@ echo "servers on cores $SERVER_CPUS, node on cores $NODE_CPUS" >&2
 AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} \
 DATABASE_URL=${DATABASE_URL:?DATABASE_URL must name a PostgreSQL database} \
 BULWARK_LOG=${BULWARK_LOG:-warn} \
-    taskset -c "$NODE_CPUS" ./target/release/bulwark bench amqp --jobs "${JOBS:-2000}"
+    taskset -c "$NODE_CPUS" ./target/release/bulwark-bench amqp --jobs "${JOBS:-2000}"

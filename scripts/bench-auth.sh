@@ -6,11 +6,12 @@
 #      is not a key (the control: the request's extra bytes, no check), and with a key (verified,
 #      counted in both buckets, RateLimit-* headers in the answer), alternated A C B A C B;
 #   3. POST /v1/sentiment (lexicon engine) with a key, and the check's share of its time.
-# Run through `make bench-auth` (it builds the release binary first). The numbers go to
+# Run through `make bench-auth` (it builds the release binaries first). The numbers go to
 # docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/bulwark
+BENCH_BIN=./target/release/bulwark-bench
 PORT=${BENCH_PORT:-18081}
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
@@ -28,7 +29,7 @@ for group in READ SUBMIT PER_IP; do
 done
 
 echo "== 1. in-process: key check and both buckets, one at a time"
-BULWARK_LOG=warn "$BIN" bench auth --checks "${BENCH_CHECKS:-200000}" | tee "$workdir/micro.json"
+BULWARK_LOG=warn "$BENCH_BIN" auth --checks "${BENCH_CHECKS:-200000}" | tee "$workdir/micro.json"
 
 BULWARK_HTTP_ADDR="127.0.0.1:$PORT" BULWARK_LOG=warn BULWARK_BOOTSTRAP_ADMIN_KEY="$BENCH_KEY" "$BIN" serve &
 server_pid=$!

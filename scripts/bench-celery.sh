@@ -4,8 +4,8 @@
 #   1. scripts/celery_pipeline.py: a Celery worker (2 processes, one ONNX thread each, quorum
 #      queue, acks late, publish confirms, one committed PostgreSQL row per job) fed by a
 #      producer that measures a backlog of 1-text jobs and latency at 145 jobs/s;
-#   2. `bulwark bench amqp` with the same number of jobs.
-# Prints both reports, then the ratios. Needs `make release runtime model` first (the Makefile
+#   2. `bulwark-bench amqp` with the same number of jobs.
+# Prints both reports, then the ratios. Needs `make release-bench runtime model` first (the Makefile
 # target does that) and the local PostgreSQL and RabbitMQ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +43,9 @@ echo "== celery pipeline ($JOBS jobs)" >&2
 kill -TERM "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
 cat "$workdir/celery.json"
 
-echo "== bulwark bench amqp ($JOBS jobs)" >&2
+echo "== bulwark-bench amqp ($JOBS jobs)" >&2
 AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f} DATABASE_URL=$CELERY_DATABASE_URL \
-    BULWARK_LOG=warn ./target/release/bulwark bench amqp --jobs "$JOBS" >"$workdir/bulwark.json"
+    BULWARK_LOG=warn ./target/release/bulwark-bench amqp --jobs "$JOBS" >"$workdir/bulwark.json"
 cat "$workdir/bulwark.json"
 
 "$VENV/bin/python" - "$workdir/celery.json" "$workdir/bulwark.json" <<'PY'

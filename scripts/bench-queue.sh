@@ -5,7 +5,7 @@
 # Prints one JSON line per run, then a Markdown table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=./target/release/bulwark
+BIN=./target/release/bulwark-bench
 JOBS=${BENCH_JOBS:-20000}
 CONCURRENCIES=${BENCH_CONCURRENCIES:-16 64}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -24,7 +24,7 @@ run() {
     url=$PG_BENCH_URL
   fi
   DATABASE_URL="$url" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK__JOBS__CONCURRENCY="$concurrency" \
-    BULWARK_LOG=warn "$BIN" bench queue --jobs "$JOBS" \
+    BULWARK_LOG=warn "$BIN" queue --jobs "$JOBS" \
     | python3 -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" | tee -a "$workdir/results.jsonl"
 }
 

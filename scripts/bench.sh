@@ -6,11 +6,12 @@
 #      and 32-text requests), texts from the SST-2 dev set;
 #   3. POST /v1/sentiment on the lexicon engine;
 #   4. local-queue jobs/s on SQLite and PostgreSQL.
-# wrk shares the 2 cores with the server. Run through `make bench` (it builds the release binary
+# wrk shares the 2 cores with the server. Run through `make bench` (it builds the release binaries
 # and fetches the runtime and model first). docs/benchmarks.md keeps the recorded runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/bulwark
+BENCH_BIN=./target/release/bulwark-bench
 PORT=${BENCH_PORT:-18080}
 DURATION=${BENCH_DURATION:-10s}
 SECONDS_PY=${BENCH_PYTHON_SECONDS:-10}
@@ -74,8 +75,8 @@ stop_server
 echo "== 4. local queue, lexicon engine, 1-text jobs"
 echo "-- sqlite"
 DATABASE_URL="sqlite://$workdir/queue.db" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK_LOG=warn \
-  "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"
+  "$BENCH_BIN" queue --jobs "${BENCH_JOBS:-5000}"
 echo "-- postgresql"
 psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS bulwark_bench" -c "CREATE DATABASE bulwark_bench" 2>/dev/null
 DATABASE_URL="$PG_BENCH_URL" BULWARK__SENTIMENT__ENGINE=lexicon BULWARK_LOG=warn \
-  "$BIN" bench queue --jobs "${BENCH_JOBS:-5000}"
+  "$BENCH_BIN" queue --jobs "${BENCH_JOBS:-5000}"

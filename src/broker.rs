@@ -2,11 +2,11 @@
 //! `ingress` supervisor's factory for the tree.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bulwark_actors::{JobIntake, JobKind, RetryPolicy};
 
 use crate::scheduling::dead_letter_policy;
+use crate::settings::FromConfig;
 use bulwark_broker::{
     BrokerHealth, BrokerPublisher, BrokerSettings, IngressParams, Overflow, ProducerLimits,
     QueueLimits, Topology, ingress_supervisor,
@@ -78,10 +78,7 @@ pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Opti
         store: store.clone(),
         owner: node_id.to_owned(),
         lease: jobs.lease(),
-        retry: RetryPolicy {
-            base: Duration::from_millis(jobs.retry_backoff_ms),
-            max: Duration::from_millis(jobs.retry_backoff_max_ms),
-        },
+        retry: RetryPolicy::from_config(config),
         max_attempts: jobs.max_attempts,
         kinds: JobKind::ALL
             .iter()

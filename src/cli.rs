@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Bulwark: an actor-based worker system where jobs are never lost.
 #[derive(Debug, Parser)]
@@ -25,21 +25,6 @@ pub enum Command {
         /// How many sample jobs to submit.
         #[arg(long, default_value_t = 24)]
         jobs: usize,
-    },
-    /// Measures throughput; see docs/benchmarks.md.
-    Bench {
-        #[command(subcommand)]
-        target: BenchTarget,
-    },
-    /// Measures accuracy and throughput of a sentiment engine on labeled data.
-    Eval {
-        /// Lines of `label<space>text` (SST-2 format: 0 negative, 1 positive).
-        #[arg(long, value_name = "FILE")]
-        data: PathBuf,
-        #[arg(long, value_enum, default_value_t = EvalEngine::Onnx)]
-        engine: EvalEngine,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
     },
     /// Publishes one job per line of a JSONL file of payloads to RabbitMQ, with confirms.
     /// Exit 2 on bad input (naming the line), 1 when the broker fails.
@@ -111,37 +96,4 @@ pub enum OpsAction {
 pub enum ConfigAction {
     /// Validates the effective configuration and prints it with secrets redacted.
     Check,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchTarget {
-    /// Latency the provider path (router, actor, breaker, limiter, bulkhead, retries) adds over
-    /// a direct call, against a zero-latency simulator.
-    Providers(crate::bench_providers::ProviderBenchArgs),
-    /// Slot lag (p50/p99) of one scheduler with many active interval schedules.
-    Scheduler(crate::bench_scheduling::SchedulerBenchArgs),
-    /// Dead letters stored and requeued per second.
-    Dlq(crate::bench_scheduling::DlqBenchArgs),
-    /// Broker ceiling (raw lapin) vs end-to-end sentiment jobs over RabbitMQ, in one run.
-    Amqp(crate::bench_amqp::AmqpBenchArgs),
-    /// What a key check and its rate limits cost one request (in-process).
-    Auth(crate::bench_auth::AuthBenchArgs),
-    /// Jobs/s stored one at a time vs in batches, through the store and over HTTP, on the
-    /// configured database (use a scratch one: the jobs stay queued).
-    Enqueue(crate::bench::EnqueueBenchArgs),
-    /// Fills the local queue on the configured database, then times one node draining it.
-    Queue {
-        #[arg(long, default_value_t = 5_000)]
-        jobs: usize,
-        #[arg(long, default_value_t = 1)]
-        texts_per_job: usize,
-    },
-}
-
-/// The engine `bulwark eval` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EvalEngine {
-    Onnx,
-    Lexicon,
-    Ensemble,
 }

@@ -5,15 +5,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use bulwark_actors::ModelFactory;
 use bulwark_config::{Config, SentimentEngine};
 use bulwark_ml::{
-    EngineSet, EvalReport, OnnxModel, OnnxModelParams, ScoringOptions, SentimentModel, Strategy,
-    StrategyModel, VaderModel, locate_model_dir, locate_runtime, read_labeled,
+    EngineSet, OnnxModel, OnnxModelParams, SentimentModel, VaderModel, locate_model_dir,
+    locate_runtime,
 };
-
-use crate::cli::EvalEngine;
 use tracing::{error, info, warn};
 
 pub const SENTIMENT_DEGRADED: &str = "bulwark_sentiment_degraded";
@@ -115,35 +112,4 @@ pub fn plan(config: &Config, env: &HashMap<String, String>, project_root: &Path)
             }
         }
     }
-}
-
-/// `bulwark eval`: accuracy, per-class precision and recall, and throughput of one engine.
-pub fn evaluate(
-    config: &Config,
-    data: &Path,
-    engine: EvalEngine,
-    batch_size: usize,
-) -> anyhow::Result<EvalReport> {
-    let examples =
-        read_labeled(data).with_context(|| format!("failed to read {}", data.display()))?;
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let project_root = std::env::current_dir().context("failed to read the working directory")?;
-    let load_onnx = || -> anyhow::Result<OnnxModel> {
-        let params = onnx_params(config, &env, &project_root);
-        OnnxModel::load(&params).context("failed to load the onnx model")
-    };
-    let mut model: Box<dyn SentimentModel> = match engine {
-        EvalEngine::Lexicon => Box::new(VaderModel::new()),
-        EvalEngine::Onnx => Box::new(load_onnx()?),
-        EvalEngine::Ensemble => {
-            let engines = EngineSet::new(Some(Box::new(load_onnx()?)), Box::new(VaderModel::new()));
-            let options = ScoringOptions {
-                strategy: Strategy::Ensemble,
-                neutral_threshold: 0.0,
-                primary_weight: config.sentiment.ensemble_onnx_weight,
-            };
-            Box::new(StrategyModel::new(engines, options))
-        }
-    };
-    bulwark_ml::evaluate(model.as_mut(), &examples, batch_size).context("evaluation failed")
 }

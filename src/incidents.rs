@@ -14,6 +14,8 @@ use bulwark_supervisors::incident::{
 use bulwark_supervisors::{IncidentSettings, IncidentSink};
 use serde::Serialize;
 
+use crate::settings::FromConfig;
+
 /// Exit code of `incident replay` when the failure reproduced.
 pub const EXIT_REPRODUCED: u8 = 1;
 /// Exit code of `incident replay` when the message was handled without failing.
@@ -222,10 +224,7 @@ pub async fn replay_sandbox(config: &Config, payload_file: &Path) -> anyhow::Res
             thread_name: "replay-inference".to_owned(),
             queue: queue.clone(),
             liveness: Liveness::default(),
-            chaos: ChaosKnobs {
-                panic_on_text: config.chaos.panic_on_text.clone(),
-                hang_on_text: config.chaos.hang_on_text.clone(),
-            },
+            chaos: ChaosKnobs::from_config(config),
         },
     )
     .await

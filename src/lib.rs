@@ -1,23 +1,21 @@
 //! Bulwark's binary crate: wires config, store, supervision tree and HTTP API into a running
-//! service, and owns the process concerns (telemetry, signals, CLI).
+//! service, and owns the process concerns (telemetry, signals, CLI). Benchmarks and the
+//! sentiment engines' evaluation live in the `bulwark-bench` package, which boots a node
+//! through this library.
 //!
 //! # Layout
 //! - `service`: [`Service`], start and graceful shutdown of one node.
 //! - `telemetry`: logs (JSON or pretty) and the Prometheus recorder.
 //! - `engines`: which sentiment engines the workers run (ONNX, or the lexicon when degraded).
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
-//! - `bench`: `bulwark bench queue|enqueue`, local-queue throughput and bulk-enqueue rate on the
-//!   configured database.
 //! - `incidents`: the node's incident sink and `bulwark incident replay`.
 //! - `ops_client`: `bulwark ops`, the operator controls over HTTP.
+//! - `settings`: `FromConfig`, each subsystem's settings (supervision, store, local queue,
+//!   retries, batching, scoring, chaos) built from the config.
 //! - `scheduling`: the scheduler's and dead-letter actor's params, built from the config.
 //! - `simulate`: `bulwark simulate-provider`, the simulated engine as an HTTP server.
-//! - `bench_providers`: `bulwark bench providers`, the latency the provider path adds.
 //! - `providers`: the configured providers, built into adapters wrapped in their resilience.
 //! - `broker`: the RabbitMQ publisher, intake and `ingress` supervisor, built from `[amqp]`.
-//! - `bench_scheduling`: `bulwark bench scheduler|dlq`, slot lag and requeue rate.
-//! - `bench_amqp`: `bulwark bench amqp`, broker ceiling vs end-to-end jobs over RabbitMQ.
-//! - `bench_auth`: `bulwark bench auth`, what a key check and its rate limits cost a request.
 //! - `publish`: `bulwark publish`, payloads from a JSONL file to the broker with confirms.
 //! - `dlq_cli`: `bulwark dlq stats|list|show|requeue|park|purge` over HTTP.
 //! - `enqueue`: `bulwark enqueue`, jobs from a JSONL file through `POST /v1/jobs/batch`.
@@ -25,12 +23,6 @@
 //! - `listener`: the HTTP listener, plain or TLS (`[http.tls]`).
 //! - `cli`: the command line.
 
-pub mod bench;
-pub mod bench_amqp;
-pub mod bench_auth;
-pub mod bench_measure;
-pub mod bench_providers;
-pub mod bench_scheduling;
 pub mod broker;
 pub mod cli;
 pub mod demo;
@@ -45,6 +37,7 @@ pub mod providers;
 pub mod publish;
 pub mod scheduling;
 pub mod service;
+pub mod settings;
 pub mod simulate;
 pub mod telemetry;
 

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bulwark::cli::{BenchTarget, Cli, Command, ConfigAction, IncidentAction, OpsAction};
+use bulwark::cli::{Cli, Command, ConfigAction, IncidentAction, OpsAction};
 use bulwark::{Service, demo, telemetry};
 use bulwark_config::{Config, ConfigSources, LogFormat};
 use clap::Parser;
@@ -125,15 +125,6 @@ async fn run(
             };
             bulwark::ops_client::run(&url, token_opt.as_deref(), &request).await
         }
-        Command::Eval {
-            data,
-            engine,
-            batch_size,
-        } => {
-            let report = bulwark::engines::evaluate(config, &data, engine, batch_size)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Dlq(args) => bulwark::dlq_cli::run(&args).await,
         Command::Enqueue(args) => bulwark::enqueue::run(&args).await,
         Command::Keys(args) => bulwark::keys::run(config, &args).await,
@@ -159,63 +150,6 @@ async fn run(
         Command::Config { .. } => Ok(print_config(config)),
         Command::SimulateProvider(args) => {
             bulwark::simulate::run(args).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target: BenchTarget::Scheduler(args),
-        } => {
-            let report = bulwark::bench_scheduling::scheduler(config, &args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target: BenchTarget::Amqp(args),
-        } => {
-            let report = bulwark::bench_amqp::run(config, &args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target: BenchTarget::Auth(args),
-        } => {
-            let report = bulwark::bench_auth::run(config, &args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target: BenchTarget::Dlq(args),
-        } => {
-            let report = bulwark::bench_scheduling::dlq(config, &args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target: BenchTarget::Enqueue(args),
-        } => {
-            let report = bulwark::bench::enqueue(config, &args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target: BenchTarget::Providers(args),
-        } => {
-            let report = bulwark::bench_providers::run(&args).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench {
-            target:
-                BenchTarget::Queue {
-                    jobs,
-                    texts_per_job,
-                },
-        } => {
-            let params = bulwark::bench::QueueBenchParams {
-                num_jobs: jobs,
-                texts_per_job,
-            };
-            let report = bulwark::bench::queue(config, params).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
     }

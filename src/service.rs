@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulwark_actors::{
     AuditRunner, AuditRunnerParams, DrainReport, InFlightJobs, JobExecutor, JobIntake,
-    JobRunnerHandle, JobRunnerParams, Liveness, RetryPolicy, SentimentPool,
+    JobRunnerHandle, JobRunnerParams, Liveness, ProviderRouter, RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_config::Config;
-use bulwark_ml::{BatchingParams, ScoringOptions, Strategy};
-use bulwark_store::{LocalQueue, LocalQueueParams, Store, StoreParams};
+use bulwark_ml::{BatchingParams, ChaosKnobs, ScoringOptions};
+use bulwark_store::{LocalQueue, Store, StoreParams};
 use bulwark_supervisors::{
-    BulwarkTree, IncidentSink, RestartIntensity, SentimentSettings, SupervisionSettings,
-    TreeParams, install_panic_hook,
+    BulwarkTree, IncidentSink, SentimentSettings, SupervisionSettings, TreeParams,
+    install_panic_hook,
 };
 use poem::Server;
 use poem::listener::Acceptor;
@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
+
+use crate::engines::EnginePlan;
+use crate::settings::{FromConfig, local_queue_params};
 
 /// One running node: store, supervision tree and HTTP server.
 #[derive(Debug)]
@@ -76,14 +79,77 @@ fn default_node_id() -> String {
 
 /// Opens the store described by the config and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let params = StoreParams {
-        url: config.database.url.expose().to_owned(),
-        max_connections: config.database.max_connections,
-        connect_timeout: config.database.connect_timeout(),
-    };
-    Store::open(&params)
+    Store::open(&StoreParams::from_config(config))
         .await
         .with_context(|| format!("failed to open the database at {}", config.database.url))
+}
+
+/// Returns the sentiment subsystem's settings: the workers `[sentiment]` asks for, serving the
+/// engines the plan chose.
+fn sentiment_settings(config: &Config, engine_plan: &EnginePlan) -> SentimentSettings {
+    SentimentSettings {
+        num_workers: config.sentiment.num_workers(),
+        model_factory: engine_plan.factory.clone(),
+        engine: engine_plan.engines.clone(),
+        default_options: ScoringOptions::from_config(config),
+        batching: BatchingParams::from_config(config),
+        call_timeout: config.sentiment.call_timeout(),
+        chaos: ChaosKnobs::from_config(config),
+    }
+}
+
+/// Returns what builds the job runner's params once the tree has made the sentiment pool:
+/// `[jobs]`, and with providers configured, the audit runner beside the sentiment executor.
+fn job_runner_factory(
+    config: &Config,
+    store: &Store,
+    transport: Arc<LocalQueue>,
+    providers_opt: Option<ProviderRouter>,
+) -> Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send> {
+    let runner_store = store.clone();
+    let audit_store = store.clone();
+    let audit_concurrency = config.audits.concurrency as usize;
+    let concurrency = config.jobs.concurrency;
+    let poll_interval = config.jobs.poll_interval();
+    let lease = config.jobs.lease();
+    let retry = RetryPolicy::from_config(config);
+    Box::new(move |sentiment| JobRunnerParams {
+        transport,
+        store: runner_store,
+        executor: match providers_opt {
+            Some(router) => {
+                let audits = AuditRunner::new(AuditRunnerParams {
+                    store: audit_store,
+                    providers: router.clone(),
+                    sentiment: sentiment.clone(),
+                    concurrency: audit_concurrency,
+                });
+                JobExecutor::new(sentiment)
+                    .with_providers(router)
+                    .with_audits(audits)
+            }
+            None => JobExecutor::new(sentiment),
+        },
+        concurrency,
+        poll_interval,
+        lease,
+        retry,
+        in_flight: InFlightJobs::default(),
+        draining: Arc::new(AtomicBool::new(false)),
+        liveness: Liveness::default(),
+    })
+}
+
+/// Returns the HTTP app's params from `[http]`, served at `public_url`.
+fn app_params(config: &Config, public_url: &str) -> AppParams {
+    AppParams {
+        max_body_bytes: config.http.max_body_bytes,
+        public_url: public_url.to_owned(),
+        browser: bulwark_api::BrowserParams {
+            cors_allowed_origins: config.http.cors_allowed_origins.clone(),
+            hsts_max_age_secs_opt: config.http.tls.as_ref().map(|tls| tls.hsts_max_age_secs),
+        },
+    }
 }
 
 impl Service {
@@ -96,94 +162,24 @@ impl Service {
         let broker = crate::broker::broker_setup(config, &store, &node_id).await;
         let transport = Arc::new(LocalQueue::new(
             store.clone(),
-            LocalQueueParams {
-                owner: node_id.clone(),
-                lease: config.jobs.lease(),
-            },
+            local_queue_params(config, &node_id),
         ));
         let env: HashMap<String, String> = std::env::vars().collect();
         let project_root =
             std::env::current_dir().context("failed to read the working directory")?;
         let engine_plan = crate::engines::plan(config, &env, &project_root);
-        let default_options = ScoringOptions {
-            strategy: config
-                .sentiment
-                .strategy
-                .parse::<Strategy>()
-                .unwrap_or_default(),
-            neutral_threshold: config.sentiment.neutral_threshold,
-            primary_weight: config.sentiment.ensemble_onnx_weight,
-        };
         let auth = crate::keys::api_auth(config, &store, &env).await?;
         let auth_upkeep_stop = tokio_util::sync::CancellationToken::new();
         let auth_upkeep = auth.spawn_upkeep(auth_upkeep_stop.clone());
         let incidents = crate::incidents::start_sink(config, &node_id, &env);
         let providers = crate::providers::providers_settings(config, &env)?;
         let provider_router_opt = providers.as_ref().map(|settings| settings.router(&node_id));
-        let runner_providers = provider_router_opt.clone();
-        let jobs = config.jobs.clone();
-        let runner_store = store.clone();
-        let audit_store = store.clone();
-        let audit_concurrency = config.audits.concurrency as usize;
-        let supervision = &config.supervision;
+        let job_runner = job_runner_factory(config, &store, transport, provider_router_opt.clone());
         let tree = BulwarkTree::start(TreeParams {
             instance: node_id.clone(),
-            supervision: SupervisionSettings {
-                intensity: RestartIntensity {
-                    max_restarts: supervision.max_restarts,
-                    within: Duration::from_millis(supervision.within_ms),
-                },
-                backoff_base: Duration::from_millis(supervision.backoff_base_ms),
-                backoff_max: Duration::from_millis(supervision.backoff_max_ms),
-                hang_timeout: Duration::from_millis(supervision.hang_timeout_ms),
-                heartbeat: Duration::from_millis(supervision.heartbeat_ms),
-                drain_timeout: config.shutdown.timeout(),
-            },
-            sentiment: SentimentSettings {
-                num_workers: config.sentiment.num_workers(),
-                model_factory: engine_plan.factory.clone(),
-                engine: engine_plan.engines.clone(),
-                default_options,
-                batching: BatchingParams {
-                    max_batch_texts: config.sentiment.max_batch_texts,
-                    max_batch_tokens: config.sentiment.max_batch_tokens,
-                    max_wait: config.sentiment.max_batch_wait(),
-                    max_queued_texts: config.sentiment.max_queued,
-                },
-                call_timeout: config.sentiment.call_timeout(),
-                chaos: bulwark_ml::ChaosKnobs {
-                    panic_on_text: config.chaos.panic_on_text.clone(),
-                    hang_on_text: config.chaos.hang_on_text.clone(),
-                },
-            },
-            job_runner: Box::new(move |sentiment| JobRunnerParams {
-                transport,
-                store: runner_store,
-                executor: match runner_providers {
-                    Some(router) => {
-                        let audits = AuditRunner::new(AuditRunnerParams {
-                            store: audit_store,
-                            providers: router.clone(),
-                            sentiment: sentiment.clone(),
-                            concurrency: audit_concurrency,
-                        });
-                        JobExecutor::new(sentiment)
-                            .with_providers(router)
-                            .with_audits(audits)
-                    }
-                    None => JobExecutor::new(sentiment),
-                },
-                concurrency: jobs.concurrency,
-                poll_interval: jobs.poll_interval(),
-                lease: jobs.lease(),
-                retry: RetryPolicy {
-                    base: Duration::from_millis(jobs.retry_backoff_ms),
-                    max: Duration::from_millis(jobs.retry_backoff_max_ms),
-                },
-                in_flight: InFlightJobs::default(),
-                draining: Arc::new(AtomicBool::new(false)),
-                liveness: Liveness::default(),
-            }),
+            supervision: SupervisionSettings::from_config(config),
+            sentiment: sentiment_settings(config, &engine_plan),
+            job_runner,
             scheduler: crate::scheduling::scheduler_factory(
                 config,
                 &store,
@@ -249,21 +245,7 @@ impl Service {
             dead_letters: tree.dead_letters.clone(),
             providers: provider_router_opt.clone(),
         };
-        let app = build_app(
-            state,
-            &AppParams {
-                max_body_bytes: config.http.max_body_bytes,
-                public_url: base_url.clone(),
-                browser: bulwark_api::BrowserParams {
-                    cors_allowed_origins: config.http.cors_allowed_origins.clone(),
-                    hsts_max_age_secs_opt: config
-                        .http
-                        .tls
-                        .as_ref()
-                        .map(|tls| tls.hsts_max_age_secs),
-                },
-            },
-        );
+        let app = build_app(state, &app_params(config, &base_url));
         let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
         let http_task = tokio::spawn(
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(

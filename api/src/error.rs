@@ -1,5 +1,7 @@
-use bulwark_actors::{ErrorCode, JobError, PoolError};
+use bulwark_actors::{ErrorCode, JobError, PoolError, RequeueError, SchedulerError};
+use bulwark_auth::AuthError;
 use bulwark_store::StoreError;
+use bulwark_supervisors::ControlError;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
 use poem_openapi::error::ParseParamError;
@@ -235,6 +237,51 @@ impl From<StoreError> for ApiError {
             ApiError::unavailable(format!("the store is unavailable: {error}"))
         } else {
             ApiError::internal(format!("store error: {error}"))
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Invalid(message) => ApiError::invalid(message),
+            AuthError::NotFound(_) => ApiError::not_found(error.to_string()),
+            AuthError::Conflict(message) => ApiError::conflict(message),
+            AuthError::Store(store_error) => ApiError::from(store_error),
+        }
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(error: SchedulerError) -> Self {
+        match error {
+            SchedulerError::NotFound(_) => ApiError::not_found(error.to_string()),
+            SchedulerError::Store(store_error) => store_error.into(),
+            SchedulerError::Unavailable => ApiError::unavailable(error.to_string()),
+        }
+    }
+}
+
+/// A requeue the store refused maps as a store error; one the broker or the node's setup
+/// refused is a dependency being unavailable.
+impl From<RequeueError> for ApiError {
+    fn from(error: RequeueError) -> Self {
+        match error {
+            RequeueError::Store(store_error) => store_error.into(),
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}
+
+/// An operator's control of a subtree: an unknown path names the `path` field.
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::NotFound(_) | ControlError::NotASupervisor(_) => {
+                ApiError::not_found(format!("path: {error}"))
+            }
+            ControlError::NotRunning(_) => ApiError::conflict(error.to_string()),
+            ControlError::StartFailed(..) => ApiError::internal(error.to_string()),
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - `strict_json`: [`StrictJson`](strict_json::StrictJson), request bodies checked against
 //!   their documented schema (no coercion, no unknown field).
 //! - `document`: the served OpenAPI document and the `Allow` value of each path.
-//! - `error`: [`ApiError`] and [`ErrorBody`], the only mapping from errors to responses.
+//! - `error`: [`ApiError`] and [`ErrorBody`], the only mapping from errors to responses: every
+//!   domain error (store, pool, job, auth, scheduler, requeue, supervisor control) converts here.
 //! - `state`: [`ApiState`], what handlers reach.
 //! - `metrics`: metric names and events.
 

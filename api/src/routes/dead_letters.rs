@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use bulwark_actors::{
-    RequeueError, RequeueTarget, refresh_dead_letter_depth, requeue_dead_letter, rfc3339_utc,
-};
+use bulwark_actors::{RequeueTarget, refresh_dead_letter_depth, requeue_dead_letter, rfc3339_utc};
 use bulwark_store::{DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -255,10 +253,7 @@ impl DeadLettersApi {
         };
         requeue_dead_letter(&target, letter, &REQUEUEABLE, "requeued")
             .await
-            .map_err(|error| match error {
-                RequeueError::Store(error) => error.into(),
-                other => ApiError::unavailable(other.to_string()),
-            })
+            .map_err(ApiError::from)
     }
 }
 

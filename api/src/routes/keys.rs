@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_auth::{ApiKey, AuthError, IssuedKey, NewKey, Scope, Scopes};
+use bulwark_auth::{ApiKey, IssuedKey, NewKey, Scope, Scopes};
 use bulwark_store::now_ms;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -164,17 +164,6 @@ fn parse_time(field: &str, text: &str) -> ApiResult<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|time| time.timestamp_millis())
         .map_err(|error| ApiError::invalid(format!("{field}: not an RFC 3339 time: {error}")))
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::Invalid(message) => ApiError::invalid(message),
-            AuthError::NotFound(_) => ApiError::not_found(error.to_string()),
-            AuthError::Conflict(message) => ApiError::conflict(message),
-            AuthError::Store(store_error) => ApiError::from(store_error),
-        }
-    }
 }
 
 #[OpenApi(tag = "ApiTags::Keys")]

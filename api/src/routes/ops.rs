@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use bulwark_store::NewOpsAuditEntry;
-use bulwark_supervisors::{ControlAction, ControlError, control_supervisor, observe_supervisor};
+use bulwark_supervisors::{ControlAction, control_supervisor, observe_supervisor};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -97,13 +97,7 @@ impl OpsApi {
                 entry.outcome = "failed".to_owned();
                 entry.detail = Some(control_error.to_string());
                 self.audit(entry).await?;
-                Err(match control_error {
-                    ControlError::NotFound(_) | ControlError::NotASupervisor(_) => {
-                        ApiError::not_found(format!("path: {control_error}"))
-                    }
-                    ControlError::NotRunning(_) => ApiError::conflict(control_error.to_string()),
-                    ControlError::StartFailed(..) => ApiError::internal(control_error.to_string()),
-                })
+                Err(control_error.into())
             }
         }
     }

@@ -2,8 +2,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bulwark_actors::{
-    JobKind, SchedulerError, first_slot, parse_rfc3339_ms, rfc3339_utc, validate_job,
-    validate_trigger,
+    JobKind, first_slot, parse_rfc3339_ms, rfc3339_utc, validate_job, validate_trigger,
 };
 use bulwark_store::{
     MisfirePolicy, OverlapPolicy, Schedule, ScheduleFilter, ScheduleRun, ScheduleSpec,
@@ -354,16 +353,6 @@ fn validate_spec(spec: &ScheduleSpec) -> Result<(), ApiError> {
 
 fn next_slot(trigger: &ScheduleTrigger, now_ms: i64) -> Result<Option<i64>, ApiError> {
     first_slot(trigger, now_ms).map_err(|error| ApiError::invalid(error.to_string()))
-}
-
-impl From<SchedulerError> for ApiError {
-    fn from(error: SchedulerError) -> Self {
-        match error {
-            SchedulerError::NotFound(_) => ApiError::not_found(error.to_string()),
-            SchedulerError::Store(store_error) => store_error.into(),
-            SchedulerError::Unavailable => ApiError::unavailable(error.to_string()),
-        }
-    }
 }
 
 pub struct SchedulesApi {

@@ -1,4 +1,4 @@
-//! `bulwark bench amqp`: in one run, the broker's ceiling (raw lapin publish-with-confirms and
+//! `bulwark-bench amqp`: in one run, the broker's ceiling (raw lapin publish-with-confirms and
 //! consume-with-ack on a quorum queue), Bulwark's end-to-end jobs/s and per-job latency over
 //! RabbitMQ with results stored in the configured database (for 1-text and 32-text
 //! `sentiment.analyze` jobs), and Bulwark's in-process sentiment throughput for comparison.
@@ -28,10 +28,10 @@ use lapin::{BasicProperties, Confirmation};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::Service;
-use crate::bench_measure::{ServerCpu, percentile, process_cpu_seconds, thread_cpu_seconds};
+use crate::measure::{ServerCpu, percentile, process_cpu_seconds, thread_cpu_seconds};
+use bulwark::Service;
 
-/// The arguments of `bulwark bench amqp`.
+/// The arguments of `bulwark-bench amqp`.
 #[derive(Debug, Clone, Args)]
 pub struct AmqpBenchArgs {
     /// Jobs per end-to-end phase (and messages in the raw phase).
@@ -98,8 +98,8 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     );
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     config.amqp.namespace = format!("bulwark-bench-{}", &run_id[20..]);
-    let settings =
-        crate::broker::broker_settings(&config, "bulwark-bench").context("amqp.url is not set")?;
+    let settings = bulwark::broker::broker_settings(&config, "bulwark-bench")
+        .context("amqp.url is not set")?;
     let (raw_publish, raw_consume) = raw_ceiling(&settings, args.jobs).await?;
 
     let service = Service::start(&config).await?;

@@ -1,15 +1,39 @@
-//! Measures the time from a child's crash to its restarted incarnation answering a message,
-//! over many crashes, and prints p50/p99/max in JSON. See docs/benchmarks.md.
-//!
-//! `cargo run --release -p bulwark-supervisors --example restart_latency -- [crashes] [backoff_ms]`
+//! `bulwark-bench restart`: the time from a child's crash to its restarted incarnation
+//! answering a message, over many crashes, as p50/p99/max in milliseconds.
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bulwark_supervisors::{
     RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorParams, actor_spec,
     install_panic_hook,
 };
+use clap::Args;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+
+use crate::measure::percentile;
+
+/// Options of `bulwark-bench restart`.
+#[derive(Debug, Clone, Args)]
+pub struct RestartBenchArgs {
+    /// How many times the child is made to crash.
+    #[arg(long, default_value_t = 1_000)]
+    pub crashes: usize,
+    /// The supervisor's restart backoff (0: the machinery alone).
+    #[arg(long, default_value_t = 0)]
+    pub backoff_ms: u64,
+}
+
+/// The result, printed as JSON.
+#[derive(Debug, Serialize)]
+pub struct RestartBenchReport {
+    pub crashes: usize,
+    pub backoff_ms: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct CrashyActor;
@@ -49,16 +73,11 @@ impl Actor for CrashyActor {
     }
 }
 
-fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index].as_secs_f64() * 1_000.0
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let num_crashes: usize = args.next().map_or(Ok(1_000), |text| text.parse())?;
-    let backoff_ms: u64 = args.next().map_or(Ok(0), |text| text.parse())?;
+/// Crashes a supervised child `crashes` times and times each restart until the new
+/// incarnation answers.
+pub async fn run(args: &RestartBenchArgs) -> anyhow::Result<RestartBenchReport> {
+    let num_crashes = args.crashes;
+    let backoff_ms = args.backoff_ms;
     install_panic_hook();
     // Keep the panic hook's own printing out of the measurement's output.
     let hook = std::panic::take_hook();
@@ -83,15 +102,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         hang_timeout: Duration::from_secs(60),
         heartbeat: Duration::from_secs(1),
     };
-    let (supervisor, _handle) =
-        Actor::spawn(Some("bench/sup".to_owned()), SupervisorActor, params).await?;
+    let (supervisor, _handle) = Actor::spawn(Some("bench/sup".to_owned()), SupervisorActor, params)
+        .await
+        .context("failed to start the supervisor")?;
     let mut samples = Vec::with_capacity(num_crashes);
     for _ in 0..num_crashes {
         let old: ActorRef<CrashyMsg> = ractor::registry::where_is(child_name.clone())
-            .ok_or("child registered")?
+            .context("the child is not registered")?
             .into();
         let crashed_at = Instant::now();
-        old.cast(CrashyMsg::Panic)?;
+        old.cast(CrashyMsg::Panic)
+            .context("failed to send the crash")?;
         loop {
             if let Some(cell) = ractor::registry::where_is(child_name.clone())
                 && cell.get_id() != old.get_id()
@@ -106,16 +127,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         samples.push(crashed_at.elapsed());
     }
     samples.sort();
-    println!(
-        "{}",
-        serde_json::json!({
-            "crashes": num_crashes,
-            "backoff_ms": backoff_ms,
-            "p50_ms": percentile(&samples, 0.50),
-            "p99_ms": percentile(&samples, 0.99),
-            "max_ms": percentile(&samples, 1.0),
-        })
-    );
     supervisor.stop(None);
-    Ok(())
+    let milliseconds = |quantile: f64| percentile(&samples, quantile).as_secs_f64() * 1_000.0;
+    Ok(RestartBenchReport {
+        crashes: num_crashes,
+        backoff_ms,
+        p50_ms: milliseconds(0.50),
+        p99_ms: milliseconds(0.99),
+        max_ms: milliseconds(1.0),
+    })
 }

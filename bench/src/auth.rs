@@ -1,4 +1,4 @@
-//! `bulwark bench auth`: what checking a key and its rate limits costs one request, measured
+//! `bulwark-bench auth`: what checking a key and its rate limits costs one request, measured
 //! in-process (one HMAC, a cache lookup, the per-IP and per-key buckets) on the configured
 //! database. `make bench-auth` runs it beside HTTP loads with and without a key. A measurement
 //! tool, not a test.
@@ -12,7 +12,9 @@ use bulwark_config::{Config, RateLimit};
 use clap::Args;
 use serde::Serialize;
 
-/// Options of `bulwark bench auth`.
+use crate::measure::percentile;
+
+/// Options of `bulwark-bench auth`.
 #[derive(Debug, Clone, Args)]
 pub struct AuthBenchArgs {
     /// Checks measured, one at a time, after as many for warm-up.
@@ -20,7 +22,7 @@ pub struct AuthBenchArgs {
     pub checks: usize,
 }
 
-/// The result of `bulwark bench auth`, printed as JSON.
+/// The result of `bulwark-bench auth`, printed as JSON.
 #[derive(Debug, Serialize)]
 pub struct AuthBenchReport {
     pub num_checks: usize,
@@ -32,18 +34,18 @@ pub struct AuthBenchReport {
     pub checks_per_second_one_core: f64,
 }
 
+/// Returns the value at `quantile` of sorted nanosecond samples, in microseconds.
 fn percentile_us(sorted_ns: &[u64], quantile: f64) -> f64 {
-    let index = ((sorted_ns.len() as f64 - 1.0) * quantile).round() as usize;
-    sorted_ns[index.min(sorted_ns.len() - 1)] as f64 / 1_000.0
+    percentile(sorted_ns, quantile) as f64 / 1_000.0
 }
 
 /// Makes a key on the configured database and times `checks` verifications with both rate
 /// limits, each timed on its own.
 pub async fn run(config: &Config, args: &AuthBenchArgs) -> anyhow::Result<AuthBenchReport> {
     anyhow::ensure!(args.checks > 0, "--checks must be at least 1");
-    let store = crate::service::open_store(config).await?;
+    let store = bulwark::service::open_store(config).await?;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    let authenticator = crate::keys::open_authenticator(config, &store, &env).await?;
+    let authenticator = bulwark::keys::open_authenticator(config, &store, &env).await?;
     let issued = authenticator
         .create_key(&bulwark_auth::NewKey {
             name: "bench-auth".to_owned(),

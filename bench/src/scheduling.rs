@@ -1,5 +1,5 @@
-//! `bulwark bench scheduler` (slot lag with many active interval schedules) and
-//! `bulwark bench dlq` (dead-letter requeue rate), on the configured database. Measurement
+//! `bulwark-bench scheduler` (slot lag with many active interval schedules) and
+//! `bulwark-bench dlq` (dead-letter requeue rate), on the configured database. Measurement
 //! tools, not tests.
 
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use ractor::Actor;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::measure::percentile;
+
 /// Slots in the first seconds after the scheduler starts are not measured.
 const WARM_UP_MS: i64 = 10_000;
 /// The scheduler has caught up with the start-up backlog once its earliest unhandled slot is
@@ -32,7 +34,7 @@ const MAX_CATCH_UP: Duration = Duration::from_secs(300);
 /// Benchmark schedules stored at once.
 const CREATE_CONCURRENCY: usize = 16;
 
-/// Options of `bulwark bench scheduler`.
+/// Options of `bulwark-bench scheduler`.
 #[derive(Debug, Clone, Args)]
 pub struct SchedulerBenchArgs {
     /// Active interval schedules, their slots spread evenly over the interval.
@@ -47,7 +49,7 @@ pub struct SchedulerBenchArgs {
     pub seconds: u64,
 }
 
-/// The result of `bulwark bench scheduler`, printed as JSON.
+/// The result of `bulwark-bench scheduler`, printed as JSON.
 #[derive(Debug, Serialize)]
 pub struct SchedulerBenchReport {
     pub backend: &'static str,
@@ -65,14 +67,6 @@ pub struct SchedulerBenchReport {
     pub lag_max_ms: i64,
 }
 
-fn percentile(sorted: &[i64], quantile: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 /// Creates the schedules, runs one scheduler actor on the wall clock, and reports the lag from
 /// each slot to its job's creation. Wants a database of its own: the scheduler fires every
 /// active schedule in it.
@@ -80,7 +74,7 @@ pub async fn scheduler(
     config: &Config,
     args: &SchedulerBenchArgs,
 ) -> anyhow::Result<SchedulerBenchReport> {
-    let store = crate::service::open_store(config).await?;
+    let store = bulwark::service::open_store(config).await?;
     let start_ms = now_ms() + 5_000;
     let prefix = uuid::Uuid::now_v7().simple().to_string();
     let specs = (0..args.schedules).map(|index| {
@@ -179,7 +173,7 @@ async fn wait_until_caught_up(store: &Store) -> anyhow::Result<i64> {
     }
 }
 
-/// Options of `bulwark bench dlq`.
+/// Options of `bulwark-bench dlq`.
 #[derive(Debug, Clone, Args)]
 pub struct DlqBenchArgs {
     /// Dead jobs to store and requeue.
@@ -187,7 +181,7 @@ pub struct DlqBenchArgs {
     pub letters: usize,
 }
 
-/// The result of `bulwark bench dlq`, printed as JSON.
+/// The result of `bulwark-bench dlq`, printed as JSON.
 #[derive(Debug, Serialize)]
 pub struct DlqBenchReport {
     pub backend: &'static str,
@@ -200,7 +194,7 @@ pub struct DlqBenchReport {
 
 /// Kills `letters` jobs, times the dead-letter actor storing them, then times requeueing all.
 pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenchReport> {
-    let store = crate::service::open_store(config).await?;
+    let store = bulwark::service::open_store(config).await?;
     let prefix = uuid::Uuid::now_v7().simple().to_string();
     let owner = format!("bench-broken-{prefix}");
     for index in 0..args.letters {

@@ -1,4 +1,4 @@
-//! `bulwark bench providers`: the latency the provider path adds over a direct call.
+//! `bulwark-bench providers`: the latency the provider path adds over a direct call.
 //!
 //! Two comparisons, each run as open-loop load at a fixed rate:
 //! - **HTTP**: a direct call with the OpenAI adapter to a zero-latency simulator over loopback,
@@ -27,7 +27,9 @@ use ractor::Actor;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-/// Flags of `bulwark bench providers`.
+use crate::measure::percentile;
+
+/// Flags of `bulwark-bench providers`.
 #[derive(Debug, Clone, Args)]
 pub struct ProviderBenchArgs {
     /// Calls per round and path.
@@ -123,12 +125,7 @@ async fn open_loop(call: &CallFn, calls: usize, rate: u32) -> (Vec<Duration>, us
 
 fn percentiles(mut latencies: Vec<Duration>, num_errors: usize) -> Percentiles {
     latencies.sort_unstable();
-    let at = |quantile: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * quantile).round() as usize;
-        latencies
-            .get(index)
-            .map_or(0.0, |latency| latency.as_secs_f64() * 1e6)
-    };
+    let at = |quantile: f64| percentile(&latencies, quantile).as_secs_f64() * 1e6;
     Percentiles {
         p50_us: at(0.50),
         p90_us: at(0.90),

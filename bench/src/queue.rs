@@ -1,5 +1,5 @@
-//! `bulwark bench queue`: how many jobs per second one node drains from the local queue on
-//! the configured database; `bulwark bench enqueue`: how many jobs per second are stored one
+//! `bulwark-bench queue`: how many jobs per second one node drains from the local queue on
+//! the configured database; `bulwark-bench enqueue`: how many jobs per second are stored one
 //! at a time vs in batches. Measurement tools, not tests.
 
 use std::time::{Duration, Instant};
@@ -10,10 +10,10 @@ use bulwark_store::{Backend, JobFilter, JobRoute, JobStatus, NewJob, Store};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::Service;
-use crate::bench_measure::{ServerCpu, percentile, process_cpu_seconds};
+use crate::measure::{ServerCpu, percentile, process_cpu_seconds};
+use bulwark::Service;
 
-/// What `bulwark bench queue` measures.
+/// What `bulwark-bench queue` measures.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueBenchParams {
     pub num_jobs: usize,
@@ -44,7 +44,7 @@ pub struct QueueBenchReport {
 
 /// Fills the queue with `num_jobs` jobs, starts a node and times it draining them.
 pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<QueueBenchReport> {
-    let store = crate::service::open_store(config).await?;
+    let store = bulwark::service::open_store(config).await?;
     let texts: Vec<String> = (0..params.texts_per_job)
         .map(|index| format!("benchmark sentence {index}: the service was quick and pleasant"))
         .collect();
@@ -153,7 +153,7 @@ async fn committed_transactions(store: &Store) -> Option<i64> {
     store.committed_transactions().await.ok().flatten()
 }
 
-/// What `bulwark bench enqueue` measures.
+/// What `bulwark-bench enqueue` measures.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnqueueBenchArgs {
     /// Jobs stored in batches through the store.
@@ -193,7 +193,7 @@ impl EnqueueRate {
     }
 }
 
-/// The result of `bulwark bench enqueue`, printed as JSON.
+/// The result of `bulwark-bench enqueue`, printed as JSON.
 #[derive(Debug, Serialize)]
 pub struct EnqueueBenchReport {
     pub backend: &'static str,
@@ -236,7 +236,7 @@ pub async fn enqueue(
         args.batch_size > 0 && args.rounds > 0,
         "--batch-size and --rounds must be at least 1"
     );
-    let store = crate::service::open_store(config).await?;
+    let store = bulwark::service::open_store(config).await?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let node_opt = match args.http_jobs {
         0 => None,

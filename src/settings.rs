@@ -1,0 +1,103 @@
+//! Each subsystem's settings, built from the config tree by one [`FromConfig`] impl per type.
+//! The types live in crates that know nothing of the config (store, ml, actors) or are started
+//! by the supervision tree; the binary, which sees both, does the translation.
+
+use std::time::Duration;
+
+use bulwark_actors::RetryPolicy;
+use bulwark_config::Config;
+use bulwark_ml::{BatchingParams, ChaosKnobs, ScoringOptions, Strategy};
+use bulwark_store::{LocalQueueParams, StoreParams};
+use bulwark_supervisors::{RestartIntensity, SupervisionSettings};
+
+/// Builds a subsystem's settings from the whole config, as `From<&Config>` would (the types
+/// and the config are foreign here, so the conversion is a trait of the binary's own).
+pub trait FromConfig {
+    fn from_config(config: &Config) -> Self;
+}
+
+/// Restart policy of every supervisor (`[supervision]`), and the drain an operator's stop or
+/// restart allows (`shutdown.timeout_ms`).
+impl FromConfig for SupervisionSettings {
+    fn from_config(config: &Config) -> Self {
+        let supervision = &config.supervision;
+        SupervisionSettings {
+            intensity: RestartIntensity {
+                max_restarts: supervision.max_restarts,
+                within: Duration::from_millis(supervision.within_ms),
+            },
+            backoff_base: Duration::from_millis(supervision.backoff_base_ms),
+            backoff_max: Duration::from_millis(supervision.backoff_max_ms),
+            hang_timeout: Duration::from_millis(supervision.hang_timeout_ms),
+            heartbeat: Duration::from_millis(supervision.heartbeat_ms),
+            drain_timeout: config.shutdown.timeout(),
+        }
+    }
+}
+
+/// The database (`[database]`).
+impl FromConfig for StoreParams {
+    fn from_config(config: &Config) -> Self {
+        StoreParams {
+            url: config.database.url.expose().to_owned(),
+            max_connections: config.database.max_connections,
+            connect_timeout: config.database.connect_timeout(),
+        }
+    }
+}
+
+/// The backoff between a failed job's attempts (`jobs.retry_backoff_*`).
+impl FromConfig for RetryPolicy {
+    fn from_config(config: &Config) -> Self {
+        RetryPolicy {
+            base: Duration::from_millis(config.jobs.retry_backoff_ms),
+            max: Duration::from_millis(config.jobs.retry_backoff_max_ms),
+        }
+    }
+}
+
+/// How the sentiment workers batch texts (`sentiment.max_batch_*`, `sentiment.max_queued`).
+impl FromConfig for BatchingParams {
+    fn from_config(config: &Config) -> Self {
+        BatchingParams {
+            max_batch_texts: config.sentiment.max_batch_texts,
+            max_batch_tokens: config.sentiment.max_batch_tokens,
+            max_wait: config.sentiment.max_batch_wait(),
+            max_queued_texts: config.sentiment.max_queued,
+        }
+    }
+}
+
+/// The scoring options of requests that do not choose their own; an unknown strategy name is
+/// the default strategy.
+impl FromConfig for ScoringOptions {
+    fn from_config(config: &Config) -> Self {
+        ScoringOptions {
+            strategy: config
+                .sentiment
+                .strategy
+                .parse::<Strategy>()
+                .unwrap_or_default(),
+            neutral_threshold: config.sentiment.neutral_threshold,
+            primary_weight: config.sentiment.ensemble_onnx_weight,
+        }
+    }
+}
+
+/// Faults the sentiment workers inject on purpose (`[chaos]`); off by default.
+impl FromConfig for ChaosKnobs {
+    fn from_config(config: &Config) -> Self {
+        ChaosKnobs {
+            panic_on_text: config.chaos.panic_on_text.clone(),
+            hang_on_text: config.chaos.hang_on_text.clone(),
+        }
+    }
+}
+
+/// Returns the local queue's params for the node `owner` (`jobs.lease_ms`).
+pub fn local_queue_params(config: &Config, owner: &str) -> LocalQueueParams {
+    LocalQueueParams {
+        owner: owner.to_owned(),
+        lease: config.jobs.lease(),
+    }
+}
