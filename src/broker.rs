@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{JobIntake, JobKind, RetryPolicy};
+use bulwark_actors::{JobIntake, RetryPolicy};
+use bulwark_core::JobKind;
 
 use crate::scheduling::dead_letter_policy;
 use bulwark_broker::{

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulwark_actors::{
     AuditRunner, AuditRunnerParams, DrainReport, InFlightJobs, JobExecutor, JobIntake,
-    JobRunnerHandle, JobRunnerParams, Liveness, RetryPolicy, SentimentPool,
+    JobRunnerHandle, JobRunnerParams, RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_config::Config;
+use bulwark_core::Liveness;
 use bulwark_ml::{BatchingParams, ScoringOptions, Strategy};
 use bulwark_store::{LocalQueue, LocalQueueParams, Store, StoreParams};
 use bulwark_supervisors::{

@@ -9,10 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_core::{ErrorCode, JobError, now_ms};
 use bulwark_providers::{Completion, CompletionRequest};
 use bulwark_store::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit, Store,
-    StoreError, now_ms,
+    StoreError,
 };
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -22,9 +23,7 @@ use tracing::{info, warn};
 use crate::audit_analysis::{AnswerFacts, AuditSummary, MentionFacts, MentionMatcher, summarize};
 use crate::audit_request::{AuditItemPlan, AuditRequest};
 use crate::metrics::{AuditFinished, AuditItemRecorded};
-use crate::{
-    ErrorCode, JobError, PoolError, ProviderCallError, ProviderRouter, ScoringChoice, SentimentPool,
-};
+use crate::{PoolError, ProviderCallError, ProviderRouter, ScoringChoice, SentimentPool};
 
 /// How often a sentiment call refused for capacity is tried before the attempt gives up.
 const SENTIMENT_ATTEMPTS: u32 = 5;

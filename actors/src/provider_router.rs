@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_providers::{
     BreakerState, CircuitBreaker, Completion, CompletionRequest, ProviderError,
 };
@@ -9,7 +10,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, registry};
 use tracing::warn;
 
-use crate::{ErrorCode, JobError, ProviderMsg};
+use crate::ProviderMsg;
 
 /// How one configured provider is reached.
 #[derive(Debug, Clone)]

@@ -1,10 +1,10 @@
 use std::time::{Duration, Instant};
 
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_ml::{BatchQueue, CallerIds, InferenceError, ScoringOptions, SentimentScore, Strategy};
 use ractor::registry;
 
 use crate::metrics::{SentimentBatchScored, SentimentRejected};
-use crate::{ErrorCode, JobError};
 
 /// What a [`SentimentPool`] is built with.
 #[derive(Debug, Clone)]

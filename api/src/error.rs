@@ -1,4 +1,5 @@
-use bulwark_actors::{ErrorCode, JobError, PoolError};
+use bulwark_actors::PoolError;
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_store::StoreError;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};

@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use bulwark_actors::Liveness;
+use bulwark_core::Liveness;
 
 use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;
