@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
-    AuditRunner, AuditRunnerParams, DrainReport, InFlightJobs, JobExecutor, JobIntake,
-    JobRunnerHandle, JobRunnerParams, RetryPolicy, SentimentPool,
+    DrainReport, InFlightJobs, JobExecutor, JobIntake, JobRunnerHandle, JobRunnerParams,
+    RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
+use bulwark_audit::{AuditRunner, AuditRunnerParams};
 use bulwark_config::Config;
 use bulwark_core::Liveness;
 use bulwark_ml::{BatchingParams, ScoringOptions, Strategy};
@@ -164,8 +165,8 @@ impl Service {
                     Some(router) => {
                         let audits = AuditRunner::new(AuditRunnerParams {
                             store: audit_store,
-                            providers: router.clone(),
-                            sentiment: sentiment.clone(),
+                            providers: Arc::new(router.clone()),
+                            sentiment: Arc::new(sentiment.clone()),
                             concurrency: audit_concurrency,
                         });
                         JobExecutor::new(sentiment)

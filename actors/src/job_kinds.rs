@@ -1,3 +1,5 @@
+use bulwark_audit::AuditRunner;
+use bulwark_audit::request::AuditRequest;
 use bulwark_core::{ErrorCode, JobError, JobKind};
 use bulwark_ml::{SentimentScore, Strategy, validate_texts};
 use bulwark_providers::CompletionRequest;
@@ -5,8 +7,7 @@ use bulwark_store::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit_request::AuditRequest;
-use crate::{AuditRunner, ProviderRouter, ScoringChoice, SentimentPool};
+use crate::{ProviderRouter, ScoringChoice, SentimentPool};
 
 /// The body of `POST /v1/sentiment` and the payload of `sentiment.analyze` jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

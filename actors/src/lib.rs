@@ -15,12 +15,8 @@
 //! - `sentiment_pool`: [`SentimentPool`], the batching queue in front of the workers.
 //! - `provider_actor`: [`ProviderActor`], the supervised front of one configured provider.
 //! - `provider_router`: [`ProviderRouter`], reaches provider actors by name, with fallbacks.
-//! - `audit_analysis`: mention detection, ranks and the summary of an AI-visibility audit
-//!   (pure, no I/O).
 //! - `intake`: [`JobIntake`], the one path that creates jobs (stores, then notifies the
 //!   local runner or publishes to the broker through a [`JobPublisher`]).
-//! - `audit_request`: [`audit_request::AuditRequest`], an audit's input, its bounds and plan.
-//! - `audit_runner`: [`AuditRunner`], runs one audit: provider fan-out, analysis, tone, store.
 //! - `in_flight`: [`InFlightJobs`], the jobs a node runs, shared across runner restarts.
 //! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
@@ -28,9 +24,6 @@
 //! - `metrics`: metric names and the events that emit them.
 
 pub mod attempt;
-pub mod audit_analysis;
-pub mod audit_request;
-mod audit_runner;
 mod dead_letter;
 mod in_flight;
 mod intake;
@@ -45,9 +38,6 @@ mod sentiment_pool;
 mod sentiment_worker;
 
 pub use attempt::{AttemptCore, AttemptReport, Disposition, RetryPolicy};
-pub use audit_runner::{
-    AuditOutcome, AuditRunner, AuditRunnerParams, answer_facts, summary_from_rows,
-};
 pub use bulwark_ml::CallerIds;
 pub use dead_letter::{
     DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
-use bulwark_actors::audit_analysis::{AuditSummary, CompetitorSummary, SummaryBlock};
-use bulwark_actors::audit_request::AuditRequest;
-use bulwark_actors::summary_from_rows;
+use bulwark_audit::analysis::{AuditSummary, CompetitorSummary, SummaryBlock};
+use bulwark_audit::request::AuditRequest;
+use bulwark_audit::summary_from_rows;
 use bulwark_core::{TraceContext, format_rfc3339_ms};
 use bulwark_store::{
     Audit, AuditItem, AuditItemStatus, AuditMention, InsertOutcome, NewAudit, NewJob,
@@ -13,12 +13,12 @@ use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use crate::ApiTags;
-use crate::audit_report::{ReportData, html_page, items_csv, summary_csv};
 use crate::auth::{ReadKey, SubmitKey};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
 use crate::state::ApiState;
 use crate::strict_json::StrictJson;
+use bulwark_audit::report::{ReportData, html_page, items_csv, summary_csv};
 
 const AUDIT_JOB_KIND: &str = "audit.run";
 
