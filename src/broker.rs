@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use bulwark_actors::{JobIntake, JobKind, RetryPolicy};
+use bulwark_actors::{JobIntake, RetryPolicy};
+use bulwark_core::JobKind;
 
 use crate::scheduling::dead_letter_policy;
 use crate::settings::FromConfig;

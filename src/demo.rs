@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulwark_actors::audit_request::AuditRequest;
-use bulwark_actors::{summary_from_rows, validate_job};
+use bulwark_actors::validate_job;
+use bulwark_audit::request::AuditRequest;
+use bulwark_audit::summary_from_rows;
 use bulwark_store::{JobStatus, NewAudit, NewJob};
 use serde_json::json;
 

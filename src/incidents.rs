@@ -199,9 +199,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// failure exits non-zero.
 pub async fn replay_sandbox(config: &Config, payload_file: &Path) -> anyhow::Result<ExitCode> {
     use bulwark_actors::{
-        Liveness, ScoringChoice, SentimentPool, SentimentPoolParams, SentimentWorkerActor,
+        ScoringChoice, SentimentPool, SentimentPoolParams, SentimentWorkerActor,
         SentimentWorkerParams,
     };
+    use bulwark_core::Liveness;
     use bulwark_ml::{BatchQueue, BatchingParams, ChaosKnobs};
 
     bulwark_supervisors::install_panic_hook();

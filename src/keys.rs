@@ -13,7 +13,8 @@ use bulwark_auth::{
     ApiKey, AuthParams, Authenticator, IssuedKey, NewKey, RateLimiters, Scope, Scopes,
 };
 use bulwark_config::Config;
-use bulwark_store::{Store, now_ms};
+use bulwark_core::now_ms;
+use bulwark_store::Store;
 use clap::{Args, Subcommand};
 use tracing::{info, warn};
 

@@ -8,9 +8,10 @@ use anyhow::Context;
 use bulwark_actors::validate_job;
 use bulwark_broker::{
     BrokerHealth, BrokerPublisher, CONTENT_TYPE_BINCODE, CONTENT_TYPE_JSON, ENVELOPE_VERSION,
-    Envelope, MessageTrace, new_traceparent,
+    Envelope, MessageTrace,
 };
 use bulwark_config::Config;
+use bulwark_core::new_traceparent;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
@@ -76,7 +77,7 @@ pub fn read_payloads(kind: &str, file: &Path) -> Result<Vec<Value>, PublishFailu
 
 /// Publishes every payload of the file; returns how many were confirmed.
 pub async fn run(config: &Config, args: &PublishArgs) -> Result<usize, PublishFailure> {
-    bulwark_actors::JobKind::parse(&args.kind)
+    bulwark_core::JobKind::parse(&args.kind)
         .map_err(|error| PublishFailure::BadInput(error.message))?;
     let payloads = read_payloads(&args.kind, &args.file)?;
     let settings = crate::broker::broker_settings(config, "bulwark-publish").ok_or_else(|| {

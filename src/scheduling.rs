@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
-    DeadLetterParams, DeadLetterPolicy, JobIntake, JobPublisher, Liveness, RetryPolicy,
-    SchedulerParams, SystemClock,
+    DeadLetterParams, DeadLetterPolicy, JobIntake, JobPublisher, RetryPolicy, SchedulerParams,
+    SystemClock,
 };
 use bulwark_config::Config;
+use bulwark_core::Liveness;
 use bulwark_store::Store;
 use bulwark_supervisors::{DeadLetterFactory, SchedulerFactory};
 

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
-    AuditRunner, AuditRunnerParams, DrainReport, InFlightJobs, JobExecutor, JobIntake,
-    JobRunnerHandle, JobRunnerParams, Liveness, ProviderRouter, RetryPolicy, SentimentPool,
+    DrainReport, InFlightJobs, JobExecutor, JobIntake, JobRunnerHandle, JobRunnerParams,
+    ProviderRouter, RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
+use bulwark_audit::{AuditRunner, AuditRunnerParams};
 use bulwark_config::Config;
+use bulwark_core::Liveness;
 use bulwark_ml::{BatchingParams, ChaosKnobs, ScoringOptions};
 use bulwark_store::{LocalQueue, Store, StoreParams};
 use bulwark_supervisors::{
@@ -120,8 +122,8 @@ fn job_runner_factory(
             Some(router) => {
                 let audits = AuditRunner::new(AuditRunnerParams {
                     store: audit_store,
-                    providers: router.clone(),
-                    sentiment: sentiment.clone(),
+                    providers: Arc::new(router.clone()),
+                    sentiment: Arc::new(sentiment.clone()),
                     concurrency: audit_concurrency,
                 });
                 JobExecutor::new(sentiment)

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use bulwark_config::{LogFormat, TelemetryConfig};
+use bulwark_core::{format_rfc3339_ms, now_ms};
 use bulwark_supervisors::RecentLogs;
-use bulwark_supervisors::incident::{LOG_LINES_PER_INCIDENT, rfc3339};
+use bulwark_supervisors::incident::LOG_LINES_PER_INCIDENT;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
@@ -38,7 +39,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecentLogsLayer {
         let metadata = event.metadata();
         let mut line = format!(
             "{} {} {}:",
-            rfc3339(std::time::SystemTime::now()),
+            format_rfc3339_ms(now_ms()),
             metadata.level(),
             metadata.target()
         );

@@ -16,13 +16,14 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_store::{Job, JobFailure, JobStatus, OutcomeSink};
 use futures::FutureExt;
 use serde_json::Value;
 use tracing::{error, warn};
 
+use crate::JobExecutor;
 use crate::metrics::{JobAttemptFinished, JobOutcome};
-use crate::{ErrorCode, JobError, JobExecutor};
 
 /// How failed attempts are spaced: exponential from `base`, capped at `max`, with full jitter.
 #[derive(Debug, Clone, Copy)]

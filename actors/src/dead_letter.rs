@@ -1,18 +1,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_store::{
-    DeadLetter, Job, JobStatus, LOCAL_QUEUE, NewDeadLetter, Store, StoreError, now_ms,
-};
+use bulwark_core::{Liveness, TraceContext, now_ms};
+use bulwark_store::{DeadLetter, Job, JobStatus, LOCAL_QUEUE, NewDeadLetter, Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::metrics::{DeadLetterEvent, DeadLetterEventKind, record_dead_letter_depth};
-use crate::{
-    JobPublisher, JobRunnerHandle, Liveness, PublishError, RetryPolicy, TraceContext,
-    publish_and_mark,
-};
+use crate::{JobPublisher, JobRunnerHandle, PublishError, RetryPolicy, publish_and_mark};
 
 /// A job's finish time may be written slightly after another node's scan passed it; each scan
 /// looks this far behind the newest finish it saw (the unique key makes re-reading harmless).

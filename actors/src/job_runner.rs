@@ -3,13 +3,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bulwark_core::{HandledMessage, Liveness};
 use bulwark_store::{Job, JobTransport, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::attempt::{AttemptCore, RetryPolicy};
 use crate::metrics::record_queue_depth;
-use crate::{HandledMessage, InFlightJobs, JobExecutor, Liveness};
+use crate::{InFlightJobs, JobExecutor};
 
 /// Claims jobs from the transport in batches, up to twice `concurrency` ahead (one batch runs
 /// while the next waits for a slot), and runs each as a task through the [`AttemptCore`], at

@@ -1,6 +1,8 @@
 //! Bulwark's actors: the job runner that claims and executes jobs, and the sentiment workers
 //! that score texts on dedicated inference threads. Actors know the store and the models, and
-//! nothing of HTTP; supervisors start them with the `*Params` structs defined here.
+//! nothing of HTTP; supervisors start them with the `*Params` structs defined here. The
+//! vocabulary they share with the rest (error codes, job kinds, trace context, liveness) is in
+//! `bulwark-core`.
 //!
 //! # Layout
 //! - `attempt`: [`AttemptCore`], the one job attempt core both transports call: execute under
@@ -13,26 +15,17 @@
 //! - `sentiment_pool`: [`SentimentPool`], the batching queue in front of the workers.
 //! - `provider_actor`: [`ProviderActor`], the supervised front of one configured provider.
 //! - `provider_router`: [`ProviderRouter`], reaches provider actors by name, with fallbacks.
-//! - `audit_analysis`: mention detection, ranks and the summary of an AI-visibility audit
-//!   (pure, no I/O).
 //! - `intake`: [`JobIntake`], the one path that creates jobs (stores, then notifies the
 //!   local runner or publishes to the broker through a [`JobPublisher`]).
-//! - `audit_request`: [`audit_request::AuditRequest`], an audit's input, its bounds and plan.
-//! - `audit_runner`: [`AuditRunner`], runs one audit: provider fan-out, analysis, tone, store.
 //! - `in_flight`: [`InFlightJobs`], the jobs a node runs as tracked tasks, shared across runner
 //!   restarts.
-//! - `error`: [`ErrorCode`], the error taxonomy shared with the API, and [`JobError`].
 //! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
 //! - `metrics`: metric names and the events that emit them.
 
 pub mod attempt;
-pub mod audit_analysis;
-pub mod audit_request;
-mod audit_runner;
 mod dead_letter;
-mod error;
 mod in_flight;
 mod intake;
 mod job_kinds;
@@ -46,33 +39,24 @@ mod sentiment_pool;
 mod sentiment_worker;
 
 pub use attempt::{AttemptCore, AttemptReport, Disposition, RetryPolicy};
-pub use audit_runner::{
-    AuditOutcome, AuditRunner, AuditRunnerParams, answer_facts, summary_from_rows,
-};
 pub use bulwark_ml::CallerIds;
-pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
 pub use dead_letter::{
     DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
     DeadLetterReport, DeadLetterState, RequeueError, RequeueTarget,
     refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
 };
-pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
-pub use intake::{
-    JobIntake, JobPublisher, PublishError, TraceContext, new_traceparent, publish_and_mark,
-    publish_batch_and_mark, trace_id_of, traceparent_in,
-};
+pub use intake::{JobIntake, JobPublisher, PublishError, publish_and_mark, publish_batch_and_mark};
 pub use job_kinds::{
-    CompletionParams, JobExecutor, JobKind, MAX_PROMPT_CHARS, ProviderCompletePayload,
-    SentimentRequest, SentimentResponse, validate_job, validate_neutral_threshold,
+    CompletionParams, JobExecutor, MAX_PROMPT_CHARS, ProviderCompletePayload, SentimentRequest,
+    SentimentResponse, validate_job, validate_neutral_threshold,
 };
 pub use job_runner::{DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams};
 pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
 pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
 pub use schedule_trigger::{
     Clock, FirePlan, ManualClock, PlanParams, SystemClock, TriggerError, first_slot,
-    next_slot_after, parse_cron, parse_rfc3339_ms, parse_timezone, plan_fires, rfc3339_utc,
-    validate_trigger,
+    next_slot_after, parse_cron, parse_timezone, plan_fires, validate_trigger,
 };
 pub use scheduler::{
     PassReport, SchedulerActor, SchedulerError, SchedulerHandle, SchedulerMsg, SchedulerParams,

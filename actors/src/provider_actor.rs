@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_ml::Liveness;
+use bulwark_core::Liveness;
 use bulwark_providers::{Completion, CompletionRequest, Provider, ProviderError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::warn;

@@ -2,6 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use bulwark_audit::{AnswerError, AnswerSource};
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_providers::{
     BreakerState, CircuitBreaker, Completion, CompletionRequest, ProviderError,
 };
@@ -9,7 +12,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, registry};
 use tracing::warn;
 
-use crate::{ErrorCode, JobError, ProviderMsg};
+use crate::ProviderMsg;
 
 /// How one configured provider is reached.
 #[derive(Debug, Clone)]
@@ -265,5 +268,27 @@ impl ProviderRouter {
                 Err(ProviderCallError::ActorStopped { provider })
             }
         }
+    }
+}
+
+/// Audits ask their prompts through the router, fallbacks included; a failed call becomes the
+/// item's error code and message.
+#[async_trait]
+impl AnswerSource for ProviderRouter {
+    fn provider_names(&self) -> Vec<String> {
+        ProviderRouter::provider_names(self)
+    }
+
+    async fn complete(
+        &self,
+        provider: &str,
+        request: CompletionRequest,
+    ) -> Result<Completion, AnswerError> {
+        ProviderRouter::complete(self, provider, request)
+            .await
+            .map_err(|error| AnswerError {
+                code: error.code().to_owned(),
+                message: error.to_string(),
+            })
     }
 }

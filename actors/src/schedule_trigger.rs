@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_store::{MisfirePolicy, ScheduleTrigger};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::TimeZone;
 use chrono_tz::Tz;
 use croner::Cron;
 use futures::future::BoxFuture;
@@ -39,7 +39,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        bulwark_store::now_ms()
+        bulwark_core::now_ms()
     }
 
     fn sleep_until(&self, deadline_ms: i64) -> BoxFuture<'static, ()> {
@@ -195,21 +195,6 @@ pub fn first_slot(trigger: &ScheduleTrigger, now_ms: i64) -> Result<Option<i64>,
     }
 }
 
-/// Parses an RFC 3339 time (any offset) into Unix milliseconds.
-pub fn parse_rfc3339_ms(text: &str) -> Result<i64, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|time| time.timestamp_millis())
-        .map_err(|error| format!("`{text}` is not an RFC 3339 time: {error}"))
-}
-
-/// Formats a Unix-millisecond time as RFC 3339 in UTC.
-pub fn rfc3339_utc(ms: i64) -> String {
-    match DateTime::<Utc>::from_timestamp_millis(ms) {
-        Some(time) => time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        None => ms.to_string(),
-    }
-}
-
 /// What to do with the slots of one schedule that are due now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FirePlan {
@@ -326,9 +311,7 @@ mod tests {
     const MINUTE: i64 = 60_000;
 
     fn ms(text: &str) -> i64 {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .timestamp_millis()
+        bulwark_core::parse_rfc3339_ms(text).unwrap()
     }
 
     fn interval(every_ms: i64, anchor_ms: i64) -> ScheduleTrigger {

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_core::Liveness;
 use bulwark_store::{
     JobStatus, NewJob, NewScheduleRun, OverlapPolicy, RunOutcome, Schedule, ScheduleAdvance,
     ScheduleStatus, ScheduleTrigger, Store, StoreError,
@@ -10,9 +11,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::JobIntake;
 use crate::metrics::{ScheduleLag, ScheduleRunRecorded};
 use crate::schedule_trigger::{Clock, PlanParams, plan_fires};
-use crate::{JobIntake, Liveness};
 
 /// At most this many claim batches per pass, so one pass cannot hold the actor for long; a
 /// backlog beyond it is picked up by the next pass, sent at once.

@@ -1,10 +1,12 @@
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use bulwark_audit::{ScoringError, TextScorer};
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_ml::{BatchQueue, CallerIds, InferenceError, ScoringOptions, SentimentScore, Strategy};
 use ractor::registry;
 
 use crate::metrics::{SentimentBatchScored, SentimentRejected};
-use crate::{ErrorCode, JobError};
 
 /// What a [`SentimentPool`] is built with.
 #[derive(Debug, Clone)]
@@ -173,4 +175,18 @@ pub async fn with_caller<F: std::future::Future>(caller: CallerIds, future: F) -
 
 fn current_caller() -> CallerIds {
     CALLER.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Audits score the tone of brand sentences on the pool with the node's default choices; only
+/// a full queue is worth a short wait.
+#[async_trait]
+impl TextScorer for SentimentPool {
+    async fn score(&self, texts: Vec<String>) -> Result<Vec<SentimentScore>, ScoringError> {
+        self.analyze(texts, ScoringChoice::default())
+            .await
+            .map_err(|error| match error {
+                PoolError::Overloaded => ScoringError::AtCapacity(error.into()),
+                other => ScoringError::Failed(other.into()),
+            })
+    }
 }

@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
+use bulwark_core::Liveness;
 use bulwark_ml::{
     BatchQueue, ChaosKnobs, EngineSet, InferenceError, InferenceThread, InferenceThreadParams,
-    Liveness, ThreadExit,
+    ThreadExit,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::info;

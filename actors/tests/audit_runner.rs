@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
-    AuditRunner, AuditRunnerParams, ErrorCode, Liveness, ModelFactory, ProviderActor,
-    ProviderActorParams, ProviderRoute, ProviderRouter, SentimentPool, SentimentPoolParams,
-    SentimentWorkerActor, SentimentWorkerParams,
+    ModelFactory, ProviderActor, ProviderActorParams, ProviderRoute, ProviderRouter, SentimentPool,
+    SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
+use bulwark_audit::{AuditRunner, AuditRunnerParams};
+use bulwark_core::{ErrorCode, Liveness, now_ms};
 use bulwark_ml::{BatchQueue, BatchingParams, EngineSet, ScoringOptions, VaderModel};
 use bulwark_providers::simulated::{
     FaultKnobs, SimulatedEngine, SimulatedEngineParams, SimulatedProvider,
 };
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use bulwark_store::{AuditItem, AuditItemStatus, AuditStatus, NewAudit, Store, now_ms};
+use bulwark_store::{AuditItem, AuditItemStatus, AuditStatus, NewAudit, Store};
 use ractor::Actor;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -88,8 +89,8 @@ async fn harness() -> Harness {
     let store = database.open().await;
     let runner = AuditRunner::new(AuditRunnerParams {
         store: store.clone(),
-        providers: start_router().await,
-        sentiment: start_pool().await,
+        providers: Arc::new(start_router().await),
+        sentiment: Arc::new(start_pool().await),
         concurrency: 3,
     });
     Harness {

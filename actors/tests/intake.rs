@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use bulwark_actors::{JobIntake, JobPublisher, PublishError, TraceContext};
+use bulwark_actors::{JobIntake, JobPublisher, PublishError};
+use bulwark_core::TraceContext;
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{BatchInsertOutcome, DeadLetter, Job, NewJob, Store};

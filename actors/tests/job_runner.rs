@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bulwark_actors::{
-    ErrorCode, InFlightJobs, JobExecutor, JobRunnerActor, JobRunnerHandle, JobRunnerParams,
-    Liveness, ModelFactory, PoolError, RetryPolicy, ScoringChoice, SentimentPool,
-    SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
+    InFlightJobs, JobExecutor, JobRunnerActor, JobRunnerHandle, JobRunnerParams, ModelFactory,
+    PoolError, RetryPolicy, ScoringChoice, SentimentPool, SentimentPoolParams,
+    SentimentWorkerActor, SentimentWorkerParams,
 };
+use bulwark_core::{ErrorCode, Liveness};
 use bulwark_ml::{
     BatchQueue, BatchingParams, EngineSet, InferenceError, ScoringOptions, SentimentLabel,
     SentimentModel, SentimentScore,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
-    Clock, JobIntake, JobRunnerHandle, Liveness, ManualClock, PassReport, SchedulerActor,
-    SchedulerHandle, SchedulerParams, SystemClock, parse_rfc3339_ms, slot_idempotency_key,
+    Clock, JobIntake, JobRunnerHandle, ManualClock, PassReport, SchedulerActor, SchedulerHandle,
+    SchedulerParams, SystemClock, slot_idempotency_key,
 };
+use bulwark_core::{Liveness, parse_rfc3339_ms};
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     JobFailure, JobStatus, MisfirePolicy, OverlapPolicy, Schedule, ScheduleRun, ScheduleSpec,

@@ -13,12 +13,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bulwark_actors::ErrorCode;
 use bulwark_auth::metrics::AuthFailed;
 use bulwark_auth::{
     AuthFailure, Authenticator, BudgetCharge, Principal, RateDecision, RateLimiters, Scope,
 };
-use bulwark_store::now_ms;
+use bulwark_core::{ErrorCode, now_ms};
+
 use poem::http::{HeaderValue, Method, header};
 use poem::{Endpoint, Middleware, Request, Response, Result};
 use poem_openapi::auth::Bearer;

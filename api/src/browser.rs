@@ -114,7 +114,7 @@ impl BrowserPolicy {
         }
         let Some(origin) = self.allowed_origin(request) else {
             return Some(Err(ApiError::from_code(
-                bulwark_actors::ErrorCode::Forbidden,
+                bulwark_core::ErrorCode::Forbidden,
                 "origin: not allowed to call this API from a browser (http.cors_allowed_origins)",
             )));
         };

@@ -1,5 +1,6 @@
-use bulwark_actors::{ErrorCode, JobError, PoolError, RequeueError, SchedulerError};
+use bulwark_actors::{PoolError, RequeueError, SchedulerError};
 use bulwark_auth::AuthError;
+use bulwark_core::{ErrorCode, JobError};
 use bulwark_store::StoreError;
 use bulwark_supervisors::ControlError;
 use poem::http::{HeaderValue, StatusCode, header};

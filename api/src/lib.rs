@@ -3,7 +3,6 @@
 //!
 //! # Layout
 //! - `routes`: the operations, by tag (`sentiment`, `jobs` and `job_batches`, `health`).
-//! - `audit_report`: audit reports as CSV and as a self-contained HTML page.
 //! - `auth`: [`Authenticate`] (keys, per-IP limits) and the scope types operations take.
 //! - `middleware`: [`RequestContext`]: request ids, body limit, error rendering, metrics.
 //! - `browser`: [`BrowserParams`] and the policy behind CSP, `Cache-Control`, HSTS and CORS.
@@ -15,7 +14,6 @@
 //! - `state`: [`ApiState`], what handlers reach.
 //! - `metrics`: metric names and events.
 
-mod audit_report;
 pub mod auth;
 mod browser;
 mod document;
@@ -142,7 +140,7 @@ pub fn build_app(state: ApiState, params: &AppParams) -> impl Endpoint + 'static
     let browser = Arc::new(browser::BrowserPolicy::new(
         &params.browser,
         &docs_html,
-        &[audit_report::STYLE],
+        &[bulwark_audit::report::STYLE],
     ));
     let docs = make_sync(move |_| Html(docs_html.clone()));
     Route::new()

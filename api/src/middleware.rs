@@ -7,7 +7,7 @@ use poem_openapi::OperationId;
 use tracing::{Instrument, info, info_span};
 use uuid::Uuid;
 
-use bulwark_actors::{ErrorCode, HandledMessage};
+use bulwark_core::{ErrorCode, HandledMessage};
 use bulwark_supervisors::{IncidentKind, IncidentReport, IncidentSink};
 
 use crate::browser::BrowserPolicy;
@@ -199,7 +199,7 @@ fn report_api_incident(
 /// Returns the trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`).
 fn trace_id(request: &Request) -> Option<String> {
     let value = request.headers().get("traceparent")?.to_str().ok()?;
-    bulwark_actors::trace_id_of(value)
+    bulwark_core::trace_id_of(value)
 }
 
 /// Returns the client's request id if it is short and made of safe characters.

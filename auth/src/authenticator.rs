@@ -3,7 +3,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bulwark_store::{ApiKeyRow, NewApiKeyRow, Store, StoreError, UsageCharge, now_ms};
+use bulwark_core::now_ms;
+use bulwark_store::{ApiKeyRow, NewApiKeyRow, Store, StoreError, UsageCharge};
 use tracing::{info, warn};
 use uuid::Uuid;
 

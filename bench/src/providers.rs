@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bulwark_actors::{Liveness, ProviderActor, ProviderActorParams, ProviderRoute, ProviderRouter};
+use bulwark_actors::{ProviderActor, ProviderActorParams, ProviderRoute, ProviderRouter};
+use bulwark_core::Liveness;
 use bulwark_providers::simulated::{
     FaultKnobs, SimulatedEngine, SimulatedEngineParams, SimulatedProvider, SimulatorParams,
     SimulatorServer,

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulwark_actors::{
     DeadLetterActor, DeadLetterHandle, DeadLetterParams, DeadLetterPolicy, JobIntake,
-    JobRunnerHandle, Liveness, RequeueTarget, RetryPolicy, SchedulerActor, SchedulerParams,
-    SystemClock, requeue_dead_letter,
+    JobRunnerHandle, RequeueTarget, RetryPolicy, SchedulerActor, SchedulerParams, SystemClock,
+    requeue_dead_letter,
 };
 use bulwark_config::Config;
+use bulwark_core::{Liveness, now_ms};
 use bulwark_store::{
     DeadLetterFilter, JobFailure, JobStatus, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec,
-    ScheduleStatus, ScheduleTrigger, Store, now_ms,
+    ScheduleStatus, ScheduleTrigger, Store,
 };
 use clap::Args;
 use futures::StreamExt;

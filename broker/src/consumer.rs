@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use bulwark_actors::Liveness;
+use bulwark_core::Liveness;
 
 use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;

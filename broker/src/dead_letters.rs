@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bulwark_actors::{DeadLetterPolicy, PublishError, refresh_dead_letter_depth, trace_id_of};
-use bulwark_store::{DeadLetter, NewDeadLetter, Store, now_ms};
+use bulwark_actors::{DeadLetterPolicy, PublishError, refresh_dead_letter_depth};
+use bulwark_core::{now_ms, trace_id_of};
+use bulwark_store::{DeadLetter, NewDeadLetter, Store};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};

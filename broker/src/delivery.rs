@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bulwark_actors::{AttemptCore, RetryPolicy, trace_id_of, validate_job};
-use bulwark_store::{Job, JobFailure, JobStatus, NewJob, OutcomeSink, Store, StoreError, now_ms};
+use bulwark_actors::{AttemptCore, RetryPolicy, validate_job};
+use bulwark_core::{now_ms, trace_id_of};
+use bulwark_store::{Job, JobFailure, JobStatus, NewJob, OutcomeSink, Store, StoreError};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;

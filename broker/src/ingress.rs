@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{AttemptCore, DeadLetterPolicy, JobExecutor, Liveness, RetryPolicy};
+use bulwark_actors::{AttemptCore, DeadLetterPolicy, JobExecutor, RetryPolicy};
+use bulwark_core::Liveness;
 use bulwark_store::Store;
 use bulwark_supervisors::{
     ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,

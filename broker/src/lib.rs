@@ -36,7 +36,6 @@ mod topology;
 mod trust;
 mod writes;
 
-pub use bulwark_actors::new_traceparent;
 pub use connection::{BrokerHealth, BrokerSettings, connect};
 pub use consumer::{
     ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState, drain_consumers,

@@ -1,9 +1,8 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bulwark_actors::{
-    JobKind, JobPublisher, PublishError, TraceContext, new_traceparent, traceparent_in,
-};
+use bulwark_actors::{JobPublisher, PublishError};
+use bulwark_core::{JobKind, TraceContext, new_traceparent, traceparent_in};
 use bulwark_store::{DeadLetter, Job};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};

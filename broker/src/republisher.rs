@@ -1,8 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{TraceContext, publish_and_mark};
-use bulwark_store::{Store, now_ms};
+use bulwark_actors::publish_and_mark;
+use bulwark_core::{TraceContext, now_ms};
+use bulwark_store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 

@@ -1,7 +1,7 @@
 //! What a node takes from producers it does not trust: how large a body it reads, and which
 //! queues a message's `reply_to` may make it publish into.
 
-use bulwark_actors::JobKind;
+use bulwark_core::JobKind;
 
 use crate::Topology;
 

@@ -14,12 +14,10 @@
 //! - `strategy`: [`EngineSet`] and [`Strategy`]: primary, ensemble and consensus scoring.
 //! - `batching`: [`BatchQueue`], dynamic batching of texts from concurrent requests.
 //! - `thread`: [`InferenceThread`], the dedicated thread a model runs on, fed by the queue.
-//! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs.
 
 mod batching;
 mod eval;
 mod lexicon;
-mod liveness;
 mod model_load;
 mod onnx;
 mod sentiment;
@@ -29,7 +27,6 @@ mod thread;
 pub use batching::{Batch, BatchQueue, BatchingParams, CallerIds};
 pub use eval::{ClassReport, EvalError, EvalReport, PerClassReport, evaluate, read_labeled};
 pub use lexicon::{PolarityScores, VaderModel};
-pub use liveness::{BusyGuard, HandledMessage, Liveness};
 pub use model_load::{
     MODEL_DIR_ENV, ModelLoadError, RUNTIME_LIBRARY_NAME, RUNTIME_PATH_ENV, SENTIMENT_MODEL_NAME,
     locate_model_dir, locate_runtime,

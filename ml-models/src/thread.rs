@@ -2,10 +2,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bulwark_core::{HandledMessage, Liveness};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
-use crate::{BatchQueue, EngineSet, HandledMessage, InferenceError, Liveness};
+use crate::{BatchQueue, EngineSet, InferenceError};
 
 /// Faults injected on purpose for tests and game days: a batch holding a text that contains a
 /// marker panics or hangs on the inference thread, as a broken model would. Off by default.

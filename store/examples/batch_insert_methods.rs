@@ -117,7 +117,7 @@ async fn unnest(pool: &sqlx::PgPool, batch: &[NewJob], returning: &str) -> usize
         .collect();
     let trace_ids: Vec<Option<&str>> = batch.iter().map(|job| job.trace_id.as_deref()).collect();
     sqlx::query(sqlx::AssertSqlSafe(statement))
-        .bind(bulwark_store::now_ms())
+        .bind(bulwark_core::now_ms())
         .bind(ids)
         .bind(kinds)
         .bind(max_attempts)
@@ -158,7 +158,7 @@ async fn copy_then_insert(pool: &sqlx::PgPool, batch: &[NewJob]) -> usize {
     copy.finish().await.expect("copy finish");
     let statement = format!("INSERT INTO jobs ({COLUMNS}) {COPY_SELECT}");
     let created = sqlx::query(sqlx::AssertSqlSafe(statement))
-        .bind(bulwark_store::now_ms())
+        .bind(bulwark_core::now_ms())
         .fetch_all(&mut *transaction)
         .await
         .expect("insert from copy")
@@ -208,7 +208,7 @@ async fn time_singles(method: &str, num_jobs: usize) -> f64 {
             .bind(job.payload.to_string())
             .bind(&job.request_id)
             .bind(&job.idempotency_key)
-            .bind(bulwark_store::now_ms())
+            .bind(bulwark_core::now_ms())
             .bind(&job.trace_id)
             .fetch_optional(&fresh.pool)
             .await

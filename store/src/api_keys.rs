@@ -1,10 +1,11 @@
 //! The `api_keys`, `api_key_usage` and `auth_secret` tables: API keys kept as keyed digests,
 //! provider calls charged per key and day, and the generated server secret.
 
+use bulwark_core::now_ms;
 use serde::Serialize;
 
 use crate::db::with_pool;
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 
 /// One API key as stored: never the token, only its keyed digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]

@@ -6,11 +6,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use bulwark_core::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::with_pool;
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 
 /// The columns of `audits`, in [`AuditRow`] order.
 macro_rules! audit_columns {

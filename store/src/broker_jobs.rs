@@ -1,12 +1,13 @@
 //! Queries for jobs carried by RabbitMQ: the outbox (rows stored but not yet confirmed by the
 //! broker) and claims of one job by id when its message is delivered.
 
+use bulwark_core::now_ms;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::{Pool, sqlite_rows_each, with_pool};
 use crate::jobs::{JobRow, decode_rows, job_columns, relaxed_commit};
-use crate::{Job, NewJob, Store, StoreError, now_ms};
+use crate::{Job, NewJob, Store, StoreError};
 
 /// Who runs a job, stored in `jobs.transport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

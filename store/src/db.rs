@@ -1,7 +1,7 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::Sqlite;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -239,15 +239,6 @@ where
     }
     transaction.commit().await?;
     Ok(rows)
-}
-
-/// Returns the current wall-clock time in Unix milliseconds. Leases compare these across nodes,
-/// so nodes sharing a database need synchronized clocks.
-pub fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Store {

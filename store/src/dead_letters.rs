@@ -1,12 +1,13 @@
 //! The `dead_letters` table: every job that could not be done, kept with the message as it was
 //! received until it is recovered or an operator acts.
 
+use bulwark_core::now_ms;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::with_pool;
 use crate::jobs::{JobRow, job_columns};
-use crate::{Job, Store, StoreError, now_ms};
+use crate::{Job, Store, StoreError};
 
 /// The columns of `dead_letters`, in [`DeadLetter`] order.
 macro_rules! dead_letter_columns {

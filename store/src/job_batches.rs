@@ -6,11 +6,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bulwark_core::now_ms;
 use uuid::Uuid;
 
 use crate::db::Pool;
 use crate::jobs::{JobRow, decode_rows, job_columns};
-use crate::{InsertOutcome, Job, JobRoute, JobStatus, NewJob, Store, StoreError, now_ms};
+use crate::{InsertOutcome, Job, JobRoute, JobStatus, NewJob, Store, StoreError};
 
 /// What [`Store::insert_job_batch`] did with one job of a batch.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,12 +1,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use bulwark_core::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::broker_jobs::JobCompletion;
 use crate::db::{Pool, sqlite_rows_each, with_pool};
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 
 /// The columns of `jobs`, in [`JobRow`] order.
 macro_rules! job_columns {

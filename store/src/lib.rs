@@ -40,7 +40,7 @@ pub use audits::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
 };
 pub use broker_jobs::{ClaimedInsert, DeliveredKey, JobCompletion, JobRoute};
-pub use db::{Backend, Store, StoreParams, now_ms};
+pub use db::{Backend, Store, StoreParams};
 pub use dead_letters::{
     DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage,
     LOCAL_QUEUE, NewDeadLetter, RequeuedJob,

@@ -1,11 +1,12 @@
 //! The `ops_audit_log` table: one row per operator action, with who, what, when and the
 //! outcome.
 
+use bulwark_core::now_ms;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::with_pool;
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 
 /// One operator action as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]

@@ -2,12 +2,11 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bulwark_core::now_ms;
 use serde_json::Value;
 
 use crate::jobs::CompleteJobs;
-use crate::{
-    GroupCommit, GroupCommitParams, Job, JobCompletion, JobFailure, Store, StoreError, now_ms,
-};
+use crate::{GroupCommit, GroupCommitParams, Job, JobCompletion, JobFailure, Store, StoreError};
 
 /// Where the outcome of an attempt is written, whatever carried the job: the local queue, or
 /// the broker's delivery path. The attempt core (`bulwark_actors::attempt`) decides what to

@@ -1,8 +1,9 @@
 //! API keys, daily provider-call budgets and the server secret, against SQLite and PostgreSQL.
 
+use bulwark_core::now_ms;
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use bulwark_store::{NewApiKeyRow, UsageCharge, now_ms};
+use bulwark_store::{NewApiKeyRow, UsageCharge};
 
 fn new_key(id: &str, digest: &str) -> NewApiKeyRow {
     NewApiKeyRow {

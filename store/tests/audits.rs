@@ -1,11 +1,10 @@
 //! Audit tables: creation, idempotent item writes, listing and finishing, run against both
 //! SQLite and the real PostgreSQL.
 
+use bulwark_core::now_ms;
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use bulwark_store::{
-    AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit, now_ms,
-};
+use bulwark_store::{AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit};
 use serde_json::json;
 
 fn answered(item_index: i64, answer: &str) -> AuditItem {

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use bulwark_core::now_ms;
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     ClaimedInsert, DeliveredKey, InsertOutcome, Job, JobCompletion, JobFailure, JobFilter,
-    JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store, now_ms,
+    JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store,
 };
 use bulwark_test_support::eventually;
 use serde_json::json;

@@ -11,9 +11,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use bulwark_actors::HandledMessage;
+use bulwark_core::{HandledMessage, format_rfc3339_ms, now_ms};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -332,7 +332,7 @@ impl IncidentSink {
         Incident {
             schema_version: SCHEMA_VERSION,
             id: uuid::Uuid::now_v7().to_string(),
-            time: rfc3339(SystemTime::now()),
+            time: format_rfc3339_ms(now_ms()),
             node: self.settings.node.clone(),
             process: ProcessInfo {
                 pid: std::process::id(),
@@ -626,28 +626,9 @@ fn read_memory() -> MemoryInfo {
     }
 }
 
-/// Formats a time as RFC 3339 in UTC with milliseconds, e.g. `2026-11-24T20:30:25.123Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(time)
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use super::*;
-
-    /// Proves RFC 3339 formatting against known instants, including a leap day.
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap_day = UNIX_EPOCH + Duration::from_millis(951_782_400_123);
-        assert_eq!(rfc3339(leap_day), "2000-02-29T00:00:00.123Z");
-        let later = UNIX_EPOCH + Duration::from_secs(1_795_552_225);
-        assert_eq!(rfc3339(later), "2026-11-24T20:30:25.000Z");
-    }
 
     /// Proves only allow-listed variables survive, secret names are redacted and URL
     /// passwords are removed.

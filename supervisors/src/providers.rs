@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{Liveness, ProviderActor, ProviderActorParams, ProviderRoute, ProviderRouter};
+use bulwark_actors::{ProviderActor, ProviderActorParams, ProviderRoute, ProviderRouter};
+use bulwark_core::Liveness;
 use bulwark_providers::{Provider, ResilientProvider};
 
 use crate::supervisor::ChildSpec;

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulwark_actors::{HandledMessage, Liveness};
+use bulwark_core::{HandledMessage, Liveness};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use ractor::rpc::CallResult;

@@ -2,9 +2,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
-    JobRunnerActor, JobRunnerHandle, JobRunnerParams, Liveness, ModelFactory, SentimentPool,
+    JobRunnerActor, JobRunnerHandle, JobRunnerParams, ModelFactory, SentimentPool,
     SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
+use bulwark_core::Liveness;
 use bulwark_ml::{BatchQueue, BatchingParams, ChaosKnobs, ScoringOptions};
 use futures::FutureExt;
 use ractor::{Actor, ActorCell, ActorRef};

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bulwark_actors::{
-    InFlightJobs, JobExecutor, JobRunnerActor, JobRunnerParams, Liveness, RetryPolicy,
-    SentimentPool, SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
+    InFlightJobs, JobExecutor, JobRunnerActor, JobRunnerParams, RetryPolicy, SentimentPool,
+    SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
 };
+use bulwark_core::Liveness;
 use bulwark_ml::{BatchQueue, BatchingParams, ChaosKnobs, EngineSet, ScoringOptions, VaderModel};
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{

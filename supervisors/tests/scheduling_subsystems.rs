@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use bulwark_actors::{
     Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
-    JobIntake, JobRunnerHandle, Liveness, ManualClock, RetryPolicy, SchedulerActor,
-    SchedulerHandle, SchedulerMsg, SchedulerParams, slot_idempotency_key,
+    JobIntake, JobRunnerHandle, ManualClock, RetryPolicy, SchedulerActor, SchedulerHandle,
+    SchedulerMsg, SchedulerParams, slot_idempotency_key,
 };
+use bulwark_core::Liveness;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     JobFailure, JobStatus, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec, ScheduleStatus,

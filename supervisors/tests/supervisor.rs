@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulwark_actors::Liveness;
+use bulwark_core::Liveness;
 use bulwark_supervisors::{
     ChildSnapshot, ChildSpec, ChildStatus, ControlAction, ControlError, Counters, ExitKind,
     RestartIntensity, RestartType, SupervisionStrategy, SupervisorActor, SupervisorMsg,

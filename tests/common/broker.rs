@@ -33,7 +33,7 @@ pub async fn test_channel() -> (Connection, Channel) {
 /// Deletes every queue and exchange of a test namespace.
 pub async fn delete_namespace(namespace: &str) {
     let (connection, channel) = test_channel().await;
-    for kind in bulwark_actors::JobKind::ALL {
+    for kind in bulwark_core::JobKind::ALL {
         for queue in [
             format!("{namespace}.{}", kind.as_str()),
             format!("{namespace}.dlq.{}", kind.as_str()),

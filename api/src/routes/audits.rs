@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
-use bulwark_actors::audit_analysis::{AuditSummary, CompetitorSummary, SummaryBlock};
-use bulwark_actors::audit_request::AuditRequest;
-use bulwark_actors::{TraceContext, summary_from_rows};
+use bulwark_audit::analysis::{AuditSummary, CompetitorSummary, SummaryBlock};
+use bulwark_audit::request::AuditRequest;
+use bulwark_audit::summary_from_rows;
+use bulwark_core::{TraceContext, format_rfc3339_ms};
 use bulwark_store::{
     Audit, AuditItem, AuditItemStatus, AuditMention, InsertOutcome, NewAudit, NewJob,
 };
@@ -12,13 +13,12 @@ use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use crate::ApiTags;
-use crate::audit_report::{ReportData, html_page, items_csv, summary_csv};
 use crate::auth::{ReadKey, SubmitKey};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
-use crate::routes::paging::rfc3339;
 use crate::state::ApiState;
 use crate::strict_json::StrictJson;
+use bulwark_audit::report::{ReportData, html_page, items_csv, summary_csv};
 
 const AUDIT_JOB_KIND: &str = "audit.run";
 
@@ -339,9 +339,9 @@ impl LoadedAudit {
             summary: audit_summary_view(&self.summary),
             failures,
             items,
-            created_at: rfc3339(self.audit.created_at_ms),
-            started_at: self.audit.started_at_ms.map(rfc3339),
-            finished_at: self.audit.finished_at_ms.map(rfc3339),
+            created_at: format_rfc3339_ms(self.audit.created_at_ms),
+            started_at: self.audit.started_at_ms.map(format_rfc3339_ms),
+            finished_at: self.audit.finished_at_ms.map(format_rfc3339_ms),
             report_csv_url: format!("/v1/audits/{}/report.csv", self.audit.id),
             report_html_url: format!("/v1/audits/{}/report.html", self.audit.id),
         }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use bulwark_actors::{RequeueTarget, refresh_dead_letter_depth, requeue_dead_letter, rfc3339_utc};
+use bulwark_actors::{RequeueTarget, refresh_dead_letter_depth, requeue_dead_letter};
+use bulwark_core::format_rfc3339_ms;
 use bulwark_store::{DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -70,9 +71,9 @@ impl From<DeadLetter> for DeadLetterView {
             request_id: letter.request_id,
             trace_id: letter.trace_id,
             status: letter.status,
-            next_retry_at: letter.next_retry_at_ms.map(rfc3339_utc),
-            dead_at: rfc3339_utc(letter.dead_at_ms),
-            updated_at: rfc3339_utc(letter.updated_at_ms),
+            next_retry_at: letter.next_retry_at_ms.map(format_rfc3339_ms),
+            dead_at: format_rfc3339_ms(letter.dead_at_ms),
+            updated_at: format_rfc3339_ms(letter.updated_at_ms),
         }
     }
 }

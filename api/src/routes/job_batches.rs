@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use bulwark_actors::{JobKind, TraceContext, validate_job};
+use bulwark_actors::validate_job;
+use bulwark_core::{JobKind, TraceContext};
 use bulwark_store::{BatchInsertOutcome, NewJob};
 use poem::web::Data;
 use poem::{FromRequest, Request, RequestBody};

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use bulwark_actors::{JobKind, TraceContext, validate_job};
+use bulwark_actors::validate_job;
+use bulwark_core::{JobKind, TraceContext, format_rfc3339_ms};
 use bulwark_store::{InsertOutcome, Job, JobFilter, JobStatus, NewJob};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -12,7 +13,6 @@ use crate::ApiTags;
 use crate::auth::{ReadKey, SubmitKey};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
-use crate::routes::paging::rfc3339;
 use crate::routes::paging::{check_cursor, page_size};
 use crate::state::ApiState;
 use crate::strict_json::StrictJson;
@@ -133,11 +133,11 @@ impl From<Job> for JobView {
             request_id: job.request_id,
             trace_id: job.trace_id,
             idempotency_key: job.idempotency_key,
-            created_at: rfc3339(job.created_at_ms),
-            updated_at: rfc3339(job.updated_at_ms),
-            run_at: rfc3339(job.run_at_ms),
-            started_at: job.started_at_ms.map(rfc3339),
-            finished_at: job.finished_at_ms.map(rfc3339),
+            created_at: format_rfc3339_ms(job.created_at_ms),
+            updated_at: format_rfc3339_ms(job.updated_at_ms),
+            run_at: format_rfc3339_ms(job.run_at_ms),
+            started_at: job.started_at_ms.map(format_rfc3339_ms),
+            finished_at: job.finished_at_ms.map(format_rfc3339_ms),
         }
     }
 }

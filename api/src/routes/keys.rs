@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_auth::{ApiKey, IssuedKey, NewKey, Scope, Scopes};
-use bulwark_store::now_ms;
+use bulwark_core::{format_rfc3339_ms, now_ms};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
@@ -10,7 +10,6 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use crate::ApiTags;
 use crate::auth::AdminKey;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::paging::rfc3339;
 use crate::state::ApiState;
 use crate::strict_json::StrictJson;
 
@@ -85,10 +84,10 @@ impl From<&ApiKey> for KeyView {
                 .map(ScopeName::from)
                 .collect(),
             status: key.status_at(now_ms()).to_owned(),
-            created_at: rfc3339(key.created_at_ms),
-            expires_at: key.expires_at_ms.map(rfc3339),
-            last_used_at: key.last_used_at_ms.map(rfc3339),
-            revoked_at: key.revoked_at_ms.map(rfc3339),
+            created_at: format_rfc3339_ms(key.created_at_ms),
+            expires_at: key.expires_at_ms.map(format_rfc3339_ms),
+            last_used_at: key.last_used_at_ms.map(format_rfc3339_ms),
+            revoked_at: key.revoked_at_ms.map(format_rfc3339_ms),
             rotated_from: key.rotated_from.clone(),
             daily_provider_calls: key.daily_provider_calls,
         }

@@ -1,6 +1,4 @@
-//! What the list operations share: page sizes, cursors and time formatting.
-
-use std::time::{Duration, UNIX_EPOCH};
+//! What the list operations share: page sizes and cursors.
 
 use crate::error::ApiError;
 
@@ -27,12 +25,6 @@ pub fn check_cursor(cursor_opt: Option<&str>) -> Result<(), ApiError> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Formats Unix milliseconds as an RFC 3339 UTC time with milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[cfg(test)]
@@ -62,6 +54,5 @@ mod tests {
                 .message
                 .starts_with("cursor:")
         );
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 }

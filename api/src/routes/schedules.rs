@@ -1,12 +1,11 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use bulwark_actors::{
-    JobKind, first_slot, parse_rfc3339_ms, rfc3339_utc, validate_job, validate_trigger,
-};
+use bulwark_actors::{first_slot, validate_job, validate_trigger};
+use bulwark_core::{JobKind, format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 use bulwark_store::{
     MisfirePolicy, OverlapPolicy, Schedule, ScheduleFilter, ScheduleRun, ScheduleSpec,
-    ScheduleStatus, ScheduleTrigger, ScheduleWrite, now_ms,
+    ScheduleStatus, ScheduleTrigger, ScheduleWrite,
 };
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -158,7 +157,7 @@ impl From<Schedule> for ScheduleView {
                 cron: None,
                 timezone: None,
                 every_ms: Some(every_ms),
-                start_at: Some(rfc3339_utc(anchor_ms)),
+                start_at: Some(format_rfc3339_ms(anchor_ms)),
                 at: None,
             },
             ScheduleTrigger::Once { at_ms } => TriggerView {
@@ -167,7 +166,7 @@ impl From<Schedule> for ScheduleView {
                 timezone: None,
                 every_ms: None,
                 start_at: None,
-                at: Some(rfc3339_utc(at_ms)),
+                at: Some(format_rfc3339_ms(at_ms)),
             },
         };
         ScheduleView {
@@ -182,16 +181,16 @@ impl From<Schedule> for ScheduleView {
             catch_up_window_ms: schedule.catch_up_window_ms,
             overlap_policy: schedule.overlap_policy.as_str().to_owned(),
             max_consecutive_failures: schedule.max_consecutive_failures,
-            next_fire_at: schedule.next_fire_at_ms.map(rfc3339_utc),
-            last_fire_at: schedule.last_fire_at_ms.map(rfc3339_utc),
-            pending_fire_at: schedule.pending_fire_at_ms.map(rfc3339_utc),
+            next_fire_at: schedule.next_fire_at_ms.map(format_rfc3339_ms),
+            last_fire_at: schedule.last_fire_at_ms.map(format_rfc3339_ms),
+            pending_fire_at: schedule.pending_fire_at_ms.map(format_rfc3339_ms),
             last_job_id: schedule.last_job_id,
             num_runs: schedule.num_runs,
             num_failures: schedule.num_failures,
             num_missed: schedule.num_missed,
             consecutive_failures: schedule.consecutive_failures,
-            created_at: rfc3339_utc(schedule.created_at_ms),
-            updated_at: rfc3339_utc(schedule.updated_at_ms),
+            created_at: format_rfc3339_ms(schedule.created_at_ms),
+            updated_at: format_rfc3339_ms(schedule.updated_at_ms),
         }
     }
 }
@@ -222,7 +221,7 @@ pub struct ScheduleRunView {
 impl From<ScheduleRun> for ScheduleRunView {
     fn from(run: ScheduleRun) -> Self {
         ScheduleRunView {
-            fire_at: rfc3339_utc(run.fire_at_ms),
+            fire_at: format_rfc3339_ms(run.fire_at_ms),
             outcome: run.outcome,
             reason: run.reason,
             job_id: run.job_id,
@@ -637,7 +636,7 @@ impl SchedulesApi {
         let run = scheduler.trigger(&id.0).await?;
         Ok(TriggeredResponse::Accepted(Json(TriggeredView {
             job_id: run.job_id,
-            fire_at: rfc3339_utc(run.fire_at_ms),
+            fire_at: format_rfc3339_ms(run.fire_at_ms),
         })))
     }
 

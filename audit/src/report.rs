@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
-use bulwark_actors::audit_analysis::{AuditSummary, SummaryBlock};
-use bulwark_actors::audit_request::AuditRequest;
 use bulwark_store::{Audit, AuditItem, AuditItemStatus, AuditMention};
+
+use crate::analysis::{AuditSummary, SummaryBlock};
+use crate::request::AuditRequest;
 
 /// Everything a report shows.
 #[derive(Debug)]
@@ -256,7 +257,7 @@ fn chart_svg(summary: &AuditSummary) -> String {
 }
 
 /// The report's only stylesheet, inline: the CSP of HTML pages allows it by its hash.
-pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;\
+pub const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;\
     max-width:72rem}table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #d5d9e0;\
     padding:.35rem .6rem;text-align:left;vertical-align:top}tr.total{font-weight:600;\
     background:#f3f5f9}.failed{color:#b42318}.muted{color:#667085}td.answer{max-width:36rem;\
@@ -398,7 +399,7 @@ fn prompt_of<'a>(request: &'a AuditRequest, item: &AuditItem) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use bulwark_actors::summary_from_rows;
+    use crate::summary_from_rows;
     use bulwark_store::AuditStatus;
     use serde_json::json;
 

@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
+use bulwark_core::{ErrorCode, JobError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit_analysis::AuditSubject;
-use crate::{ErrorCode, JobError};
+use crate::analysis::AuditSubject;
 
 /// Longest brand, alias or competitor name, in characters.
 pub const MAX_AUDIT_NAME_CHARS: usize = 200;

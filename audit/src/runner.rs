@@ -9,22 +9,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_core::{ErrorCode, JobError, now_ms};
 use bulwark_providers::{Completion, CompletionRequest};
 use bulwark_store::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit, Store,
-    StoreError, now_ms,
+    StoreError,
 };
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::audit_analysis::{AnswerFacts, AuditSummary, MentionFacts, MentionMatcher, summarize};
-use crate::audit_request::{AuditItemPlan, AuditRequest};
+use crate::analysis::{AnswerFacts, AuditSummary, MentionFacts, MentionMatcher, summarize};
 use crate::metrics::{AuditFinished, AuditItemRecorded};
-use crate::{
-    ErrorCode, JobError, PoolError, ProviderCallError, ProviderRouter, ScoringChoice, SentimentPool,
-};
+use crate::ports::{AnswerError, AnswerSource, ScoringError, TextScorer};
+use crate::request::{AuditItemPlan, AuditRequest};
 
 /// How often a sentiment call refused for capacity is tried before the attempt gives up.
 const SENTIMENT_ATTEMPTS: u32 = 5;
@@ -34,8 +33,10 @@ const SENTIMENT_RETRY_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct AuditRunnerParams {
     pub store: Store,
-    pub providers: ProviderRouter,
-    pub sentiment: SentimentPool,
+    /// Where prompts are asked: the configured providers, by name.
+    pub providers: Arc<dyn AnswerSource>,
+    /// Scores the tone of the sentences naming the brand.
+    pub sentiment: Arc<dyn TextScorer>,
     /// Provider calls one audit has in flight at most.
     pub concurrency: usize,
 }
@@ -405,19 +406,16 @@ impl AuditRunner {
     ) -> Result<Vec<bulwark_ml::SentimentScore>, JobError> {
         let mut attempt = 1;
         loop {
-            match self
-                .params
-                .sentiment
-                .analyze(sentences.clone(), ScoringChoice::default())
-                .await
-            {
+            match self.params.sentiment.score(sentences.clone()).await {
                 Ok(scores) => return Ok(scores),
-                Err(error @ PoolError::Overloaded) if attempt < SENTIMENT_ATTEMPTS => {
+                Err(error @ ScoringError::AtCapacity(_)) if attempt < SENTIMENT_ATTEMPTS => {
                     warn!(%error, attempt, "sentiment pool full, retrying audit scoring");
                     tokio::time::sleep(SENTIMENT_RETRY_DELAY * attempt).await;
                     attempt += 1;
                 }
-                Err(error) => return Err(error.into()),
+                Err(ScoringError::AtCapacity(job_error) | ScoringError::Failed(job_error)) => {
+                    return Err(job_error);
+                }
             }
         }
     }
@@ -430,11 +428,11 @@ struct ItemContext<'a> {
     matcher: &'a MentionMatcher,
 }
 
-fn failed_item(base: AuditItem, error: &ProviderCallError) -> AuditItem {
+fn failed_item(base: AuditItem, error: &AnswerError) -> AuditItem {
     AuditItem {
         status: AuditItemStatus::Failed,
-        error_code: Some(error.code().to_owned()),
-        error_message: Some(error.to_string()),
+        error_code: Some(error.code.clone()),
+        error_message: Some(error.message.clone()),
         ..base
     }
 }

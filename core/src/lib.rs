@@ -1,0 +1,26 @@
+//! Bulwark's shared vocabulary: the words every other crate speaks (error codes, job kinds,
+//! trace context, liveness markers and wall-clock time). It depends on no other Bulwark crate,
+//! so config, models, store, providers, actors and the API can all use it.
+//!
+//! The payloads of the job kinds (`SentimentRequest`, `ProviderCompletePayload`) need types of
+//! the models and providers crates, so they stay beside `JobExecutor` in `bulwark-actors`.
+//!
+//! # Layout
+//! - `error`: [`ErrorCode`], the error taxonomy clients and operators see, and [`JobError`].
+//! - `job_kind`: [`JobKind`], the kinds of job and their wire names.
+//! - `trace`: [`TraceContext`] and the W3C `traceparent` helpers.
+//! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs, and
+//!   [`HandledMessage`], what crash and hang reports say an actor was handling.
+//! - `time`: [`now_ms`] and RFC 3339 parsing and formatting of Unix milliseconds.
+
+mod error;
+mod job_kind;
+mod liveness;
+mod time;
+mod trace;
+
+pub use error::{ErrorCode, JobError};
+pub use job_kind::JobKind;
+pub use liveness::{BusyGuard, HandledMessage, Liveness};
+pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
+pub use trace::{TraceContext, new_traceparent, trace_id_of, traceparent_in};
