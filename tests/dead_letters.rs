@@ -67,6 +67,17 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
     job_id
 }
 
+/// Stops or starts the node's job runner as an operator would (`action` is `stop` or `start`).
+async fn runner_control(service: &TestService, action: &str) {
+    let (status, body) = service
+        .post_json(
+            &format!("/v1/ops/supervisors/root.jobs.job-runner/{action}"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{action} the job runner: {body}");
+}
+
 async fn letter_of(service: &TestService, job_id: &str, status: &str) -> Value {
     eventually(Duration::from_secs(20), || async {
         let (_, page) = service
@@ -88,7 +99,11 @@ async fn letter_of(service: &TestService, job_id: &str, status: &str) -> Value {
 async fn retriable_dead_job_is_retried_and_recovers() {
     let service = start(TestBackend::Postgres).await;
     let store = &service.service.store;
+    // On PostgreSQL the insert's notification wakes the node's runner, which could claim the
+    // job before the broken node does; the runner is stopped until the job has died.
+    runner_control(&service, "stop").await;
     let job_id = job_dies(store, "retry me", "SERVICE_UNAVAILABLE", JobStatus::Dead).await;
+    runner_control(&service, "start").await;
     let recovered = letter_of(&service, &job_id, "recovered").await;
     assert_eq!(recovered["queue"], "local");
     assert_eq!(recovered["error_code"], "SERVICE_UNAVAILABLE");
