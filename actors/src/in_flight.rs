@@ -71,20 +71,20 @@ impl InFlightJobs {
     /// Registers a claimed job as pending and spawns `job` as its task, tracked until it
     /// returns. The job is registered before the task exists, so a task that finishes at once
     /// cannot race its own registration.
-    pub fn spawn<F>(&self, job_id: String, job: F)
+    pub fn spawn<F>(&self, job_id: &str, job: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.start(job_id.clone());
+        self.start(job_id);
         let task = self.inner.tasks.spawn(job);
-        self.attach(&job_id, task.abort_handle());
+        self.attach(job_id, task.abort_handle());
     }
 
     /// Registers a claimed job as pending, before its task is spawned.
-    fn start(&self, job_id: String) {
+    fn start(&self, job_id: &str) {
         let mut jobs = self.lock();
         let previous = jobs.by_id.insert(
-            job_id,
+            job_id.to_owned(),
             InFlightJob {
                 task_opt: None,
                 executing: true,
@@ -199,8 +199,8 @@ mod tests {
     #[tokio::test]
     async fn executing_jobs_and_jobs_in_flight_are_counted_apart() {
         let in_flight = InFlightJobs::default();
-        in_flight.start("a".to_owned());
-        in_flight.start("b".to_owned());
+        in_flight.start("a");
+        in_flight.start("b");
         assert_eq!((in_flight.len(), in_flight.num_executing()), (2, 2));
         in_flight.executed("a");
         in_flight.executed("a");
@@ -223,7 +223,7 @@ mod tests {
         let in_flight = InFlightJobs::default();
         let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
         let tracked = in_flight.clone();
-        in_flight.spawn("a".to_owned(), async move {
+        in_flight.spawn("a", async move {
             let _ = release_rx.await;
             tracked.remove("a");
         });

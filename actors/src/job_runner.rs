@@ -201,8 +201,9 @@ async fn poll(myself: &ActorRef<JobRunnerMsg>, state: &JobRunnerState, min_batch
     let claimed_all = jobs.len() == free;
     debug!(free, num_claimed = jobs.len(), "claimed jobs");
     for job in jobs {
+        let job_id = job.id.clone();
         params.in_flight.spawn(
-            job.id.clone(),
+            &job_id,
             run_job(params.clone(), state.core.clone(), myself.clone(), job),
         );
     }
