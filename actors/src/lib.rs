@@ -25,12 +25,19 @@
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
 //! - `metrics`: metric names and the events that emit them.
+//! - `describe`: [`DescribeMessage`], how every actor's message names itself in incident
+//!   reports (what the actor's [`Liveness`] records while it handles it).
+//! - `chaos` (the `chaos` feature only): [`Fault`], the panic / error / hang every actor's
+//!   message enum wraps in its `Chaos` variant for game days and supervision tests.
 
 pub mod attempt;
 pub mod audit_analysis;
 pub mod audit_request;
 mod audit_runner;
+#[cfg(feature = "chaos")]
+mod chaos;
 mod dead_letter;
+mod describe;
 mod error;
 mod in_flight;
 mod intake;
@@ -50,11 +57,14 @@ pub use audit_runner::{
 };
 pub use bulwark_ml::CallerIds;
 pub use bulwark_ml::{BusyGuard, HandledMessage, Liveness};
+#[cfg(feature = "chaos")]
+pub use chaos::Fault;
 pub use dead_letter::{
     DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
     DeadLetterReport, DeadLetterState, RequeueError, RequeueTarget,
     refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
 };
+pub use describe::DescribeMessage;
 pub use error::{ErrorCode, JobError};
 pub use in_flight::InFlightJobs;
 pub use intake::{
@@ -66,7 +76,7 @@ pub use job_kinds::{
     SentimentRequest, SentimentResponse, validate_job, validate_neutral_threshold,
 };
 pub use job_runner::{DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams};
-pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
+pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderMsg};
 pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
 pub use schedule_trigger::{
     Clock, FirePlan, ManualClock, PlanParams, SystemClock, TriggerError, first_slot,

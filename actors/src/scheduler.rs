@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{ScheduleLag, ScheduleRunRecorded};
 use crate::schedule_trigger::{Clock, PlanParams, plan_fires};
-use crate::{JobIntake, Liveness};
+use crate::{DescribeMessage, HandledMessage, JobIntake, Liveness};
 
 /// At most this many claim batches per pass, so one pass cannot hold the actor for long; a
 /// backlog beyond it is picked up by the next pass, sent at once.
@@ -83,12 +83,26 @@ pub enum SchedulerMsg {
         schedule_id: String,
         reply: RpcReplyPort<Result<TriggeredRun, SchedulerError>>,
     },
-    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
-    ChaosPanic,
-    /// Game-day fault: returns an error from `handle`.
-    ChaosFail,
-    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
-    ChaosHang(Duration),
+    /// Game-day fault (the `chaos` feature): panics, errors or hangs inside `handle`.
+    #[cfg(feature = "chaos")]
+    Chaos(crate::Fault),
+}
+
+impl DescribeMessage for SchedulerMsg {
+    fn describe(&self) -> HandledMessage {
+        match self {
+            SchedulerMsg::Tick => HandledMessage::new("SchedulerMsg::Tick", "fire due slots"),
+            SchedulerMsg::RunPass(_) => {
+                HandledMessage::new("SchedulerMsg::RunPass", "fire due slots now")
+            }
+            SchedulerMsg::Trigger { schedule_id, .. } => HandledMessage::new(
+                "SchedulerMsg::Trigger",
+                format!("fire schedule {schedule_id} now"),
+            ),
+            #[cfg(feature = "chaos")]
+            SchedulerMsg::Chaos(fault) => fault.describe(),
+        }
+    }
 }
 
 /// Why a scheduler request failed.
@@ -193,7 +207,7 @@ impl Actor for SchedulerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let liveness = state.params.liveness.clone();
-        let _busy = liveness.busy();
+        let _busy = liveness.busy_with(message.describe());
         match message {
             SchedulerMsg::Tick => {
                 let result = state.run_pass(SettleRuns::WhenDue).await;
@@ -212,9 +226,8 @@ impl Actor for SchedulerActor {
             SchedulerMsg::Trigger { schedule_id, reply } => {
                 let _ = reply.send(trigger_now(&state.params, &schedule_id).await);
             }
-            SchedulerMsg::ChaosPanic => panic!("scheduler panicked on purpose (chaos)"),
-            SchedulerMsg::ChaosFail => return Err("scheduler failed on purpose (chaos)".into()),
-            SchedulerMsg::ChaosHang(duration) => tokio::time::sleep(duration).await,
+            #[cfg(feature = "chaos")]
+            SchedulerMsg::Chaos(fault) => fault.commit("scheduler").await?,
         }
         Ok(())
     }
