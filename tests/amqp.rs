@@ -1107,6 +1107,7 @@ async fn shutdown_drains_deliveries_in_flight_and_leaves_the_rest_queued() {
 /// after each fault runs to success, and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() {
+    use bulwark_actors::Fault;
     use bulwark_broker::ConsumerMsg;
     use bulwark_supervisors::SupervisorMsg;
     use ractor::ActorRef;
@@ -1129,9 +1130,12 @@ async fn a_consumer_that_panics_errs_or_hangs_is_restarted_and_consumes_again() 
     let (connection, channel) = test_channel().await;
 
     let faults = [
-        (ConsumerMsg::ChaosPanic, "panics"),
-        (ConsumerMsg::ChaosFail, "errors"),
-        (ConsumerMsg::ChaosHang(Duration::from_secs(600)), "hangs"),
+        (ConsumerMsg::Chaos(Fault::Panic), "panics"),
+        (ConsumerMsg::Chaos(Fault::Error), "errors"),
+        (
+            ConsumerMsg::Chaos(Fault::Hang(Duration::from_secs(600))),
+            "hangs",
+        ),
     ];
     for (round, (fault, counter)) in faults.into_iter().enumerate() {
         let consumer: ActorRef<ConsumerMsg> = ractor::registry::where_is(consumer_name.clone())

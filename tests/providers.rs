@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bulwark_actors::{ProviderChaos, ProviderMsg};
+use bulwark_actors::{Fault, ProviderMsg};
 use bulwark_config::{Config, ProviderConfig, ProviderKind, SecretRef};
 use bulwark_providers::CompletionRequest;
 use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
@@ -345,10 +345,7 @@ async fn provider_actor_failures_are_supervised() {
         .await
         .expect("answers before any fault");
 
-    for (chaos, field) in [
-        (ProviderChaos::Panic, "panics"),
-        (ProviderChaos::Fail, "errors"),
-    ] {
+    for (chaos, field) in [(Fault::Panic, "panics"), (Fault::Error, "errors")] {
         actor()
             .expect("actor registered")
             .cast(ProviderMsg::Chaos(chaos))
@@ -368,9 +365,7 @@ async fn provider_actor_failures_are_supervised() {
 
     actor()
         .expect("actor registered")
-        .cast(ProviderMsg::Chaos(ProviderChaos::Hang(
-            Duration::from_secs(30),
-        )))
+        .cast(ProviderMsg::Chaos(Fault::Hang(Duration::from_secs(30))))
         .expect("sent");
     let started = Instant::now();
     let error = router

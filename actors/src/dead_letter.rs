@@ -1,14 +1,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_core::{Liveness, TraceContext, now_ms};
+use bulwark_core::{HandledMessage, Liveness, TraceContext, now_ms};
 use bulwark_store::{DeadLetter, Job, JobStatus, LOCAL_QUEUE, NewDeadLetter, Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::metrics::{DeadLetterEvent, DeadLetterEventKind, record_dead_letter_depth};
-use crate::{JobPublisher, JobRunnerHandle, PublishError, RetryPolicy, publish_and_mark};
+use crate::{
+    DescribeMessage, JobPublisher, JobRunnerHandle, PublishError, RetryPolicy, publish_and_mark,
+};
 
 /// A job's finish time may be written slightly after another node's scan passed it; each scan
 /// looks this far behind the newest finish it saw (the unique key makes re-reading harmless).
@@ -121,12 +123,25 @@ pub enum DeadLetterMsg {
     Recover,
     /// Runs a scan and a recovery pass now and reports what they did.
     RunPass(RpcReplyPort<Result<DeadLetterReport, StoreError>>),
-    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
-    ChaosPanic,
-    /// Game-day fault: returns an error from `handle`.
-    ChaosFail,
-    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
-    ChaosHang(Duration),
+    /// Game-day fault (the `chaos` feature): panics, errors or hangs inside `handle`.
+    #[cfg(feature = "chaos")]
+    Chaos(crate::Fault),
+}
+
+impl DescribeMessage for DeadLetterMsg {
+    fn describe(&self) -> HandledMessage {
+        match self {
+            DeadLetterMsg::Scan => HandledMessage::new("DeadLetterMsg::Scan", "store dead jobs"),
+            DeadLetterMsg::Recover => {
+                HandledMessage::new("DeadLetterMsg::Recover", "retry due dead letters")
+            }
+            DeadLetterMsg::RunPass(_) => {
+                HandledMessage::new("DeadLetterMsg::RunPass", "scan and recover now")
+            }
+            #[cfg(feature = "chaos")]
+            DeadLetterMsg::Chaos(fault) => fault.describe(),
+        }
+    }
 }
 
 /// What a scan and a recovery pass did.
@@ -168,7 +183,7 @@ impl Actor for DeadLetterActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let liveness = state.params.liveness.clone();
-        let _busy = liveness.busy();
+        let _busy = liveness.busy_with(message.describe());
         match message {
             DeadLetterMsg::Scan => {
                 if let Err(error) = scan(state).await {
@@ -195,11 +210,8 @@ impl Actor for DeadLetterActor {
                 .await;
                 let _ = reply.send(result);
             }
-            DeadLetterMsg::ChaosPanic => panic!("dead-letter actor panicked on purpose (chaos)"),
-            DeadLetterMsg::ChaosFail => {
-                return Err("dead-letter actor failed on purpose (chaos)".into());
-            }
-            DeadLetterMsg::ChaosHang(duration) => tokio::time::sleep(duration).await,
+            #[cfg(feature = "chaos")]
+            DeadLetterMsg::Chaos(fault) => fault.commit("dead-letter actor").await?,
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::attempt::{AttemptCore, RetryPolicy};
 use crate::metrics::record_queue_depth;
-use crate::{InFlightJobs, JobExecutor};
+use crate::{DescribeMessage, InFlightJobs, JobExecutor};
 
 /// Claims jobs from the transport in batches, up to twice `concurrency` ahead (one batch runs
 /// while the next waits for a slot), and runs each as a task through the [`AttemptCore`], at
@@ -76,8 +76,7 @@ pub enum JobRunnerMsg {
     },
 }
 
-impl JobRunnerMsg {
-    /// Describes the message for hang and crash reports.
+impl DescribeMessage for JobRunnerMsg {
     fn describe(&self) -> HandledMessage {
         let (message_type, summary) = match self {
             JobRunnerMsg::Poll => ("JobRunnerMsg::Poll", "look for runnable jobs".to_owned()),

@@ -23,9 +23,16 @@
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
 //! - `metrics`: metric names and the events that emit them.
+//! - `describe`: [`DescribeMessage`], how every actor's message names itself in incident
+//!   reports (what the actor's [`Liveness`] records while it handles it).
+//! - `chaos` (the `chaos` feature only): [`Fault`], the panic / error / hang every actor's
+//!   message enum wraps in its `Chaos` variant for game days and supervision tests.
 
 pub mod attempt;
+#[cfg(feature = "chaos")]
+mod chaos;
 mod dead_letter;
+mod describe;
 mod in_flight;
 mod intake;
 mod job_kinds;
@@ -40,11 +47,14 @@ mod sentiment_worker;
 
 pub use attempt::{AttemptCore, AttemptReport, Disposition, RetryPolicy};
 pub use bulwark_ml::CallerIds;
+#[cfg(feature = "chaos")]
+pub use chaos::Fault;
 pub use dead_letter::{
     DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
     DeadLetterReport, DeadLetterState, RequeueError, RequeueTarget,
     refresh_depth as refresh_dead_letter_depth, requeue as requeue_dead_letter,
 };
+pub use describe::DescribeMessage;
 pub use in_flight::InFlightJobs;
 pub use intake::{JobIntake, JobPublisher, PublishError, publish_and_mark, publish_batch_and_mark};
 pub use job_kinds::{
@@ -52,7 +62,7 @@ pub use job_kinds::{
     SentimentResponse, validate_job, validate_neutral_threshold,
 };
 pub use job_runner::{DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams};
-pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderChaos, ProviderMsg};
+pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderMsg};
 pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
 pub use schedule_trigger::{
     Clock, FirePlan, ManualClock, PlanParams, SystemClock, TriggerError, first_slot,

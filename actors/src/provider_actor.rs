@@ -1,7 +1,8 @@
 use std::sync::Arc;
-use std::time::Duration;
 
-use bulwark_core::Liveness;
+use bulwark_core::{HandledMessage, Liveness};
+
+use crate::DescribeMessage;
 use bulwark_providers::{Completion, CompletionRequest, Provider, ProviderError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::warn;
@@ -15,18 +16,6 @@ pub struct ProviderActorParams {
     pub liveness: Liveness,
 }
 
-/// Fault injection for game days and supervision tests: makes the actor itself misbehave, as
-/// opposed to the simulated engine's faults, which make the upstream misbehave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderChaos {
-    /// Panics inside `handle`.
-    Panic,
-    /// Returns an error from `handle`.
-    Fail,
-    /// Blocks `handle` (marked busy) for this long, as a wedged actor would.
-    Hang(Duration),
-}
-
 #[derive(Debug)]
 pub enum ProviderMsg {
     /// Runs one call through the provider's resilience; the reply carries the outcome.
@@ -34,7 +23,22 @@ pub enum ProviderMsg {
         request: CompletionRequest,
         reply: RpcReplyPort<Result<Completion, ProviderError>>,
     },
-    Chaos(ProviderChaos),
+    /// Game-day fault (the `chaos` feature): makes the actor itself panic, error or hang, as
+    /// opposed to the simulated engine's faults, which make the upstream misbehave.
+    #[cfg(feature = "chaos")]
+    Chaos(crate::Fault),
+}
+
+impl DescribeMessage for ProviderMsg {
+    fn describe(&self) -> HandledMessage {
+        match self {
+            ProviderMsg::Complete { .. } => {
+                HandledMessage::new("ProviderMsg::Complete", "run one provider call")
+            }
+            #[cfg(feature = "chaos")]
+            ProviderMsg::Chaos(fault) => fault.describe(),
+        }
+    }
 }
 
 /// The supervised, addressable front of one configured provider. Each call runs as its own
@@ -63,7 +67,7 @@ impl Actor for ProviderActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let _busy = state.liveness.busy();
+        let _busy = state.liveness.busy_with(message.describe());
         match message {
             ProviderMsg::Complete { request, reply } => {
                 let provider = Arc::clone(&state.provider);
@@ -77,13 +81,8 @@ impl Actor for ProviderActor {
                     }
                 });
             }
-            ProviderMsg::Chaos(ProviderChaos::Panic) => {
-                panic!("provider actor panicked on purpose (chaos)")
-            }
-            ProviderMsg::Chaos(ProviderChaos::Fail) => {
-                return Err("provider actor failed on purpose (chaos)".into());
-            }
-            ProviderMsg::Chaos(ProviderChaos::Hang(duration)) => tokio::time::sleep(duration).await,
+            #[cfg(feature = "chaos")]
+            ProviderMsg::Chaos(fault) => fault.commit("provider actor").await?,
         }
         Ok(())
     }

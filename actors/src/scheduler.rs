@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_core::Liveness;
+use bulwark_core::{HandledMessage, Liveness};
 use bulwark_store::{
     JobStatus, NewJob, NewScheduleRun, OverlapPolicy, RunOutcome, Schedule, ScheduleAdvance,
     ScheduleStatus, ScheduleTrigger, Store, StoreError,
@@ -11,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::DescribeMessage;
 use crate::JobIntake;
 use crate::metrics::{ScheduleLag, ScheduleRunRecorded};
 use crate::schedule_trigger::{Clock, PlanParams, plan_fires};
@@ -84,12 +85,26 @@ pub enum SchedulerMsg {
         schedule_id: String,
         reply: RpcReplyPort<Result<TriggeredRun, SchedulerError>>,
     },
-    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
-    ChaosPanic,
-    /// Game-day fault: returns an error from `handle`.
-    ChaosFail,
-    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
-    ChaosHang(Duration),
+    /// Game-day fault (the `chaos` feature): panics, errors or hangs inside `handle`.
+    #[cfg(feature = "chaos")]
+    Chaos(crate::Fault),
+}
+
+impl DescribeMessage for SchedulerMsg {
+    fn describe(&self) -> HandledMessage {
+        match self {
+            SchedulerMsg::Tick => HandledMessage::new("SchedulerMsg::Tick", "fire due slots"),
+            SchedulerMsg::RunPass(_) => {
+                HandledMessage::new("SchedulerMsg::RunPass", "fire due slots now")
+            }
+            SchedulerMsg::Trigger { schedule_id, .. } => HandledMessage::new(
+                "SchedulerMsg::Trigger",
+                format!("fire schedule {schedule_id} now"),
+            ),
+            #[cfg(feature = "chaos")]
+            SchedulerMsg::Chaos(fault) => fault.describe(),
+        }
+    }
 }
 
 /// Why a scheduler request failed.
@@ -194,7 +209,7 @@ impl Actor for SchedulerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let liveness = state.params.liveness.clone();
-        let _busy = liveness.busy();
+        let _busy = liveness.busy_with(message.describe());
         match message {
             SchedulerMsg::Tick => {
                 let result = state.run_pass(SettleRuns::WhenDue).await;
@@ -213,9 +228,8 @@ impl Actor for SchedulerActor {
             SchedulerMsg::Trigger { schedule_id, reply } => {
                 let _ = reply.send(trigger_now(&state.params, &schedule_id).await);
             }
-            SchedulerMsg::ChaosPanic => panic!("scheduler panicked on purpose (chaos)"),
-            SchedulerMsg::ChaosFail => return Err("scheduler failed on purpose (chaos)".into()),
-            SchedulerMsg::ChaosHang(duration) => tokio::time::sleep(duration).await,
+            #[cfg(feature = "chaos")]
+            SchedulerMsg::Chaos(fault) => fault.commit("scheduler").await?,
         }
         Ok(())
     }

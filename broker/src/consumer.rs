@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use bulwark_core::Liveness;
+use bulwark_actors::DescribeMessage;
+use bulwark_core::{HandledMessage, Liveness};
 
 use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;
@@ -96,12 +97,32 @@ pub enum ConsumerMsg {
     /// Stops taking deliveries (basic.cancel) and waits up to the timeout for those in flight
     /// to finish and be acked; replies with how many did not. Sent at shutdown.
     Drain(Duration, RpcReplyPort<usize>),
-    /// Game-day fault: panics inside `handle`, so supervision can be shown to restart it.
-    ChaosPanic,
-    /// Game-day fault: returns an error from `handle`.
-    ChaosFail,
-    /// Game-day fault: blocks `handle` (marked busy) for this long, as a wedged actor would.
-    ChaosHang(Duration),
+    /// Game-day fault (the `chaos` feature): panics, errors or hangs inside `handle`.
+    #[cfg(feature = "chaos")]
+    Chaos(bulwark_actors::Fault),
+}
+
+impl DescribeMessage for ConsumerMsg {
+    fn describe(&self) -> HandledMessage {
+        match self {
+            ConsumerMsg::Connect => {
+                HandledMessage::new("ConsumerMsg::Connect", "connect and consume")
+            }
+            ConsumerMsg::CheckLink => {
+                HandledMessage::new("ConsumerMsg::CheckLink", "check the connection")
+            }
+            ConsumerMsg::StreamEnded(reason) => HandledMessage::new(
+                "ConsumerMsg::StreamEnded",
+                format!("delivery stream ended: {reason}"),
+            ),
+            ConsumerMsg::Drain(timeout, _) => HandledMessage::new(
+                "ConsumerMsg::Drain",
+                format!("drain within {} ms", timeout.as_millis()),
+            ),
+            #[cfg(feature = "chaos")]
+            ConsumerMsg::Chaos(fault) => fault.describe(),
+        }
+    }
 }
 
 /// How often a consumer checks its connection, besides noticing its stream end.
@@ -150,7 +171,8 @@ impl Actor for ConsumerActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let liveness = state.params.liveness.clone();
-        let _busy = (!matches!(message, ConsumerMsg::Drain(..))).then(|| liveness.busy());
+        let _busy = (!matches!(message, ConsumerMsg::Drain(..)))
+            .then(|| liveness.busy_with(message.describe()));
         match message {
             ConsumerMsg::Connect if state.draining => Ok(()),
             ConsumerMsg::Connect => {
@@ -186,12 +208,8 @@ impl Actor for ConsumerActor {
                 let _ = reply.send(unfinished);
                 Ok(())
             }
-            ConsumerMsg::ChaosPanic => panic!("consumer panicked on purpose (chaos)"),
-            ConsumerMsg::ChaosFail => Err("consumer failed on purpose (chaos)".into()),
-            ConsumerMsg::ChaosHang(duration) => {
-                tokio::time::sleep(duration).await;
-                Ok(())
-            }
+            #[cfg(feature = "chaos")]
+            ConsumerMsg::Chaos(fault) => fault.commit("consumer").await,
         }
     }
 

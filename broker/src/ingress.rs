@@ -5,8 +5,8 @@ use bulwark_actors::{AttemptCore, DeadLetterPolicy, JobExecutor, RetryPolicy};
 use bulwark_core::Liveness;
 use bulwark_store::Store;
 use bulwark_supervisors::{
-    ChildSpec, RestartIntensity, SupervisionSettings, SupervisionStrategy, SupervisorActor,
-    SupervisorParams, actor_spec,
+    ChildSpec, INGRESS, INGRESS_REPUBLISHER, RestartIntensity, RestartLimits, SubsystemSpec,
+    SupervisionSettings, actor_spec,
 };
 
 use futures::FutureExt;
@@ -68,23 +68,23 @@ impl IngressParams {
     }
 }
 
-/// Returns the `ingress` supervisor's spec:
-///
-/// ```text
-/// ingress (one_for_one, reconnect backoff)
-/// ├── consumer-<kind>       one per job kind queue, fails on connection loss
-/// ├── dlq-consumer-<kind>   one per dead-letter queue: stores each message, then acks
-/// └── republisher           publishes jobs stored but never confirmed
-/// ```
-///
-/// Its restart intensity is sized for broker outages: with backoff capped at
-/// `reconnect_backoff_max`, a consumer retrying for minutes never exhausts it, so a broker
-/// outage leaves the rest of the node serving.
+/// Restarts the `ingress` supervisor allows before it escalates: sized for broker outages, so
+/// with backoff capped at `reconnect_backoff_max`, a consumer retrying for minutes never
+/// exhausts it and a broker outage leaves the rest of the node serving.
+const OUTAGE_INTENSITY: RestartIntensity = RestartIntensity {
+    max_restarts: 100,
+    within: Duration::from_secs(60),
+};
+
+/// Returns the `ingress` subsystem (its shape is [`INGRESS`], drawn in the tree): one consumer per kind, one dead-letter consumer per kind when this node runs
+/// dead letters, and the republisher. Its restart limits are its own: the configured reconnect
+/// backoff (`amqp.reconnect_backoff_ms` .. `amqp.reconnect_backoff_max_ms`) and
+/// [`OUTAGE_INTENSITY`]; hang detection and draining follow `[supervision]` and `[shutdown]`.
 pub fn ingress_supervisor(
     params: &IngressParams,
     executor: JobExecutor,
     supervision: SupervisionSettings,
-) -> ChildSpec {
+) -> SubsystemSpec<()> {
     let context = Arc::new(DeliveryContext {
         store: params.store.clone(),
         writes: DeliveryWrites::spawn(&params.store),
@@ -137,7 +137,7 @@ pub fn ingress_supervisor(
         }
     }
     children.push(actor_spec(
-        &format!("{}/republisher", params.instance),
+        &INGRESS_REPUBLISHER.registered_name(&params.instance, ""),
         RepublisherActor,
         RepublisherParams {
             store: params.store.clone(),
@@ -147,26 +147,9 @@ pub fn ingress_supervisor(
         },
         None,
     ));
-    let supervisor_params = SupervisorParams {
-        name: "ingress".to_owned(),
-        children,
-        strategy: SupervisionStrategy::OneForOne,
-        intensity: RestartIntensity {
-            max_restarts: 100,
-            within: Duration::from_secs(60),
-        },
+    SubsystemSpec::new(&INGRESS, children, ()).with_limits(RestartLimits {
+        intensity: OUTAGE_INTENSITY,
         backoff_base: params.reconnect_backoff,
         backoff_max: params.reconnect_backoff_max,
-        hang_timeout: supervision.hang_timeout,
-        heartbeat: supervision.heartbeat,
-    };
-    let mut spec = actor_spec(
-        &format!("{}/ingress", params.instance),
-        SupervisorActor,
-        supervisor_params,
-        None,
-    );
-    spec.name = "ingress".to_owned();
-    spec.is_supervisor = true;
-    spec
+    })
 }

@@ -20,7 +20,8 @@
 //! - `dead_letters`: storing what lands in `<ns>.dlq.<kind>`, and publishing requeued letters.
 //! - `republisher`: [`RepublisherActor`], drains the outbox of jobs never confirmed.
 //! - `writes`: [`DeliveryWrites`], the delivery path's statements, group-committed.
-//! - `ingress`: the `ingress` supervisor over the consumers and the republisher.
+//! - `ingress`: the `ingress` subsystem (a `bulwark_supervisors::SubsystemSpec`) over the
+//!   consumers and the republisher, with its own reconnect-backoff restart limits.
 //! - `metrics`: metric names and the events that emit them.
 
 mod connection;

@@ -59,6 +59,27 @@ pub struct ChaosConfig {
     pub hang_on_text: Option<String>,
 }
 
+/// Rejects a chaos marker on a build without the `chaos` feature: a game-day fault asked of a
+/// build meant to ship is an error, never silently ignored.
+pub(crate) fn validate_chaos(chaos: &ChaosConfig) -> Result<(), (&'static str, String)> {
+    if cfg!(feature = "chaos") {
+        return Ok(());
+    }
+    let markers = [
+        ("chaos.panic_on_text", &chaos.panic_on_text),
+        ("chaos.hang_on_text", &chaos.hang_on_text),
+    ];
+    match markers.into_iter().find(|(_, marker)| marker.is_some()) {
+        Some((key, _)) => Err((
+            key,
+            "is a game-day fault: it needs a build with the `chaos` cargo feature \
+             (cargo build --features chaos)"
+                .to_owned(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Operator controls (`/v1/ops/...`, `bulwark ops`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,5 +94,29 @@ impl Default for OpsConfig {
         OpsConfig {
             token_env: "BULWARK_OPERATOR_TOKEN".to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a chaos marker is accepted only by a build with the `chaos` feature, and that a
+    /// build without it names the setting and the missing feature instead of ignoring it.
+    #[test]
+    fn chaos_markers_need_the_chaos_feature() {
+        let chaos = ChaosConfig {
+            panic_on_text: None,
+            hang_on_text: Some("__hang__".to_owned()),
+        };
+        let result = validate_chaos(&chaos);
+        if cfg!(feature = "chaos") {
+            assert_eq!(result, Ok(()));
+        } else {
+            let (key, message) = result.expect_err("a marker without the feature is refused");
+            assert_eq!(key, "chaos.hang_on_text");
+            assert!(message.contains("`chaos` cargo feature"), "{message}");
+        }
+        assert_eq!(validate_chaos(&ChaosConfig::default()), Ok(()));
     }
 }

@@ -9,6 +9,8 @@
 //! - `http`: [`TlsConfig`] (`[http.tls]`) and the checks of the CORS allow-list.
 //! - `providers`: [`ProvidersConfig`], the `[providers.<name>]` sections, and [`SecretRef`].
 //! - `secret`: [`SecretUrl`], a URL whose password never reaches `Debug`, logs or `config check`.
+//! - `incidents`: [`IncidentsConfig`], [`ChaosConfig`] (refused without the `chaos` feature) and
+//!   [`OpsConfig`].
 
 mod amqp;
 mod audits;

@@ -245,6 +245,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, message)) = crate::amqp::validate_amqp(&config.amqp) {
         return invalid(key, message);
     }
+    if let Err((key, message)) = crate::incidents::validate_chaos(&config.chaos) {
+        return invalid(key, message);
+    }
     if !matches!(
         config.incidents.payload_mode.as_str(),
         "full" | "truncate" | "redact"

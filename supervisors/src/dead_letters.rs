@@ -2,30 +2,31 @@
 
 use bulwark_actors::{DeadLetterActor, DeadLetterHandle, DeadLetterParams, JobRunnerHandle};
 
-use crate::supervisor::ChildSpec;
-use crate::tree::{SupervisionSettings, actor_spec, supervisor_params, supervisor_spec};
+use crate::subsystem::{ChildShape, SubsystemShape, SubsystemSpec, single_actor_subsystem};
+use crate::supervisor::SupervisionStrategy;
 
 /// Builds the dead-letter actor's params once the job runner's handle exists (requeued jobs
 /// notify the runner).
 pub type DeadLetterFactory = Box<dyn FnOnce(JobRunnerHandle) -> DeadLetterParams + Send>;
 
-/// Returns the `dead-letter` supervisor's spec and the handle that reaches its actor:
-///
-/// ```text
-/// dead-letter (one_for_one)
-/// └── dead-letter-actor   stores dead and failed jobs, retries with backoff, parks
-/// ```
-pub(crate) fn dead_letter_supervisor(
+/// The `dead-letter` subsystem's shape.
+pub const SHAPE: SubsystemShape = SubsystemShape {
+    name: "dead-letter",
+    strategy: SupervisionStrategy::OneForOne,
+    limits_note_opt: None,
+    condition_opt: Some("only when dead_letters.enabled"),
+    children: &[ChildShape {
+        name: "dead-letter-actor",
+        role: "stores jobs that cannot be done, retries, parks",
+    }],
+};
+
+/// Returns the `dead-letter` subsystem and the handle that reaches its actor.
+pub(crate) fn subsystem(
     instance: &str,
     params: DeadLetterParams,
-    settings: SupervisionSettings,
-) -> (ChildSpec, DeadLetterHandle) {
-    let actor_name = format!("{instance}/dead-letter-actor");
+) -> SubsystemSpec<DeadLetterHandle> {
     let liveness = params.liveness.clone();
-    let actor = actor_spec(&actor_name, DeadLetterActor, params, Some(liveness));
-    let supervisor = supervisor_spec(
-        instance,
-        supervisor_params("dead-letter", vec![actor], settings),
-    );
-    (supervisor, DeadLetterHandle::new(actor_name))
+    single_actor_subsystem(&SHAPE, instance, DeadLetterActor, params, liveness)
+        .map_handle(DeadLetterHandle::new)
 }

@@ -4,55 +4,71 @@
 //! for every failure; and the tree that wires the subsystems together.
 //!
 //! ```text
-//! root (one_for_one)                 children started in this order, downstream first
+//! root (one_for_one)                            children started in this order, downstream first
 //! ├── sentiment (one_for_one)
-//! │   └── sentiment-worker-0 .. N-1   each owns an inference thread
-//! ├── providers (one_for_one)         only when providers are configured
-//! │   └── provider-<name> ...         one per configured provider
+//! │   └── sentiment-worker-<n>  one per worker, each owns an inference thread (ONNX + VADER)
+//! ├── providers (one_for_one)                   only when [providers.<name>] are configured
+//! │   └── provider-<name>       one actor per provider (breaker, limiter, bulkhead, retries)
 //! ├── jobs (one_for_one)
-//! │   └── job-runner                  claims batches, runs them through the attempt core
-//! ├── scheduler (one_for_one)
-//! │   └── scheduler                   fires due schedule slots as jobs, once across nodes
-//! ├── dead-letter (one_for_one)
-//! │   └── dead-letter                 stores jobs that cannot be done, retries, parks
-//! └── ingress (one_for_one)           only with a broker (the broker crate builds its spec)
-//!     ├── consumer-<kind>, dlq-consumer-<kind>
-//!     └── republisher
+//! │   └── job-runner            claims jobs, runs each as a task, renews leases, drains
+//! ├── scheduler (one_for_one)                   only when scheduler.enabled
+//! │   └── scheduler-actor       fires due schedule slots as jobs, once across nodes
+//! ├── dead-letter (one_for_one)                 only when dead_letters.enabled
+//! │   └── dead-letter-actor     stores jobs that cannot be done, retries, parks
+//! └── ingress (one_for_one, reconnect backoff)  only with AMQP_URL
+//!     ├── consumer-<kind>       one per job kind queue; acks once the outcome is stored
+//!     ├── dlq-consumer-<kind>   one per dead-letter queue; stores each message, then acks
+//!     └── republisher           publishes rows left in the outbox
 //! ```
 //!
-//! The same tree, with what each child does, is drawn in `docs/architecture.md`.
+//! [`render_tree`] draws it from the subsystems' shapes, [`BulwarkTree::start`] assembles it
+//! from the same list, and a unit test checks this drawing and `docs/architecture.md`'s
+//! against it.
 //!
 //! # Layout
 //! - `supervisor`: [`SupervisorActor`], [`ChildSpec`], [`SupervisionStrategy`],
 //!   [`SupervisorSnapshot`], operator controls ([`control_supervisor`]).
+//! - `subsystem`: [`SubsystemShape`] (what a subsystem is, as the tree and its drawing read it),
+//!   [`SubsystemSpec`] (its children and handle, built into its supervisor), the one builder of
+//!   "a supervisor over one actor" ([`single_actor_subsystem`]), [`actor_spec`].
+//! - `tree`: [`BulwarkTree`], the tree above assembled from the subsystems in the order of
+//!   [`TREE`], and [`render_tree`], which draws it (a unit test checks this drawing and
+//!   `docs/architecture.md`'s against it).
+//! - one module per subsystem, each with its `SHAPE` and its spec: `sentiment`
+//!   ([`SentimentSettings`]), `providers` ([`ProvidersSettings`]), `jobs`, `scheduler`
+//!   ([`SchedulerFactory`]), `dead_letters` ([`DeadLetterFactory`]), `ingress`
+//!   ([`IngressFactory`]: the broker crate builds its children).
 //! - `incident`: [`IncidentSink`] and the incident file format (`incident_v1`).
-//! - `tree`: [`BulwarkTree`], the tree above, started downstream first.
-//! - `ingress`: [`IngressFactory`], where the broker's `ingress` supervisor joins the tree.
-//! - `dead_letters`: the `dead-letter` subsystem (supervisor over the dead-letter actor).
-//! - `scheduler`: the `scheduler` subsystem (supervisor over the scheduler actor).
 //! - `panics`: the panic hook that tells panics from error returns and keeps backtraces.
 //! - `metrics`: metric names and events.
 
 mod dead_letters;
 pub mod incident;
 mod ingress;
+mod jobs;
 pub mod metrics;
 mod panics;
 mod providers;
 mod scheduler;
+mod sentiment;
+mod subsystem;
 mod supervisor;
 mod tree;
 
 pub use dead_letters::DeadLetterFactory;
 pub use incident::{IncidentKind, IncidentReport, IncidentSettings, IncidentSink, RecentLogs};
-pub use ingress::IngressFactory;
+pub use ingress::{IngressFactory, REPUBLISHER as INGRESS_REPUBLISHER, SHAPE as INGRESS};
 pub use panics::{PanicRecord, install_panic_hook, take_panic};
 pub use providers::{ProviderSpec, ProvidersSettings, provider_actor_name};
 pub use scheduler::SchedulerFactory;
+pub use sentiment::SentimentSettings;
+pub use subsystem::{
+    ChildShape, RestartLimits, SubsystemShape, SubsystemSpec, actor_spec, single_actor_subsystem,
+};
 pub use supervisor::{
     ChildSnapshot, ChildSpec, ChildStatus, ControlAction, ControlError, Counters, DrainFn,
     ExitKind, LastExit, RestartIntensity, RestartType, StartFn, SupervisionStrategy,
     SupervisorActor, SupervisorMsg, SupervisorParams, SupervisorSnapshot, SupervisorState,
     control_supervisor, observe_supervisor,
 };
-pub use tree::{BulwarkTree, SentimentSettings, SupervisionSettings, TreeParams, actor_spec};
+pub use tree::{BulwarkTree, SupervisionSettings, TREE, TreeParams, render_tree};

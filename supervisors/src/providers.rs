@@ -7,8 +7,8 @@ use bulwark_actors::{ProviderActor, ProviderActorParams, ProviderRoute, Provider
 use bulwark_core::Liveness;
 use bulwark_providers::{Provider, ResilientProvider};
 
-use crate::supervisor::ChildSpec;
-use crate::tree::{SupervisionSettings, actor_spec, supervisor_params, supervisor_spec};
+use crate::subsystem::{ChildShape, SubsystemShape, SubsystemSpec, actor_spec};
+use crate::supervisor::SupervisionStrategy;
 
 /// One configured provider, already wrapped in its resilience.
 #[derive(Debug, Clone)]
@@ -28,9 +28,24 @@ pub struct ProvidersSettings {
 /// reports a precise error) normally fires first and this one only catches a wedged actor.
 const CALL_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
+/// The `providers` subsystem's shape. One-for-one: providers are independent upstreams, so one
+/// failing says nothing of the others.
+pub const SHAPE: SubsystemShape = SubsystemShape {
+    name: "providers",
+    strategy: SupervisionStrategy::OneForOne,
+    limits_note_opt: None,
+    condition_opt: Some("only when [providers.<name>] are configured"),
+    children: &[PROVIDER],
+};
+
+const PROVIDER: ChildShape = ChildShape {
+    name: "provider-<name>",
+    role: "one actor per provider (breaker, limiter, bulkhead, retries)",
+};
+
 /// Returns the registered name of a provider's actor.
 pub fn provider_actor_name(instance: &str, provider: &str) -> String {
-    format!("{instance}/provider-{provider}")
+    PROVIDER.registered_name(instance, provider)
 }
 
 impl ProvidersSettings {
@@ -52,20 +67,12 @@ impl ProvidersSettings {
     }
 }
 
-/// Returns the `providers` supervisor's spec and the router that reaches its actors:
-///
-/// ```text
-/// providers (one_for_one)
-/// ├── provider-<name>   one per configured provider; calls run as tasks bounded by its bulkhead
-/// └── ...
-/// ```
-///
-/// One-for-one: providers are independent upstreams, so one failing says nothing of the others.
-pub(crate) fn providers_supervisor(
+/// Returns the `providers` subsystem and the router that reaches its actors; calls run as
+/// tasks bounded by each provider's bulkhead.
+pub(crate) fn subsystem(
     instance: &str,
     settings: &ProvidersSettings,
-    supervision: SupervisionSettings,
-) -> (ChildSpec, ProviderRouter) {
+) -> SubsystemSpec<ProviderRouter> {
     let children = settings
         .providers
         .iter()
@@ -83,9 +90,5 @@ pub(crate) fn providers_supervisor(
             )
         })
         .collect();
-    let supervisor = supervisor_spec(
-        instance,
-        supervisor_params("providers", children, supervision),
-    );
-    (supervisor, settings.router(instance))
+    SubsystemSpec::new(&SHAPE, children, settings.router(instance))
 }

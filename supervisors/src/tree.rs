@@ -1,19 +1,17 @@
-use std::sync::Arc;
+//! The running tree: every subsystem's spec, assembled into the root in the order of [`TREE`]
+//! (downstream first), and drawn from the same list by [`render_tree`].
+
 use std::time::Duration;
 
-use bulwark_actors::{
-    JobRunnerActor, JobRunnerHandle, JobRunnerParams, ModelFactory, SentimentPool,
-    SentimentPoolParams, SentimentWorkerActor, SentimentWorkerParams,
-};
-use bulwark_core::Liveness;
-use bulwark_ml::{BatchQueue, BatchingParams, ChaosKnobs, ScoringOptions};
-use futures::FutureExt;
-use ractor::{Actor, ActorCell, ActorRef};
+use bulwark_actors::{JobRunnerHandle, JobRunnerParams, SentimentPool};
+use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+use crate::sentiment::SentimentSettings;
+use crate::subsystem::{SubsystemShape, SupervisorLimits, supervisor_params};
 use crate::supervisor::{
-    ChildSpec, DrainFn, RestartIntensity, RestartType, StartFn, SupervisionStrategy,
-    SupervisorActor, SupervisorMsg, SupervisorParams, SupervisorSnapshot, observe_supervisor,
+    ChildSpec, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
+    SupervisorParams, SupervisorSnapshot, observe_supervisor,
 };
 
 /// Restart policy applied to every supervisor of the tree.
@@ -28,31 +26,21 @@ pub struct SupervisionSettings {
     pub drain_timeout: Duration,
 }
 
-/// What the sentiment subsystem is started with.
-#[derive(Clone)]
-pub struct SentimentSettings {
-    pub num_workers: usize,
-    pub model_factory: ModelFactory,
-    /// Engine name reported in metrics.
-    pub engine: String,
-    /// Options for requests that do not choose their own.
-    pub default_options: ScoringOptions,
-    pub batching: BatchingParams,
-    pub call_timeout: Duration,
-    /// Faults injected on purpose (`chaos.*`); off by default.
-    pub chaos: ChaosKnobs,
-}
+/// The root's name and strategy. One-for-one: subsystems reach each other through registered
+/// names and shared queues that outlive any actor, so one that escalates says nothing about
+/// the others.
+const ROOT_NAME: &str = "root";
+const ROOT_STRATEGY: SupervisionStrategy = SupervisionStrategy::OneForOne;
 
-impl std::fmt::Debug for SentimentSettings {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("SentimentSettings")
-            .field("num_workers", &self.num_workers)
-            .field("engine", &self.engine)
-            .field("batching", &self.batching)
-            .finish_non_exhaustive()
-    }
-}
+/// Every subsystem the root may start, in start order: downstream first.
+pub const TREE: [&SubsystemShape; 6] = [
+    &crate::sentiment::SHAPE,
+    &crate::providers::SHAPE,
+    &crate::jobs::SHAPE,
+    &crate::scheduler::SHAPE,
+    &crate::dead_letters::SHAPE,
+    &crate::ingress::SHAPE,
+];
 
 /// What [`BulwarkTree::start`] is given. The job runner's params are built by the caller from
 /// the sentiment pool this tree creates, through `job_runner`.
@@ -83,16 +71,8 @@ impl std::fmt::Debug for TreeParams {
     }
 }
 
-/// The running supervision tree:
-///
-/// ```text
-/// root (one_for_one)
-/// ├── sentiment (one_for_one)
-/// │   ├── sentiment-worker-0   (model on its own inference thread)
-/// │   └── sentiment-worker-N
-/// └── jobs (one_for_one)
-///     └── job-runner           (claims jobs, runs them through the sentiment pool)
-/// ```
+/// The running supervision tree, as [`render_tree`] draws it (and the crate docs and
+/// `docs/architecture.md` show it).
 #[derive(Debug)]
 pub struct BulwarkTree {
     pub root: ActorRef<SupervisorMsg>,
@@ -108,99 +88,55 @@ pub struct BulwarkTree {
 }
 
 impl BulwarkTree {
-    /// Starts the whole tree, downstream first: sentiment workers before the job runner.
+    /// Starts the whole tree, each subsystem after those it sends to (the order of [`TREE`]).
     pub async fn start(params: TreeParams) -> Result<BulwarkTree, ractor::SpawnErr> {
         let instance = params.instance;
         let settings = params.supervision;
-        let worker_names: Vec<String> = (0..params.sentiment.num_workers)
-            .map(|index| format!("{instance}/sentiment-worker-{index}"))
-            .collect();
-        let queue = BatchQueue::new(params.sentiment.batching);
-        let sentiment = SentimentPool::new(SentimentPoolParams {
-            worker_names: worker_names.clone(),
-            queue: queue.clone(),
-            call_timeout: params.sentiment.call_timeout,
-            engine: params.sentiment.engine.clone(),
-            default_options: params.sentiment.default_options,
-        });
-        let worker_specs = worker_names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| {
-                let worker_params = SentimentWorkerParams {
-                    model_factory: params.sentiment.model_factory.clone(),
-                    thread_name: format!("inference-{index}"),
-                    queue: queue.clone(),
-                    liveness: Liveness::default(),
-                    chaos: params.sentiment.chaos.clone(),
-                };
-                let liveness = worker_params.liveness.clone();
-                actor_spec(name, SentimentWorkerActor, worker_params, Some(liveness))
-            })
-            .collect();
-        let runner_params = (params.job_runner)(sentiment.clone());
-        let ingress_executor = runner_params.executor.clone();
-        let runner_name = format!("{instance}/job-runner");
-        let runner_liveness = runner_params.liveness.clone();
-        let mut runner_spec = actor_spec(
-            &runner_name,
-            JobRunnerActor,
-            runner_params,
-            Some(runner_liveness),
-        );
-        runner_spec.drain = Some(drain_job_runner(
-            JobRunnerHandle::new(runner_name.clone()),
-            settings.drain_timeout,
-        ));
-
-        let sentiment_supervisor = supervisor_spec(
-            &instance,
-            supervisor_params("sentiment", worker_specs, settings),
-        );
-        let jobs_supervisor = supervisor_spec(
-            &instance,
-            supervisor_params("jobs", vec![runner_spec], settings),
-        );
-        let mut root_children = vec![sentiment_supervisor];
+        let mut subsystems = Vec::new();
+        let (spec, sentiment) =
+            crate::sentiment::subsystem(&instance, &params.sentiment).build(&instance, settings);
+        subsystems.push(spec);
         let providers = params.providers.map(|providers_settings| {
-            let (spec, router) =
-                crate::providers::providers_supervisor(&instance, &providers_settings, settings);
-            root_children.push(spec);
+            let (spec, router) = crate::providers::subsystem(&instance, &providers_settings)
+                .build(&instance, settings);
+            subsystems.push(spec);
             router
         });
-        root_children.push(jobs_supervisor);
+        let runner_params = (params.job_runner)(sentiment.clone());
+        let ingress_executor = runner_params.executor.clone();
+        let (spec, job_runner) =
+            crate::jobs::subsystem(&instance, runner_params, settings.drain_timeout)
+                .build(&instance, settings);
+        subsystems.push(spec);
         let scheduler = params.scheduler.map(|factory| {
-            let scheduler_params = factory(JobRunnerHandle::new(runner_name.clone()));
             let (spec, handle) =
-                crate::scheduler::scheduler_supervisor(&instance, scheduler_params, settings);
-            root_children.push(spec);
+                crate::scheduler::subsystem(&instance, factory(job_runner.clone()))
+                    .build(&instance, settings);
+            subsystems.push(spec);
             handle
         });
         let dead_letters = params.dead_letters.map(|factory| {
-            let dead_letter_params = factory(JobRunnerHandle::new(runner_name.clone()));
-            let (spec, handle) = crate::dead_letters::dead_letter_supervisor(
-                &instance,
-                dead_letter_params,
-                settings,
-            );
-            root_children.push(spec);
+            let (spec, handle) =
+                crate::dead_letters::subsystem(&instance, factory(job_runner.clone()))
+                    .build(&instance, settings);
+            subsystems.push(spec);
             handle
         });
         if let Some(factory) = params.ingress {
-            root_children.push(factory(ingress_executor, settings));
+            let (spec, ()) = factory(ingress_executor, settings).build(&instance, settings);
+            subsystems.push(spec);
         }
-        let root_params = supervisor_params("root", root_children, settings);
         let (root, root_handle) = Actor::spawn(
-            Some(format!("{instance}/root")),
+            Some(format!("{instance}/{ROOT_NAME}")),
             SupervisorActor,
-            root_params,
+            root_params(subsystems, settings),
         )
         .await?;
         Ok(BulwarkTree {
             root,
             root_handle,
             sentiment,
-            job_runner: JobRunnerHandle::new(runner_name),
+            job_runner,
             scheduler,
             dead_letters,
             providers,
@@ -213,87 +149,161 @@ impl BulwarkTree {
     }
 }
 
-/// Returns a subsystem supervisor's params with the tree's restart policy and the default
-/// strategy, `one_for_one`; set `strategy` on the result to choose another
-/// (`SupervisorParams { strategy: SupervisionStrategy::RestForOne, ..supervisor_params(..) }`).
-pub(crate) fn supervisor_params(
-    name: &str,
-    children: Vec<ChildSpec>,
-    settings: SupervisionSettings,
-) -> SupervisorParams {
-    SupervisorParams {
-        name: name.to_owned(),
-        children,
-        strategy: SupervisionStrategy::OneForOne,
-        intensity: settings.intensity,
-        backoff_base: settings.backoff_base,
-        backoff_max: settings.backoff_max,
-        hang_timeout: settings.hang_timeout,
-        heartbeat: settings.heartbeat,
-    }
-}
-
-/// Returns the child spec of a subsystem supervisor, registered as `<instance>/<name>`.
-pub(crate) fn supervisor_spec(instance: &str, params: SupervisorParams) -> ChildSpec {
-    let name = params.name.clone();
-    let mut spec = actor_spec(&format!("{instance}/{name}"), SupervisorActor, params, None);
-    spec.name = name;
-    spec.is_supervisor = true;
-    spec
-}
-
-/// Returns a permanent child spec that spawns `actor` under `registered_name` with a clone of
-/// `arguments` on every (re)start.
-pub fn actor_spec<A>(
-    registered_name: &str,
-    actor: A,
-    arguments: A::Arguments,
-    liveness: Option<Liveness>,
-) -> ChildSpec
-where
-    A: Actor + Clone + Sync,
-    A::Arguments: Clone + Sync,
-{
-    let registered = registered_name.to_owned();
-    let start: StartFn = Arc::new(move |supervisor: ActorCell| {
-        let actor = actor.clone();
-        let arguments = arguments.clone();
-        let registered = registered.clone();
-        async move {
-            let (actor_ref, _handle) =
-                Actor::spawn_linked(Some(registered), actor, arguments, supervisor).await?;
-            Ok(actor_ref.get_cell())
-        }
-        .boxed()
+/// Returns the root's params over the subsystems' supervisors, started in the order of
+/// [`TREE`] whatever order they were built in.
+fn root_params(mut subsystems: Vec<ChildSpec>, settings: SupervisionSettings) -> SupervisorParams {
+    subsystems.sort_by_key(|spec| {
+        TREE.iter()
+            .position(|shape| shape.name == spec.name)
+            .unwrap_or(TREE.len())
     });
-    ChildSpec {
-        name: registered_name
-            .rsplit('/')
-            .next()
-            .unwrap_or(registered_name)
-            .to_owned(),
-        restart: RestartType::Permanent,
-        start,
-        liveness,
-        is_supervisor: false,
-        drain: None,
-    }
+    supervisor_params(
+        ROOT_NAME,
+        ROOT_STRATEGY,
+        subsystems,
+        SupervisorLimits {
+            restart: settings.restart_limits(),
+            settings,
+        },
+    )
 }
 
-/// Returns the hook an operator's stop or restart of the job runner calls first: running jobs
-/// finish within `timeout`, the rest go back to the queue.
-fn drain_job_runner(handle: JobRunnerHandle, timeout: Duration) -> DrainFn {
-    Arc::new(move || {
-        let handle = handle.clone();
-        async move {
-            if let Some(report) = handle.drain(timeout).await {
-                tracing::info!(
-                    num_finished = report.num_finished,
-                    num_released = report.num_released,
-                    "job runner drained for an operator"
-                );
-            }
+/// Returns the tree's shape drawn in ASCII from [`TREE`]: each subsystem with its strategy and
+/// when it runs, each child with what it does.
+pub fn render_tree() -> String {
+    let mut rows: Vec<(String, bool, Option<&str>)> = vec![(
+        format!("{ROOT_NAME} ({})", ROOT_STRATEGY.as_str()),
+        false,
+        Some("children started in this order, downstream first"),
+    )];
+    for (subsystem_index, shape) in TREE.iter().enumerate() {
+        let is_last_subsystem = subsystem_index + 1 == TREE.len();
+        let (branch, indent) = if is_last_subsystem {
+            ("└── ", "    ")
+        } else {
+            ("├── ", "│   ")
+        };
+        let strategy = match shape.limits_note_opt {
+            Some(note) => format!("{}, {note}", shape.strategy.as_str()),
+            None => shape.strategy.as_str().to_owned(),
+        };
+        rows.push((
+            format!("{branch}{} ({strategy})", shape.name),
+            false,
+            shape.condition_opt,
+        ));
+        for (child_index, child) in shape.children.iter().enumerate() {
+            let child_branch = if child_index + 1 == shape.children.len() {
+                "└── "
+            } else {
+                "├── "
+            };
+            rows.push((
+                format!("{indent}{child_branch}{}", child.name),
+                true,
+                Some(child.role),
+            ));
         }
-        .boxed()
-    })
+    }
+    // Supervisors' notes line up in one column, children's roles in another.
+    let width_of = |is_child: bool| {
+        rows.iter()
+            .filter(|(_, row_is_child, _)| *row_is_child == is_child)
+            .map(|(left, _, _)| left.chars().count())
+            .max()
+            .unwrap_or(0)
+            + 2
+    };
+    let (supervisor_width, child_width) = (width_of(false), width_of(true));
+    rows.iter()
+        .map(|(left, is_child, note_opt)| match note_opt {
+            Some(note) => {
+                let width = if *is_child {
+                    child_width
+                } else {
+                    supervisor_width
+                };
+                let padding = " ".repeat(width - left.chars().count());
+                format!("{left}{padding}{note}\n")
+            }
+            None => format!("{left}\n"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns the lines of the first `text` code block of `document` that starts with the
+    /// root, each with `prefix` (a doc comment's `//! `) taken off.
+    fn drawn_tree(document: &str, prefix: &str) -> String {
+        let lines: Vec<&str> = document
+            .lines()
+            .map(|line| {
+                line.strip_prefix(prefix)
+                    .unwrap_or(line.trim_start_matches(prefix.trim_end()))
+            })
+            .collect();
+        let start = lines
+            .iter()
+            .position(|line| line.starts_with("root ("))
+            .expect("the document draws the tree");
+        lines[start..]
+            .iter()
+            .take_while(|line| !line.starts_with("```"))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    /// Proves `docs/architecture.md` draws the tree the code assembles, so the drawing cannot
+    /// drift from the subsystem specs.
+    #[test]
+    fn architecture_doc_draws_the_assembled_tree() {
+        let document = include_str!("../../docs/architecture.md");
+        assert_eq!(drawn_tree(document, ""), render_tree());
+    }
+
+    /// Proves the crate docs draw the tree the code assembles.
+    #[test]
+    fn crate_docs_draw_the_assembled_tree() {
+        let document = include_str!("lib.rs");
+        assert_eq!(drawn_tree(document, "//! "), render_tree());
+    }
+
+    /// Proves the root starts subsystems in the order of `TREE`, downstream first, whatever
+    /// order they were built in.
+    #[test]
+    fn root_starts_subsystems_in_tree_order() {
+        let settings = SupervisionSettings {
+            intensity: RestartIntensity {
+                max_restarts: 1,
+                within: Duration::from_secs(1),
+            },
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            hang_timeout: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+        };
+        let built_late_first = [
+            &crate::ingress::SHAPE,
+            &crate::jobs::SHAPE,
+            &crate::sentiment::SHAPE,
+        ]
+        .into_iter()
+        .map(|shape| {
+            crate::subsystem::SubsystemSpec::new(shape, Vec::new(), ())
+                .build("node", settings)
+                .0
+        })
+        .collect();
+        let root = root_params(built_late_first, settings);
+        let names: Vec<&str> = root
+            .children
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .collect();
+        assert_eq!(names, ["sentiment", "jobs", "ingress"]);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bulwark_actors::{
     Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
-    JobIntake, JobRunnerHandle, ManualClock, RetryPolicy, SchedulerActor, SchedulerHandle,
+    Fault, JobIntake, JobRunnerHandle, ManualClock, RetryPolicy, SchedulerActor, SchedulerHandle,
     SchedulerMsg, SchedulerParams, slot_idempotency_key,
 };
 use bulwark_core::Liveness;
@@ -209,7 +209,7 @@ impl SchedulerSubsystem {
 async fn scheduler_panic_is_restarted_and_fires_due_slot_once() {
     let subsystem = start_scheduler("scheduler_panic_is_restarted_and_fires_due_slot_once").await;
     subsystem
-        .fault_then_fire_once(SchedulerMsg::ChaosPanic, ExitKind::Panic)
+        .fault_then_fire_once(SchedulerMsg::Chaos(Fault::Panic), ExitKind::Panic)
         .await;
 }
 
@@ -219,7 +219,7 @@ async fn scheduler_panic_is_restarted_and_fires_due_slot_once() {
 async fn scheduler_error_is_restarted_and_fires_due_slot_once() {
     let subsystem = start_scheduler("scheduler_error_is_restarted_and_fires_due_slot_once").await;
     subsystem
-        .fault_then_fire_once(SchedulerMsg::ChaosFail, ExitKind::Error)
+        .fault_then_fire_once(SchedulerMsg::Chaos(Fault::Error), ExitKind::Error)
         .await;
 }
 
@@ -230,7 +230,7 @@ async fn scheduler_error_is_restarted_and_fires_due_slot_once() {
 async fn scheduler_hang_is_killed_and_fires_due_slot_once() {
     let subsystem = start_scheduler("scheduler_hang_is_killed_and_fires_due_slot_once").await;
     subsystem
-        .fault_then_fire_once(SchedulerMsg::ChaosHang(HANG), ExitKind::Hang)
+        .fault_then_fire_once(SchedulerMsg::Chaos(Fault::Hang(HANG)), ExitKind::Hang)
         .await;
 }
 
@@ -371,7 +371,7 @@ impl DeadLetterSubsystem {
 async fn dead_letter_panic_is_restarted_and_records_dead_job() {
     let subsystem = start_dead_letters("dead_letter_panic_is_restarted_and_records_dead_job").await;
     subsystem
-        .fault_then_record(DeadLetterMsg::ChaosPanic, ExitKind::Panic)
+        .fault_then_record(DeadLetterMsg::Chaos(Fault::Panic), ExitKind::Panic)
         .await;
 }
 
@@ -381,7 +381,7 @@ async fn dead_letter_panic_is_restarted_and_records_dead_job() {
 async fn dead_letter_error_is_restarted_and_records_dead_job() {
     let subsystem = start_dead_letters("dead_letter_error_is_restarted_and_records_dead_job").await;
     subsystem
-        .fault_then_record(DeadLetterMsg::ChaosFail, ExitKind::Error)
+        .fault_then_record(DeadLetterMsg::Chaos(Fault::Error), ExitKind::Error)
         .await;
 }
 
@@ -392,6 +392,6 @@ async fn dead_letter_error_is_restarted_and_records_dead_job() {
 async fn dead_letter_hang_is_killed_and_records_dead_job() {
     let subsystem = start_dead_letters("dead_letter_hang_is_killed_and_records_dead_job").await;
     subsystem
-        .fault_then_record(DeadLetterMsg::ChaosHang(HANG), ExitKind::Hang)
+        .fault_then_record(DeadLetterMsg::Chaos(Fault::Hang(HANG)), ExitKind::Hang)
         .await;
 }
