@@ -92,6 +92,10 @@ pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Opti
         republish_interval: config.amqp.republish_interval(),
         reconnect_backoff: config.amqp.reconnect_backoff(),
         reconnect_backoff_max: config.amqp.reconnect_backoff_max(),
+        restart_intensity: bulwark_supervisors::RestartIntensity {
+            max_restarts: config.amqp.max_restarts,
+            within: config.amqp.restarts_within(),
+        },
     };
     Some(BrokerSetup {
         publisher,

@@ -42,6 +42,9 @@ pub struct IngressParams {
     /// Restart backoff of the consumers: a broker outage is waited out, not escalated.
     pub reconnect_backoff: Duration,
     pub reconnect_backoff_max: Duration,
+    /// Restarts allowed before the `ingress` supervisor escalates (`amqp.max_restarts` within
+    /// `amqp.restarts_within_ms`).
+    pub restart_intensity: RestartIntensity,
 }
 
 /// Returns the registered name of a consumer actor.
@@ -68,18 +71,11 @@ impl IngressParams {
     }
 }
 
-/// Restarts the `ingress` supervisor allows before it escalates: sized for broker outages, so
-/// with backoff capped at `reconnect_backoff_max`, a consumer retrying for minutes never
-/// exhausts it and a broker outage leaves the rest of the node serving.
-const OUTAGE_INTENSITY: RestartIntensity = RestartIntensity {
-    max_restarts: 100,
-    within: Duration::from_secs(60),
-};
-
 /// Returns the `ingress` subsystem (its shape is [`INGRESS`], drawn in the tree): one consumer per kind, one dead-letter consumer per kind when this node runs
 /// dead letters, and the republisher. Its restart limits are its own: the configured reconnect
-/// backoff (`amqp.reconnect_backoff_ms` .. `amqp.reconnect_backoff_max_ms`) and
-/// [`OUTAGE_INTENSITY`]; hang detection and draining follow `[supervision]` and `[shutdown]`.
+/// backoff (`amqp.reconnect_backoff_ms` .. `amqp.reconnect_backoff_max_ms`) and restart
+/// intensity (`amqp.max_restarts` within `amqp.restarts_within_ms`), sized for broker outages
+/// rather than `[supervision]`'s; hang detection and draining follow `[supervision]` and `[shutdown]`.
 pub fn ingress_supervisor(
     params: &IngressParams,
     executor: JobExecutor,
@@ -148,7 +144,7 @@ pub fn ingress_supervisor(
         None,
     ));
     SubsystemSpec::new(&INGRESS, children, ()).with_limits(RestartLimits {
-        intensity: OUTAGE_INTENSITY,
+        intensity: params.restart_intensity,
         backoff_base: params.reconnect_backoff,
         backoff_max: params.reconnect_backoff_max,
     })

@@ -23,6 +23,12 @@ pub struct AmqpConfig {
     /// First delay before a consumer reconnects; doubles up to `reconnect_backoff_max_ms`.
     pub reconnect_backoff_ms: u64,
     pub reconnect_backoff_max_ms: u64,
+    /// Restarts of the `ingress` supervisor's children (consumers reconnecting) allowed within
+    /// `restarts_within_ms` before it escalates. Sized for broker outages: with backoff capped
+    /// at `reconnect_backoff_max_ms`, consumers retrying for minutes never exhaust it, so an
+    /// outage leaves the rest of the node serving.
+    pub max_restarts: u32,
+    pub restarts_within_ms: u64,
     /// How often the republisher looks for stored jobs whose publish was never confirmed.
     pub republish_interval_ms: u64,
     /// Largest message body a consumer (job or dead-letter queue) accepts; a larger one is
@@ -77,6 +83,8 @@ impl Default for AmqpConfig {
             confirm_timeout_ms: 10_000,
             reconnect_backoff_ms: 250,
             reconnect_backoff_max_ms: 5_000,
+            max_restarts: 100,
+            restarts_within_ms: 60_000,
             republish_interval_ms: 2_000,
             max_message_bytes: 1024 * 1024,
             queue_max_length_bytes: 1024 * 1024 * 1024,
@@ -101,6 +109,10 @@ impl AmqpConfig {
 
     pub fn reconnect_backoff_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_backoff_max_ms)
+    }
+
+    pub fn restarts_within(&self) -> Duration {
+        Duration::from_millis(self.restarts_within_ms)
     }
 
     pub fn republish_interval(&self) -> Duration {
@@ -135,7 +147,7 @@ pub(crate) fn validate_amqp(config: &AmqpConfig) -> Result<(), (&'static str, St
             "must be 1 to 100 characters of letters, digits, `-`, `_` or `.`".to_owned(),
         ));
     }
-    let positive: [(&'static str, u64); 7] = [
+    let positive: [(&'static str, u64); 9] = [
         ("amqp.prefetch", config.prefetch.into()),
         ("amqp.delivery_limit", config.delivery_limit.into()),
         ("amqp.connect_timeout_ms", config.connect_timeout_ms),
@@ -146,6 +158,8 @@ pub(crate) fn validate_amqp(config: &AmqpConfig) -> Result<(), (&'static str, St
             config.reconnect_backoff_max_ms,
         ),
         ("amqp.republish_interval_ms", config.republish_interval_ms),
+        ("amqp.max_restarts", config.max_restarts.into()),
+        ("amqp.restarts_within_ms", config.restarts_within_ms),
     ];
     for (key, value) in positive {
         if value == 0 {

@@ -4,12 +4,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bulwark_core::{HandledMessage, Liveness};
 use tokio::sync::oneshot;
-use tracing::{debug, error};
+use tracing::debug;
+#[cfg(feature = "chaos")]
+use tracing::error;
 
 use crate::{BatchQueue, EngineSet, InferenceError};
 
 /// Faults injected on purpose for tests and game days: a batch holding a text that contains a
-/// marker panics or hangs on the inference thread, as a broken model would. Off by default.
+/// marker panics or hangs on the inference thread, as a broken model would. Off by default;
+/// a build without the `chaos` feature carries no injection code (the config refuses markers).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChaosKnobs {
     /// A batch with a text containing this panics inside the model call.
@@ -18,6 +21,7 @@ pub struct ChaosKnobs {
     pub hang_on_text: Option<String>,
 }
 
+#[cfg(feature = "chaos")]
 impl ChaosKnobs {
     fn matches(marker_opt: Option<&String>, texts: &[String]) -> bool {
         marker_opt.is_some_and(|marker| {
@@ -181,6 +185,7 @@ fn describe_batch(batch: &crate::Batch, texts: &[String]) -> HandledMessage {
 /// Panics or hangs when a chaos marker is in the batch. The hang ends when the thread is asked
 /// to stop (its worker was killed), so a game day leaks no thread, and the batch then fails as
 /// a killed worker's would.
+#[cfg(feature = "chaos")]
 fn inject_faults(
     chaos: &ChaosKnobs,
     texts: &[String],
@@ -196,6 +201,16 @@ fn inject_faults(
         }
         return Err(InferenceError::EngineStopped);
     }
+    Ok(())
+}
+
+/// Without the `chaos` feature no fault is injected.
+#[cfg(not(feature = "chaos"))]
+fn inject_faults(
+    _chaos: &ChaosKnobs,
+    _texts: &[String],
+    _stop: &AtomicBool,
+) -> Result<(), InferenceError> {
     Ok(())
 }
 
