@@ -4,9 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bulwark_core::{HandledMessage, Liveness};
 use tokio::sync::oneshot;
-use tracing::debug;
-#[cfg(feature = "chaos")]
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::{BatchQueue, EngineSet, InferenceError};
 
