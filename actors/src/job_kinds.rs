@@ -1,6 +1,6 @@
 use bulwark_audit::AuditRunner;
 use bulwark_audit::request::AuditRequest;
-use bulwark_core::{ErrorCode, JobError, JobKind};
+use bulwark_core::{ErrorCode, JobError, JobKind, decode_payload};
 use bulwark_ml::{SentimentScore, Strategy, validate_texts};
 use bulwark_providers::CompletionRequest;
 use bulwark_store::Job;
@@ -120,16 +120,7 @@ fn invalid(message: String) -> JobError {
 }
 
 fn parse_provider_payload(payload: &Value) -> Result<ProviderCompletePayload, JobError> {
-    let request: ProviderCompletePayload =
-        serde_path_to_error::deserialize(payload).map_err(|error| {
-            let path = error.path().to_string();
-            let field = if path == "." {
-                "payload".to_owned()
-            } else {
-                format!("payload.{path}")
-            };
-            invalid(format!("{field}: {}", error.inner()))
-        })?;
+    let request: ProviderCompletePayload = decode_payload(payload)?;
     if request.provider.trim().is_empty() {
         return Err(invalid("payload.provider: must not be empty".to_owned()));
     }
@@ -177,18 +168,7 @@ fn parse_provider_payload(payload: &Value) -> Result<ProviderCompletePayload, Jo
 }
 
 fn parse_sentiment_payload(payload: &Value) -> Result<SentimentRequest, JobError> {
-    let request: SentimentRequest = serde_path_to_error::deserialize(payload).map_err(|error| {
-        let path = error.path().to_string();
-        let field = if path == "." {
-            "payload".to_owned()
-        } else {
-            format!("payload.{path}")
-        };
-        JobError::new(
-            ErrorCode::ValidationFailed,
-            format!("{field}: {}", error.inner()),
-        )
-    })?;
+    let request: SentimentRequest = decode_payload(payload)?;
     validate_texts(&request.texts)
         .map_err(|error| JobError::new(ErrorCode::ValidationFailed, format!("payload.{error}")))?;
     Ok(request)

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use bulwark_core::{ErrorCode, JobError};
+use bulwark_core::{ErrorCode, JobError, decode_payload};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -109,18 +109,7 @@ fn name_key(name: &str) -> String {
 impl AuditRequest {
     /// Decodes a job payload, naming the offending field under `payload.`.
     pub fn from_payload(payload: &Value) -> Result<AuditRequest, JobError> {
-        serde_path_to_error::deserialize(payload).map_err(|error| {
-            let path = error.path().to_string();
-            let field = if path == "." {
-                "payload".to_owned()
-            } else {
-                format!("payload.{path}")
-            };
-            JobError::new(
-                ErrorCode::ValidationFailed,
-                format!("{field}: {}", error.inner()),
-            )
-        })
+        decode_payload(payload)
     }
 
     /// Checks the bounds, and that every provider is one of `known_providers` when given.

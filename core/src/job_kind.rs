@@ -1,4 +1,24 @@
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
 use crate::{ErrorCode, JobError};
+
+/// Decodes a job payload into its kind's request type; a payload of the wrong shape is a
+/// validation error naming the offending field under `payload.` (e.g. `payload.texts[2]: …`).
+pub fn decode_payload<T: DeserializeOwned>(payload: &Value) -> Result<T, JobError> {
+    serde_path_to_error::deserialize(payload).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "payload".to_owned()
+        } else {
+            format!("payload.{path}")
+        };
+        JobError::new(
+            ErrorCode::ValidationFailed,
+            format!("{field}: {}", error.inner()),
+        )
+    })
+}
 
 /// The kinds of job Bulwark runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,5 +61,39 @@ impl JobKind {
                     ),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Texts {
+        texts: Vec<String>,
+    }
+
+    /// Proves a payload of the wrong shape is a validation error naming the offending field,
+    /// and a payload that is not an object names `payload` itself.
+    #[test]
+    fn decode_payload_names_the_field() {
+        assert_eq!(
+            decode_payload::<Texts>(&json!({"texts": ["a"]}))
+                .unwrap()
+                .texts,
+            vec!["a".to_owned()]
+        );
+        let error = decode_payload::<Texts>(&json!({"texts": ["a", 2]})).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ValidationFailed);
+        assert!(
+            error.message.starts_with("payload.texts[1]: "),
+            "{}",
+            error.message
+        );
+        let error = decode_payload::<Texts>(&json!("text")).unwrap_err();
+        assert!(error.message.starts_with("payload: "), "{}", error.message);
     }
 }

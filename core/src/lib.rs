@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - `error`: [`ErrorCode`], the error taxonomy clients and operators see, and [`JobError`].
-//! - `job_kind`: [`JobKind`], the kinds of job and their wire names.
+//! - `job_kind`: [`JobKind`], the kinds of job and their wire names, and [`decode_payload`],
+//!   the one decoder of job payloads (errors name the offending field).
 //! - `trace`: [`TraceContext`] and the W3C `traceparent` helpers.
 //! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs, and
 //!   [`HandledMessage`], what crash and hang reports say an actor was handling.
@@ -20,7 +21,7 @@ mod time;
 mod trace;
 
 pub use error::{ErrorCode, JobError};
-pub use job_kind::JobKind;
+pub use job_kind::{JobKind, decode_payload};
 pub use liveness::{BusyGuard, HandledMessage, Liveness};
 pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 pub use trace::{TraceContext, new_traceparent, trace_id_of, traceparent_in};
