@@ -12,6 +12,12 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2000}
 . scripts/python-venv.sh
 export CELERY_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_amqp}
+if [ -z "${DATABASE_URL:-}" ]; then
+    # The default database is the bench's own: created here on a fresh machine.
+    psql postgres://postgres@127.0.0.1:5432/postgres -qtAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'bulwark_bench_amqp'" | grep -q 1 \
+        || psql postgres://postgres@127.0.0.1:5432/postgres -qc "CREATE DATABASE bulwark_bench_amqp"
+fi
 export CELERY_MODEL_DIR=$PWD/ml-models/models/sentiment-minilm-sst2
 # celery_pipeline.py imports the Python baseline's scorer, in the worker's pool processes too.
 export PYTHONPATH=$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}
