@@ -20,7 +20,7 @@ use bulwark_core::{ErrorCode, JobError};
 use bulwark_store::{Job, JobFailure, JobStatus, OutcomeSink};
 use futures::FutureExt;
 use serde_json::Value;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::JobExecutor;
 use crate::metrics::{JobAttemptFinished, JobOutcome};
@@ -134,8 +134,10 @@ impl AttemptCore {
         let started = Instant::now();
         let result = self.execute(job).await;
         on_executed();
+        debug!(ok = result.is_ok(), "job code returned");
         let disposition = self.decide(job, result);
         let stored = self.record(sink, job, &disposition).await;
+        debug!(stored = stored.is_some(), "job outcome recorded");
         let report = AttemptReport {
             disposition,
             stored,

@@ -27,6 +27,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use serde::Serialize;
 use serde_json::json;
+use tracing::debug;
 
 use crate::measure::{ServerCpu, percentile, process_cpu_seconds, thread_cpu_seconds};
 use bulwark::Service;
@@ -405,6 +406,7 @@ async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
         };
         async move {
             let sent = Instant::now();
+            debug!(id = %envelope.id, "publishing job");
             publisher
                 .publish_envelope(&envelope, CONTENT_TYPE_JSON, &MessageTrace::default())
                 .await?;
@@ -449,6 +451,10 @@ async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
                 .context("the events consumer ended")??;
             let received = Instant::now();
             let event: JobEvent = serde_json::from_slice(&delivery.data)?;
+            debug!(
+                id = event.idempotency_key.as_deref().unwrap_or(""),
+                "outcome event received"
+            );
             let Some(key) = event.idempotency_key else {
                 continue;
             };

@@ -18,7 +18,7 @@ use lapin::types::AMQPValue;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
 use crate::metrics::{MessageRefused, RefusalCause, ReplyToRefused};
@@ -236,6 +236,7 @@ pub(crate) async fn process_delivery(
         }
         let settle = settle_delivery(&context, &kind, &meta, &delivery.data).await;
         finish(&context, &kind, &meta, &delivery, settle).await;
+        debug!("delivery settled");
     }
     .instrument(span)
     .await;
@@ -434,7 +435,9 @@ async fn find_or_create(
     meta: &MessageMeta,
 ) -> Result<DeliveredJob, bulwark_store::StoreError> {
     let key = envelope.job_key();
-    if let Some(job) = context.writes.find(&envelope.id, key).await? {
+    let found = context.writes.find(&envelope.id, key).await?;
+    debug!(found = found.is_some(), "looked up the message's job row");
+    if let Some(job) = found {
         return Ok(DeliveredJob::Found(job));
     }
     let new_job = NewJob {
@@ -451,6 +454,7 @@ async fn find_or_create(
         .insert_claimed(new_job, &context.owner, lease_until)
         .await?
     {
+        debug!(job_id = %job.id, "created the message's job row, claimed");
         return Ok(DeliveredJob::Claimed(job));
     }
     // Another delivery of the same message created it between the two statements.
