@@ -454,7 +454,9 @@ async fn handle_schedule(
             catch_up_window_ms: schedule.catch_up_window_ms,
             max_catch_up: params.max_catch_up,
         })
-        .map_err(|error| StoreError::Corrupt(format!("schedule {}: {error}", schedule.id)))?;
+        .map_err(|error| {
+            StoreError::corrupt(format!("schedule {}: trigger", schedule.id), error)
+        })?;
         let first_recorded = plan.missed.len().saturating_sub(MAX_RECORDED_MISSED);
         for missed_ms in &plan.missed[first_recorded..] {
             record_run(

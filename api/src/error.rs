@@ -365,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn server_errors_hide_their_detail() {
         let detail = "duplicate key value violates unique constraint \"jobs_pkey\" on table jobs";
-        let internal: ApiError = StoreError::Corrupt(detail.to_owned()).into();
+        let internal: ApiError = StoreError::corrupt("job 42: result", detail).into();
         let unavailable = ApiError::unavailable(format!("the store is unavailable: {detail}"));
         for (error, code) in [
             (internal, "INTERNAL_ERROR"),

@@ -87,7 +87,10 @@ impl ApiKey {
 
     fn from_row(row: ApiKeyRow) -> Result<ApiKey, AuthError> {
         let scopes = Scopes::parse_list(&row.scopes).map_err(|error| {
-            AuthError::Store(StoreError::Corrupt(format!("api key {}: {error}", row.id)))
+            AuthError::Store(StoreError::corrupt(
+                format!("api key {}: scopes", row.id),
+                error,
+            ))
         })?;
         Ok(ApiKey {
             id: row.id,
@@ -304,7 +307,10 @@ impl Authenticator {
     /// Puts a stored row in the cache, replacing the entry of its digest.
     fn cache_row(&self, row: ApiKeyRow) -> Result<(), AuthError> {
         let digest = from_hex(&row.digest).ok_or_else(|| {
-            AuthError::Store(StoreError::Corrupt(format!("api key {}: digest", row.id)))
+            AuthError::Store(StoreError::corrupt(
+                format!("api key {}: digest", row.id),
+                "not 64 hex digits",
+            ))
         })?;
         let cached = self.cached_key(row)?;
         self.change_cache(|cache| {

@@ -45,11 +45,8 @@ pub async fn connect(settings: &BrokerSettings, role: &str) -> Result<Connection
     .await
     {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) => Err(BrokerError::Connect(error.to_string())),
-        Err(_) => Err(BrokerError::Connect(format!(
-            "timed out after {:?}",
-            settings.connect_timeout
-        ))),
+        Ok(Err(error)) => Err(BrokerError::Connect(Box::new(error))),
+        Err(_) => Err(BrokerError::ConnectTimeout(settings.connect_timeout)),
     }
 }
 

@@ -24,6 +24,8 @@
 //!   consumers and the republisher, with its own reconnect-backoff restart limits.
 //! - `metrics`: metric names and the events that emit them.
 
+use std::time::Duration;
+
 mod connection;
 mod consumer;
 mod dead_letters;
@@ -58,16 +60,31 @@ pub use writes::DeliveryWrites;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("failed to connect to the broker: {0}")]
-    Connect(String),
-    #[error("failed to declare {name}: {message}")]
-    Topology { name: String, message: String },
+    Connect(#[source] Box<lapin::Error>),
+    #[error("failed to connect to the broker: no answer within {0:?}")]
+    ConnectTimeout(Duration),
+    /// `hint` says what to do about a known cause (empty otherwise).
+    #[error("failed to declare {name}: {source}{hint}")]
+    Topology {
+        name: String,
+        #[source]
+        source: Box<lapin::Error>,
+        hint: &'static str,
+    },
     #[error("broker channel failed: {0}")]
-    Channel(String),
-    #[error("publish to {exchange} with key {routing_key} was not confirmed: {message}")]
+    Channel(#[source] Box<lapin::Error>),
+    #[error("broker channel failed: no channel within {0:?}")]
+    ChannelTimeout(Duration),
+    #[error("failed to encode the message: {0}")]
+    Encode(#[source] EnvelopeError),
+    /// `source` is the channel's error when the publish failed on it.
+    #[error("publish to {exchange} with key {routing_key} was not confirmed: {reason}")]
     Unconfirmed {
         exchange: String,
         routing_key: String,
-        message: String,
+        reason: String,
+        #[source]
+        source: Option<Box<lapin::Error>>,
     },
 }
 
@@ -75,7 +92,8 @@ impl BrokerError {
     pub(crate) fn topology(name: &str, error: &lapin::Error) -> BrokerError {
         BrokerError::Topology {
             name: name.to_owned(),
-            message: error.to_string(),
+            source: Box::new(error.clone()),
+            hint: "",
         }
     }
 

@@ -88,11 +88,11 @@ impl BrokerPublisher {
         let channel = connection
             .create_channel()
             .await
-            .map_err(|error| BrokerError::Channel(error.to_string()))?;
+            .map_err(|error| BrokerError::Channel(Box::new(error)))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|error| BrokerError::Channel(error.to_string()))?;
+            .map_err(|error| BrokerError::Channel(Box::new(error)))?;
         let kinds: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.as_str()).collect();
         self.settings.topology.declare(&channel, &kinds).await?;
         info!(namespace = %self.settings.topology.namespace, "broker publisher connected");
@@ -126,10 +126,7 @@ impl BrokerPublisher {
             Ok(channel) => channel,
             Err(_) => {
                 self.reset().await;
-                Err(BrokerError::Channel(format!(
-                    "no channel within {:?}",
-                    self.settings.confirm_timeout
-                )))
+                Err(BrokerError::ChannelTimeout(self.settings.confirm_timeout))
             }
         }
     }
@@ -139,7 +136,7 @@ impl BrokerPublisher {
         self.publish_many(std::slice::from_ref(message))
             .await
             .pop()
-            .unwrap_or_else(|| Err(unconfirmed(message, "no answer".to_owned())))
+            .unwrap_or_else(|| Err(unconfirmed(message, "no answer", None)))
     }
 
     /// Publishes persistent messages pipelined: every message is sent before any confirm is
@@ -173,10 +170,11 @@ impl BrokerPublisher {
                 .into_iter()
                 .zip(messages)
                 .map(|(sent, message)| async move {
-                    let confirm = sent.map_err(|error| unconfirmed(message, error.to_string()))?;
+                    let confirm = sent
+                        .map_err(|error| unconfirmed(message, "the channel failed", Some(error)))?;
                     confirm
                         .await
-                        .map_err(|error| unconfirmed(message, error.to_string()))
+                        .map_err(|error| unconfirmed(message, "the channel failed", Some(error)))
                 });
             futures::future::join_all(confirms).await
         };
@@ -187,7 +185,7 @@ impl BrokerPublisher {
             let waited = format!("no confirm within {:?}", self.settings.confirm_timeout);
             return messages
                 .iter()
-                .map(|message| Err(unconfirmed(message, waited.clone())))
+                .map(|message| Err(unconfirmed(message, &waited, None)))
                 .collect();
         };
         if confirmations.iter().any(Result::is_err) {
@@ -199,13 +197,11 @@ impl BrokerPublisher {
             .map(|(confirmation, message)| match confirmation? {
                 Confirmation::Ack(None) => Ok(()),
                 Confirmation::Ack(Some(_returned)) => {
-                    Err(unconfirmed(message, "returned unroutable".to_owned()))
+                    Err(unconfirmed(message, "returned unroutable", None))
                 }
-                Confirmation::Nack(_) => {
-                    Err(unconfirmed(message, "nacked by the broker".to_owned()))
-                }
+                Confirmation::Nack(_) => Err(unconfirmed(message, "nacked by the broker", None)),
                 Confirmation::NotRequested => {
-                    Err(unconfirmed(message, "confirms not enabled".to_owned()))
+                    Err(unconfirmed(message, "confirms not enabled", None))
                 }
             })
             .collect()
@@ -218,9 +214,7 @@ impl BrokerPublisher {
         content_type: &str,
         trace: &MessageTrace<'_>,
     ) -> Result<(), BrokerError> {
-        let body = envelope
-            .encode(content_type)
-            .map_err(|error| BrokerError::Channel(error.to_string()))?;
+        let body = envelope.encode(content_type).map_err(BrokerError::Encode)?;
         let exchange = self.settings.topology.jobs_exchange();
         self.publish(&OutgoingMessage {
             exchange: &exchange,
@@ -335,9 +329,14 @@ impl JobPublisher for BrokerPublisher {
             .into_iter()
             .map(|job_message| {
                 job_message.body.as_ref().map_err(Clone::clone)?;
-                let answer = answers
-                    .next()
-                    .unwrap_or_else(|| Err(BrokerError::Channel("no answer".to_owned())));
+                let answer = answers.next().unwrap_or_else(|| {
+                    Err(BrokerError::Unconfirmed {
+                        exchange: exchange.clone(),
+                        routing_key: job_message.kind.clone(),
+                        reason: "no answer".to_owned(),
+                        source: None,
+                    })
+                });
                 answer.map_err(|error| {
                     warn!(%error, job_id = %job_message.id, "failed to publish job");
                     PublishError {
@@ -401,12 +400,21 @@ fn properties_of(message: &OutgoingMessage<'_>) -> BasicProperties {
     properties
 }
 
-/// Returns why a message was not confirmed.
-fn unconfirmed(message: &OutgoingMessage<'_>, text: String) -> BrokerError {
+/// Returns why a message was not confirmed; `source` is the channel's error, if it failed.
+fn unconfirmed(
+    message: &OutgoingMessage<'_>,
+    reason: &str,
+    source: Option<lapin::Error>,
+) -> BrokerError {
+    let reason = match &source {
+        Some(error) => format!("{reason}: {error}"),
+        None => reason.to_owned(),
+    };
     BrokerError::Unconfirmed {
         exchange: message.exchange.to_owned(),
         routing_key: message.routing_key.to_owned(),
-        message: text,
+        reason,
+        source: source.map(Box::new),
     }
 }
 

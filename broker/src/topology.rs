@@ -254,17 +254,19 @@ impl Topology {
 /// Returns the error of a failed queue declaration; a queue that exists with other arguments
 /// (PRECONDITION_FAILED, most often limits changed in the config) says what to do.
 fn queue_declare_error(queue: &str, error: &lapin::Error) -> BrokerError {
-    let mut message = error.to_string();
-    if message.contains("PRECONDITION_FAILED") || message.contains("PRECONDITION-FAILED") {
-        message.push_str(
-            " (the queue exists with other arguments: keep amqp.queue_max_length_bytes and \
-             amqp.queue_overflow as they were, or see README \"Running on RabbitMQ\" for \
-             moving existing queues to new limits)",
-        );
-    }
+    let message = error.to_string();
+    let precondition_failed =
+        message.contains("PRECONDITION_FAILED") || message.contains("PRECONDITION-FAILED");
     BrokerError::Topology {
         name: queue.to_owned(),
-        message,
+        source: Box::new(error.clone()),
+        hint: if precondition_failed {
+            " (the queue exists with other arguments: keep amqp.queue_max_length_bytes and \
+             amqp.queue_overflow as they were, or see README \"Running on RabbitMQ\" for \
+             moving existing queues to new limits)"
+        } else {
+            ""
+        },
     }
 }
 

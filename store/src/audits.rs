@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::with_pool;
-use crate::{Store, StoreError};
+use crate::{BoxError, Store, StoreError};
 
 /// The columns of `audits`, in [`AuditRow`] order.
 macro_rules! audit_columns {
@@ -117,18 +117,18 @@ impl TryFrom<AuditRow> for Audit {
     type Error = StoreError;
 
     fn try_from(row: AuditRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str, error: &dyn fmt::Display| {
-            StoreError::Corrupt(format!("audit {}: {what}: {error}", row.id))
+        let corrupt = |what: &str, error: BoxError| {
+            StoreError::corrupt(format!("audit {}: {what}", row.id), error)
         };
         let status = row
             .status
             .parse()
-            .map_err(|error: String| corrupt("status", &error))?;
+            .map_err(|error: String| corrupt("status", error.into()))?;
         let request =
-            serde_json::from_str(&row.request).map_err(|error| corrupt("request", &error))?;
+            serde_json::from_str(&row.request).map_err(|error| corrupt("request", error.into()))?;
         let summary = match &row.summary {
             Some(text) => {
-                Some(serde_json::from_str(text).map_err(|error| corrupt("summary", &error))?)
+                Some(serde_json::from_str(text).map_err(|error| corrupt("summary", error.into()))?)
             }
             None => None,
         };
@@ -263,7 +263,7 @@ impl Store {
         })?;
         self.get_audit(&new_audit.id)
             .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("audit {} vanished", new_audit.id)))
+            .ok_or_else(|| StoreError::Invariant(format!("audit {} vanished", new_audit.id)))
     }
 
     /// Returns the audit with this id, if any.

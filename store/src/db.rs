@@ -89,7 +89,7 @@ impl Store {
             "sqlite" => Pool::Sqlite(connect_sqlite(params).await?),
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(&params.url)
-                    .map_err(|error| StoreError::InvalidUrl(error.to_string()))?;
+                    .map_err(|error| StoreError::invalid_url("postgres url", error))?;
                 let pool = PgPoolOptions::new()
                     .max_connections(params.max_connections)
                     .acquire_timeout(params.connect_timeout)
@@ -97,11 +97,7 @@ impl Store {
                     .await?;
                 Pool::Postgres(pool)
             }
-            other => {
-                return Err(StoreError::InvalidUrl(format!(
-                    "unsupported scheme `{other}`"
-                )));
-            }
+            other => return Err(StoreError::UnsupportedScheme(other.to_owned())),
         };
         Ok(Store { pool })
     }
@@ -175,7 +171,7 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(&params.url)
-        .map_err(|error| StoreError::InvalidUrl(error.to_string()))?
+        .map_err(|error| StoreError::invalid_url("sqlite url", error))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -189,18 +185,18 @@ async fn connect_sqlite(params: &StoreParams) -> Result<SqlitePool, StoreError> 
             .mode(0o700)
             .create(parent)
             .map_err(|error| {
-                StoreError::InvalidUrl(format!(
-                    "cannot create database folder {}: {error}",
-                    parent.display()
-                ))
+                StoreError::invalid_url(
+                    format!("cannot create database folder {}", parent.display()),
+                    error,
+                )
             })?;
     }
     if filename != Path::new(":memory:") {
         create_private_file(filename).map_err(|error| {
-            StoreError::InvalidUrl(format!(
-                "cannot create database file {}: {error}",
-                filename.display()
-            ))
+            StoreError::invalid_url(
+                format!("cannot create database file {}", filename.display()),
+                error,
+            )
         })?;
     }
     let pool = SqlitePoolOptions::new()

@@ -7,16 +7,53 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("failed to run migrations: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("stored row is corrupt: {0}")]
-    Corrupt(String),
-    #[error("invalid database url: {0}")]
-    InvalidUrl(String),
+    /// A stored value that cannot be read back as what it should be (written by another
+    /// version, or by hand): `what` names the row and the field.
+    #[error("stored row is corrupt: {what}: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The store broke one of its own rules: a statement answered other rows than asked, a
+    /// group commit's writer stopped or panicked.
+    #[error("store invariant broken: {0}")]
+    Invariant(String),
+    /// The database URL (or the SQLite file it names) cannot be used.
+    #[error("invalid database url: {what}: {source}")]
+    InvalidUrl {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("invalid database url: unsupported scheme `{0}` (use sqlite: or postgres:)")]
+    UnsupportedScheme(String),
     /// The error of a statement shared by several callers (a group commit), given to each.
     #[error(transparent)]
     Shared(std::sync::Arc<StoreError>),
 }
 
+/// The source of an error whose cause can be of several types.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl StoreError {
+    /// A stored value that cannot be read back: `what` names the row and field
+    /// (`job 42: payload`), `source` says why.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A database URL that cannot be used: `what` says which part, `source` why.
+    pub fn invalid_url(what: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::InvalidUrl {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
     /// Returns true when the operation may succeed if tried again (the database was down or
     /// the pool exhausted), false for errors that will recur.
     pub fn is_retryable(&self) -> bool {

@@ -83,7 +83,7 @@ impl<W: BatchWrite> GroupCommit<W> {
     /// Queues `request` for the next statement and returns its response.
     pub async fn submit(&self, request: W::Request) -> Result<W::Response, StoreError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || StoreError::Corrupt(format!("group commit `{}` stopped", W::NAME));
+        let stopped = || StoreError::Invariant(format!("group commit `{}` stopped", W::NAME));
         self.requests_tx
             .send(Pending { request, reply_tx })
             .await
@@ -146,9 +146,9 @@ async fn write_guarded<W: BatchWrite>(
     let responses = AssertUnwindSafe(writer.write(requests))
         .catch_unwind()
         .await
-        .map_err(|_| StoreError::Corrupt(format!("group commit `{}` panicked", W::NAME)))??;
+        .map_err(|_| StoreError::Invariant(format!("group commit `{}` panicked", W::NAME)))??;
     if responses.len() != requests.len() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::Invariant(format!(
             "group commit `{}` answered {} of {} requests",
             W::NAME,
             responses.len(),
@@ -236,7 +236,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             self.num_in_flight.fetch_sub(1, Ordering::SeqCst);
             if requests.contains(&-1) {
-                return Err(StoreError::Corrupt("minus one".to_owned()));
+                return Err(StoreError::Invariant("minus one".to_owned()));
             }
             if requests.contains(&-2) {
                 panic!("minus two");
@@ -317,7 +317,7 @@ mod tests {
         let group = GroupCommit::spawn(doubler.clone(), one_writer(8));
         let answers = submit_behind_a_busy_writer(&group, &doubler, &[3, -1, 5]).await;
         assert_eq!(answers[0].as_ref().unwrap(), &6);
-        assert!(matches!(answers[1], Err(StoreError::Corrupt(_))));
+        assert!(matches!(answers[1], Err(StoreError::Invariant(_))));
         assert_eq!(answers[2].as_ref().unwrap(), &10);
         let batch_sizes = doubler.batch_sizes.lock().unwrap().clone();
         assert_eq!(

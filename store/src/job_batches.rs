@@ -31,7 +31,9 @@ impl BatchInsertOutcome {
     /// key names (the caller tells a replay from a conflict with `NewJob::conflicts_with`).
     pub fn single(mut outcomes: Vec<BatchInsertOutcome>) -> Result<InsertOutcome, StoreError> {
         let Some(outcome) = outcomes.pop() else {
-            return Err(StoreError::Corrupt("a batch of one had no outcome".into()));
+            return Err(StoreError::Invariant(
+                "a batch of one had no outcome".into(),
+            ));
         };
         Ok(match outcome {
             BatchInsertOutcome::Created(job) => InsertOutcome::Created(job),
@@ -429,7 +431,7 @@ fn answer(
             .as_ref()
             .and_then(|key| stored_by_key.get(key));
         let Some(stored) = stored_opt else {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Invariant(format!(
                 "job {index} of a batch was neither created nor found under its key"
             )));
         };

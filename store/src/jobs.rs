@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::broker_jobs::JobCompletion;
 use crate::db::{Pool, sqlite_rows_each, with_pool};
-use crate::{Store, StoreError};
+use crate::{BoxError, Store, StoreError};
 
 /// The columns of `jobs`, in [`JobRow`] order.
 macro_rules! job_columns {
@@ -145,18 +145,18 @@ impl TryFrom<JobRow> for Job {
     type Error = StoreError;
 
     fn try_from(row: JobRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str, error: &dyn fmt::Display| {
-            StoreError::Corrupt(format!("job {}: {what}: {error}", row.id))
+        let corrupt = |what: &str, error: BoxError| {
+            StoreError::corrupt(format!("job {}: {what}", row.id), error)
         };
         let status = row
             .status
             .parse()
-            .map_err(|error: String| corrupt("status", &error))?;
+            .map_err(|error: String| corrupt("status", error.into()))?;
         let payload =
-            serde_json::from_str(&row.payload).map_err(|error| corrupt("payload", &error))?;
+            serde_json::from_str(&row.payload).map_err(|error| corrupt("payload", error.into()))?;
         let result = match &row.result {
             Some(text) => {
-                Some(serde_json::from_str(text).map_err(|error| corrupt("result", &error))?)
+                Some(serde_json::from_str(text).map_err(|error| corrupt("result", error.into()))?)
             }
             None => None,
         };

@@ -45,7 +45,7 @@ pub use dead_letters::{
     DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage,
     LOCAL_QUEUE, NewDeadLetter, RequeuedJob,
 };
-pub use error::StoreError;
+pub use error::{BoxError, StoreError};
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
 pub use job_batches::BatchInsertOutcome;
 pub use jobs::{

@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::with_pool;
-use crate::{Store, StoreError};
+use crate::{BoxError, Store, StoreError};
 
 /// The columns of `schedules`, in [`ScheduleRow`] order.
 macro_rules! schedule_columns {
@@ -202,8 +202,8 @@ impl TryFrom<ScheduleRow> for Schedule {
     type Error = StoreError;
 
     fn try_from(row: ScheduleRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str, error: &dyn fmt::Display| {
-            StoreError::Corrupt(format!("schedule {}: {what}: {error}", row.id))
+        let corrupt = |what: &str, error: BoxError| {
+            StoreError::corrupt(format!("schedule {}: {what}", row.id), error)
         };
         let trigger = match (
             row.trigger_type.as_str(),
@@ -221,23 +221,28 @@ impl TryFrom<ScheduleRow> for Schedule {
                 anchor_ms,
             },
             ("once", _, _, _, Some(at_ms)) => ScheduleTrigger::Once { at_ms },
-            (other, ..) => return Err(corrupt("trigger", &other)),
+            (other, ..) => {
+                return Err(corrupt(
+                    "trigger",
+                    format!("unknown trigger `{other}`").into(),
+                ));
+            }
         };
         Ok(Schedule {
             payload: serde_json::from_str(&row.payload)
-                .map_err(|error| corrupt("payload", &error))?,
+                .map_err(|error| corrupt("payload", error.into()))?,
             status: row
                 .status
                 .parse()
-                .map_err(|error: String| corrupt("status", &error))?,
+                .map_err(|error: String| corrupt("status", error.into()))?,
             misfire_policy: row
                 .misfire_policy
                 .parse()
-                .map_err(|error: String| corrupt("misfire_policy", &error))?,
+                .map_err(|error: String| corrupt("misfire_policy", error.into()))?,
             overlap_policy: row
                 .overlap_policy
                 .parse()
-                .map_err(|error: String| corrupt("overlap_policy", &error))?,
+                .map_err(|error: String| corrupt("overlap_policy", error.into()))?,
             trigger,
             id: row.id,
             name: row.name,
