@@ -426,20 +426,15 @@ enum DeliveredJob {
     Claimed(Job),
 }
 
-/// Returns the job row of a message: the row the intake published (message id = job id), or
-/// the row found under the message's idempotency key, or a new row created already claimed
-/// (one statement to look, one to create and claim, each shared with the deliveries in flight).
+/// Returns the job row of a message: a new row created already claimed (one statement,
+/// shared with the deliveries in flight: what most messages need), else the row the intake
+/// published (message id = job id) or the row stored under the message's idempotency key.
 async fn find_or_create(
     context: &DeliveryContext,
     envelope: &Envelope,
     meta: &MessageMeta,
 ) -> Result<DeliveredJob, bulwark_store::StoreError> {
     let key = envelope.job_key();
-    let found = context.writes.find(&envelope.id, key).await?;
-    debug!(found = found.is_some(), "looked up the message's job row");
-    if let Some(job) = found {
-        return Ok(DeliveredJob::Found(job));
-    }
     let new_job = NewJob {
         kind: envelope.kind.clone(),
         payload: envelope.payload.clone(),
@@ -449,18 +444,20 @@ async fn find_or_create(
         max_attempts: context.max_attempts,
     };
     let lease_until = now_ms() + context.lease.as_millis() as i64;
-    if let Some(job) = context
+    let created = context
         .writes
-        .insert_claimed(new_job, &context.owner, lease_until)
-        .await?
-    {
+        .insert_claimed(&envelope.id, new_job, &context.owner, lease_until)
+        .await?;
+    if let Some(job) = created {
         debug!(job_id = %job.id, "created the message's job row, claimed");
         return Ok(DeliveredJob::Claimed(job));
     }
-    // Another delivery of the same message created it between the two statements.
-    match context.writes.find(&envelope.id, key).await? {
+    // The row exists: the intake stored it, or an earlier delivery of the message created it.
+    let found = context.writes.find(&envelope.id, key).await?;
+    debug!(found = found.is_some(), "looked up the message's job row");
+    match found {
         Some(job) => Ok(DeliveredJob::Found(job)),
-        None => Err(bulwark_store::StoreError::Corrupt(format!(
+        None => Err(bulwark_store::StoreError::Invariant(format!(
             "job of message {} neither inserted nor found",
             envelope.id
         ))),

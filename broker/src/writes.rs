@@ -1,7 +1,8 @@
 //! The delivery path's database statements, group-committed: deliveries in flight at the same
 //! time share one lookup, one insert and one completion statement (see
-//! [`bulwark_store::GroupCommit`]). Under load this turns three round trips per job into three
-//! per batch; a lone delivery still pays only its own three.
+//! [`bulwark_store::GroupCommit`]). Under load this turns the round trips of a job (an insert,
+//! or an insert and a lookup for a message whose row exists, and a completion) into as many
+//! per batch; a lone delivery still pays only its own.
 
 use bulwark_store::{
     BatchWrite, ClaimedInsert, CompleteJobs, DeliveredKey, GroupCommit, GroupCommitParams, Job,
@@ -45,14 +46,17 @@ impl DeliveryWrites {
     }
 
     /// Creates the row of a delivered message already claimed (see
-    /// [`Store::insert_claimed_jobs`]); `None` when its key is taken.
+    /// [`Store::insert_claimed_jobs`]); `None` when its key is taken or a job has the
+    /// message's id.
     pub async fn insert_claimed(
         &self,
+        message_id: &str,
         new_job: NewJob,
         owner: &str,
         lease_until_ms: i64,
     ) -> Result<Option<Job>, StoreError> {
         let insert = ClaimedInsert {
+            message_id: message_id.to_owned(),
             new_job,
             owner: owner.to_owned(),
             lease_until_ms,

@@ -32,6 +32,9 @@ pub struct DeliveredKey {
 /// `lease_until_ms`. The job's idempotency key is the message's job key.
 #[derive(Debug, Clone)]
 pub struct ClaimedInsert {
+    /// The message's id: nothing is created when a job has this id (Bulwark published the
+    /// message for a row it already stored).
+    pub message_id: String,
     pub new_job: NewJob,
     pub owner: String,
     pub lease_until_ms: i64,
@@ -103,9 +106,11 @@ impl Store {
 
     /// Creates the rows of delivered messages already claimed (running, attempt 1, leased to
     /// their owner), saving a separate claim; one answer per insert, in order, `None` where a
-    /// row with the same idempotency key exists (another delivery created it first). One
-    /// transaction, on PostgreSQL one statement. Rows are written in key order, so two nodes
-    /// inserting overlapping keys cannot deadlock.
+    /// row with the same idempotency key exists (another delivery created it first) or a job
+    /// has the message's id (Bulwark published it). So a new message costs this one statement,
+    /// and only a `None` needs [`Store::find_delivered_jobs`]. One transaction, on PostgreSQL
+    /// one statement. Rows are written in key order, so two nodes inserting overlapping keys
+    /// cannot deadlock.
     pub async fn insert_claimed_jobs(
         &self,
         inserts: &[ClaimedInsert],
@@ -114,8 +119,9 @@ impl Store {
             "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
              idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
              transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
-             VALUES ($1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-             $10) ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
+             SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
+             $10 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
             job_columns!()
         );
         const INSERT_MANY: &str = concat!(
@@ -126,13 +132,14 @@ impl Store {
              batch.request_id, batch.idempotency_key, $1, $1, $1, $1, 'amqp', $1, \
              batch.trace_id, batch.lease_owner, batch.lease_expires_at_ms \
              FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
-             $7::text[], $8::text[], $9::text[], $10::int8[]) WITH ORDINALITY \
+             $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[]) WITH ORDINALITY \
              AS batch(id, kind, max_attempts, payload, request_id, idempotency_key, trace_id, \
-             lease_owner, lease_expires_at_ms, position) CROSS JOIN ",
+             lease_owner, lease_expires_at_ms, message_id, position) CROSS JOIN ",
             // A claimed row is acted on durably only through the completion's commit, which
             // flushes the WAL past this insert, and the message is acked only after that.
             relaxed_commit!(),
-            " ORDER BY batch.position ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
+            " WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = batch.message_id) \
+             ORDER BY batch.position ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
             job_columns!()
         );
         let mut rows = inserts
@@ -167,6 +174,10 @@ impl Store {
                     jobs.map(|job| job.trace_id.as_deref()).collect();
                 let owners: Vec<&str> = rows.iter().map(|row| row.insert.owner.as_str()).collect();
                 let leases: Vec<i64> = rows.iter().map(|row| row.insert.lease_until_ms).collect();
+                let message_ids: Vec<&str> = rows
+                    .iter()
+                    .map(|row| row.insert.message_id.as_str())
+                    .collect();
                 sqlx::query_as(INSERT_MANY)
                     .bind(now)
                     .bind(ids)
@@ -178,6 +189,7 @@ impl Store {
                     .bind(trace_ids)
                     .bind(owners)
                     .bind(leases)
+                    .bind(message_ids)
                     .fetch_all(pool)
                     .await?
             }
@@ -195,6 +207,7 @@ impl Store {
                         .bind(&job.trace_id)
                         .bind(&row.insert.owner)
                         .bind(row.insert.lease_until_ms)
+                        .bind(&row.insert.message_id)
                 })
                 .await?
             }

@@ -45,6 +45,7 @@ async fn insert_claimed(
     lease_until_ms: i64,
 ) -> Option<Job> {
     let insert = ClaimedInsert {
+        message_id: format!("message-{}", job.idempotency_key.as_deref().unwrap_or("")),
         new_job: job.clone(),
         owner: owner.to_owned(),
         lease_until_ms,
@@ -480,8 +481,8 @@ on_both_backends!(
 
 /// Proves the group-commit statements answer each request on its own: one insert of a batch
 /// wins a key shared with another request of the same batch and a key already stored is
-/// refused, lookups by id and by key come back in order, and only completions whose owner
-/// holds the lease finish their job.
+/// refused (as is a message naming a stored job's id), lookups by id and by key come back in
+/// order, and only completions whose owner holds the lease finish their job.
 async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
     let database = TestDatabase::create(backend).await;
     let store = database.open().await;
@@ -490,18 +491,29 @@ async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
         .await
         .expect("created");
     let claimed = |key: &str, owner: &str| ClaimedInsert {
+        message_id: format!("message-{key}"),
         new_job: new_job(Some(key)),
         owner: owner.to_owned(),
         lease_until_ms: lease_until,
+    };
+    // A message Bulwark published for a row it stored names that row's id.
+    let published_by_intake = ClaimedInsert {
+        message_id: stored.id.clone(),
+        ..claimed("new-key-of-a-stored-job", "node-a")
     };
     let inserts = [
         claimed("b", "node-a"),
         claimed("stored", "node-a"),
         claimed("a", "node-b"),
         claimed("b", "node-b"),
+        published_by_intake,
     ];
     let created = store.insert_claimed_jobs(&inserts).await.unwrap();
-    assert_eq!(created.len(), 4);
+    assert_eq!(created.len(), 5);
+    assert!(
+        created[4].is_none(),
+        "a message naming a stored job's id creates nothing"
+    );
     let first_b = created[0].as_ref().expect("first `b` wins");
     assert_eq!(first_b.idempotency_key.as_deref(), Some("b"));
     assert_eq!(first_b.lease_owner.as_deref(), Some("node-a"));
