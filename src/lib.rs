@@ -31,6 +31,7 @@ pub mod engines;
 pub mod enqueue;
 pub mod incidents;
 pub mod keys;
+pub mod launch;
 pub mod listener;
 pub mod ops_client;
 pub mod providers;

@@ -1,31 +1,19 @@
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use bulwark::cli::{Cli, Command, ConfigAction, IncidentAction, OpsAction};
-use bulwark::{Service, demo, telemetry};
-use bulwark_config::{Config, ConfigSources, LogFormat};
+use bulwark::{Service, demo, launch};
+use bulwark_config::{Config, LogFormat};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
-/// Exit code for a configuration error, as for a usage error.
-const EXIT_CONFIG: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let explicit_log_format = env.contains_key("BULWARK_LOG_FORMAT");
-    let sources = ConfigSources {
-        explicit_file: cli.config.clone(),
-        env,
-    };
-    let mut config = match bulwark_config::load(&sources) {
+    let explicit_log_format = std::env::var_os("BULWARK_LOG_FORMAT").is_some();
+    let mut config = match launch::load_config(cli.config.clone()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if let Command::Config {
         action: ConfigAction::Check,
@@ -39,26 +27,12 @@ fn main() -> ExitCode {
         config.telemetry.log_level = "warn".to_owned();
         demo::add_demo_provider(&mut config);
     }
-    if let Err(error) = telemetry::init_logging(&config.telemetry) {
-        eprintln!("error: {error:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: failed to start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     let config_path = cli.config.clone();
-    match runtime.block_on(run(cli.command, &config, config_path.as_deref())) {
-        Ok(code) => code,
-        Err(error) => {
-            error!(error = format!("{error:#}"), "bulwark failed");
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    launch::run_command(
+        "bulwark",
+        &config.telemetry,
+        run(cli.command, &config, config_path.as_deref()),
+    )
 }
 
 fn print_config(config: &Config) -> ExitCode {
@@ -141,7 +115,7 @@ async fn run(
             }
             Err(bulwark::publish::PublishFailure::BadInput(message)) => {
                 eprintln!("error: {message}");
-                Ok(ExitCode::from(EXIT_CONFIG))
+                Ok(ExitCode::from(launch::EXIT_CONFIG))
             }
             Err(bulwark::publish::PublishFailure::Broker(error)) => Err(error),
         },

@@ -8,7 +8,7 @@ use bulwark_actors::{
     DeadLetterParams, DeadLetterPolicy, JobIntake, JobPublisher, RetryPolicy, SchedulerParams,
     SystemClock,
 };
-use bulwark_config::Config;
+use bulwark_config::{Config, SchedulerConfig};
 use bulwark_core::Liveness;
 use bulwark_store::Store;
 use bulwark_supervisors::{DeadLetterFactory, SchedulerFactory};
@@ -29,8 +29,23 @@ pub fn scheduler_factory(
     let store = store.clone();
     let owner = node_id.to_owned();
     let max_attempts = config.jobs.max_attempts;
-    Some(Box::new(move |job_runner| SchedulerParams {
-        intake: broker_intake.unwrap_or_else(|| JobIntake::local(store.clone(), job_runner)),
+    Some(Box::new(move |job_runner| {
+        let intake = broker_intake.unwrap_or_else(|| JobIntake::local(store.clone(), job_runner));
+        scheduler_params(&settings, store, owner, max_attempts, intake)
+    }))
+}
+
+/// Returns a scheduler's params from `[scheduler]`: it claims slots as `owner` and submits
+/// their jobs (with `max_attempts`) through `intake`.
+pub fn scheduler_params(
+    settings: &SchedulerConfig,
+    store: Store,
+    owner: String,
+    max_attempts: u32,
+    intake: JobIntake,
+) -> SchedulerParams {
+    SchedulerParams {
+        intake,
         store,
         clock: Arc::new(SystemClock),
         owner,
@@ -42,7 +57,7 @@ pub fn scheduler_factory(
         concurrency: settings.concurrency as usize,
         max_attempts,
         liveness: Liveness::default(),
-    }))
+    }
 }
 
 /// Returns how dead letters are retried, from `[dead_letters]`.

@@ -1,52 +1,29 @@
-use std::collections::HashMap;
 use std::process::ExitCode;
 
-use bulwark::telemetry;
+use bulwark::launch;
 use bulwark_bench::cli::{Cli, Command};
-use bulwark_config::{Config, ConfigSources};
+use bulwark_config::Config;
 use clap::Parser;
 use serde::Serialize;
-use tracing::error;
-
-/// Exit code for a configuration error, as for a usage error.
-const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sources = ConfigSources {
-        explicit_file: cli.config.clone(),
-        env: std::env::vars().collect::<HashMap<String, String>>(),
-    };
-    let config = match bulwark_config::load(&sources) {
+    let config = match launch::load_config(cli.config.clone()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
-    if let Err(error) = telemetry::init_logging(&config.telemetry) {
-        eprintln!("error: {error:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: failed to start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command, &config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            error!(error = format!("{error:#}"), "bulwark-bench failed");
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    launch::run_command("bulwark-bench", &config.telemetry, async {
+        run(cli.command, cli.config, &config).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Runs one measurement and prints its report as JSON.
-async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
+async fn run(
+    command: Command,
+    config_file: Option<std::path::PathBuf>,
+    config: &Config,
+) -> anyhow::Result<()> {
     match command {
         Command::Providers(args) => print(&bulwark_bench::providers::run(&args).await?),
         Command::Scheduler(args) => {
@@ -59,13 +36,17 @@ async fn run(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::Queue {
             jobs,
             texts_per_job,
+            nodes,
         } => {
             let params = bulwark_bench::queue::QueueBenchParams {
                 num_jobs: jobs,
                 texts_per_job,
+                num_nodes: usize::from(nodes),
+                config_file,
             };
             print(&bulwark_bench::queue::queue(config, params).await?)
         }
+        Command::QueueNode => bulwark_bench::queue::run_extra_node(config).await,
         Command::Restart(args) => print(&bulwark_bench::restart::run(&args).await?),
         Command::Eval(args) => print(&bulwark_bench::eval::evaluate(config, &args)?),
     }

@@ -2,14 +2,12 @@
 //! `bulwark-bench dlq` (dead-letter requeue rate), on the configured database. Measurement
 //! tools, not tests.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
     DeadLetterActor, DeadLetterHandle, DeadLetterParams, DeadLetterPolicy, JobIntake,
-    JobRunnerHandle, RequeueTarget, RetryPolicy, SchedulerActor, SchedulerParams, SystemClock,
-    requeue_dead_letter,
+    JobRunnerHandle, RequeueTarget, RetryPolicy, SchedulerActor, requeue_dead_letter,
 };
 use bulwark_config::Config;
 use bulwark_core::{Liveness, now_ms};
@@ -105,26 +103,18 @@ pub async fn scheduler(
     while let Some(inserted) = inserts.next().await {
         inserted.context("failed to create a benchmark schedule")?;
     }
-    let settings = &config.scheduler;
     let started_ms = now_ms();
     let name = format!("bench-scheduler-{prefix}");
     let (actor, handle) = Actor::spawn(
         Some(name),
         SchedulerActor,
-        SchedulerParams {
-            store: store.clone(),
-            clock: Arc::new(SystemClock),
-            owner: format!("bench-{prefix}"),
-            max_wait: settings.max_wait(),
-            claim_batch: settings.claim_batch,
-            claim_lease: settings.claim_lease(),
-            misfire_grace: settings.misfire_grace(),
-            max_catch_up: settings.max_catch_up as usize,
-            concurrency: settings.concurrency as usize,
-            max_attempts: 1,
-            intake: JobIntake::local(store.clone(), JobRunnerHandle::new("bench-no-runner")),
-            liveness: Liveness::default(),
-        },
+        bulwark::scheduling::scheduler_params(
+            &config.scheduler,
+            store.clone(),
+            format!("bench-{prefix}"),
+            1,
+            JobIntake::local(store.clone(), JobRunnerHandle::new("bench-no-runner")),
+        ),
     )
     .await
     .context("failed to start the scheduler")?;
@@ -147,7 +137,7 @@ pub async fn scheduler(
         num_schedules: args.schedules,
         every_ms: args.every_ms,
         catch_up_ms: caught_up_ms - started_ms,
-        max_wait_ms: settings.max_wait_ms,
+        max_wait_ms: config.scheduler.max_wait_ms,
         fires_per_second_offered: args.schedules as f64 * 1_000.0 / args.every_ms as f64,
         num_runs: lags.len(),
         lag_p50_ms: percentile(&lags, 0.50),

@@ -1,0 +1,56 @@
+//! What every Bulwark program (`bulwark`, `bulwark-bench`) does before its command runs: load
+//! the configuration, install logging, start the async runtime, and turn the command's result
+//! into an exit code.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bulwark_config::{Config, ConfigSources, TelemetryConfig};
+use tracing::error;
+
+use crate::telemetry;
+
+/// Exit code for a configuration error, as for a usage error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Loads the configuration from `file` (or the default file) and the environment. On an error,
+/// prints it and returns the exit code to leave with.
+pub fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let sources = ConfigSources {
+        explicit_file: file,
+        env: std::env::vars().collect::<HashMap<String, String>>(),
+    };
+    bulwark_config::load(&sources).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Installs logging as `[telemetry]` says and runs `command` to completion on a new runtime.
+/// An error is logged and printed, and exits with a failure.
+pub fn run_command<F>(program: &str, telemetry: &TelemetryConfig, command: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<ExitCode>>,
+{
+    if let Err(error) = telemetry::init_logging(telemetry) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(error) => {
+            error!(error = format!("{error:#}"), "{program} failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
