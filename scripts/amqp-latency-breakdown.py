@@ -6,6 +6,7 @@ Run the bench with the step events at debug level, then read its log:
     BULWARK_LOG=warn,bulwark_broker::delivery=debug,bulwark_actors::attempt=debug,bulwark_bench=debug \\
         ./target/release/bulwark-bench amqp --jobs 1500 >report.json 2>bench.log
     python3 scripts/amqp-latency-breakdown.py bench.log
+    python3 scripts/amqp-latency-breakdown.py --json bench.log   # the same, as JSON
 
 Each job's steps are matched by the message id (the producer's events carry it as `id`, the
 node's events inside the `delivery` span as `message_id`); times are the log lines' own
@@ -20,7 +21,6 @@ import sys
 STEPS = [
     ("publishing job", "published"),
     ("processing delivery", "delivered"),
-    ("looked up the message's job row", "looked up"),
     ("created the message's job row, claimed", "row created"),
     ("job code returned", "executed"),
     ("job outcome recorded", "outcome committed"),
@@ -28,6 +28,8 @@ STEPS = [
     ("job outcome published", "event confirmed"),
     ("delivery settled", "acked"),
 ]
+# A message whose row exists (redelivered, or published by the intake) is looked up instead.
+LOOKED_UP = ("looked up the message's job row", "looked up")
 # Celery's pipeline stamps a job finished just before its row's commit: the comparable point.
 TOTALS = [("published", "executed"), ("published", "outcome committed"), ("published", "event received")]
 
@@ -50,8 +52,9 @@ def percentile(values, fraction):
     return values[min(len(values) - 1, int(fraction * (len(values) - 1)))]
 
 
-def main(path):
-    names = dict(STEPS)
+def breakdown(path):
+    """Returns {phase: {"jobs": n, "steps": {"a -> b": {"p50": .., "p90": .., "p99": ..}}}}."""
+    names = dict(STEPS + [LOOKED_UP])
     jobs = collections.defaultdict(dict)
     for line in open(path):
         if not line.startswith("{"):
@@ -70,17 +73,39 @@ def main(path):
     if not phases:
         sys.exit(f"{path}: no job with every step; was the bench run with the debug targets above?")
     labels = [label for _, label in STEPS]
+    result = {}
     for phase, steps_of_jobs in sorted(phases.items()):
-        print(f"phase {phase}: {len(steps_of_jobs)} jobs (ms: p50 / p90 / p99)")
-        rows = list(zip(labels, labels[1:])) + TOTALS
-        for start, end in rows:
+        rows = {}
+        for start, end in list(zip(labels, labels[1:])) + TOTALS:
             spans = [(steps[end] - steps[start]) / 1000 for steps in steps_of_jobs]
-            total = "  total" if (start, end) in TOTALS else "       "
-            print(f"{total} {start:>17} -> {end:<17} {percentile(spans, 0.5):7.2f} "
-                  f"{percentile(spans, 0.9):7.2f} {percentile(spans, 0.99):7.2f}")
+            rows[f"{start} -> {end}"] = {
+                name: round(percentile(spans, fraction), 2)
+                for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+            }
+        result[phase] = {"jobs": len(steps_of_jobs), "steps": rows}
+    result["looked_up"] = sum(1 for steps in jobs.values() if LOOKED_UP[1] in steps)
+    return result
+
+
+def main(args):
+    as_json = args[:1] == ["--json"]
+    if as_json:
+        args = args[1:]
+    if len(args) != 1:
+        sys.exit(__doc__)
+    result = breakdown(args[0])
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"messages whose row was looked up (it existed): {result.pop('looked_up')}")
+    totals = {f"{start} -> {end}" for start, end in TOTALS}
+    for phase, report in result.items():
+        print(f"phase {phase}: {report['jobs']} jobs (ms: p50 / p90 / p99)")
+        for row, spans in report["steps"].items():
+            start, end = row.split(" -> ")
+            label = "  total" if row in totals else "       "
+            print(f"{label} {start:>17} -> {end:<17} {spans['p50']:7.2f} {spans['p90']:7.2f} {spans['p99']:7.2f}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -36,7 +36,14 @@ pub enum Command {
         jobs: usize,
         #[arg(long, default_value_t = 1)]
         texts_per_job: usize,
+        /// Nodes draining the queue together: this process and `nodes - 1` processes of this
+        /// binary (`queue-node`), each with its own runner, sharing the database.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        nodes: u16,
     },
+    /// One extra node of `queue --nodes`: runs the service until its stdin closes.
+    #[command(hide = true)]
+    QueueNode,
     /// Time from a supervised child's crash to its restarted incarnation answering.
     Restart(crate::restart::RestartBenchArgs),
     /// Measures accuracy and throughput of a sentiment engine on labeled data.

@@ -20,6 +20,11 @@ pub fn process_cpu_seconds() -> f64 {
     cpu_seconds_of("/proc/self/stat")
 }
 
+/// Returns the user + system CPU seconds another process (of this machine) used so far.
+pub fn cpu_seconds_of_pid(pid: u32) -> f64 {
+    cpu_seconds_of(&format!("/proc/{pid}/stat"))
+}
+
 /// Reads user + system CPU seconds from a `stat` file of procfs (100 ticks/s).
 fn cpu_seconds_of(path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else {

@@ -1,7 +1,10 @@
-//! `bulwark-bench queue`: how many jobs per second one node drains from the local queue on
-//! the configured database; `bulwark-bench enqueue`: how many jobs per second are stored one
-//! at a time vs in batches. Measurement tools, not tests.
+//! `bulwark-bench queue`: how many jobs per second one node (or several, `--nodes`) drains
+//! from the local queue on the configured database; `bulwark-bench enqueue`: how many jobs per
+//! second are stored one at a time vs in batches. Measurement tools, not tests.
 
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -10,14 +13,19 @@ use bulwark_store::{Backend, JobFilter, JobRoute, JobStatus, NewJob, Store};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::measure::{ServerCpu, percentile, process_cpu_seconds};
+use crate::measure::{ServerCpu, cpu_seconds_of_pid, percentile, process_cpu_seconds};
 use bulwark::Service;
 
 /// What `bulwark-bench queue` measures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct QueueBenchParams {
     pub num_jobs: usize,
     pub texts_per_job: usize,
+    /// Nodes draining together: this process and `num_nodes - 1` child processes.
+    pub num_nodes: usize,
+    /// The config file this process read, handed to the extra nodes (they inherit the
+    /// environment).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// The result, printed as JSON.
@@ -26,6 +34,8 @@ pub struct QueueBenchReport {
     pub backend: &'static str,
     pub num_jobs: usize,
     pub texts_per_job: usize,
+    pub num_nodes: usize,
+    /// Per node.
     pub concurrency: usize,
     pub insert_jobs_per_second: f64,
     pub drain_seconds: f64,
@@ -33,13 +43,17 @@ pub struct QueueBenchReport {
     /// Claim to stored result, per job, in milliseconds.
     pub run_p50_ms: i64,
     pub run_p99_ms: i64,
-    /// CPU of this process (the node, and this bench's polling) per drained job.
+    /// CPU of the nodes (this process, with this bench's polling, and the extra nodes' processes)
+    /// per drained job.
     pub node_cpu_ms_per_job: f64,
     /// CPU of the PostgreSQL server per drained job; `None` on SQLite (in process) or when the
     /// server is not on this machine.
     pub database_cpu_ms_per_job: Option<f64>,
     /// Transactions committed per drained job (PostgreSQL's `pg_stat_database`).
     pub commits_per_job: Option<f64>,
+    /// Jobs that ran more than once (claimed by two nodes, or claimed again after a lease
+    /// expired): 0 when the nodes' claims are disjoint.
+    pub num_jobs_run_twice: usize,
 }
 
 /// Fills the queue with `num_jobs` jobs, starts a node and times it draining them.
@@ -75,6 +89,10 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
     let cpu_before = process_cpu_seconds();
     let database_cpu_before = ServerCpu::read();
     let commits_before = committed_transactions(&store).await;
+    let extra_nodes = ExtraNodes::start(
+        params.num_nodes.saturating_sub(1),
+        params.config_file.as_deref(),
+    )?;
     let service = Service::start(config).await?;
     let deadline = drain_started + Duration::from_secs(600);
     loop {
@@ -94,14 +112,16 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drain_seconds = drain_started.elapsed().as_secs_f64();
-    let node_cpu = process_cpu_seconds() - cpu_before;
+    let node_cpu = process_cpu_seconds() - cpu_before + extra_nodes.cpu_seconds();
     let database_cpu = ServerCpu::read().since(&database_cpu_before).database;
+    extra_nodes.stop()?;
     service.shutdown().await?;
     // Read once the node's connections closed: a backend reports its counts when it exits.
     let commits = committed_transactions(&store).await;
     let per_job = |amount: f64| amount / params.num_jobs as f64;
 
     let mut run_ms = Vec::with_capacity(params.num_jobs);
+    let mut num_jobs_run_twice = 0;
     let mut filter = JobFilter {
         status: Some(JobStatus::Succeeded),
         limit: 1000,
@@ -114,6 +134,7 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
                 .iter()
                 .filter_map(|job| Some(job.finished_at_ms? - job.started_at_ms?)),
         );
+        num_jobs_run_twice += page.jobs.iter().filter(|job| job.attempts > 1).count();
         let Some(cursor) = page.next_cursor else {
             break;
         };
@@ -130,6 +151,7 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         backend: store.backend().as_str(),
         num_jobs: params.num_jobs,
         texts_per_job: params.texts_per_job,
+        num_nodes: params.num_nodes,
         concurrency: config.jobs.concurrency,
         insert_jobs_per_second: params.num_jobs as f64 / insert_seconds,
         drain_seconds,
@@ -144,7 +166,82 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         commits_per_job: commits_before
             .zip(commits)
             .map(|(before, after)| per_job((after - before) as f64)),
+        num_jobs_run_twice,
     })
+}
+
+/// The extra nodes of `queue --nodes`: processes of this binary running `queue-node` with
+/// the same configuration (their HTTP listeners on free ports), stopped by closing their stdin.
+struct ExtraNodes {
+    children: Vec<Child>,
+}
+
+impl ExtraNodes {
+    fn start(num_nodes: usize, config_file: Option<&Path>) -> anyhow::Result<ExtraNodes> {
+        let exe = std::env::current_exe().context("failed to find this binary")?;
+        let mut nodes = ExtraNodes {
+            children: Vec::with_capacity(num_nodes),
+        };
+        for _ in 0..num_nodes {
+            let mut command = Command::new(&exe);
+            if let Some(file) = config_file {
+                command.arg("--config").arg(file);
+            }
+            let child = command
+                .arg("queue-node")
+                .env("BULWARK__HTTP__ADDR", "127.0.0.1:0")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .context("failed to start an extra node")?;
+            nodes.children.push(child);
+        }
+        Ok(nodes)
+    }
+
+    /// CPU the extra nodes used so far, read before they are stopped.
+    fn cpu_seconds(&self) -> f64 {
+        self.children
+            .iter()
+            .map(|child| cpu_seconds_of_pid(child.id()))
+            .sum()
+    }
+
+    /// Closes each node's stdin and waits for it to shut down.
+    fn stop(mut self) -> anyhow::Result<()> {
+        for child in &mut self.children {
+            drop(child.stdin.take());
+        }
+        for child in &mut self.children {
+            let status = child.wait().context("failed to wait for an extra node")?;
+            anyhow::ensure!(status.success(), "an extra node exited with {status}");
+        }
+        self.children.clear();
+        Ok(())
+    }
+}
+
+impl Drop for ExtraNodes {
+    /// A bench that failed half way does not leave nodes running.
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `bulwark-bench queue-node`: runs a node on the configuration until stdin closes (the
+/// parent `queue --nodes` closes it when the queue is drained), then shuts it down.
+pub async fn run_extra_node(config: &Config) -> anyhow::Result<()> {
+    let service = Service::start(config).await?;
+    tokio::task::spawn_blocking(|| {
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+    })
+    .await?;
+    service.shutdown().await?;
+    Ok(())
 }
 
 /// Returns the transactions committed so far in the current PostgreSQL database (every
