@@ -31,17 +31,19 @@ pub fn scheduler_factory(
     let max_attempts = config.jobs.max_attempts;
     Some(Box::new(move |job_runner| {
         let intake = broker_intake.unwrap_or_else(|| JobIntake::local(store.clone(), job_runner));
-        scheduler_params(&settings, store, owner, max_attempts, intake)
+        SchedulerParams {
+            max_attempts,
+            ..scheduler_params(&settings, store, owner, intake)
+        }
     }))
 }
 
 /// Returns a scheduler's params from `[scheduler]`: it claims slots as `owner` and submits
-/// their jobs (with `max_attempts`) through `intake`.
+/// their jobs through `intake`, each with one attempt (set `max_attempts` for more).
 pub fn scheduler_params(
     settings: &SchedulerConfig,
     store: Store,
     owner: String,
-    max_attempts: u32,
     intake: JobIntake,
 ) -> SchedulerParams {
     SchedulerParams {
@@ -55,7 +57,7 @@ pub fn scheduler_params(
         misfire_grace: settings.misfire_grace(),
         max_catch_up: settings.max_catch_up as usize,
         concurrency: settings.concurrency as usize,
-        max_attempts,
+        max_attempts: 1,
         liveness: Liveness::default(),
     }
 }

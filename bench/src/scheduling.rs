@@ -112,7 +112,6 @@ pub async fn scheduler(
             &config.scheduler,
             store.clone(),
             format!("bench-{prefix}"),
-            1,
             JobIntake::local(store.clone(), JobRunnerHandle::new("bench-no-runner")),
         ),
     )
