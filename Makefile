@@ -4,7 +4,7 @@ CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: bench-auth bench-indexes
-.PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery clean runtime model schemathesis deny sbom
+.PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -189,6 +189,11 @@ bench-amqp-pinned: release-bench runtime model check-services
 ## committed row per job) and `bulwark-bench amqp`, back to back in one run, with their ratios
 bench-celery: release-bench runtime model check-services
 	./scripts/bench-celery.sh
+
+## bench-celery-pinned: the same with PostgreSQL and RabbitMQ on core 0 and both systems on the
+## other cores (needs root), for a tail-latency comparison the co-located servers do not blur
+bench-celery-pinned: release-bench runtime model check-services
+	BENCH_PIN=1 ./scripts/bench-celery.sh
 
 clean:
 	$(CARGO) clean

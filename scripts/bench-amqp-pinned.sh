@@ -11,34 +11,8 @@
 # cores, the servers get core 0 and the node the rest.
 set -euo pipefail
 
-num_cpus=$(nproc --all)
-if [ "$num_cpus" -lt 2 ]; then
-    echo "error: pinning needs at least 2 cores, this machine has $num_cpus" >&2
-    exit 2
-fi
-SERVER_CPUS=${SERVER_CPUS:-0}
-NODE_CPUS=${NODE_CPUS:-1-$((num_cpus - 1))}
-ALL_CPUS=0-$((num_cpus - 1))
-
-server_pids() {
-    pgrep -x postgres || true
-    pgrep -x beam.smp || true
-    pgrep -x epmd || true
-    pgrep -f erl_child_setup || true
-}
-
-pin_servers() {
-    local cpus=$1 pid
-    for pid in $(server_pids); do
-        # -a: every thread (BEAM schedulers); new PostgreSQL backends inherit the postmaster's.
-        taskset -a -p -c "$cpus" "$pid" >/dev/null
-    done
-}
-
-if [ -z "$(pgrep -x postgres || true)" ] || [ -z "$(pgrep -x beam.smp || true)" ]; then
-    echo "error: PostgreSQL and RabbitMQ must run on this machine to be pinned" >&2
-    exit 2
-fi
+. "$(dirname "$0")/pin-servers.sh"
+require_pinnable
 trap 'pin_servers "$ALL_CPUS"' EXIT
 pin_servers "$SERVER_CPUS"
 echo "servers on cores $SERVER_CPUS, node on cores $NODE_CPUS" >&2

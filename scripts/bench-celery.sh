@@ -8,9 +8,22 @@
 #      (scripts/amqp-latency-breakdown.py), to read its latency where Celery's ends.
 # Prints both reports, then the ratios. Needs `make release-bench runtime model` first (the Makefile
 # target does that) and the local PostgreSQL and RabbitMQ.
+#
+# BENCH_PIN=1 (make bench-celery-pinned): PostgreSQL and RabbitMQ pinned to core 0, both
+# systems (worker and producer, Celery's and Bulwark's alike) to the other cores, as they would
+# run with the servers on machines of their own; the servers' affinity is put back on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2000}
+if [ "${BENCH_PIN:-}" = 1 ]; then
+    . scripts/pin-servers.sh
+    require_pinnable
+    trap 'pin_servers "$ALL_CPUS"' EXIT
+    pin_servers "$SERVER_CPUS"
+    echo "servers on cores $SERVER_CPUS, Celery and Bulwark on cores $NODE_CPUS" >&2
+    BENCH_PIN=done taskset -c "$NODE_CPUS" "$PWD/scripts/bench-celery.sh" "$@"
+    exit
+fi
 . scripts/python-venv.sh
 export CELERY_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bulwark_bench_amqp}
 if [ -z "${DATABASE_URL:-}" ]; then
