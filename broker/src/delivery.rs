@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bulwark_actors::{AttemptCore, RetryPolicy, validate_job};
 use bulwark_core::{now_ms, trace_id_of};
-use bulwark_store::{Job, JobFailure, JobStatus, NewJob, OutcomeSink, Store, StoreError};
+use bulwark_store::{
+    DeliveredRow, Job, JobFailure, JobStatus, NewJob, OutcomeSink, Store, StoreError,
+};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
@@ -426,9 +428,9 @@ enum DeliveredJob {
     Claimed(Job),
 }
 
-/// Returns the job row of a message: a new row created already claimed (one statement,
-/// shared with the deliveries in flight: what most messages need), else the row the intake
-/// published (message id = job id) or the row stored under the message's idempotency key.
+/// Returns the job row of a message in one statement, shared with the deliveries in flight: a
+/// new row created already claimed, else the row the intake published (message id = job id) or
+/// the row stored under the message's idempotency key.
 async fn find_or_create(
     context: &DeliveryContext,
     envelope: &Envelope,
@@ -444,21 +446,28 @@ async fn find_or_create(
         max_attempts: context.max_attempts,
     };
     let lease_until = now_ms() + context.lease.as_millis() as i64;
-    let created = context
+    let delivered = context
         .writes
-        .insert_claimed(&envelope.id, new_job, &context.owner, lease_until)
+        .create_or_find(&envelope.id, new_job, &context.owner, lease_until)
         .await?;
-    if let Some(job) = created {
-        debug!(job_id = %job.id, "created the message's job row, claimed");
-        return Ok(DeliveredJob::Claimed(job));
+    match delivered {
+        Some(DeliveredRow::Created(job)) => {
+            debug!(job_id = %job.id, "created the message's job row, claimed");
+            return Ok(DeliveredJob::Claimed(job));
+        }
+        Some(DeliveredRow::Existing(job)) => {
+            debug!(job_id = %job.id, "found the message's job row");
+            return Ok(DeliveredJob::Found(job));
+        }
+        None => {}
     }
-    // The row exists: the intake stored it, or an earlier delivery of the message created it.
+    // Another node's delivery of the same key committed while the statement ran.
     let found = context.writes.find(&envelope.id, key).await?;
     debug!(found = found.is_some(), "looked up the message's job row");
     match found {
         Some(job) => Ok(DeliveredJob::Found(job)),
         None => Err(bulwark_store::StoreError::Invariant(format!(
-            "job of message {} neither inserted nor found",
+            "job of message {} neither created nor found",
             envelope.id
         ))),
     }

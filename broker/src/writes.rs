@@ -1,12 +1,13 @@
 //! The delivery path's database statements, group-committed: deliveries in flight at the same
-//! time share one lookup, one insert and one completion statement (see
-//! [`bulwark_store::GroupCommit`]). Under load this turns the round trips of a job (an insert,
-//! or an insert and a lookup for a message whose row exists, and a completion) into as many
-//! per batch; a lone delivery still pays only its own.
+//! time share one create-or-find and one completion statement (see
+//! [`bulwark_store::GroupCommit`]). Under load this turns the round trips of a job (the
+//! statement that creates its row or returns the one that exists, and a completion) into as
+//! many per batch; a lone delivery still pays only its own. The lookup is shared the same way,
+//! for the rare message whose key another node stored while the create-or-find ran.
 
 use bulwark_store::{
-    BatchWrite, ClaimedInsert, CompleteJobs, DeliveredKey, GroupCommit, GroupCommitParams, Job,
-    JobCompletion, NewJob, Store, StoreError,
+    BatchWrite, ClaimedInsert, CompleteJobs, DeliveredKey, DeliveredRow, GroupCommit,
+    GroupCommitParams, Job, JobCompletion, NewJob, Store, StoreError,
 };
 use serde_json::Value;
 
@@ -18,11 +19,11 @@ const GROUP_COMMIT: GroupCommitParams = GroupCommitParams {
     num_writers: 2,
 };
 
-/// The three group commits of a node's deliveries; cheap to clone.
+/// The group commits of a node's deliveries; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DeliveryWrites {
     find: GroupCommit<FindDelivered>,
-    insert: GroupCommit<InsertClaimed>,
+    create: GroupCommit<CreateDelivered>,
     complete: GroupCommit<CompleteJobs>,
 }
 
@@ -31,7 +32,7 @@ impl DeliveryWrites {
     pub fn spawn(store: &Store) -> Self {
         DeliveryWrites {
             find: GroupCommit::spawn(FindDelivered(store.clone()), GROUP_COMMIT),
-            insert: GroupCommit::spawn(InsertClaimed(store.clone()), GROUP_COMMIT),
+            create: GroupCommit::spawn(CreateDelivered(store.clone()), GROUP_COMMIT),
             complete: GroupCommit::spawn(CompleteJobs(store.clone()), GROUP_COMMIT),
         }
     }
@@ -45,23 +46,23 @@ impl DeliveryWrites {
         self.find.submit(lookup).await
     }
 
-    /// Creates the row of a delivered message already claimed (see
-    /// [`Store::insert_claimed_jobs`]); `None` when its key is taken or a job has the
-    /// message's id.
-    pub async fn insert_claimed(
+    /// Creates the row of a delivered message already claimed, or returns the row that exists
+    /// (see [`Store::create_delivered_jobs`]); `None` when another node stored its key while
+    /// the statement ran.
+    pub async fn create_or_find(
         &self,
         message_id: &str,
         new_job: NewJob,
         owner: &str,
         lease_until_ms: i64,
-    ) -> Result<Option<Job>, StoreError> {
+    ) -> Result<Option<DeliveredRow>, StoreError> {
         let insert = ClaimedInsert {
             message_id: message_id.to_owned(),
             new_job,
             owner: owner.to_owned(),
             lease_until_ms,
         };
-        self.insert.submit(insert).await
+        self.create.submit(insert).await
     }
 
     /// Records a success (see [`Store::complete_job`]); `None` when the lease was lost.
@@ -94,14 +95,17 @@ impl BatchWrite for FindDelivered {
 }
 
 #[derive(Debug)]
-struct InsertClaimed(Store);
+struct CreateDelivered(Store);
 
-impl BatchWrite for InsertClaimed {
+impl BatchWrite for CreateDelivered {
     type Request = ClaimedInsert;
-    type Response = Option<Job>;
-    const NAME: &'static str = "insert_claimed_jobs";
+    type Response = Option<DeliveredRow>;
+    const NAME: &'static str = "create_delivered_jobs";
 
-    async fn write(&self, inserts: &[ClaimedInsert]) -> Result<Vec<Option<Job>>, StoreError> {
-        self.0.insert_claimed_jobs(inserts).await
+    async fn write(
+        &self,
+        inserts: &[ClaimedInsert],
+    ) -> Result<Vec<Option<DeliveredRow>>, StoreError> {
+        self.0.create_delivered_jobs(inserts).await
     }
 }

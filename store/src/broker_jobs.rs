@@ -40,6 +40,15 @@ pub struct ClaimedInsert {
     pub lease_until_ms: i64,
 }
 
+/// The row of a delivered message (see [`Store::create_delivered_jobs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveredRow {
+    /// Created by this statement, already claimed by the insert's owner.
+    Created(Job),
+    /// It existed: named by the message's id, or stored under its key.
+    Existing(Job),
+}
+
 /// A success to record, if `owner` still holds the job's lease.
 #[derive(Debug, Clone)]
 pub struct JobCompletion {
@@ -50,6 +59,8 @@ pub struct JobCompletion {
 
 /// A [`ClaimedInsert`] with the values its statement binds.
 struct ClaimedRow<'a> {
+    /// Where the insert is in the caller's slice (rows are written in key order).
+    index: usize,
     id: String,
     max_attempts: i32,
     payload: String,
@@ -64,12 +75,6 @@ impl Store {
         &self,
         lookups: &[DeliveredKey],
     ) -> Result<Vec<Option<Job>>, StoreError> {
-        const FIND_ONE: &str = concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = $1 OR idempotency_key = $2 \
-             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
-        );
         const FIND_MANY: &str = concat!(
             "SELECT ",
             job_columns!(),
@@ -87,7 +92,9 @@ impl Store {
             }
             Pool::Sqlite(pool) => {
                 sqlite_rows_each(pool, lookups, |lookup| {
-                    sqlx::query_as(FIND_ONE).bind(&lookup.id).bind(&lookup.key)
+                    sqlx::query_as(FIND_DELIVERED_SQLITE)
+                        .bind(&lookup.id)
+                        .bind(&lookup.key)
                 })
                 .await?
             }
@@ -105,119 +112,50 @@ impl Store {
     }
 
     /// Creates the rows of delivered messages already claimed (running, attempt 1, leased to
-    /// their owner), saving a separate claim; one answer per insert, in order, `None` where a
-    /// row with the same idempotency key exists (another delivery created it first) or a job
-    /// has the message's id (Bulwark published it). So a new message costs this one statement,
-    /// and only a `None` needs [`Store::find_delivered_jobs`]. One transaction, on PostgreSQL
-    /// one statement. Rows are written in key order, so two nodes inserting overlapping keys
-    /// cannot deadlock.
-    pub async fn insert_claimed_jobs(
+    /// their owner), saving a separate claim, or returns the row that exists: the job whose id
+    /// is the message's id (Bulwark published it), else the job stored under its key (an earlier
+    /// delivery, or another message of the batch, created it). One answer per insert, in
+    /// order, so any message costs this one statement on PostgreSQL (on SQLite, in-process
+    /// statements in one transaction). `None` only when another transaction stored the key
+    /// after the statement began: the caller looks it up with
+    /// [`Store::find_delivered_jobs`]. Rows are written in key order, so two nodes inserting
+    /// overlapping keys cannot deadlock.
+    pub async fn create_delivered_jobs(
         &self,
         inserts: &[ClaimedInsert],
-    ) -> Result<Vec<Option<Job>>, StoreError> {
-        const INSERT_ONE: &str = concat!(
-            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
-             idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-             transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
-             SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-             $10 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11) \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
-            job_columns!()
-        );
-        const INSERT_MANY: &str = concat!(
-            "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
-             idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-             transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
-             SELECT batch.id, batch.kind, 'running', 1, batch.max_attempts, batch.payload, \
-             batch.request_id, batch.idempotency_key, $1, $1, $1, $1, 'amqp', $1, \
-             batch.trace_id, batch.lease_owner, batch.lease_expires_at_ms \
-             FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
-             $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[]) WITH ORDINALITY \
-             AS batch(id, kind, max_attempts, payload, request_id, idempotency_key, trace_id, \
-             lease_owner, lease_expires_at_ms, message_id, position) CROSS JOIN ",
-            // A claimed row is acted on durably only through the completion's commit, which
-            // flushes the WAL past this insert, and the message is acked only after that.
-            relaxed_commit!(),
-            " WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = batch.message_id) \
-             ORDER BY batch.position ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
-            job_columns!()
-        );
+    ) -> Result<Vec<Option<DeliveredRow>>, StoreError> {
         let mut rows = inserts
             .iter()
-            .map(|insert| ClaimedRow {
+            .enumerate()
+            .map(|(index, insert)| ClaimedRow {
+                index,
                 id: Uuid::now_v7().to_string(),
                 max_attempts: i32::try_from(insert.new_job.max_attempts).unwrap_or(i32::MAX),
                 payload: insert.new_job.payload.to_string(),
                 insert,
             })
             .collect::<Vec<_>>();
-        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
         rows.sort_by(|left, right| {
             let key = |row: &ClaimedRow| row.insert.new_job.idempotency_key.clone();
             key(left).cmp(&key(right))
         });
         let now = now_ms();
-        let created: Vec<JobRow> = match &self.pool {
-            Pool::Postgres(pool) => {
-                let jobs = rows.iter().map(|row| &row.insert.new_job);
-                let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
-                let kinds: Vec<&str> = jobs.clone().map(|job| job.kind.as_str()).collect();
-                let max_attempts: Vec<i32> = rows.iter().map(|row| row.max_attempts).collect();
-                let payloads: Vec<&str> = rows.iter().map(|row| row.payload.as_str()).collect();
-                let request_ids: Vec<Option<&str>> =
-                    jobs.clone().map(|job| job.request_id.as_deref()).collect();
-                let keys: Vec<Option<&str>> = jobs
-                    .clone()
-                    .map(|job| job.idempotency_key.as_deref())
-                    .collect();
-                let trace_ids: Vec<Option<&str>> =
-                    jobs.map(|job| job.trace_id.as_deref()).collect();
-                let owners: Vec<&str> = rows.iter().map(|row| row.insert.owner.as_str()).collect();
-                let leases: Vec<i64> = rows.iter().map(|row| row.insert.lease_until_ms).collect();
-                let message_ids: Vec<&str> = rows
-                    .iter()
-                    .map(|row| row.insert.message_id.as_str())
-                    .collect();
-                sqlx::query_as(INSERT_MANY)
-                    .bind(now)
-                    .bind(ids)
-                    .bind(kinds)
-                    .bind(max_attempts)
-                    .bind(payloads)
-                    .bind(request_ids)
-                    .bind(keys)
-                    .bind(trace_ids)
-                    .bind(owners)
-                    .bind(leases)
-                    .bind(message_ids)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Pool::Sqlite(pool) => {
-                sqlite_rows_each(pool, &rows, |row| {
-                    let job = &row.insert.new_job;
-                    sqlx::query_as(INSERT_ONE)
-                        .bind(&row.id)
-                        .bind(&job.kind)
-                        .bind(row.max_attempts)
-                        .bind(&row.payload)
-                        .bind(&job.request_id)
-                        .bind(&job.idempotency_key)
-                        .bind(now)
-                        .bind(&job.trace_id)
-                        .bind(&row.insert.owner)
-                        .bind(row.insert.lease_until_ms)
-                        .bind(&row.insert.message_id)
-                })
-                .await?
-            }
+        let answered = match &self.pool {
+            Pool::Postgres(pool) => create_delivered_postgres(pool, &rows, now).await?,
+            Pool::Sqlite(pool) => create_delivered_sqlite(pool, &rows, now).await?,
         };
-        let mut jobs = decode_rows(created)?;
-        let answers = ids.iter().map(|id| {
-            let position = jobs.iter().position(|job| &job.id == id)?;
-            Some(jobs.swap_remove(position))
-        });
-        Ok(answers.collect())
+        let mut answers: Vec<Option<DeliveredRow>> = inserts.iter().map(|_| None).collect();
+        for (position, row) in answered {
+            let index = usize::try_from(position - 1)
+                .ok()
+                .and_then(|position| rows.get(position))
+                .map(|row| row.index)
+                .ok_or_else(|| {
+                    StoreError::Invariant(format!("delivered row at unknown position {position}"))
+                })?;
+            answers[index] = Some(row);
+        }
+        Ok(answers)
     }
 
     /// Returns true when the job is a broker job still waiting for a confirmed publish.
@@ -289,4 +227,186 @@ impl Store {
         })?;
         row.map(Job::try_from).transpose()
     }
+}
+
+/// A delivered message's row on SQLite: the job whose id is the message's, else the one stored
+/// under its key.
+const FIND_DELIVERED_SQLITE: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE id = $1 OR idempotency_key = $2 \
+     ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
+);
+
+async fn find_delivered_sqlite(
+    connection: &mut sqlx::SqliteConnection,
+    id: &str,
+    key: &str,
+) -> Result<Option<Job>, StoreError> {
+    let row: Option<JobRow> = sqlx::query_as(FIND_DELIVERED_SQLITE)
+        .bind(id)
+        .bind(key)
+        .fetch_optional(connection)
+        .await?;
+    row.map(Job::try_from).transpose()
+}
+
+/// A job row with the position (1-based, in key order) of the insert it answers.
+#[derive(sqlx::FromRow)]
+struct AnsweredRow {
+    position: i64,
+    created: bool,
+    #[sqlx(flatten)]
+    job: JobRow,
+}
+
+impl AnsweredRow {
+    fn decode(self) -> Result<(i64, DeliveredRow), StoreError> {
+        let job = Job::try_from(self.job)?;
+        let row = if self.created {
+            DeliveredRow::Created(job)
+        } else {
+            DeliveredRow::Existing(job)
+        };
+        Ok((self.position, row))
+    }
+}
+
+/// The columns of the batch in [`create_delivered_postgres`]: none is named like a job column,
+/// so the job columns of its answers need no table name.
+macro_rules! delivered_batch {
+    () => {
+        "batch AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[]) \
+         WITH ORDINALITY AS batch(new_id, new_kind, new_max_attempts, new_payload, \
+         new_request_id, new_key, new_trace_id, new_owner, new_lease_until, message_id, \
+         position))"
+    };
+}
+
+/// Creates or finds the rows of `rows` (in key order) in one statement: the rows that exist are
+/// read before the insert (by id first, then by key), the others are inserted, and an insert
+/// refused for a key another insert of the batch took answers with that row.
+async fn create_delivered_postgres(
+    pool: &sqlx::PgPool,
+    rows: &[ClaimedRow<'_>],
+    now: i64,
+) -> Result<Vec<(i64, DeliveredRow)>, StoreError> {
+    const CREATE_OR_FIND: &str = concat!(
+        "WITH ",
+        delivered_batch!(),
+        ", existing AS (SELECT DISTINCT ON (position) position, ",
+        job_columns!(),
+        " FROM (SELECT batch.position, 0 AS rank, jobs.* FROM batch \
+         JOIN jobs ON jobs.id = batch.message_id \
+         UNION ALL SELECT batch.position, 1 AS rank, jobs.* FROM batch \
+         JOIN jobs ON jobs.idempotency_key = batch.new_key) AS found \
+         ORDER BY position, rank), \
+         inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
+         request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
+         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
+         SELECT new_id, new_kind, 'running', 1, new_max_attempts, new_payload, new_request_id, \
+         new_key, $1, $1, $1, $1, 'amqp', $1, new_trace_id, new_owner, new_lease_until \
+         FROM batch CROSS JOIN ",
+        // A claimed row is acted on durably only through the completion's commit, which
+        // flushes the WAL past this insert, and the message is acked only after that.
+        relaxed_commit!(),
+        " WHERE batch.position NOT IN (SELECT position FROM existing) ORDER BY batch.position \
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING ",
+        job_columns!(),
+        ") SELECT batch.position, true AS created, ",
+        job_columns!(),
+        " FROM batch JOIN inserted ON inserted.id = batch.new_id \
+         UNION ALL SELECT position, false AS created, ",
+        job_columns!(),
+        " FROM existing UNION ALL SELECT batch.position, false AS created, ",
+        job_columns!(),
+        " FROM batch JOIN inserted ON inserted.idempotency_key = batch.new_key \
+         AND inserted.id <> batch.new_id \
+         WHERE batch.position NOT IN (SELECT position FROM existing)"
+    );
+    let jobs = rows.iter().map(|row| &row.insert.new_job);
+    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+    let kinds: Vec<&str> = jobs.clone().map(|job| job.kind.as_str()).collect();
+    let max_attempts: Vec<i32> = rows.iter().map(|row| row.max_attempts).collect();
+    let payloads: Vec<&str> = rows.iter().map(|row| row.payload.as_str()).collect();
+    let request_ids: Vec<Option<&str>> =
+        jobs.clone().map(|job| job.request_id.as_deref()).collect();
+    let keys: Vec<Option<&str>> = jobs
+        .clone()
+        .map(|job| job.idempotency_key.as_deref())
+        .collect();
+    let trace_ids: Vec<Option<&str>> = jobs.map(|job| job.trace_id.as_deref()).collect();
+    let owners: Vec<&str> = rows.iter().map(|row| row.insert.owner.as_str()).collect();
+    let leases: Vec<i64> = rows.iter().map(|row| row.insert.lease_until_ms).collect();
+    let message_ids: Vec<&str> = rows
+        .iter()
+        .map(|row| row.insert.message_id.as_str())
+        .collect();
+    let answered: Vec<AnsweredRow> = sqlx::query_as(CREATE_OR_FIND)
+        .bind(now)
+        .bind(ids)
+        .bind(kinds)
+        .bind(max_attempts)
+        .bind(payloads)
+        .bind(request_ids)
+        .bind(keys)
+        .bind(trace_ids)
+        .bind(owners)
+        .bind(leases)
+        .bind(message_ids)
+        .fetch_all(pool)
+        .await?;
+    answered.into_iter().map(AnsweredRow::decode).collect()
+}
+
+/// Creates or finds the rows of `rows` (in key order) on SQLite: per row an insert that skips
+/// a message whose id or key names a stored job, then, only when it created nothing, the
+/// lookup; one transaction. SQLite runs one writer at a time, so every row is answered.
+async fn create_delivered_sqlite(
+    pool: &sqlx::SqlitePool,
+    rows: &[ClaimedRow<'_>],
+    now: i64,
+) -> Result<Vec<(i64, DeliveredRow)>, StoreError> {
+    const INSERT_ONE: &str = concat!(
+        "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
+         idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
+         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
+         SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
+         $10 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
+        job_columns!()
+    );
+    let mut transaction = pool.begin().await?;
+    let mut answered = Vec::with_capacity(rows.len());
+    for (position, row) in (1_i64..).zip(rows) {
+        let job = &row.insert.new_job;
+        let created: Option<JobRow> = sqlx::query_as(INSERT_ONE)
+            .bind(&row.id)
+            .bind(&job.kind)
+            .bind(row.max_attempts)
+            .bind(&row.payload)
+            .bind(&job.request_id)
+            .bind(&job.idempotency_key)
+            .bind(now)
+            .bind(&job.trace_id)
+            .bind(&row.insert.owner)
+            .bind(row.insert.lease_until_ms)
+            .bind(&row.insert.message_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let answer = match created {
+            Some(created) => Some(DeliveredRow::Created(Job::try_from(created)?)),
+            None => {
+                let key = job.idempotency_key.as_deref().unwrap_or_default();
+                find_delivered_sqlite(&mut *transaction, &row.insert.message_id, key)
+                    .await?
+                    .map(DeliveredRow::Existing)
+            }
+        };
+        answered.extend(answer.map(|answer| (position, answer)));
+    }
+    transaction.commit().await?;
+    Ok(answered)
 }

@@ -39,7 +39,7 @@ pub use api_keys::{ApiKeyRow, NewApiKeyRow, UsageCharge};
 pub use audits::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit,
 };
-pub use broker_jobs::{ClaimedInsert, DeliveredKey, JobCompletion, JobRoute};
+pub use broker_jobs::{ClaimedInsert, DeliveredKey, DeliveredRow, JobCompletion, JobRoute};
 pub use db::{Backend, Store, StoreParams};
 pub use dead_letters::{
     DEAD_LETTER_STATUSES, DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterPage,

@@ -6,8 +6,8 @@ use bulwark_core::now_ms;
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    ClaimedInsert, DeliveredKey, InsertOutcome, Job, JobCompletion, JobFailure, JobFilter,
-    JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store,
+    ClaimedInsert, DeliveredKey, DeliveredRow, InsertOutcome, Job, JobCompletion, JobFailure,
+    JobFilter, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store,
 };
 use bulwark_test_support::eventually;
 use serde_json::json;
@@ -37,13 +37,14 @@ async fn find_delivered(store: &Store, id: &str, key: &str) -> Option<Job> {
         .flatten()
 }
 
-/// Creates one delivered message's row already claimed by `owner`.
-async fn insert_claimed(
+/// Creates one delivered message's row already claimed by `owner`, or returns the row that
+/// exists for its id or key.
+async fn create_delivered(
     store: &Store,
     job: &NewJob,
     owner: &str,
     lease_until_ms: i64,
-) -> Option<Job> {
+) -> DeliveredRow {
     let insert = ClaimedInsert {
         message_id: format!("message-{}", job.idempotency_key.as_deref().unwrap_or("")),
         new_job: job.clone(),
@@ -51,11 +52,20 @@ async fn insert_claimed(
         lease_until_ms,
     };
     store
-        .insert_claimed_jobs(&[insert])
+        .create_delivered_jobs(&[insert])
         .await
         .unwrap()
         .pop()
         .flatten()
+        .expect("every delivered row is answered")
+}
+
+/// Returns the job of a row this test expected to be created.
+fn created(row: DeliveredRow) -> Job {
+    match row {
+        DeliveredRow::Created(job) => job,
+        DeliveredRow::Existing(job) => panic!("job {} existed", job.id),
+    }
 }
 
 fn queue(store: &Store, owner: &str, lease: Duration) -> LocalQueue {
@@ -415,7 +425,7 @@ on_both_backends!(migrations_rerun_on, migrations_rerun);
 
 /// Proves a delivered message's row is found in one statement by job id or by idempotency key,
 /// and that a row created from a delivery is born claimed (running, attempt 1, leased to its
-/// owner, already published) while a second creation under the same key is refused.
+/// owner, already published) while a second creation under the same key returns that row.
 async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
     let database = TestDatabase::create(backend).await;
     let store = database.open().await;
@@ -427,9 +437,7 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
             .is_none()
     );
     let lease_until = now_ms() + 60_000;
-    let claimed = insert_claimed(&store, &delivered, "node-a", lease_until)
-        .await
-        .expect("created");
+    let claimed = created(create_delivered(&store, &delivered, "node-a", lease_until).await);
     assert_eq!(claimed.status, JobStatus::Running);
     assert_eq!(claimed.attempts, 1);
     assert_eq!(claimed.lease_owner.as_deref(), Some("node-a"));
@@ -442,11 +450,10 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
         !store.is_job_unpublished(&claimed.id).await.unwrap(),
         "a delivered job is on the broker already"
     );
-    assert!(
-        insert_claimed(&store, &delivered, "node-b", lease_until)
-            .await
-            .is_none(),
-        "one row per key"
+    assert_eq!(
+        create_delivered(&store, &delivered, "node-b", lease_until).await,
+        DeliveredRow::Existing(claimed.clone()),
+        "one row per key, returned unchanged (still node-a's)"
     );
     let by_key = find_delivered(&store, "message-7", "message-7")
         .await
@@ -479,27 +486,37 @@ on_both_backends!(
     delivered_jobs_are_found_or_created_claimed
 );
 
-/// Proves the group-commit statements answer each request on its own: one insert of a batch
-/// wins a key shared with another request of the same batch and a key already stored is
-/// refused (as is a message naming a stored job's id), lookups by id and by key come back in
-/// order, and only completions whose owner holds the lease finish their job.
+/// Proves the group-commit statements answer each request on its own: in one batch a new key
+/// is created claimed, a key shared by two requests is created once and the second gets that
+/// row, a stored key and a message naming a stored job's id get the stored row (by id before
+/// key); lookups by id and by key come back in order, and only completions whose owner holds
+/// the lease finish their job.
 async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
     let database = TestDatabase::create(backend).await;
     let store = database.open().await;
     let lease_until = now_ms() + 60_000;
-    let stored = insert_claimed(&store, &new_job(Some("stored")), "node-a", lease_until)
-        .await
-        .expect("created");
+    let stored =
+        created(create_delivered(&store, &new_job(Some("stored")), "node-a", lease_until).await);
+    let other_stored = created(
+        create_delivered(
+            &store,
+            &new_job(Some("other-stored")),
+            "node-a",
+            lease_until,
+        )
+        .await,
+    );
     let claimed = |key: &str, owner: &str| ClaimedInsert {
         message_id: format!("message-{key}"),
         new_job: new_job(Some(key)),
         owner: owner.to_owned(),
         lease_until_ms: lease_until,
     };
-    // A message Bulwark published for a row it stored names that row's id.
+    // A message Bulwark published for a row it stored names that row's id; its key may name
+    // another row, and the id wins.
     let published_by_intake = ClaimedInsert {
         message_id: stored.id.clone(),
-        ..claimed("new-key-of-a-stored-job", "node-a")
+        ..claimed("other-stored", "node-a")
     };
     let inserts = [
         claimed("b", "node-a"),
@@ -508,22 +525,43 @@ async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
         claimed("b", "node-b"),
         published_by_intake,
     ];
-    let created = store.insert_claimed_jobs(&inserts).await.unwrap();
-    assert_eq!(created.len(), 5);
-    assert!(
-        created[4].is_none(),
-        "a message naming a stored job's id creates nothing"
-    );
-    let first_b = created[0].as_ref().expect("first `b` wins");
+    let answers = store.create_delivered_jobs(&inserts).await.unwrap();
+    let answers: Vec<DeliveredRow> = answers
+        .into_iter()
+        .map(|answer| answer.expect("every request answered"))
+        .collect();
+    let [first_b, stored_by_key, created_a, second_b, stored_by_id] =
+        <[DeliveredRow; 5]>::try_from(answers).unwrap();
+    let first_b = created(first_b);
     assert_eq!(first_b.idempotency_key.as_deref(), Some("b"));
     assert_eq!(first_b.lease_owner.as_deref(), Some("node-a"));
-    assert!(created[1].is_none(), "a stored key is refused");
-    let created_a = created[2].as_ref().expect("`a` created");
+    assert_eq!(
+        stored_by_key,
+        DeliveredRow::Existing(stored.clone()),
+        "a stored key"
+    );
+    let created_a = created(created_a);
     assert_eq!(created_a.lease_owner.as_deref(), Some("node-b"));
     assert_eq!(created_a.status, JobStatus::Running);
-    assert!(
-        created[3].is_none(),
-        "the second `b` of the batch is refused"
+    assert_eq!(
+        second_b,
+        DeliveredRow::Existing(first_b.clone()),
+        "the second `b` of the batch gets the first one's row"
+    );
+    assert_eq!(
+        stored_by_id,
+        DeliveredRow::Existing(stored.clone()),
+        "a message naming a stored job's id gets that job, not the one its key names ({})",
+        other_stored.id
+    );
+    let filter = JobFilter {
+        limit: 100,
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        store.list_jobs(&filter).await.unwrap().jobs.len(),
+        4,
+        "two stored rows and two created"
     );
 
     let lookup = |id: &str, key: &str| DeliveredKey {
