@@ -400,7 +400,7 @@ async fn create_delivered_sqlite(
             Some(created) => Some(DeliveredRow::Created(Job::try_from(created)?)),
             None => {
                 let key = job.idempotency_key.as_deref().unwrap_or_default();
-                find_delivered_sqlite(&mut *transaction, &row.insert.message_id, key)
+                find_delivered_sqlite(&mut transaction, &row.insert.message_id, key)
                     .await?
                     .map(DeliveredRow::Existing)
             }
