@@ -28,7 +28,9 @@ STEPS = [
     ("job outcome published", "event confirmed"),
     ("delivery settled", "acked"),
 ]
-# A message whose row exists (redelivered, or published by the intake) is looked up instead.
+# A message whose row exists (redelivered, or published by the intake) gets it from the same
+# statement; only when another node stored its key meanwhile is it looked up separately.
+FOUND = ("found the message's job row", "row found")
 LOOKED_UP = ("looked up the message's job row", "looked up")
 # Celery's pipeline stamps a job finished just before its row's commit: the comparable point.
 TOTALS = [("published", "executed"), ("published", "outcome committed"), ("published", "event received")]
@@ -54,7 +56,7 @@ def percentile(values, fraction):
 
 def breakdown(path):
     """Returns {phase: {"jobs": n, "steps": {"a -> b": {"p50": .., "p90": .., "p99": ..}}}}."""
-    names = dict(STEPS + [LOOKED_UP])
+    names = dict(STEPS + [FOUND, LOOKED_UP])
     jobs = collections.defaultdict(dict)
     for line in open(path):
         if not line.startswith("{"):
@@ -83,6 +85,7 @@ def breakdown(path):
                 for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
             }
         result[phase] = {"jobs": len(steps_of_jobs), "steps": rows}
+    result["found"] = sum(1 for steps in jobs.values() if FOUND[1] in steps)
     result["looked_up"] = sum(1 for steps in jobs.values() if LOOKED_UP[1] in steps)
     return result
 
@@ -97,7 +100,8 @@ def main(args):
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    print(f"messages whose row was looked up (it existed): {result.pop('looked_up')}")
+    print(f"messages whose row existed (returned by the same statement): {result.pop('found')}")
+    print(f"messages whose row was looked up (another node stored it meanwhile): {result.pop('looked_up')}")
     totals = {f"{start} -> {end}" for start, end in TOTALS}
     for phase, report in result.items():
         print(f"phase {phase}: {report['jobs']} jobs (ms: p50 / p90 / p99)")

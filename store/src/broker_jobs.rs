@@ -284,9 +284,11 @@ macro_rules! delivered_batch {
     };
 }
 
-/// Creates or finds the rows of `rows` (in key order) in one statement: the rows that exist are
-/// read before the insert (by id first, then by key), the others are inserted, and an insert
-/// refused for a key another insert of the batch took answers with that row.
+/// Creates or finds the rows of `rows` (in key order) in one statement: the rows whose message
+/// id names no job are inserted (a key already taken, by a stored row or another insert of the
+/// batch, inserts nothing), and each insert that created nothing is answered with the job its
+/// message id names, else the one stored under its key, else the batch's insert of that key.
+/// The lookups run only for those: a new message costs the insert alone.
 async fn create_delivered_postgres(
     pool: &sqlx::PgPool,
     rows: &[ClaimedRow<'_>],
@@ -295,14 +297,7 @@ async fn create_delivered_postgres(
     const CREATE_OR_FIND: &str = concat!(
         "WITH ",
         delivered_batch!(),
-        ", existing AS (SELECT DISTINCT ON (position) position, ",
-        job_columns!(),
-        " FROM (SELECT batch.position, 0 AS rank, jobs.* FROM batch \
-         JOIN jobs ON jobs.id = batch.message_id \
-         UNION ALL SELECT batch.position, 1 AS rank, jobs.* FROM batch \
-         JOIN jobs ON jobs.idempotency_key = batch.new_key) AS found \
-         ORDER BY position, rank), \
-         inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
+        ", inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
          SELECT new_id, new_kind, 'running', 1, new_max_attempts, new_payload, new_request_id, \
@@ -311,20 +306,25 @@ async fn create_delivered_postgres(
         // A claimed row is acted on durably only through the completion's commit, which
         // flushes the WAL past this insert, and the message is acked only after that.
         relaxed_commit!(),
-        " WHERE batch.position NOT IN (SELECT position FROM existing) ORDER BY batch.position \
+        " WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = batch.message_id) \
+         ORDER BY batch.position \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING ",
         job_columns!(),
         ") SELECT batch.position, true AS created, ",
         job_columns!(),
         " FROM batch JOIN inserted ON inserted.id = batch.new_id \
-         UNION ALL SELECT position, false AS created, ",
+         UNION ALL SELECT batch.position, false AS created, ",
         job_columns!(),
-        " FROM existing UNION ALL SELECT batch.position, false AS created, ",
+        " FROM batch CROSS JOIN LATERAL (SELECT 0 AS rank, ",
         job_columns!(),
-        " FROM batch JOIN inserted ON inserted.idempotency_key = batch.new_key \
-         AND inserted.id <> batch.new_id \
-         WHERE batch.position NOT IN (SELECT position FROM existing)"
+        " FROM jobs WHERE jobs.id = batch.message_id UNION ALL SELECT 1, ",
+        job_columns!(),
+        " FROM jobs WHERE jobs.idempotency_key = batch.new_key UNION ALL SELECT 2, ",
+        job_columns!(),
+        " FROM inserted WHERE inserted.idempotency_key = batch.new_key \
+         ORDER BY rank LIMIT 1) AS found \
+         WHERE batch.new_id NOT IN (SELECT id FROM inserted)"
     );
     let jobs = rows.iter().map(|row| &row.insert.new_job);
     let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
