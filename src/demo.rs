@@ -66,6 +66,8 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
             request_id: Some(format!("demo-{run_id}")),
             trace_id: None,
             max_attempts: service.max_attempts,
+            priority: bulwark_store::DEFAULT_PRIORITY,
+            run_at_ms: None,
         };
         let job = service
             .store
@@ -180,6 +182,8 @@ pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
         request_id: Some("demo-audit".to_owned()),
         trace_id: None,
         max_attempts: service.max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     };
     let job = service
         .store

@@ -38,6 +38,8 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
             request_id: Some(format!("req-{text}")),
             trace_id: Some(TRACE_ID.to_owned()),
             max_attempts: 3,
+            priority: bulwark_store::DEFAULT_PRIORITY,
+            run_at_ms: None,
         })
         .await
         .unwrap();

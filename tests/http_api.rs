@@ -2,6 +2,7 @@
 
 mod common;
 
+use bulwark_core::{now_ms, parse_rfc3339_ms};
 use bulwark_store::testsuite::TestBackend;
 use common::TestService;
 use serde_json::{Value, json};
@@ -199,6 +200,33 @@ async fn bad_input_gets_clear_4xx_and_stores_nothing() {
             json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "idempotency_key": "" }),
             "idempotency_key",
         ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "priority": 10 }),
+            "priority",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "delay_ms": -1 }),
+            "delay_ms",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "run_at": "tomorrow" }),
+            "run_at",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] },
+                    "run_at": "2030-01-01T00:00:00Z", "delay_ms": 5 }),
+            "run_at",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] },
+                    "run_at": "2999-01-01T00:00:00Z" }),
+            "run_at",
+        ),
     ];
     for (path, body, field) in cases {
         let (status, response) = service.post_json(path, &body).await;
@@ -324,6 +352,67 @@ async fn job_lifecycle_and_idempotency(backend: TestBackend) {
         1,
         "one job, never a second: {listed}"
     );
+}
+
+/// Proves a delayed job waits for its time and then runs, and that its priority (given, or the
+/// default) and due time are shown.
+async fn delayed_and_prioritised_jobs(backend: TestBackend) {
+    let service = TestService::start(backend).await;
+    let submit = |body: Value| {
+        let service = &service;
+        async move {
+            let (status, job) = service.post_json("/v1/jobs", &body).await;
+            assert_eq!(status, 202, "{job}");
+            job
+        }
+    };
+    let delayed = submit(json!({
+        "kind": "sentiment.analyze",
+        "payload": { "texts": ["later"] },
+        "delay_ms": 1_500,
+        "priority": 9,
+    }))
+    .await;
+    assert_eq!(delayed["priority"], 9);
+    let created_at = parse_rfc3339_ms(delayed["created_at"].as_str().unwrap()).unwrap();
+    let run_at = parse_rfc3339_ms(delayed["run_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (1_400..=1_600).contains(&(run_at - created_at)),
+        "due 1.5 s after creation: {delayed}"
+    );
+    let immediate = submit(json!({
+        "kind": "sentiment.analyze",
+        "payload": { "texts": ["now"] },
+    }))
+    .await;
+    assert_eq!(immediate["priority"], 5, "the default priority");
+    let done = service
+        .wait_for_job(immediate["id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["status"], "succeeded");
+    let (_, waiting) = service
+        .get_json(&format!("/v1/jobs/{}", delayed["id"].as_str().unwrap()))
+        .await;
+    if now_ms() < run_at {
+        assert_eq!(
+            waiting["status"], "queued",
+            "not before its time: {waiting}"
+        );
+    }
+    let done = service.wait_for_job(delayed["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let started_at = parse_rfc3339_ms(done["started_at"].as_str().unwrap()).unwrap();
+    assert!(started_at >= run_at, "started at its time or after: {done}");
+}
+
+#[tokio::test]
+async fn delayed_and_prioritised_jobs_on_sqlite() {
+    delayed_and_prioritised_jobs(TestBackend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn delayed_and_prioritised_jobs_on_postgres() {
+    delayed_and_prioritised_jobs(TestBackend::Postgres).await;
 }
 
 #[tokio::test]

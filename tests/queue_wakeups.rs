@@ -37,6 +37,8 @@ async fn a_job_queued_elsewhere_wakes_the_runner() {
         request_id: None,
         trace_id: None,
         max_attempts: 3,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     };
     for _ in 0..2 {
         let job_id = other_node

@@ -48,6 +48,8 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
             request_id: None,
             trace_id: None,
             max_attempts: 5,
+            priority: bulwark_store::DEFAULT_PRIORITY,
+            run_at_ms: None,
         };
         store.insert_job(&new_job).await.unwrap();
     }

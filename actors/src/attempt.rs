@@ -307,6 +307,7 @@ mod tests {
             lease_owner: Some("node".to_owned()),
             lease_expires_at_ms: Some(1),
             trace_id: None,
+            priority: bulwark_store::DEFAULT_PRIORITY,
         }
     }
 

@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bulwark_core::TraceContext;
+use bulwark_core::{TraceContext, now_ms};
 use bulwark_store::{
     BatchInsertOutcome, DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError,
 };
@@ -162,6 +162,8 @@ impl JobIntake {
             .await?
             .into_iter()
             .collect();
+        // A delayed job stays in the outbox: the republisher publishes it once it is due.
+        let now = now_ms();
         let to_publish: Vec<&Job> = outcomes
             .iter()
             .filter(|outcome| match outcome {
@@ -170,6 +172,7 @@ impl JobIntake {
                 BatchInsertOutcome::Conflict(_) => false,
             })
             .map(BatchInsertOutcome::job)
+            .filter(|job| job.run_at_ms <= now)
             .collect();
         publish_batch_and_mark(&self.store, publisher.as_ref(), &to_publish, trace).await;
         Ok(outcomes)

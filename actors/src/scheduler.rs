@@ -625,6 +625,8 @@ async fn enqueue(
         request_id: Some(format!("schedule-{}-{fire_at_ms}", schedule.id)),
         trace_id: None,
         max_attempts: params.max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     };
     let outcome = params.intake.submit(&new_job).await?;
     Ok(outcome.job().id.clone())

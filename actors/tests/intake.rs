@@ -65,6 +65,8 @@ fn new_job(key: &str, text: &str) -> NewJob {
         request_id: None,
         trace_id: None,
         max_attempts: 3,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     }
 }
 

@@ -143,6 +143,8 @@ async fn submit(store: &Store, payload: serde_json::Value, max_attempts: u32) ->
         request_id: None,
         trace_id: None,
         max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     };
     store.insert_job(&new_job).await.unwrap().job().id.clone()
 }

@@ -69,6 +69,8 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         request_id: None,
         trace_id: None,
         max_attempts: config.jobs.max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     };
     // The queue is filled in batches of 1,000 (one statement each): `bench enqueue` measures
     // inserts; this bench measures the drain.
@@ -319,6 +321,8 @@ fn bench_job(key: String, max_attempts: u32) -> NewJob {
         request_id: Some("bench-enqueue".to_owned()),
         trace_id: None,
         max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     }
 }
 

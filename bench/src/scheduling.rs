@@ -196,6 +196,8 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
                 request_id: None,
                 trace_id: None,
                 max_attempts: 1,
+                priority: bulwark_store::DEFAULT_PRIORITY,
+                run_at_ms: None,
             })
             .await?;
     }

@@ -444,6 +444,8 @@ async fn find_or_create(
         request_id: meta.request_id.clone(),
         trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
         max_attempts: context.max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     };
     let lease_until = now_ms() + context.lease.as_millis() as i64;
     let delivered = context
@@ -658,6 +660,7 @@ mod tests {
             lease_owner: None,
             lease_expires_at_ms: None,
             trace_id: None,
+            priority: bulwark_store::DEFAULT_PRIORITY,
         }
     }
 

@@ -31,6 +31,8 @@ fn bench_job(key: String) -> NewJob {
         request_id: Some("bench-enqueue".to_owned()),
         trace_id: None,
         max_attempts: 5,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     }
 }
 

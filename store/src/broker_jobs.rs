@@ -168,8 +168,10 @@ impl Store {
         Ok(count > 0)
     }
 
-    /// Returns broker jobs stored before `created_before_ms` whose publish was never
-    /// confirmed, oldest first: the outbox the republisher drains.
+    /// Returns the outbox the republisher drains, the earliest due first: broker jobs due now
+    /// whose publish was never confirmed, that were stored before `created_before_ms` (younger
+    /// ones are left to their submitter's own publish) or were delayed (nobody publishes those
+    /// but the republisher, once they are due).
     pub async fn unpublished_jobs(
         &self,
         created_before_ms: i64,
@@ -179,12 +181,14 @@ impl Store {
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE transport = 'amqp' AND published_at_ms IS NULL \
-             AND status = 'queued' AND created_at_ms < $1 ORDER BY created_at_ms LIMIT $2"
+             AND status = 'queued' AND run_at_ms <= $3 \
+             AND (created_at_ms < $1 OR run_at_ms > created_at_ms) ORDER BY run_at_ms LIMIT $2"
         );
         let rows: Vec<JobRow> = with_pool!(self, pool => {
             sqlx::query_as(OUTBOX)
                 .bind(created_before_ms)
                 .bind(i64::from(limit))
+                .bind(now_ms())
                 .fetch_all(pool)
                 .await
         })?;
@@ -277,10 +281,10 @@ impl AnsweredRow {
 macro_rules! delivered_batch {
     () => {
         "batch AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[]) \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int2[]) \
          WITH ORDINALITY AS batch(new_id, new_kind, new_max_attempts, new_payload, \
          new_request_id, new_key, new_trace_id, new_owner, new_lease_until, message_id, \
-         position))"
+         new_priority, position))"
     };
 }
 
@@ -299,9 +303,10 @@ async fn create_delivered_postgres(
         delivered_batch!(),
         ", inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
+         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority) \
          SELECT new_id, new_kind, 'running', 1, new_max_attempts, new_payload, new_request_id, \
-         new_key, $1, $1, $1, $1, 'amqp', $1, new_trace_id, new_owner, new_lease_until \
+         new_key, $1, $1, $1, $1, 'amqp', $1, new_trace_id, new_owner, new_lease_until, \
+         new_priority \
          FROM batch CROSS JOIN ",
         // A claimed row is acted on durably only through the completion's commit, which
         // flushes the WAL past this insert, and the message is acked only after that.
@@ -344,6 +349,10 @@ async fn create_delivered_postgres(
         .iter()
         .map(|row| row.insert.message_id.as_str())
         .collect();
+    let priorities: Vec<i16> = rows
+        .iter()
+        .map(|row| i16::from(row.insert.new_job.priority))
+        .collect();
     let answered: Vec<AnsweredRow> = sqlx::query_as(CREATE_OR_FIND)
         .bind(now)
         .bind(ids)
@@ -356,6 +365,7 @@ async fn create_delivered_postgres(
         .bind(owners)
         .bind(leases)
         .bind(message_ids)
+        .bind(priorities)
         .fetch_all(pool)
         .await?;
     answered.into_iter().map(AnsweredRow::decode).collect()
@@ -372,9 +382,9 @@ async fn create_delivered_sqlite(
     const INSERT_ONE: &str = concat!(
         "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
          idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms) \
+         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority) \
          SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-         $10 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
+         $10, $12 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
         job_columns!()
     );
@@ -394,6 +404,7 @@ async fn create_delivered_sqlite(
             .bind(&row.insert.owner)
             .bind(row.insert.lease_until_ms)
             .bind(&row.insert.message_id)
+            .bind(i16::from(job.priority))
             .fetch_optional(&mut *transaction)
             .await?;
         let answer = match created {

@@ -118,12 +118,13 @@ fn created_job(row: &WrittenRow<'_>, now: i64) -> Job {
         idempotency_key: new_job.idempotency_key.clone(),
         created_at_ms: now,
         updated_at_ms: now,
-        run_at_ms: now,
+        run_at_ms: new_job.run_at(now),
         started_at_ms: None,
         finished_at_ms: None,
         lease_owner: None,
         lease_expires_at_ms: None,
         trace_id: new_job.trace_id.clone(),
+        priority: new_job.priority,
     }
 }
 
@@ -261,13 +262,13 @@ async fn write_postgres(
     // The batch's columns are named apart from the table's.
     const INSERT_MANY: &str = "INSERT INTO jobs (id, kind, status, attempts, max_attempts, \
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, transport, \
-         published_at_ms, trace_id) \
+         published_at_ms, trace_id, priority) \
          SELECT batch.job_id, batch.job_kind, 'queued', 0, batch.job_max_attempts, \
-         batch.job_payload, batch.job_request_id, batch.job_key, $1, $1, $1, $2, $3::int8, \
-         batch.job_trace_id \
+         batch.job_payload, batch.job_request_id, batch.job_key, $1, $1, batch.job_run_at, $2, \
+         $3::int8, batch.job_trace_id, batch.job_priority \
          FROM UNNEST($4::text[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::text[], \
-         $10::text[]) AS batch(job_id, job_kind, job_max_attempts, job_payload, \
-         job_request_id, job_key, job_trace_id) \
+         $10::text[], $11::int2[], $12::int8[]) AS batch(job_id, job_kind, job_max_attempts, \
+         job_payload, job_request_id, job_key, job_trace_id, job_priority, job_run_at) \
          ORDER BY batch.job_key ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING jobs.id";
     const BY_KEYS: &str = concat!(
         "SELECT ",
@@ -302,6 +303,14 @@ async fn write_postgres(
         .iter()
         .map(|row| row.new_job.trace_id.as_deref())
         .collect();
+    let priorities: Vec<i16> = rows
+        .iter()
+        .map(|row| i16::from(row.new_job.priority))
+        .collect();
+    let run_ats: Vec<i64> = rows
+        .iter()
+        .map(|row| row.new_job.run_at(write.now))
+        .collect();
     let created_ids: HashSet<String> = sqlx::query_scalar(INSERT_MANY)
         .bind(write.now)
         .bind(transport)
@@ -313,6 +322,8 @@ async fn write_postgres(
         .bind(request_ids)
         .bind(&keys)
         .bind(trace_ids)
+        .bind(priorities)
+        .bind(run_ats)
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -346,8 +357,8 @@ async fn write_sqlite(
 ) -> Result<Written, StoreError> {
     const INSERT_ONE: &str = "INSERT INTO jobs (id, kind, status, attempts, max_attempts, \
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, \
-         transport, published_at_ms, trace_id) \
-         VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10) \
+         transport, published_at_ms, trace_id, priority) \
+         VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $11, $8, $9, $10, $12) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
     const BY_KEY: &str = concat!(
         "SELECT ",
@@ -371,6 +382,8 @@ async fn write_sqlite(
             .bind(transport)
             .bind(published_at_ms)
             .bind(&new_job.trace_id)
+            .bind(new_job.run_at(write.now))
+            .bind(i16::from(new_job.priority))
             .fetch_optional(&mut *transaction)
             .await?;
         match (inserted, &new_job.idempotency_key) {

@@ -14,7 +14,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, status, attempts, max_attempts, payload, result, error_code, error_message, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         finished_at_ms, lease_owner, lease_expires_at_ms, trace_id"
+         finished_at_ms, lease_owner, lease_expires_at_ms, trace_id, priority"
     };
 }
 pub(crate) use job_columns;
@@ -116,6 +116,9 @@ pub struct Job {
     pub lease_expires_at_ms: Option<i64>,
     /// The W3C trace id of the request or message that created it.
     pub trace_id: Option<String>,
+    /// 0 (lowest) to 9 (highest): the database queue claims due jobs by priority, then by
+    /// when they were due.
+    pub priority: u8,
 }
 
 #[derive(sqlx::FromRow)]
@@ -139,6 +142,7 @@ pub(crate) struct JobRow {
     lease_owner: Option<String>,
     lease_expires_at_ms: Option<i64>,
     trace_id: Option<String>,
+    priority: i16,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -154,6 +158,10 @@ impl TryFrom<JobRow> for Job {
             .map_err(|error: String| corrupt("status", error.into()))?;
         let payload =
             serde_json::from_str(&row.payload).map_err(|error| corrupt("payload", error.into()))?;
+        let priority = u8::try_from(row.priority)
+            .ok()
+            .filter(|priority| *priority <= MAX_PRIORITY)
+            .ok_or_else(|| corrupt("priority", format!("{} is not 0 to 9", row.priority).into()))?;
         let result = match &row.result {
             Some(text) => {
                 Some(serde_json::from_str(text).map_err(|error| corrupt("result", error.into()))?)
@@ -180,6 +188,7 @@ impl TryFrom<JobRow> for Job {
             lease_owner: row.lease_owner,
             lease_expires_at_ms: row.lease_expires_at_ms,
             trace_id: row.trace_id,
+            priority,
         })
     }
 }
@@ -198,7 +207,30 @@ pub struct NewJob {
     /// The W3C trace id of the request or message creating it.
     pub trace_id: Option<String>,
     pub max_attempts: u32,
+    /// 0 (lowest) to [`MAX_PRIORITY`]; the caller applies its kind's default.
+    pub priority: u8,
+    /// When it may first run; `None` (or a time already past) is now.
+    pub run_at_ms: Option<i64>,
 }
+
+impl NewJob {
+    /// Returns when the job may first run, given the time it is stored: never before then.
+    pub fn run_at(&self, now_ms: i64) -> i64 {
+        self.run_at_ms
+            .map_or(now_ms, |run_at_ms| run_at_ms.max(now_ms))
+    }
+
+    /// Returns true when the job waits for a time after `now_ms`.
+    pub fn is_delayed(&self, now_ms: i64) -> bool {
+        self.run_at(now_ms) > now_ms
+    }
+}
+
+/// The highest job priority; 0 is the lowest.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// The priority of a job that does not name one (and of rows stored before priorities).
+pub const DEFAULT_PRIORITY: u8 = 5;
 
 /// What [`Store::insert_job`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -315,8 +347,11 @@ impl Store {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
+        // Due jobs come by priority, highest first, then by when they were due. On PostgreSQL
+        // each priority's due rows are a range of `jobs_queued` (priority, run_at_ms), read in
+        // turn until the limit is met, so jobs delayed into the future are never walked over.
         macro_rules! claim_sql {
-            ($relaxed:expr, $lock:literal) => {
+            ($relaxed:expr, $due:expr) => {
                 concat!(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                      lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
@@ -326,20 +361,25 @@ impl Store {
                      SELECT id FROM (SELECT id FROM jobs WHERE status = 'running' \
                      AND lease_expires_at_ms < $3 AND transport = 'local' \
                      ORDER BY lease_expires_at_ms LIMIT $4",
-                    $lock,
-                    ") AS expired UNION ALL \
-                     SELECT id FROM (SELECT id FROM jobs WHERE status = 'queued' \
-                     AND transport = 'local' AND run_at_ms <= $3 ORDER BY run_at_ms LIMIT $4",
-                    $lock,
-                    ") AS due) AS runnable LIMIT $4) RETURNING ",
+                    $due,
+                    ") AS runnable LIMIT $4) RETURNING ",
                     job_columns!()
                 )
             };
         }
-        const CLAIM_SQLITE: &str = claim_sql!("", "");
+        const CLAIM_SQLITE: &str = claim_sql!(
+            "",
+            ") AS expired UNION ALL SELECT id FROM (SELECT id FROM jobs WHERE status = 'queued' \
+             AND transport = 'local' AND run_at_ms <= $3 \
+             ORDER BY priority DESC, run_at_ms LIMIT $4) AS due"
+        );
         const CLAIM_POSTGRES: &str = claim_sql!(
             concat!("FROM ", relaxed_commit!()),
-            " FOR UPDATE SKIP LOCKED"
+            " FOR UPDATE SKIP LOCKED) AS expired UNION ALL SELECT due.id \
+             FROM (VALUES (9), (8), (7), (6), (5), (4), (3), (2), (1), (0)) AS bands(priority) \
+             CROSS JOIN LATERAL (SELECT id FROM jobs WHERE status = 'queued' \
+             AND transport = 'local' AND priority = bands.priority AND run_at_ms <= $3 \
+             ORDER BY run_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED) AS due"
         );
         let now = now_ms();
         let limit = i64::from(limit);
@@ -354,8 +394,10 @@ impl Store {
         })?;
         let mut jobs = decode_rows(rows)?;
         jobs.sort_by(|left, right| {
-            left.run_at_ms
-                .cmp(&right.run_at_ms)
+            right
+                .priority
+                .cmp(&left.priority)
+                .then(left.run_at_ms.cmp(&right.run_at_ms))
                 .then(left.id.cmp(&right.id))
         });
         Ok(jobs)

@@ -49,8 +49,8 @@ pub use error::{BoxError, StoreError};
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
 pub use job_batches::BatchInsertOutcome;
 pub use jobs::{
-    CompleteJobs, InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus, NewJob,
-    StatusCount,
+    CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus,
+    MAX_PRIORITY, NewJob, StatusCount,
 };
 pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
 pub use queue::{JobTransport, LocalQueue, LocalQueueParams, OutcomeSink, QUEUED_JOBS_CHANNEL};

@@ -13,6 +13,8 @@ fn new_job(key_opt: Option<&str>, payload: Value) -> NewJob {
         request_id: Some("req-batch".to_owned()),
         trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
         max_attempts: 4,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     }
 }
 

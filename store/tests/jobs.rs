@@ -7,7 +7,8 @@ use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     ClaimedInsert, DeliveredKey, DeliveredRow, InsertOutcome, Job, JobCompletion, JobFailure,
-    JobFilter, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store,
+    JobFilter, JobRoute, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob,
+    OutcomeSink, Store,
 };
 use bulwark_test_support::eventually;
 use serde_json::json;
@@ -20,6 +21,8 @@ fn new_job(key_opt: Option<&str>) -> NewJob {
         request_id: Some("req-1".to_owned()),
         trace_id: None,
         max_attempts: 3,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
     }
 }
 
@@ -624,4 +627,146 @@ async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
 on_both_backends!(
     batched_delivery_statements_answer_each_request_on,
     batched_delivery_statements_answer_each_request
+);
+
+/// Returns a job of `priority` that may first run at `run_at_ms` (`None`: now).
+fn job_at(priority: u8, run_at_ms: Option<i64>) -> NewJob {
+    NewJob {
+        priority,
+        run_at_ms,
+        ..new_job(None)
+    }
+}
+
+/// Proves due jobs are claimed highest priority first, then in the order they became due (a
+/// time already past when the job is stored counts as that moment, so it cannot jump the
+/// queue), and that a job delayed into the future is not claimed, whatever its priority, until
+/// it is due.
+async fn due_jobs_are_claimed_by_priority_then_due_time(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let now = now_ms();
+    let jobs = [
+        job_at(1, Some(now - 3_000)),
+        job_at(9, Some(now + 60_000)),
+        job_at(5, Some(now - 1_000)),
+        job_at(5, Some(now - 2_000)),
+        job_at(9, None),
+        job_at(0, None),
+    ];
+    let outcomes = store
+        .insert_job_batch(&jobs, JobRoute::Local)
+        .await
+        .unwrap();
+    let ids: Vec<String> = outcomes
+        .iter()
+        .map(|outcome| outcome.job().id.clone())
+        .collect();
+    let node = queue(&store, "node-a", Duration::from_secs(60));
+    let claimed: Vec<String> = node
+        .claim(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    let expected = [&ids[4], &ids[2], &ids[3], &ids[0], &ids[5]].map(String::clone);
+    assert_eq!(claimed, expected, "priority first, then due time");
+    assert!(
+        node.claim(10).await.unwrap().is_empty(),
+        "the delayed job waits for its time"
+    );
+    let delayed = store.get_job(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(delayed.status, JobStatus::Queued);
+    assert_eq!(delayed.priority, 9);
+    assert_eq!(delayed.run_at_ms, now + 60_000);
+    let past = store.get_job(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(past.run_at_ms, past.created_at_ms, "a past time is the time stored");
+}
+
+on_both_backends!(
+    due_jobs_are_claimed_by_priority_then_due_time_on,
+    due_jobs_are_claimed_by_priority_then_due_time
+);
+
+/// Proves a job of higher priority overtakes a backlog of 1,000 older jobs of lower priority:
+/// it is the first claimed, and the backlog follows in order.
+async fn priority_overtakes_a_backlog(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let backlog: Vec<NewJob> = (0..1_000).map(|_| job_at(2, None)).collect();
+    store
+        .insert_job_batch(&backlog, JobRoute::Local)
+        .await
+        .unwrap();
+    let urgent = store
+        .insert_job_batch(&[job_at(7, None)], JobRoute::Local)
+        .await
+        .unwrap()
+        .remove(0);
+    let node = queue(&store, "node-a", Duration::from_secs(60));
+    let first = node.claim(1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, urgent.job().id, "the urgent job overtakes");
+    let next = node.claim(5).await.unwrap();
+    assert!(next.iter().all(|job| job.priority == 2), "then the backlog");
+    assert!(
+        next.windows(2).all(|pair| pair[0].id < pair[1].id),
+        "oldest first"
+    );
+}
+
+on_both_backends!(
+    priority_overtakes_a_backlog_on,
+    priority_overtakes_a_backlog
+);
+
+/// Proves the outbox hands the republisher a delayed broker job only once it is due, however
+/// young, and an immediate one only after its submitter's grace.
+async fn delayed_broker_jobs_leave_the_outbox_when_due(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let now = now_ms();
+    let jobs = [
+        job_at(5, Some(now + 60_000)),
+        job_at(5, Some(now - 1)),
+        job_at(5, None),
+    ];
+    let outcomes = store
+        .insert_job_batch(&jobs, JobRoute::BrokerPending)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = outcomes
+        .iter()
+        .map(|outcome| outcome.job().id.as_str())
+        .collect();
+    let created_before_grace = now - 5_000;
+    let outbox: Vec<String> = store
+        .unpublished_jobs(created_before_grace, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert!(
+        outbox.is_empty(),
+        "nothing is due that its submitter does not publish itself: {outbox:?}"
+    );
+    let after_grace: Vec<String> = store
+        .unpublished_jobs(i64::MAX, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(
+        after_grace,
+        [ids[1], ids[2]],
+        "due jobs, earliest due first; the delayed one waits"
+    );
+}
+
+on_both_backends!(
+    delayed_broker_jobs_leave_the_outbox_when_due_on,
+    delayed_broker_jobs_leave_the_outbox_when_due
 );

@@ -182,6 +182,8 @@ impl JobsSubsystem {
                 request_id: None,
                 trace_id: None,
                 max_attempts: 3,
+                priority: bulwark_store::DEFAULT_PRIORITY,
+                run_at_ms: None,
             };
             let outcome = self.store.insert_job(&new_job).await.expect("job stored");
             let job = match outcome {

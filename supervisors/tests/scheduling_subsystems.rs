@@ -301,6 +301,8 @@ impl DeadLetterSubsystem {
                 request_id: None,
                 trace_id: None,
                 max_attempts: 3,
+                priority: bulwark_store::DEFAULT_PRIORITY,
+                run_at_ms: None,
             })
             .await
             .expect("job stored");

@@ -442,6 +442,8 @@ impl AuditsApi {
             request_id: Some(request_id.0.0.clone()),
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
+            priority: bulwark_store::DEFAULT_PRIORITY,
+            run_at_ms: None,
         };
         let num_calls = u64::try_from(request.num_items()).unwrap_or(u64::MAX);
         let charge = self

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bulwark_actors::validate_job;
-use bulwark_core::{JobKind, TraceContext};
+use bulwark_core::{JobKind, TraceContext, now_ms};
 use bulwark_store::{BatchInsertOutcome, NewJob};
 use poem::web::Data;
 use poem::{FromRequest, Request, RequestBody};
@@ -216,6 +216,7 @@ impl JobBatchesApi {
             request_id: request_id.0.0.clone(),
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
+            now_ms: now_ms(),
         };
         let Plan { new_jobs, invalid } =
             tokio::task::spawn_blocking(move || plan(body.0, &defaults))
@@ -256,6 +257,8 @@ struct NewJobDefaults {
     request_id: String,
     trace_id: Option<String>,
     max_attempts: u32,
+    /// The time `delay_ms` counts from.
+    now_ms: i64,
 }
 
 /// Validates each readable job's payload for its kind, as the single submission does.
@@ -277,6 +280,13 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             plan.invalid.push(Some(error.message));
             continue;
         }
+        let (priority, run_at_ms) = match submission.schedule(defaults.now_ms) {
+            Ok(schedule) => schedule,
+            Err(message) => {
+                plan.invalid.push(Some(message));
+                continue;
+            }
+        };
         plan.invalid.push(None);
         plan.new_jobs.push(NewJob {
             kind: kind.to_owned(),
@@ -285,6 +295,8 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             request_id: Some(defaults.request_id.clone()),
             trace_id: defaults.trace_id.clone(),
             max_attempts: defaults.max_attempts,
+            priority,
+            run_at_ms,
         });
     }
     plan
@@ -398,7 +410,7 @@ mod tests {
             {"kind": "sentiment.analyze", "payload": {"texts": ["good"]}, "idempotency_key": "k"},
             {"kind": "video.render", "payload": {}},
             {"kind": "sentiment.analyze"},
-            {"kind": "sentiment.analyze", "payload": {}, "priority": 1},
+            {"kind": "sentiment.analyze", "payload": {}, "queue": "fast"},
             {"kind": "sentiment.analyze", "payload": {}, "idempotency_key": 7},
             "not an object",
             {"kind": "sentiment.analyze", "payload": {}, "idempotency_key": ""},
@@ -417,7 +429,7 @@ mod tests {
             errors[0]
         );
         assert_eq!(errors[1], "payload: is required");
-        assert_eq!(errors[2], "priority: unknown field");
+        assert_eq!(errors[2], "queue: unknown field");
         assert_eq!(
             errors[3],
             "idempotency_key: expected string, found a number"
@@ -439,6 +451,7 @@ mod tests {
             request_id: "req-7".to_owned(),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
             max_attempts: 4,
+            now_ms: 1_000,
         };
         let plan = plan(items, &defaults);
         let message = plan.invalid[0]

@@ -1,8 +1,10 @@
 use std::sync::Arc;
 
 use bulwark_actors::validate_job;
-use bulwark_core::{JobKind, TraceContext, format_rfc3339_ms};
-use bulwark_store::{InsertOutcome, Job, JobFilter, JobStatus, NewJob};
+use bulwark_core::{JobKind, TraceContext, format_rfc3339_ms, now_ms, parse_rfc3339_ms};
+use bulwark_store::{
+    DEFAULT_PRIORITY, InsertOutcome, Job, JobFilter, JobStatus, MAX_PRIORITY, NewJob,
+};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -76,6 +78,55 @@ pub struct JobSubmission {
     /// Submitting again with the same key returns the same job, never a second one.
     #[oai(validator(min_length = 1, max_length = 255))]
     pub idempotency_key: Option<String>,
+    /// 0 (lowest) to 9 (highest), default 5: due jobs run highest priority first, then in the
+    /// order they became due.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9")))]
+    pub priority: Option<u8>,
+    /// RFC 3339 time before which the job does not run (a time already past runs it now); at
+    /// most a year ahead. Not with `delay_ms`.
+    pub run_at: Option<String>,
+    /// Milliseconds to wait before the job may run, at most a year (31,622,400,000). Not with
+    /// `run_at`.
+    #[oai(validator(minimum(value = "0"), maximum(value = "31622400000")))]
+    pub delay_ms: Option<i64>,
+}
+
+/// The furthest ahead a job may be delayed: a year (366 days). Further is almost always a
+/// unit mistake (seconds taken for milliseconds).
+const MAX_DELAY_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+
+impl JobSubmission {
+    /// Returns the job's priority and when it may first run, or a message naming the field
+    /// that is wrong.
+    pub fn schedule(&self, now_ms: i64) -> Result<(u8, Option<i64>), String> {
+        let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
+        if priority > MAX_PRIORITY {
+            return Err(format!(
+                "priority: must be 0 to {MAX_PRIORITY}, got {priority}"
+            ));
+        }
+        let run_at_ms = match (&self.run_at, self.delay_ms) {
+            (Some(_), Some(_)) => {
+                return Err("run_at: give run_at or delay_ms, not both".to_owned());
+            }
+            (Some(text), None) => {
+                let run_at_ms = parse_rfc3339_ms(text)
+                    .map_err(|error| format!("run_at: not an RFC 3339 time: {error}"))?;
+                if run_at_ms - now_ms > MAX_DELAY_MS {
+                    return Err(format!("run_at: {text} is more than a year ahead"));
+                }
+                Some(run_at_ms)
+            }
+            (None, Some(delay_ms)) if !(0..=MAX_DELAY_MS).contains(&delay_ms) => {
+                return Err(format!(
+                    "delay_ms: must be 0 to {MAX_DELAY_MS} (a year), got {delay_ms}"
+                ));
+            }
+            (None, Some(delay_ms)) => Some(now_ms + delay_ms),
+            (None, None) => None,
+        };
+        Ok((priority, run_at_ms))
+    }
 }
 
 /// Why the last attempt failed.
@@ -104,7 +155,9 @@ pub struct JobView {
     /// `traceparent`, or a new trace).
     pub trace_id: Option<String>,
     pub idempotency_key: Option<String>,
-    /// RFC 3339 times.
+    /// 0 (lowest) to 9 (highest).
+    pub priority: u8,
+    /// RFC 3339 times; `run_at` is when the job is (or was) due.
     pub created_at: String,
     pub updated_at: String,
     pub run_at: String,
@@ -133,6 +186,7 @@ impl From<Job> for JobView {
             request_id: job.request_id,
             trace_id: job.trace_id,
             idempotency_key: job.idempotency_key,
+            priority: job.priority,
             created_at: format_rfc3339_ms(job.created_at_ms),
             updated_at: format_rfc3339_ms(job.updated_at_ms),
             run_at: format_rfc3339_ms(job.run_at_ms),
@@ -197,6 +251,7 @@ impl JobsApi {
         let kind = JobKind::from(submission.kind).as_str();
         validate_job(kind, &submission.payload)
             .map_err(|error| ApiError::invalid(error.message))?;
+        let (priority, run_at_ms) = submission.schedule(now_ms()).map_err(ApiError::invalid)?;
         let trace = TraceContext::continue_or_start(traceparent.0);
         let new_job = NewJob {
             kind: kind.to_owned(),
@@ -205,6 +260,8 @@ impl JobsApi {
             request_id: Some(request_id.0.0.clone()),
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
+            priority,
+            run_at_ms,
         };
         let charge_opt = self
             .state
