@@ -68,6 +68,7 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
             max_attempts: service.max_attempts,
             priority: bulwark_store::DEFAULT_PRIORITY,
             run_at_ms: None,
+            timeout_ms: None,
         };
         let job = service
             .store
@@ -184,6 +185,7 @@ pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
         max_attempts: service.max_attempts,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     };
     let job = service
         .store

@@ -2,11 +2,16 @@
 //! PostgreSQL, and RabbitMQ (jobs stored in PostgreSQL). Both transports call the same attempt
 //! core, so a scenario must end the same way whatever carried the job: same status, same
 //! number of attempts, same error code.
+//!
+//! Needs `bulwark-providers` (the simulated answer engine, over loopback HTTP) for the
+//! timeout scenario.
 
 mod common;
 
 use std::time::Duration;
 
+use bulwark_config::{ProviderConfig, ProviderKind};
+use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
 use bulwark_store::testsuite::TestBackend;
 use common::TestService;
 use common::broker::{amqp_config, delete_namespace, unique_namespace};
@@ -17,6 +22,10 @@ const PANIC_MARKER: &str = "attempt-suite-panic-marker";
 
 /// Attempts of every job in the suite.
 const MAX_ATTEMPTS: u32 = 3;
+
+/// The slow provider answers after this long; the timeout scenario's job allows far less.
+const SLOW_PROVIDER_MS: u64 = 10_000;
+const JOB_TIMEOUT_MS: i64 = 300;
 
 #[derive(Debug, Clone, Copy)]
 enum Transport {
@@ -43,13 +52,28 @@ impl Ending {
     }
 }
 
-/// Boots a node of the transport with the suite's settings; returns it and the broker
-/// namespace to delete afterwards.
-async fn start(transport: Transport) -> (TestService, Option<String>) {
-    let settings = |config: &mut bulwark_config::Config| {
+/// Boots a node of the transport with the suite's settings, its provider `slow` pointing at
+/// `simulator`; returns it and the broker namespace to delete afterwards.
+async fn start(transport: Transport, simulator: &SimulatorServer) -> (TestService, Option<String>) {
+    let base_url = simulator.base_url();
+    let settings = move |config: &mut bulwark_config::Config| {
         config.jobs.max_attempts = MAX_ATTEMPTS;
+        config.jobs.retry_backoff_ms = 200;
         config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
         config.chaos.panic_on_text = Some(PANIC_MARKER.to_owned());
+        // The provider's own limits are far above the job's timeout: the job's is what fires.
+        config.providers.insert(
+            "slow".to_owned(),
+            ProviderConfig {
+                kind: ProviderKind::Openai,
+                base_url: Some(base_url.clone()),
+                allow_plain_http: true,
+                max_attempts: 1,
+                attempt_timeout_ms: 2 * SLOW_PROVIDER_MS,
+                call_deadline_ms: 2 * SLOW_PROVIDER_MS,
+                ..ProviderConfig::default()
+            },
+        );
     };
     match transport {
         Transport::LocalSqlite => (
@@ -63,7 +87,7 @@ async fn start(transport: Transport) -> (TestService, Option<String>) {
         Transport::Amqp => {
             let namespace = unique_namespace();
             let broker = amqp_config(&namespace);
-            let service = TestService::start_with(TestBackend::Postgres, |config| {
+            let service = TestService::start_with(TestBackend::Postgres, move |config| {
                 settings(config);
                 broker(config);
             })
@@ -76,7 +100,12 @@ async fn start(transport: Transport) -> (TestService, Option<String>) {
 /// Submits one sentiment job over HTTP and returns it once finished.
 async fn run_to_end(service: &TestService, text: &str) -> Value {
     let submission = json!({"kind": "sentiment.analyze", "payload": {"texts": [text]}});
-    let (status, job) = service.post_json("/v1/jobs", &submission).await;
+    submit_to_end(service, &submission).await
+}
+
+/// Submits one job over HTTP and returns it once finished.
+async fn submit_to_end(service: &TestService, submission: &Value) -> Value {
+    let (status, job) = service.post_json("/v1/jobs", submission).await;
     assert_eq!(status, 202, "{job}");
     let job_id = job["id"].as_str().expect("job id").to_owned();
     service.wait_for_job(&job_id).await
@@ -84,15 +113,47 @@ async fn run_to_end(service: &TestService, text: &str) -> Value {
 
 /// Runs every scenario on one transport and returns how each ended, in order.
 async fn scenarios(transport: Transport) -> Vec<Ending> {
-    let (service, namespace_opt) = start(transport).await;
+    let simulator = SimulatorServer::start(
+        "127.0.0.1:0",
+        SimulatorParams {
+            faults: FaultKnobs {
+                latency_ms: SLOW_PROVIDER_MS,
+                ..FaultKnobs::default()
+            },
+            ..SimulatorParams::default()
+        },
+    )
+    .await
+    .expect("simulator listens");
+    let (service, namespace_opt) = start(transport, &simulator).await;
     let succeeded = run_to_end(&service, "the support team was quick and kind").await;
     assert!(
         succeeded["result"]["results"].is_array(),
         "{transport:?}: {succeeded}"
     );
     let always_failing = run_to_end(&service, &format!("{PANIC_MARKER} in a text")).await;
-    let endings = vec![Ending::of(&succeeded), Ending::of(&always_failing)];
+    let started = std::time::Instant::now();
+    let timed_out = submit_to_end(
+        &service,
+        &json!({
+            "kind": "provider.complete",
+            "payload": {"provider": "slow", "prompt": "anything"},
+            "timeout_ms": JOB_TIMEOUT_MS,
+        }),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(SLOW_PROVIDER_MS),
+        "{transport:?}: every attempt was aborted at its timeout, not after the provider answered"
+    );
+    assert_eq!(timed_out["timeout_ms"], JOB_TIMEOUT_MS, "{timed_out}");
+    let endings = vec![
+        Ending::of(&succeeded),
+        Ending::of(&always_failing),
+        Ending::of(&timed_out),
+    ];
     service.service.shutdown().await.expect("node stops");
+    simulator.stop().await;
     if let Some(namespace) = namespace_opt {
         delete_namespace(&namespace).await;
     }
@@ -102,7 +163,9 @@ async fn scenarios(transport: Transport) -> Vec<Ending> {
 /// Proves the attempt scenarios end the same over the local queue (SQLite and PostgreSQL) and
 /// over RabbitMQ: a job that succeeds is stored on its first attempt with its result; a job
 /// whose every attempt fails with a retryable error is retried with backoff until its attempts
-/// run out and ends `dead` with the error's code.
+/// run out and ends `dead` with the error's code; a job whose every attempt runs past its
+/// `timeout_ms` (a provider call that would answer in 10 s) is aborted each time at its
+/// timeout and ends `dead` with `JOB_TIMEOUT` after its attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transport_ends_each_scenario_the_same_way() {
     let expected = vec![
@@ -115,6 +178,11 @@ async fn every_transport_ends_each_scenario_the_same_way() {
             status: "dead".to_owned(),
             attempts: i64::from(MAX_ATTEMPTS),
             error_code: Some("INTERNAL_ERROR".to_owned()),
+        },
+        Ending {
+            status: "dead".to_owned(),
+            attempts: i64::from(MAX_ATTEMPTS),
+            error_code: Some("JOB_TIMEOUT".to_owned()),
         },
     ];
     for transport in [

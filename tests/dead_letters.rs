@@ -40,6 +40,7 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
             max_attempts: 3,
             priority: bulwark_store::DEFAULT_PRIORITY,
             run_at_ms: None,
+            timeout_ms: None,
         })
         .await
         .unwrap();

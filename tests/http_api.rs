@@ -227,6 +227,17 @@ async fn bad_input_gets_clear_4xx_and_stores_nothing() {
                     "run_at": "2999-01-01T00:00:00Z" }),
             "run_at",
         ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] }, "timeout_ms": 0 }),
+            "timeout_ms",
+        ),
+        (
+            "/v1/jobs",
+            json!({ "kind": "sentiment.analyze", "payload": { "texts": ["a"] },
+                    "timeout_ms": 86_400_001 }),
+            "timeout_ms",
+        ),
     ];
     for (path, body, field) in cases {
         let (status, response) = service.post_json(path, &body).await;

@@ -39,6 +39,7 @@ async fn a_job_queued_elsewhere_wakes_the_runner() {
         max_attempts: 3,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     };
     for _ in 0..2 {
         let job_id = other_node

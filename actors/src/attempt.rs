@@ -160,10 +160,24 @@ impl AttemptCore {
                 "attempts exhausted by expired leases",
             ));
         }
-        match AssertUnwindSafe(self.executor.execute(job))
-            .catch_unwind()
-            .await
-        {
+        let execution = AssertUnwindSafe(self.executor.execute(job)).catch_unwind();
+        // Dropping the execution on timeout aborts it: its provider calls and its wait for
+        // inference are futures of this one.
+        let outcome = match job.timeout_ms.and_then(|ms| u64::try_from(ms).ok()) {
+            Some(timeout_ms) => {
+                match tokio::time::timeout(Duration::from_millis(timeout_ms), execution).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        return Err(JobError::new(
+                            ErrorCode::JobTimeout,
+                            format!("job ran past its timeout of {timeout_ms} ms and was aborted"),
+                        ));
+                    }
+                }
+            }
+            None => execution.await,
+        };
+        match outcome {
             Ok(result) => result,
             Err(_) => Err(JobError::new(
                 ErrorCode::InternalError,
@@ -308,6 +322,7 @@ mod tests {
             lease_expires_at_ms: Some(1),
             trace_id: None,
             priority: bulwark_store::DEFAULT_PRIORITY,
+            timeout_ms: None,
         }
     }
 

@@ -627,6 +627,7 @@ async fn enqueue(
         max_attempts: params.max_attempts,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     };
     let outcome = params.intake.submit(&new_job).await?;
     Ok(outcome.job().id.clone())

@@ -67,6 +67,7 @@ fn new_job(key: &str, text: &str) -> NewJob {
         max_attempts: 3,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     }
 }
 

@@ -145,6 +145,7 @@ async fn submit(store: &Store, payload: serde_json::Value, max_attempts: u32) ->
         max_attempts,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     };
     store.insert_job(&new_job).await.unwrap().job().id.clone()
 }

@@ -104,7 +104,7 @@ impl ApiError {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamTimeout | ErrorCode::JobTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Overloaded | ErrorCode::ServiceUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

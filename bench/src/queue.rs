@@ -71,6 +71,7 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         max_attempts: config.jobs.max_attempts,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     };
     // The queue is filled in batches of 1,000 (one statement each): `bench enqueue` measures
     // inserts; this bench measures the drain.
@@ -323,6 +324,7 @@ fn bench_job(key: String, max_attempts: u32) -> NewJob {
         max_attempts,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     }
 }
 

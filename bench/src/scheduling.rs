@@ -198,6 +198,7 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
                 max_attempts: 1,
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
+                timeout_ms: None,
             })
             .await?;
     }

@@ -446,6 +446,7 @@ async fn find_or_create(
         max_attempts: context.max_attempts,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     };
     let lease_until = now_ms() + context.lease.as_millis() as i64;
     let delivered = context
@@ -661,6 +662,7 @@ mod tests {
             lease_expires_at_ms: None,
             trace_id: None,
             priority: bulwark_store::DEFAULT_PRIORITY,
+            timeout_ms: None,
         }
     }
 

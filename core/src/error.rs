@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// A token that does not grant the action, or operator controls are disabled.
     Forbidden,
+    /// A job ran past its `timeout_ms` and was aborted.
+    JobTimeout,
 }
 
 impl ErrorCode {
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::JobTimeout => "JOB_TIMEOUT",
         }
     }
 
@@ -49,6 +52,7 @@ impl ErrorCode {
                 | ErrorCode::Overloaded
                 | ErrorCode::ServiceUnavailable
                 | ErrorCode::InternalError
+                | ErrorCode::JobTimeout
         )
     }
 }
@@ -91,6 +95,7 @@ mod tests {
             ErrorCode::ValidationFailed,
             ErrorCode::Overloaded,
             ErrorCode::InternalError,
+            ErrorCode::JobTimeout,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

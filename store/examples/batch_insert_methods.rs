@@ -33,6 +33,7 @@ fn bench_job(key: String) -> NewJob {
         max_attempts: 5,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     }
 }
 

@@ -281,10 +281,11 @@ impl AnsweredRow {
 macro_rules! delivered_batch {
     () => {
         "batch AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int2[]) \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int2[], \
+         $13::int8[]) \
          WITH ORDINALITY AS batch(new_id, new_kind, new_max_attempts, new_payload, \
          new_request_id, new_key, new_trace_id, new_owner, new_lease_until, message_id, \
-         new_priority, position))"
+         new_priority, new_timeout, position))"
     };
 }
 
@@ -303,10 +304,11 @@ async fn create_delivered_postgres(
         delivered_batch!(),
         ", inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority) \
+         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
+         timeout_ms) \
          SELECT new_id, new_kind, 'running', 1, new_max_attempts, new_payload, new_request_id, \
          new_key, $1, $1, $1, $1, 'amqp', $1, new_trace_id, new_owner, new_lease_until, \
-         new_priority \
+         new_priority, new_timeout \
          FROM batch CROSS JOIN ",
         // A claimed row is acted on durably only through the completion's commit, which
         // flushes the WAL past this insert, and the message is acked only after that.
@@ -353,6 +355,10 @@ async fn create_delivered_postgres(
         .iter()
         .map(|row| i16::from(row.insert.new_job.priority))
         .collect();
+    let timeouts: Vec<Option<i64>> = rows
+        .iter()
+        .map(|row| row.insert.new_job.timeout_ms)
+        .collect();
     let answered: Vec<AnsweredRow> = sqlx::query_as(CREATE_OR_FIND)
         .bind(now)
         .bind(ids)
@@ -366,6 +372,7 @@ async fn create_delivered_postgres(
         .bind(leases)
         .bind(message_ids)
         .bind(priorities)
+        .bind(timeouts)
         .fetch_all(pool)
         .await?;
     answered.into_iter().map(AnsweredRow::decode).collect()
@@ -382,9 +389,10 @@ async fn create_delivered_sqlite(
     const INSERT_ONE: &str = concat!(
         "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
          idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority) \
+         transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
+         timeout_ms) \
          SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-         $10, $12 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
+         $10, $12, $13 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
         job_columns!()
     );
@@ -405,6 +413,7 @@ async fn create_delivered_sqlite(
             .bind(row.insert.lease_until_ms)
             .bind(&row.insert.message_id)
             .bind(i16::from(job.priority))
+            .bind(job.timeout_ms)
             .fetch_optional(&mut *transaction)
             .await?;
         let answer = match created {

@@ -125,6 +125,7 @@ fn created_job(row: &WrittenRow<'_>, now: i64) -> Job {
         lease_expires_at_ms: None,
         trace_id: new_job.trace_id.clone(),
         priority: new_job.priority,
+        timeout_ms: new_job.timeout_ms,
     }
 }
 
@@ -262,13 +263,14 @@ async fn write_postgres(
     // The batch's columns are named apart from the table's.
     const INSERT_MANY: &str = "INSERT INTO jobs (id, kind, status, attempts, max_attempts, \
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, transport, \
-         published_at_ms, trace_id, priority) \
+         published_at_ms, trace_id, priority, timeout_ms) \
          SELECT batch.job_id, batch.job_kind, 'queued', 0, batch.job_max_attempts, \
          batch.job_payload, batch.job_request_id, batch.job_key, $1, $1, batch.job_run_at, $2, \
-         $3::int8, batch.job_trace_id, batch.job_priority \
+         $3::int8, batch.job_trace_id, batch.job_priority, batch.job_timeout \
          FROM UNNEST($4::text[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::text[], \
-         $10::text[], $11::int2[], $12::int8[]) AS batch(job_id, job_kind, job_max_attempts, \
-         job_payload, job_request_id, job_key, job_trace_id, job_priority, job_run_at) \
+         $10::text[], $11::int2[], $12::int8[], $13::int8[]) AS batch(job_id, job_kind, \
+         job_max_attempts, job_payload, job_request_id, job_key, job_trace_id, job_priority, \
+         job_run_at, job_timeout) \
          ORDER BY batch.job_key ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING jobs.id";
     const BY_KEYS: &str = concat!(
         "SELECT ",
@@ -311,6 +313,7 @@ async fn write_postgres(
         .iter()
         .map(|row| row.new_job.run_at(write.now))
         .collect();
+    let timeouts: Vec<Option<i64>> = rows.iter().map(|row| row.new_job.timeout_ms).collect();
     let created_ids: HashSet<String> = sqlx::query_scalar(INSERT_MANY)
         .bind(write.now)
         .bind(transport)
@@ -324,6 +327,7 @@ async fn write_postgres(
         .bind(trace_ids)
         .bind(priorities)
         .bind(run_ats)
+        .bind(timeouts)
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -357,8 +361,8 @@ async fn write_sqlite(
 ) -> Result<Written, StoreError> {
     const INSERT_ONE: &str = "INSERT INTO jobs (id, kind, status, attempts, max_attempts, \
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, \
-         transport, published_at_ms, trace_id, priority) \
-         VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $11, $8, $9, $10, $12) \
+         transport, published_at_ms, trace_id, priority, timeout_ms) \
+         VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $11, $8, $9, $10, $12, $13) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
     const BY_KEY: &str = concat!(
         "SELECT ",
@@ -384,6 +388,7 @@ async fn write_sqlite(
             .bind(&new_job.trace_id)
             .bind(new_job.run_at(write.now))
             .bind(i16::from(new_job.priority))
+            .bind(new_job.timeout_ms)
             .fetch_optional(&mut *transaction)
             .await?;
         match (inserted, &new_job.idempotency_key) {

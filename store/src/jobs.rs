@@ -14,7 +14,8 @@ macro_rules! job_columns {
     () => {
         "id, kind, status, attempts, max_attempts, payload, result, error_code, error_message, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
-         finished_at_ms, lease_owner, lease_expires_at_ms, trace_id, priority"
+         finished_at_ms, lease_owner, lease_expires_at_ms, trace_id, priority, \
+         timeout_ms"
     };
 }
 pub(crate) use job_columns;
@@ -119,6 +120,8 @@ pub struct Job {
     /// 0 (lowest) to 9 (highest): the database queue claims due jobs by priority, then by
     /// when they were due.
     pub priority: u8,
+    /// An attempt running longer is aborted and counted as a retryable `JOB_TIMEOUT`.
+    pub timeout_ms: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -143,6 +146,7 @@ pub(crate) struct JobRow {
     lease_expires_at_ms: Option<i64>,
     trace_id: Option<String>,
     priority: i16,
+    timeout_ms: Option<i64>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -189,6 +193,7 @@ impl TryFrom<JobRow> for Job {
             lease_expires_at_ms: row.lease_expires_at_ms,
             trace_id: row.trace_id,
             priority,
+            timeout_ms: row.timeout_ms,
         })
     }
 }
@@ -211,6 +216,8 @@ pub struct NewJob {
     pub priority: u8,
     /// When it may first run; `None` (or a time already past) is now.
     pub run_at_ms: Option<i64>,
+    /// How long one attempt may run before it is aborted; `None`: no limit.
+    pub timeout_ms: Option<i64>,
 }
 
 impl NewJob {

@@ -15,6 +15,7 @@ fn new_job(key_opt: Option<&str>, payload: Value) -> NewJob {
         max_attempts: 4,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     }
 }
 

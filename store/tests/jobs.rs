@@ -23,6 +23,7 @@ fn new_job(key_opt: Option<&str>) -> NewJob {
         max_attempts: 3,
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
+        timeout_ms: None,
     }
 }
 
@@ -681,7 +682,10 @@ async fn due_jobs_are_claimed_by_priority_then_due_time(backend: TestBackend) {
     assert_eq!(delayed.priority, 9);
     assert_eq!(delayed.run_at_ms, now + 60_000);
     let past = store.get_job(&ids[0]).await.unwrap().unwrap();
-    assert_eq!(past.run_at_ms, past.created_at_ms, "a past time is the time stored");
+    assert_eq!(
+        past.run_at_ms, past.created_at_ms,
+        "a past time is the time stored"
+    );
 }
 
 on_both_backends!(

@@ -184,6 +184,7 @@ impl JobsSubsystem {
                 max_attempts: 3,
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
+                timeout_ms: None,
             };
             let outcome = self.store.insert_job(&new_job).await.expect("job stored");
             let job = match outcome {

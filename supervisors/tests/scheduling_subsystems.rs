@@ -303,6 +303,7 @@ impl DeadLetterSubsystem {
                 max_attempts: 3,
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
+                timeout_ms: None,
             })
             .await
             .expect("job stored");

@@ -444,6 +444,7 @@ impl AuditsApi {
             max_attempts: self.state.max_attempts,
             priority: bulwark_store::DEFAULT_PRIORITY,
             run_at_ms: None,
+            timeout_ms: None,
         };
         let num_calls = u64::try_from(request.num_items()).unwrap_or(u64::MAX);
         let charge = self

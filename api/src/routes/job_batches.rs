@@ -280,7 +280,7 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             plan.invalid.push(Some(error.message));
             continue;
         }
-        let (priority, run_at_ms) = match submission.schedule(defaults.now_ms) {
+        let schedule = match submission.schedule(defaults.now_ms) {
             Ok(schedule) => schedule,
             Err(message) => {
                 plan.invalid.push(Some(message));
@@ -295,8 +295,9 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             request_id: Some(defaults.request_id.clone()),
             trace_id: defaults.trace_id.clone(),
             max_attempts: defaults.max_attempts,
-            priority,
-            run_at_ms,
+            priority: schedule.priority,
+            run_at_ms: schedule.run_at_ms,
+            timeout_ms: schedule.timeout_ms,
         });
     }
     plan

@@ -89,16 +89,31 @@ pub struct JobSubmission {
     /// `run_at`.
     #[oai(validator(minimum(value = "0"), maximum(value = "31622400000")))]
     pub delay_ms: Option<i64>,
+    /// Milliseconds one attempt may run, 1 to 86,400,000 (a day): an attempt running longer
+    /// is aborted (its provider calls and inference waits are dropped) and counted as a
+    /// retryable `JOB_TIMEOUT`. Unset: no limit.
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400000")))]
+    pub timeout_ms: Option<i64>,
 }
+
+/// The longest `timeout_ms` a job may ask for: a day.
+const MAX_TIMEOUT_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The furthest ahead a job may be delayed: a year (366 days). Further is almost always a
 /// unit mistake (seconds taken for milliseconds).
 const MAX_DELAY_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 impl JobSubmission {
-    /// Returns the job's priority and when it may first run, or a message naming the field
-    /// that is wrong.
-    pub fn schedule(&self, now_ms: i64) -> Result<(u8, Option<i64>), String> {
+    /// Returns the job's priority, when it may first run and its timeout, or a message naming
+    /// the field that is wrong.
+    pub fn schedule(&self, now_ms: i64) -> Result<JobSchedule, String> {
+        if let Some(timeout_ms) = self.timeout_ms
+            && !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms)
+        {
+            return Err(format!(
+                "timeout_ms: must be 1 to {MAX_TIMEOUT_MS} (a day), got {timeout_ms}"
+            ));
+        }
         let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
         if priority > MAX_PRIORITY {
             return Err(format!(
@@ -125,8 +140,20 @@ impl JobSubmission {
             (None, Some(delay_ms)) => Some(now_ms + delay_ms),
             (None, None) => None,
         };
-        Ok((priority, run_at_ms))
+        Ok(JobSchedule {
+            priority,
+            run_at_ms,
+            timeout_ms: self.timeout_ms,
+        })
     }
+}
+
+/// When and how a submitted job runs, checked (see [`JobSubmission::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobSchedule {
+    pub priority: u8,
+    pub run_at_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
 }
 
 /// Why the last attempt failed.
@@ -157,6 +184,8 @@ pub struct JobView {
     pub idempotency_key: Option<String>,
     /// 0 (lowest) to 9 (highest).
     pub priority: u8,
+    /// How long one attempt may run; absent: no limit.
+    pub timeout_ms: Option<i64>,
     /// RFC 3339 times; `run_at` is when the job is (or was) due.
     pub created_at: String,
     pub updated_at: String,
@@ -187,6 +216,7 @@ impl From<Job> for JobView {
             trace_id: job.trace_id,
             idempotency_key: job.idempotency_key,
             priority: job.priority,
+            timeout_ms: job.timeout_ms,
             created_at: format_rfc3339_ms(job.created_at_ms),
             updated_at: format_rfc3339_ms(job.updated_at_ms),
             run_at: format_rfc3339_ms(job.run_at_ms),
@@ -251,7 +281,7 @@ impl JobsApi {
         let kind = JobKind::from(submission.kind).as_str();
         validate_job(kind, &submission.payload)
             .map_err(|error| ApiError::invalid(error.message))?;
-        let (priority, run_at_ms) = submission.schedule(now_ms()).map_err(ApiError::invalid)?;
+        let schedule = submission.schedule(now_ms()).map_err(ApiError::invalid)?;
         let trace = TraceContext::continue_or_start(traceparent.0);
         let new_job = NewJob {
             kind: kind.to_owned(),
@@ -260,8 +290,9 @@ impl JobsApi {
             request_id: Some(request_id.0.0.clone()),
             trace_id: trace.trace_id(),
             max_attempts: self.state.max_attempts,
-            priority,
-            run_at_ms,
+            priority: schedule.priority,
+            run_at_ms: schedule.run_at_ms,
+            timeout_ms: schedule.timeout_ms,
         };
         let charge_opt = self
             .state
