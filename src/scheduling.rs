@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
-    DeadLetterParams, DeadLetterPolicy, JobIntake, JobPublisher, RetryPolicy, SchedulerParams,
-    SystemClock,
+    DeadLetterParams, DeadLetterPolicy, JobIntake, JobPrunerParams, JobPublisher, RetentionPolicy,
+    RetryPolicy, SchedulerParams, SystemClock,
 };
-use bulwark_config::{Config, SchedulerConfig};
+use bulwark_config::{Config, RetentionConfig, SchedulerConfig};
 use bulwark_core::Liveness;
 use bulwark_store::Store;
 use bulwark_supervisors::{DeadLetterFactory, SchedulerFactory};
@@ -77,6 +77,26 @@ pub fn dead_letter_policy(config: &Config) -> DeadLetterPolicy {
 /// Returns how the tree builds the dead-letter actor, or `None` when `dead_letters.enabled`
 /// is false. Requeued broker jobs and messages go through `publisher` when RabbitMQ carries
 /// jobs.
+/// Returns the job pruner's params; `None` when `jobs.retention.enabled` is off.
+pub fn pruner_params(config: &Config, store: &Store) -> Option<JobPrunerParams> {
+    let retention = &config.jobs.retention;
+    if !retention.enabled {
+        return None;
+    }
+    Some(JobPrunerParams {
+        store: store.clone(),
+        policy: RetentionPolicy {
+            succeeded: RetentionConfig::age(retention.succeeded_ms),
+            failed: RetentionConfig::age(retention.failed_ms),
+            dead: RetentionConfig::age(retention.dead_ms),
+            batch_size: retention.batch_size,
+            max_batches_per_pass: retention.max_batches_per_pass,
+        },
+        interval: retention.interval(),
+        liveness: Liveness::default(),
+    })
+}
+
 pub fn dead_letter_factory(
     config: &Config,
     store: &Store,

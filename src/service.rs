@@ -195,6 +195,7 @@ impl Service {
                     .as_ref()
                     .and_then(|setup| setup.intake.publisher().cloned()),
             ),
+            retention: crate::scheduling::pruner_params(config, &store),
             ingress: broker.as_ref().map(|setup| setup.ingress_factory()),
             providers,
         })

@@ -22,6 +22,7 @@
 //! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
+//! - `job_pruner`: [`JobPrunerActor`] deletes finished jobs past their status's retention.
 //! - `metrics`: metric names and the events that emit them.
 //! - `describe`: [`DescribeMessage`], how every actor's message names itself in incident
 //!   reports (what the actor's [`Liveness`] records while it handles it).
@@ -36,6 +37,7 @@ mod describe;
 mod in_flight;
 mod intake;
 mod job_kinds;
+mod job_pruner;
 mod job_runner;
 pub mod metrics;
 mod provider_actor;
@@ -60,6 +62,9 @@ pub use intake::{JobIntake, JobPublisher, PublishError, publish_and_mark, publis
 pub use job_kinds::{
     CompletionParams, JobExecutor, MAX_PROMPT_CHARS, ProviderCompletePayload, SentimentRequest,
     SentimentResponse, validate_job, validate_neutral_threshold,
+};
+pub use job_pruner::{
+    JobPrunerActor, JobPrunerHandle, JobPrunerMsg, JobPrunerParams, PruneReport, RetentionPolicy,
 };
 pub use job_runner::{DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams};
 pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderMsg};

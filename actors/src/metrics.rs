@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub const JOBS_TOTAL: &str = "bulwark_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
 pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
+pub const JOBS_PRUNED_TOTAL: &str = "bulwark_jobs_pruned_total";
 pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
 pub const SENTIMENT_REQUEST_SECONDS: &str = "bulwark_sentiment_request_duration_seconds";
 pub const SENTIMENT_REJECTED_TOTAL: &str = "bulwark_sentiment_rejected_total";
@@ -71,6 +72,27 @@ impl JobAttemptFinished<'_> {
         ];
         metrics::counter!(JOBS_TOTAL, &labels).increment(1);
         metrics::histogram!(JOB_DURATION_SECONDS, &labels).record(self.duration.as_secs_f64());
+    }
+}
+
+/// A prune pass deleted a status's expired finished jobs.
+#[derive(Debug)]
+pub struct JobsPruned {
+    pub status: bulwark_store::JobStatus,
+    pub num_deleted: u64,
+}
+
+impl JobsPruned {
+    pub fn emit(&self) {
+        if self.num_deleted > 0 {
+            info!(
+                status = %self.status,
+                num_deleted = self.num_deleted,
+                "pruned finished jobs past their retention"
+            );
+        }
+        metrics::counter!(JOBS_PRUNED_TOTAL, "status" => self.status.as_str())
+            .increment(self.num_deleted);
     }
 }
 

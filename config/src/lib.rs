@@ -37,5 +37,5 @@ pub use providers::{
     DEFAULT_MAX_RESPONSE_BYTES, ProviderConfig, ProviderKind, ProvidersConfig, SecretRef,
     SimulatedFaultsConfig, validate_providers,
 };
-pub use scheduling::{DeadLetterConfig, SchedulerConfig};
+pub use scheduling::{DeadLetterConfig, RetentionConfig, SchedulerConfig};
 pub use secret::SecretUrl;

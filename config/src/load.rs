@@ -268,6 +268,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     {
         return invalid(key, message);
     }
+    if let Err((key, message)) = crate::scheduling::validate_retention(&config.jobs.retention) {
+        return invalid(key, message);
+    }
     if let Err((key, message)) = crate::validate_providers(&config.providers) {
         return invalid(&key, message);
     }

@@ -107,6 +107,8 @@ pub struct JobsConfig {
     pub retry_backoff_max_ms: u64,
     /// Identifies this process in lease owners; defaults to `<hostname>-<pid>`.
     pub node_id: Option<String>,
+    /// How long finished jobs are kept.
+    pub retention: crate::RetentionConfig,
 }
 
 impl Default for JobsConfig {
@@ -119,6 +121,7 @@ impl Default for JobsConfig {
             retry_backoff_ms: 1_000,
             retry_backoff_max_ms: 60_000,
             node_id: None,
+            retention: crate::RetentionConfig::default(),
         }
     }
 }

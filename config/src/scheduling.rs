@@ -98,6 +98,78 @@ impl DeadLetterConfig {
     }
 }
 
+/// How long finished jobs are kept (`[jobs.retention]`): the job pruner deletes older ones in
+/// small batches. An age of 0 keeps that status for ever.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub enabled: bool,
+    /// Age, since it finished, after which a succeeded job is deleted (7 days).
+    pub succeeded_ms: u64,
+    /// ... a failed job (30 days).
+    pub failed_ms: u64,
+    /// ... a dead job (30 days). A dead or failed job with an open dead letter is kept.
+    pub dead_ms: u64,
+    /// Time between prune passes.
+    pub interval_ms: u64,
+    /// Rows deleted per statement, 1 to 10,000.
+    pub batch_size: u32,
+    /// Statements per status per pass at most; the rest waits for the next pass.
+    pub max_batches_per_pass: u32,
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            succeeded_ms: 7 * DAY_MS,
+            failed_ms: 30 * DAY_MS,
+            dead_ms: 30 * DAY_MS,
+            interval_ms: 60_000,
+            batch_size: 500,
+            max_batches_per_pass: 100,
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// Returns a retention as a duration; `None` (keep for ever) for 0.
+    pub fn age(age_ms: u64) -> Option<Duration> {
+        (age_ms > 0).then(|| Duration::from_millis(age_ms))
+    }
+}
+
+/// Returns the first invalid key of `[jobs.retention]` and why.
+pub(crate) fn validate_retention(
+    retention: &RetentionConfig,
+) -> Result<(), (&'static str, String)> {
+    if retention.interval_ms == 0 {
+        return Err((
+            "jobs.retention.interval_ms",
+            "must be greater than 0".to_owned(),
+        ));
+    }
+    if !(1..=10_000).contains(&retention.batch_size) {
+        return Err((
+            "jobs.retention.batch_size",
+            format!("must be 1 to 10000, got {}", retention.batch_size),
+        ));
+    }
+    if retention.max_batches_per_pass == 0 {
+        return Err((
+            "jobs.retention.max_batches_per_pass",
+            "must be greater than 0".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Returns the first invalid key of the scheduling sections and why.
 pub(crate) fn validate_scheduling(
     scheduler: &SchedulerConfig,

@@ -311,6 +311,49 @@ impl Store {
         row.map(Job::try_from).transpose()
     }
 
+    /// Deletes up to `limit` jobs that finished with `status` before `finished_before_ms`,
+    /// the oldest first, and returns how many. A dead or failed job whose dead letter is still
+    /// open (pending, retrying or parked) is kept: requeueing the letter needs its row. On
+    /// PostgreSQL rows another transaction holds are skipped, so pruners on several nodes
+    /// share the work. Only finished statuses are accepted.
+    pub async fn prune_finished_jobs(
+        &self,
+        status: JobStatus,
+        finished_before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        macro_rules! prune_sql {
+            ($lock:literal) => {
+                concat!(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = $1 \
+                     AND finished_at_ms < $2 AND NOT EXISTS (SELECT 1 FROM dead_letters \
+                     WHERE dead_letters.job_id = jobs.id \
+                     AND dead_letters.status IN ('pending', 'retrying', 'parked')) \
+                     ORDER BY finished_at_ms LIMIT $3",
+                    $lock,
+                    ")"
+                )
+            };
+        }
+        const PRUNE_SQLITE: &str = prune_sql!("");
+        const PRUNE_POSTGRES: &str = prune_sql!(" FOR UPDATE SKIP LOCKED");
+        if !status.is_terminal() {
+            return Err(StoreError::Invariant(format!(
+                "only finished jobs are pruned, not `{status}` ones"
+            )));
+        }
+        let result = with_pool!(self, pool, prune = [PRUNE_SQLITE, PRUNE_POSTGRES] => {
+            sqlx::query(prune)
+                .bind(status.as_str())
+                .bind(finished_before_ms)
+                .bind(i64::from(limit))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(result)
+    }
+
     /// Returns one page of jobs matching the filter, newest first.
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
         const LIST: &str = concat!(

@@ -7,8 +7,8 @@ use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     ClaimedInsert, DeliveredKey, DeliveredRow, InsertOutcome, Job, JobCompletion, JobFailure,
-    JobFilter, JobRoute, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob,
-    OutcomeSink, Store,
+    JobFilter, JobRoute, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewDeadLetter,
+    NewJob, OutcomeSink, Store,
 };
 use bulwark_test_support::eventually;
 use serde_json::json;
@@ -773,4 +773,126 @@ async fn delayed_broker_jobs_leave_the_outbox_when_due(backend: TestBackend) {
 on_both_backends!(
     delayed_broker_jobs_leave_the_outbox_when_due_on,
     delayed_broker_jobs_leave_the_outbox_when_due
+);
+
+/// Finishes `job` (claimed by `node`) as `status`: succeeded with a result, else failed or dead.
+async fn finish(node: &LocalQueue, job: &Job, status: JobStatus) {
+    let stored = match status {
+        JobStatus::Succeeded => node.complete(job, &json!({"ok": true})).await.unwrap(),
+        _ => {
+            let failure = JobFailure {
+                code: "VALIDATION_FAILED".to_owned(),
+                message: "bad".to_owned(),
+                retry_at_ms: None,
+                final_status: status,
+                refund_attempt: false,
+            };
+            node.fail(job, &failure).await.unwrap()
+        }
+    };
+    assert_eq!(stored.expect("lease held").status, status);
+}
+
+/// Proves the pruner's statement deletes only finished jobs of the status it is given that
+/// finished before the cutoff, oldest first and at most `limit`, keeps a dead job whose dead
+/// letter is still open, and refuses a status that is not finished.
+async fn pruning_deletes_only_expired_finished_jobs(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let jobs: Vec<NewJob> = (0..7).map(|_| job_at(5, None)).collect();
+    store
+        .insert_job_batch(&jobs, JobRoute::Local)
+        .await
+        .unwrap();
+    let node = queue(&store, "node-a", Duration::from_secs(60));
+    let claimed = node.claim(6).await.unwrap();
+    // Three succeeded, one dead with an open letter, one dead without, one still running and
+    // one still queued.
+    for job in &claimed[..3] {
+        finish(&node, job, JobStatus::Succeeded).await;
+    }
+    finish(&node, &claimed[3], JobStatus::Dead).await;
+    finish(&node, &claimed[4], JobStatus::Dead).await;
+    store
+        .upsert_dead_letter(&NewDeadLetter {
+            source: "local",
+            source_key: format!("local:{}", claimed[3].id),
+            job_id: claimed[3].id.clone(),
+            queue: "sentiment.analyze".to_owned(),
+            kind: "sentiment.analyze".to_owned(),
+            message: "{}".to_owned(),
+            headers: None,
+            error_code: "VALIDATION_FAILED".to_owned(),
+            error_message: "bad".to_owned(),
+            retriable: false,
+            request_id: None,
+            trace_id: None,
+            status: "parked",
+            next_retry_at_ms: None,
+            dead_at_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+
+    let before_any_finished = now_ms() - 60_000;
+    assert_eq!(
+        store
+            .prune_finished_jobs(JobStatus::Succeeded, before_any_finished, 100)
+            .await
+            .unwrap(),
+        0,
+        "nothing finished before the cutoff"
+    );
+    let later = now_ms() + 1_000;
+    assert_eq!(
+        store
+            .prune_finished_jobs(JobStatus::Succeeded, later, 2)
+            .await
+            .unwrap(),
+        2,
+        "at most the limit"
+    );
+    assert_eq!(
+        store
+            .prune_finished_jobs(JobStatus::Succeeded, later, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .prune_finished_jobs(JobStatus::Dead, later, 100)
+            .await
+            .unwrap(),
+        1,
+        "the dead job with an open letter is kept"
+    );
+    assert!(store.get_job(&claimed[3].id).await.unwrap().is_some());
+    assert!(store.get_job(&claimed[4].id).await.unwrap().is_none());
+    assert!(
+        store
+            .prune_finished_jobs(JobStatus::Running, later, 100)
+            .await
+            .is_err(),
+        "live jobs are never pruned"
+    );
+    let filter = JobFilter {
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let left: Vec<JobStatus> = store
+        .list_jobs(&filter)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|job| job.status)
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&JobStatus::Running) && left.contains(&JobStatus::Queued));
+}
+
+on_both_backends!(
+    pruning_deletes_only_expired_finished_jobs_on,
+    pruning_deletes_only_expired_finished_jobs
 );

@@ -15,6 +15,8 @@
 //! │   └── scheduler-actor       fires due schedule slots as jobs, once across nodes
 //! ├── dead-letter (one_for_one)                 only when dead_letters.enabled
 //! │   └── dead-letter-actor     stores jobs that cannot be done, retries, parks
+//! ├── retention (one_for_one)                   only when jobs.retention.enabled
+//! │   └── job-pruner            deletes finished jobs past their retention, in small batches
 //! └── ingress (one_for_one, reconnect backoff)  only with AMQP_URL
 //!     ├── consumer-<kind>       one per job kind queue; acks once the outcome is stored
 //!     ├── dlq-consumer-<kind>   one per dead-letter queue; stores each message, then acks
@@ -36,7 +38,7 @@
 //!   `docs/architecture.md`'s against it).
 //! - one module per subsystem, each with its `SHAPE` and its spec: `sentiment`
 //!   ([`SentimentSettings`]), `providers` ([`ProvidersSettings`]), `jobs`, `scheduler`
-//!   ([`SchedulerFactory`]), `dead_letters` ([`DeadLetterFactory`]), `ingress`
+//!   ([`SchedulerFactory`]), `dead_letters` ([`DeadLetterFactory`]), `retention`, `ingress`
 //!   ([`IngressFactory`]: the broker crate builds its children).
 //! - `incident`: [`IncidentSink`] and the incident file format (`incident_v1`).
 //! - `panics`: the panic hook that tells panics from error returns and keeps backtraces.
@@ -49,6 +51,7 @@ mod jobs;
 pub mod metrics;
 mod panics;
 mod providers;
+mod retention;
 mod scheduler;
 mod sentiment;
 mod subsystem;

@@ -33,12 +33,13 @@ const ROOT_NAME: &str = "root";
 const ROOT_STRATEGY: SupervisionStrategy = SupervisionStrategy::OneForOne;
 
 /// Every subsystem the root may start, in start order: downstream first.
-pub const TREE: [&SubsystemShape; 6] = [
+pub const TREE: [&SubsystemShape; 7] = [
     &crate::sentiment::SHAPE,
     &crate::providers::SHAPE,
     &crate::jobs::SHAPE,
     &crate::scheduler::SHAPE,
     &crate::dead_letters::SHAPE,
+    &crate::retention::SHAPE,
     &crate::ingress::SHAPE,
 ];
 
@@ -56,6 +57,8 @@ pub struct TreeParams {
     pub scheduler: Option<crate::scheduler::SchedulerFactory>,
     /// The `dead-letter` subsystem; `None` when this node runs no dead-letter actor.
     pub dead_letters: Option<crate::dead_letters::DeadLetterFactory>,
+    /// The `retention` subsystem (the job pruner); `None` when retention is off.
+    pub retention: Option<bulwark_actors::JobPrunerParams>,
     /// The `ingress` subsystem (RabbitMQ consumers); `None` without a broker.
     pub ingress: Option<crate::ingress::IngressFactory>,
     /// The `providers` subsystem; `None` when no provider is configured.
@@ -85,6 +88,8 @@ pub struct BulwarkTree {
     pub dead_letters: Option<bulwark_actors::DeadLetterHandle>,
     /// `None` when no provider is configured.
     pub providers: Option<bulwark_actors::ProviderRouter>,
+    /// `None` when retention is off.
+    pub pruner: Option<bulwark_actors::JobPrunerHandle>,
 }
 
 impl BulwarkTree {
@@ -122,6 +127,12 @@ impl BulwarkTree {
             subsystems.push(spec);
             handle
         });
+        let pruner = params.retention.map(|pruner_params| {
+            let (spec, handle) =
+                crate::retention::subsystem(&instance, pruner_params).build(&instance, settings);
+            subsystems.push(spec);
+            handle
+        });
         if let Some(factory) = params.ingress {
             let (spec, ()) = factory(ingress_executor, settings).build(&instance, settings);
             subsystems.push(spec);
@@ -140,6 +151,7 @@ impl BulwarkTree {
             scheduler,
             dead_letters,
             providers,
+            pruner,
         })
     }
 

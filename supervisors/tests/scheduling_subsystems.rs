@@ -1,15 +1,17 @@
-//! The scheduler and dead-letter subsystems under their supervisors: the real
-//! [`SchedulerActor`] and [`DeadLetterActor`] on a real SQLite store, made to panic, return an
-//! error or hang through their game-day chaos messages, prove that each fault is detected,
-//! counted and restarted, and that the restarted actor still does its work: a due schedule
-//! fires exactly once, a dead job is still stored as exactly one dead letter.
+//! The scheduler, dead-letter and retention subsystems under their supervisors: the real
+//! [`SchedulerActor`], [`DeadLetterActor`] and [`JobPrunerActor`] on a real SQLite store, made
+//! to panic, return an error or hang through their game-day chaos messages, prove that each
+//! fault is detected, counted and restarted, and that the restarted actor still does its work:
+//! a due schedule fires exactly once, a dead job is still stored as exactly one dead letter, an
+//! expired job is still pruned.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
     Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
-    Fault, JobIntake, JobRunnerHandle, ManualClock, RetryPolicy, SchedulerActor, SchedulerHandle,
+    Fault, JobIntake, JobPrunerActor, JobPrunerHandle, JobPrunerMsg, JobPrunerParams,
+    JobRunnerHandle, ManualClock, RetentionPolicy, RetryPolicy, SchedulerActor, SchedulerHandle,
     SchedulerMsg, SchedulerParams, slot_idempotency_key,
 };
 use bulwark_core::Liveness;
@@ -396,5 +398,137 @@ async fn dead_letter_hang_is_killed_and_records_dead_job() {
     let subsystem = start_dead_letters("dead_letter_hang_is_killed_and_records_dead_job").await;
     subsystem
         .fault_then_record(DeadLetterMsg::Chaos(Fault::Hang(HANG)), ExitKind::Hang)
+        .await;
+}
+
+struct RetentionSubsystem {
+    supervisor: ActorRef<SupervisorMsg>,
+    pruner: JobPrunerHandle,
+    actor_name: String,
+    store: Store,
+    _database: TestDatabase,
+}
+
+/// Starts the job pruner under its supervisor on a fresh SQLite store, pruning succeeded jobs
+/// as soon as they finish and passing once an hour (so only a start's pass runs on its own).
+async fn start_retention(test: &str) -> RetentionSubsystem {
+    install_panic_hook();
+    let database = TestDatabase::create(TestBackend::Sqlite).await;
+    let store = database.open().await;
+    let liveness = Liveness::default();
+    let params = JobPrunerParams {
+        store: store.clone(),
+        policy: RetentionPolicy {
+            succeeded: Some(Duration::ZERO),
+            failed: None,
+            dead: None,
+            batch_size: 100,
+            max_batches_per_pass: 10,
+        },
+        interval: IDLE_INTERVAL,
+        liveness: liveness.clone(),
+    };
+    let actor_name = format!("{test}/job-pruner");
+    let child = actor_spec(&actor_name, JobPrunerActor, params, Some(liveness));
+    let supervisor = supervise(test, "retention", child).await;
+    let pruner = JobPrunerHandle::new(actor_name.clone());
+    pruner
+        .run_pass(DEADLINE)
+        .await
+        .expect("pruner running")
+        .expect("first pass");
+    RetentionSubsystem {
+        supervisor,
+        pruner,
+        actor_name,
+        store,
+        _database: database,
+    }
+}
+
+impl RetentionSubsystem {
+    /// Stores a job and finishes it successfully; returns its id.
+    async fn job_succeeds(&self) -> String {
+        let outcome = self
+            .store
+            .insert_job(&NewJob {
+                kind: "sentiment.analyze".to_owned(),
+                payload: json!({"texts": ["done"]}),
+                idempotency_key: None,
+                request_id: None,
+                trace_id: None,
+                max_attempts: 3,
+                priority: bulwark_store::DEFAULT_PRIORITY,
+                run_at_ms: None,
+                timeout_ms: None,
+            })
+            .await
+            .expect("job stored");
+        let job_id = outcome.job().id.clone();
+        self.store
+            .claim_jobs("node", i64::MAX / 2, 100)
+            .await
+            .expect("claimed");
+        self.store
+            .complete_job(&job_id, "node", &json!({"ok": true}))
+            .await
+            .expect("completed")
+            .expect("lease held");
+        job_id
+    }
+
+    /// Injects `fault` with a job finished meanwhile, waits for the restart, and proves the
+    /// restarted pruner deletes that job on its own, once.
+    async fn fault_then_prune(&self, fault: JobPrunerMsg, kind: ExitKind) {
+        let job_id = self.job_succeeds().await;
+        let actor: ActorRef<JobPrunerMsg> = ractor::registry::where_is(self.actor_name.clone())
+            .expect("pruner registered")
+            .into();
+        actor.send_message(fault).expect("message sent");
+        let snapshot = wait_for_restart_after(&self.supervisor, kind, DEADLINE).await;
+        assert_counted(&snapshot, kind);
+        eventually(DEADLINE, || async {
+            let job = self.store.get_job(&job_id).await.expect("job read");
+            job.is_none().then_some(())
+        })
+        .await;
+        let again = self
+            .pruner
+            .run_pass(DEADLINE)
+            .await
+            .expect("pruner running")
+            .expect("pass runs");
+        assert_eq!(again.num_succeeded, 0, "nothing left to prune");
+        self.supervisor.stop(None);
+    }
+}
+
+/// Proves a job pruner that panics is counted as a panic and restarted, and the restarted
+/// pruner deletes the job that expired meanwhile.
+#[tokio::test]
+async fn pruner_panic_is_restarted_and_prunes() {
+    let subsystem = start_retention("pruner_panic_is_restarted_and_prunes").await;
+    subsystem
+        .fault_then_prune(JobPrunerMsg::Chaos(Fault::Panic), ExitKind::Panic)
+        .await;
+}
+
+/// Proves a job pruner whose handler returns an error is counted as an error and restarted,
+/// and the restarted pruner deletes the job that expired meanwhile.
+#[tokio::test]
+async fn pruner_error_is_restarted_and_prunes() {
+    let subsystem = start_retention("pruner_error_is_restarted_and_prunes").await;
+    subsystem
+        .fault_then_prune(JobPrunerMsg::Chaos(Fault::Error), ExitKind::Error)
+        .await;
+}
+
+/// Proves a wedged job pruner is detected as hung through its liveness, killed, counted as a
+/// hang and restarted, and the restarted pruner deletes the job that expired meanwhile.
+#[tokio::test]
+async fn pruner_hang_is_killed_and_prunes() {
+    let subsystem = start_retention("pruner_hang_is_killed_and_prunes").await;
+    subsystem
+        .fault_then_prune(JobPrunerMsg::Chaos(Fault::Hang(HANG)), ExitKind::Hang)
         .await;
 }

@@ -11,3 +11,5 @@ CREATE INDEX jobs_queued ON jobs (priority, run_at_ms) WHERE status = 'queued' A
 DROP INDEX jobs_unpublished;
 CREATE INDEX jobs_unpublished ON jobs (run_at_ms)
     WHERE transport = 'amqp' AND published_at_ms IS NULL;
+-- The pruner keeps a finished job whose dead letter is still open; it looks letters up by job.
+CREATE INDEX dead_letters_job ON dead_letters (job_id);
