@@ -163,19 +163,19 @@ impl AttemptCore {
         let execution = AssertUnwindSafe(self.executor.execute(job)).catch_unwind();
         // Dropping the execution on timeout aborts it: its provider calls and its wait for
         // inference are futures of this one.
-        let outcome = match job.timeout_ms.and_then(|ms| u64::try_from(ms).ok()) {
-            Some(timeout_ms) => {
-                match tokio::time::timeout(Duration::from_millis(timeout_ms), execution).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => {
-                        return Err(JobError::new(
-                            ErrorCode::JobTimeout,
-                            format!("job ran past its timeout of {timeout_ms} ms and was aborted"),
-                        ));
-                    }
-                }
-            }
+        let timeout_opt = job.timeout_ms.and_then(|ms| u64::try_from(ms).ok());
+        let outcome = match timeout_opt {
             None => execution.await,
+            Some(timeout_ms) => {
+                let limit = Duration::from_millis(timeout_ms);
+                let Ok(outcome) = tokio::time::timeout(limit, execution).await else {
+                    return Err(JobError::new(
+                        ErrorCode::JobTimeout,
+                        format!("job ran past its timeout of {timeout_ms} ms and was aborted"),
+                    ));
+                };
+                outcome
+            }
         };
         match outcome {
             Ok(result) => result,

@@ -276,19 +276,6 @@ impl AnsweredRow {
     }
 }
 
-/// The columns of the batch in [`create_delivered_postgres`]: none is named like a job column,
-/// so the job columns of its answers need no table name.
-macro_rules! delivered_batch {
-    () => {
-        "batch AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int2[], \
-         $13::int8[]) \
-         WITH ORDINALITY AS batch(new_id, new_kind, new_max_attempts, new_payload, \
-         new_request_id, new_key, new_trace_id, new_owner, new_lease_until, message_id, \
-         new_priority, new_timeout, position))"
-    };
-}
-
 /// Creates or finds the rows of `rows` (in key order) in one statement: the rows whose message
 /// id names no job are inserted (a key already taken, by a stored row or another insert of the
 /// batch, inserts nothing), and each insert that created nothing is answered with the job its
@@ -300,9 +287,14 @@ async fn create_delivered_postgres(
     now: i64,
 ) -> Result<Vec<(i64, DeliveredRow)>, StoreError> {
     const CREATE_OR_FIND: &str = concat!(
-        "WITH ",
-        delivered_batch!(),
-        ", inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
+        // The batch's columns are named apart from the job columns, so the job columns of the
+        // answers need no table name.
+        "WITH batch AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int2[], \
+         $13::int8[]) \
+         WITH ORDINALITY AS batch(new_id, new_kind, new_max_attempts, new_payload, \
+         new_request_id, new_key, new_trace_id, new_owner, new_lease_until, message_id, \
+         new_priority, new_timeout, position)), inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
          timeout_ms) \

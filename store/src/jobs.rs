@@ -212,7 +212,7 @@ pub struct NewJob {
     /// The W3C trace id of the request or message creating it.
     pub trace_id: Option<String>,
     pub max_attempts: u32,
-    /// 0 (lowest) to [`MAX_PRIORITY`]; the caller applies its kind's default.
+    /// 0 (lowest) to [`MAX_PRIORITY`]; submissions that name none get [`DEFAULT_PRIORITY`].
     pub priority: u8,
     /// When it may first run; `None` (or a time already past) is now.
     pub run_at_ms: Option<i64>,
@@ -225,11 +225,6 @@ impl NewJob {
     pub fn run_at(&self, now_ms: i64) -> i64 {
         self.run_at_ms
             .map_or(now_ms, |run_at_ms| run_at_ms.max(now_ms))
-    }
-
-    /// Returns true when the job waits for a time after `now_ms`.
-    pub fn is_delayed(&self, now_ms: i64) -> bool {
-        self.run_at(now_ms) > now_ms
     }
 }
 

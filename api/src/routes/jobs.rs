@@ -2,9 +2,7 @@ use std::sync::Arc;
 
 use bulwark_actors::validate_job;
 use bulwark_core::{JobKind, TraceContext, format_rfc3339_ms, now_ms, parse_rfc3339_ms};
-use bulwark_store::{
-    DEFAULT_PRIORITY, InsertOutcome, Job, JobFilter, JobStatus, MAX_PRIORITY, NewJob,
-};
+use bulwark_store::{DEFAULT_PRIORITY, InsertOutcome, Job, JobFilter, JobStatus, NewJob};
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -96,30 +94,16 @@ pub struct JobSubmission {
     pub timeout_ms: Option<i64>,
 }
 
-/// The longest `timeout_ms` a job may ask for: a day.
-const MAX_TIMEOUT_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// The furthest ahead a job may be delayed: a year (366 days). Further is almost always a
-/// unit mistake (seconds taken for milliseconds).
+/// The furthest ahead `run_at` may be: a year (366 days), as `delay_ms`'s validator says.
+/// Further is almost always a unit mistake (seconds taken for milliseconds).
 const MAX_DELAY_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 impl JobSubmission {
     /// Returns the job's priority, when it may first run and its timeout, or a message naming
-    /// the field that is wrong.
+    /// the field that is wrong. The ranges of `priority`, `delay_ms` and `timeout_ms` are the
+    /// document's validators, already enforced wherever a submission is read (single or batch);
+    /// this checks what they cannot say.
     pub fn schedule(&self, now_ms: i64) -> Result<JobSchedule, String> {
-        if let Some(timeout_ms) = self.timeout_ms
-            && !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms)
-        {
-            return Err(format!(
-                "timeout_ms: must be 1 to {MAX_TIMEOUT_MS} (a day), got {timeout_ms}"
-            ));
-        }
-        let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
-        if priority > MAX_PRIORITY {
-            return Err(format!(
-                "priority: must be 0 to {MAX_PRIORITY}, got {priority}"
-            ));
-        }
         let run_at_ms = match (&self.run_at, self.delay_ms) {
             (Some(_), Some(_)) => {
                 return Err("run_at: give run_at or delay_ms, not both".to_owned());
@@ -132,16 +116,11 @@ impl JobSubmission {
                 }
                 Some(run_at_ms)
             }
-            (None, Some(delay_ms)) if !(0..=MAX_DELAY_MS).contains(&delay_ms) => {
-                return Err(format!(
-                    "delay_ms: must be 0 to {MAX_DELAY_MS} (a year), got {delay_ms}"
-                ));
-            }
             (None, Some(delay_ms)) => Some(now_ms + delay_ms),
             (None, None) => None,
         };
         Ok(JobSchedule {
-            priority,
+            priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
             run_at_ms,
             timeout_ms: self.timeout_ms,
         })
