@@ -83,6 +83,11 @@ fn copy_model_dir() -> tempfile::TempDir {
     copy
 }
 
+/// Returns the log-odds of a probability.
+fn logit(probability: f32) -> f32 {
+    (probability / (1.0 - probability)).ln()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -101,8 +106,11 @@ fn good_model_loads_and_names_itself() {
 }
 
 /// Proves clear sentences get the expected label and the probabilities pinned from the first
-/// run, which Python onnxruntime 1.31.1 with tokenizers 0.23 reproduces to 1e-6, and that the
-/// other score fields derive from `p(positive)`.
+/// run (Python onnxruntime 1.31.1 with tokenizers 0.23 reproduces them to 1e-6 on the same
+/// CPU) within 0.5 in logit, and that the other score fields derive from `p(positive)`. The
+/// tolerance is the spread of the int8 kernels across instruction sets: a CPU with AVX-512 VNNI
+/// and one with AVX2 alone (an AMD EPYC seen here) round the quantized products differently,
+/// up to 0.26 apart in logit on these sentences (0.0695 against 0.0594 at the widest).
 #[test]
 fn golden_predictions() {
     let golden: [(&str, SentimentLabel, f32); 6] = [
@@ -147,7 +155,7 @@ fn golden_predictions() {
     for ((text, label, positive_probability), score) in golden.iter().zip(&scores) {
         assert_eq!(score.label, *label, "{text}");
         assert!(
-            (score.positive_probability - positive_probability).abs() < 1e-4,
+            (logit(score.positive_probability) - logit(*positive_probability)).abs() < 0.5,
             "{text}: p(positive) is {}, expected {positive_probability}",
             score.positive_probability
         );
