@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bulwark_actors::{JobIntake, RetryPolicy};
+use bulwark_actors::{JobControls, JobIntake, RetryPolicy};
 use bulwark_core::JobKind;
 
 use crate::scheduling::dead_letter_policy;
@@ -61,7 +61,12 @@ const _: () =
 
 /// Builds the publisher and the intake that publishes through it, and connects the publisher
 /// once (a broker that is down is not fatal: jobs wait in the outbox, consumers reconnect).
-pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Option<BrokerSetup> {
+pub async fn broker_setup(
+    config: &Config,
+    store: &Store,
+    node_id: &str,
+    controls: &JobControls,
+) -> Option<BrokerSetup> {
     let settings = broker_settings(config, &format!("bulwark-{node_id}"))?;
     let health = BrokerHealth::default();
     let publisher = Arc::new(BrokerPublisher::new(settings.clone(), health.clone()));
@@ -81,6 +86,7 @@ pub async fn broker_setup(config: &Config, store: &Store, node_id: &str) -> Opti
         lease: jobs.lease(),
         retry: RetryPolicy::from_config(config),
         max_attempts: jobs.max_attempts,
+        controls: controls.clone(),
         kinds: JobKind::ALL
             .iter()
             .map(|kind| kind.as_str().to_owned())

@@ -37,6 +37,8 @@ pub enum Command {
     Migrate,
     /// Inspects and acts on dead letters of a running node (over HTTP).
     Dlq(crate::dlq_cli::DlqArgs),
+    /// Cancels jobs and pauses or resumes kinds on a running node (over HTTP).
+    Jobs(crate::jobs_cli::JobsArgs),
     /// Makes, lists, rotates and revokes API keys on the configured database.
     Keys(crate::keys::KeysArgs),
     /// Inspects the configuration.

@@ -141,6 +141,15 @@ pub async fn run(args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 .query(&query)
         }
     };
+    send_and_print(request, base).await
+}
+
+/// Sends a CLI command's request with the key in `BULWARK_API_KEY` and prints the answer as
+/// JSON. Exit 1 on an error answer, naming its code and message.
+pub(crate) async fn send_and_print(
+    request: reqwest::RequestBuilder,
+    base: &str,
+) -> anyhow::Result<ExitCode> {
     let request = match std::env::var(crate::ops_client::API_KEY_ENV) {
         Ok(key) if !key.is_empty() => request.bearer_auth(key),
         _ => request,

@@ -30,6 +30,7 @@ pub mod dlq_cli;
 pub mod engines;
 pub mod enqueue;
 pub mod incidents;
+pub mod jobs_cli;
 pub mod keys;
 pub mod launch;
 pub mod listener;

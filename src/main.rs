@@ -100,6 +100,7 @@ async fn run(
             bulwark::ops_client::run(&url, token_opt.as_deref(), &request).await
         }
         Command::Dlq(args) => bulwark::dlq_cli::run(&args).await,
+        Command::Jobs(args) => bulwark::jobs_cli::run(&args).await,
         Command::Enqueue(args) => bulwark::enqueue::run(&args).await,
         Command::Keys(args) => bulwark::keys::run(config, &args).await,
         Command::Migrate => {

@@ -89,6 +89,7 @@ pub fn pruner_params(config: &Config, store: &Store) -> Option<JobPrunerParams> 
             succeeded: RetentionConfig::age(retention.succeeded_ms),
             failed: RetentionConfig::age(retention.failed_ms),
             dead: RetentionConfig::age(retention.dead_ms),
+            cancelled: RetentionConfig::age(retention.cancelled_ms),
             batch_size: retention.batch_size,
             max_batches_per_pass: retention.max_batches_per_pass,
         },

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulwark_actors::{
-    DrainReport, InFlightJobs, JobExecutor, JobIntake, JobRunnerHandle, JobRunnerParams,
-    ProviderRouter, RetryPolicy, SentimentPool,
+    DrainReport, InFlightJobs, JobControlParams, JobControls, JobExecutor, JobIntake,
+    JobRunnerHandle, JobRunnerParams, ProviderRouter, RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_audit::{AuditRunner, AuditRunnerParams};
@@ -106,8 +106,12 @@ fn job_runner_factory(
     config: &Config,
     store: &Store,
     transport: Arc<LocalQueue>,
-    providers_opt: Option<ProviderRouter>,
+    node: NodeParts,
 ) -> Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send> {
+    let NodeParts {
+        providers_opt,
+        controls,
+    } = node;
     let runner_store = store.clone();
     let audit_store = store.clone();
     let audit_concurrency = config.audits.concurrency as usize;
@@ -139,7 +143,14 @@ fn job_runner_factory(
         in_flight: InFlightJobs::default(),
         draining: Arc::new(AtomicBool::new(false)),
         liveness: Liveness::default(),
+        controls,
     })
+}
+
+/// What a node's job runner shares with the rest of the node.
+struct NodeParts {
+    providers_opt: Option<ProviderRouter>,
+    controls: JobControls,
 }
 
 /// Returns the HTTP app's params from `[http]`, served at `public_url`.
@@ -161,7 +172,12 @@ impl Service {
         let prometheus = crate::telemetry::prometheus()?;
         let store = open_store(config).await?;
         let node_id = config.jobs.node_id.clone().unwrap_or_else(default_node_id);
-        let broker = crate::broker::broker_setup(config, &store, &node_id).await;
+        let controls = JobControls {
+            cancel_grace: config.jobs.cancel_grace(),
+            ..JobControls::default()
+        };
+        let paused_kinds = controls.paused.clone();
+        let broker = crate::broker::broker_setup(config, &store, &node_id, &controls).await;
         let transport = Arc::new(LocalQueue::new(
             store.clone(),
             local_queue_params(config, &node_id),
@@ -176,7 +192,15 @@ impl Service {
         let incidents = crate::incidents::start_sink(config, &node_id, &env);
         let providers = crate::providers::providers_settings(config, &env)?;
         let provider_router_opt = providers.as_ref().map(|settings| settings.router(&node_id));
-        let job_runner = job_runner_factory(config, &store, transport, provider_router_opt.clone());
+        let job_runner = job_runner_factory(
+            config,
+            &store,
+            transport,
+            NodeParts {
+                providers_opt: provider_router_opt.clone(),
+                controls: controls.clone(),
+            },
+        );
         let tree = BulwarkTree::start(TreeParams {
             instance: node_id.clone(),
             supervision: SupervisionSettings::from_config(config),
@@ -196,6 +220,12 @@ impl Service {
                     .and_then(|setup| setup.intake.publisher().cloned()),
             ),
             retention: crate::scheduling::pruner_params(config, &store),
+            control: JobControlParams {
+                store: store.clone(),
+                controls,
+                interval: config.jobs.control_interval(),
+                liveness: Liveness::default(),
+            },
             ingress: broker.as_ref().map(|setup| setup.ingress_factory()),
             providers,
         })
@@ -247,6 +277,7 @@ impl Service {
             scheduler: tree.scheduler.clone(),
             dead_letters: tree.dead_letters.clone(),
             providers: provider_router_opt.clone(),
+            paused_kinds: paused_kinds.clone(),
         };
         let app = build_app(state, &app_params(config, &base_url));
         let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();

@@ -538,7 +538,14 @@ async fn probes_docs_and_metrics_are_served() {
     // With no provider configured and no RabbitMQ there is no providers or ingress subtree.
     assert_eq!(
         subsystems,
-        ["sentiment", "jobs", "scheduler", "dead-letter", "retention"]
+        [
+            "sentiment",
+            "jobs",
+            "scheduler",
+            "dead-letter",
+            "retention",
+            "control"
+        ]
     );
 
     let (status, spec) = service.get_json("/openapi.json").await;

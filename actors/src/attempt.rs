@@ -23,6 +23,7 @@ use serde_json::Value;
 use tracing::{debug, error, warn};
 
 use crate::JobExecutor;
+use crate::job_control::JobControls;
 use crate::metrics::{JobAttemptFinished, JobOutcome};
 
 /// How failed attempts are spaced: exponential from `base`, capped at `max`, with full jitter.
@@ -79,6 +80,10 @@ impl Disposition {
                 status: JobStatus::Failed,
                 ..
             } => JobOutcome::Failed,
+            Disposition::Final {
+                status: JobStatus::Cancelled,
+                ..
+            } => JobOutcome::Cancelled,
             Disposition::Final { .. } => JobOutcome::Dead,
         }
     }
@@ -100,6 +105,8 @@ pub struct AttemptCore {
     /// How long an outcome's write is retried while the store is unavailable (half a lease:
     /// the lease must still be held when the write finally lands).
     pub record_deadline: Duration,
+    /// Where cancels reach running attempts, and their grace.
+    pub controls: JobControls,
 }
 
 /// What one attempt did.
@@ -152,7 +159,10 @@ impl AttemptCore {
     }
 
     /// Executes the job's code, turning a panic into an internal error. A job claimed again
-    /// after lease expiries until its attempts ran out is not run: its worker keeps dying.
+    /// after lease expiries until its attempts ran out is not run: its worker keeps dying. Nor
+    /// is a job whose cancel was asked for. While it runs, its timeout and a cancel stop it:
+    /// the execution future is dropped, and its provider calls and its wait for inference with
+    /// it. A cancelled job is first given the grace to finish by itself.
     pub async fn execute(&self, job: &Job) -> Result<Value, JobError> {
         if job.attempts > job.max_attempts {
             return Err(JobError::new(
@@ -160,21 +170,41 @@ impl AttemptCore {
                 "attempts exhausted by expired leases",
             ));
         }
-        let execution = AssertUnwindSafe(self.executor.execute(job)).catch_unwind();
-        // Dropping the execution on timeout aborts it: its provider calls and its wait for
-        // inference are futures of this one.
+        if job.cancel_requested_at_ms.is_some() {
+            return Err(cancelled("cancelled before this attempt ran"));
+        }
+        let registration = self.controls.cancels.register(&job.id);
+        let execution = self.executor.execute(job, &registration.token);
+        let mut execution = std::pin::pin!(AssertUnwindSafe(execution).catch_unwind());
         let timeout_opt = job.timeout_ms.and_then(|ms| u64::try_from(ms).ok());
-        let outcome = match timeout_opt {
-            None => execution.await,
-            Some(timeout_ms) => {
-                let limit = Duration::from_millis(timeout_ms);
-                let Ok(outcome) = tokio::time::timeout(limit, execution).await else {
-                    return Err(JobError::new(
-                        ErrorCode::JobTimeout,
-                        format!("job ran past its timeout of {timeout_ms} ms and was aborted"),
-                    ));
-                };
-                outcome
+        let timeout = async {
+            match timeout_opt {
+                Some(timeout_ms) => tokio::time::sleep(Duration::from_millis(timeout_ms)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = &mut execution => outcome,
+            () = timeout => {
+                let timeout_ms = timeout_opt.unwrap_or_default();
+                return Err(JobError::new(
+                    ErrorCode::JobTimeout,
+                    format!("job ran past its timeout of {timeout_ms} ms and was aborted"),
+                ));
+            }
+            () = registration.token.cancelled() => {
+                let grace = self.controls.cancel_grace;
+                match tokio::time::timeout(grace, &mut execution).await {
+                    // Finished within the grace: its work is done and stands.
+                    Ok(Ok(Ok(value))) => return Ok(value),
+                    Ok(_) => return Err(cancelled("cancelled while running")),
+                    Err(_) => {
+                        return Err(cancelled(format!(
+                            "cancelled while running, aborted after its grace of {} ms",
+                            grace.as_millis()
+                        )));
+                    }
+                }
             }
         };
         match outcome {
@@ -259,12 +289,24 @@ fn write_of<'a>(sink: &dyn OutcomeSink, disposition: &'a Disposition) -> Outcome
     }
 }
 
+/// Returns the error a cancelled attempt ends with.
+fn cancelled(message: impl Into<String>) -> JobError {
+    JobError::new(ErrorCode::Cancelled, message)
+}
+
 /// See [`AttemptCore::decide`]; pure, so it is tested without a store.
 fn decide(retry: &RetryPolicy, job: &Job, result: Result<Value, JobError>) -> Disposition {
     let error = match result {
         Ok(value) => return Disposition::Succeeded(value),
         Err(error) => error,
     };
+    if error.code == ErrorCode::Cancelled {
+        return Disposition::Final {
+            status: JobStatus::Cancelled,
+            code: error.code,
+            message: error.message,
+        };
+    }
     // A node out of capacity never ran the job: it waits without losing an attempt.
     let refund_attempt = error.code == ErrorCode::Overloaded;
     if !error.is_retryable() {
@@ -323,6 +365,8 @@ mod tests {
             trace_id: None,
             priority: bulwark_store::DEFAULT_PRIORITY,
             timeout_ms: None,
+            cancel_requested_at_ms: None,
+            parked_at_ms: None,
         }
     }
 
@@ -370,6 +414,10 @@ mod tests {
         let dead = decide(&RETRY, &job_at(3, 3), Err(timeout()));
         assert_eq!(dead.outcome(), JobOutcome::Dead);
         assert_eq!(dead.retry_delay(), None);
+
+        let cancelled = decide(&RETRY, &job_at(1, 3), Err(cancelled("stop")));
+        assert_eq!(cancelled.outcome(), JobOutcome::Cancelled);
+        assert_eq!(cancelled.retry_delay(), None);
 
         let overloaded = JobError::new(ErrorCode::Overloaded, "no capacity");
         let waits = decide(&RETRY, &job_at(3, 3), Err(overloaded));

@@ -192,18 +192,18 @@ pub async fn publish_batch_and_mark(
         return 0;
     }
     let answers = publisher.publish_jobs(jobs, trace).await;
-    let mut confirmed_ids = Vec::with_capacity(jobs.len());
+    let mut confirmed = Vec::with_capacity(jobs.len());
     let mut first_failure_opt = None;
     for (job, answer) in jobs.iter().zip(answers) {
         match answer {
-            Ok(()) => confirmed_ids.push(job.id.clone()),
+            Ok(()) => confirmed.push(*job),
             Err(error) => {
                 first_failure_opt.get_or_insert((error, *job));
             }
         }
     }
-    let num_confirmed = confirmed_ids.len();
-    if let Err(error) = store.mark_jobs_published(&confirmed_ids).await {
+    let num_confirmed = confirmed.len();
+    if let Err(error) = store.mark_jobs_published(&confirmed).await {
         // The jobs are on the broker; the republisher may send them again, and the
         // consumer's idempotency makes the duplicates harmless.
         warn!(%error, num_confirmed, "failed to mark jobs published");

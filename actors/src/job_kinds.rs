@@ -6,6 +6,7 @@ use bulwark_providers::CompletionRequest;
 use bulwark_store::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::{ProviderRouter, ScoringChoice, SentimentPool};
 
@@ -215,15 +216,18 @@ impl JobExecutor {
     }
 
     /// Executes the job's payload. Errors say whether a retry can help.
-    pub async fn execute(&self, job: &Job) -> Result<Value, JobError> {
+    /// Runs the job's code. `cancel` fires when the job's cancel reaches this node: code that
+    /// can stop cleanly (an audit between items) watches it; the rest is aborted after the
+    /// grace by the attempt core.
+    pub async fn execute(&self, job: &Job, cancel: &CancellationToken) -> Result<Value, JobError> {
         let caller = crate::CallerIds {
             request_id: job.request_id.clone(),
             trace_id: job.trace_id.clone(),
         };
-        crate::with_caller(caller, self.execute_kind(job)).await
+        crate::with_caller(caller, self.execute_kind(job, cancel)).await
     }
 
-    async fn execute_kind(&self, job: &Job) -> Result<Value, JobError> {
+    async fn execute_kind(&self, job: &Job, cancel: &CancellationToken) -> Result<Value, JobError> {
         match JobKind::parse(&job.kind)? {
             JobKind::AuditRun => {
                 let Some(runner) = &self.audits_opt else {
@@ -232,7 +236,9 @@ impl JobExecutor {
                             .to_owned(),
                     ));
                 };
-                let outcome = runner.run(&job.id, &job.payload).await?;
+                let outcome = runner
+                    .run_until_cancelled(&job.id, &job.payload, cancel)
+                    .await?;
                 encode_result(&outcome)
             }
             JobKind::ProviderComplete => {

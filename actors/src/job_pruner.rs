@@ -17,6 +17,7 @@ pub struct RetentionPolicy {
     pub succeeded: Option<Duration>,
     pub failed: Option<Duration>,
     pub dead: Option<Duration>,
+    pub cancelled: Option<Duration>,
     /// Rows deleted per statement: small, so a pass never holds many locks or a long
     /// transaction, and live work goes on between batches.
     pub batch_size: u32,
@@ -31,6 +32,7 @@ impl RetentionPolicy {
             (JobStatus::Succeeded, self.succeeded),
             (JobStatus::Failed, self.failed),
             (JobStatus::Dead, self.dead),
+            (JobStatus::Cancelled, self.cancelled),
         ]
         .into_iter()
         .filter_map(|(status, age_opt)| age_opt.map(|age| (status, age)))
@@ -55,6 +57,7 @@ pub struct PruneReport {
     pub num_succeeded: u64,
     pub num_failed: u64,
     pub num_dead: u64,
+    pub num_cancelled: u64,
 }
 
 #[derive(Debug)]
@@ -148,6 +151,7 @@ async fn prune(params: &JobPrunerParams) -> Result<PruneReport, StoreError> {
         match status {
             JobStatus::Succeeded => report.num_succeeded = num_deleted,
             JobStatus::Failed => report.num_failed = num_deleted,
+            JobStatus::Cancelled => report.num_cancelled = num_deleted,
             _ => report.num_dead = num_deleted,
         }
     }

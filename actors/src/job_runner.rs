@@ -38,6 +38,8 @@ pub struct JobRunnerParams {
     pub in_flight: InFlightJobs,
     pub draining: Arc<AtomicBool>,
     pub liveness: Liveness,
+    /// Where cancels reach this node's attempts.
+    pub controls: crate::JobControls,
 }
 
 #[derive(Debug)]
@@ -133,6 +135,7 @@ impl Actor for JobRunnerActor {
             executor: params.executor.clone(),
             retry: params.retry,
             record_deadline: params.lease / 2,
+            controls: params.controls.clone(),
         });
         Ok(JobRunnerState {
             params,

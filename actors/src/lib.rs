@@ -22,6 +22,8 @@
 //! - `scheduler`: [`SchedulerActor`] fires due schedule slots as jobs; [`SchedulerHandle`].
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
+//! - `job_control`: [`JobControlActor`] brings cancels ([`CancelSignals`]) and paused kinds
+//!   ([`PausedKinds`]) stored in the database to the node's attempts.
 //! - `job_pruner`: [`JobPrunerActor`] deletes finished jobs past their status's retention.
 //! - `metrics`: metric names and the events that emit them.
 //! - `describe`: [`DescribeMessage`], how every actor's message names itself in incident
@@ -36,6 +38,7 @@ mod dead_letter;
 mod describe;
 mod in_flight;
 mod intake;
+mod job_control;
 mod job_kinds;
 mod job_pruner;
 mod job_runner;
@@ -59,6 +62,10 @@ pub use dead_letter::{
 pub use describe::DescribeMessage;
 pub use in_flight::InFlightJobs;
 pub use intake::{JobIntake, JobPublisher, PublishError, publish_and_mark, publish_batch_and_mark};
+pub use job_control::{
+    CancelRegistration, CancelSignals, JobControlActor, JobControlMsg, JobControlParams,
+    JobControls, PausedKinds,
+};
 pub use job_kinds::{
     CompletionParams, JobExecutor, MAX_PROMPT_CHARS, ProviderCompletePayload, SentimentRequest,
     SentimentResponse, validate_job, validate_neutral_threshold,

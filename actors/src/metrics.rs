@@ -9,6 +9,8 @@ pub const JOBS_TOTAL: &str = "bulwark_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
 pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
 pub const JOBS_PRUNED_TOTAL: &str = "bulwark_jobs_pruned_total";
+pub const KIND_PAUSED: &str = "bulwark_kind_paused";
+pub const JOB_CANCEL_SIGNALS_TOTAL: &str = "bulwark_job_cancel_signals_total";
 pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
 pub const SENTIMENT_REQUEST_SECONDS: &str = "bulwark_sentiment_request_duration_seconds";
 pub const SENTIMENT_REJECTED_TOTAL: &str = "bulwark_sentiment_rejected_total";
@@ -21,6 +23,8 @@ pub enum JobOutcome {
     Retried,
     Failed,
     Dead,
+    /// Stopped (or never run) because its cancel was asked for.
+    Cancelled,
     /// The node lost its lease before it could record the outcome; another node has the job.
     LeaseLost,
 }
@@ -32,6 +36,7 @@ impl JobOutcome {
             JobOutcome::Retried => "retried",
             JobOutcome::Failed => "failed",
             JobOutcome::Dead => "dead",
+            JobOutcome::Cancelled => "cancelled",
             JobOutcome::LeaseLost => "lease_lost",
         }
     }
@@ -49,7 +54,7 @@ impl JobAttemptFinished<'_> {
     pub fn emit(&self) {
         let outcome = self.outcome.as_str();
         match self.outcome {
-            JobOutcome::Succeeded | JobOutcome::Retried => {
+            JobOutcome::Succeeded | JobOutcome::Retried | JobOutcome::Cancelled => {
                 debug!(
                     kind = self.kind,
                     outcome,
@@ -72,6 +77,40 @@ impl JobAttemptFinished<'_> {
         ];
         metrics::counter!(JOBS_TOTAL, &labels).increment(1);
         metrics::histogram!(JOB_DURATION_SECONDS, &labels).record(self.duration.as_secs_f64());
+    }
+}
+
+/// The node saw a kind paused or resumed (`bulwark_kind_paused{kind}` is 1 while paused).
+#[derive(Debug)]
+pub struct KindPauseChanged<'a> {
+    pub kind: &'a str,
+    pub paused: bool,
+}
+
+impl KindPauseChanged<'_> {
+    pub fn emit(&self) {
+        info!(kind = self.kind, paused = self.paused, "kind pause changed");
+        metrics::gauge!(KIND_PAUSED, "kind" => self.kind.to_owned()).set(if self.paused {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// A running job's cancel reached the node running it, which signalled its attempt.
+#[derive(Debug)]
+pub struct JobCancelSignalled<'a> {
+    pub job_id: &'a str,
+}
+
+impl JobCancelSignalled<'_> {
+    pub fn emit(&self) {
+        info!(
+            job_id = self.job_id,
+            "cancel requested, stopping the running job"
+        );
+        metrics::counter!(JOB_CANCEL_SIGNALS_TOTAL).increment(1);
     }
 }
 

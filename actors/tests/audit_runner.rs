@@ -275,3 +275,36 @@ async fn unknown_provider_fails_the_audit() {
             .is_empty()
     );
 }
+
+/// Proves a cancelled audit starts no item, ends `failed` with `CANCELLED` and a message
+/// saying how far it got, and hands the job the non-retryable `CANCELLED` error.
+#[tokio::test]
+async fn a_cancelled_audit_stops_between_items() {
+    let harness = harness().await;
+    let audit_id = "audit-cancelled";
+    let cancel = tokio_util::sync::CancellationToken::new();
+    cancel.cancel();
+    let error = harness
+        .runner
+        .run_until_cancelled(audit_id, &payload(&["sim"]), &cancel)
+        .await
+        .expect_err("a cancelled audit is an error for its job");
+    assert_eq!(error.code, ErrorCode::Cancelled);
+    assert!(
+        error.message.contains("0 of 4 items done"),
+        "{}",
+        error.message
+    );
+    let audit = harness.store.get_audit(audit_id).await.unwrap().unwrap();
+    assert_eq!(audit.status, AuditStatus::Failed);
+    assert_eq!(audit.error_code.as_deref(), Some("CANCELLED"));
+    assert!(
+        harness
+            .store
+            .list_audit_items(audit_id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no item was started"
+    );
+}

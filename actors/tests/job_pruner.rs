@@ -114,6 +114,7 @@ async fn pruner_removes_only_what_its_policy_says_under_load(backend: TestBacken
             succeeded: Some(KEEP_SUCCEEDED),
             failed: None,
             dead: None,
+            cancelled: None,
             batch_size: 7,
             max_batches_per_pass: 3,
         },

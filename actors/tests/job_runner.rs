@@ -124,6 +124,7 @@ async fn start_runner(sentiment: SentimentPool) -> Runner {
         in_flight: InFlightJobs::default(),
         draining: Arc::new(AtomicBool::new(false)),
         liveness: Liveness::default(),
+        controls: bulwark_actors::JobControls::default(),
     };
     Actor::spawn(Some(owner.clone()), JobRunnerActor, params)
         .await

@@ -71,6 +71,7 @@ type Apis = (
     routes::sentiment::SentimentApi,
     routes::jobs::JobsApi,
     routes::job_batches::JobBatchesApi,
+    routes::job_control::JobControlApi,
     routes::health::HealthApi,
     routes::incidents::IncidentsApi,
     routes::ops::OpsApi,
@@ -90,6 +91,9 @@ fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<
             state: state.clone(),
         },
         routes::job_batches::JobBatchesApi {
+            state: state.clone(),
+        },
+        routes::job_control::JobControlApi {
             state: state.clone(),
         },
         routes::health::HealthApi {

@@ -40,4 +40,6 @@ pub struct ApiState {
     pub dead_letters: Option<bulwark_actors::DeadLetterHandle>,
     /// Reaches the provider actors; `None` when no provider is configured.
     pub providers: Option<bulwark_actors::ProviderRouter>,
+    /// The kinds this node holds paused (refreshed by its job control actor).
+    pub paused_kinds: bulwark_actors::PausedKinds,
 }

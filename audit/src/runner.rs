@@ -15,9 +15,10 @@ use bulwark_store::{
     Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit, Store,
     StoreError,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::analysis::{AnswerFacts, AuditSummary, MentionFacts, MentionMatcher, summarize};
@@ -124,6 +125,19 @@ impl AuditRunner {
     /// become failed items; an `Err` means the attempt could not finish (store down,
     /// sentiment pool unavailable, invalid request) and says whether a retry can help.
     pub async fn run(&self, audit_id: &str, payload: &Value) -> Result<AuditOutcome, JobError> {
+        self.run_until_cancelled(audit_id, payload, &CancellationToken::new())
+            .await
+    }
+
+    /// Runs the audit as [`AuditRunner::run`] does until `cancel` fires: then no item is
+    /// started any more, the items in flight finish and are stored, and the audit ends
+    /// `failed` with `CANCELLED` and the summary of what was done; the job gets the error.
+    pub async fn run_until_cancelled(
+        &self,
+        audit_id: &str,
+        payload: &Value,
+        cancel: &CancellationToken,
+    ) -> Result<AuditOutcome, JobError> {
         let request = AuditRequest::from_payload(payload)?;
         let store = &self.params.store;
         let new_audit = NewAudit {
@@ -184,7 +198,9 @@ impl AuditRunner {
             request: &request,
             matcher: &matcher,
         };
+        let num_pending = pending.len();
         futures::stream::iter(pending.into_iter().map(Ok))
+            .take_until(cancel.cancelled())
             .try_for_each_concurrent(self.params.concurrency.max(1), |plan| {
                 self.run_item(&context, plan)
             })
@@ -208,7 +224,20 @@ impl AuditRunner {
             .iter()
             .filter(|item| item.status == AuditItemStatus::Failed)
             .collect();
-        let (status, error_opt) = if failed.is_empty() {
+        let cancelled_opt = cancel.is_cancelled().then(|| {
+            let message = format!(
+                "audit cancelled with {} of {} items done ({num_pending} were left to do)",
+                items.len(),
+                request.num_items()
+            );
+            JobError::new(ErrorCode::Cancelled, message)
+        });
+        let (status, error_opt) = if let Some(error) = &cancelled_opt {
+            (
+                AuditStatus::Failed,
+                Some((error.code.as_str().to_owned(), error.message.clone())),
+            )
+        } else if failed.is_empty() {
             (AuditStatus::Succeeded, None)
         } else if failed.len() < items.len() {
             (AuditStatus::Partial, None)
@@ -235,6 +264,9 @@ impl AuditRunner {
             num_failed: failed.len(),
         }
         .emit();
+        if let Some(error) = cancelled_opt {
+            return Err(error);
+        }
         Ok(AuditOutcome {
             audit_id: audit.id,
             status,

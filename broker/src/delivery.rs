@@ -353,6 +353,18 @@ async fn settle_delivery(
         Ok(_) => {}
         Err(error) => return Settle::refuse(RefusalCause::Invalid, error.0),
     }
+    if context.attempt.controls.paused.contains(kind) {
+        match park(context, &envelope, meta).await {
+            Ok(true) => return Settle::Ack,
+            Ok(false) => {}
+            Err(error) => {
+                warn!(%error, "failed to park the job of a paused kind, requeueing");
+                return Settle::Requeue {
+                    delay: context.retry().delay_after(1),
+                };
+            }
+        }
+    }
     match find_or_create(context, &envelope, meta).await {
         Ok(DeliveredJob::Claimed(job)) => run_claimed(context, job, meta).await,
         Ok(DeliveredJob::Found(job)) => match conflict_of(&job, &envelope) {
@@ -428,6 +440,40 @@ enum DeliveredJob {
     Claimed(Job),
 }
 
+/// Parks the job of a message whose kind is paused: its row is stored queued in the outbox,
+/// where the republisher leaves it until the kind is resumed, so the message is acked without
+/// running and without counting a delivery. Returns false when the job is running or finished
+/// already (the delivery goes on as any other).
+async fn park(
+    context: &DeliveryContext,
+    envelope: &Envelope,
+    meta: &MessageMeta,
+) -> Result<bool, bulwark_store::StoreError> {
+    let parked = context
+        .store
+        .park_delivered_job(&envelope.id, &new_job_of(context, envelope, meta))
+        .await?;
+    if let Some(job) = &parked {
+        info!(job_id = %job.id, "kind paused, job parked in the outbox until it is resumed");
+    }
+    Ok(parked.is_some())
+}
+
+/// Returns the job a message asks for, as its row is created.
+fn new_job_of(context: &DeliveryContext, envelope: &Envelope, meta: &MessageMeta) -> NewJob {
+    NewJob {
+        kind: envelope.kind.clone(),
+        payload: envelope.payload.clone(),
+        idempotency_key: Some(envelope.job_key().to_owned()),
+        request_id: meta.request_id.clone(),
+        trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
+        max_attempts: context.max_attempts,
+        priority: bulwark_store::DEFAULT_PRIORITY,
+        run_at_ms: None,
+        timeout_ms: None,
+    }
+}
+
 /// Returns the job row of a message in one statement, shared with the deliveries in flight: a
 /// new row created already claimed, else the row the intake published (message id = job id) or
 /// the row stored under the message's idempotency key.
@@ -437,17 +483,7 @@ async fn find_or_create(
     meta: &MessageMeta,
 ) -> Result<DeliveredJob, bulwark_store::StoreError> {
     let key = envelope.job_key();
-    let new_job = NewJob {
-        kind: envelope.kind.clone(),
-        payload: envelope.payload.clone(),
-        idempotency_key: Some(key.to_owned()),
-        request_id: meta.request_id.clone(),
-        trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
-        max_attempts: context.max_attempts,
-        priority: bulwark_store::DEFAULT_PRIORITY,
-        run_at_ms: None,
-        timeout_ms: None,
-    };
+    let new_job = new_job_of(context, envelope, meta);
     let lease_until = now_ms() + context.lease.as_millis() as i64;
     let delivered = context
         .writes
@@ -663,6 +699,8 @@ mod tests {
             trace_id: None,
             priority: bulwark_store::DEFAULT_PRIORITY,
             timeout_ms: None,
+            cancel_requested_at_ms: None,
+            parked_at_ms: None,
         }
     }
 

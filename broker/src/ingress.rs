@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_actors::{AttemptCore, DeadLetterPolicy, JobExecutor, RetryPolicy};
+use bulwark_actors::{AttemptCore, DeadLetterPolicy, JobControls, JobExecutor, RetryPolicy};
 use bulwark_core::Liveness;
 use bulwark_store::Store;
 use bulwark_supervisors::{
@@ -33,6 +33,8 @@ pub struct IngressParams {
     pub lease: Duration,
     pub retry: RetryPolicy,
     pub max_attempts: u32,
+    /// Where cancels reach this node's attempts, and the kinds paused.
+    pub controls: JobControls,
     /// One consumer per kind.
     pub kinds: Vec<String>,
     /// How stored broker dead letters are retried; `None` when this node runs no dead-letter
@@ -88,6 +90,7 @@ pub fn ingress_supervisor(
             executor,
             retry: params.retry,
             record_deadline: params.lease / 2,
+            controls: params.controls.clone(),
         },
         publisher: params.publisher.clone(),
         owner: params.owner.clone(),

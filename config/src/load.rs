@@ -277,7 +277,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, message)) = crate::auth::validate_auth(&config.auth) {
         return invalid(&key, message);
     }
-    let positive: [(&str, u64); 12] = [
+    let positive: [(&str, u64); 13] = [
         (
             "database.max_connections",
             config.database.max_connections.into(),
@@ -286,6 +286,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ("jobs.poll_interval_ms", config.jobs.poll_interval_ms),
         ("jobs.lease_ms", config.jobs.lease_ms),
         ("jobs.max_attempts", config.jobs.max_attempts.into()),
+        ("jobs.control_interval_ms", config.jobs.control_interval_ms),
         ("sentiment.max_queued", config.sentiment.max_queued as u64),
         (
             "sentiment.call_timeout_ms",

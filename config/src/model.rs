@@ -107,6 +107,11 @@ pub struct JobsConfig {
     pub retry_backoff_max_ms: u64,
     /// Identifies this process in lease owners; defaults to `<hostname>-<pid>`.
     pub node_id: Option<String>,
+    /// How often a node reads operators' controls: cancels of the jobs it runs, and paused
+    /// kinds. A cancel or a pause reaches every node within it.
+    pub control_interval_ms: u64,
+    /// How long a cancelled running job may take to stop by itself before it is aborted.
+    pub cancel_grace_ms: u64,
     /// How long finished jobs are kept.
     pub retention: crate::RetentionConfig,
 }
@@ -121,6 +126,8 @@ impl Default for JobsConfig {
             retry_backoff_ms: 1_000,
             retry_backoff_max_ms: 60_000,
             node_id: None,
+            control_interval_ms: 250,
+            cancel_grace_ms: 5_000,
             retention: crate::RetentionConfig::default(),
         }
     }
@@ -133,6 +140,14 @@ impl JobsConfig {
 
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn control_interval(&self) -> Duration {
+        Duration::from_millis(self.control_interval_ms)
+    }
+
+    pub fn cancel_grace(&self) -> Duration {
+        Duration::from_millis(self.cancel_grace_ms)
     }
 }
 

@@ -110,6 +110,8 @@ pub struct RetentionConfig {
     pub failed_ms: u64,
     /// ... a dead job (30 days). A dead or failed job with an open dead letter is kept.
     pub dead_ms: u64,
+    /// ... a cancelled job (7 days).
+    pub cancelled_ms: u64,
     /// Time between prune passes.
     pub interval_ms: u64,
     /// Rows deleted per statement, 1 to 10,000.
@@ -127,6 +129,7 @@ impl Default for RetentionConfig {
             succeeded_ms: 7 * DAY_MS,
             failed_ms: 30 * DAY_MS,
             dead_ms: 30 * DAY_MS,
+            cancelled_ms: 7 * DAY_MS,
             interval_ms: 60_000,
             batch_size: 500,
             max_batches_per_pass: 100,

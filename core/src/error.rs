@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A job ran past its `timeout_ms` and was aborted.
     JobTimeout,
+    /// A job was cancelled on request; never retried.
+    Cancelled,
 }
 
 impl ErrorCode {
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::JobTimeout => "JOB_TIMEOUT",
+            ErrorCode::Cancelled => "CANCELLED",
         }
     }
 
@@ -96,11 +99,13 @@ mod tests {
             ErrorCode::Overloaded,
             ErrorCode::InternalError,
             ErrorCode::JobTimeout,
+            ErrorCode::Cancelled,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
         assert!(!ErrorCode::ValidationFailed.is_retryable());
         assert!(ErrorCode::Overloaded.is_retryable());
+        assert!(!ErrorCode::Cancelled.is_retryable());
     }
 }

@@ -171,7 +171,7 @@ impl Store {
     /// Returns the outbox the republisher drains, the earliest due first: broker jobs due now
     /// whose publish was never confirmed, that were stored before `created_before_ms` (younger
     /// ones are left to their submitter's own publish) or were delayed (nobody publishes those
-    /// but the republisher, once they are due).
+    /// but the republisher, once they are due). Jobs of paused kinds wait there until resumed.
     pub async fn unpublished_jobs(
         &self,
         created_before_ms: i64,
@@ -182,7 +182,9 @@ impl Store {
             job_columns!(),
             " FROM jobs WHERE transport = 'amqp' AND published_at_ms IS NULL \
              AND status = 'queued' AND run_at_ms <= $3 \
-             AND (created_at_ms < $1 OR run_at_ms > created_at_ms) ORDER BY run_at_ms LIMIT $2"
+             AND (created_at_ms < $1 OR run_at_ms > created_at_ms) \
+             AND NOT EXISTS (SELECT 1 FROM paused_kinds WHERE paused_kinds.kind = jobs.kind) \
+             ORDER BY run_at_ms LIMIT $2"
         );
         let rows: Vec<JobRow> = with_pool!(self, pool => {
             sqlx::query_as(OUTBOX)

@@ -126,6 +126,8 @@ fn created_job(row: &WrittenRow<'_>, now: i64) -> Job {
         trace_id: new_job.trace_id.clone(),
         priority: new_job.priority,
         timeout_ms: new_job.timeout_ms,
+        cancel_requested_at_ms: None,
+        parked_at_ms: None,
     }
 }
 
@@ -183,31 +185,39 @@ impl Store {
         answer(new_jobs, &rows, written, now)
     }
 
-    /// Records that the broker confirmed these jobs' messages; the rows leave the outbox. One
-    /// statement on PostgreSQL, one transaction on SQLite.
-    pub async fn mark_jobs_published(&self, ids: &[String]) -> Result<(), StoreError> {
-        const MARK_ONE: &str = "UPDATE jobs SET published_at_ms = $1 \
-             WHERE id = $2 AND published_at_ms IS NULL";
-        const MARK_MANY: &str = "UPDATE jobs SET published_at_ms = $1 \
-             WHERE id = ANY($2) AND published_at_ms IS NULL";
-        if ids.is_empty() {
+    /// Records that the broker confirmed these jobs' messages; the rows leave the outbox. A
+    /// row parked since it was read (a delivery of a paused kind put it back in the outbox
+    /// while this confirm was on its way) stays in the outbox: its `parked_at_ms` must be the
+    /// one read. One statement on PostgreSQL, one transaction on SQLite.
+    pub async fn mark_jobs_published(&self, jobs: &[&Job]) -> Result<(), StoreError> {
+        const MARK_ONE: &str = "UPDATE jobs SET published_at_ms = $1, parked_at_ms = NULL \
+             WHERE id = $2 AND published_at_ms IS NULL AND parked_at_ms IS $3";
+        const MARK_MANY: &str = "UPDATE jobs SET published_at_ms = $1, parked_at_ms = NULL \
+             FROM UNNEST($2::text[], $3::int8[]) AS batch(job_id, job_parked_at_ms) \
+             WHERE jobs.id = batch.job_id AND jobs.published_at_ms IS NULL \
+             AND jobs.parked_at_ms IS NOT DISTINCT FROM batch.job_parked_at_ms";
+        if jobs.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         match &self.pool {
             Pool::Postgres(pool) => {
+                let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+                let parked: Vec<Option<i64>> = jobs.iter().map(|job| job.parked_at_ms).collect();
                 sqlx::query(MARK_MANY)
                     .bind(now)
                     .bind(ids)
+                    .bind(parked)
                     .execute(pool)
                     .await?;
             }
             Pool::Sqlite(pool) => {
                 let mut transaction = pool.begin().await?;
-                for id in ids {
+                for job in jobs {
                     sqlx::query(MARK_ONE)
                         .bind(now)
-                        .bind(id)
+                        .bind(&job.id)
+                        .bind(job.parked_at_ms)
                         .execute(&mut *transaction)
                         .await?;
                 }

@@ -15,7 +15,7 @@ macro_rules! job_columns {
         "id, kind, status, attempts, max_attempts, payload, result, error_code, error_message, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          finished_at_ms, lease_owner, lease_expires_at_ms, trace_id, priority, \
-         timeout_ms"
+         timeout_ms, cancel_requested_at_ms, parked_at_ms"
     };
 }
 pub(crate) use job_columns;
@@ -47,15 +47,18 @@ pub enum JobStatus {
     Failed,
     /// Failed with retriable errors until its attempts ran out.
     Dead,
+    /// Cancelled on request: never ran (it was queued), or stopped while running.
+    Cancelled,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
+    pub const ALL: [JobStatus; 6] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Dead,
+        JobStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -72,7 +76,7 @@ impl JobStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead | JobStatus::Cancelled
         )
     }
 }
@@ -122,6 +126,10 @@ pub struct Job {
     pub priority: u8,
     /// An attempt running longer is aborted and counted as a retryable `JOB_TIMEOUT`.
     pub timeout_ms: Option<i64>,
+    /// When a cancel of the running job was asked for; the node running it stops it.
+    pub cancel_requested_at_ms: Option<i64>,
+    /// When a broker delivery of the job was parked in the outbox because its kind was paused.
+    pub parked_at_ms: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -147,6 +155,8 @@ pub(crate) struct JobRow {
     trace_id: Option<String>,
     priority: i16,
     timeout_ms: Option<i64>,
+    cancel_requested_at_ms: Option<i64>,
+    parked_at_ms: Option<i64>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -194,6 +204,8 @@ impl TryFrom<JobRow> for Job {
             trace_id: row.trace_id,
             priority,
             timeout_ms: row.timeout_ms,
+            cancel_requested_at_ms: row.cancel_requested_at_ms,
+            parked_at_ms: row.parked_at_ms,
         })
     }
 }
@@ -380,7 +392,7 @@ impl Store {
 
     /// Claims up to `limit` runnable jobs for `owner` until `lease_until_ms`: running jobs whose
     /// lease expired (their worker died) first, then queued jobs whose `run_at` has passed,
-    /// oldest first. Each claim counts as an attempt. On PostgreSQL, rows locked by another
+    /// oldest first. Jobs of paused kinds are left where they are. Each claim counts as an attempt. On PostgreSQL, rows locked by another
     /// claimer are skipped, so concurrent claimers never take the same job. Rows carried by the
     /// broker (`transport = 'amqp'`) are left to the broker consumers.
     ///
@@ -405,6 +417,8 @@ impl Store {
                     " WHERE id IN (SELECT id FROM (\
                      SELECT id FROM (SELECT id FROM jobs WHERE status = 'running' \
                      AND lease_expires_at_ms < $3 AND transport = 'local' \
+                     AND NOT EXISTS (SELECT 1 FROM paused_kinds \
+                     WHERE paused_kinds.kind = jobs.kind) \
                      ORDER BY lease_expires_at_ms LIMIT $4",
                     $due,
                     ") AS runnable LIMIT $4) RETURNING ",
@@ -415,7 +429,8 @@ impl Store {
         const CLAIM_SQLITE: &str = claim_sql!(
             "",
             ") AS expired UNION ALL SELECT id FROM (SELECT id FROM jobs WHERE status = 'queued' \
-             AND transport = 'local' AND run_at_ms <= $3 \
+             AND transport = 'local' AND run_at_ms <= $3 AND NOT EXISTS (SELECT 1 \
+             FROM paused_kinds WHERE paused_kinds.kind = jobs.kind) \
              ORDER BY priority DESC, run_at_ms LIMIT $4) AS due"
         );
         const CLAIM_POSTGRES: &str = claim_sql!(
@@ -424,6 +439,7 @@ impl Store {
              FROM (VALUES (9), (8), (7), (6), (5), (4), (3), (2), (1), (0)) AS bands(priority) \
              CROSS JOIN LATERAL (SELECT id FROM jobs WHERE status = 'queued' \
              AND transport = 'local' AND priority = bands.priority AND run_at_ms <= $3 \
+             AND NOT EXISTS (SELECT 1 FROM paused_kinds WHERE paused_kinds.kind = jobs.kind) \
              ORDER BY run_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED) AS due"
         );
         let now = now_ms();

@@ -12,6 +12,7 @@
 //!   database-backed transport (batched claims, group-committed completions).
 //! - `job_batches`: many jobs in one statement ([`BatchInsertOutcome`] per job), the path
 //!   single submissions take too.
+//! - `job_control`: cancelling jobs ([`CancelOutcome`]) and pausing kinds ([`PausedKind`]).
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
@@ -30,6 +31,7 @@ mod dead_letters;
 mod error;
 mod group_commit;
 mod job_batches;
+mod job_control;
 mod jobs;
 mod ops_audit;
 mod queue;
@@ -48,6 +50,7 @@ pub use dead_letters::{
 pub use error::{BoxError, StoreError};
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
 pub use job_batches::BatchInsertOutcome;
+pub use job_control::{CancelCount, CancelFilter, CancelOutcome, PausedKind};
 pub use jobs::{
     CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus,
     MAX_PRIORITY, NewJob, StatusCount,

@@ -2,7 +2,9 @@
 
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
-use bulwark_store::{BatchInsertOutcome, InsertOutcome, JobFilter, JobRoute, JobStatus, NewJob};
+use bulwark_store::{
+    BatchInsertOutcome, InsertOutcome, Job, JobFilter, JobRoute, JobStatus, NewJob,
+};
 use serde_json::{Value, json};
 
 fn new_job(key_opt: Option<&str>, payload: Value) -> NewJob {
@@ -184,7 +186,17 @@ async fn routes_are_kept_and_published_rows_leave_the_outbox(backend: TestBacken
     pending.sort();
     assert_eq!(pending, expected, "local jobs are never unpublished");
 
-    store.mark_jobs_published(&broker_ids[..2]).await.unwrap();
+    let published: Vec<Job> = store
+        .unpublished_jobs(i64::MAX, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|job| broker_ids[..2].contains(&job.id))
+        .collect();
+    store
+        .mark_jobs_published(&published.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
     let outbox = store.unpublished_jobs(i64::MAX, 100).await.unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].id, broker_ids[2]);

@@ -17,6 +17,8 @@
 //! │   └── dead-letter-actor     stores jobs that cannot be done, retries, parks
 //! ├── retention (one_for_one)                   only when jobs.retention.enabled
 //! │   └── job-pruner            deletes finished jobs past their retention, in small batches
+//! ├── control (one_for_one)
+//! │   └── job-control           signals cancels of running jobs, keeps the paused kinds
 //! └── ingress (one_for_one, reconnect backoff)  only with AMQP_URL
 //!     ├── consumer-<kind>       one per job kind queue; acks once the outcome is stored
 //!     ├── dlq-consumer-<kind>   one per dead-letter queue; stores each message, then acks
@@ -38,12 +40,13 @@
 //!   `docs/architecture.md`'s against it).
 //! - one module per subsystem, each with its `SHAPE` and its spec: `sentiment`
 //!   ([`SentimentSettings`]), `providers` ([`ProvidersSettings`]), `jobs`, `scheduler`
-//!   ([`SchedulerFactory`]), `dead_letters` ([`DeadLetterFactory`]), `retention`, `ingress`
+//!   ([`SchedulerFactory`]), `dead_letters` ([`DeadLetterFactory`]), `retention`, `control`, `ingress`
 //!   ([`IngressFactory`]: the broker crate builds its children).
 //! - `incident`: [`IncidentSink`] and the incident file format (`incident_v1`).
 //! - `panics`: the panic hook that tells panics from error returns and keeps backtraces.
 //! - `metrics`: metric names and events.
 
+mod control;
 mod dead_letters;
 pub mod incident;
 mod ingress;

@@ -33,13 +33,14 @@ const ROOT_NAME: &str = "root";
 const ROOT_STRATEGY: SupervisionStrategy = SupervisionStrategy::OneForOne;
 
 /// Every subsystem the root may start, in start order: downstream first.
-pub const TREE: [&SubsystemShape; 7] = [
+pub const TREE: [&SubsystemShape; 8] = [
     &crate::sentiment::SHAPE,
     &crate::providers::SHAPE,
     &crate::jobs::SHAPE,
     &crate::scheduler::SHAPE,
     &crate::dead_letters::SHAPE,
     &crate::retention::SHAPE,
+    &crate::control::SHAPE,
     &crate::ingress::SHAPE,
 ];
 
@@ -59,6 +60,8 @@ pub struct TreeParams {
     pub dead_letters: Option<crate::dead_letters::DeadLetterFactory>,
     /// The `retention` subsystem (the job pruner); `None` when retention is off.
     pub retention: Option<bulwark_actors::JobPrunerParams>,
+    /// The `control` subsystem (cancels and paused kinds reach this node through it).
+    pub control: bulwark_actors::JobControlParams,
     /// The `ingress` subsystem (RabbitMQ consumers); `None` without a broker.
     pub ingress: Option<crate::ingress::IngressFactory>,
     /// The `providers` subsystem; `None` when no provider is configured.
@@ -133,6 +136,9 @@ impl BulwarkTree {
             subsystems.push(spec);
             handle
         });
+        let (spec, _control_name) =
+            crate::control::subsystem(&instance, params.control).build(&instance, settings);
+        subsystems.push(spec);
         if let Some(factory) = params.ingress {
             let (spec, ()) = factory(ingress_executor, settings).build(&instance, settings);
             subsystems.push(spec);

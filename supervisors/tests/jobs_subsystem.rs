@@ -137,6 +137,7 @@ async fn start(test: &str) -> JobsSubsystem {
         in_flight: InFlightJobs::default(),
         draining: Arc::new(AtomicBool::new(false)),
         liveness: liveness.clone(),
+        controls: bulwark_actors::JobControls::default(),
     };
     let runner_spec = actor_spec(
         &format!("{test}/job-runner"),

@@ -1,18 +1,20 @@
-//! The scheduler, dead-letter and retention subsystems under their supervisors: the real
-//! [`SchedulerActor`], [`DeadLetterActor`] and [`JobPrunerActor`] on a real SQLite store, made
-//! to panic, return an error or hang through their game-day chaos messages, prove that each
-//! fault is detected, counted and restarted, and that the restarted actor still does its work:
-//! a due schedule fires exactly once, a dead job is still stored as exactly one dead letter, an
-//! expired job is still pruned.
+//! The scheduler, dead-letter, retention and control subsystems under their supervisors: the
+//! real [`SchedulerActor`], [`DeadLetterActor`], [`JobPrunerActor`] and [`JobControlActor`] on a
+//! real SQLite store, made to panic, return an error or hang through their game-day chaos
+//! messages, prove that each fault is detected, counted and restarted, and that the restarted
+//! actor still does its work: a due schedule fires exactly once, a dead job is still stored as
+//! exactly one dead letter, an expired job is still pruned, a cancel and a pause still reach
+//! the node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_actors::{
     Clock, DeadLetterActor, DeadLetterHandle, DeadLetterMsg, DeadLetterParams, DeadLetterPolicy,
-    Fault, JobIntake, JobPrunerActor, JobPrunerHandle, JobPrunerMsg, JobPrunerParams,
-    JobRunnerHandle, ManualClock, RetentionPolicy, RetryPolicy, SchedulerActor, SchedulerHandle,
-    SchedulerMsg, SchedulerParams, slot_idempotency_key,
+    Fault, JobControlActor, JobControlMsg, JobControlParams, JobControls, JobIntake,
+    JobPrunerActor, JobPrunerHandle, JobPrunerMsg, JobPrunerParams, JobRunnerHandle, ManualClock,
+    RetentionPolicy, RetryPolicy, SchedulerActor, SchedulerHandle, SchedulerMsg, SchedulerParams,
+    slot_idempotency_key,
 };
 use bulwark_core::Liveness;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
@@ -422,6 +424,7 @@ async fn start_retention(test: &str) -> RetentionSubsystem {
             succeeded: Some(Duration::ZERO),
             failed: None,
             dead: None,
+            cancelled: None,
             batch_size: 100,
             max_batches_per_pass: 10,
         },
@@ -530,5 +533,118 @@ async fn pruner_hang_is_killed_and_prunes() {
     let subsystem = start_retention("pruner_hang_is_killed_and_prunes").await;
     subsystem
         .fault_then_prune(JobPrunerMsg::Chaos(Fault::Hang(HANG)), ExitKind::Hang)
+        .await;
+}
+
+struct ControlSubsystem {
+    supervisor: ActorRef<SupervisorMsg>,
+    actor_name: String,
+    controls: JobControls,
+    store: Store,
+    _database: TestDatabase,
+}
+
+/// Starts the job control actor under its supervisor on a fresh SQLite store, polling every
+/// 20 ms.
+async fn start_control(test: &str) -> ControlSubsystem {
+    install_panic_hook();
+    let database = TestDatabase::create(TestBackend::Sqlite).await;
+    let store = database.open().await;
+    let liveness = Liveness::default();
+    let controls = JobControls::default();
+    let params = JobControlParams {
+        store: store.clone(),
+        controls: controls.clone(),
+        interval: Duration::from_millis(20),
+        liveness: liveness.clone(),
+    };
+    let actor_name = format!("{test}/job-control");
+    let child = actor_spec(&actor_name, JobControlActor, params, Some(liveness));
+    let supervisor = supervise(test, "control", child).await;
+    ControlSubsystem {
+        supervisor,
+        actor_name,
+        controls,
+        store,
+        _database: database,
+    }
+}
+
+impl ControlSubsystem {
+    /// Injects `fault`, waits for the restart, and proves the restarted actor still brings a
+    /// pause and a cancel asked for meanwhile to the node: the kind shows paused, and the
+    /// running job's attempt gets its signal.
+    async fn fault_then_control(&self, fault: JobControlMsg, kind: ExitKind) {
+        let job_id = self
+            .store
+            .insert_job(&NewJob {
+                kind: "sentiment.analyze".to_owned(),
+                payload: json!({"texts": ["running"]}),
+                idempotency_key: None,
+                request_id: None,
+                trace_id: None,
+                max_attempts: 3,
+                priority: bulwark_store::DEFAULT_PRIORITY,
+                run_at_ms: None,
+                timeout_ms: None,
+            })
+            .await
+            .expect("job stored")
+            .job()
+            .id
+            .clone();
+        self.store
+            .claim_jobs("node", i64::MAX / 2, 1)
+            .await
+            .expect("claimed");
+        let attempt = self.controls.cancels.register(&job_id);
+        let actor: ActorRef<JobControlMsg> = ractor::registry::where_is(self.actor_name.clone())
+            .expect("job control registered")
+            .into();
+        actor.send_message(fault).expect("message sent");
+        self.store
+            .pause_kind("audit.run", None)
+            .await
+            .expect("paused");
+        self.store.cancel_job(&job_id).await.expect("cancel asked");
+        let snapshot = wait_for_restart_after(&self.supervisor, kind, DEADLINE).await;
+        assert_counted(&snapshot, kind);
+        eventually(DEADLINE, || async {
+            (attempt.token.is_cancelled() && self.controls.paused.contains("audit.run"))
+                .then_some(())
+        })
+        .await;
+        self.supervisor.stop(None);
+    }
+}
+
+/// Proves a job control actor that panics is counted as a panic and restarted, and the
+/// restarted actor signals a cancel and shows a pause asked for meanwhile.
+#[tokio::test]
+async fn job_control_panic_is_restarted_and_controls() {
+    let subsystem = start_control("job_control_panic_is_restarted_and_controls").await;
+    subsystem
+        .fault_then_control(JobControlMsg::Chaos(Fault::Panic), ExitKind::Panic)
+        .await;
+}
+
+/// Proves a job control actor whose handler returns an error is counted as an error and
+/// restarted, and the restarted actor signals a cancel and shows a pause asked for meanwhile.
+#[tokio::test]
+async fn job_control_error_is_restarted_and_controls() {
+    let subsystem = start_control("job_control_error_is_restarted_and_controls").await;
+    subsystem
+        .fault_then_control(JobControlMsg::Chaos(Fault::Error), ExitKind::Error)
+        .await;
+}
+
+/// Proves a wedged job control actor is detected as hung through its liveness, killed,
+/// counted as a hang and restarted, and the restarted actor signals a cancel and shows a pause
+/// asked for meanwhile.
+#[tokio::test]
+async fn job_control_hang_is_killed_and_controls() {
+    let subsystem = start_control("job_control_hang_is_killed_and_controls").await;
+    subsystem
+        .fault_then_control(JobControlMsg::Chaos(Fault::Hang(HANG)), ExitKind::Hang)
         .await;
 }

@@ -161,7 +161,7 @@ impl TestService {
             assert_eq!(status, 200, "job {job_id} readable: {job}");
             let terminal = matches!(
                 job["status"].as_str(),
-                Some("succeeded" | "failed" | "dead")
+                Some("succeeded" | "failed" | "dead" | "cancelled")
             );
             terminal.then_some(job)
         })

@@ -94,6 +94,8 @@ pub struct Health {
     pub uptime_seconds: u64,
     pub components: Vec<Component>,
     pub supervision: Option<SupervisorHealth>,
+    /// The kinds paused (their jobs wait), as this node last read them from the store.
+    pub paused_kinds: Vec<String>,
 }
 
 #[derive(ApiResponse)]
@@ -324,6 +326,7 @@ impl HealthApi {
             uptime_seconds: self.state.started_at.elapsed().as_secs(),
             components,
             supervision,
+            paused_kinds: self.state.paused_kinds.list(),
         };
         if status == ComponentStatus::Down {
             Ok(HealthResponse::Unhealthy(Json(health)))

@@ -47,6 +47,7 @@ pub enum JobStatusName {
     Succeeded,
     Failed,
     Dead,
+    Cancelled,
 }
 
 impl From<JobStatusName> for JobStatus {
@@ -57,6 +58,7 @@ impl From<JobStatusName> for JobStatus {
             JobStatusName::Succeeded => JobStatus::Succeeded,
             JobStatusName::Failed => JobStatus::Failed,
             JobStatusName::Dead => JobStatus::Dead,
+            JobStatusName::Cancelled => JobStatus::Cancelled,
         }
     }
 }
@@ -148,7 +150,7 @@ pub struct JobErrorView {
 pub struct JobView {
     pub id: String,
     pub kind: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `dead`.
+    /// `queued`, `running`, `succeeded`, `failed`, `dead` or `cancelled`.
     pub status: String,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -165,6 +167,8 @@ pub struct JobView {
     pub priority: u8,
     /// How long one attempt may run; absent: no limit.
     pub timeout_ms: Option<i64>,
+    /// When a cancel of the running job was asked for (RFC 3339); it is being stopped.
+    pub cancel_requested_at: Option<String>,
     /// RFC 3339 times; `run_at` is when the job is (or was) due.
     pub created_at: String,
     pub updated_at: String,
@@ -196,6 +200,7 @@ impl From<Job> for JobView {
             idempotency_key: job.idempotency_key,
             priority: job.priority,
             timeout_ms: job.timeout_ms,
+            cancel_requested_at: job.cancel_requested_at_ms.map(format_rfc3339_ms),
             created_at: format_rfc3339_ms(job.created_at_ms),
             updated_at: format_rfc3339_ms(job.updated_at_ms),
             run_at: format_rfc3339_ms(job.run_at_ms),

@@ -3,6 +3,7 @@ pub mod dead_letters;
 pub mod health;
 pub mod incidents;
 pub mod job_batches;
+pub mod job_control;
 pub mod jobs;
 pub mod keys;
 pub mod ops;

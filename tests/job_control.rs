@@ -1,0 +1,391 @@
+//! Cancelling jobs and pausing kinds, end to end over HTTP: on the local queue (SQLite and
+//! PostgreSQL) and over RabbitMQ, with two nodes sharing the database where a pause must hold
+//! on every node. Needs `bulwark-providers` (the simulated answer engine, over loopback HTTP)
+//! for a provider call that is still running when it is cancelled.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bulwark_config::{Config, ProviderConfig, ProviderKind};
+use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
+use bulwark_store::testsuite::{TestBackend, TestDatabase};
+use bulwark_test_support::eventually;
+use common::TestService;
+use common::broker::{amqp_config, delete_namespace, unique_namespace};
+use serde_json::{Value, json};
+
+/// The simulated provider answers after this long: a job calling it is still running when it
+/// is cancelled.
+const SLOW_PROVIDER_MS: u64 = 10_000;
+/// The control poll and the grace of these tests' nodes.
+const CONTROL_INTERVAL_MS: u64 = 50;
+const CANCEL_GRACE_MS: u64 = 300;
+
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    LocalSqlite,
+    LocalPostgres,
+    Amqp,
+}
+
+/// Sets the control settings of these tests and the provider `slow` at `base_url`.
+fn control_settings(config: &mut Config, base_url: &str) {
+    config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+    config.jobs.control_interval_ms = CONTROL_INTERVAL_MS;
+    config.jobs.cancel_grace_ms = CANCEL_GRACE_MS;
+    config.providers.insert(
+        "slow".to_owned(),
+        ProviderConfig {
+            kind: ProviderKind::Openai,
+            base_url: Some(base_url.to_owned()),
+            allow_plain_http: true,
+            max_attempts: 1,
+            attempt_timeout_ms: 2 * SLOW_PROVIDER_MS,
+            call_deadline_ms: 2 * SLOW_PROVIDER_MS,
+            ..ProviderConfig::default()
+        },
+    );
+}
+
+/// Boots a node of the transport; returns it and the broker namespace to delete afterwards.
+async fn start(transport: Transport, provider_url: &str) -> (TestService, Option<String>) {
+    let provider_url = provider_url.to_owned();
+    let settings = move |config: &mut Config| control_settings(config, &provider_url);
+    match transport {
+        Transport::LocalSqlite => (
+            TestService::start_with(TestBackend::Sqlite, settings).await,
+            None,
+        ),
+        Transport::LocalPostgres => (
+            TestService::start_with(TestBackend::Postgres, settings).await,
+            None,
+        ),
+        Transport::Amqp => {
+            let namespace = unique_namespace();
+            let broker = amqp_config(&namespace);
+            let service = TestService::start_with(TestBackend::Postgres, move |config| {
+                settings(config);
+                broker(config);
+            })
+            .await;
+            (service, Some(namespace))
+        }
+    }
+}
+
+async fn slow_simulator() -> SimulatorServer {
+    SimulatorServer::start(
+        "127.0.0.1:0",
+        SimulatorParams {
+            faults: FaultKnobs {
+                latency_ms: SLOW_PROVIDER_MS,
+                ..FaultKnobs::default()
+            },
+            ..SimulatorParams::default()
+        },
+    )
+    .await
+    .expect("simulator listens")
+}
+
+/// Submits a job and returns its id.
+async fn submit(service: &TestService, submission: &Value) -> String {
+    let (status, job) = service.post_json("/v1/jobs", submission).await;
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_str().expect("job id").to_owned()
+}
+
+/// Waits until the job is in `status` and returns it.
+async fn wait_for_status(service: &TestService, job_id: &str, status: &str) -> Value {
+    let path = format!("/v1/jobs/{job_id}");
+    eventually(Duration::from_secs(20), || async {
+        let (_, job) = service.get_json(&path).await;
+        (job["status"] == status).then_some(job)
+    })
+    .await
+}
+
+/// Runs the cancel scenarios on one transport.
+async fn cancel_scenarios(transport: Transport) {
+    let simulator = slow_simulator().await;
+    let (service, namespace_opt) = start(transport, &simulator.base_url()).await;
+
+    // Queued (delayed for a minute): cancelled at once, never runs.
+    let delayed = submit(
+        &service,
+        &json!({"kind": "sentiment.analyze", "payload": {"texts": ["later"]}, "delay_ms": 60_000}),
+    )
+    .await;
+    let (status, cancelled) = service
+        .post_json(&format!("/v1/jobs/{delayed}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{transport:?}: {cancelled}");
+    assert_eq!(
+        cancelled["outcome"], "cancelled",
+        "{transport:?}: {cancelled}"
+    );
+    assert_eq!(cancelled["job"]["status"], "cancelled");
+    assert_eq!(cancelled["job"]["attempts"], 0, "never ran");
+    assert_eq!(cancelled["job"]["error"]["code"], "CANCELLED");
+
+    // Running, inside a provider call that answers in 10 s: stopped within the grace.
+    let running = submit(
+        &service,
+        &json!({"kind": "provider.complete", "payload": {"provider": "slow", "prompt": "anything"}}),
+    )
+    .await;
+    wait_for_status(&service, &running, "running").await;
+    let asked = Instant::now();
+    let (status, requested) = service
+        .post_json(&format!("/v1/jobs/{running}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{transport:?}: {requested}");
+    assert_eq!(requested["outcome"], "cancel_requested", "{requested}");
+    assert!(
+        requested["job"]["cancel_requested_at"].is_string(),
+        "{requested}"
+    );
+    let stopped = service.wait_for_job(&running).await;
+    let took = asked.elapsed();
+    assert_eq!(stopped["status"], "cancelled", "{transport:?}: {stopped}");
+    assert_eq!(stopped["error"]["code"], "CANCELLED", "{stopped}");
+    assert_eq!(
+        stopped["attempts"], 1,
+        "cancelled, never retried: {stopped}"
+    );
+    assert!(stopped["result"].is_null(), "{stopped}");
+    // The poll, the grace and the write: far less than the call it cut short.
+    assert!(
+        took < Duration::from_millis(SLOW_PROVIDER_MS / 2),
+        "{transport:?}: the cancel reached the provider call after {took:?}"
+    );
+    eprintln!("{transport:?}: cancel of a running provider call took {took:?}");
+
+    let (status, again) = service
+        .post_json(&format!("/v1/jobs/{running}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["outcome"], "already_finished", "{again}");
+    let (status, missing) = service
+        .post_json(
+            "/v1/jobs/0190c0de-0000-7000-8000-000000000000/cancel",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 404, "{missing}");
+
+    service.service.shutdown().await.expect("node stops");
+    simulator.stop().await;
+    if let Some(namespace) = namespace_opt {
+        delete_namespace(&namespace).await;
+    }
+}
+
+/// Proves, on the local queue (SQLite and PostgreSQL) and over RabbitMQ: a queued job
+/// cancelled ends `cancelled` at once and never runs; a running job cancelled in the middle of
+/// a provider call that would answer in 10 s is stopped (the call dropped) within the control
+/// poll and the grace, ends `cancelled` after one attempt and is not retried; cancelling it
+/// again says it already finished; an unknown id is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_queued_and_running_jobs_on_every_transport() {
+    for transport in [
+        Transport::LocalSqlite,
+        Transport::LocalPostgres,
+        Transport::Amqp,
+    ] {
+        tokio::time::timeout(Duration::from_secs(90), cancel_scenarios(transport))
+            .await
+            .unwrap_or_else(|_| panic!("{transport:?}: the scenarios did not finish in 90 s"));
+    }
+}
+
+/// A second node on the first one's database, reached with the first one's admin key.
+struct SecondNode {
+    service: bulwark::Service,
+    base_url: String,
+}
+
+/// Returns the statuses of `ids` as `node` answers them.
+async fn statuses(node: &TestService, ids: &[String]) -> Vec<String> {
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (_, job) = node.get_json(&format!("/v1/jobs/{id}")).await;
+        found.push(job["status"].as_str().unwrap_or_default().to_owned());
+    }
+    found
+}
+
+/// Runs the pause scenario with two nodes of `backend` (and RabbitMQ when `amqp`).
+async fn pause_scenario(amqp: bool) {
+    let database = TestDatabase::create(TestBackend::Postgres).await;
+    let namespace = unique_namespace();
+    let config_of = |node_id: &str| {
+        let mut config = common::test_config(&database.url);
+        config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+        config.jobs.control_interval_ms = CONTROL_INTERVAL_MS;
+        config.jobs.node_id = Some(node_id.to_owned());
+        if amqp {
+            amqp_config(&namespace)(&mut config);
+        }
+        config
+    };
+    let first = bulwark::Service::start(&config_of("pause-node-a"))
+        .await
+        .expect("first node starts");
+    let second = bulwark::Service::start(&config_of("pause-node-b"))
+        .await
+        .expect("second node starts");
+    let second = SecondNode {
+        base_url: format!("http://{}", second.addr),
+        service: second,
+    };
+    let first = TestService::around(first, database).await;
+    let health_of = |base_url: String| {
+        let client = first.client.clone();
+        async move {
+            let response = client
+                .get(format!("{base_url}/health"))
+                .send()
+                .await
+                .expect("health answers");
+            response.json::<Value>().await.expect("health json")
+        }
+    };
+
+    let (status, paused) = first
+        .post_json("/v1/kinds/sentiment.analyze/pause", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["changed"], true);
+    // Every node enforces the pause once its control actor read it.
+    for base_url in [first.base_url.clone(), second.base_url.clone()] {
+        eventually(Duration::from_secs(10), || async {
+            let health = health_of(base_url.clone()).await;
+            (health["paused_kinds"] == json!(["sentiment.analyze"])).then_some(())
+        })
+        .await;
+    }
+    let (_, listed) = first.get_json("/v1/kinds/paused").await;
+    assert_eq!(listed["paused"][0]["kind"], "sentiment.analyze", "{listed}");
+    assert_eq!(listed["paused"][0]["paused_by"], "key:tests", "{listed}");
+
+    let mut ids = Vec::new();
+    for index in 0..20 {
+        let base_url = if index % 2 == 0 {
+            first.base_url.clone()
+        } else {
+            second.base_url.clone()
+        };
+        let response = first
+            .client
+            .post(format!("{base_url}/v1/jobs"))
+            .json(&json!({"kind": "sentiment.analyze", "payload": {"texts": [format!("text {index}")]}}))
+            .send()
+            .await
+            .expect("submitted");
+        assert_eq!(response.status().as_u16(), 202);
+        let job: Value = response.json().await.expect("job json");
+        ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    // While paused no job runs, on either node, whatever carries it: watched for a second.
+    let watch_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < watch_until {
+        let found = statuses(&first, &ids).await;
+        assert!(
+            found.iter().all(|status| status == "queued"),
+            "amqp={amqp}: a job of a paused kind left the queue: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let response = first
+        .client
+        .post(format!(
+            "{}/v1/kinds/sentiment.analyze/resume",
+            second.base_url
+        ))
+        .send()
+        .await
+        .expect("resumed");
+    assert_eq!(response.status().as_u16(), 200);
+    for id in &ids {
+        let job = first.wait_for_job(id).await;
+        assert_eq!(job["status"], "succeeded", "amqp={amqp}: {job}");
+        assert_eq!(job["attempts"], 1, "ran once: {job}");
+    }
+    let health = health_of(second.base_url.clone()).await;
+    assert_eq!(health["paused_kinds"], json!([]), "{health}");
+
+    second.service.shutdown().await.expect("second node stops");
+    first.service.shutdown().await.expect("first node stops");
+    if amqp {
+        delete_namespace(&namespace).await;
+    }
+}
+
+/// Proves a pause holds on every node, whatever carries the jobs: with two nodes on one
+/// PostgreSQL database (local queue), then two nodes on RabbitMQ, jobs of a paused kind
+/// submitted to either node stay queued while it is paused (over RabbitMQ their deliveries are
+/// parked in the outbox), `/health` of both nodes lists the kind, and after a resume through
+/// the other node every job runs, once; none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_kind_waits_on_every_node_and_runs_after_resume() {
+    for amqp in [false, true] {
+        tokio::time::timeout(Duration::from_secs(90), pause_scenario(amqp))
+            .await
+            .unwrap_or_else(|_| panic!("amqp={amqp}: the scenario did not finish in 90 s"));
+    }
+}
+
+/// Proves bad control requests get a 422 naming the field and change nothing: an unknown
+/// kind to pause, a bulk cancel without a filter; and that a bulk cancel's dry run counts
+/// what the cancel then does.
+#[tokio::test]
+async fn control_requests_are_validated_and_bulk_cancel_counts() {
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+    })
+    .await;
+    let (status, refused) = service
+        .post_json("/v1/kinds/video.render/pause", &json!({}))
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("kind:"),
+        "{refused}"
+    );
+    let (_, listed) = service.get_json("/v1/kinds/paused").await;
+    assert_eq!(listed["paused"], json!([]), "nothing paused");
+    let (status, refused) = service.post_json("/v1/jobs/cancel", &json!({})).await;
+    assert_eq!(status, 422, "{refused}");
+
+    for delay_ms in [60_000, 60_000, 60_000] {
+        submit(
+            &service,
+            &json!({"kind": "sentiment.analyze", "payload": {"texts": ["x"]}, "delay_ms": delay_ms}),
+        )
+        .await;
+    }
+    let filter = json!({"kind": "sentiment.analyze", "status": "queued", "dry_run": true});
+    let (status, dry) = service.post_json("/v1/jobs/cancel", &filter).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["num_cancelled"], 3, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    let (_, still) = service.get_json("/v1/jobs?status=queued").await;
+    assert_eq!(
+        still["jobs"].as_array().map(Vec::len),
+        Some(3),
+        "a dry run changes nothing"
+    );
+    let filter = json!({"kind": "sentiment.analyze", "status": "queued"});
+    let (status, done) = service.post_json("/v1/jobs/cancel", &filter).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["num_cancelled"], 3, "{done}");
+    let (_, cancelled) = service.get_json("/v1/jobs?status=cancelled").await;
+    assert_eq!(cancelled["jobs"].as_array().map(Vec::len), Some(3));
+    service.service.shutdown().await.expect("node stops");
+}
