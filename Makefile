@@ -4,7 +4,7 @@ CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: bench-auth bench-indexes
-.PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
+.PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-queue-compare bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
 run: release runtime model
@@ -149,6 +149,11 @@ bench: release release-bench runtime model
 ## concurrencies, side by side in one run (a Markdown table at the end)
 bench-queue: release-bench check-services
 	./scripts/bench-queue.sh
+
+## bench-queue-compare: the PostgreSQL queue drained by two builds side by side, rounds
+## alternating (BASE_BIN: a bulwark-bench built from the commit to compare with)
+bench-queue-compare: release-bench check-services
+	./scripts/bench-queue-compare.sh
 
 ## bench-indexes: WAL and PostgreSQL CPU per job of the jobs table's indexes, before and after
 ## migration 0011, side by side (psql only; no build)

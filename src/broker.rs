@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bulwark_actors::{JobControls, JobIntake, RetryPolicy};
+use bulwark_actors::{JobIntake, RetryPolicy};
 use bulwark_core::JobKind;
 
 use crate::scheduling::dead_letter_policy;
@@ -64,9 +64,9 @@ const _: () =
 pub async fn broker_setup(
     config: &Config,
     store: &Store,
-    node_id: &str,
-    controls: &JobControls,
+    node: &crate::service::NodeContext,
 ) -> Option<BrokerSetup> {
+    let node_id = node.node_id.as_str();
     let settings = broker_settings(config, &format!("bulwark-{node_id}"))?;
     let health = BrokerHealth::default();
     let publisher = Arc::new(BrokerPublisher::new(settings.clone(), health.clone()));
@@ -85,8 +85,8 @@ pub async fn broker_setup(
         owner: node_id.to_owned(),
         lease: jobs.lease(),
         retry: RetryPolicy::from_config(config),
-        max_attempts: jobs.max_attempts,
-        controls: controls.clone(),
+        job_defaults: node.job_defaults.clone(),
+        controls: node.controls.clone(),
         kinds: JobKind::ALL
             .iter()
             .map(|kind| kind.as_str().to_owned())

@@ -22,10 +22,16 @@ pub fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
         explicit_file: file,
         env: std::env::vars().collect::<HashMap<String, String>>(),
     };
-    bulwark_config::load(&sources).map_err(|error| {
+    let config = bulwark_config::load(&sources).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    // The kinds of `[jobs.kinds.<kind>]` are known here, not in the config crate.
+    if let Err(error) = crate::settings::job_defaults(&config) {
+        eprintln!("error: {error}");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(config)
 }
 
 /// Installs logging as `[telemetry]` says and runs `command` to completion on a new runtime.

@@ -19,7 +19,7 @@ use bulwark_supervisors::{DeadLetterFactory, SchedulerFactory};
 pub fn scheduler_factory(
     config: &Config,
     store: &Store,
-    node_id: &str,
+    node: &crate::service::NodeContext,
     broker_intake: Option<JobIntake>,
 ) -> Option<SchedulerFactory> {
     if !config.scheduler.enabled {
@@ -27,19 +27,19 @@ pub fn scheduler_factory(
     }
     let settings = config.scheduler.clone();
     let store = store.clone();
-    let owner = node_id.to_owned();
-    let max_attempts = config.jobs.max_attempts;
+    let owner = node.node_id.clone();
+    let job_defaults = node.job_defaults.clone();
     Some(Box::new(move |job_runner| {
         let intake = broker_intake.unwrap_or_else(|| JobIntake::local(store.clone(), job_runner));
         SchedulerParams {
-            max_attempts,
+            job_defaults,
             ..scheduler_params(&settings, store, owner, intake)
         }
     }))
 }
 
 /// Returns a scheduler's params from `[scheduler]`: it claims slots as `owner` and submits
-/// their jobs through `intake`, each with one attempt (set `max_attempts` for more).
+/// their jobs through `intake`, each with one attempt (set `job_defaults` for more).
 pub fn scheduler_params(
     settings: &SchedulerConfig,
     store: Store,
@@ -57,7 +57,7 @@ pub fn scheduler_params(
         misfire_grace: settings.misfire_grace(),
         max_catch_up: settings.max_catch_up as usize,
         concurrency: settings.concurrency as usize,
-        max_attempts: 1,
+        job_defaults: bulwark_core::JobDefaults::new(1),
         liveness: Liveness::default(),
     }
 }

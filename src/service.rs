@@ -147,6 +147,15 @@ fn job_runner_factory(
     })
 }
 
+/// What every part of a node that creates or runs jobs shares: its name, its job controls and
+/// the defaults its jobs get.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub node_id: String,
+    pub controls: JobControls,
+    pub job_defaults: bulwark_core::JobDefaults,
+}
+
 /// What a node's job runner shares with the rest of the node.
 struct NodeParts {
     providers_opt: Option<ProviderRouter>,
@@ -177,7 +186,12 @@ impl Service {
             ..JobControls::default()
         };
         let paused_kinds = controls.paused.clone();
-        let broker = crate::broker::broker_setup(config, &store, &node_id, &controls).await;
+        let node = NodeContext {
+            node_id: node_id.clone(),
+            controls: controls.clone(),
+            job_defaults: crate::settings::job_defaults(config)?,
+        };
+        let broker = crate::broker::broker_setup(config, &store, &node).await;
         let transport = Arc::new(LocalQueue::new(
             store.clone(),
             local_queue_params(config, &node_id),
@@ -209,7 +223,7 @@ impl Service {
             scheduler: crate::scheduling::scheduler_factory(
                 config,
                 &store,
-                &node_id,
+                &node,
                 broker.as_ref().map(|setup| setup.intake.clone()),
             ),
             dead_letters: crate::scheduling::dead_letter_factory(
@@ -261,7 +275,7 @@ impl Service {
             },
             root_supervisor: tree.root.clone(),
             prometheus: Some(prometheus),
-            max_attempts: config.jobs.max_attempts,
+            job_defaults: node.job_defaults.clone(),
             audit_providers: provider_router_opt
                 .as_ref()
                 .map(bulwark_actors::ProviderRouter::provider_names)

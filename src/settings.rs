@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bulwark_actors::RetryPolicy;
 use bulwark_config::Config;
+use bulwark_core::{JobDefaults, JobKind, KindDefaults};
 use bulwark_ml::{BatchingParams, ChaosKnobs, ScoringOptions, Strategy};
 use bulwark_store::{LocalQueueParams, StoreParams};
 use bulwark_supervisors::{RestartIntensity, SupervisionSettings};
@@ -100,4 +101,34 @@ pub fn local_queue_params(config: &Config, owner: &str) -> LocalQueueParams {
         owner: owner.to_owned(),
         lease: config.jobs.lease(),
     }
+}
+
+/// Returns the defaults jobs get when their submission does not say (`jobs.max_attempts` and
+/// `[jobs.kinds.<kind>]`), or the key of a kind that does not exist.
+pub fn job_defaults(config: &Config) -> Result<JobDefaults, bulwark_config::ConfigError> {
+    let mut defaults = JobDefaults::new(config.jobs.max_attempts);
+    for (kind, kind_config) in &config.jobs.kinds {
+        if let Err(error) = JobKind::parse(kind) {
+            let message = error
+                .message
+                .strip_prefix("kind: ")
+                .unwrap_or(&error.message)
+                .to_owned();
+            return Err(bulwark_config::ConfigError::Key {
+                key: format!("jobs.kinds.{kind}"),
+                message,
+            });
+        }
+        defaults.kinds.insert(
+            kind.clone(),
+            KindDefaults {
+                priority: kind_config.priority,
+                timeout_ms: kind_config
+                    .timeout_ms
+                    .and_then(|timeout_ms| i64::try_from(timeout_ms).ok()),
+                max_attempts: kind_config.max_attempts,
+            },
+        );
+    }
+    Ok(defaults)
 }

@@ -111,6 +111,33 @@ async fn submit_to_end(service: &TestService, submission: &Value) -> Value {
     service.wait_for_job(&job_id).await
 }
 
+/// Asserts the history of the job whose every attempt failed: each attempt retried but the
+/// last, which ended `dead`, each with its node, times and error.
+async fn assert_attempt_history(service: &TestService, job: &Value, transport: Transport) {
+    let job_id = job["id"].as_str().expect("job id");
+    let (status, history) = service
+        .get_json(&format!("/v1/jobs/{job_id}/attempts"))
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let attempts = history["attempts"].as_array().expect("attempts");
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|attempt| attempt["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["retried", "retried", "dead"],
+        "{transport:?}: {history}"
+    );
+    for (number, attempt) in (1..).zip(attempts) {
+        assert_eq!(attempt["attempt"], number, "{history}");
+        assert!(attempt["node"].is_string(), "{transport:?}: {history}");
+        assert!(attempt["started_at"].is_string(), "{history}");
+        assert!(attempt["finished_at"].is_string(), "{history}");
+        assert_eq!(attempt["error"]["code"], "INTERNAL_ERROR", "{history}");
+    }
+}
+
 /// Runs every scenario on one transport and returns how each ended, in order.
 async fn scenarios(transport: Transport) -> Vec<Ending> {
     let simulator = SimulatorServer::start(
@@ -132,6 +159,7 @@ async fn scenarios(transport: Transport) -> Vec<Ending> {
         "{transport:?}: {succeeded}"
     );
     let always_failing = run_to_end(&service, &format!("{PANIC_MARKER} in a text")).await;
+    assert_attempt_history(&service, &always_failing, transport).await;
     let started = std::time::Instant::now();
     let timed_out = submit_to_end(
         &service,
@@ -163,7 +191,8 @@ async fn scenarios(transport: Transport) -> Vec<Ending> {
 /// Proves the attempt scenarios end the same over the local queue (SQLite and PostgreSQL) and
 /// over RabbitMQ: a job that succeeds is stored on its first attempt with its result; a job
 /// whose every attempt fails with a retryable error is retried with backoff until its attempts
-/// run out and ends `dead` with the error's code; a job whose every attempt runs past its
+/// run out and ends `dead` with the error's code, its history showing each attempt with its
+/// node, times and error; a job whose every attempt runs past its
 /// `timeout_ms` (a provider call that would answer in 10 s) is aborted each time at its
 /// timeout and ends `dead` with `JOB_TIMEOUT` after its attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,34 @@ fn configuration_errors_exit_2_naming_the_key() {
     }
     let missing = bulwark(&["--config", "/nonexistent/bulwark.toml", "serve"], &[]);
     assert_eq!(missing.status.code(), Some(2));
+    // Kind names hold dots, so per-kind defaults are set in the file.
+    let files = [
+        (
+            "[jobs.kinds.\"video.render\"]\npriority = 3\n",
+            "jobs.kinds.video.render",
+            "unknown job kind",
+        ),
+        (
+            "[jobs.kinds.\"audit.run\"]\npriority = 12\n",
+            "jobs.kinds.audit.run.priority",
+            "0 to 9",
+        ),
+    ];
+    for (index, (text, key, reason)) in files.into_iter().enumerate() {
+        let path = std::env::temp_dir().join(format!(
+            "bulwark-cli-kinds-{}-{index}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).expect("config written");
+        let output = bulwark(&["--config", path.to_str().unwrap(), "serve"], &[]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains(reason),
+            "{text}: {stderr}"
+        );
+    }
 }
 
 /// Proves `config check` prints the effective configuration with the password redacted.

@@ -1,6 +1,7 @@
-//! Cancelling jobs and pausing kinds, end to end over HTTP: on the local queue (SQLite and
-//! PostgreSQL) and over RabbitMQ, with two nodes sharing the database where a pause must hold
-//! on every node. Needs `bulwark-providers` (the simulated answer engine, over loopback HTTP)
+//! Controlling and following jobs end to end over HTTP: cancelling jobs and pausing kinds on the
+//! local queue (SQLite and PostgreSQL) and over RabbitMQ, with two nodes sharing the database
+//! where a pause must hold on every node; per-kind defaults; an audit's progress as
+//! Server-Sent Events. Needs `bulwark-providers` (the simulated answer engine, over loopback HTTP)
 //! for a provider call that is still running when it is cancelled.
 
 mod common;
@@ -388,4 +389,161 @@ async fn control_requests_are_validated_and_bulk_cancel_counts() {
     let (_, cancelled) = service.get_json("/v1/jobs?status=cancelled").await;
     assert_eq!(cancelled["jobs"].as_array().map(Vec::len), Some(3));
     service.service.shutdown().await.expect("node stops");
+}
+
+/// Proves a kind's defaults (`[jobs.kinds.<kind>]`) are what its jobs get when their
+/// submission does not say, one by one and in a batch, and that a submission that says wins;
+/// other kinds keep the node's defaults.
+#[tokio::test]
+async fn kind_defaults_apply_when_a_submission_does_not_say() {
+    let service = TestService::start_with(TestBackend::Sqlite, |config| {
+        config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
+        config.jobs.max_attempts = 4;
+        config.jobs.kinds.insert(
+            "sentiment.analyze".to_owned(),
+            bulwark_config::KindConfig {
+                priority: Some(8),
+                timeout_ms: Some(5_000),
+                max_attempts: Some(2),
+            },
+        );
+    })
+    .await;
+    let later = |extra: Value| {
+        let mut body =
+            json!({"kind": "sentiment.analyze", "payload": {"texts": ["x"]}, "delay_ms": 60_000});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    let (status, defaulted) = service.post_json("/v1/jobs", &later(json!({}))).await;
+    assert_eq!(status, 202, "{defaulted}");
+    assert_eq!(defaulted["priority"], 8, "{defaulted}");
+    assert_eq!(defaulted["timeout_ms"], 5_000, "{defaulted}");
+    assert_eq!(defaulted["max_attempts"], 2, "{defaulted}");
+    let (_, explicit) = service
+        .post_json(
+            "/v1/jobs",
+            &later(json!({"priority": 1, "timeout_ms": 100})),
+        )
+        .await;
+    assert_eq!(explicit["priority"], 1, "{explicit}");
+    assert_eq!(explicit["timeout_ms"], 100, "{explicit}");
+    let (status, batch) = service
+        .post_json("/v1/jobs/batch", &json!({"jobs": [later(json!({}))]}))
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch_id = batch["results"][0]["job_id"].as_str().expect("created");
+    let (_, batched) = service.get_json(&format!("/v1/jobs/{batch_id}")).await;
+    assert_eq!(batched["priority"], 8, "{batched}");
+    assert_eq!(batched["max_attempts"], 2, "{batched}");
+    let (_, other) = service
+        .post_json(
+            "/v1/jobs",
+            &json!({"kind": "provider.complete", "payload": {"provider": "none", "prompt": "x"}, "delay_ms": 60_000}),
+        )
+        .await;
+    assert_eq!(other["priority"], 5, "{other}");
+    assert_eq!(other["max_attempts"], 4, "{other}");
+    assert!(other["timeout_ms"].is_null(), "{other}");
+    service.service.shutdown().await.expect("node stops");
+}
+
+/// Reads a Server-Sent Events body to its end and returns each event's type and data.
+async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let body = response.text().await.expect("the stream ends");
+    let mut events = Vec::new();
+    for block in body.split("\n\n") {
+        let mut event_type = "message".to_owned();
+        let mut data_opt = None;
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                event_type = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data_opt = Some(serde_json::from_str::<Value>(value.trim()).expect("json data"));
+            }
+        }
+        if let Some(data) = data_opt {
+            events.push((event_type, data));
+        }
+    }
+    events
+}
+
+/// Proves a running audit reports its progress (items done of its total) and that
+/// `GET /v1/jobs/{id}/events` streams it as Server-Sent Events: the job's state first, then
+/// progress events counting up while it runs, then its final status, after which the stream
+/// ends; the job shows its last progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_delivers_an_audits_progress() {
+    let simulator = SimulatorServer::start(
+        "127.0.0.1:0",
+        SimulatorParams {
+            faults: FaultKnobs {
+                latency_ms: 300,
+                ..FaultKnobs::default()
+            },
+            ..SimulatorParams::default()
+        },
+    )
+    .await
+    .expect("simulator listens");
+    let provider_url = simulator.base_url();
+    let service = TestService::start_with(TestBackend::Sqlite, move |config| {
+        control_settings(config, &provider_url);
+        config.audits.concurrency = 1;
+    })
+    .await;
+    let (status, audit) = service
+        .post_json(
+            "/v1/audits",
+            &json!({"brand": "Acme", "prompts": ["Which crm is best?"], "providers": ["slow"], "samples_per_prompt": 6}),
+        )
+        .await;
+    assert_eq!(status, 202, "{audit}");
+    let job_id = audit["id"].as_str().expect("audit id").to_owned();
+    let response = service
+        .client
+        .get(service.url(&format!("/v1/jobs/{job_id}/events")))
+        .send()
+        .await
+        .expect("stream opens");
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let events = tokio::time::timeout(Duration::from_secs(60), read_events(response))
+        .await
+        .expect("the stream ends when the audit does");
+
+    let (first_type, first) = &events[0];
+    assert_eq!(first_type, "status", "{events:?}");
+    assert_eq!(first["job_id"], job_id.as_str());
+    let done_counts: Vec<u64> = events
+        .iter()
+        .filter(|(event_type, _)| event_type == "progress")
+        .filter_map(|(_, change)| change["progress"]["done"].as_u64())
+        .collect();
+    assert!(done_counts.len() >= 2, "progress while it ran: {events:?}");
+    assert!(
+        done_counts.windows(2).all(|pair| pair[0] < pair[1]),
+        "counting up: {done_counts:?}"
+    );
+    let (last_type, last) = events.last().expect("events");
+    assert_eq!(last_type, "status", "{events:?}");
+    assert_eq!(last["status"], "succeeded", "{events:?}");
+    let (_, job) = service.get_json(&format!("/v1/jobs/{job_id}")).await;
+    assert_eq!(job["progress"]["done"], 6, "{job}");
+    assert_eq!(job["progress"]["total"], 6, "{job}");
+    let (status, _) = service
+        .get_json("/v1/jobs/0190c0de-0000-7000-8000-000000000000/events")
+        .await;
+    assert_eq!(status, 404);
+    service.service.shutdown().await.expect("node stops");
+    simulator.stop().await;
 }

@@ -367,6 +367,9 @@ mod tests {
             timeout_ms: None,
             cancel_requested_at_ms: None,
             parked_at_ms: None,
+            attempt_started_at_ms: None,
+            attempt_node: None,
+            progress: None,
         }
     }
 

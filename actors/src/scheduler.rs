@@ -56,8 +56,8 @@ pub struct SchedulerParams {
     pub max_catch_up: usize,
     /// Schedules handled concurrently within a batch.
     pub concurrency: usize,
-    /// Attempts given to the jobs schedules create.
-    pub max_attempts: u32,
+    /// Attempts, priority and timeout of the jobs schedules create, by kind.
+    pub job_defaults: bulwark_core::JobDefaults,
     /// Creates the slots' jobs (stored, then published when a broker carries jobs).
     pub intake: JobIntake,
     pub liveness: Liveness,
@@ -624,10 +624,10 @@ async fn enqueue(
         idempotency_key: Some(slot_idempotency_key(&schedule.id, fire_at_ms)),
         request_id: Some(format!("schedule-{}-{fire_at_ms}", schedule.id)),
         trace_id: None,
-        max_attempts: params.max_attempts,
-        priority: bulwark_store::DEFAULT_PRIORITY,
+        max_attempts: params.job_defaults.max_attempts_of(&schedule.kind),
+        priority: params.job_defaults.priority_of(&schedule.kind),
         run_at_ms: None,
-        timeout_ms: None,
+        timeout_ms: params.job_defaults.timeout_ms_of(&schedule.kind),
     };
     let outcome = params.intake.submit(&new_job).await?;
     Ok(outcome.job().id.clone())

@@ -73,7 +73,7 @@ fn params(store: &Store, clock: Arc<dyn Clock>, owner: &str) -> SchedulerParams 
         misfire_grace: Duration::from_secs(5),
         max_catch_up: 2,
         concurrency: 4,
-        max_attempts: 3,
+        job_defaults: bulwark_core::JobDefaults::new(3),
         intake: JobIntake::local(store.clone(), JobRunnerHandle::new("no-runner")),
         liveness: Liveness::default(),
     }

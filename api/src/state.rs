@@ -18,7 +18,9 @@ pub struct ApiState {
     /// `None` when no recorder is installed (some tests); `/metrics` then answers 503.
     pub prometheus: Option<PrometheusHandle>,
     /// Attempts given to jobs created through the API.
-    pub max_attempts: u32,
+    /// What jobs get when their submission does not say: attempts, and per kind a priority
+    /// and a timeout.
+    pub job_defaults: bulwark_core::JobDefaults,
     /// Provider names an audit may ask; empty when no providers are configured.
     pub audit_providers: Vec<String>,
     pub node_id: String,

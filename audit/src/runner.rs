@@ -7,13 +7,14 @@
 //! after a crash redoes only the items it has no answer for, and never counts one twice.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bulwark_core::{ErrorCode, JobError, now_ms};
 use bulwark_providers::{Completion, CompletionRequest};
 use bulwark_store::{
-    Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, NewAudit, Store,
-    StoreError,
+    Audit, AuditFinish, AuditItem, AuditItemStatus, AuditMention, AuditStatus, JobProgress,
+    NewAudit, Store, StoreError,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -199,10 +200,19 @@ impl AuditRunner {
             matcher: &matcher,
         };
         let num_pending = pending.len();
+        let num_items = request.num_items() as u64;
+        let num_done = AtomicU64::new((request.num_items() - num_pending) as u64);
         futures::stream::iter(pending.into_iter().map(Ok))
             .take_until(cancel.cancelled())
             .try_for_each_concurrent(self.params.concurrency.max(1), |plan| {
-                self.run_item(&context, plan)
+                let context = &context;
+                let num_done = &num_done;
+                async move {
+                    self.run_item(context, plan).await?;
+                    let done = num_done.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.report_progress(audit_id, done, num_items).await;
+                    Ok(())
+                }
             })
             .await?;
 
@@ -274,6 +284,25 @@ impl AuditRunner {
             num_failed: failed.len(),
             summary,
         })
+    }
+
+    /// Reports the audit's job progress: `done` of `num_items` items. A failed write is only
+    /// logged: progress is for people watching, the items themselves are stored.
+    async fn report_progress(&self, audit_id: &str, done: u64, num_items: u64) {
+        let progress = JobProgress {
+            done,
+            total: Some(num_items),
+            message: Some(format!("{done} of {num_items} items done")),
+            updated_at_ms: now_ms(),
+        };
+        if let Err(error) = self
+            .params
+            .store
+            .report_job_progress(audit_id, &progress)
+            .await
+        {
+            warn!(%error, audit_id, "failed to report the audit's progress");
+        }
     }
 
     /// Returns the outcome of an audit that already finished (a job run again after it did).

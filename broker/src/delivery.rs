@@ -45,8 +45,8 @@ pub struct DeliveryContext {
     /// Lease owner of jobs this node runs.
     pub owner: String,
     pub lease: Duration,
-    /// Attempts of jobs created from messages.
-    pub max_attempts: u32,
+    /// Attempts, priority and timeout of jobs created from messages, by kind.
+    pub job_defaults: bulwark_core::JobDefaults,
 }
 
 impl DeliveryContext {
@@ -467,10 +467,10 @@ fn new_job_of(context: &DeliveryContext, envelope: &Envelope, meta: &MessageMeta
         idempotency_key: Some(envelope.job_key().to_owned()),
         request_id: meta.request_id.clone(),
         trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
-        max_attempts: context.max_attempts,
-        priority: bulwark_store::DEFAULT_PRIORITY,
+        max_attempts: context.job_defaults.max_attempts_of(&envelope.kind),
+        priority: context.job_defaults.priority_of(&envelope.kind),
         run_at_ms: None,
-        timeout_ms: None,
+        timeout_ms: context.job_defaults.timeout_ms_of(&envelope.kind),
     }
 }
 
@@ -701,6 +701,9 @@ mod tests {
             timeout_ms: None,
             cancel_requested_at_ms: None,
             parked_at_ms: None,
+            attempt_started_at_ms: None,
+            attempt_node: None,
+            progress: None,
         }
     }
 

@@ -32,7 +32,8 @@ pub struct IngressParams {
     pub owner: String,
     pub lease: Duration,
     pub retry: RetryPolicy,
-    pub max_attempts: u32,
+    /// Attempts, priority and timeout of jobs created from messages, by kind.
+    pub job_defaults: bulwark_core::JobDefaults,
     /// Where cancels reach this node's attempts, and the kinds paused.
     pub controls: JobControls,
     /// One consumer per kind.
@@ -95,7 +96,7 @@ pub fn ingress_supervisor(
         publisher: params.publisher.clone(),
         owner: params.owner.clone(),
         lease: params.lease,
-        max_attempts: params.max_attempts,
+        job_defaults: params.job_defaults.clone(),
     });
     let mut roles: Vec<ConsumerRole> = vec![ConsumerRole::Jobs(context)];
     if let Some(policy) = params.dead_letters {

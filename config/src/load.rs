@@ -271,6 +271,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, message)) = crate::scheduling::validate_retention(&config.jobs.retention) {
         return invalid(key, message);
     }
+    if let Err((key, message)) = crate::model::validate_kinds(&config.jobs.kinds) {
+        return invalid(&key, message);
+    }
     if let Err((key, message)) = crate::validate_providers(&config.providers) {
         return invalid(&key, message);
     }

@@ -114,6 +114,53 @@ pub struct JobsConfig {
     pub cancel_grace_ms: u64,
     /// How long finished jobs are kept.
     pub retention: crate::RetentionConfig,
+    /// Per-kind defaults (`[jobs.kinds."audit.run"]`): what a kind's jobs get when their
+    /// submission does not say. Kinds are checked against the known ones at start.
+    pub kinds: std::collections::BTreeMap<String, KindConfig>,
+}
+
+/// What one kind's jobs get by default; unset keys fall back to the node's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindConfig {
+    /// 0 (lowest) to 9 (highest); unset: 5.
+    pub priority: Option<u8>,
+    /// 1 ms to a day; unset: no limit.
+    pub timeout_ms: Option<u64>,
+    /// Unset: `jobs.max_attempts`.
+    pub max_attempts: Option<u32>,
+}
+
+/// Returns the first invalid key of `[jobs.kinds.<kind>]` and why (the kind names are the
+/// binary's to check: this crate knows no kinds).
+pub(crate) fn validate_kinds(
+    kinds: &std::collections::BTreeMap<String, KindConfig>,
+) -> Result<(), (String, String)> {
+    for (kind, defaults) in kinds {
+        if let Some(priority) = defaults.priority
+            && priority > 9
+        {
+            return Err((
+                format!("jobs.kinds.{kind}.priority"),
+                format!("must be 0 to 9, got {priority}"),
+            ));
+        }
+        if let Some(timeout_ms) = defaults.timeout_ms
+            && !(1..=86_400_000).contains(&timeout_ms)
+        {
+            return Err((
+                format!("jobs.kinds.{kind}.timeout_ms"),
+                format!("must be 1 to 86400000 (a day), got {timeout_ms}"),
+            ));
+        }
+        if defaults.max_attempts == Some(0) {
+            return Err((
+                format!("jobs.kinds.{kind}.max_attempts"),
+                "must be greater than 0".to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Default for JobsConfig {
@@ -129,6 +176,7 @@ impl Default for JobsConfig {
             control_interval_ms: 250,
             cancel_grace_ms: 5_000,
             retention: crate::RetentionConfig::default(),
+            kinds: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -9,18 +9,22 @@
 //! - `error`: [`ErrorCode`], the error taxonomy clients and operators see, and [`JobError`].
 //! - `job_kind`: [`JobKind`], the kinds of job and their wire names, and [`decode_payload`],
 //!   the one decoder of job payloads (errors name the offending field).
+//! - `job_defaults`: [`JobDefaults`], the priority, timeout and attempts a job gets when its
+//!   submission does not say: its kind's (`[jobs.kinds.<kind>]`), else the node's.
 //! - `trace`: [`TraceContext`] and the W3C `traceparent` helpers.
 //! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs, and
 //!   [`HandledMessage`], what crash and hang reports say an actor was handling.
 //! - `time`: [`now_ms`] and RFC 3339 parsing and formatting of Unix milliseconds.
 
 mod error;
+mod job_defaults;
 mod job_kind;
 mod liveness;
 mod time;
 mod trace;
 
 pub use error::{ErrorCode, JobError};
+pub use job_defaults::{DEFAULT_JOB_PRIORITY, JobDefaults, KindDefaults};
 pub use job_kind::{JobKind, decode_payload};
 pub use liveness::{BusyGuard, HandledMessage, Liveness};
 pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};

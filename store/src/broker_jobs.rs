@@ -211,7 +211,8 @@ impl Store {
                 concat!(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                      lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
-                     started_at_ms = COALESCE(started_at_ms, $3) ",
+                     started_at_ms = COALESCE(started_at_ms, $3), attempt_started_at_ms = $3, \
+                     attempt_node = $1 ",
                     $relaxed,
                     " WHERE id = $4 AND (status = 'queued' \
                      OR (status = 'running' AND lease_expires_at_ms < $3)) RETURNING ",
@@ -299,10 +300,10 @@ async fn create_delivered_postgres(
          new_priority, new_timeout, position)), inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
-         timeout_ms) \
+         timeout_ms, attempt_started_at_ms, attempt_node) \
          SELECT new_id, new_kind, 'running', 1, new_max_attempts, new_payload, new_request_id, \
          new_key, $1, $1, $1, $1, 'amqp', $1, new_trace_id, new_owner, new_lease_until, \
-         new_priority, new_timeout \
+         new_priority, new_timeout, $1, new_owner \
          FROM batch CROSS JOIN ",
         // A claimed row is acted on durably only through the completion's commit, which
         // flushes the WAL past this insert, and the message is acked only after that.
@@ -384,9 +385,9 @@ async fn create_delivered_sqlite(
         "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
          idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
-         timeout_ms) \
+         timeout_ms, attempt_started_at_ms, attempt_node) \
          SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-         $10, $12, $13 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
+         $10, $12, $13, $7, $9 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
         job_columns!()
     );

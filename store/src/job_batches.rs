@@ -128,6 +128,9 @@ fn created_job(row: &WrittenRow<'_>, now: i64) -> Job {
         timeout_ms: new_job.timeout_ms,
         cancel_requested_at_ms: None,
         parked_at_ms: None,
+        attempt_started_at_ms: None,
+        attempt_node: None,
+        progress: None,
     }
 }
 

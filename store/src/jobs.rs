@@ -15,7 +15,8 @@ macro_rules! job_columns {
         "id, kind, status, attempts, max_attempts, payload, result, error_code, error_message, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          finished_at_ms, lease_owner, lease_expires_at_ms, trace_id, priority, \
-         timeout_ms, cancel_requested_at_ms, parked_at_ms"
+         timeout_ms, cancel_requested_at_ms, parked_at_ms, attempt_started_at_ms, attempt_node, \
+         progress"
     };
 }
 pub(crate) use job_columns;
@@ -130,6 +131,20 @@ pub struct Job {
     pub cancel_requested_at_ms: Option<i64>,
     /// When a broker delivery of the job was parked in the outbox because its kind was paused.
     pub parked_at_ms: Option<i64>,
+    /// When the current (or last) attempt started, and the node it ran on.
+    pub attempt_started_at_ms: Option<i64>,
+    pub attempt_node: Option<String>,
+    /// How far the running job is, as it last reported.
+    pub progress: Option<JobProgress>,
+}
+
+/// How far a running job is: `done` of `total` (when known), with a short message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub done: u64,
+    pub total: Option<u64>,
+    pub message: Option<String>,
+    pub updated_at_ms: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -157,6 +172,9 @@ pub(crate) struct JobRow {
     timeout_ms: Option<i64>,
     cancel_requested_at_ms: Option<i64>,
     parked_at_ms: Option<i64>,
+    attempt_started_at_ms: Option<i64>,
+    attempt_node: Option<String>,
+    progress: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -176,6 +194,12 @@ impl TryFrom<JobRow> for Job {
             .ok()
             .filter(|priority| *priority <= MAX_PRIORITY)
             .ok_or_else(|| corrupt("priority", format!("{} is not 0 to 9", row.priority).into()))?;
+        let progress = match &row.progress {
+            Some(text) => Some(
+                serde_json::from_str(text).map_err(|error| corrupt("progress", error.into()))?,
+            ),
+            None => None,
+        };
         let result = match &row.result {
             Some(text) => {
                 Some(serde_json::from_str(text).map_err(|error| corrupt("result", error.into()))?)
@@ -206,6 +230,9 @@ impl TryFrom<JobRow> for Job {
             timeout_ms: row.timeout_ms,
             cancel_requested_at_ms: row.cancel_requested_at_ms,
             parked_at_ms: row.parked_at_ms,
+            attempt_started_at_ms: row.attempt_started_at_ms,
+            attempt_node: row.attempt_node,
+            progress,
         })
     }
 }
@@ -244,7 +271,7 @@ impl NewJob {
 pub const MAX_PRIORITY: u8 = 9;
 
 /// The priority of a job that does not name one (and of rows stored before priorities).
-pub const DEFAULT_PRIORITY: u8 = 5;
+pub const DEFAULT_PRIORITY: u8 = bulwark_core::DEFAULT_JOB_PRIORITY;
 
 /// What [`Store::insert_job`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +343,27 @@ impl Store {
         let row: Option<JobRow> =
             with_pool!(self, pool => sqlx::query_as(BY_ID).bind(id).fetch_optional(pool).await)?;
         row.map(Job::try_from).transpose()
+    }
+
+    /// Stores how far a running job is. Returns false when it is not running (finished, or
+    /// back in the queue): a late report changes nothing.
+    pub async fn report_job_progress(
+        &self,
+        id: &str,
+        progress: &JobProgress,
+    ) -> Result<bool, StoreError> {
+        const REPORT: &str = "UPDATE jobs SET progress = $1 WHERE id = $2 AND status = 'running'";
+        let text = serde_json::to_string(progress)
+            .map_err(|error| StoreError::corrupt(format!("job {id}: progress"), error))?;
+        let num_updated = with_pool!(self, pool => {
+            sqlx::query(REPORT)
+                .bind(text)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(num_updated == 1)
     }
 
     /// Deletes up to `limit` jobs that finished with `status` before `finished_before_ms`,
@@ -412,7 +460,8 @@ impl Store {
                 concat!(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                      lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
-                     started_at_ms = COALESCE(started_at_ms, $3) ",
+                     started_at_ms = COALESCE(started_at_ms, $3), attempt_started_at_ms = $3, \
+                     attempt_node = $1 ",
                     $relaxed,
                     " WHERE id IN (SELECT id FROM (\
                      SELECT id FROM (SELECT id FROM jobs WHERE status = 'running' \
@@ -552,13 +601,42 @@ impl Store {
         owner: &str,
         failure: &JobFailure,
     ) -> Result<Option<Job>, StoreError> {
-        const RETRY: &str = concat!(
-            "UPDATE jobs SET status = 'queued', error_code = $1, \
-             error_message = $2, updated_at_ms = $3, run_at_ms = $4, lease_owner = NULL, \
-             lease_expires_at_ms = NULL, \
-             attempts = CASE WHEN $7 AND attempts > 0 THEN attempts - 1 ELSE attempts END \
-             WHERE id = $5 AND status = 'running' AND lease_owner = $6 RETURNING ",
-            job_columns!()
+        // A retried attempt is copied to the history in the same statement (PostgreSQL) or
+        // transaction (SQLite); a refunded one never ran and is not history.
+        macro_rules! retry_sql {
+            () => {
+                concat!(
+                    "UPDATE jobs SET status = 'queued', error_code = $1, \
+                     error_message = $2, updated_at_ms = $3, run_at_ms = $4, lease_owner = NULL, \
+                     lease_expires_at_ms = NULL, progress = NULL, \
+                     attempts = CASE WHEN $7 AND attempts > 0 THEN attempts - 1 ELSE attempts END \
+                     WHERE id = $5 AND status = 'running' AND lease_owner = $6 RETURNING ",
+                    job_columns!()
+                )
+            };
+        }
+        macro_rules! record_attempt_sql {
+            ($source:literal) => {
+                concat!(
+                    "INSERT INTO job_attempts (job_id, attempt, node, started_at_ms, \
+                     finished_at_ms, outcome, error_code, error_message) \
+                     SELECT id, attempts, attempt_node, attempt_started_at_ms, $3, 'retried', \
+                     $1, $2 FROM ",
+                    $source,
+                    " AND NOT $7 ON CONFLICT (job_id, attempt) DO NOTHING"
+                )
+            };
+        }
+        const RETRY_SQLITE: &str = retry_sql!();
+        const RECORD_SQLITE: &str = record_attempt_sql!("jobs WHERE id = $5");
+        const RETRY_POSTGRES: &str = concat!(
+            "WITH retried AS (",
+            retry_sql!(),
+            "), recorded AS (",
+            record_attempt_sql!("retried WHERE true"),
+            ") SELECT ",
+            job_columns!(),
+            " FROM retried"
         );
         const FINAL: &str = concat!(
             "UPDATE jobs SET status = $4, error_code = $1, error_message = $2, \
@@ -568,20 +646,37 @@ impl Store {
             job_columns!()
         );
         let now = now_ms();
-        let row: Option<JobRow> = match failure.retry_at_ms {
-            Some(retry_at_ms) => with_pool!(self, pool => {
-                sqlx::query_as(RETRY)
-                    .bind(&failure.code)
+        macro_rules! bind_retry {
+            ($sql:expr, $retry_at_ms:expr) => {
+                $sql.bind(&failure.code)
                     .bind(&failure.message)
                     .bind(now)
-                    .bind(retry_at_ms)
+                    .bind($retry_at_ms)
                     .bind(id)
                     .bind(owner)
                     .bind(failure.refund_attempt)
+            };
+        }
+        let row: Option<JobRow> = match (failure.retry_at_ms, &self.pool) {
+            (Some(retry_at_ms), Pool::Postgres(pool)) => {
+                bind_retry!(sqlx::query_as(RETRY_POSTGRES), retry_at_ms)
                     .fetch_optional(pool)
-                    .await
-            })?,
-            None => with_pool!(self, pool => {
+                    .await?
+            }
+            (Some(retry_at_ms), Pool::Sqlite(pool)) => {
+                let mut transaction = pool.begin().await?;
+                let row: Option<JobRow> = bind_retry!(sqlx::query_as(RETRY_SQLITE), retry_at_ms)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                if row.is_some() {
+                    bind_retry!(sqlx::query(RECORD_SQLITE), retry_at_ms)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+                transaction.commit().await?;
+                row
+            }
+            (None, _) => with_pool!(self, pool => {
                 sqlx::query_as(FINAL)
                     .bind(&failure.code)
                     .bind(&failure.message)

@@ -12,6 +12,7 @@
 //!   database-backed transport (batched claims, group-committed completions).
 //! - `job_batches`: many jobs in one statement ([`BatchInsertOutcome`] per job), the path
 //!   single submissions take too.
+//! - `job_attempts`: a job's attempt history ([`AttemptRecord`]).
 //! - `job_control`: cancelling jobs ([`CancelOutcome`]) and pausing kinds ([`PausedKind`]).
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
@@ -30,6 +31,7 @@ mod db;
 mod dead_letters;
 mod error;
 mod group_commit;
+mod job_attempts;
 mod job_batches;
 mod job_control;
 mod jobs;
@@ -49,11 +51,12 @@ pub use dead_letters::{
 };
 pub use error::{BoxError, StoreError};
 pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
+pub use job_attempts::AttemptRecord;
 pub use job_batches::BatchInsertOutcome;
 pub use job_control::{CancelCount, CancelFilter, CancelOutcome, PausedKind};
 pub use jobs::{
-    CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage, JobStatus,
-    MAX_PRIORITY, NewJob, StatusCount,
+    CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage,
+    JobProgress, JobStatus, MAX_PRIORITY, NewJob, StatusCount,
 };
 pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
 pub use queue::{JobTransport, LocalQueue, LocalQueueParams, OutcomeSink, QUEUED_JOBS_CHANNEL};

@@ -98,7 +98,7 @@ async fn start_scheduler(test: &str) -> SchedulerSubsystem {
         misfire_grace: Duration::from_secs(60),
         max_catch_up: 2,
         concurrency: 4,
-        max_attempts: 3,
+        job_defaults: bulwark_core::JobDefaults::new(3),
         intake: JobIntake::local(store.clone(), JobRunnerHandle::new(format!("{test}/none"))),
         liveness: liveness.clone(),
     };

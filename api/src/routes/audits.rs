@@ -441,10 +441,10 @@ impl AuditsApi {
             idempotency_key: submission.idempotency_key,
             request_id: Some(request_id.0.0.clone()),
             trace_id: trace.trace_id(),
-            max_attempts: self.state.max_attempts,
-            priority: bulwark_store::DEFAULT_PRIORITY,
+            max_attempts: self.state.job_defaults.max_attempts_of(AUDIT_JOB_KIND),
+            priority: self.state.job_defaults.priority_of(AUDIT_JOB_KIND),
             run_at_ms: None,
-            timeout_ms: None,
+            timeout_ms: self.state.job_defaults.timeout_ms_of(AUDIT_JOB_KIND),
         };
         let num_calls = u64::try_from(request.num_items()).unwrap_or(u64::MAX);
         let charge = self

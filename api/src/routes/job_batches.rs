@@ -215,7 +215,7 @@ impl JobBatchesApi {
         let defaults = NewJobDefaults {
             request_id: request_id.0.0.clone(),
             trace_id: trace.trace_id(),
-            max_attempts: self.state.max_attempts,
+            job_defaults: self.state.job_defaults.clone(),
             now_ms: now_ms(),
         };
         let Plan { new_jobs, invalid } =
@@ -256,7 +256,7 @@ impl JobBatchesApi {
 struct NewJobDefaults {
     request_id: String,
     trace_id: Option<String>,
-    max_attempts: u32,
+    job_defaults: bulwark_core::JobDefaults,
     /// The time `delay_ms` counts from.
     now_ms: i64,
 }
@@ -280,7 +280,7 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             plan.invalid.push(Some(error.message));
             continue;
         }
-        let schedule = match submission.schedule(defaults.now_ms) {
+        let schedule = match submission.schedule(defaults.now_ms, &defaults.job_defaults) {
             Ok(schedule) => schedule,
             Err(message) => {
                 plan.invalid.push(Some(message));
@@ -294,7 +294,7 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             idempotency_key: submission.idempotency_key,
             request_id: Some(defaults.request_id.clone()),
             trace_id: defaults.trace_id.clone(),
-            max_attempts: defaults.max_attempts,
+            max_attempts: schedule.max_attempts,
             priority: schedule.priority,
             run_at_ms: schedule.run_at_ms,
             timeout_ms: schedule.timeout_ms,
@@ -451,7 +451,7 @@ mod tests {
         let defaults = NewJobDefaults {
             request_id: "req-7".to_owned(),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
-            max_attempts: 4,
+            job_defaults: bulwark_core::JobDefaults::new(4),
             now_ms: 1_000,
         };
         let plan = plan(items, &defaults);

@@ -1,11 +1,20 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use bulwark_actors::validate_job;
-use bulwark_core::{JobKind, TraceContext, format_rfc3339_ms, now_ms, parse_rfc3339_ms};
-use bulwark_store::{DEFAULT_PRIORITY, InsertOutcome, Job, JobFilter, JobStatus, NewJob};
+use bulwark_core::{
+    JobDefaults, JobKind, TraceContext, format_rfc3339_ms, now_ms, parse_rfc3339_ms,
+};
+use bulwark_store::{
+    AttemptRecord, InsertOutcome, Job, JobFilter, JobProgress, JobStatus, NewJob, Store,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use poem::web::Data;
+use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::Value;
 
@@ -101,11 +110,13 @@ pub struct JobSubmission {
 const MAX_DELAY_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 impl JobSubmission {
-    /// Returns the job's priority, when it may first run and its timeout, or a message naming
-    /// the field that is wrong. The ranges of `priority`, `delay_ms` and `timeout_ms` are the
-    /// document's validators, already enforced wherever a submission is read (single or batch);
-    /// this checks what they cannot say.
-    pub fn schedule(&self, now_ms: i64) -> Result<JobSchedule, String> {
+    /// Returns the job's priority, when it may first run, its timeout and its attempts (what
+    /// the submission does not say comes from `defaults`: its kind's, else the node's), or a
+    /// message naming the field that is wrong. The ranges of `priority`, `delay_ms` and
+    /// `timeout_ms` are the document's validators, already enforced wherever a submission is
+    /// read (single or batch); this checks what they cannot say.
+    pub fn schedule(&self, now_ms: i64, defaults: &JobDefaults) -> Result<JobSchedule, String> {
+        let kind = JobKind::from(self.kind).as_str();
         let run_at_ms = match (&self.run_at, self.delay_ms) {
             (Some(_), Some(_)) => {
                 return Err("run_at: give run_at or delay_ms, not both".to_owned());
@@ -122,9 +133,10 @@ impl JobSubmission {
             (None, None) => None,
         };
         Ok(JobSchedule {
-            priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
+            priority: self.priority.unwrap_or(defaults.priority_of(kind)),
             run_at_ms,
-            timeout_ms: self.timeout_ms,
+            timeout_ms: self.timeout_ms.or(defaults.timeout_ms_of(kind)),
+            max_attempts: defaults.max_attempts_of(kind),
         })
     }
 }
@@ -135,6 +147,7 @@ pub struct JobSchedule {
     pub priority: u8,
     pub run_at_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
+    pub max_attempts: u32,
 }
 
 /// Why the last attempt failed.
@@ -169,6 +182,8 @@ pub struct JobView {
     pub timeout_ms: Option<i64>,
     /// When a cancel of the running job was asked for (RFC 3339); it is being stopped.
     pub cancel_requested_at: Option<String>,
+    /// How far the job is, as it last reported (an audit: its items done).
+    pub progress: Option<JobProgressView>,
     /// RFC 3339 times; `run_at` is when the job is (or was) due.
     pub created_at: String,
     pub updated_at: String,
@@ -201,6 +216,7 @@ impl From<Job> for JobView {
             priority: job.priority,
             timeout_ms: job.timeout_ms,
             cancel_requested_at: job.cancel_requested_at_ms.map(format_rfc3339_ms),
+            progress: job.progress.map(Into::into),
             created_at: format_rfc3339_ms(job.created_at_ms),
             updated_at: format_rfc3339_ms(job.updated_at_ms),
             run_at: format_rfc3339_ms(job.run_at_ms),
@@ -208,6 +224,83 @@ impl From<Job> for JobView {
             finished_at: job.finished_at_ms.map(format_rfc3339_ms),
         }
     }
+}
+
+/// How far a job is: `done` of `total` (when known).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct JobProgressView {
+    pub done: u64,
+    pub total: Option<u64>,
+    pub message: Option<String>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<JobProgress> for JobProgressView {
+    fn from(progress: JobProgress) -> Self {
+        JobProgressView {
+            done: progress.done,
+            total: progress.total,
+            message: progress.message,
+            updated_at: format_rfc3339_ms(progress.updated_at_ms),
+        }
+    }
+}
+
+/// A change of a job, as `GET /v1/jobs/{id}/events` streams it.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct JobChange {
+    /// `status` (the first event, and each change of status) or `progress`.
+    pub event: String,
+    pub job_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub progress: Option<JobProgressView>,
+    /// The error of a finished job that failed.
+    pub error: Option<JobErrorView>,
+}
+
+/// One attempt of a job.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct AttemptView {
+    /// 1-based.
+    pub attempt: i32,
+    /// `retried`, `running`, `succeeded`, `failed`, `dead`, `cancelled`, or `lost` (the node
+    /// running it stopped; the job was claimed again after its lease expired).
+    pub outcome: String,
+    /// The node that ran it (its `jobs.node_id`).
+    pub node: Option<String>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<JobErrorView>,
+}
+
+impl From<AttemptRecord> for AttemptView {
+    fn from(record: AttemptRecord) -> Self {
+        let error = record.error_code.map(|code| JobErrorView {
+            code,
+            message: record.error_message.unwrap_or_default(),
+        });
+        AttemptView {
+            attempt: record.attempt,
+            outcome: record.outcome,
+            node: record.node,
+            started_at: record.started_at_ms.map(format_rfc3339_ms),
+            finished_at: record.finished_at_ms.map(format_rfc3339_ms),
+            error,
+        }
+    }
+}
+
+/// A job's attempts, first to last.
+#[derive(Debug, Clone, Object)]
+pub struct AttemptList {
+    pub job_id: String,
+    pub attempts: Vec<AttemptView>,
 }
 
 /// A page of jobs, newest first.
@@ -265,7 +358,9 @@ impl JobsApi {
         let kind = JobKind::from(submission.kind).as_str();
         validate_job(kind, &submission.payload)
             .map_err(|error| ApiError::invalid(error.message))?;
-        let schedule = submission.schedule(now_ms()).map_err(ApiError::invalid)?;
+        let schedule = submission
+            .schedule(now_ms(), &self.state.job_defaults)
+            .map_err(ApiError::invalid)?;
         let trace = TraceContext::continue_or_start(traceparent.0);
         let new_job = NewJob {
             kind: kind.to_owned(),
@@ -273,7 +368,7 @@ impl JobsApi {
             idempotency_key: submission.idempotency_key,
             request_id: Some(request_id.0.0.clone()),
             trace_id: trace.trace_id(),
-            max_attempts: self.state.max_attempts,
+            max_attempts: schedule.max_attempts,
             priority: schedule.priority,
             run_at_ms: schedule.run_at_ms,
             timeout_ms: schedule.timeout_ms,
@@ -312,6 +407,49 @@ impl JobsApi {
         }
     }
 
+    /// Streams a job's changes as Server-Sent Events: its state first (`status`), then each
+    /// change of status and each progress report (`progress`), until it finishes (the last
+    /// event) or ten minutes passed (reconnect to go on). Changes are read every 250 ms.
+    #[oai(
+        path = "/v1/jobs/:id/events",
+        method = "get",
+        operation_id = "stream_job_events"
+    )]
+    async fn events(
+        &self,
+        _auth: ReadKey,
+        id: Path<String>,
+    ) -> ApiResult<EventStream<BoxStream<'static, JobChange>>> {
+        let Some(job) = self.state.store.get_job(&id.0).await? else {
+            return Err(ApiError::not_found(format!("job {} does not exist", id.0)));
+        };
+        let stream = job_changes(self.state.store.clone(), job);
+        Ok(EventStream::new(stream)
+            .keep_alive(Duration::from_secs(15))
+            .to_event(|change| {
+                let event_type = change.event.clone();
+                Event::message(change.to_json_string()).event_type(event_type)
+            }))
+    }
+
+    /// Returns a job's attempts, first to last: when and where each ran, how it ended and with
+    /// which error.
+    #[oai(
+        path = "/v1/jobs/:id/attempts",
+        method = "get",
+        operation_id = "list_job_attempts"
+    )]
+    async fn attempts(&self, _auth: ReadKey, id: Path<String>) -> ApiResult<Json<AttemptList>> {
+        let Some(job) = self.state.store.get_job(&id.0).await? else {
+            return Err(ApiError::not_found(format!("job {} does not exist", id.0)));
+        };
+        let attempts = self.state.store.job_attempts(&job).await?;
+        Ok(Json(AttemptList {
+            job_id: job.id,
+            attempts: attempts.into_iter().map(Into::into).collect(),
+        }))
+    }
+
     /// Lists jobs, newest first, with cursor pagination.
     #[oai(path = "/v1/jobs", method = "get", operation_id = "list_jobs")]
     // Each argument is the key or one query parameter of the operation.
@@ -346,6 +484,66 @@ impl JobsApi {
             jobs: page.jobs.into_iter().map(Into::into).collect(),
             next_cursor: page.next_cursor,
         }))
+    }
+}
+
+/// How often a job's event stream reads the job, and how long one stream lasts at most.
+const CHANGE_POLL: Duration = Duration::from_millis(250);
+const MAX_STREAM: Duration = Duration::from_secs(600);
+
+/// Returns the stream of `job`'s changes: its state now, then what changed at each read, until
+/// it is finished or the stream's time is up. A read that fails ends the stream (the client
+/// reconnects).
+fn job_changes(store: Store, job: Job) -> BoxStream<'static, JobChange> {
+    let first = change_of("status", &job);
+    let deadline = tokio::time::Instant::now() + MAX_STREAM;
+    let later = futures::stream::unfold(Some(job), move |last_opt| {
+        let store = store.clone();
+        async move {
+            let mut last = last_opt?;
+            loop {
+                if last.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(CHANGE_POLL).await;
+                let current = store.get_job(&last.id).await.ok().flatten()?;
+                let event = if current.status != last.status {
+                    "status"
+                } else if current.progress != last.progress {
+                    "progress"
+                } else {
+                    continue;
+                };
+                let change = change_of(event, &current);
+                last = current;
+                return Some((change, Some(last)));
+            }
+        }
+    });
+    futures::stream::once(async move { first })
+        .chain(later)
+        .boxed()
+}
+
+/// Returns the event `event` for the job as it is now.
+fn change_of(event: &str, job: &Job) -> JobChange {
+    let error = job
+        .status
+        .is_terminal()
+        .then(|| {
+            job.error_code.clone().map(|code| JobErrorView {
+                code,
+                message: job.error_message.clone().unwrap_or_default(),
+            })
+        })
+        .flatten();
+    JobChange {
+        event: event.to_owned(),
+        job_id: job.id.clone(),
+        status: job.status.as_str().to_owned(),
+        attempts: job.attempts,
+        progress: job.progress.clone().map(Into::into),
+        error,
     }
 }
 
