@@ -6,11 +6,15 @@
 # table of medians and the ratio new/base per concurrency.
 #
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p bulwark-bench)
-#   BASE_BIN=/tmp/base/target/release/bulwark-bench make bench-queue-compare
+#   BASE_BIN=/tmp/base/target/release/bulwark-bench BASE_CONFIG=/tmp/base/config/bulwark.toml \
+#     make bench-queue-compare
+# Each build reads its own commit's config file (a newer file may hold keys an older build
+# does not know).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-./target/release/bulwark-bench}
 BASE_BIN=${BASE_BIN:?set BASE_BIN to the bulwark-bench of the commit to compare with}
+BASE_CONFIG=${BASE_CONFIG:?set BASE_CONFIG to the config/bulwark.toml of that commit}
 JOBS=${BENCH_JOBS:-20000}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONCURRENCIES=${BENCH_CONCURRENCIES:-16 64}
@@ -20,11 +24,11 @@ workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
 run() {
-  local build=$1 bin=$2 concurrency=$3
+  local build=$1 bin=$2 config=$3 concurrency=$4
   psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS bulwark_bench_queue" \
     -c "CREATE DATABASE bulwark_bench_queue" >/dev/null
   DATABASE_URL="$PG_BENCH_URL" BULWARK__SENTIMENT__ENGINE=lexicon \
-    BULWARK__JOBS__CONCURRENCY="$concurrency" BULWARK_LOG=warn "$bin" queue --jobs "$JOBS" \
+    BULWARK__JOBS__CONCURRENCY="$concurrency" BULWARK_LOG=warn "$bin" --config "$config" queue --jobs "$JOBS" \
     | python3 -c "import json, sys; r = json.load(sys.stdin); r['build'] = '$build'; print(json.dumps(r))" \
     | tee -a "$workdir/results.jsonl"
 }
@@ -34,7 +38,11 @@ for round in $(seq "$ROUNDS"); do
     # Alternate which build goes first, so neither always meets a warmer machine.
     if [ $((round % 2)) -eq 1 ]; then order="base new"; else order="new base"; fi
     for build in $order; do
-      if [ "$build" = base ]; then run base "$BASE_BIN" "$concurrency"; else run new "$BIN" "$concurrency"; fi
+      if [ "$build" = base ]; then
+        run base "$BASE_BIN" "$BASE_CONFIG" "$concurrency"
+      else
+        run new "$BIN" config/bulwark.toml "$concurrency"
+      fi
     done
   done
 done

@@ -183,7 +183,7 @@ impl Store {
             " FROM jobs WHERE transport = 'amqp' AND published_at_ms IS NULL \
              AND status = 'queued' AND run_at_ms <= $3 \
              AND (created_at_ms < $1 OR run_at_ms > created_at_ms) \
-             AND NOT EXISTS (SELECT 1 FROM paused_kinds WHERE paused_kinds.kind = jobs.kind) \
+             AND kind NOT IN (SELECT kind FROM paused_kinds) \
              ORDER BY run_at_ms LIMIT $2"
         );
         let rows: Vec<JobRow> = with_pool!(self, pool => {
@@ -211,8 +211,7 @@ impl Store {
                 concat!(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
                      lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
-                     started_at_ms = COALESCE(started_at_ms, $3), attempt_started_at_ms = $3, \
-                     attempt_node = $1 ",
+                     started_at_ms = COALESCE(started_at_ms, $3), attempt_started_at_ms = $3 ",
                     $relaxed,
                     " WHERE id = $4 AND (status = 'queued' \
                      OR (status = 'running' AND lease_expires_at_ms < $3)) RETURNING ",
@@ -300,10 +299,10 @@ async fn create_delivered_postgres(
          new_priority, new_timeout, position)), inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
-         timeout_ms, attempt_started_at_ms, attempt_node) \
+         timeout_ms, attempt_started_at_ms) \
          SELECT new_id, new_kind, 'running', 1, new_max_attempts, new_payload, new_request_id, \
          new_key, $1, $1, $1, $1, 'amqp', $1, new_trace_id, new_owner, new_lease_until, \
-         new_priority, new_timeout, $1, new_owner \
+         new_priority, new_timeout, $1 \
          FROM batch CROSS JOIN ",
         // A claimed row is acted on durably only through the completion's commit, which
         // flushes the WAL past this insert, and the message is acked only after that.
@@ -385,9 +384,9 @@ async fn create_delivered_sqlite(
         "INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, request_id, \
          idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          transport, published_at_ms, trace_id, lease_owner, lease_expires_at_ms, priority, \
-         timeout_ms, attempt_started_at_ms, attempt_node) \
+         timeout_ms, attempt_started_at_ms) \
          SELECT $1, $2, 'running', 1, $3, $4, $5, $6, $7, $7, $7, $7, 'amqp', $7, $8, $9, \
-         $10, $12, $13, $7, $9 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
+         $10, $12, $13, $7 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $11 OR idempotency_key = $6) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING ",
         job_columns!()
     );

@@ -84,7 +84,7 @@ fn current_attempt(job: &Job) -> AttemptRecord {
     let finished = job.status.is_terminal();
     AttemptRecord {
         attempt: job.attempts,
-        node: job.attempt_node.clone(),
+        node: job.lease_owner.clone().or_else(|| job.attempt_node.clone()),
         started_at_ms: job.attempt_started_at_ms,
         finished_at_ms: job.finished_at_ms.filter(|_| finished),
         outcome: job.status.as_str().to_owned(),

@@ -1,5 +1,5 @@
--- Attempt history. The job row keeps its current (or last) attempt: when and on which node it
--- started (set by every claim). An attempt that ends in a retry is copied to job_attempts as
+-- Attempt history. The job row keeps its current (or last) attempt: when it started (set by
+-- every claim) and the node it ran on (lease_owner while it runs, attempt_node once it ends). An attempt that ends in a retry is copied to job_attempts as
 -- the job goes back to the queue, in the same statement, so the happy path (one attempt that
 -- succeeds) writes no extra row. An attempt whose node died before it recorded anything
 -- leaves no row: its number is missing from the history until the job's next attempt.
