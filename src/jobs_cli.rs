@@ -32,14 +32,14 @@ pub enum JobsAction {
     Cancel {
         /// Cancel this job only.
         id: Option<String>,
-        /// Only jobs of this kind.
+        /// Only jobs of this kind (`*`: every kind, as `--all`).
         #[arg(long)]
         kind: Option<String>,
         /// `queued` or `running`.
         #[arg(long)]
         status: Option<String>,
-        /// Cancel every unfinished job when no filter is given.
-        #[arg(long)]
+        /// Every kind.
+        #[arg(long, conflicts_with = "kind")]
         all: bool,
         /// Print how many jobs the cancel would touch, change nothing.
         #[arg(long)]
@@ -73,12 +73,18 @@ pub async fn run(args: &JobsArgs) -> anyhow::Result<ExitCode> {
             all,
             dry_run,
         } => {
-            let body = json!({
-                "kind": kind,
-                "status": status,
-                "all": all,
-                "dry_run": dry_run,
-            });
+            let kind = match (kind, all) {
+                (Some(kind), _) => kind.as_str(),
+                (None, true) => "*",
+                (None, false) => {
+                    eprintln!("error: name the jobs to cancel: an id, --kind KIND or --all");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let mut body = json!({"kind": kind, "dry_run": dry_run});
+            if let Some(status) = status {
+                body["status"] = json!(status);
+            }
             client.post(format!("{base}/v1/jobs/cancel")).json(&body)
         }
         JobsAction::Pause { kind } => client.post(format!("{base}/v1/kinds/{kind}/pause")),

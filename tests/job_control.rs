@@ -340,7 +340,7 @@ async fn a_paused_kind_waits_on_every_node_and_runs_after_resume() {
 }
 
 /// Proves bad control requests get a 422 naming the field and change nothing: an unknown
-/// kind to pause, a bulk cancel without a filter; and that a bulk cancel's dry run counts
+/// kind to pause, a bulk cancel that names no kind (`*` is every kind); and that a bulk cancel's dry run counts
 /// what the cancel then does.
 #[tokio::test]
 async fn control_requests_are_validated_and_bulk_cancel_counts() {
@@ -352,17 +352,28 @@ async fn control_requests_are_validated_and_bulk_cancel_counts() {
         .post_json("/v1/kinds/video.render/pause", &json!({}))
         .await;
     assert_eq!(status, 422, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
     assert!(
-        refused["message"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("kind:"),
+        message.starts_with("path:") && message.contains("JobKindName"),
         "{refused}"
     );
     let (_, listed) = service.get_json("/v1/kinds/paused").await;
     assert_eq!(listed["paused"], json!([]), "nothing paused");
-    let (status, refused) = service.post_json("/v1/jobs/cancel", &json!({})).await;
-    assert_eq!(status, 422, "{refused}");
+    for unnamed in [
+        json!({}),
+        json!({"status": "queued"}),
+        json!({"kind": "video.render"}),
+    ] {
+        let (status, refused) = service.post_json("/v1/jobs/cancel", &unnamed).await;
+        assert_eq!(status, 422, "{unnamed}: {refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("kind"),
+            "{refused}"
+        );
+    }
 
     for delay_ms in [60_000, 60_000, 60_000] {
         submit(

@@ -5,7 +5,7 @@ use bulwark_store::StoreError;
 use bulwark_supervisors::ControlError;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
-use poem_openapi::error::ParseParamError;
+use poem_openapi::error::{ParseParamError, ParsePathError};
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaResponse, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object, ResponseContent};
@@ -146,6 +146,11 @@ impl ApiError {
         // body field does: 422 naming it.
         if let Some(param_error) = error.downcast_ref::<ParseParamError>() {
             return ApiError::invalid(format!("{}: {}", param_error.name, param_error.reason));
+        }
+        // A path segment that is not one of its documented values (a job kind): poem-openapi
+        // names path parameters by position, so the message names the path.
+        if let Some(path_error) = error.downcast_ref::<ParsePathError>() {
+            return ApiError::invalid(format!("path: {}", path_error.reason));
         }
         let message = error.to_string();
         match error.status() {

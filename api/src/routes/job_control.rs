@@ -49,16 +49,40 @@ pub enum UnfinishedStatusName {
     Running,
 }
 
-/// Which unfinished jobs to cancel. At least one of `kind` and `status` is required, or
-/// `all: true` to cancel every unfinished job.
+/// The kind a bulk cancel selects: one kind, or `*` for every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum KindSelector {
+    #[oai(rename = "*")]
+    Every,
+    #[oai(rename = "sentiment.analyze")]
+    SentimentAnalyze,
+    #[oai(rename = "provider.complete")]
+    ProviderComplete,
+    #[oai(rename = "audit.run")]
+    AuditRun,
+}
+
+impl KindSelector {
+    /// Returns the kind selected; `None` for every kind.
+    fn kind(self) -> Option<JobKind> {
+        match self {
+            KindSelector::Every => None,
+            KindSelector::SentimentAnalyze => Some(JobKind::SentimentAnalyze),
+            KindSelector::ProviderComplete => Some(JobKind::ProviderComplete),
+            KindSelector::AuditRun => Some(JobKind::AuditRun),
+        }
+    }
+}
+
+/// Which unfinished jobs to cancel. `kind` is required, so that cancelling every unfinished
+/// job is asked for by name (`"*"`), never by an empty filter.
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 pub struct BulkCancel {
-    pub kind: Option<JobKindName>,
+    /// A job kind, or `*` for every kind.
+    pub kind: KindSelector,
+    /// Only jobs in this status; both when absent.
     pub status: Option<UnfinishedStatusName>,
-    /// Cancels every unfinished job when neither `kind` nor `status` is given.
-    #[oai(default)]
-    pub all: bool,
     /// Counts what the cancel would touch without changing anything (a confirmation step).
     #[oai(default)]
     pub dry_run: bool,
@@ -142,17 +166,6 @@ impl JobControlApi {
     }
 }
 
-/// Returns `kind` when it names a job kind, else a 422 naming the path's `kind`.
-fn known_kind(kind: &str) -> ApiResult<&'static str> {
-    JobKind::parse(kind).map(JobKind::as_str).map_err(|_| {
-        let known: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.as_str()).collect();
-        ApiError::invalid(format!(
-            "kind: unknown job kind `{kind}`, known: {}",
-            known.join(", ")
-        ))
-    })
-}
-
 #[OpenApi(tag = "ApiTags::Jobs")]
 impl JobControlApi {
     /// Cancels a job.
@@ -187,7 +200,7 @@ impl JobControlApi {
         }))
     }
 
-    /// Cancels every unfinished job matching a filter.
+    /// Cancels every unfinished job of a kind (or of every kind, `*`), optionally in one status.
     ///
     /// Queued jobs end `cancelled`; running ones are asked to stop (see `cancel_job`). With
     /// `dry_run`, returns the counts without changing anything. Needs the `operate` scope;
@@ -204,16 +217,8 @@ impl JobControlApi {
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<BulkCancelResult>> {
         let request = body.0;
-        if request.kind.is_none() && request.status.is_none() && !request.all {
-            return Err(ApiError::invalid(
-                "kind: name a kind or a status to cancel, or set all: true to cancel every \
-                 unfinished job",
-            ));
-        }
         let filter = CancelFilter {
-            kind: request
-                .kind
-                .map(|kind| JobKind::from(kind).as_str().to_owned()),
+            kind: request.kind.kind().map(|kind| kind.as_str().to_owned()),
             status: request.status.map(|status| match status {
                 UnfinishedStatusName::Queued => JobStatus::Queued,
                 UnfinishedStatusName::Running => JobStatus::Running,
@@ -278,10 +283,10 @@ impl JobControlApi {
     async fn pause(
         &self,
         auth: OperateKey,
-        kind: Path<String>,
+        kind: Path<JobKindName>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<KindPauseState>> {
-        let kind = known_kind(&kind.0)?;
+        let kind = JobKind::from(kind.0).as_str();
         let changed = self
             .state
             .store
@@ -315,10 +320,10 @@ impl JobControlApi {
     async fn resume(
         &self,
         auth: OperateKey,
-        kind: Path<String>,
+        kind: Path<JobKindName>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<KindPauseState>> {
-        let kind = known_kind(&kind.0)?;
+        let kind = JobKind::from(kind.0).as_str();
         let changed = self.state.store.resume_kind(kind).await?;
         let detail = if changed { "resumed" } else { "was not paused" };
         self.audit(
