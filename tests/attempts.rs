@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bulwark_config::{ProviderConfig, ProviderKind};
 use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
-use bulwark_store::testsuite::TestBackend;
-use common::TestService;
-use common::broker::{amqp_config, delete_namespace, unique_namespace};
+use common::broker::delete_namespace;
+use common::{TestService, Transport};
 use serde_json::{Value, json};
 
 /// A text that makes the inference thread panic on every attempt (the chaos knob).
@@ -26,13 +25,6 @@ const MAX_ATTEMPTS: u32 = 3;
 /// The slow provider answers after this long; the timeout scenario's job allows far less.
 const SLOW_PROVIDER_MS: u64 = 10_000;
 const JOB_TIMEOUT_MS: i64 = 300;
-
-#[derive(Debug, Clone, Copy)]
-enum Transport {
-    LocalSqlite,
-    LocalPostgres,
-    Amqp,
-}
 
 /// How a scenario must end.
 #[derive(Debug, PartialEq)]
@@ -75,26 +67,7 @@ async fn start(transport: Transport, simulator: &SimulatorServer) -> (TestServic
             },
         );
     };
-    match transport {
-        Transport::LocalSqlite => (
-            TestService::start_with(TestBackend::Sqlite, settings).await,
-            None,
-        ),
-        Transport::LocalPostgres => (
-            TestService::start_with(TestBackend::Postgres, settings).await,
-            None,
-        ),
-        Transport::Amqp => {
-            let namespace = unique_namespace();
-            let broker = amqp_config(&namespace);
-            let service = TestService::start_with(TestBackend::Postgres, move |config| {
-                settings(config);
-                broker(config);
-            })
-            .await;
-            (service, Some(namespace))
-        }
-    }
+    transport.start(settings).await
 }
 
 /// Submits one sentiment job over HTTP and returns it once finished.
@@ -214,11 +187,7 @@ async fn every_transport_ends_each_scenario_the_same_way() {
             error_code: Some("JOB_TIMEOUT".to_owned()),
         },
     ];
-    for transport in [
-        Transport::LocalSqlite,
-        Transport::LocalPostgres,
-        Transport::Amqp,
-    ] {
+    for transport in Transport::ALL {
         let endings = tokio::time::timeout(Duration::from_secs(90), scenarios(transport))
             .await
             .unwrap_or_else(|_| panic!("{transport:?}: the scenarios did not finish in 90 s"));

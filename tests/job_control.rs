@@ -12,8 +12,8 @@ use bulwark_config::{Config, ProviderConfig, ProviderKind};
 use bulwark_providers::simulated::{FaultKnobs, SimulatorParams, SimulatorServer};
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_test_support::eventually;
-use common::TestService;
 use common::broker::{amqp_config, delete_namespace, unique_namespace};
+use common::{TestService, Transport};
 use serde_json::{Value, json};
 
 /// The simulated provider answers after this long: a job calling it is still running when it
@@ -22,13 +22,6 @@ const SLOW_PROVIDER_MS: u64 = 10_000;
 /// The control poll and the grace of these tests' nodes.
 const CONTROL_INTERVAL_MS: u64 = 50;
 const CANCEL_GRACE_MS: u64 = 300;
-
-#[derive(Debug, Clone, Copy)]
-enum Transport {
-    LocalSqlite,
-    LocalPostgres,
-    Amqp,
-}
 
 /// Sets the control settings of these tests and the provider `slow` at `base_url`.
 fn control_settings(config: &mut Config, base_url: &str) {
@@ -53,26 +46,7 @@ fn control_settings(config: &mut Config, base_url: &str) {
 async fn start(transport: Transport, provider_url: &str) -> (TestService, Option<String>) {
     let provider_url = provider_url.to_owned();
     let settings = move |config: &mut Config| control_settings(config, &provider_url);
-    match transport {
-        Transport::LocalSqlite => (
-            TestService::start_with(TestBackend::Sqlite, settings).await,
-            None,
-        ),
-        Transport::LocalPostgres => (
-            TestService::start_with(TestBackend::Postgres, settings).await,
-            None,
-        ),
-        Transport::Amqp => {
-            let namespace = unique_namespace();
-            let broker = amqp_config(&namespace);
-            let service = TestService::start_with(TestBackend::Postgres, move |config| {
-                settings(config);
-                broker(config);
-            })
-            .await;
-            (service, Some(namespace))
-        }
-    }
+    transport.start(settings).await
 }
 
 async fn slow_simulator() -> SimulatorServer {
@@ -190,11 +164,7 @@ async fn cancel_scenarios(transport: Transport) {
 /// again says it already finished; an unknown id is a 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_queued_and_running_jobs_on_every_transport() {
-    for transport in [
-        Transport::LocalSqlite,
-        Transport::LocalPostgres,
-        Transport::Amqp,
-    ] {
+    for transport in Transport::ALL {
         tokio::time::timeout(Duration::from_secs(90), cancel_scenarios(transport))
             .await
             .unwrap_or_else(|_| panic!("{transport:?}: the scenarios did not finish in 90 s"));

@@ -230,3 +230,48 @@ pub fn serve(command: &mut std::process::Command) -> Served {
         logs,
     }
 }
+
+/// What carries a test's jobs: the local queue on SQLite or PostgreSQL, or RabbitMQ (jobs
+/// stored in PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    LocalSqlite,
+    LocalPostgres,
+    Amqp,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [
+        Transport::LocalSqlite,
+        Transport::LocalPostgres,
+        Transport::Amqp,
+    ];
+
+    /// Boots a node of this transport after `adjust` changed the test config; returns it and
+    /// the broker namespace to delete afterwards (with [`broker::delete_namespace`]).
+    pub async fn start(
+        self,
+        adjust: impl FnOnce(&mut Config) + Send + 'static,
+    ) -> (TestService, Option<String>) {
+        match self {
+            Transport::LocalSqlite => (
+                TestService::start_with(TestBackend::Sqlite, adjust).await,
+                None,
+            ),
+            Transport::LocalPostgres => (
+                TestService::start_with(TestBackend::Postgres, adjust).await,
+                None,
+            ),
+            Transport::Amqp => {
+                let namespace = broker::unique_namespace();
+                let broker_settings = broker::amqp_config(&namespace);
+                let service = TestService::start_with(TestBackend::Postgres, move |config| {
+                    adjust(config);
+                    broker_settings(config);
+                })
+                .await;
+                (service, Some(namespace))
+            }
+        }
+    }
+}
