@@ -94,7 +94,7 @@ pub struct JobEvent {
     pub v: u32,
     pub job_id: String,
     pub kind: String,
-    /// `succeeded`, `failed` or `dead`.
+    /// `succeeded`, `failed`, `dead` or `cancelled`.
     pub status: String,
     pub attempts: i32,
     pub result: Option<Value>,
