@@ -1,8 +1,8 @@
 //! The job pruner against real databases while jobs are being created and finished.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulwark_actors::{JobPrunerActor, JobPrunerHandle, JobPrunerParams, RetentionPolicy};
@@ -61,7 +61,7 @@ struct Churned {
 
 /// Creates and finishes jobs until `stop` is set: each round inserts ten, claims and
 /// succeeds some of them, so the table always holds queued, running and succeeded jobs.
-async fn churn(store: Store, stop: Arc<AtomicBool>) -> Churned {
+async fn churn(store: Store, stop: Arc<AtomicBool>, finished: Arc<Mutex<Vec<String>>>) -> Churned {
     let node = LocalQueue::new(
         store.clone(),
         LocalQueueParams {
@@ -90,6 +90,7 @@ async fn churn(store: Store, stop: Arc<AtomicBool>) -> Churned {
                 let finished_at_ms = stored.and_then(|job| job.finished_at_ms).unwrap();
                 unfinished.remove(&job.id);
                 succeeded.push((job.id.clone(), finished_at_ms));
+                finished.lock().unwrap().push(job.id.clone());
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -125,8 +126,22 @@ async fn pruner_removes_only_what_its_policy_says_under_load(backend: TestBacken
         .await
         .expect("pruner starts");
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(churn(store.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let load = tokio::spawn(churn(store.clone(), stop.clone(), finished.clone()));
+    // The load runs until the pruner has deleted a job it finished: passes ran under load.
+    eventually(Duration::from_secs(20), || async {
+        let present: HashSet<String> = all_jobs(&store)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let finished = finished.lock().unwrap().clone();
+        finished
+            .iter()
+            .any(|id| !present.contains(id))
+            .then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Release);
     let churned = load.await.expect("load ran");
     let snapshot_at_ms = bulwark_core::now_ms();

@@ -54,6 +54,22 @@ pub struct CancelCount {
     pub num_requested: u64,
 }
 
+impl CancelCount {
+    /// Adds up `(cancelled at once, number of jobs)` pairs: a queued job is cancelled at once,
+    /// a running one is asked to stop.
+    fn tally(groups: impl Iterator<Item = (bool, u64)>) -> CancelCount {
+        let mut count = CancelCount::default();
+        for (cancelled_at_once, num_jobs) in groups {
+            if cancelled_at_once {
+                count.num_cancelled += num_jobs;
+            } else {
+                count.num_requested += num_jobs;
+            }
+        }
+        count
+    }
+}
+
 /// A paused kind.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PausedKind {
@@ -124,7 +140,10 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
-        Ok(count_by_status(statuses.iter().map(|(status,)| status)))
+        // A queued row came back `cancelled`; a running one is still `running`.
+        Ok(CancelCount::tally(statuses.iter().map(|(status,)| {
+            (status == JobStatus::Cancelled.as_str(), 1)
+        })))
     }
 
     /// Returns how many jobs a bulk cancel with `filter` would touch now, by what it would do.
@@ -142,15 +161,14 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
-        let mut count = CancelCount::default();
-        for (status, num_jobs) in counts {
-            let num_jobs = u64::try_from(num_jobs).unwrap_or(0);
-            match status.as_str() {
-                "queued" => count.num_cancelled += num_jobs,
-                _ => count.num_requested += num_jobs,
-            }
-        }
-        Ok(count)
+        Ok(CancelCount::tally(counts.iter().map(
+            |(status, num_jobs)| {
+                (
+                    status == JobStatus::Queued.as_str(),
+                    u64::try_from(*num_jobs).unwrap_or(0),
+                )
+            },
+        )))
     }
 
     /// Returns the ids of running jobs whose cancel was asked for, on any node. It reads the
@@ -242,17 +260,4 @@ impl Store {
             crate::InsertOutcome::Existing(_) => None,
         })
     }
-}
-
-/// Counts the statuses returned by a cancel: `cancelled` rows were queued, the rest running.
-fn count_by_status<'a>(statuses: impl Iterator<Item = &'a String>) -> CancelCount {
-    let mut count = CancelCount::default();
-    for status in statuses {
-        if status == JobStatus::Cancelled.as_str() {
-            count.num_cancelled += 1;
-        } else {
-            count.num_requested += 1;
-        }
-    }
-    count
 }

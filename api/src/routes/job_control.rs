@@ -146,6 +146,49 @@ struct ControlRecord {
 }
 
 impl JobControlApi {
+    /// Pauses or resumes `kind` on every node and records it in the audit log.
+    async fn set_paused(
+        &self,
+        auth: &OperateKey,
+        request_id: &RequestId,
+        kind: JobKind,
+        paused: bool,
+    ) -> ApiResult<Json<KindPauseState>> {
+        let store = &self.state.store;
+        let kind = kind.as_str();
+        let (changed, action, detail) = if paused {
+            let by = format!("key:{}", auth.0.name);
+            let changed = store.pause_kind(kind, Some(&by)).await?;
+            (
+                changed,
+                "pause_kind",
+                if changed { "paused" } else { "already paused" },
+            )
+        } else {
+            let changed = store.resume_kind(kind).await?;
+            (
+                changed,
+                "resume_kind",
+                if changed { "resumed" } else { "was not paused" },
+            )
+        };
+        let record = ControlRecord {
+            action,
+            target: kind.to_owned(),
+            detail: detail.to_owned(),
+        };
+        self.audit(auth, request_id, record).await?;
+        if changed && !paused {
+            // This node's runner claims the kind's waiting jobs now, not at its next poll.
+            self.state.job_runner.notify();
+        }
+        Ok(Json(KindPauseState {
+            kind: kind.to_owned(),
+            paused,
+            changed,
+        }))
+    }
+
     /// Records an operator's control in the audit log.
     async fn audit(
         &self,
@@ -286,28 +329,8 @@ impl JobControlApi {
         kind: Path<JobKindName>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<KindPauseState>> {
-        let kind = JobKind::from(kind.0).as_str();
-        let changed = self
-            .state
-            .store
-            .pause_kind(kind, Some(&format!("key:{}", auth.0.name)))
-            .await?;
-        let detail = if changed { "paused" } else { "already paused" };
-        self.audit(
-            &auth,
-            &request_id,
-            ControlRecord {
-                action: "pause_kind",
-                target: kind.to_owned(),
-                detail: detail.to_owned(),
-            },
-        )
-        .await?;
-        Ok(Json(KindPauseState {
-            kind: kind.to_owned(),
-            paused: true,
-            changed,
-        }))
+        self.set_paused(&auth, &request_id, JobKind::from(kind.0), true)
+            .await
     }
 
     /// Resumes a paused kind on every node: its waiting jobs run again (over RabbitMQ, the
@@ -323,27 +346,7 @@ impl JobControlApi {
         kind: Path<JobKindName>,
         request_id: Data<&RequestId>,
     ) -> ApiResult<Json<KindPauseState>> {
-        let kind = JobKind::from(kind.0).as_str();
-        let changed = self.state.store.resume_kind(kind).await?;
-        let detail = if changed { "resumed" } else { "was not paused" };
-        self.audit(
-            &auth,
-            &request_id,
-            ControlRecord {
-                action: "resume_kind",
-                target: kind.to_owned(),
-                detail: detail.to_owned(),
-            },
-        )
-        .await?;
-        if changed {
-            // This node's runner claims the kind's waiting jobs now, not at its next poll.
-            self.state.job_runner.notify();
-        }
-        Ok(Json(KindPauseState {
-            kind: kind.to_owned(),
-            paused: false,
-            changed,
-        }))
+        self.set_paused(&auth, &request_id, JobKind::from(kind.0), false)
+            .await
     }
 }
