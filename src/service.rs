@@ -191,10 +191,14 @@ impl Service {
             controls: controls.clone(),
             job_defaults: crate::settings::job_defaults(config)?,
         };
+        bulwark_actors::metrics::KindLimitsEnforced {
+            gates: &node.job_defaults.gates(),
+        }
+        .emit();
         let broker = crate::broker::broker_setup(config, &store, &node).await;
         let transport = Arc::new(LocalQueue::new(
             store.clone(),
-            local_queue_params(config, &node_id),
+            local_queue_params(config, &node_id, &node.job_defaults),
         ));
         let env: HashMap<String, String> = std::env::vars().collect();
         let project_root =

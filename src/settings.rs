@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bulwark_actors::RetryPolicy;
 use bulwark_config::Config;
-use bulwark_core::{JobDefaults, JobKind, KindDefaults};
+use bulwark_core::{JobDefaults, JobKind, KindDefaults, KindLimits};
 use bulwark_ml::{BatchingParams, ChaosKnobs, ScoringOptions, Strategy};
 use bulwark_store::{LocalQueueParams, StoreParams};
 use bulwark_supervisors::{RestartIntensity, SupervisionSettings};
@@ -95,11 +95,17 @@ impl FromConfig for ChaosKnobs {
     }
 }
 
-/// Returns the local queue's params for the node `owner` (`jobs.lease_ms`).
-pub fn local_queue_params(config: &Config, owner: &str) -> LocalQueueParams {
+/// Returns the local queue's params for the node `owner` (`jobs.lease_ms`), with the gates of
+/// the kinds `job_defaults` limits.
+pub fn local_queue_params(
+    config: &Config,
+    owner: &str,
+    job_defaults: &JobDefaults,
+) -> LocalQueueParams {
     LocalQueueParams {
         owner: owner.to_owned(),
         lease: config.jobs.lease(),
+        gates: job_defaults.gates(),
     }
 }
 
@@ -127,6 +133,11 @@ pub fn job_defaults(config: &Config) -> Result<JobDefaults, bulwark_config::Conf
                     .timeout_ms
                     .and_then(|timeout_ms| i64::try_from(timeout_ms).ok()),
                 max_attempts: kind_config.max_attempts,
+                limits: KindLimits {
+                    max_running: kind_config.max_running,
+                    max_running_per_node: kind_config.max_running_per_node,
+                    max_starts_per_second: kind_config.max_starts_per_second,
+                },
             },
         );
     }

@@ -43,6 +43,16 @@ fn configuration_errors_exit_2_naming_the_key() {
             "jobs.kinds.audit.run.priority",
             "0 to 9",
         ),
+        (
+            "[jobs.kinds.\"audit.run\"]\nmax_running = 0\n",
+            "jobs.kinds.audit.run.max_running",
+            "greater than 0",
+        ),
+        (
+            "[jobs.kinds.\"audit.run\"]\nmax_starts_per_second = -1.0\n",
+            "jobs.kinds.audit.run.max_starts_per_second",
+            "0.001 to 100000",
+        ),
     ];
     for (index, (text, key, reason)) in files.into_iter().enumerate() {
         let path = std::env::temp_dir().join(format!(

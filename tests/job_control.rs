@@ -187,24 +187,31 @@ async fn statuses(node: &TestService, ids: &[String]) -> Vec<String> {
     found
 }
 
-/// Runs the pause scenario with two nodes of `backend` (and RabbitMQ when `amqp`).
-async fn pause_scenario(amqp: bool) {
+/// Boots two nodes named `<name>-node-a` and `-b` on one new PostgreSQL database (and on
+/// RabbitMQ when `amqp`, in a namespace of their own) after `adjust` changed their config;
+/// returns them and the namespace.
+async fn two_nodes(
+    name: &str,
+    amqp: bool,
+    adjust: impl Fn(&mut Config),
+) -> (TestService, SecondNode, String) {
     let database = TestDatabase::create(TestBackend::Postgres).await;
     let namespace = unique_namespace();
-    let config_of = |node_id: &str| {
+    let config_of = |node_id: String| {
         let mut config = common::test_config(&database.url);
         config.sentiment.engine = bulwark_config::SentimentEngine::Lexicon;
         config.jobs.control_interval_ms = CONTROL_INTERVAL_MS;
-        config.jobs.node_id = Some(node_id.to_owned());
+        config.jobs.node_id = Some(node_id);
         if amqp {
             amqp_config(&namespace)(&mut config);
         }
+        adjust(&mut config);
         config
     };
-    let first = bulwark::Service::start(&config_of("pause-node-a"))
+    let first = bulwark::Service::start(&config_of(format!("{name}-node-a")))
         .await
         .expect("first node starts");
-    let second = bulwark::Service::start(&config_of("pause-node-b"))
+    let second = bulwark::Service::start(&config_of(format!("{name}-node-b")))
         .await
         .expect("second node starts");
     let second = SecondNode {
@@ -212,6 +219,12 @@ async fn pause_scenario(amqp: bool) {
         service: second,
     };
     let first = TestService::around(first, database).await;
+    (first, second, namespace)
+}
+
+/// Runs the pause scenario with two nodes on PostgreSQL (and RabbitMQ when `amqp`).
+async fn pause_scenario(amqp: bool) {
+    let (first, second, namespace) = two_nodes("pause", amqp, |_| {}).await;
     let health_of = |base_url: String| {
         let client = first.client.clone();
         async move {
@@ -312,8 +325,15 @@ async fn pause_scenario(amqp: bool) {
         assert_eq!(job["status"], "succeeded", "amqp={amqp}: {job}");
         assert_eq!(job["attempts"], 1, "ran once: {job}");
     }
-    let health = health_of(second.base_url.clone()).await;
-    assert_eq!(health["paused_kinds"], json!([]), "{health}");
+    // Each node drops the kind from its view once its control actor read the resume; the
+    // jobs may all have run on the other node before that.
+    for base_url in [first.base_url.clone(), second.base_url.clone()] {
+        eventually(Duration::from_secs(10), || async {
+            let health = health_of(base_url.clone()).await;
+            (health["paused_kinds"] == json!([])).then_some(())
+        })
+        .await;
+    }
 
     second.service.shutdown().await.expect("second node stops");
     first.service.shutdown().await.expect("first node stops");
@@ -331,6 +351,118 @@ async fn pause_scenario(amqp: bool) {
 async fn a_paused_kind_waits_on_every_node_and_runs_after_resume() {
     for amqp in [false, true] {
         tokio::time::timeout(Duration::from_secs(90), pause_scenario(amqp))
+            .await
+            .unwrap_or_else(|_| panic!("amqp={amqp}: the scenario did not finish in 90 s"));
+    }
+}
+
+/// Runs the limit scenario with two nodes on PostgreSQL (and RabbitMQ when `amqp`): ten
+/// audits of a kind limited to two running cluster-wide.
+async fn limit_scenario(amqp: bool) {
+    let simulator = SimulatorServer::start(
+        "127.0.0.1:0",
+        SimulatorParams {
+            faults: FaultKnobs {
+                latency_ms: 150,
+                ..FaultKnobs::default()
+            },
+            ..SimulatorParams::default()
+        },
+    )
+    .await
+    .expect("simulator listens");
+    let provider_url = simulator.base_url();
+    let (first, second, namespace) = two_nodes("limit", amqp, |config| {
+        control_settings(config, &provider_url);
+        config.jobs.kinds.insert(
+            "audit.run".to_owned(),
+            bulwark_config::KindConfig {
+                max_running: Some(2),
+                ..bulwark_config::KindConfig::default()
+            },
+        );
+    })
+    .await;
+    let mut ids = Vec::new();
+    for index in 0..10 {
+        let base_url = [&first.base_url, &second.base_url][index % 2];
+        let response = first
+            .client
+            .post(format!("{base_url}/v1/audits"))
+            .json(&json!({"brand": "Acme", "prompts": [format!("Which crm is best? {index}")], "providers": ["slow"], "samples_per_prompt": 2}))
+            .send()
+            .await
+            .expect("submitted");
+        assert_eq!(response.status().as_u16(), 202);
+        let audit: Value = response.json().await.expect("audit json");
+        ids.push(audit["id"].as_str().expect("audit id").to_owned());
+    }
+    // Samples the running audits (as the store counts them) until every audit finished.
+    let store = first.database.open().await;
+    let mut max_running = 0;
+    let mut samples = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = store.count_live_jobs().await.expect("counted");
+        let running: i64 = counts
+            .iter()
+            .filter(|count| count.kind == "audit.run" && count.status == "running")
+            .map(|count| count.count)
+            .sum();
+        let live: i64 = counts
+            .iter()
+            .filter(|count| count.kind == "audit.run")
+            .map(|count| count.count)
+            .sum();
+        max_running = max_running.max(running);
+        samples += 1;
+        if live == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "amqp={amqp}: audits still live after 60 s: {counts:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+    store.close().await;
+    assert!(
+        max_running <= 2,
+        "amqp={amqp}: {max_running} audits ran at once, the limit is 2"
+    );
+    assert_eq!(max_running, 2, "amqp={amqp}: two ran side by side");
+    assert!(samples > 10, "amqp={amqp}: sampled {samples} times");
+    let mut nodes_used = std::collections::BTreeSet::new();
+    for id in &ids {
+        let (_, job) = first.get_json(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(job["status"], "succeeded", "amqp={amqp}: {job}");
+        assert_eq!(job["attempts"], 1, "amqp={amqp}: ran once: {job}");
+        let (_, attempts) = first.get_json(&format!("/v1/jobs/{id}/attempts")).await;
+        if let Some(node) = attempts["attempts"][0]["node"].as_str() {
+            nodes_used.insert(node.to_owned());
+        }
+    }
+    assert_eq!(
+        nodes_used.len(),
+        2,
+        "amqp={amqp}: both nodes ran audits: {nodes_used:?}"
+    );
+    second.service.shutdown().await.expect("second node stops");
+    first.service.shutdown().await.expect("first node stops");
+    if amqp {
+        delete_namespace(&namespace).await;
+    }
+}
+
+/// Proves a cluster-wide limit holds with two nodes, whatever carries the jobs: `audit.run`
+/// limited to 2 running, 10 audits submitted to both nodes, on one PostgreSQL database
+/// (local queue), then over RabbitMQ. Sampled from the store as fast as it answers until
+/// every audit finished, never more than 2 run at once (and 2 do run side by side); every
+/// audit succeeds after one attempt, and both nodes ran some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kind_limit_holds_across_two_nodes() {
+    for amqp in [false, true] {
+        tokio::time::timeout(Duration::from_secs(90), limit_scenario(amqp))
             .await
             .unwrap_or_else(|_| panic!("amqp={amqp}: the scenario did not finish in 90 s"));
     }
@@ -413,6 +545,7 @@ async fn kind_defaults_apply_when_a_submission_does_not_say() {
                 priority: Some(8),
                 timeout_ms: Some(5_000),
                 max_attempts: Some(2),
+                ..bulwark_config::KindConfig::default()
             },
         );
     })

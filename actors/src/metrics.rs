@@ -10,6 +10,7 @@ pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
 pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
 pub const JOBS_PRUNED_TOTAL: &str = "bulwark_jobs_pruned_total";
 pub const KIND_PAUSED: &str = "bulwark_kind_paused";
+pub const KIND_LIMIT: &str = "bulwark_kind_limit";
 pub const JOB_CANCEL_SIGNALS_TOTAL: &str = "bulwark_job_cancel_signals_total";
 pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
 pub const SENTIMENT_REQUEST_SECONDS: &str = "bulwark_sentiment_request_duration_seconds";
@@ -77,6 +78,43 @@ impl JobAttemptFinished<'_> {
         ];
         metrics::counter!(JOBS_TOTAL, &labels).increment(1);
         metrics::histogram!(JOB_DURATION_SECONDS, &labels).record(self.duration.as_secs_f64());
+    }
+}
+
+/// The limits this node enforces on its limited kinds, as gauges
+/// (`bulwark_kind_limit{kind, limit="max_running"|"max_running_per_node"|"max_starts_per_second"}`),
+/// so an operator sees which nodes disagree.
+#[derive(Debug)]
+pub struct KindLimitsEnforced<'a> {
+    pub gates: &'a [bulwark_core::KindGate],
+}
+
+impl KindLimitsEnforced<'_> {
+    pub fn emit(&self) {
+        for gate in self.gates {
+            let limits = &gate.limits;
+            info!(
+                kind = %gate.kind,
+                max_running = ?limits.max_running,
+                max_running_per_node = ?limits.max_running_per_node,
+                max_starts_per_second = ?limits.max_starts_per_second,
+                "kind limited"
+            );
+            let values = [
+                ("max_running", limits.max_running.map(f64::from)),
+                (
+                    "max_running_per_node",
+                    limits.max_running_per_node.map(f64::from),
+                ),
+                ("max_starts_per_second", limits.max_starts_per_second),
+            ];
+            for (limit, value) in values {
+                if let Some(value) = value {
+                    metrics::gauge!(KIND_LIMIT, "kind" => gate.kind.clone(), "limit" => limit)
+                        .set(value);
+                }
+            }
+        }
     }
 }
 

@@ -67,6 +67,7 @@ async fn churn(store: Store, stop: Arc<AtomicBool>, finished: Arc<Mutex<Vec<Stri
         LocalQueueParams {
             owner: "load".to_owned(),
             lease: Duration::from_secs(60),
+            gates: Vec::new(),
         },
     );
     let mut unfinished = HashSet::new();

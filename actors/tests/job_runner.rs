@@ -108,6 +108,7 @@ async fn start_runner(sentiment: SentimentPool) -> Runner {
         LocalQueueParams {
             owner: owner.clone(),
             lease: Duration::from_secs(30),
+            gates: Vec::new(),
         },
     ));
     let params = JobRunnerParams {

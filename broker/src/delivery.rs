@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bulwark_actors::{AttemptCore, RetryPolicy, validate_job};
 use bulwark_core::{now_ms, trace_id_of};
 use bulwark_store::{
-    DeliveredRow, Job, JobFailure, JobStatus, NewJob, OutcomeSink, Store, StoreError,
+    DeliveredRow, GatedClaim, InsertOutcome, Job, JobFailure, JobRoute, JobStatus, NewJob,
+    OutcomeSink, Store, StoreError,
 };
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -23,7 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
-use crate::metrics::{MessageRefused, RefusalCause, ReplyToRefused};
+use crate::metrics::{GateWaitedOut, MessageRefused, RefusalCause, ReplyToRefused};
 use crate::{BrokerPublisher, DeliveryWrites, OutgoingMessage, Topology};
 
 /// The header a dead-lettered message carries: why Bulwark refused it.
@@ -365,6 +366,9 @@ async fn settle_delivery(
             }
         }
     }
+    if let Some(gate) = context.job_defaults.gate_of(kind) {
+        return run_gated(context, &gate, &envelope, meta).await;
+    }
     match find_or_create(context, &envelope, meta).await {
         Ok(DeliveredJob::Claimed(job)) => run_claimed(context, job, meta).await,
         Ok(DeliveredJob::Found(job)) => match conflict_of(&job, &envelope) {
@@ -440,9 +444,10 @@ enum DeliveredJob {
     Claimed(Job),
 }
 
-/// Parks the job of a message whose kind is paused: its row is stored queued in the outbox,
-/// where the republisher leaves it until the kind is resumed, so the message is acked without
-/// running and without counting a delivery. Returns false when the job is running or finished
+/// Parks the job of a message whose kind is paused (or whose gate stayed full): its row is
+/// stored queued in the outbox, where the republisher leaves it until the kind is resumed (or
+/// publishes it again at once), so the message is acked without running and without counting
+/// a delivery. Returns false when the job is running or finished
 /// already (the delivery goes on as any other).
 async fn park(
     context: &DeliveryContext,
@@ -454,9 +459,127 @@ async fn park(
         .park_delivered_job(&envelope.id, &new_job_of(context, envelope, meta))
         .await?;
     if let Some(job) = &parked {
-        info!(job_id = %job.id, "kind paused, job parked in the outbox until it is resumed");
+        info!(job_id = %job.id, "job parked in the outbox");
     }
     Ok(parked.is_some())
+}
+
+/// How long a delivery of a limited kind waits for its gate before its job is parked in the
+/// outbox (and the message acked), well inside RabbitMQ's consumer timeout: the republisher
+/// publishes it again, and that delivery waits its turn in the same way.
+const GATE_WAIT: Duration = Duration::from_secs(20);
+
+/// The first pause between two looks at a full gate; it doubles up to [`GATE_POLL_MAX`].
+const GATE_POLL_MIN: Duration = Duration::from_millis(50);
+const GATE_POLL_MAX: Duration = Duration::from_millis(500);
+
+/// Runs the job of a limited kind's message once the kind's gate in the store lets it start
+/// (its limits hold across every node): the row is stored unclaimed, then claimed only
+/// through the gate. While the gate is full the delivery waits, holding its message (the
+/// consumer's prefetch bounds how many wait); after [`GATE_WAIT`] the job is parked in the
+/// outbox and the message acked, without counting a delivery.
+async fn run_gated(
+    context: &DeliveryContext,
+    gate: &bulwark_core::KindGate,
+    envelope: &Envelope,
+    meta: &MessageMeta,
+) -> Settle {
+    let job = match stored_unclaimed(context, envelope, meta).await {
+        Ok(job) => job,
+        Err(error) => {
+            warn!(%error, "failed to store the job of a delivery, requeueing");
+            return Settle::Requeue {
+                delay: context.retry().delay_after(1),
+            };
+        }
+    };
+    if let Some(reason) = conflict_of(&job, envelope) {
+        return Settle::refuse(RefusalCause::Conflict, reason);
+    }
+    let wait_deadline = Instant::now() + GATE_WAIT;
+    let mut pause = GATE_POLL_MIN;
+    loop {
+        let lease_until = now_ms() + context.lease.as_millis() as i64;
+        match context
+            .store
+            .claim_gated_job(&job.id, &context.owner, lease_until, gate)
+            .await
+        {
+            Ok(GatedClaim::Claimed(claimed)) => return run_claimed(context, claimed, meta).await,
+            Ok(GatedClaim::NotClaimable(found)) if found.status.is_terminal() => {
+                info!(job_id = %found.id, status = %found.status, "job already finished, publishing its stored outcome");
+                return publish_outcome(context, &found, meta).await;
+            }
+            // Full, or running under another consumer's live lease (a duplicate delivery):
+            // either way, wait.
+            Ok(GatedClaim::Full | GatedClaim::NotClaimable(_)) => {}
+            Err(error) => {
+                warn!(%error, "failed to claim the job through its gate, requeueing");
+                return Settle::Requeue {
+                    delay: context.retry().delay_after(1),
+                };
+            }
+        }
+        if Instant::now() >= wait_deadline {
+            return park_waiting(context, envelope, meta).await;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(GATE_POLL_MAX);
+    }
+}
+
+/// Parks the job of a delivery that waited too long for its gate (see [`run_gated`]).
+async fn park_waiting(
+    context: &DeliveryContext,
+    envelope: &Envelope,
+    meta: &MessageMeta,
+) -> Settle {
+    match park(context, envelope, meta).await {
+        Ok(true) => {
+            GateWaitedOut {
+                kind: &envelope.kind,
+            }
+            .emit();
+            Settle::Ack
+        }
+        // Running elsewhere under a live lease: the message comes back once it may have ended.
+        Ok(false) => Settle::Requeue {
+            delay: context.retry().delay_after(1),
+        },
+        Err(error) => {
+            warn!(%error, "failed to park a job waiting for its gate, requeueing");
+            Settle::Requeue {
+                delay: context.retry().delay_after(1),
+            }
+        }
+    }
+}
+
+/// Returns the row of a message's job, created unclaimed when there is none (as published:
+/// the message is on the broker): the row the intake published (message id = job id), else
+/// the one stored under the message's idempotency key, else a new one.
+async fn stored_unclaimed(
+    context: &DeliveryContext,
+    envelope: &Envelope,
+    meta: &MessageMeta,
+) -> Result<Job, StoreError> {
+    if let Some(job) = context
+        .writes
+        .find(&envelope.id, envelope.job_key())
+        .await?
+    {
+        return Ok(job);
+    }
+    let outcome = context
+        .store
+        .insert_routed_job(
+            &new_job_of(context, envelope, meta),
+            JobRoute::BrokerPublished,
+        )
+        .await?;
+    Ok(match outcome {
+        InsertOutcome::Created(job) | InsertOutcome::Existing(job) => job,
+    })
 }
 
 /// Returns the job a message asks for, as its row is created.

@@ -1,10 +1,11 @@
 //! Metric names of the broker crate and the events that emit them. Labels are bounded: kinds
 //! come from the fixed set of job kinds, causes from [`RefusalCause`].
 
-use tracing::warn;
+use tracing::{info, warn};
 
 pub const MESSAGES_REFUSED_TOTAL: &str = "bulwark_broker_messages_refused_total";
 pub const REPLIES_REFUSED_TOTAL: &str = "bulwark_broker_replies_refused_total";
+pub const GATE_PARKED_TOTAL: &str = "bulwark_broker_gate_parked_total";
 pub const DEAD_LETTER_BODIES_OMITTED_TOTAL: &str =
     "bulwark_broker_dead_letter_bodies_omitted_total";
 
@@ -51,6 +52,23 @@ impl MessageRefused<'_> {
         );
         metrics::counter!(MESSAGES_REFUSED_TOTAL, "kind" => self.kind.to_owned(), "cause" => cause)
             .increment(1);
+    }
+}
+
+/// A delivery of a limited kind waited its longest for the kind's gate: its job was parked
+/// in the outbox, to be published again.
+#[derive(Debug)]
+pub struct GateWaitedOut<'a> {
+    pub kind: &'a str,
+}
+
+impl GateWaitedOut<'_> {
+    pub fn emit(&self) {
+        info!(
+            kind = self.kind,
+            "kind's gate stayed full, job parked in the outbox"
+        );
+        metrics::counter!(GATE_PARKED_TOTAL, "kind" => self.kind.to_owned()).increment(1);
     }
 }
 

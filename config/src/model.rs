@@ -129,6 +129,15 @@ pub struct KindConfig {
     pub timeout_ms: Option<u64>,
     /// Unset: `jobs.max_attempts`.
     pub max_attempts: Option<u32>,
+    /// At most this many of the kind's jobs running at once across every node sharing the
+    /// database (claimed jobs count); unset: no cluster-wide limit. Every node must say the
+    /// same: each enforces its own number.
+    pub max_running: Option<u32>,
+    /// At most this many running at once on one node; unset: only `jobs.concurrency`.
+    pub max_running_per_node: Option<u32>,
+    /// At most this many starts per second across every node (bursts of up to one second's
+    /// worth, at least one); may be below 1 (0.5 is a start every 2 s). Unset: no rate limit.
+    pub max_starts_per_second: Option<f64>,
 }
 
 /// Returns the first invalid key of `[jobs.kinds.<kind>]` and why (the kind names are the
@@ -153,10 +162,24 @@ pub(crate) fn validate_kinds(
                 format!("must be 1 to 86400000 (a day), got {timeout_ms}"),
             ));
         }
-        if defaults.max_attempts == Some(0) {
+        for (name, value) in [
+            ("max_attempts", defaults.max_attempts),
+            ("max_running", defaults.max_running),
+            ("max_running_per_node", defaults.max_running_per_node),
+        ] {
+            if value == Some(0) {
+                return Err((
+                    format!("jobs.kinds.{kind}.{name}"),
+                    "must be greater than 0".to_owned(),
+                ));
+            }
+        }
+        if let Some(rate) = defaults.max_starts_per_second
+            && !(rate.is_finite() && (0.001..=100_000.0).contains(&rate))
+        {
             return Err((
-                format!("jobs.kinds.{kind}.max_attempts"),
-                "must be greater than 0".to_owned(),
+                format!("jobs.kinds.{kind}.max_starts_per_second"),
+                format!("must be 0.001 to 100000, got {rate}"),
             ));
         }
     }

@@ -10,7 +10,8 @@
 //! - `job_kind`: [`JobKind`], the kinds of job and their wire names, and [`decode_payload`],
 //!   the one decoder of job payloads (errors name the offending field).
 //! - `job_defaults`: [`JobDefaults`], the priority, timeout and attempts a job gets when its
-//!   submission does not say: its kind's (`[jobs.kinds.<kind>]`), else the node's.
+//!   submission does not say: its kind's (`[jobs.kinds.<kind>]`), else the node's; and
+//!   [`KindLimits`], how many of a kind's jobs may run or start, cluster-wide and per node.
 //! - `trace`: [`TraceContext`] and the W3C `traceparent` helpers.
 //! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs, and
 //!   [`HandledMessage`], what crash and hang reports say an actor was handling.
@@ -24,7 +25,7 @@ mod time;
 mod trace;
 
 pub use error::{ErrorCode, JobError};
-pub use job_defaults::{DEFAULT_JOB_PRIORITY, JobDefaults, KindDefaults};
+pub use job_defaults::{DEFAULT_JOB_PRIORITY, JobDefaults, KindDefaults, KindGate, KindLimits};
 pub use job_kind::{JobKind, decode_payload};
 pub use liveness::{BusyGuard, HandledMessage, Liveness};
 pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};

@@ -35,6 +35,90 @@ macro_rules! relaxed_commit {
 }
 pub(crate) use relaxed_commit;
 
+/// The claim statement: running jobs whose lease expired first, then `$due` (due queued jobs),
+/// at most `$4` in all; `$kinds` says which kinds may be claimed. Binds `$1` owner, `$2` lease
+/// end, `$3` now, `$4` limit, `$5` the kinds' parameter.
+macro_rules! claim_sql {
+    ($relaxed:expr, $lock:expr, $due:expr, $kinds:expr) => {
+        concat!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+             lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
+             started_at_ms = COALESCE(started_at_ms, $3), attempt_started_at_ms = $3 ",
+            $relaxed,
+            " WHERE id IN (SELECT id FROM (SELECT id FROM (SELECT id FROM jobs \
+             WHERE status = 'running' AND lease_expires_at_ms < $3 AND transport = 'local' AND ",
+            $kinds,
+            " ORDER BY lease_expires_at_ms LIMIT $4",
+            $lock,
+            ") AS expired UNION ALL ",
+            $due,
+            ") AS runnable LIMIT $4) RETURNING ",
+            job_columns!()
+        )
+    };
+}
+pub(crate) use claim_sql;
+
+/// Due queued jobs on SQLite, by priority, then by when they were due.
+macro_rules! due_sqlite {
+    ($kinds:expr) => {
+        concat!(
+            "SELECT id FROM (SELECT id FROM jobs WHERE status = 'queued' \
+             AND transport = 'local' AND run_at_ms <= $3 AND ",
+            $kinds,
+            " ORDER BY priority DESC, run_at_ms LIMIT $4) AS due"
+        )
+    };
+}
+pub(crate) use due_sqlite;
+
+/// Due queued jobs on PostgreSQL: each priority's due rows are a range of `jobs_queued`
+/// (priority, run_at_ms), read in turn, highest first, until the limit is met, so jobs
+/// delayed into the future are never walked over.
+macro_rules! due_postgres {
+    ($kinds:expr) => {
+        concat!(
+            "SELECT due.id \
+             FROM (VALUES (9), (8), (7), (6), (5), (4), (3), (2), (1), (0)) AS bands(priority) \
+             CROSS JOIN LATERAL (SELECT id FROM jobs WHERE status = 'queued' \
+             AND transport = 'local' AND priority = bands.priority AND run_at_ms <= $3 AND ",
+            $kinds,
+            " ORDER BY run_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED) AS due"
+        )
+    };
+}
+pub(crate) use due_postgres;
+
+/// Kinds neither paused nor in `$5` (a JSON array of kind names). Paused kinds are skipped
+/// with `NOT IN`, a hashed set of the (few) paused kinds built once per statement: `NOT EXISTS`
+/// let the planner choose an anti-join that hashed every queued row of a band before the limit
+/// applied (0.19 ms against 63 ms over 20,000 queued rows, docs/benchmarks.md).
+macro_rules! claimable_kinds_sqlite {
+    () => {
+        "kind NOT IN (SELECT kind FROM paused_kinds) \
+         AND kind NOT IN (SELECT value FROM json_each($5))"
+    };
+}
+macro_rules! claimable_kinds_postgres {
+    () => {
+        "kind NOT IN (SELECT kind FROM paused_kinds) \
+         AND kind NOT IN (SELECT jsonb_array_elements_text($5::jsonb))"
+    };
+}
+
+/// Returns claimed jobs in the order they are run: by priority, highest first, then by when
+/// they were due (the statement's rows come back in no particular order).
+pub(crate) fn in_claim_order(mut jobs: Vec<Job>) -> Vec<Job> {
+    jobs.sort_by(|left, right| {
+        right
+            .priority
+            .cmp(&left.priority)
+            .then(left.run_at_ms.cmp(&right.run_at_ms))
+            .then(left.id.cmp(&right.id))
+    });
+    jobs
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -442,9 +526,10 @@ impl Store {
 
     /// Claims up to `limit` runnable jobs for `owner` until `lease_until_ms`: running jobs whose
     /// lease expired (their worker died) first, then queued jobs whose `run_at` has passed,
-    /// oldest first. Jobs of paused kinds are left where they are. Each claim counts as an attempt. On PostgreSQL, rows locked by another
-    /// claimer are skipped, so concurrent claimers never take the same job. Rows carried by the
-    /// broker (`transport = 'amqp'`) are left to the broker consumers.
+    /// by priority, then oldest first. Jobs of paused kinds are left where they are. Each claim
+    /// counts as an attempt. On PostgreSQL, rows locked by another claimer are skipped, so
+    /// concurrent claimers never take the same job. Rows carried by the broker
+    /// (`transport = 'amqp'`) are left to the broker consumers.
     ///
     /// Each half reads its own partial index of live rows (`jobs_running`, `jobs_queued`), so a
     /// claim costs the same with ten or ten million finished jobs in the table.
@@ -454,47 +539,33 @@ impl Store {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
-        // Due jobs come by priority, highest first, then by when they were due. On PostgreSQL
-        // each priority's due rows are a range of `jobs_queued` (priority, run_at_ms), read in
-        // turn until the limit is met, so jobs delayed into the future are never walked over.
-        // Paused kinds are skipped with `NOT IN`, a hashed set of the (few) paused kinds built
-        // once per statement: `NOT EXISTS` let the planner choose an anti-join that hashed
-        // every queued row of a band before the limit applied (0.19 ms against 63 ms over
-        // 20,000 queued rows, docs/benchmarks.md).
-        macro_rules! claim_sql {
-            ($relaxed:expr, $due:expr) => {
-                concat!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-                     lease_owner = $1, lease_expires_at_ms = $2, updated_at_ms = $3, \
-                     started_at_ms = COALESCE(started_at_ms, $3), attempt_started_at_ms = $3 ",
-                    $relaxed,
-                    " WHERE id IN (SELECT id FROM (\
-                     SELECT id FROM (SELECT id FROM jobs WHERE status = 'running' \
-                     AND lease_expires_at_ms < $3 AND transport = 'local' \
-                     AND kind NOT IN (SELECT kind FROM paused_kinds) \
-                     ORDER BY lease_expires_at_ms LIMIT $4",
-                    $due,
-                    ") AS runnable LIMIT $4) RETURNING ",
-                    job_columns!()
-                )
-            };
-        }
+        self.claim_jobs_except(owner, lease_until_ms, limit, &[])
+            .await
+    }
+
+    /// Like [`Store::claim_jobs`], leaving the jobs of `skipped_kinds` alone: the limited kinds,
+    /// which start only through their gate ([`Store::claim_gated_jobs`]).
+    pub async fn claim_jobs_except(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+        limit: u32,
+        skipped_kinds: &[String],
+    ) -> Result<Vec<Job>, StoreError> {
         const CLAIM_SQLITE: &str = claim_sql!(
             "",
-            ") AS expired UNION ALL SELECT id FROM (SELECT id FROM jobs WHERE status = 'queued' \
-             AND transport = 'local' AND run_at_ms <= $3 \
-             AND kind NOT IN (SELECT kind FROM paused_kinds) \
-             ORDER BY priority DESC, run_at_ms LIMIT $4) AS due"
+            "",
+            due_sqlite!(claimable_kinds_sqlite!()),
+            claimable_kinds_sqlite!()
         );
         const CLAIM_POSTGRES: &str = claim_sql!(
             concat!("FROM ", relaxed_commit!()),
-            " FOR UPDATE SKIP LOCKED) AS expired UNION ALL SELECT due.id \
-             FROM (VALUES (9), (8), (7), (6), (5), (4), (3), (2), (1), (0)) AS bands(priority) \
-             CROSS JOIN LATERAL (SELECT id FROM jobs WHERE status = 'queued' \
-             AND transport = 'local' AND priority = bands.priority AND run_at_ms <= $3 \
-             AND kind NOT IN (SELECT kind FROM paused_kinds) \
-             ORDER BY run_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED) AS due"
+            " FOR UPDATE SKIP LOCKED",
+            due_postgres!(claimable_kinds_postgres!()),
+            claimable_kinds_postgres!()
         );
+        let skipped = serde_json::to_string(skipped_kinds)
+            .map_err(|error| StoreError::Invariant(format!("kinds to skip: {error}")))?;
         let now = now_ms();
         let limit = i64::from(limit);
         let rows: Vec<JobRow> = with_pool!(self, pool, claim = [CLAIM_SQLITE, CLAIM_POSTGRES] => {
@@ -503,18 +574,11 @@ impl Store {
                 .bind(lease_until_ms)
                 .bind(now)
                 .bind(limit)
+                .bind(&skipped)
                 .fetch_all(pool)
                 .await
         })?;
-        let mut jobs = decode_rows(rows)?;
-        jobs.sort_by(|left, right| {
-            right
-                .priority
-                .cmp(&left.priority)
-                .then(left.run_at_ms.cmp(&right.run_at_ms))
-                .then(left.id.cmp(&right.id))
-        });
-        Ok(jobs)
+        Ok(in_claim_order(decode_rows(rows)?))
     }
 
     /// Records a success and returns the finished job. Returns `None` if `owner` no longer

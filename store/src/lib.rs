@@ -14,6 +14,8 @@
 //!   single submissions take too.
 //! - `job_attempts`: a job's attempt history ([`AttemptRecord`]).
 //! - `job_control`: cancelling jobs ([`CancelOutcome`]) and pausing kinds ([`PausedKind`]).
+//! - `kind_gates`: the gates of limited kinds, through which their jobs are claimed
+//!   ([`GatedClaim`]): running and start-rate limits that hold across nodes.
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
@@ -35,6 +37,7 @@ mod job_attempts;
 mod job_batches;
 mod job_control;
 mod jobs;
+mod kind_gates;
 mod ops_audit;
 mod queue;
 mod schedules;
@@ -58,6 +61,7 @@ pub use jobs::{
     CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage,
     JobProgress, JobStatus, MAX_PRIORITY, NewJob, StatusCount,
 };
+pub use kind_gates::GatedClaim;
 pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
 pub use queue::{JobTransport, LocalQueue, LocalQueueParams, OutcomeSink, QUEUED_JOBS_CHANNEL};
 pub use schedules::{

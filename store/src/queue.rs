@@ -2,7 +2,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bulwark_core::now_ms;
+use bulwark_core::{KindGate, now_ms};
 use serde_json::Value;
 
 use crate::jobs::CompleteJobs;
@@ -52,6 +52,8 @@ pub struct LocalQueueParams {
     /// This node's name in `lease_owner`; must be unique among nodes sharing the database.
     pub owner: String,
     pub lease: Duration,
+    /// The limited kinds: their jobs are claimed only through their gates.
+    pub gates: Vec<KindGate>,
 }
 
 /// The most completions one statement carries, and two statements in flight (see
@@ -106,14 +108,37 @@ impl OutcomeSink for LocalQueue {
 
 #[async_trait]
 impl JobTransport for LocalQueue {
+    /// Claims the limited kinds' jobs first, each through its gate (a gate lets few through,
+    /// and a full batch of other jobs must not keep them waiting), then the rest.
     async fn claim(&self, max_jobs: usize) -> Result<Vec<Job>, StoreError> {
-        if max_jobs == 0 {
-            return Ok(Vec::new());
+        let mut room = u32::try_from(max_jobs).unwrap_or(u32::MAX);
+        let mut jobs = Vec::new();
+        let lease_until_ms = self.lease_until_ms();
+        for gate in &self.params.gates {
+            if room == 0 {
+                break;
+            }
+            let gated = self
+                .store
+                .claim_gated_jobs(&self.params.owner, lease_until_ms, gate, room)
+                .await?;
+            room = room.saturating_sub(u32::try_from(gated.len()).unwrap_or(u32::MAX));
+            jobs.extend(gated);
         }
-        let limit = u32::try_from(max_jobs).unwrap_or(u32::MAX);
-        self.store
-            .claim_jobs(&self.params.owner, self.lease_until_ms(), limit)
-            .await
+        if room > 0 {
+            let skipped: Vec<String> = self
+                .params
+                .gates
+                .iter()
+                .map(|gate| gate.kind.clone())
+                .collect();
+            let claimed = self
+                .store
+                .claim_jobs_except(&self.params.owner, lease_until_ms, room, &skipped)
+                .await?;
+            jobs.extend(claimed);
+        }
+        Ok(jobs)
     }
 
     async fn renew(&self, job_ids: &[String]) -> Result<u64, StoreError> {

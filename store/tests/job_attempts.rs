@@ -17,6 +17,7 @@ fn queue(store: &Store, owner: &str, lease: Duration) -> LocalQueue {
         LocalQueueParams {
             owner: owner.to_owned(),
             lease,
+            gates: Vec::new(),
         },
     )
 }

@@ -32,6 +32,7 @@ fn queue(store: &Store) -> LocalQueue {
         LocalQueueParams {
             owner: "node-a".to_owned(),
             lease: Duration::from_secs(60),
+            gates: Vec::new(),
         },
     )
 }

@@ -118,6 +118,7 @@ async fn start(test: &str) -> JobsSubsystem {
             LocalQueueParams {
                 owner: format!("{test}-node"),
                 lease: Duration::from_secs(30),
+                gates: Vec::new(),
             },
         ),
         fault: fault.clone(),
