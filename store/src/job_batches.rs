@@ -80,7 +80,7 @@ impl JobRoute {
 
 /// A job of the batch that is written: the first job under its idempotency key (or one
 /// without a key), with the values its statement binds.
-struct WrittenRow<'a> {
+pub(crate) struct WrittenRow<'a> {
     /// The job's position in the batch.
     index: usize,
     id: String,
@@ -89,9 +89,31 @@ struct WrittenRow<'a> {
     new_job: &'a NewJob,
 }
 
+/// Returns the rows a batch writes: the first job under each idempotency key (and every job
+/// without one), each with a new id.
+pub(crate) fn written_rows(new_jobs: &[NewJob]) -> Vec<WrittenRow<'_>> {
+    let mut seen_keys: HashSet<&str> = HashSet::new();
+    let mut rows = Vec::with_capacity(new_jobs.len());
+    for (index, new_job) in new_jobs.iter().enumerate() {
+        if let Some(key) = &new_job.idempotency_key
+            && !seen_keys.insert(key.as_str())
+        {
+            continue;
+        }
+        rows.push(WrittenRow {
+            index,
+            id: Uuid::now_v7().to_string(),
+            max_attempts: i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX),
+            payload: new_job.payload.to_string(),
+            new_job,
+        });
+    }
+    rows
+}
+
 /// What the backend found for the written rows.
 #[derive(Default)]
-struct Written {
+pub(crate) struct Written {
     /// Ids of the rows this batch created.
     created_ids: HashSet<String>,
     /// Rows already stored under a key this batch tried to write, by key.
@@ -163,27 +185,20 @@ impl Store {
         if new_jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut seen_keys: HashSet<&str> = HashSet::new();
-        let mut rows = Vec::with_capacity(new_jobs.len());
-        for (index, new_job) in new_jobs.iter().enumerate() {
-            if let Some(key) = &new_job.idempotency_key
-                && !seen_keys.insert(key.as_str())
-            {
-                continue;
-            }
-            rows.push(WrittenRow {
-                index,
-                id: Uuid::now_v7().to_string(),
-                max_attempts: i32::try_from(new_job.max_attempts).unwrap_or(i32::MAX),
-                payload: new_job.payload.to_string(),
-                new_job,
-            });
-        }
+        let mut rows = written_rows(new_jobs);
         let now = now_ms();
         let write = WriteParams { now, route };
         let written = match &self.pool {
-            Pool::Postgres(pool) => write_postgres(pool, &mut rows, write).await?,
-            Pool::Sqlite(pool) => write_sqlite(pool, &rows, write).await?,
+            Pool::Postgres(pool) => {
+                let mut connection = pool.acquire().await?;
+                write_postgres(&mut connection, &mut rows, write).await?
+            }
+            Pool::Sqlite(pool) => {
+                let mut transaction = pool.begin().await?;
+                let written = write_sqlite(&mut transaction, &rows, write).await?;
+                transaction.commit().await?;
+                written
+            }
         };
         answer(new_jobs, &rows, written, now)
     }
@@ -262,14 +277,14 @@ impl Store {
 
 /// When and where a batch's rows are written.
 #[derive(Debug, Clone, Copy)]
-struct WriteParams {
-    now: i64,
-    route: JobRoute,
+pub(crate) struct WriteParams {
+    pub(crate) now: i64,
+    pub(crate) route: JobRoute,
 }
 
 /// Inserts the rows in one statement, then reads the rows of the keys that were taken.
-async fn write_postgres(
-    pool: &sqlx::PgPool,
+pub(crate) async fn write_postgres(
+    connection: &mut sqlx::PgConnection,
     rows: &mut [WrittenRow<'_>],
     write: WriteParams,
 ) -> Result<Written, StoreError> {
@@ -341,7 +356,7 @@ async fn write_postgres(
         .bind(priorities)
         .bind(run_ats)
         .bind(timeouts)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await?
         .into_iter()
         .collect();
@@ -359,7 +374,7 @@ async fn write_postgres(
     }
     let existing_rows: Vec<JobRow> = sqlx::query_as(BY_KEYS)
         .bind(taken_keys)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await?;
     written.existing_by_key = by_key(decode_rows(existing_rows)?);
     Ok(written)
@@ -367,8 +382,9 @@ async fn write_postgres(
 
 /// Inserts the rows one statement at a time (in-process, so a statement costs no round trip),
 /// in one transaction, reading the row of each key that was taken.
-async fn write_sqlite(
-    pool: &sqlx::SqlitePool,
+/// Writes the rows on `connection`, inside the caller's transaction.
+pub(crate) async fn write_sqlite(
+    connection: &mut sqlx::SqliteConnection,
     rows: &[WrittenRow<'_>],
     write: WriteParams,
 ) -> Result<Written, StoreError> {
@@ -383,7 +399,6 @@ async fn write_sqlite(
         " FROM jobs WHERE idempotency_key = $1"
     );
     let (transport, published_at_ms) = write.route.columns(write.now);
-    let mut transaction = pool.begin().await?;
     let mut created_ids = HashSet::new();
     let mut existing_rows = Vec::new();
     for row in rows {
@@ -402,7 +417,7 @@ async fn write_sqlite(
             .bind(new_job.run_at(write.now))
             .bind(i16::from(new_job.priority))
             .bind(new_job.timeout_ms)
-            .fetch_optional(&mut *transaction)
+            .fetch_optional(&mut *connection)
             .await?;
         match (inserted, &new_job.idempotency_key) {
             (Some(created_id), _) => {
@@ -411,13 +426,12 @@ async fn write_sqlite(
             (None, Some(key)) => existing_rows.extend(
                 sqlx::query_as::<_, JobRow>(BY_KEY)
                     .bind(key)
-                    .fetch_optional(&mut *transaction)
+                    .fetch_optional(&mut *connection)
                     .await?,
             ),
             (None, None) => {}
         }
     }
-    transaction.commit().await?;
     Ok(Written {
         created_ids,
         existing_by_key: by_key(decode_rows(existing_rows)?),
@@ -431,7 +445,7 @@ fn by_key(jobs: Vec<Job>) -> HashMap<String, Job> {
 }
 
 /// Answers every job of the batch, in order, from what the written rows found.
-fn answer(
+pub(crate) fn answer(
     new_jobs: &[NewJob],
     rows: &[WrittenRow<'_>],
     written: Written,

@@ -14,6 +14,8 @@
 //!   single submissions take too.
 //! - `job_attempts`: a job's attempt history ([`AttemptRecord`]).
 //! - `job_control`: cancelling jobs ([`CancelOutcome`]) and pausing kinds ([`PausedKind`]).
+//! - `job_graphs`: workflows, jobs that wait for their parents ([`JobGraph`], stored in one
+//!   transaction; waits resolved by every node; [`JobGraphView`] for the graph API).
 //! - `kind_gates`: the gates of limited kinds, through which their jobs are claimed
 //!   ([`GatedClaim`]): running and start-rate limits that hold across nodes.
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
@@ -36,6 +38,7 @@ mod group_commit;
 mod job_attempts;
 mod job_batches;
 mod job_control;
+mod job_graphs;
 mod jobs;
 mod kind_gates;
 mod ops_audit;
@@ -57,6 +60,10 @@ pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCo
 pub use job_attempts::AttemptRecord;
 pub use job_batches::BatchInsertOutcome;
 pub use job_control::{CancelCount, CancelFilter, CancelOutcome, PausedKind};
+pub use job_graphs::{
+    GraphError, JobGraph, JobGraphView, ParentFailurePolicy, ParentRef, WAITING_RUN_AT_MS,
+    WaitsResolved,
+};
 pub use jobs::{
     CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage,
     JobProgress, JobStatus, MAX_PRIORITY, NewJob, StatusCount,
