@@ -114,6 +114,7 @@ fn job_runner_factory(
     } = node;
     let runner_store = store.clone();
     let audit_store = store.clone();
+    let executor_store = store.clone();
     let audit_concurrency = config.audits.concurrency as usize;
     let concurrency = config.jobs.concurrency;
     let poll_interval = config.jobs.poll_interval();
@@ -131,10 +132,11 @@ fn job_runner_factory(
                     concurrency: audit_concurrency,
                 });
                 JobExecutor::new(sentiment)
+                    .with_store(executor_store)
                     .with_providers(router)
                     .with_audits(audits)
             }
-            None => JobExecutor::new(sentiment),
+            None => JobExecutor::new(sentiment).with_store(executor_store),
         },
         concurrency,
         poll_interval,

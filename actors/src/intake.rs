@@ -16,7 +16,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bulwark_core::{TraceContext, now_ms};
 use bulwark_store::{
-    BatchInsertOutcome, DeadLetter, InsertOutcome, Job, JobRoute, NewJob, Store, StoreError,
+    BatchInsertOutcome, DeadLetter, InsertOutcome, Job, JobGraph, JobRoute, NewJob, Store,
+    StoreError,
 };
 use tracing::{debug, warn};
 
@@ -129,22 +130,49 @@ impl JobIntake {
         new_jobs: &[NewJob],
         trace: &TraceContext,
     ) -> Result<Vec<BatchInsertOutcome>, StoreError> {
+        let outcomes = self.store.insert_job_batch(new_jobs, self.route()).await?;
+        self.hand_over(&outcomes, trace).await?;
+        Ok(outcomes)
+    }
+
+    /// Creates the jobs of a workflow graph, whose payloads the caller has validated and
+    /// which passed [`JobGraph::check`]; one outcome per job, in order (see
+    /// [`Store::insert_job_graph`]). Jobs without parents are handed over as a batch's are;
+    /// the others wait in the store until their parents are resolved.
+    pub async fn submit_graph(
+        &self,
+        graph: &JobGraph,
+        trace: &TraceContext,
+    ) -> Result<Vec<BatchInsertOutcome>, StoreError> {
+        let outcomes = self.store.insert_job_graph(graph, self.route()).await?;
+        self.hand_over(&outcomes, trace).await?;
+        Ok(outcomes)
+    }
+
+    fn route(&self) -> JobRoute {
+        match self.publisher {
+            Some(_) => JobRoute::BrokerPending,
+            None => JobRoute::Local,
+        }
+    }
+
+    /// Hands stored jobs to whoever runs them: the local runner is woken once; with a broker,
+    /// the created jobs due now, and replays whose first publish was never confirmed, are
+    /// published with pipelined confirms, and those not confirmed wait in the outbox for the
+    /// republisher.
+    async fn hand_over(
+        &self,
+        outcomes: &[BatchInsertOutcome],
+        trace: &TraceContext,
+    ) -> Result<(), StoreError> {
         let Some(publisher) = &self.publisher else {
-            let outcomes = self
-                .store
-                .insert_job_batch(new_jobs, JobRoute::Local)
-                .await?;
             if outcomes.iter().any(BatchInsertOutcome::is_created)
                 && let Some(job_runner) = &self.job_runner
             {
                 job_runner.notify();
             }
-            return Ok(outcomes);
+            return Ok(());
         };
-        let outcomes = self
-            .store
-            .insert_job_batch(new_jobs, JobRoute::BrokerPending)
-            .await?;
         // A replay whose first publish was never confirmed is sent again now, as a single
         // submission's is, rather than waiting for the republisher.
         let mut replayed_ids: Vec<String> = outcomes
@@ -162,7 +190,8 @@ impl JobIntake {
             .await?
             .into_iter()
             .collect();
-        // A delayed job stays in the outbox: the republisher publishes it once it is due.
+        // A delayed (or waiting) job stays in the outbox: the republisher publishes it once
+        // it is due.
         let now = now_ms();
         let to_publish: Vec<&Job> = outcomes
             .iter()
@@ -175,7 +204,7 @@ impl JobIntake {
             .filter(|job| job.run_at_ms <= now)
             .collect();
         publish_batch_and_mark(&self.store, publisher.as_ref(), &to_publish, trace).await;
-        Ok(outcomes)
+        Ok(())
     }
 }
 

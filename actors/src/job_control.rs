@@ -1,8 +1,10 @@
 //! [`JobControlActor`]: brings operators' controls stored in the database to this node. It
 //! polls for cancel requests of running jobs and signals their attempts ([`CancelSignals`]),
 //! and keeps the node's view of paused kinds ([`PausedKinds`]) that broker deliveries and
-//! `/health` read. Polling keeps both backends alike; the requests index is empty but for
-//! jobs being cancelled, so a poll costs next to nothing.
+//! `/health` read; and it resolves the waits of jobs on their parents (workflows): released
+//! once their parents succeeded, cancelled when one did not. Polling keeps both backends
+//! alike; the requests index is empty but for jobs being cancelled and `job_waits` holds only
+//! jobs waiting now, so a poll costs next to nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::describe::DescribeMessage;
-use crate::metrics::{JobCancelSignalled, KindPauseChanged};
+use crate::metrics::{JobCancelSignalled, KindPauseChanged, WaitsResolvedEvent};
 
 /// The cancellation tokens of the attempts running on this node, by job id.
 #[derive(Debug, Clone, Default)]
@@ -171,7 +173,7 @@ impl DescribeMessage for JobControlMsg {
         match self {
             JobControlMsg::Poll => HandledMessage::new(
                 "JobControlMsg::Poll",
-                "read cancel requests and paused kinds",
+                "read cancel requests and paused kinds, resolve waits",
             ),
             #[cfg(feature = "chaos")]
             JobControlMsg::Chaos(fault) => fault.describe(),
@@ -215,7 +217,9 @@ impl Actor for JobControlActor {
     }
 }
 
-/// Signals the cancels asked for jobs running here, then refreshes the paused kinds.
+/// Signals the cancels asked for jobs running here, refreshes the paused kinds, then
+/// resolves the waits of jobs on their parents (every node does; each change is conditional,
+/// so two nodes resolving the same wait change it once).
 async fn poll(params: &JobControlParams) -> Result<(), StoreError> {
     let controls = &params.controls;
     if !controls.cancels.is_empty() {
@@ -230,6 +234,11 @@ async fn poll(params: &JobControlParams) -> Result<(), StoreError> {
     controls
         .paused
         .replace(paused.into_iter().map(|paused| paused.kind).collect());
+    let resolved = params.store.resolve_waiting_jobs().await?;
+    WaitsResolvedEvent {
+        resolved: &resolved,
+    }
+    .emit();
     Ok(())
 }
 

@@ -3,7 +3,7 @@ use bulwark_audit::request::AuditRequest;
 use bulwark_core::{ErrorCode, JobError, JobKind, decode_payload};
 use bulwark_ml::{SentimentScore, Strategy, validate_texts};
 use bulwark_providers::CompletionRequest;
-use bulwark_store::Job;
+use bulwark_store::{Job, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,9 @@ pub fn validate_job(kind_name: &str, payload: &Value) -> Result<JobKind, JobErro
             request
                 .validate(None)
                 .map_err(|error| error.into_job_error("payload."))?;
+        }
+        JobKind::SentimentAggregate => {
+            crate::sentiment_aggregate::parse_aggregate_payload(payload)?;
         }
     }
     Ok(kind)
@@ -182,6 +185,7 @@ pub struct JobExecutor {
     sentiment: SentimentPool,
     providers_opt: Option<ProviderRouter>,
     audits_opt: Option<AuditRunner>,
+    store_opt: Option<Store>,
 }
 
 impl JobExecutor {
@@ -192,7 +196,14 @@ impl JobExecutor {
             sentiment,
             providers_opt: None,
             audits_opt: None,
+            store_opt: None,
         }
+    }
+
+    /// Lets the executor read other jobs: a `sentiment.aggregate` job reads its parents.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store_opt = Some(store);
+        self
     }
 
     /// Lets the executor run `provider.complete` jobs through `router`.
@@ -265,6 +276,22 @@ impl JobExecutor {
                 let results = self.sentiment.analyze(request.texts, choice).await?;
                 let response = SentimentResponse { results };
                 encode_result(&response)
+            }
+            JobKind::SentimentAggregate => {
+                crate::sentiment_aggregate::parse_aggregate_payload(&job.payload)?;
+                let Some(store) = &self.store_opt else {
+                    return Err(JobError::new(
+                        ErrorCode::InternalError,
+                        "this node's executor cannot read jobs".to_owned(),
+                    ));
+                };
+                let parents = store.parent_jobs(&job.id).await.map_err(|error| {
+                    JobError::new(
+                        ErrorCode::ServiceUnavailable,
+                        format!("failed to read the job's parents: {error}"),
+                    )
+                })?;
+                encode_result(&crate::sentiment_aggregate::aggregate(&parents))
             }
         }
     }

@@ -11,6 +11,7 @@
 //! - `job_runner`: [`JobRunnerActor`] claims jobs from a [`bulwark_store::JobTransport`] and
 //!   runs each as a task, recording its outcome; [`JobRunnerHandle`] reaches it by name.
 //! - `job_kinds`: the job kinds, their payload validation and [`JobExecutor`].
+//! - `sentiment_aggregate`: what a `sentiment.aggregate` job makes of its parents' results.
 //! - `sentiment_worker`: [`SentimentWorkerActor`], one model on one inference thread.
 //! - `sentiment_pool`: [`SentimentPool`], the batching queue in front of the workers.
 //! - `provider_actor`: [`ProviderActor`], the supervised front of one configured provider.
@@ -23,7 +24,8 @@
 //! - `schedule_trigger`: cron/interval/one-time slots, misfire planning, the [`Clock`].
 //! - `dead_letter`: [`DeadLetterActor`] stores jobs that cannot be done, retries, parks.
 //! - `job_control`: [`JobControlActor`] brings cancels ([`CancelSignals`]) and paused kinds
-//!   ([`PausedKinds`]) stored in the database to the node's attempts.
+//!   ([`PausedKinds`]) stored in the database to the node's attempts, and resolves the waits
+//!   of jobs on their parents (workflows).
 //! - `job_pruner`: [`JobPrunerActor`] deletes finished jobs past their status's retention.
 //! - `metrics`: metric names and the events that emit them.
 //! - `describe`: [`DescribeMessage`], how every actor's message names itself in incident
@@ -47,6 +49,7 @@ mod provider_actor;
 mod provider_router;
 mod schedule_trigger;
 mod scheduler;
+mod sentiment_aggregate;
 mod sentiment_pool;
 mod sentiment_worker;
 

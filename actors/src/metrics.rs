@@ -11,6 +11,7 @@ pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
 pub const JOBS_PRUNED_TOTAL: &str = "bulwark_jobs_pruned_total";
 pub const KIND_PAUSED: &str = "bulwark_kind_paused";
 pub const KIND_LIMIT: &str = "bulwark_kind_limit";
+pub const JOB_WAITS_RESOLVED_TOTAL: &str = "bulwark_job_waits_resolved_total";
 pub const JOB_CANCEL_SIGNALS_TOTAL: &str = "bulwark_job_cancel_signals_total";
 pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
 pub const SENTIMENT_REQUEST_SECONDS: &str = "bulwark_sentiment_request_duration_seconds";
@@ -114,6 +115,34 @@ impl KindLimitsEnforced<'_> {
                         .set(value);
                 }
             }
+        }
+    }
+}
+
+/// A pass over the jobs waiting for their parents released or cancelled some
+/// (`bulwark_job_waits_resolved_total{outcome="released"|"cancelled"}`).
+#[derive(Debug)]
+pub struct WaitsResolvedEvent<'a> {
+    pub resolved: &'a bulwark_store::WaitsResolved,
+}
+
+impl WaitsResolvedEvent<'_> {
+    pub fn emit(&self) {
+        let resolved = self.resolved;
+        if resolved.released.is_empty() && resolved.cancelled.is_empty() {
+            return;
+        }
+        info!(
+            num_released = resolved.released.len(),
+            num_cancelled = resolved.cancelled.len(),
+            "job waits resolved"
+        );
+        for (outcome, job_ids) in [
+            ("released", &resolved.released),
+            ("cancelled", &resolved.cancelled),
+        ] {
+            metrics::counter!(JOB_WAITS_RESOLVED_TOTAL, "outcome" => outcome)
+                .increment(job_ids.len() as u64);
         }
     }
 }

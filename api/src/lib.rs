@@ -71,6 +71,7 @@ type Apis = (
     routes::sentiment::SentimentApi,
     routes::jobs::JobsApi,
     routes::job_batches::JobBatchesApi,
+    routes::job_graphs::JobGraphsApi,
     routes::job_control::JobControlApi,
     routes::health::HealthApi,
     routes::incidents::IncidentsApi,
@@ -91,6 +92,9 @@ fn openapi_service(state: &Arc<ApiState>, params: &AppParams) -> OpenApiService<
             state: state.clone(),
         },
         routes::job_batches::JobBatchesApi {
+            state: state.clone(),
+        },
+        routes::job_graphs::JobGraphsApi {
             state: state.clone(),
         },
         routes::job_control::JobControlApi {

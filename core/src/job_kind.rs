@@ -29,13 +29,17 @@ pub enum JobKind {
     ProviderComplete,
     /// An AI-visibility audit (`AuditRequest`), run by the `AuditRunner`.
     AuditRun,
+    /// `{}`: the sentiment of its parents (`depends_on`), `sentiment.analyze` jobs, summed
+    /// up: the fan-in of a workflow.
+    SentimentAggregate,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [
+    pub const ALL: [JobKind; 4] = [
         JobKind::SentimentAnalyze,
         JobKind::ProviderComplete,
         JobKind::AuditRun,
+        JobKind::SentimentAggregate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl JobKind {
             JobKind::SentimentAnalyze => "sentiment.analyze",
             JobKind::ProviderComplete => "provider.complete",
             JobKind::AuditRun => "audit.run",
+            JobKind::SentimentAggregate => "sentiment.aggregate",
         }
     }
 

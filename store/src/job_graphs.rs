@@ -68,6 +68,9 @@ pub struct JobGraph {
 pub struct GraphError {
     pub index: usize,
     pub message: String,
+    /// The positions of a cycle, first repeated last (`[1, 3, 2, 1]`: 1 depends on 3, which
+    /// depends on 2, which depends on 1); empty for other errors.
+    pub cycle: Vec<usize>,
 }
 
 impl JobGraph {
@@ -78,6 +81,7 @@ impl JobGraph {
             return Err(GraphError {
                 index: self.jobs.len().min(self.parents.len()),
                 message: "every job needs its list of parents".to_owned(),
+                cycle: Vec::new(),
             });
         }
         for (index, parents) in self.parents.iter().enumerate() {
@@ -88,6 +92,7 @@ impl JobGraph {
                     return Err(GraphError {
                         index,
                         message: format!("parent {position} is not another job of the graph"),
+                        cycle: Vec::new(),
                     });
                 }
             }
@@ -119,18 +124,18 @@ impl JobGraph {
         let start = (0..self.jobs.len())
             .find(|index| num_waiting[*index] > 0)
             .unwrap_or_default();
+        let cycle = self.cycle_from(start, &num_waiting);
+        let path: Vec<String> = cycle.iter().map(ToString::to_string).collect();
         Err(GraphError {
             index: start,
-            message: format!(
-                "depends_on: a cycle ({})",
-                self.cycle_from(start, &num_waiting)
-            ),
+            message: format!("depends_on: a cycle ({})", path.join(" -> ")),
+            cycle,
         })
     }
 
     /// Returns a cycle among the jobs still waiting, found by walking parents from `start`,
-    /// as `a -> b -> a` by position.
-    fn cycle_from(&self, start: usize, num_waiting: &[usize]) -> String {
+    /// by position, the first repeated last.
+    fn cycle_from(&self, start: usize, num_waiting: &[usize]) -> Vec<usize> {
         let mut path = vec![start];
         let mut current = start;
         loop {
@@ -138,10 +143,9 @@ impl JobGraph {
                 .find(|parent| num_waiting[*parent] > 0)
                 .unwrap_or(start);
             if let Some(position) = path.iter().position(|seen| *seen == next) {
-                let mut cycle: Vec<String> =
-                    path[position..].iter().map(ToString::to_string).collect();
-                cycle.push(next.to_string());
-                return cycle.join(" -> ");
+                let mut cycle = path.split_off(position);
+                cycle.push(next);
+                return cycle;
             }
             path.push(next);
             current = next;
@@ -154,6 +158,13 @@ fn node_parents(parents: &[ParentRef]) -> impl Iterator<Item = usize> + '_ {
         ParentRef::Node(position) => Some(*position),
         ParentRef::Job(_) => None,
     })
+}
+
+impl Job {
+    /// Returns true while the job waits for its parents.
+    pub fn is_waiting_on_parents(&self) -> bool {
+        self.status == crate::JobStatus::Queued && self.run_at_ms == WAITING_RUN_AT_MS
+    }
 }
 
 /// What one pass of [`Store::resolve_waiting_jobs`] did.
@@ -468,6 +479,7 @@ mod tests {
             cycle.message.contains("cycle (1 -> 3 -> 2 -> 1)"),
             "{cycle}"
         );
+        assert_eq!(cycle.cycle, vec![1, 3, 2, 1]);
         let outside = graph(vec![vec![Node(5)]]).check().unwrap_err();
         assert_eq!(outside.index, 0);
         assert!(outside.message.contains("parent 5"), "{outside}");

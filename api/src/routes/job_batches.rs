@@ -280,6 +280,14 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             plan.invalid.push(Some(error.message));
             continue;
         }
+        if submission.depends_on.is_some() || submission.on_parent_failure.is_some() {
+            plan.invalid.push(Some(
+                "depends_on: jobs that wait for others are submitted with POST /v1/jobs or \
+                 POST /v1/jobs/graph, not in a batch"
+                    .to_owned(),
+            ));
+            continue;
+        }
         let schedule = match submission.schedule(defaults.now_ms, &defaults.job_defaults) {
             Ok(schedule) => schedule,
             Err(message) => {

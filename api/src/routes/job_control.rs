@@ -60,6 +60,8 @@ pub enum KindSelector {
     ProviderComplete,
     #[oai(rename = "audit.run")]
     AuditRun,
+    #[oai(rename = "sentiment.aggregate")]
+    SentimentAggregate,
 }
 
 impl KindSelector {
@@ -70,6 +72,7 @@ impl KindSelector {
             KindSelector::SentimentAnalyze => Some(JobKind::SentimentAnalyze),
             KindSelector::ProviderComplete => Some(JobKind::ProviderComplete),
             KindSelector::AuditRun => Some(JobKind::AuditRun),
+            KindSelector::SentimentAggregate => Some(JobKind::SentimentAggregate),
         }
     }
 }

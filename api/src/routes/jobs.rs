@@ -6,7 +6,8 @@ use bulwark_core::{
     JobDefaults, JobKind, TraceContext, format_rfc3339_ms, now_ms, parse_rfc3339_ms,
 };
 use bulwark_store::{
-    AttemptRecord, InsertOutcome, Job, JobFilter, JobProgress, JobStatus, NewJob, Store,
+    AttemptRecord, BatchInsertOutcome, InsertOutcome, Job, JobFilter, JobGraph, JobProgress,
+    JobStatus, NewJob, ParentFailurePolicy, ParentRef, Store,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -35,6 +36,8 @@ pub enum JobKindName {
     ProviderComplete,
     #[oai(rename = "audit.run")]
     AuditRun,
+    #[oai(rename = "sentiment.aggregate")]
+    SentimentAggregate,
 }
 
 impl From<JobKindName> for JobKind {
@@ -43,6 +46,26 @@ impl From<JobKindName> for JobKind {
             JobKindName::SentimentAnalyze => JobKind::SentimentAnalyze,
             JobKindName::ProviderComplete => JobKind::ProviderComplete,
             JobKindName::AuditRun => JobKind::AuditRun,
+            JobKindName::SentimentAggregate => JobKind::SentimentAggregate,
+        }
+    }
+}
+
+/// What a job waiting for others does when one of them does not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ParentFailureName {
+    /// It ends `cancelled`, and so do the jobs waiting for it.
+    Cancel,
+    /// It runs anyway once every parent finished.
+    Run,
+}
+
+impl From<ParentFailureName> for ParentFailurePolicy {
+    fn from(name: ParentFailureName) -> Self {
+        match name {
+            ParentFailureName::Cancel => ParentFailurePolicy::Cancel,
+            ParentFailureName::Run => ParentFailurePolicy::Run,
         }
     }
 }
@@ -81,8 +104,9 @@ pub struct JobSubmission {
     /// The kind's input, validated for it: `sentiment.analyze` takes the body of
     /// `POST /v1/sentiment`; `provider.complete` takes `{ "provider", "prompt", "params"? }`
     /// (`params`: `system`, `max_tokens` 1 to 32,768, `temperature` 0 to 2, `seed`);
-    /// `audit.run` takes the body of `POST /v1/audits`. A payload breaking its kind's rules
-    /// is `422` naming the field (`payload.texts[0]: ...`).
+    /// `audit.run` takes the body of `POST /v1/audits`; `sentiment.aggregate` takes `{}` and
+    /// sums up the results of the `sentiment.analyze` jobs it depends on (`depends_on`). A
+    /// payload breaking its kind's rules is `422` naming the field (`payload.texts[0]: ...`).
     pub payload: Value,
     /// Submitting again with the same key returns the same job, never a second one.
     #[oai(validator(min_length = 1, max_length = 255))]
@@ -103,6 +127,14 @@ pub struct JobSubmission {
     /// retryable `JOB_TIMEOUT`. Unset: no limit.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400000")))]
     pub timeout_ms: Option<i64>,
+    /// Ids of stored jobs this job waits for (at most 1,000): it runs once every one of them
+    /// succeeded. Not with `run_at` or `delay_ms`, and not in a batch (`POST /v1/jobs/graph`
+    /// submits jobs that wait for each other). An unknown id is `422`.
+    #[oai(validator(max_items = 1000, unique_items = true))]
+    pub depends_on: Option<Vec<String>>,
+    /// When a job it waits for ends `failed`, `dead` or `cancelled`: `cancel` (the default)
+    /// cancels this job too, `run` runs it anyway once they all finished.
+    pub on_parent_failure: Option<ParentFailureName>,
 }
 
 /// The furthest ahead `run_at` may be: a year (366 days), as `delay_ms`'s validator says.
@@ -117,6 +149,24 @@ impl JobSubmission {
     /// read (single or batch); this checks what they cannot say.
     pub fn schedule(&self, now_ms: i64, defaults: &JobDefaults) -> Result<JobSchedule, String> {
         let kind = JobKind::from(self.kind).as_str();
+        let waits = self.depends_on.as_ref().is_some_and(|ids| !ids.is_empty());
+        if waits && (self.run_at.is_some() || self.delay_ms.is_some()) {
+            return Err(
+                "depends_on: a job that waits for others runs once they succeed; \
+                 give no run_at or delay_ms"
+                    .to_owned(),
+            );
+        }
+        if !waits && self.on_parent_failure.is_some() {
+            return Err("on_parent_failure: only with depends_on".to_owned());
+        }
+        if !waits && self.kind == JobKindName::SentimentAggregate {
+            return Err(
+                "depends_on: a sentiment.aggregate job sums up the jobs it depends on; \
+                 give at least one"
+                    .to_owned(),
+            );
+        }
         let run_at_ms = match (&self.run_at, self.delay_ms) {
             (Some(_), Some(_)) => {
                 return Err("run_at: give run_at or delay_ms, not both".to_owned());
@@ -184,6 +234,8 @@ pub struct JobView {
     pub cancel_requested_at: Option<String>,
     /// How far the job is, as it last reported (an audit: its items done).
     pub progress: Option<JobProgressView>,
+    /// True while it waits for the jobs it depends on (its `run_at` is then the year 9999).
+    pub waiting_on_parents: Option<bool>,
     /// RFC 3339 times; `run_at` is when the job is (or was) due.
     pub created_at: String,
     pub updated_at: String,
@@ -194,6 +246,7 @@ pub struct JobView {
 
 impl From<Job> for JobView {
     fn from(job: Job) -> Self {
+        let waiting_on_parents = job.is_waiting_on_parents().then_some(true);
         let error = match (job.error_code, job.error_message) {
             (Some(code), message) => Some(JobErrorView {
                 code,
@@ -217,6 +270,7 @@ impl From<Job> for JobView {
             timeout_ms: job.timeout_ms,
             cancel_requested_at: job.cancel_requested_at_ms.map(format_rfc3339_ms),
             progress: job.progress.map(Into::into),
+            waiting_on_parents,
             created_at: format_rfc3339_ms(job.created_at_ms),
             updated_at: format_rfc3339_ms(job.updated_at_ms),
             run_at: format_rfc3339_ms(job.run_at_ms),
@@ -331,6 +385,22 @@ pub(crate) fn provider_calls_of(kind: &str) -> u64 {
     u64::from(kind == "provider.complete")
 }
 
+/// Checks that every id of `parents` names a stored job; the error names `field[index]`.
+pub(crate) async fn check_parents_exist(
+    store: &Store,
+    parents: &[String],
+    field: &str,
+) -> ApiResult<()> {
+    for (index, id) in parents.iter().enumerate() {
+        if store.get_job(id).await?.is_none() {
+            return Err(ApiError::invalid(format!(
+                "{field}[{index}]: no job `{id}`"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Why a submission reusing the idempotency key of job `job_id` for another job is refused.
 pub(crate) fn conflict_message(job_id: &str) -> String {
     format!("idempotency_key: already used by job {job_id} with a different kind or payload")
@@ -373,12 +443,30 @@ impl JobsApi {
             run_at_ms: schedule.run_at_ms,
             timeout_ms: schedule.timeout_ms,
         };
+        let parents = submission.depends_on.unwrap_or_default();
+        check_parents_exist(&self.state.store, &parents, "depends_on").await?;
         let charge_opt = self
             .state
             .auth
             .charge_provider_calls_opt(&auth.0, provider_calls_of(kind))
             .await?;
-        let outcome = self.state.intake.submit_traced(&new_job, &trace).await;
+        let outcome = if parents.is_empty() {
+            self.state.intake.submit_traced(&new_job, &trace).await
+        } else {
+            let graph = JobGraph {
+                jobs: vec![new_job.clone()],
+                parents: vec![parents.into_iter().map(ParentRef::Job).collect()],
+                on_parent_failure: submission
+                    .on_parent_failure
+                    .map(Into::into)
+                    .unwrap_or_default(),
+            };
+            self.state
+                .intake
+                .submit_graph(&graph, &trace)
+                .await
+                .and_then(BatchInsertOutcome::single)
+        };
         if !matches!(outcome, Ok(InsertOutcome::Created(_)))
             && let Some(charge) = charge_opt
         {

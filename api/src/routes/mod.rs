@@ -4,6 +4,7 @@ pub mod health;
 pub mod incidents;
 pub mod job_batches;
 pub mod job_control;
+pub mod job_graphs;
 pub mod jobs;
 pub mod keys;
 pub mod ops;
