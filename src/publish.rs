@@ -97,6 +97,7 @@ pub async fn run(config: &Config, args: &PublishArgs) -> Result<usize, PublishFa
             payload: payload.clone(),
             idempotency_key: None,
             deadline: None,
+            priority: None,
         };
         let request_id = format!("publish-{}", envelope.id);
         publisher

@@ -1223,6 +1223,7 @@ async fn bincode_envelopes_run_and_malformed_ones_are_kept_as_received() {
         payload: json!({"texts": ["what a wonderful evening"]}),
         idempotency_key: None,
         deadline: None,
+        priority: None,
     };
     let mut message = plain(&id, &json!({}));
     message.body = envelope.encode(CONTENT_TYPE_BINCODE).expect("encodes");

@@ -403,6 +403,7 @@ async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
             payload: job.payload.clone(),
             idempotency_key: None,
             deadline: None,
+            priority: None,
         };
         async move {
             let sent = Instant::now();

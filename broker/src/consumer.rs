@@ -16,9 +16,10 @@ use bulwark_core::{HandledMessage, Liveness};
 
 use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;
-use crate::{BrokerHealth, BrokerSettings, DeadLetterSink, DeliveryContext, connect};
+use crate::{BrokerHealth, BrokerSettings, DeadLetterSink, DeliveryContext, PriorityBand, connect};
 
-/// Consumes one queue of a job kind: its job queue, or its dead-letter queue. Each delivery is
+/// Consumes one queue of a job kind: its job queue of one priority band, or its dead-letter
+/// queue. Each delivery is
 /// processed in its own task; the channel's prefetch bounds how many run at once (the mailbox
 /// bound). When the connection is lost the actor fails, so its supervisor restarts it with
 /// backoff; unacked deliveries go back to the queue meanwhile.
@@ -30,6 +31,9 @@ pub struct ConsumerActor;
 pub struct ConsumerParams {
     pub settings: BrokerSettings,
     pub kind: String,
+    /// The priority band whose queue a job consumer reads; a dead-letter consumer's is
+    /// [`PriorityBand::Normal`] (a kind has one dead-letter queue).
+    pub band: PriorityBand,
     pub role: ConsumerRole,
     pub health: BrokerHealth,
     /// Marked busy while a message is handled (not while draining), so the supervisor can
@@ -51,18 +55,18 @@ pub(crate) const JOBS_LINK: &str = "consumer";
 /// Prefix of a dead-letter consumer's link name (`dlq-consumer:<kind>`).
 pub(crate) const DEAD_LETTERS_LINK: &str = "dlq-consumer";
 
-/// Returns the link name of a consumer of `kind` whose role has the link prefix `prefix`.
-pub(crate) fn link_name(prefix: &str, kind: &str) -> String {
-    format!("{prefix}:{kind}")
+/// Returns the link name of a consumer of `kind`'s queue in `band` whose role has the link
+/// prefix `prefix` (`consumer:audit.run`, `consumer:audit.run.high`).
+pub(crate) fn link_name(prefix: &str, kind: &str, band: PriorityBand) -> String {
+    format!("{prefix}:{kind}{}", band.suffix())
 }
 
 impl ConsumerRole {
-    fn link_name(&self, kind: &str) -> String {
-        let prefix = match self {
+    fn link_prefix(&self) -> &'static str {
+        match self {
             ConsumerRole::Jobs(_) => JOBS_LINK,
             ConsumerRole::DeadLetters(_) => DEAD_LETTERS_LINK,
-        };
-        link_name(prefix, kind)
+        }
     }
 }
 
@@ -131,13 +135,13 @@ const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 impl ConsumerParams {
     /// Returns the name of this consumer's link in the broker health report.
     pub fn link_name(&self) -> String {
-        self.role.link_name(&self.kind)
+        link_name(self.role.link_prefix(), &self.kind, self.band)
     }
 
     fn queue(&self) -> String {
         let topology = &self.settings.topology;
         match self.role {
-            ConsumerRole::Jobs(_) => topology.job_queue(&self.kind),
+            ConsumerRole::Jobs(_) => topology.job_queue_in(&self.kind, self.band),
             ConsumerRole::DeadLetters(_) => topology.dead_letter_queue(&self.kind),
         }
     }

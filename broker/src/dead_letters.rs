@@ -301,20 +301,22 @@ fn dead_letter_of(sink: &DeadLetterSink, kind: &str, delivery: &Delivery) -> New
     }
 }
 
-/// Returns the queue a letter goes back to when requeued: its kind's job queue. An `x-death`
-/// naming another queue is a producer's forgery (anyone may publish to `<ns>.dlx`), and a
-/// requeue through the default exchange would publish into it.
+/// Returns the queue a letter goes back to when requeued: the kind's job queue it died in
+/// (one per priority band), else the kind's normal one. An `x-death` naming another queue is a
+/// producer's forgery (anyone may publish to `<ns>.dlx`), and a requeue through the default
+/// exchange would publish into it.
 fn letter_queue(topology: &Topology, kind: &str, death: Option<&FieldTable>) -> String {
     let job_queue = topology.job_queue(kind);
     match death.and_then(|death| text_of(death, "queue")) {
-        Some(queue) if queue != job_queue => {
+        Some(queue) if topology.is_job_queue_of(&queue, kind) => queue,
+        Some(queue) => {
             warn!(
                 queue,
                 job_queue, "x-death names a queue other than the kind's, ignored"
             );
             job_queue
         }
-        _ => job_queue,
+        None => job_queue,
     }
 }
 

@@ -591,7 +591,9 @@ fn new_job_of(context: &DeliveryContext, envelope: &Envelope, meta: &MessageMeta
         request_id: meta.request_id.clone(),
         trace_id: meta.traceparent.as_deref().and_then(trace_id_of),
         max_attempts: context.job_defaults.max_attempts_of(&envelope.kind),
-        priority: context.job_defaults.priority_of(&envelope.kind),
+        priority: envelope
+            .priority
+            .unwrap_or_else(|| context.job_defaults.priority_of(&envelope.kind)),
         run_at_ms: None,
         timeout_ms: context.job_defaults.timeout_ms_of(&envelope.kind),
     }
@@ -838,6 +840,7 @@ mod tests {
             payload,
             idempotency_key: None,
             deadline: None,
+            priority: None,
         }
     }
 

@@ -11,8 +11,11 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_BINCODE: &str = "application/x-bincode";
 
 /// A job message: `{"v":1,"id":"…","kind":"…","payload":{…},"idempotency_key"?:"…",
-/// "deadline"?:"RFC3339"}`. The idempotency key of the job row is `idempotency_key` when set,
-/// else `id`, so a redelivered or re-sent message never creates a second job.
+/// "deadline"?:"RFC3339","priority"?:0-9}`. The idempotency key of the job row is
+/// `idempotency_key` when set, else `id`, so a redelivered or re-sent message never creates a
+/// second job. `priority` (JSON envelopes only: the bincode form is fixed by position) is the
+/// stored job's; the queue a message waits in is its routing key's (`<kind>.high`, `<kind>`,
+/// `<kind>.low`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
@@ -25,6 +28,9 @@ pub struct Envelope {
     /// RFC 3339; a message delivered after it is dead-lettered instead of run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// 0 (lowest) to 9 (highest); unset: the kind's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
 }
 
 /// The bincode form. bincode cannot carry a self-describing `serde_json::Value`, so the
@@ -121,6 +127,7 @@ impl Envelope {
                     payload,
                     idempotency_key: wire.idempotency_key.map(str::to_owned),
                     deadline: wire.deadline.map(str::to_owned),
+                    priority: None,
                 }
             }
             other => {
@@ -142,6 +149,13 @@ impl Envelope {
             return Err(EnvelopeError(
                 "idempotency_key: must be 1 to 255 bytes long".to_owned(),
             ));
+        }
+        if let Some(priority) = envelope.priority
+            && priority > 9
+        {
+            return Err(EnvelopeError(format!(
+                "priority: must be 0 to 9, got {priority}"
+            )));
         }
         envelope.deadline_time()?;
         Ok(envelope)
@@ -172,6 +186,7 @@ mod tests {
             payload: json!({"texts": ["good", "bad"], "strategy": "primary"}),
             idempotency_key: Some("order-7".to_owned()),
             deadline: Some("2030-01-01T00:00:00Z".to_owned()),
+            priority: None,
         }
     }
 
@@ -185,6 +200,15 @@ mod tests {
                 sample()
             );
         }
+        let urgent = Envelope {
+            priority: Some(9),
+            ..sample()
+        };
+        let body = urgent.encode(CONTENT_TYPE_JSON).unwrap();
+        assert_eq!(
+            Envelope::decode(Some(CONTENT_TYPE_JSON), &body).unwrap(),
+            urgent
+        );
         let json_text = String::from_utf8(sample().encode(CONTENT_TYPE_JSON).unwrap()).unwrap();
         assert!(
             json_text.starts_with(r#"{"v":1,"id":"0192-abc""#),
@@ -195,7 +219,7 @@ mod tests {
     /// Proves malformed bodies, wrong versions and bad fields are refused with a reason.
     #[test]
     fn bad_messages_are_refused_with_a_reason() {
-        let cases: [(Option<&str>, Vec<u8>, &str); 5] = [
+        let cases: [(Option<&str>, Vec<u8>, &str); 6] = [
             (None, b"not json".to_vec(), "malformed json"),
             (
                 Some(CONTENT_TYPE_JSON),
@@ -216,6 +240,11 @@ mod tests {
                 Some("text/plain"),
                 b"hi".to_vec(),
                 "unsupported content type",
+            ),
+            (
+                Some(CONTENT_TYPE_JSON),
+                br#"{"v":1,"id":"a","kind":"k","payload":{},"priority":10}"#.to_vec(),
+                "priority: must be 0 to 9",
             ),
         ];
         for (content_type, body, expected) in cases {

@@ -15,8 +15,8 @@ use crate::consumer::{DEAD_LETTERS_LINK, JOBS_LINK, link_name};
 
 use crate::{
     BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, ConsumerRole,
-    DeadLetterSink, DeliveryContext, DeliveryWrites, RepublisherActor, RepublisherParams,
-    drain_consumers,
+    DeadLetterSink, DeliveryContext, DeliveryWrites, PriorityBand, RepublisherActor,
+    RepublisherParams, drain_consumers,
 };
 
 /// What the `ingress` subsystem is built with (all but the executor, which the tree builds).
@@ -36,7 +36,7 @@ pub struct IngressParams {
     pub job_defaults: bulwark_core::JobDefaults,
     /// Where cancels reach this node's attempts, and the kinds paused.
     pub controls: JobControls,
-    /// One consumer per kind.
+    /// One consumer per kind and priority band.
     pub kinds: Vec<String>,
     /// How stored broker dead letters are retried; `None` when this node runs no dead-letter
     /// actor, and so no dead-letter consumers (the messages wait in their queues).
@@ -59,22 +59,25 @@ impl IngressParams {
     /// Returns the registered names of the consumers `ingress_supervisor` starts, for
     /// draining them at shutdown.
     pub fn consumer_names(&self) -> Vec<String> {
-        let mut prefixes = vec![JOBS_LINK];
-        if self.dead_letters.is_some() {
-            prefixes.push(DEAD_LETTERS_LINK);
-        }
-        prefixes
+        let mut links: Vec<(&str, PriorityBand)> = PriorityBand::ALL
             .into_iter()
-            .flat_map(|prefix| {
-                self.kinds
-                    .iter()
-                    .map(move |kind| consumer_actor_name(&self.instance, &link_name(prefix, kind)))
+            .map(|band| (JOBS_LINK, band))
+            .collect();
+        if self.dead_letters.is_some() {
+            links.push((DEAD_LETTERS_LINK, PriorityBand::Normal));
+        }
+        links
+            .into_iter()
+            .flat_map(|(prefix, band)| {
+                self.kinds.iter().map(move |kind| {
+                    consumer_actor_name(&self.instance, &link_name(prefix, kind, band))
+                })
             })
             .collect()
     }
 }
 
-/// Returns the `ingress` subsystem (its shape is [`INGRESS`], drawn in the tree): one consumer per kind, one dead-letter consumer per kind when this node runs
+/// Returns the `ingress` subsystem (its shape is [`INGRESS`], drawn in the tree): one consumer per kind and priority band, one dead-letter consumer per kind when this node runs
 /// dead letters, and the republisher. Its restart limits are its own: the configured reconnect
 /// backoff (`amqp.reconnect_backoff_ms` .. `amqp.reconnect_backoff_max_ms`) and restart
 /// intensity (`amqp.max_restarts` within `amqp.restarts_within_ms`), sized for broker outages
@@ -98,21 +101,27 @@ pub fn ingress_supervisor(
         lease: params.lease,
         job_defaults: params.job_defaults.clone(),
     });
-    let mut roles: Vec<ConsumerRole> = vec![ConsumerRole::Jobs(context)];
+    // A job consumer per priority band (each band its own queue), a dead-letter one per kind.
+    let mut roles: Vec<(ConsumerRole, PriorityBand)> = PriorityBand::ALL
+        .into_iter()
+        .map(|band| (ConsumerRole::Jobs(context.clone()), band))
+        .collect();
     if let Some(policy) = params.dead_letters {
-        roles.push(ConsumerRole::DeadLetters(Arc::new(DeadLetterSink::new(
+        let sink = Arc::new(DeadLetterSink::new(
             params.store.clone(),
             policy,
             params.settings.topology.clone(),
             params.settings.limits.max_message_bytes,
-        ))));
+        ));
+        roles.push((ConsumerRole::DeadLetters(sink), PriorityBand::Normal));
     }
     let mut children: Vec<ChildSpec> = Vec::new();
-    for role in &roles {
+    for (role, band) in &roles {
         for kind in &params.kinds {
             let consumer_params = ConsumerParams {
                 settings: params.settings.clone(),
                 kind: kind.clone(),
+                band: *band,
                 role: role.clone(),
                 health: params.health.clone(),
                 liveness: Liveness::default(),

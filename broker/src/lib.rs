@@ -52,7 +52,7 @@ pub use envelope::{
 pub use ingress::{IngressParams, ingress_supervisor};
 pub use publisher::{BrokerPublisher, MessageTrace, OutgoingMessage};
 pub use republisher::{RepublisherActor, RepublisherMsg, RepublisherParams};
-pub use topology::{Overflow, QueueLimits, Topology};
+pub use topology::{Overflow, PriorityBand, QueueLimits, Topology};
 pub use trust::{DIRECT_REPLY_TO, ProducerLimits};
 pub use writes::DeliveryWrites;
 

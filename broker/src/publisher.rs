@@ -2,7 +2,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bulwark_actors::{JobPublisher, PublishError};
-use bulwark_core::{JobKind, TraceContext, new_traceparent, traceparent_in};
+use bulwark_core::{DEFAULT_JOB_PRIORITY, JobKind, TraceContext, new_traceparent, traceparent_in};
 use bulwark_store::{DeadLetter, Job};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
-use crate::{BrokerError, BrokerHealth, BrokerSettings, connect};
+use crate::{BrokerError, BrokerHealth, BrokerSettings, PriorityBand, Topology, connect};
 
 /// The health link name of the publisher.
 const PUBLISHER_LINK: &str = "publisher";
@@ -207,7 +207,8 @@ impl BrokerPublisher {
             .collect()
     }
 
-    /// Publishes an envelope to the jobs exchange, routed by its kind.
+    /// Publishes an envelope to the jobs exchange, routed by its kind and the band of its
+    /// priority (the kind's default band when it has none).
     pub async fn publish_envelope(
         &self,
         envelope: &Envelope,
@@ -216,9 +217,11 @@ impl BrokerPublisher {
     ) -> Result<(), BrokerError> {
         let body = envelope.encode(content_type).map_err(BrokerError::Encode)?;
         let exchange = self.settings.topology.jobs_exchange();
+        let band = PriorityBand::of(envelope.priority.unwrap_or(DEFAULT_JOB_PRIORITY));
+        let routing_key = Topology::job_routing_key(&envelope.kind, band);
         self.publish(&OutgoingMessage {
             exchange: &exchange,
-            routing_key: &envelope.kind,
+            routing_key: &routing_key,
             body: &body,
             content_type,
             message_id: Some(&envelope.id),
@@ -243,7 +246,8 @@ pub struct MessageTrace<'a> {
 /// A stored job as the message that carries it.
 struct JobMessage {
     body: Result<Vec<u8>, PublishError>,
-    kind: String,
+    /// The kind's routing key in the band of the job's priority.
+    routing_key: String,
     id: String,
     request_id: Option<String>,
     traceparent: Option<String>,
@@ -258,6 +262,7 @@ impl JobMessage {
             payload: job.payload.clone(),
             idempotency_key: None,
             deadline: None,
+            priority: None,
         };
         let body = envelope
             .encode(CONTENT_TYPE_JSON)
@@ -272,19 +277,19 @@ impl JobMessage {
             .or_else(|| job.trace_id.as_deref().map(traceparent_in));
         JobMessage {
             body,
-            kind: job.kind.clone(),
+            routing_key: Topology::job_routing_key(&job.kind, PriorityBand::of(job.priority)),
             id: job.id.clone(),
             request_id: job.request_id.clone(),
             traceparent,
         }
     }
 
-    /// Returns the message to the jobs exchange, routed by kind; `None` when it cannot be
-    /// encoded.
+    /// Returns the message to the jobs exchange, routed by kind and priority band; `None`
+    /// when it cannot be encoded.
     fn outgoing<'a>(&'a self, exchange: &'a str) -> Option<OutgoingMessage<'a>> {
         Some(OutgoingMessage {
             exchange,
-            routing_key: &self.kind,
+            routing_key: &self.routing_key,
             body: self.body.as_deref().ok()?,
             content_type: CONTENT_TYPE_JSON,
             message_id: Some(&self.id),
@@ -332,7 +337,7 @@ impl JobPublisher for BrokerPublisher {
                 let answer = answers.next().unwrap_or_else(|| {
                     Err(BrokerError::Unconfirmed {
                         exchange: exchange.clone(),
-                        routing_key: job_message.kind.clone(),
+                        routing_key: job_message.routing_key.clone(),
                         reason: "no answer".to_owned(),
                         source: None,
                     })

@@ -8,18 +8,58 @@ use crate::BrokerError;
 
 /// The names of everything Bulwark declares under one namespace:
 ///
-/// - `<ns>.jobs` (direct, routing key = job kind) → quorum queue `<ns>.<kind>`, with
-///   `x-delivery-limit` and `x-dead-letter-exchange = <ns>.dlx`;
+/// - `<ns>.jobs` (direct) → the quorum queues of a kind, one per [`PriorityBand`]:
+///   `<ns>.<kind>.high` (routing key `<kind>.high`, priorities 7–9), `<ns>.<kind>` (routing
+///   key `<kind>`, 4–6) and `<ns>.<kind>.low` (`<kind>.low`, 0–3), each with
+///   `x-delivery-limit`, `x-dead-letter-exchange = <ns>.dlx` and dead-letter routing key
+///   `<kind>`;
 /// - `<ns>.dlx` (direct, routing key = kind) → quorum queue `<ns>.dlq.<kind>`;
 /// - `<ns>.events` (topic): `job.succeeded.<kind>`, `job.failed.<kind>`;
 /// - `<ns>.reply.<id>`: where Bulwark's own producers (tests, bench) take replies.
 ///
-/// Both queues of a kind carry the [`QueueLimits`].
+/// Every queue of a kind carries the [`QueueLimits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub namespace: String,
     pub delivery_limit: u32,
     pub queue_limits: QueueLimits,
+}
+
+/// A range of job priorities with a queue of its own per kind. RabbitMQ's quorum queues have
+/// no message priorities, so each band is its own queue with its own consumer on every node:
+/// a band's jobs never wait behind another band's backlog, and the bands are consumed side
+/// by side, each with the consumer prefetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PriorityBand {
+    /// Priorities 7 to 9.
+    High,
+    /// Priorities 4 to 6 (the default, 5); the kind's queue as it always was.
+    Normal,
+    /// Priorities 0 to 3.
+    Low,
+}
+
+impl PriorityBand {
+    pub const ALL: [PriorityBand; 3] =
+        [PriorityBand::High, PriorityBand::Normal, PriorityBand::Low];
+
+    /// Returns the band of a job priority (0 to 9; above 9 is high).
+    pub fn of(priority: u8) -> PriorityBand {
+        match priority {
+            7.. => PriorityBand::High,
+            4..=6 => PriorityBand::Normal,
+            _ => PriorityBand::Low,
+        }
+    }
+
+    /// What the band adds to a kind's queue name and routing key.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            PriorityBand::High => ".high",
+            PriorityBand::Normal => "",
+            PriorityBand::Low => ".low",
+        }
+    }
 }
 
 /// How much a job or dead-letter queue holds (`x-max-length-bytes`) and what it does when full
@@ -81,8 +121,27 @@ impl Topology {
         format!("{}.events", self.namespace)
     }
 
+    /// Returns the queue of `kind`'s normal band, where a message routed by its kind alone
+    /// goes.
     pub fn job_queue(&self, kind: &str) -> String {
-        format!("{}.{kind}", self.namespace)
+        self.job_queue_in(kind, PriorityBand::Normal)
+    }
+
+    /// Returns the queue of `kind`'s jobs in `band`.
+    pub fn job_queue_in(&self, kind: &str, band: PriorityBand) -> String {
+        format!("{}.{kind}{}", self.namespace, band.suffix())
+    }
+
+    /// Returns the routing key on the jobs exchange of `kind`'s jobs in `band`.
+    pub fn job_routing_key(kind: &str, band: PriorityBand) -> String {
+        format!("{kind}{}", band.suffix())
+    }
+
+    /// Returns true when `queue` is one of `kind`'s job queues.
+    pub fn is_job_queue_of(&self, queue: &str, kind: &str) -> bool {
+        PriorityBand::ALL
+            .iter()
+            .any(|band| queue == self.job_queue_in(kind, *band))
     }
 
     pub fn dead_letter_queue(&self, kind: &str) -> String {
@@ -213,6 +272,24 @@ impl Topology {
             .await
             .map_err(|error| BrokerError::topology(&dead_letter_queue, &error))?;
 
+        for band in PriorityBand::ALL {
+            self.declare_job_queue(channel, kind, band).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares `kind`'s job queue of `band`, bound to the jobs exchange with its routing key;
+    /// what it dead-letters goes to the kind's dead-letter queue, whatever the band.
+    async fn declare_job_queue(
+        &self,
+        channel: &Channel,
+        kind: &str,
+        band: PriorityBand,
+    ) -> Result<(), BrokerError> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
@@ -224,14 +301,14 @@ impl Topology {
         );
         arguments.insert(
             "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(dlx.as_str().into()),
+            AMQPValue::LongString(self.dead_letter_exchange().as_str().into()),
         );
         arguments.insert(
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(kind.into()),
         );
         self.queue_limits.add_to(&mut arguments);
-        let queue = self.job_queue(kind);
+        let queue = self.job_queue_in(kind, band);
         channel
             .queue_declare(queue.as_str().into(), durable, arguments)
             .await
@@ -241,7 +318,7 @@ impl Topology {
             .queue_bind(
                 queue.as_str().into(),
                 jobs_exchange.as_str().into(),
-                kind.into(),
+                Topology::job_routing_key(kind, band).as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -298,6 +375,31 @@ mod tests {
             "job.failed.sentiment.analyze"
         );
         assert_eq!(topology.reply_queue_prefix(), "bulwark.reply.");
+        assert_eq!(
+            topology.job_queue_in("audit.run", PriorityBand::High),
+            "bulwark.audit.run.high"
+        );
+        assert_eq!(
+            topology.job_queue_in("audit.run", PriorityBand::Low),
+            "bulwark.audit.run.low"
+        );
+        assert_eq!(
+            Topology::job_routing_key("audit.run", PriorityBand::High),
+            "audit.run.high"
+        );
+        assert!(topology.is_job_queue_of("bulwark.audit.run.low", "audit.run"));
+        assert!(!topology.is_job_queue_of("bulwark.audit.run.lower", "audit.run"));
+    }
+
+    /// Proves priorities 0–3, 4–6 and 7–9 fall in the low, normal and high bands.
+    #[test]
+    fn priorities_fall_in_three_bands() {
+        let bands: Vec<PriorityBand> = (0..=9).map(PriorityBand::of).collect();
+        use PriorityBand::{High, Low, Normal};
+        assert_eq!(
+            bands,
+            [Low, Low, Low, Low, Normal, Normal, Normal, High, High, High]
+        );
     }
 
     /// Proves queue limits become `x-max-length-bytes` and `x-overflow`, and that no limit

@@ -52,7 +52,7 @@ impl ProducerLimits {
             ));
         }
         let is_own_queue = JobKind::ALL.iter().any(|kind| {
-            reply_to == topology.job_queue(kind.as_str())
+            topology.is_job_queue_of(reply_to, kind.as_str())
                 || reply_to == topology.dead_letter_queue(kind.as_str())
         });
         if is_own_queue {

@@ -85,6 +85,7 @@ fn sample(id: &str, kind: &str, payload: &Value) -> Envelope {
         payload: payload.clone(),
         idempotency_key: Some(format!("key-{id}")),
         deadline: Some("2030-01-01T00:00:00Z".to_owned()),
+        priority: None,
     }
 }
 
