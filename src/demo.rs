@@ -69,6 +69,7 @@ pub async fn run(service: &Service, num_jobs: usize) -> anyhow::Result<()> {
             priority: bulwark_store::DEFAULT_PRIORITY,
             run_at_ms: None,
             timeout_ms: None,
+            result_ttl_ms: None,
         };
         let job = service
             .store
@@ -186,6 +187,7 @@ pub async fn run_audit(service: &Service) -> anyhow::Result<()> {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     };
     let job = service
         .store

@@ -41,6 +41,7 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
             priority: bulwark_store::DEFAULT_PRIORITY,
             run_at_ms: None,
             timeout_ms: None,
+            result_ttl_ms: None,
         })
         .await
         .unwrap();

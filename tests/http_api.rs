@@ -366,7 +366,7 @@ async fn job_lifecycle_and_idempotency(backend: TestBackend) {
 }
 
 /// Proves a delayed job waits for its time and then runs, and that its priority (given, or the
-/// default) and due time are shown.
+/// default), due time and result TTL are shown (a TTL under a second is `422`).
 async fn delayed_and_prioritised_jobs(backend: TestBackend) {
     let service = TestService::start(backend).await;
     let submit = |body: Value| {
@@ -394,9 +394,20 @@ async fn delayed_and_prioritised_jobs(backend: TestBackend) {
     let immediate = submit(json!({
         "kind": "sentiment.analyze",
         "payload": { "texts": ["now"] },
+        "result_ttl_ms": 60_000,
     }))
     .await;
     assert_eq!(immediate["priority"], 5, "the default priority");
+    assert_eq!(immediate["result_ttl_ms"], 60_000, "{immediate}");
+    assert!(delayed.get("result_ttl_ms").is_none(), "{delayed}");
+    let (status, refused) = service
+        .post_json(
+            "/v1/jobs",
+            &json!({"kind": "sentiment.analyze", "payload": {"texts": ["x"]}, "result_ttl_ms": 500}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("result_ttl_ms"), "{refused}");
     let done = service
         .wait_for_job(immediate["id"].as_str().unwrap())
         .await;

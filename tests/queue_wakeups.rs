@@ -40,6 +40,7 @@ async fn a_job_queued_elsewhere_wakes_the_runner() {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     };
     for _ in 0..2 {
         let job_id = other_node

@@ -51,6 +51,7 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
             priority: bulwark_store::DEFAULT_PRIORITY,
             run_at_ms: None,
             timeout_ms: None,
+            result_ttl_ms: None,
         };
         store.insert_job(&new_job).await.unwrap();
     }

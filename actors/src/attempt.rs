@@ -370,6 +370,7 @@ mod tests {
             attempt_started_at_ms: None,
             attempt_node: None,
             progress: None,
+            result_ttl_ms: None,
         }
     }
 

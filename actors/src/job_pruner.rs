@@ -1,5 +1,6 @@
 //! [`JobPrunerActor`]: deletes finished jobs once they are older than their status's retention,
-//! in small batches, so the jobs table holds the recent history only.
+//! or than their own result TTL, in small batches, so the jobs table holds the recent history
+//! only.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tracing::{debug, info, warn};
 
 use crate::describe::DescribeMessage;
-use crate::metrics::JobsPruned;
+use crate::metrics::{JobResultsExpired, JobsPruned};
 
 /// How long finished jobs are kept, by status; `None` keeps them for ever.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +59,8 @@ pub struct PruneReport {
     pub num_failed: u64,
     pub num_dead: u64,
     pub num_cancelled: u64,
+    /// Jobs deleted because their result TTL ran out, whatever their status.
+    pub num_expired: u64,
 }
 
 #[derive(Debug)]
@@ -155,6 +158,21 @@ async fn prune(params: &JobPrunerParams) -> Result<PruneReport, StoreError> {
             _ => report.num_dead = num_deleted,
         }
     }
+    for _ in 0..policy.max_batches_per_pass {
+        let num_batch = params
+            .store
+            .prune_expired_jobs(now_ms(), policy.batch_size)
+            .await?;
+        report.num_expired += num_batch;
+        if num_batch < u64::from(policy.batch_size) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    JobResultsExpired {
+        num_deleted: report.num_expired,
+    }
+    .emit();
     debug!(?report, "prune pass done");
     Ok(report)
 }

@@ -9,6 +9,7 @@ pub const JOBS_TOTAL: &str = "bulwark_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
 pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
 pub const JOBS_PRUNED_TOTAL: &str = "bulwark_jobs_pruned_total";
+pub const JOB_RESULTS_EXPIRED_TOTAL: &str = "bulwark_job_results_expired_total";
 pub const KIND_PAUSED: &str = "bulwark_kind_paused";
 pub const KIND_LIMIT: &str = "bulwark_kind_limit";
 pub const JOB_WAITS_RESOLVED_TOTAL: &str = "bulwark_job_waits_resolved_total";
@@ -199,6 +200,25 @@ impl JobsPruned {
         }
         metrics::counter!(JOBS_PRUNED_TOTAL, "status" => self.status.as_str())
             .increment(self.num_deleted);
+    }
+}
+
+/// The pruner deleted jobs whose result TTL ran out
+/// (`bulwark_job_results_expired_total`).
+#[derive(Debug)]
+pub struct JobResultsExpired {
+    pub num_deleted: u64,
+}
+
+impl JobResultsExpired {
+    pub fn emit(&self) {
+        if self.num_deleted > 0 {
+            info!(
+                num_deleted = self.num_deleted,
+                "pruned finished jobs past their result TTL"
+            );
+        }
+        metrics::counter!(JOB_RESULTS_EXPIRED_TOTAL).increment(self.num_deleted);
     }
 }
 

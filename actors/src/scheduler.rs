@@ -628,6 +628,7 @@ async fn enqueue(
         priority: params.job_defaults.priority_of(&schedule.kind),
         run_at_ms: None,
         timeout_ms: params.job_defaults.timeout_ms_of(&schedule.kind),
+        result_ttl_ms: None,
     };
     let outcome = params.intake.submit(&new_job).await?;
     Ok(outcome.job().id.clone())

@@ -68,6 +68,7 @@ fn new_job(key: &str, text: &str) -> NewJob {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     }
 }
 

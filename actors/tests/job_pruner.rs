@@ -31,6 +31,7 @@ fn new_job() -> NewJob {
         priority: DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     }
 }
 

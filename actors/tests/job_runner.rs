@@ -148,6 +148,7 @@ async fn submit(store: &Store, payload: serde_json::Value, max_attempts: u32) ->
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     };
     store.insert_job(&new_job).await.unwrap().job().id.clone()
 }

@@ -72,6 +72,7 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     };
     // The queue is filled in batches of 1,000 (one statement each): `bench enqueue` measures
     // inserts; this bench measures the drain.
@@ -325,6 +326,7 @@ fn bench_job(key: String, max_attempts: u32) -> NewJob {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     }
 }
 

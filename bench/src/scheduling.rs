@@ -199,6 +199,7 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
                 timeout_ms: None,
+                result_ttl_ms: None,
             })
             .await?;
     }

@@ -596,6 +596,7 @@ fn new_job_of(context: &DeliveryContext, envelope: &Envelope, meta: &MessageMeta
             .unwrap_or_else(|| context.job_defaults.priority_of(&envelope.kind)),
         run_at_ms: None,
         timeout_ms: context.job_defaults.timeout_ms_of(&envelope.kind),
+        result_ttl_ms: None,
     }
 }
 
@@ -829,6 +830,7 @@ mod tests {
             attempt_started_at_ms: None,
             attempt_node: None,
             progress: None,
+            result_ttl_ms: None,
         }
     }
 

@@ -153,6 +153,7 @@ fn created_job(row: &WrittenRow<'_>, now: i64) -> Job {
         attempt_started_at_ms: None,
         attempt_node: None,
         progress: None,
+        result_ttl_ms: new_job.result_ttl_ms,
     }
 }
 
@@ -291,14 +292,14 @@ pub(crate) async fn write_postgres(
     // The batch's columns are named apart from the table's.
     const INSERT_MANY: &str = "INSERT INTO jobs (id, kind, status, attempts, max_attempts, \
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, transport, \
-         published_at_ms, trace_id, priority, timeout_ms) \
+         published_at_ms, trace_id, priority, timeout_ms, result_ttl_ms) \
          SELECT batch.job_id, batch.job_kind, 'queued', 0, batch.job_max_attempts, \
          batch.job_payload, batch.job_request_id, batch.job_key, $1, $1, batch.job_run_at, $2, \
-         $3::int8, batch.job_trace_id, batch.job_priority, batch.job_timeout \
+         $3::int8, batch.job_trace_id, batch.job_priority, batch.job_timeout, batch.job_ttl \
          FROM UNNEST($4::text[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::text[], \
-         $10::text[], $11::int2[], $12::int8[], $13::int8[]) AS batch(job_id, job_kind, \
-         job_max_attempts, job_payload, job_request_id, job_key, job_trace_id, job_priority, \
-         job_run_at, job_timeout) \
+         $10::text[], $11::int2[], $12::int8[], $13::int8[], $14::int8[]) AS batch(job_id, \
+         job_kind, job_max_attempts, job_payload, job_request_id, job_key, job_trace_id, \
+         job_priority, job_run_at, job_timeout, job_ttl) \
          ORDER BY batch.job_key ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING jobs.id";
     const BY_KEYS: &str = concat!(
         "SELECT ",
@@ -342,6 +343,7 @@ pub(crate) async fn write_postgres(
         .map(|row| row.new_job.run_at(write.now))
         .collect();
     let timeouts: Vec<Option<i64>> = rows.iter().map(|row| row.new_job.timeout_ms).collect();
+    let ttls: Vec<Option<i64>> = rows.iter().map(|row| row.new_job.result_ttl_ms).collect();
     let created_ids: HashSet<String> = sqlx::query_scalar(INSERT_MANY)
         .bind(write.now)
         .bind(transport)
@@ -356,6 +358,7 @@ pub(crate) async fn write_postgres(
         .bind(priorities)
         .bind(run_ats)
         .bind(timeouts)
+        .bind(ttls)
         .fetch_all(&mut *connection)
         .await?
         .into_iter()
@@ -390,8 +393,8 @@ pub(crate) async fn write_sqlite(
 ) -> Result<Written, StoreError> {
     const INSERT_ONE: &str = "INSERT INTO jobs (id, kind, status, attempts, max_attempts, \
          payload, request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, \
-         transport, published_at_ms, trace_id, priority, timeout_ms) \
-         VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $11, $8, $9, $10, $12, $13) \
+         transport, published_at_ms, trace_id, priority, timeout_ms, result_ttl_ms) \
+         VALUES ($1, $2, 'queued', 0, $3, $4, $5, $6, $7, $7, $11, $8, $9, $10, $12, $13, $14) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
     const BY_KEY: &str = concat!(
         "SELECT ",
@@ -417,6 +420,7 @@ pub(crate) async fn write_sqlite(
             .bind(new_job.run_at(write.now))
             .bind(i16::from(new_job.priority))
             .bind(new_job.timeout_ms)
+            .bind(new_job.result_ttl_ms)
             .fetch_optional(&mut *connection)
             .await?;
         match (inserted, &new_job.idempotency_key) {

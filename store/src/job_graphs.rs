@@ -447,6 +447,7 @@ mod tests {
             priority: crate::DEFAULT_PRIORITY,
             run_at_ms: None,
             timeout_ms: None,
+            result_ttl_ms: None,
         };
         JobGraph {
             jobs: vec![job; parents.len()],

@@ -16,7 +16,7 @@ macro_rules! job_columns {
          request_id, idempotency_key, created_at_ms, updated_at_ms, run_at_ms, started_at_ms, \
          finished_at_ms, lease_owner, lease_expires_at_ms, trace_id, priority, \
          timeout_ms, cancel_requested_at_ms, parked_at_ms, attempt_started_at_ms, attempt_node, \
-         progress"
+         progress, result_ttl_ms"
     };
 }
 pub(crate) use job_columns;
@@ -222,6 +222,8 @@ pub struct Job {
     pub attempt_node: Option<String>,
     /// How far the running job is, as it last reported.
     pub progress: Option<JobProgress>,
+    /// How long it is kept once finished (see [`NewJob::result_ttl_ms`]).
+    pub result_ttl_ms: Option<i64>,
 }
 
 /// How far a running job is: `done` of `total` (when known), with a short message.
@@ -261,6 +263,7 @@ pub(crate) struct JobRow {
     attempt_started_at_ms: Option<i64>,
     attempt_node: Option<String>,
     progress: Option<String>,
+    result_ttl_ms: Option<i64>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -319,6 +322,7 @@ impl TryFrom<JobRow> for Job {
             attempt_started_at_ms: row.attempt_started_at_ms,
             attempt_node: row.attempt_node,
             progress,
+            result_ttl_ms: row.result_ttl_ms,
         })
     }
 }
@@ -343,6 +347,9 @@ pub struct NewJob {
     pub run_at_ms: Option<i64>,
     /// How long one attempt may run before it is aborted; `None`: no limit.
     pub timeout_ms: Option<i64>,
+    /// How long the job (and its result) is kept once it finished, whatever its status's
+    /// retention; `None`: the retention alone.
+    pub result_ttl_ms: Option<i64>,
 }
 
 impl NewJob {
@@ -493,6 +500,40 @@ impl Store {
                 .map(|done| done.rows_affected())
         })?;
         Ok(result)
+    }
+
+    /// Deletes up to `limit` finished jobs whose result TTL ran out by `now_ms` (they finished
+    /// more than their `result_ttl_ms` ago), soonest expired first; a job whose dead letter is
+    /// still open is kept, as [`Store::prune_finished_jobs`] keeps it. Returns how many it
+    /// deleted.
+    pub async fn prune_expired_jobs(&self, now_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        macro_rules! expired_sql {
+            ($lock:literal) => {
+                concat!(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+                     WHERE result_ttl_ms IS NOT NULL AND finished_at_ms IS NOT NULL \
+                     AND finished_at_ms + result_ttl_ms < $1 \
+                     AND status IN ('succeeded', 'failed', 'dead', 'cancelled') \
+                     AND NOT EXISTS (SELECT 1 FROM dead_letters \
+                     WHERE dead_letters.job_id = jobs.id \
+                     AND dead_letters.status IN ('pending', 'retrying', 'parked')) \
+                     ORDER BY finished_at_ms + result_ttl_ms LIMIT $2",
+                    $lock,
+                    ")"
+                )
+            };
+        }
+        const EXPIRED_SQLITE: &str = expired_sql!("");
+        const EXPIRED_POSTGRES: &str = expired_sql!(" FOR UPDATE SKIP LOCKED");
+        let deleted = with_pool!(self, pool, expired = [EXPIRED_SQLITE, EXPIRED_POSTGRES] => {
+            sqlx::query(expired)
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(deleted)
     }
 
     /// Returns one page of jobs matching the filter, newest first.

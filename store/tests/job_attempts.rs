@@ -63,6 +63,7 @@ async fn attempts_are_kept_with_node_outcome_and_error(backend: TestBackend) {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     };
     let job_id = store.insert_job(&new_job).await.unwrap().job().id.clone();
     let node_a = queue(&store, "node-a", Duration::from_secs(60));

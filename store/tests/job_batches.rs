@@ -18,6 +18,7 @@ fn new_job(key_opt: Option<&str>, payload: Value) -> NewJob {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn job_of(kind: &str) -> NewJob {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn new_job(key_opt: Option<&str>) -> NewJob {
         priority: bulwark_store::DEFAULT_PRIORITY,
         run_at_ms: None,
         timeout_ms: None,
+        result_ttl_ms: None,
     }
 }
 
@@ -896,4 +897,79 @@ async fn pruning_deletes_only_expired_finished_jobs(backend: TestBackend) {
 on_both_backends!(
     pruning_deletes_only_expired_finished_jobs_on,
     pruning_deletes_only_expired_finished_jobs
+);
+
+/// Proves a job's result TTL deletes it once it finished that long ago, whatever its status,
+/// soonest expired first and at most the limit: a running job with a TTL, a finished job
+/// whose TTL has not run out and a finished job without one are kept.
+async fn result_ttls_delete_finished_jobs(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let with_ttl = |ttl_ms: Option<i64>| NewJob {
+        result_ttl_ms: ttl_ms,
+        ..job_at(5, None)
+    };
+    let jobs = [
+        with_ttl(Some(1_000)),
+        with_ttl(Some(1_000)),
+        with_ttl(Some(60_000)),
+        with_ttl(None),
+        with_ttl(Some(1_000)),
+    ];
+    let ids: Vec<String> = store
+        .insert_job_batch(&jobs, JobRoute::Local)
+        .await
+        .unwrap()
+        .iter()
+        .map(|outcome| outcome.job().id.clone())
+        .collect();
+    let node = queue(&store, "node-a", Duration::from_secs(60));
+    let claimed = node.claim(5).await.unwrap();
+    for job in &claimed {
+        if job.id == ids[4] {
+            continue;
+        }
+        let status = if job.id == ids[1] {
+            JobStatus::Dead
+        } else {
+            JobStatus::Succeeded
+        };
+        finish(&node, job, status).await;
+    }
+    let stored = store.get_job(&ids[0]).await.unwrap().expect("stored");
+    assert_eq!(stored.result_ttl_ms, Some(1_000));
+    let now = now_ms();
+    assert_eq!(
+        store.prune_expired_jobs(now, 100).await.unwrap(),
+        0,
+        "none ran out yet"
+    );
+    let later = now + 5_000;
+    assert_eq!(
+        store.prune_expired_jobs(later, 1).await.unwrap(),
+        1,
+        "the limit"
+    );
+    assert_eq!(store.prune_expired_jobs(later, 100).await.unwrap(), 1);
+    assert!(store.get_job(&ids[0]).await.unwrap().is_none());
+    assert!(
+        store.get_job(&ids[1]).await.unwrap().is_none(),
+        "dead, and expired"
+    );
+    for kept in &ids[2..] {
+        assert!(
+            store.get_job(kept).await.unwrap().is_some(),
+            "{kept} is kept"
+        );
+    }
+    assert_eq!(
+        store.prune_expired_jobs(now + 120_000, 100).await.unwrap(),
+        1,
+        "the 60 s TTL ran out too; the running job and the one without a TTL stay"
+    );
+}
+
+on_both_backends!(
+    result_ttls_delete_finished_jobs_on,
+    result_ttls_delete_finished_jobs
 );

@@ -187,6 +187,7 @@ impl JobsSubsystem {
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
                 timeout_ms: None,
+                result_ttl_ms: None,
             };
             let outcome = self.store.insert_job(&new_job).await.expect("job stored");
             let job = match outcome {

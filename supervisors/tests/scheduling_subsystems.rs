@@ -308,6 +308,7 @@ impl DeadLetterSubsystem {
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
                 timeout_ms: None,
+                result_ttl_ms: None,
             })
             .await
             .expect("job stored");
@@ -464,6 +465,7 @@ impl RetentionSubsystem {
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
                 timeout_ms: None,
+                result_ttl_ms: None,
             })
             .await
             .expect("job stored");
@@ -587,6 +589,7 @@ impl ControlSubsystem {
                 priority: bulwark_store::DEFAULT_PRIORITY,
                 run_at_ms: None,
                 timeout_ms: None,
+                result_ttl_ms: None,
             })
             .await
             .expect("job stored")

@@ -445,6 +445,7 @@ impl AuditsApi {
             priority: self.state.job_defaults.priority_of(AUDIT_JOB_KIND),
             run_at_ms: None,
             timeout_ms: self.state.job_defaults.timeout_ms_of(AUDIT_JOB_KIND),
+            result_ttl_ms: None,
         };
         let num_calls = u64::try_from(request.num_items()).unwrap_or(u64::MAX);
         let charge = self

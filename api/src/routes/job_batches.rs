@@ -306,6 +306,7 @@ fn plan(submissions: Vec<Result<JobSubmission, String>>, defaults: &NewJobDefaul
             priority: schedule.priority,
             run_at_ms: schedule.run_at_ms,
             timeout_ms: schedule.timeout_ms,
+            result_ttl_ms: submission.result_ttl_ms,
         });
     }
     plan

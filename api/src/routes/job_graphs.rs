@@ -50,6 +50,9 @@ pub struct GraphJobSubmission {
     /// 1 to 86,400,000 ms per attempt; unset: the kind's default.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400000")))]
     pub timeout_ms: Option<i64>,
+    /// As for `POST /v1/jobs`: how long the job and its result are kept once it finished.
+    #[oai(validator(minimum(value = "1000"), maximum(value = "31622400000")))]
+    pub result_ttl_ms: Option<i64>,
 }
 
 /// Jobs that wait for each other (a directed acyclic graph), stored together.
@@ -197,6 +200,7 @@ impl JobGraphsApi {
                 priority: job.priority.unwrap_or(defaults.priority_of(kind)),
                 run_at_ms: None,
                 timeout_ms: job.timeout_ms.or(defaults.timeout_ms_of(kind)),
+                result_ttl_ms: job.result_ttl_ms,
             });
         }
         if let Err(error) = graph.check() {

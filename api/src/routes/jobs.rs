@@ -127,6 +127,11 @@ pub struct JobSubmission {
     /// retryable `JOB_TIMEOUT`. Unset: no limit.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400000")))]
     pub timeout_ms: Option<i64>,
+    /// Milliseconds the job and its result are kept once it finished, 1,000 (a second) to
+    /// 31,622,400,000 (a year): the job pruner deletes it then, whatever its status's retention
+    /// (`[jobs.retention]`, which may delete it sooner). Unset: the retention alone.
+    #[oai(validator(minimum(value = "1000"), maximum(value = "31622400000")))]
+    pub result_ttl_ms: Option<i64>,
     /// Ids of stored jobs this job waits for (at most 1,000): it runs once every one of them
     /// succeeded. Not with `run_at` or `delay_ms`, and not in a batch (`POST /v1/jobs/graph`
     /// submits jobs that wait for each other). An unknown id is `422`.
@@ -230,6 +235,8 @@ pub struct JobView {
     pub priority: u8,
     /// How long one attempt may run; absent: no limit.
     pub timeout_ms: Option<i64>,
+    /// How long it is kept once finished; absent: its status's retention.
+    pub result_ttl_ms: Option<i64>,
     /// When a cancel of the running job was asked for (RFC 3339); it is being stopped.
     pub cancel_requested_at: Option<String>,
     /// How far the job is, as it last reported (an audit: its items done).
@@ -268,6 +275,7 @@ impl From<Job> for JobView {
             idempotency_key: job.idempotency_key,
             priority: job.priority,
             timeout_ms: job.timeout_ms,
+            result_ttl_ms: job.result_ttl_ms,
             cancel_requested_at: job.cancel_requested_at_ms.map(format_rfc3339_ms),
             progress: job.progress.map(Into::into),
             waiting_on_parents,
@@ -442,6 +450,7 @@ impl JobsApi {
             priority: schedule.priority,
             run_at_ms: schedule.run_at_ms,
             timeout_ms: schedule.timeout_ms,
+            result_ttl_ms: submission.result_ttl_ms,
         };
         let parents = submission.depends_on.unwrap_or_default();
         check_parents_exist(&self.state.store, &parents, "depends_on").await?;
