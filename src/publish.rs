@@ -98,6 +98,8 @@ pub async fn run(config: &Config, args: &PublishArgs) -> Result<usize, PublishFa
             idempotency_key: None,
             deadline: None,
             priority: None,
+            run_at: None,
+            timeout_ms: None,
         };
         let request_id = format!("publish-{}", envelope.id);
         publisher

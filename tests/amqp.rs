@@ -1224,6 +1224,8 @@ async fn bincode_envelopes_run_and_malformed_ones_are_kept_as_received() {
         idempotency_key: None,
         deadline: None,
         priority: None,
+        run_at: None,
+        timeout_ms: None,
     };
     let mut message = plain(&id, &json!({}));
     message.body = envelope.encode(CONTENT_TYPE_BINCODE).expect("encodes");
@@ -1595,6 +1597,63 @@ async fn batch_submitted_jobs_are_published_and_run_over_the_broker() {
     assert_eq!(jobs_after.len(), 40);
     assert!(jobs_after.iter().all(|job| job["attempts"] == 1));
 
+    service.service.shutdown().await.expect("shutdown");
+    delete_namespace(&namespace).await;
+}
+
+/// Proves a JSON envelope's `priority`, `timeout_ms` and `run_at` become the job's: a message
+/// due in 1.5 s is stored and acked at once (queued, its row in the outbox), runs only once
+/// due, and keeps the priority and timeout it asked for; an envelope with a priority over 9 is
+/// dead-lettered naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn envelope_priority_timeout_and_run_at_become_the_jobs() {
+    let _shared = BROKER.read().await;
+    let namespace = unique_namespace();
+    let service = TestService::start_with(TestBackend::Postgres, amqp_config(&namespace)).await;
+    let (connection, channel) = test_channel().await;
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let id = format!("later-{suffix}");
+    let run_at_ms = bulwark_core::now_ms() + 1_500;
+    let mut message = plain(&id, &json!({}));
+    message.body = serde_json::to_vec(&json!({
+        "v": 1, "id": id, "kind": KIND, "payload": {"texts": ["worth the wait"]},
+        "priority": 8, "timeout_ms": 5_000,
+        "run_at": bulwark_core::format_rfc3339_ms(run_at_ms),
+    }))
+    .expect("encodes");
+    publish(&channel, &namespace, &message).await;
+    let held = eventually(Duration::from_secs(10), || async {
+        let jobs = all_jobs(&service).await;
+        jobs.into_iter()
+            .find(|job| job["idempotency_key"] == id.as_str())
+    })
+    .await;
+    if bulwark_core::now_ms() < run_at_ms {
+        assert_eq!(held["status"], "queued", "held until due: {held}");
+    }
+    assert_eq!(held["priority"], 8, "{held}");
+    assert_eq!(held["timeout_ms"], 5_000, "{held}");
+    let done = wait_all_succeeded(&service, 1).await;
+    let started_at =
+        bulwark_core::parse_rfc3339_ms(done[0]["started_at"].as_str().expect("started")).unwrap();
+    assert!(started_at >= run_at_ms, "ran once due: {:?}", done[0]);
+    assert_eq!(done[0]["attempts"], 1, "{:?}", done[0]);
+
+    let bad_id = format!("too-high-{suffix}");
+    let mut bad = plain(&bad_id, &json!({}));
+    bad.body = serde_json::to_vec(&json!({
+        "v": 1, "id": bad_id, "kind": KIND, "payload": {"texts": ["x"]}, "priority": 12,
+    }))
+    .expect("encodes");
+    publish(&channel, &namespace, &bad).await;
+    let letter = wait_dead_letter(&service, &bad_id).await;
+    assert!(
+        letter["error_message"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("priority: must be 0 to 9")),
+        "{letter}"
+    );
+    let _ = connection.close(200, "done".into()).await;
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
 }

@@ -404,6 +404,8 @@ async fn produce(job: ProducerJob) -> anyhow::Result<ProducerReport> {
             idempotency_key: None,
             deadline: None,
             priority: None,
+            run_at: None,
+            timeout_ms: None,
         };
         async move {
             let sent = Instant::now();

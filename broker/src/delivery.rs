@@ -354,6 +354,9 @@ async fn settle_delivery(
         Ok(_) => {}
         Err(error) => return Settle::refuse(RefusalCause::Invalid, error.0),
     }
+    if let Some(settle) = hold_until_due(context, &envelope, meta).await {
+        return settle;
+    }
     if context.attempt.controls.paused.contains(kind) {
         match park(context, &envelope, meta).await {
             Ok(true) => return Settle::Ack,
@@ -582,6 +585,45 @@ async fn stored_unclaimed(
     })
 }
 
+/// Stores the job of a message whose `run_at` is still ahead in the outbox, due then, so the
+/// message is acked and the republisher publishes the job once it is due (as a delayed HTTP
+/// submission is). Returns `None` (the delivery goes on as any other) when the message is due,
+/// or its job exists already: the stored row, not the message, says when it runs.
+async fn hold_until_due(
+    context: &DeliveryContext,
+    envelope: &Envelope,
+    meta: &MessageMeta,
+) -> Option<Settle> {
+    let run_at_ms = envelope.run_at_ms().ok().flatten()?;
+    if run_at_ms <= now_ms() {
+        return None;
+    }
+    let requeue = |error: StoreError| {
+        warn!(%error, "failed to store a job not due yet, requeueing");
+        Some(Settle::Requeue {
+            delay: context.retry().delay_after(1),
+        })
+    };
+    match context.writes.find(&envelope.id, envelope.job_key()).await {
+        Ok(Some(_)) => return None,
+        Ok(None) => {}
+        Err(error) => return requeue(error),
+    }
+    let new_job = new_job_of(context, envelope, meta);
+    match context
+        .store
+        .insert_routed_job(&new_job, JobRoute::BrokerPending)
+        .await
+    {
+        Ok(InsertOutcome::Created(job)) => {
+            info!(job_id = %job.id, run_at_ms, "job not due yet, held in the outbox");
+            Some(Settle::Ack)
+        }
+        Ok(InsertOutcome::Existing(_)) => None,
+        Err(error) => requeue(error),
+    }
+}
+
 /// Returns the job a message asks for, as its row is created.
 fn new_job_of(context: &DeliveryContext, envelope: &Envelope, meta: &MessageMeta) -> NewJob {
     NewJob {
@@ -594,8 +636,10 @@ fn new_job_of(context: &DeliveryContext, envelope: &Envelope, meta: &MessageMeta
         priority: envelope
             .priority
             .unwrap_or_else(|| context.job_defaults.priority_of(&envelope.kind)),
-        run_at_ms: None,
-        timeout_ms: context.job_defaults.timeout_ms_of(&envelope.kind),
+        run_at_ms: envelope.run_at_ms().ok().flatten(),
+        timeout_ms: envelope
+            .timeout_ms
+            .or_else(|| context.job_defaults.timeout_ms_of(&envelope.kind)),
         result_ttl_ms: None,
     }
 }
@@ -843,6 +887,8 @@ mod tests {
             idempotency_key: None,
             deadline: None,
             priority: None,
+            run_at: None,
+            timeout_ms: None,
         }
     }
 

@@ -11,11 +11,11 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_BINCODE: &str = "application/x-bincode";
 
 /// A job message: `{"v":1,"id":"…","kind":"…","payload":{…},"idempotency_key"?:"…",
-/// "deadline"?:"RFC3339","priority"?:0-9}`. The idempotency key of the job row is
-/// `idempotency_key` when set, else `id`, so a redelivered or re-sent message never creates a
-/// second job. `priority` (JSON envelopes only: the bincode form is fixed by position) is the
-/// stored job's; the queue a message waits in is its routing key's (`<kind>.high`, `<kind>`,
-/// `<kind>.low`).
+/// "deadline"?:"RFC3339","priority"?:0-9,"run_at"?:"RFC3339","timeout_ms"?:n}`. The
+/// idempotency key of the job row is `idempotency_key` when set, else `id`, so a redelivered
+/// or re-sent message never creates a second job. `priority`, `run_at` and `timeout_ms` (JSON
+/// envelopes only: the bincode form is fixed by position) are the stored job's; the queue a
+/// message waits in is its routing key's (`<kind>.high`, `<kind>`, `<kind>.low`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
@@ -31,6 +31,13 @@ pub struct Envelope {
     /// 0 (lowest) to 9 (highest); unset: the kind's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
+    /// RFC 3339; a message delivered before it is stored and acked, and its job published
+    /// again once it is due (at most a year ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// How long one attempt may run, 1 to 86,400,000 ms; unset: the kind's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i64>,
 }
 
 /// The bincode form. bincode cannot carry a self-describing `serde_json::Value`, so the
@@ -128,6 +135,8 @@ impl Envelope {
                     idempotency_key: wire.idempotency_key.map(str::to_owned),
                     deadline: wire.deadline.map(str::to_owned),
                     priority: None,
+                    run_at: None,
+                    timeout_ms: None,
                 }
             }
             other => {
@@ -157,8 +166,38 @@ impl Envelope {
                 "priority: must be 0 to 9, got {priority}"
             )));
         }
+        if let Some(timeout_ms) = envelope.timeout_ms
+            && !(1..=86_400_000).contains(&timeout_ms)
+        {
+            return Err(EnvelopeError(format!(
+                "timeout_ms: must be 1 to 86400000, got {timeout_ms}"
+            )));
+        }
         envelope.deadline_time()?;
+        envelope.run_at_ms()?;
         Ok(envelope)
+    }
+
+    /// Returns when the job may first run, if the message says (Unix ms); at most a year
+    /// ahead.
+    pub fn run_at_ms(&self) -> Result<Option<i64>, EnvelopeError> {
+        let Some(run_at) = &self.run_at else {
+            return Ok(None);
+        };
+        let at = humantime::parse_rfc3339_weak(run_at)
+            .map_err(|error| EnvelopeError(format!("run_at: not RFC 3339: {error}")))?;
+        let at_ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        const YEAR_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+        if at_ms - bulwark_core::now_ms() > YEAR_MS {
+            return Err(EnvelopeError(format!(
+                "run_at: {run_at} is more than a year ahead"
+            )));
+        }
+        Ok(Some(at_ms))
     }
 
     /// Returns the parsed deadline, if any.
@@ -187,6 +226,8 @@ mod tests {
             idempotency_key: Some("order-7".to_owned()),
             deadline: Some("2030-01-01T00:00:00Z".to_owned()),
             priority: None,
+            run_at: None,
+            timeout_ms: None,
         }
     }
 
@@ -202,6 +243,8 @@ mod tests {
         }
         let urgent = Envelope {
             priority: Some(9),
+            run_at: Some("2026-01-01T00:00:00Z".to_owned()),
+            timeout_ms: Some(5_000),
             ..sample()
         };
         let body = urgent.encode(CONTENT_TYPE_JSON).unwrap();
@@ -219,7 +262,7 @@ mod tests {
     /// Proves malformed bodies, wrong versions and bad fields are refused with a reason.
     #[test]
     fn bad_messages_are_refused_with_a_reason() {
-        let cases: [(Option<&str>, Vec<u8>, &str); 6] = [
+        let cases: [(Option<&str>, Vec<u8>, &str); 9] = [
             (None, b"not json".to_vec(), "malformed json"),
             (
                 Some(CONTENT_TYPE_JSON),
@@ -245,6 +288,22 @@ mod tests {
                 Some(CONTENT_TYPE_JSON),
                 br#"{"v":1,"id":"a","kind":"k","payload":{},"priority":10}"#.to_vec(),
                 "priority: must be 0 to 9",
+            ),
+            (
+                Some(CONTENT_TYPE_JSON),
+                br#"{"v":1,"id":"a","kind":"k","payload":{},"timeout_ms":0}"#.to_vec(),
+                "timeout_ms: must be 1 to 86400000",
+            ),
+            (
+                Some(CONTENT_TYPE_JSON),
+                br#"{"v":1,"id":"a","kind":"k","payload":{},"run_at":"later"}"#.to_vec(),
+                "run_at: not RFC 3339",
+            ),
+            (
+                Some(CONTENT_TYPE_JSON),
+                br#"{"v":1,"id":"a","kind":"k","payload":{},"run_at":"2999-01-01T00:00:00Z"}"#
+                    .to_vec(),
+                "more than a year ahead",
             ),
         ];
         for (content_type, body, expected) in cases {

@@ -263,6 +263,8 @@ impl JobMessage {
             idempotency_key: None,
             deadline: None,
             priority: None,
+            run_at: None,
+            timeout_ms: None,
         };
         let body = envelope
             .encode(CONTENT_TYPE_JSON)

@@ -86,6 +86,8 @@ fn sample(id: &str, kind: &str, payload: &Value) -> Envelope {
         idempotency_key: Some(format!("key-{id}")),
         deadline: Some("2030-01-01T00:00:00Z".to_owned()),
         priority: None,
+        run_at: None,
+        timeout_ms: None,
     }
 }
 
