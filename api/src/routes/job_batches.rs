@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bulwark_actors::validate_job;
 use bulwark_core::{JobKind, TraceContext, now_ms};
-use bulwark_store::{BatchInsertOutcome, NewJob};
+use bulwark_store::{BatchInsertOutcome, NewJob, StoreError};
 use poem::web::Data;
 use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::param::Header;
@@ -181,6 +181,38 @@ pub struct JobBatchesApi {
     pub state: Arc<ApiState>,
 }
 
+/// Charges `principal`'s daily provider-call budget for the `provider.complete` jobs of
+/// `new_jobs` (`429`, nothing stored, when it would pass it), awaits `store`, which stores
+/// them, and refunds the calls of the jobs it did not create (all of them if it failed).
+pub(crate) async fn charged_store(
+    state: &ApiState,
+    principal: &Arc<bulwark_auth::Principal>,
+    new_jobs: &[NewJob],
+    store: impl std::future::Future<Output = Result<Vec<BatchInsertOutcome>, StoreError>>,
+) -> ApiResult<Vec<BatchInsertOutcome>> {
+    let num_calls: u64 = new_jobs
+        .iter()
+        .map(|new_job| provider_calls_of(&new_job.kind))
+        .sum();
+    let charge_opt = state
+        .auth
+        .charge_provider_calls_opt(principal, num_calls)
+        .await?;
+    let stored = store.await;
+    if let Some(charge) = charge_opt {
+        let num_created_calls: u64 = match &stored {
+            Ok(outcomes) => outcomes
+                .iter()
+                .filter(|outcome| outcome.is_created())
+                .map(|outcome| provider_calls_of(&outcome.job().kind))
+                .sum(),
+            Err(_) => 0,
+        };
+        charge.refund_unused(num_calls - num_created_calls).await;
+    }
+    Ok(stored?)
+}
+
 #[OpenApi(tag = "ApiTags::Jobs")]
 impl JobBatchesApi {
     /// Submits up to 1,000 jobs at once.
@@ -222,27 +254,13 @@ impl JobBatchesApi {
             tokio::task::spawn_blocking(move || plan(body.0, &defaults))
                 .await
                 .map_err(|error| ApiError::internal(format!("batch validation failed: {error}")))?;
-        let num_calls: u64 = new_jobs
-            .iter()
-            .map(|new_job| provider_calls_of(&new_job.kind))
-            .sum();
-        let charge_opt = self
-            .state
-            .auth
-            .charge_provider_calls_opt(&auth.0, num_calls)
-            .await?;
-        let stored = self.state.intake.submit_batch(&new_jobs, &trace).await;
-        if let Some(charge) = charge_opt {
-            let num_created_calls: u64 = match &stored {
-                Ok(outcomes) => outcomes
-                    .iter()
-                    .filter(|outcome| outcome.is_created())
-                    .map(|outcome| provider_calls_of(&outcome.job().kind))
-                    .sum(),
-                Err(_) => 0,
-            };
-            charge.refund_unused(num_calls - num_created_calls).await;
-        }
+        let stored = charged_store(
+            &self.state,
+            &auth.0,
+            &new_jobs,
+            self.state.intake.submit_batch(&new_jobs, &trace),
+        )
+        .await;
         let results = answer(invalid, stored?)?;
         JobBatchSubmitted {
             counts: &results.counts,

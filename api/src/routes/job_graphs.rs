@@ -18,9 +18,8 @@ use crate::ApiTags;
 use crate::auth::{ReadKey, SubmitKey};
 use crate::error::{ApiError, ApiResult};
 use crate::middleware::RequestId;
-use crate::routes::jobs::{
-    JobKindName, JobView, ParentFailureName, conflict_message, provider_calls_of,
-};
+use crate::routes::job_batches::charged_store;
+use crate::routes::jobs::{JobKindName, JobView, ParentFailureName, conflict_message};
 use crate::state::ApiState;
 use crate::strict_json::StrictJson;
 
@@ -220,29 +219,13 @@ impl JobGraphsApi {
                 error.index
             )));
         }
-        let num_calls: u64 = graph
-            .jobs
-            .iter()
-            .map(|new_job| provider_calls_of(&new_job.kind))
-            .sum();
-        let charge_opt = self
-            .state
-            .auth
-            .charge_provider_calls_opt(&auth.0, num_calls)
-            .await?;
-        let stored = self.state.intake.submit_graph(&graph, &trace).await;
-        if let Some(charge) = charge_opt {
-            let num_created_calls: u64 = match &stored {
-                Ok(outcomes) => outcomes
-                    .iter()
-                    .filter(|outcome| outcome.is_created())
-                    .map(|outcome| provider_calls_of(&outcome.job().kind))
-                    .sum(),
-                Err(_) => 0,
-            };
-            charge.refund_unused(num_calls - num_created_calls).await;
-        }
-        let outcomes = stored?;
+        let outcomes = charged_store(
+            &self.state,
+            &auth.0,
+            &graph.jobs,
+            self.state.intake.submit_graph(&graph, &trace),
+        )
+        .await?;
         let mut jobs = Vec::with_capacity(outcomes.len());
         for (index, (outcome, job)) in outcomes.into_iter().zip(&submission.jobs).enumerate() {
             let stored_job = match outcome {
