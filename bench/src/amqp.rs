@@ -173,6 +173,7 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
     );
     let backend = service.store.backend().as_str();
     service.shutdown().await?;
+    delete_topology(&settings).await?;
 
     let in_process_cpu_ms_per_text = in_process_cpu * 1000.0 / args.jobs as f64;
     let one_text = &end_to_end[0];
@@ -189,6 +190,20 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
             / CELERY_REFERENCE_TEXTS_PER_SECOND,
         end_to_end,
     })
+}
+
+/// Deletes the run's namespace (its queues and exchanges), so runs do not pile quorum queues
+/// up in the broker.
+async fn delete_topology(settings: &bulwark_broker::BrokerSettings) -> anyhow::Result<()> {
+    let connection = bulwark_broker::connect(settings, "bench-cleanup").await?;
+    let channel = connection.create_channel().await?;
+    let kinds: Vec<&str> = bulwark_core::JobKind::ALL
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
+    settings.topology.delete(&channel, &kinds).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
 }
 
 async fn wait_ready(service: &Service) -> anyhow::Result<()> {

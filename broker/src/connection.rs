@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
@@ -47,6 +47,32 @@ pub async fn connect(settings: &BrokerSettings, role: &str) -> Result<Connection
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(BrokerError::Connect(Box::new(error))),
         Err(_) => Err(BrokerError::ConnectTimeout(settings.connect_timeout)),
+    }
+}
+
+/// The one connection a node's consumers share, each consumer on its own channel (RabbitMQ's
+/// advice: a connection per process, a channel per consumer; a node has a consumer per kind and
+/// priority band, and a connection each would cost the broker a socket, a process and a file
+/// descriptor apiece). The consumers hold the connection; this keeps only a weak reference, so
+/// the connection closes once the last consumer holding it stops. The first consumer that finds
+/// it missing or lost opens a new one.
+#[derive(Debug, Clone, Default)]
+pub struct SharedConnection {
+    current: Arc<tokio::sync::Mutex<Weak<Connection>>>,
+}
+
+impl SharedConnection {
+    /// Returns the live shared connection, connecting first when there is none.
+    pub async fn get(&self, settings: &BrokerSettings) -> Result<Arc<Connection>, BrokerError> {
+        let mut current = self.current.lock().await;
+        if let Some(connection) = current.upgrade()
+            && connection.status().connected()
+        {
+            return Ok(connection);
+        }
+        let connection = Arc::new(connect(settings, "consumers").await?);
+        *current = Arc::downgrade(&connection);
+        Ok(connection)
     }
 }
 

@@ -7,8 +7,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
-use tokio::task::JoinHandle;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
 
 use bulwark_actors::DescribeMessage;
@@ -16,10 +15,12 @@ use bulwark_core::{HandledMessage, Liveness};
 
 use crate::dead_letters::store_delivery;
 use crate::delivery::process_delivery;
-use crate::{BrokerHealth, BrokerSettings, DeadLetterSink, DeliveryContext, PriorityBand, connect};
+use crate::{
+    BrokerHealth, BrokerSettings, DeadLetterSink, DeliveryContext, PriorityBand, SharedConnection,
+};
 
 /// Consumes one queue of a job kind: its job queue of one priority band, or its dead-letter
-/// queue. Each delivery is
+/// queue, on its own channel of the node's shared consumer connection. Each delivery is
 /// processed in its own task; the channel's prefetch bounds how many run at once (the mailbox
 /// bound). When the connection is lost the actor fails, so its supervisor restarts it with
 /// backoff; unacked deliveries go back to the queue meanwhile.
@@ -35,6 +36,8 @@ pub struct ConsumerParams {
     /// [`PriorityBand::Normal`] (a kind has one dead-letter queue).
     pub band: PriorityBand,
     pub role: ConsumerRole,
+    /// The connection this node's consumers share.
+    pub connection: SharedConnection,
     pub health: BrokerHealth,
     /// Marked busy while a message is handled (not while draining), so the supervisor can
     /// kill and restart a consumer wedged on one.
@@ -80,10 +83,13 @@ pub struct ConsumerState {
 
 #[derive(Debug)]
 struct ConsumeLink {
-    connection: Connection,
+    connection: Arc<Connection>,
     channel: Channel,
     consumer_tag: String,
-    stream_task: JoinHandle<()>,
+    /// Reads the delivery stream; aborted when the link is dropped (a killed consumer's state
+    /// is dropped without `post_stop`), which drops the stream's channel with it, so its
+    /// deliveries go back to the queue and no reader outlives its consumer.
+    stream_task: AbortOnDropHandle<()>,
     /// The tasks processing deliveries; closed by a drain, which waits for them.
     in_flight: TaskTracker,
     /// Set before the consumer is cancelled for a drain, so the stream's end is not a fault.
@@ -225,10 +231,11 @@ impl Actor for ConsumerActor {
         state.params.health.set(&state.params.link_name(), false);
         if let Some(link) = state.link.take() {
             link.stream_task.abort();
-            // Closing returns unacked deliveries to the queue at once.
+            // Closing the channel returns its unacked deliveries to the queue at once; the
+            // connection stays for the other consumers (it closes with the last one).
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
-                link.connection.close(200, "consumer stopping".into()),
+                link.channel.close(200, "consumer stopping".into()),
             )
             .await;
         }
@@ -241,7 +248,7 @@ async fn start_consuming(
     params: &ConsumerParams,
 ) -> Result<ConsumeLink, ActorProcessingErr> {
     let settings = &params.settings;
-    let connection = connect(settings, &params.link_name().replace(':', "-")).await?;
+    let connection = params.connection.get(settings).await?;
     let channel = connection.create_channel().await?;
     settings
         .topology
@@ -268,7 +275,7 @@ async fn start_consuming(
     let tracker = in_flight.clone();
     let cancelling = Arc::new(AtomicBool::new(false));
     let cancel_expected = cancelling.clone();
-    let stream_task = tokio::spawn(async move {
+    let stream_task = AbortOnDropHandle::new(tokio::spawn(async move {
         let reason = loop {
             match consumer.next().await {
                 Some(Ok(delivery)) => {
@@ -295,7 +302,7 @@ async fn start_consuming(
             warn!(%reason, kind, "delivery stream ended");
         }
         let _ = actor.send_message(ConsumerMsg::StreamEnded(reason));
-    });
+    }));
     Ok(ConsumeLink {
         connection,
         channel,

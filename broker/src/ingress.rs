@@ -16,7 +16,7 @@ use crate::consumer::{DEAD_LETTERS_LINK, JOBS_LINK, link_name};
 use crate::{
     BrokerHealth, BrokerPublisher, BrokerSettings, ConsumerActor, ConsumerParams, ConsumerRole,
     DeadLetterSink, DeliveryContext, DeliveryWrites, PriorityBand, RepublisherActor,
-    RepublisherParams, drain_consumers,
+    RepublisherParams, SharedConnection, drain_consumers,
 };
 
 /// What the `ingress` subsystem is built with (all but the executor, which the tree builds).
@@ -115,6 +115,7 @@ pub fn ingress_supervisor(
         ));
         roles.push((ConsumerRole::DeadLetters(sink), PriorityBand::Normal));
     }
+    let connection = SharedConnection::default();
     let mut children: Vec<ChildSpec> = Vec::new();
     for (role, band) in &roles {
         for kind in &params.kinds {
@@ -123,6 +124,7 @@ pub fn ingress_supervisor(
                 kind: kind.clone(),
                 band: *band,
                 role: role.clone(),
+                connection: connection.clone(),
                 health: params.health.clone(),
                 liveness: Liveness::default(),
             };

@@ -39,7 +39,7 @@ mod topology;
 mod trust;
 mod writes;
 
-pub use connection::{BrokerHealth, BrokerSettings, connect};
+pub use connection::{BrokerHealth, BrokerSettings, SharedConnection, connect};
 pub use consumer::{
     ConsumerActor, ConsumerMsg, ConsumerParams, ConsumerRole, ConsumerState, drain_consumers,
 };

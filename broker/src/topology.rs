@@ -1,6 +1,9 @@
 //! Names and idempotent declaration of Bulwark's exchanges and queues.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
@@ -148,6 +151,16 @@ impl Topology {
         format!("{}.dlq.{kind}", self.namespace)
     }
 
+    /// Returns every queue [`Topology::declare`] declares for `kind`: its job queue in each
+    /// priority band, then its dead-letter queue.
+    pub fn queues_of(&self, kind: &str) -> Vec<String> {
+        PriorityBand::ALL
+            .iter()
+            .map(|band| self.job_queue_in(kind, *band))
+            .chain([self.dead_letter_queue(kind)])
+            .collect()
+    }
+
     /// Returns the prefix of the reply queues [`Topology::declare_reply_queue`] declares, the
     /// default allow-listed `reply_to` prefix.
     pub fn reply_queue_prefix(&self) -> String {
@@ -204,6 +217,30 @@ impl Topology {
         }
         for kind in kinds {
             self.declare_kind(channel, kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes what [`Topology::declare`] declared for `kinds`, with the messages in its
+    /// queues, then the three exchanges: how a benchmark or a test removes its namespace (a
+    /// quorum queue left behind keeps its processes and file descriptors in the broker).
+    pub async fn delete(&self, channel: &Channel, kinds: &[&str]) -> Result<(), BrokerError> {
+        for queue in kinds.iter().flat_map(|kind| self.queues_of(kind)) {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|error| BrokerError::topology(&queue, &error))?;
+        }
+        let exchanges = [
+            self.jobs_exchange(),
+            self.dead_letter_exchange(),
+            self.events_exchange(),
+        ];
+        for exchange in exchanges {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(|error| BrokerError::topology(&exchange, &error))?;
         }
         Ok(())
     }

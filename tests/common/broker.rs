@@ -2,7 +2,7 @@
 //! afterwards, and the config of a node that carries jobs over the broker.
 
 use bulwark_config::SecretUrl;
-use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 /// The broker of the tests: 127.0.0.1:5672, or `BULWARK_TEST_AMQP_URL`.
@@ -30,25 +30,23 @@ pub async fn test_channel() -> (Connection, Channel) {
     (connection, channel)
 }
 
-/// Deletes every queue and exchange of a test namespace.
+/// Deletes every queue and exchange of a test namespace; a failure fails the test, so no
+/// test leaves quorum queues behind in the broker.
 pub async fn delete_namespace(namespace: &str) {
     let (connection, channel) = test_channel().await;
-    for kind in bulwark_core::JobKind::ALL {
-        for queue in [
-            format!("{namespace}.{}", kind.as_str()),
-            format!("{namespace}.dlq.{}", kind.as_str()),
-        ] {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    for exchange in ["jobs", "dlx", "events"] {
-        let name = format!("{namespace}.{exchange}");
-        let _ = channel
-            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    let topology = bulwark_broker::Topology {
+        namespace: namespace.to_owned(),
+        delivery_limit: 0,
+        queue_limits: bulwark_broker::QueueLimits::default(),
+    };
+    let kinds: Vec<&str> = bulwark_core::JobKind::ALL
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
+    topology
+        .delete(&channel, &kinds)
+        .await
+        .unwrap_or_else(|error| panic!("deleting namespace {namespace}: {error}"));
     let _ = connection.close(200, "done".into()).await;
 }
 
