@@ -6,6 +6,8 @@
 # table of medians and the ratio new/base per concurrency.
 #
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && cargo build --release -p bulwark-bench)
+# Both builds must measure with the same drain loop (bench/src/queue.rs): for c251835 apply
+# scripts/bench-queue-harness-c251835.patch to the worktree before building (docs/benchmarks.md).
 #   BASE_BIN=/tmp/base/target/release/bulwark-bench BASE_CONFIG=/tmp/base/config/bulwark.toml \
 #     make bench-queue-compare
 # Each build reads its own commit's config file (a newer file may hold keys an older build
