@@ -291,9 +291,12 @@ async fn create_delivered_postgres(
     const CREATE_OR_FIND: &str = concat!(
         // The batch's columns are named apart from the job columns, so the job columns of the
         // answers need no table name.
-        "WITH batch AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::int2[], \
-         $13::int8[]) \
+        // Arrays through sub-selects, so the generic plan is kept (see "Batch statements" in
+        // the crate's documentation): planned afresh, this statement cost 0.6 ms a delivery.
+        "WITH batch AS (SELECT * FROM UNNEST((SELECT $2::text[]), (SELECT $3::text[]), \
+         (SELECT $4::int4[]), (SELECT $5::text[]), (SELECT $6::text[]), (SELECT $7::text[]), \
+         (SELECT $8::text[]), (SELECT $9::text[]), (SELECT $10::int8[]), (SELECT $11::text[]), \
+         (SELECT $12::int2[]), (SELECT $13::int8[])) \
          WITH ORDINALITY AS batch(new_id, new_kind, new_max_attempts, new_payload, \
          new_request_id, new_key, new_trace_id, new_owner, new_lease_until, message_id, \
          new_priority, new_timeout, position)), inserted AS (INSERT INTO jobs (id, kind, status, attempts, max_attempts, payload, \

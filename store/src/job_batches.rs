@@ -212,7 +212,8 @@ impl Store {
         const MARK_ONE: &str = "UPDATE jobs SET published_at_ms = $1, parked_at_ms = NULL \
              WHERE id = $2 AND published_at_ms IS NULL AND parked_at_ms IS $3";
         const MARK_MANY: &str = "UPDATE jobs SET published_at_ms = $1, parked_at_ms = NULL \
-             FROM UNNEST($2::text[], $3::int8[]) AS batch(job_id, job_parked_at_ms) \
+             FROM UNNEST((SELECT $2::text[]), (SELECT $3::int8[])) \
+             AS batch(job_id, job_parked_at_ms) \
              WHERE jobs.id = batch.job_id AND jobs.published_at_ms IS NULL \
              AND jobs.parked_at_ms IS NOT DISTINCT FROM batch.job_parked_at_ms";
         if jobs.is_empty() {
@@ -296,8 +297,10 @@ pub(crate) async fn write_postgres(
          SELECT batch.job_id, batch.job_kind, 'queued', 0, batch.job_max_attempts, \
          batch.job_payload, batch.job_request_id, batch.job_key, $1, $1, batch.job_run_at, $2, \
          $3::int8, batch.job_trace_id, batch.job_priority, batch.job_timeout, batch.job_ttl \
-         FROM UNNEST($4::text[], $5::text[], $6::int4[], $7::text[], $8::text[], $9::text[], \
-         $10::text[], $11::int2[], $12::int8[], $13::int8[], $14::int8[]) AS batch(job_id, \
+         FROM UNNEST((SELECT $4::text[]), (SELECT $5::text[]), (SELECT $6::int4[]), \
+         (SELECT $7::text[]), (SELECT $8::text[]), (SELECT $9::text[]), (SELECT $10::text[]), \
+         (SELECT $11::int2[]), (SELECT $12::int8[]), (SELECT $13::int8[]), \
+         (SELECT $14::int8[])) AS batch(job_id, \
          job_kind, job_max_attempts, job_payload, job_request_id, job_key, job_trace_id, \
          job_priority, job_run_at, job_timeout, job_ttl) \
          ORDER BY batch.job_key ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING jobs.id";

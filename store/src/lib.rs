@@ -5,6 +5,18 @@
 //! (row locking on PostgreSQL) are chosen per backend. Migrations live in `migrations/sqlite`
 //! and `migrations/postgres` and run at start and through `bulwark migrate`.
 //!
+//! # Batch statements
+//! A statement that carries a batch as arrays (`UNNEST($2::text[], …)` on PostgreSQL) reads
+//! each array through a sub-select: `UNNEST((SELECT $2::text[]), …)`. sqlx prepares every
+//! statement; given the arrays themselves, PostgreSQL sizes each custom plan by its batch and
+//! prices it below the generic plan, so it never keeps the generic one and plans the statement
+//! again on every call (`pg_prepared_statements`: 0 generic, 12 custom plans after 12 calls).
+//! Through a sub-select both plans are sized alike, and the generic plan (the same index
+//! lookups) is kept from the sixth call. Measured: the completion of a batch was planned 843 to
+//! 1,172 times in 1,950 calls of a benchmark run, 42 times since; the RabbitMQ delivery insert
+//! took 0.9–1.2 ms a call planned afresh against 0.27–0.42 ms on its generic plan
+//! (docs/benchmarks.md).
+//!
 //! # Layout
 //! - `db`: [`Store`], the connection pool for either backend, migrations and health pings.
 //! - `jobs`: job rows ([`Job`], [`NewJob`], [`JobStatus`]) and their queries.
