@@ -12,7 +12,9 @@ use std::time::Duration;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_test_support::{eventually, wait_for_child};
 use common::TestService;
-use common::broker::{amqp_config, amqp_url, delete_namespace, test_channel, unique_namespace};
+use common::broker::{
+    amqp_config, amqp_url, delete_namespace, test_channel, topology_of, unique_namespace,
+};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -22,16 +24,6 @@ use tokio::sync::RwLock;
 static BROKER: RwLock<()> = RwLock::const_new(());
 
 const KIND: &str = "sentiment.analyze";
-
-/// Returns the topology of a test namespace (for names and reply queues; its limits are the
-/// defaults).
-fn topology_of(namespace: &str) -> bulwark_broker::Topology {
-    bulwark_broker::Topology {
-        namespace: namespace.to_owned(),
-        delivery_limit: 5,
-        queue_limits: bulwark_broker::QueueLimits::default(),
-    }
-}
 
 /// A message to publish from the test, as any producer would.
 struct TestMessage {

@@ -197,11 +197,7 @@ pub async fn run(config: &Config, args: &AmqpBenchArgs) -> anyhow::Result<AmqpBe
 async fn delete_topology(settings: &bulwark_broker::BrokerSettings) -> anyhow::Result<()> {
     let connection = bulwark_broker::connect(settings, "bench-cleanup").await?;
     let channel = connection.create_channel().await?;
-    let kinds: Vec<&str> = bulwark_core::JobKind::ALL
-        .iter()
-        .map(|kind| kind.as_str())
-        .collect();
-    settings.topology.delete(&channel, &kinds).await?;
+    settings.topology.delete(&channel).await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(())
 }

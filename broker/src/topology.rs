@@ -1,5 +1,6 @@
 //! Names and idempotent declaration of Bulwark's exchanges and queues.
 
+use bulwark_core::JobKind;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -221,11 +222,14 @@ impl Topology {
         Ok(())
     }
 
-    /// Deletes what [`Topology::declare`] declared for `kinds`, with the messages in its
-    /// queues, then the three exchanges: how a benchmark or a test removes its namespace (a
-    /// quorum queue left behind keeps its processes and file descriptors in the broker).
-    pub async fn delete(&self, channel: &Channel, kinds: &[&str]) -> Result<(), BrokerError> {
-        for queue in kinds.iter().flat_map(|kind| self.queues_of(kind)) {
+    /// Deletes the namespace: every job kind's queues, with their messages, then the three
+    /// exchanges. How a benchmark or a test removes its namespace (a quorum queue left behind
+    /// keeps its processes and file descriptors in the broker).
+    pub async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let queues = JobKind::ALL
+            .iter()
+            .flat_map(|kind| self.queues_of(kind.as_str()));
+        for queue in queues {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await

@@ -30,21 +30,22 @@ pub async fn test_channel() -> (Connection, Channel) {
     (connection, channel)
 }
 
+/// Returns the topology of a test namespace (for names and reply queues; its limits are the
+/// defaults).
+pub fn topology_of(namespace: &str) -> bulwark_broker::Topology {
+    bulwark_broker::Topology {
+        namespace: namespace.to_owned(),
+        delivery_limit: 5,
+        queue_limits: bulwark_broker::QueueLimits::default(),
+    }
+}
+
 /// Deletes every queue and exchange of a test namespace; a failure fails the test, so no
 /// test leaves quorum queues behind in the broker.
 pub async fn delete_namespace(namespace: &str) {
     let (connection, channel) = test_channel().await;
-    let topology = bulwark_broker::Topology {
-        namespace: namespace.to_owned(),
-        delivery_limit: 0,
-        queue_limits: bulwark_broker::QueueLimits::default(),
-    };
-    let kinds: Vec<&str> = bulwark_core::JobKind::ALL
-        .iter()
-        .map(|kind| kind.as_str())
-        .collect();
-    topology
-        .delete(&channel, &kinds)
+    topology_of(namespace)
+        .delete(&channel)
         .await
         .unwrap_or_else(|error| panic!("deleting namespace {namespace}: {error}"));
     let _ = connection.close(200, "done".into()).await;
