@@ -7,13 +7,18 @@ use std::sync::Arc;
 
 use bulwark_actors::ModelFactory;
 use bulwark_config::{Config, SentimentEngine};
+use bulwark_core::{MetricSpec, MetricUnit};
 use bulwark_ml::{
     EngineSet, OnnxModel, OnnxModelParams, SentimentModel, VaderModel, locate_model_dir,
     locate_runtime,
 };
 use tracing::{error, info, warn};
 
-pub const SENTIMENT_DEGRADED: &str = "bulwark_sentiment_degraded";
+pub const SENTIMENT_DEGRADED: MetricSpec = MetricSpec::gauge(
+    "bulwark_sentiment_degraded",
+    MetricUnit::None,
+    "1 while the configured ONNX engine is not served and the lexicon answers instead, else 0",
+);
 
 /// What the workers will run, decided once at start.
 #[derive(Clone)]
@@ -68,7 +73,7 @@ pub fn onnx_params(
 /// that cannot be loaded leaves the node on the lexicon, degraded, with the reason logged.
 pub fn plan(config: &Config, env: &HashMap<String, String>, project_root: &Path) -> EnginePlan {
     if config.sentiment.engine == SentimentEngine::Lexicon {
-        metrics::gauge!(SENTIMENT_DEGRADED).set(0.0);
+        metrics::gauge!(SENTIMENT_DEGRADED.name).set(0.0);
         return EnginePlan {
             factory: lexicon_only(),
             engines: "lexicon".to_owned(),
@@ -82,14 +87,14 @@ pub fn plan(config: &Config, env: &HashMap<String, String>, project_root: &Path)
             let model_version = probe.version().to_owned();
             info!(model_dir = %params.model_dir.display(), model_version, checksum = probe.model_sha256(), "onnx sentiment model loaded");
             drop(probe);
-            metrics::gauge!(SENTIMENT_DEGRADED).set(0.0);
+            metrics::gauge!(SENTIMENT_DEGRADED.name).set(0.0);
             let factory: ModelFactory = Arc::new(move || {
                 let lexicon: Box<dyn SentimentModel> = Box::new(VaderModel::new());
                 match OnnxModel::load(&params) {
                     Ok(onnx) => Ok(EngineSet::new(Some(Box::new(onnx)), lexicon)),
                     Err(load_error) => {
                         error!(error = %load_error, "onnx model failed to load on worker restart, serving the lexicon");
-                        metrics::gauge!(SENTIMENT_DEGRADED).set(1.0);
+                        metrics::gauge!(SENTIMENT_DEGRADED.name).set(1.0);
                         Ok(EngineSet::new(None, lexicon))
                     }
                 }
@@ -103,7 +108,7 @@ pub fn plan(config: &Config, env: &HashMap<String, String>, project_root: &Path)
         }
         Err(load_error) => {
             warn!(error = %load_error, "onnx sentiment engine unavailable, serving the lexicon engine (degraded)");
-            metrics::gauge!(SENTIMENT_DEGRADED).set(1.0);
+            metrics::gauge!(SENTIMENT_DEGRADED.name).set(1.0);
             EnginePlan {
                 factory: lexicon_only(),
                 engines: "lexicon".to_owned(),

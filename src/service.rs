@@ -179,6 +179,7 @@ fn app_params(config: &Config, public_url: &str) -> AppParams {
 impl Service {
     /// Starts a node: store (migrated), supervision tree, then the HTTP listener.
     pub async fn start(config: &Config) -> anyhow::Result<Service> {
+        let started = Instant::now();
         install_panic_hook();
         let prometheus = crate::telemetry::prometheus()?;
         let store = open_store(config).await?;
@@ -280,7 +281,11 @@ impl Service {
                 None => JobIntake::local(store.clone(), tree.job_runner.clone()),
             },
             root_supervisor: tree.root.clone(),
-            prometheus: Some(prometheus),
+            metrics: Some(Arc::new(crate::telemetry::NodeMetrics::new(
+                prometheus,
+                store.clone(),
+                incidents.dir(),
+            ))),
             job_defaults: node.job_defaults.clone(),
             audit_providers: provider_router_opt
                 .as_ref()
@@ -310,6 +315,10 @@ impl Service {
                 Some(Duration::from_secs(10)),
             ),
         );
+        crate::telemetry::NodeStarted {
+            duration: started.elapsed(),
+        }
+        .emit();
         info!(%addr, node_id, backend = store.backend().as_str(), "bulwark is serving");
         Ok(Service {
             addr,
@@ -356,6 +365,7 @@ impl Service {
     /// within the shutdown timeout, hands the rest back to the queue, stops the tree and closes
     /// the database pool.
     pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
+        let started = Instant::now();
         info!(
             timeout_ms = self.shutdown_timeout.as_millis() as u64,
             "shutting down"
@@ -401,7 +411,10 @@ impl Service {
         IncidentSink::unregister(&self.node_id);
         drop(self.incidents);
         self.store.close().await;
-        info!("shutdown complete");
+        crate::telemetry::NodeStopped {
+            duration: started.elapsed(),
+        }
+        .emit();
         Ok(ShutdownReport {
             drain,
             num_deliveries_unfinished,

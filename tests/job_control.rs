@@ -403,7 +403,10 @@ async fn limit_scenario(amqp: bool) {
     let mut samples = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let counts = store.count_live_jobs().await.expect("counted");
+        let counts = store
+            .count_live_jobs(bulwark_core::now_ms())
+            .await
+            .expect("counted");
         let running: i64 = counts
             .iter()
             .filter(|count| count.kind == "audit.run" && count.status == "running")

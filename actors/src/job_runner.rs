@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,7 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::attempt::{AttemptCore, RetryPolicy};
-use crate::metrics::record_queue_depth;
+use crate::metrics::{NodeHeartbeat, QueueDepthRead};
 use crate::{DescribeMessage, InFlightJobs, JobExecutor};
 
 /// Claims jobs from the transport in batches, up to twice `concurrency` ahead (one batch runs
@@ -46,9 +45,6 @@ pub struct JobRunnerParams {
 pub struct JobRunnerState {
     params: JobRunnerParams,
     core: Arc<AttemptCore>,
-    /// The (kind, status) pairs last reported in the queue-depth gauge, so one that empties is
-    /// reported as zero instead of keeping its last value.
-    depth_labels: HashSet<(String, String)>,
 }
 
 /// Jobs claimed ahead, as a multiple of `concurrency`: while one batch runs, the next waits for
@@ -137,11 +133,7 @@ impl Actor for JobRunnerActor {
             record_deadline: params.lease / 2,
             controls: params.controls.clone(),
         });
-        Ok(JobRunnerState {
-            params,
-            core,
-            depth_labels: HashSet::new(),
-        })
+        Ok(JobRunnerState { params, core })
     }
 
     async fn handle(
@@ -225,25 +217,19 @@ async fn renew_leases(params: &JobRunnerParams) {
     }
 }
 
-/// Reports queued and running jobs per kind (read from the index of live rows). A pair that
-/// emptied since the last report is reported as zero.
-async fn refresh_queue_depth(state: &mut JobRunnerState) {
-    let counts = match state.params.store.count_live_jobs().await {
-        Ok(counts) => counts,
-        Err(error) => {
-            warn!(%error, "failed to count jobs for queue depth");
-            return;
+/// Reports queued and running jobs per kind and the oldest due job's wait (read from the
+/// index of live rows), and this node's heartbeat.
+async fn refresh_queue_depth(state: &JobRunnerState) {
+    let now_ms = bulwark_core::now_ms();
+    NodeHeartbeat { now_ms }.emit();
+    match state.params.store.count_live_jobs(now_ms).await {
+        Ok(counts) => QueueDepthRead {
+            counts: &counts,
+            now_ms,
         }
-    };
-    let mut labels = HashSet::with_capacity(counts.len());
-    for count in counts {
-        record_queue_depth(&count.kind, &count.status, count.count);
-        labels.insert((count.kind, count.status));
+        .emit(),
+        Err(error) => warn!(%error, "failed to count jobs for queue depth"),
     }
-    for (kind, status) in state.depth_labels.difference(&labels) {
-        record_queue_depth(kind, status, 0);
-    }
-    state.depth_labels = labels;
 }
 
 async fn drain(

@@ -3,20 +3,71 @@
 
 use std::time::Duration;
 
+use bulwark_core::{
+    FAST_SECONDS_BUCKETS, LAG_SECONDS_BUCKETS, MetricSpec, MetricUnit, SLOW_SECONDS_BUCKETS,
+};
 use tracing::{debug, info, warn};
 
-pub const JOBS_TOTAL: &str = "bulwark_jobs_total";
-pub const JOB_DURATION_SECONDS: &str = "bulwark_job_duration_seconds";
-pub const QUEUE_JOBS: &str = "bulwark_queue_jobs";
-pub const JOBS_PRUNED_TOTAL: &str = "bulwark_jobs_pruned_total";
-pub const JOB_RESULTS_EXPIRED_TOTAL: &str = "bulwark_job_results_expired_total";
-pub const KIND_PAUSED: &str = "bulwark_kind_paused";
-pub const KIND_LIMIT: &str = "bulwark_kind_limit";
-pub const JOB_WAITS_RESOLVED_TOTAL: &str = "bulwark_job_waits_resolved_total";
-pub const JOB_CANCEL_SIGNALS_TOTAL: &str = "bulwark_job_cancel_signals_total";
-pub const SENTIMENT_TEXTS_TOTAL: &str = "bulwark_sentiment_texts_total";
-pub const SENTIMENT_REQUEST_SECONDS: &str = "bulwark_sentiment_request_duration_seconds";
-pub const SENTIMENT_REJECTED_TOTAL: &str = "bulwark_sentiment_rejected_total";
+pub const JOBS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_jobs_total",
+    "Job attempts finished, by kind and outcome (succeeded, retried, failed, dead, cancelled, lease_lost)",
+).with_labels(&["kind", "outcome"]);
+pub const JOB_DURATION_SECONDS: MetricSpec = MetricSpec::histogram(
+    "bulwark_job_duration_seconds",
+    MetricUnit::Seconds,
+    SLOW_SECONDS_BUCKETS,
+    "How long a job attempt ran, from its start to its outcome",
+)
+.with_labels(&["kind", "outcome"]);
+pub const QUEUE_JOBS: MetricSpec = MetricSpec::gauge(
+    "bulwark_queue_jobs",
+    MetricUnit::Count,
+    "Jobs queued or running per kind, cluster-wide, as this node last read them from the store (0 once a pair empties)",
+).with_labels(&["kind", "status"]);
+pub const JOBS_PRUNED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_jobs_pruned_total",
+    "Finished jobs deleted past their retention, by status",
+)
+.with_labels(&["status"]);
+pub const JOB_RESULTS_EXPIRED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_job_results_expired_total",
+    "Finished jobs deleted because their result TTL ran out",
+);
+pub const KIND_PAUSED: MetricSpec = MetricSpec::gauge(
+    "bulwark_kind_paused",
+    MetricUnit::None,
+    "1 while this node sees the kind paused, else 0",
+)
+.with_labels(&["kind"]);
+pub const KIND_LIMIT: MetricSpec = MetricSpec::gauge(
+    "bulwark_kind_limit",
+    MetricUnit::None,
+    "The limits this node enforces on a limited kind (max_running, max_running_per_node, max_starts_per_second)",
+).with_labels(&["kind", "limit"]);
+pub const JOB_WAITS_RESOLVED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_job_waits_resolved_total",
+    "Jobs waiting on their parents that were released or cancelled",
+)
+.with_labels(&["outcome"]);
+pub const JOB_CANCEL_SIGNALS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_job_cancel_signals_total",
+    "Cancels of running jobs this node signalled to their attempts",
+);
+pub const SENTIMENT_TEXTS_TOTAL: MetricSpec =
+    MetricSpec::counter("bulwark_sentiment_texts_total", "Texts scored, by engine")
+        .with_labels(&["engine"]);
+pub const SENTIMENT_REQUEST_SECONDS: MetricSpec = MetricSpec::histogram(
+    "bulwark_sentiment_request_duration_seconds",
+    MetricUnit::Seconds,
+    FAST_SECONDS_BUCKETS,
+    "How long a sentiment request took to score, queueing included",
+)
+.with_labels(&["engine"]);
+pub const SENTIMENT_REJECTED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_sentiment_rejected_total",
+    "Sentiment calls turned away before inference, by reason",
+)
+.with_labels(&["reason"]);
 
 /// How one job attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +129,8 @@ impl JobAttemptFinished<'_> {
             ("kind", self.kind.to_owned()),
             ("outcome", outcome.to_owned()),
         ];
-        metrics::counter!(JOBS_TOTAL, &labels).increment(1);
-        metrics::histogram!(JOB_DURATION_SECONDS, &labels).record(self.duration.as_secs_f64());
+        metrics::counter!(JOBS_TOTAL.name, &labels).increment(1);
+        metrics::histogram!(JOB_DURATION_SECONDS.name, &labels).record(self.duration.as_secs_f64());
     }
 }
 
@@ -112,7 +163,7 @@ impl KindLimitsEnforced<'_> {
             ];
             for (limit, value) in values {
                 if let Some(value) = value {
-                    metrics::gauge!(KIND_LIMIT, "kind" => gate.kind.clone(), "limit" => limit)
+                    metrics::gauge!(KIND_LIMIT.name, "kind" => gate.kind.clone(), "limit" => limit)
                         .set(value);
                 }
             }
@@ -142,7 +193,7 @@ impl WaitsResolvedEvent<'_> {
             ("released", &resolved.released),
             ("cancelled", &resolved.cancelled),
         ] {
-            metrics::counter!(JOB_WAITS_RESOLVED_TOTAL, "outcome" => outcome)
+            metrics::counter!(JOB_WAITS_RESOLVED_TOTAL.name, "outcome" => outcome)
                 .increment(job_ids.len() as u64);
         }
     }
@@ -158,7 +209,7 @@ pub struct KindPauseChanged<'a> {
 impl KindPauseChanged<'_> {
     pub fn emit(&self) {
         info!(kind = self.kind, paused = self.paused, "kind pause changed");
-        metrics::gauge!(KIND_PAUSED, "kind" => self.kind.to_owned()).set(if self.paused {
+        metrics::gauge!(KIND_PAUSED.name, "kind" => self.kind.to_owned()).set(if self.paused {
             1.0
         } else {
             0.0
@@ -178,7 +229,7 @@ impl JobCancelSignalled<'_> {
             job_id = self.job_id,
             "cancel requested, stopping the running job"
         );
-        metrics::counter!(JOB_CANCEL_SIGNALS_TOTAL).increment(1);
+        metrics::counter!(JOB_CANCEL_SIGNALS_TOTAL.name).increment(1);
     }
 }
 
@@ -198,7 +249,7 @@ impl JobsPruned {
                 "pruned finished jobs past their retention"
             );
         }
-        metrics::counter!(JOBS_PRUNED_TOTAL, "status" => self.status.as_str())
+        metrics::counter!(JOBS_PRUNED_TOTAL.name, "status" => self.status.as_str())
             .increment(self.num_deleted);
     }
 }
@@ -218,7 +269,7 @@ impl JobResultsExpired {
                 "pruned finished jobs past their result TTL"
             );
         }
-        metrics::counter!(JOB_RESULTS_EXPIRED_TOTAL).increment(self.num_deleted);
+        metrics::counter!(JOB_RESULTS_EXPIRED_TOTAL.name).increment(self.num_deleted);
     }
 }
 
@@ -233,8 +284,9 @@ pub struct SentimentBatchScored<'a> {
 impl SentimentBatchScored<'_> {
     pub fn emit(&self) {
         let labels = [("engine", self.engine.to_owned())];
-        metrics::counter!(SENTIMENT_TEXTS_TOTAL, &labels).increment(self.num_texts as u64);
-        metrics::histogram!(SENTIMENT_REQUEST_SECONDS, &labels).record(self.duration.as_secs_f64());
+        metrics::counter!(SENTIMENT_TEXTS_TOTAL.name, &labels).increment(self.num_texts as u64);
+        metrics::histogram!(SENTIMENT_REQUEST_SECONDS.name, &labels)
+            .record(self.duration.as_secs_f64());
     }
 }
 
@@ -247,20 +299,81 @@ pub struct SentimentRejected {
 impl SentimentRejected {
     pub fn emit(&self) {
         debug!(reason = self.reason, "sentiment call rejected");
-        metrics::counter!(SENTIMENT_REJECTED_TOTAL, "reason" => self.reason).increment(1);
+        metrics::counter!(SENTIMENT_REJECTED_TOTAL.name, "reason" => self.reason).increment(1);
     }
 }
 
-/// Publishes the number of jobs per kind and status.
-pub fn record_queue_depth(kind: &str, status: &str, count: i64) {
-    metrics::gauge!(QUEUE_JOBS, "kind" => kind.to_owned(), "status" => status.to_owned())
-        .set(count as f64);
+pub const QUEUE_OLDEST_JOB_AGE_SECONDS: MetricSpec = MetricSpec::gauge(
+    "bulwark_queue_oldest_job_age_seconds",
+    MetricUnit::Seconds,
+    "How long the oldest due queued job of a kind has waited since it became due, cluster-wide (0 when none waits)",
+)
+.with_labels(&["kind"]);
+pub const NODE_HEARTBEAT_SECONDS: MetricSpec = MetricSpec::gauge(
+    "bulwark_node_heartbeat_timestamp_seconds",
+    MetricUnit::Seconds,
+    "Unix time of this node's job runner's last pass over the queue (every 5 s while it works)",
+);
+
+/// The job runner read the live jobs: queued and running per kind, and the oldest due job's
+/// wait. Every kind is reported, with zeros for the empty ones, so a series drops back to zero
+/// when its jobs finish and a dashboard sees every kind from the start.
+#[derive(Debug)]
+pub struct QueueDepthRead<'a> {
+    pub counts: &'a [bulwark_store::LiveCount],
+    pub now_ms: i64,
+}
+
+impl QueueDepthRead<'_> {
+    pub fn emit(&self) {
+        for kind in bulwark_core::JobKind::ALL {
+            let kind = kind.as_str();
+            let mut oldest_due_at_ms_opt = None;
+            for status in ["queued", "running"] {
+                let count = self
+                    .counts
+                    .iter()
+                    .find(|count| count.kind == kind && count.status == status);
+                if let Some(due_at_ms) = count.and_then(|count| count.oldest_due_at_ms) {
+                    oldest_due_at_ms_opt = Some(due_at_ms);
+                }
+                let num_jobs = count.map_or(0, |count| count.count);
+                metrics::gauge!(QUEUE_JOBS.name, "kind" => kind, "status" => status)
+                    .set(num_jobs as f64);
+            }
+            let age_ms =
+                oldest_due_at_ms_opt.map_or(0, |due_at_ms| (self.now_ms - due_at_ms).max(0));
+            metrics::gauge!(QUEUE_OLDEST_JOB_AGE_SECONDS.name, "kind" => kind)
+                .set(age_ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// The job runner made its periodic pass; its time is the node's heartbeat.
+#[derive(Debug)]
+pub struct NodeHeartbeat {
+    pub now_ms: i64,
+}
+
+impl NodeHeartbeat {
+    pub fn emit(&self) {
+        metrics::gauge!(NODE_HEARTBEAT_SECONDS.name).set(self.now_ms as f64 / 1000.0);
+    }
 }
 
 // Scheduler and dead letters (issue #6).
 
-pub const SCHEDULE_LAG_SECONDS: &str = "bulwark_schedule_lag_seconds";
-pub const SCHEDULE_RUNS_TOTAL: &str = "bulwark_schedule_runs_total";
+pub const SCHEDULE_LAG_SECONDS: MetricSpec = MetricSpec::histogram(
+    "bulwark_schedule_lag_seconds",
+    MetricUnit::Seconds,
+    LAG_SECONDS_BUCKETS,
+    "How long after its slot's time a schedule's job was created",
+);
+pub const SCHEDULE_RUNS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_schedule_runs_total",
+    "Schedule slots recorded, by outcome (enqueued, deferred, skipped, missed, succeeded, failed)",
+)
+.with_labels(&["outcome"]);
 
 /// A schedule slot was recorded: enqueued, deferred, skipped (overlap), missed (misfire), or a
 /// run's job finished (succeeded, failed).
@@ -270,12 +383,20 @@ pub struct ScheduleRunRecorded {
 }
 
 impl ScheduleRunRecorded {
+    /// Creates every outcome's series at zero, so `increase()` sees a scheduler's first
+    /// misses (a series born at N reads as no increase).
+    pub fn register_all() {
+        for outcome in bulwark_store::RunOutcome::ALL {
+            metrics::counter!(SCHEDULE_RUNS_TOTAL.name, "outcome" => outcome.as_str()).increment(0);
+        }
+    }
+
     pub fn emit(&self) {
         self.emit_many(1);
     }
 
     pub fn emit_many(&self, num_runs: u64) {
-        metrics::counter!(SCHEDULE_RUNS_TOTAL, "outcome" => self.outcome.as_str())
+        metrics::counter!(SCHEDULE_RUNS_TOTAL.name, "outcome" => self.outcome.as_str())
             .increment(num_runs);
     }
 }
@@ -288,14 +409,31 @@ pub struct ScheduleLag {
 
 impl ScheduleLag {
     pub fn emit(&self) {
-        metrics::histogram!(SCHEDULE_LAG_SECONDS).record(self.lag.as_secs_f64());
+        metrics::histogram!(SCHEDULE_LAG_SECONDS.name).record(self.lag.as_secs_f64());
     }
 }
 
-pub const DEAD_LETTERS: &str = "bulwark_dead_letters";
-pub const DEAD_LETTERED_TOTAL: &str = "bulwark_dead_lettered_total";
-pub const DEAD_LETTERS_RECOVERED_TOTAL: &str = "bulwark_dead_letters_recovered_total";
-pub const DEAD_LETTERS_PARKED_TOTAL: &str = "bulwark_dead_letters_parked_total";
+pub const DEAD_LETTERS: MetricSpec = MetricSpec::gauge(
+    "bulwark_dead_letters",
+    MetricUnit::Count,
+    "Open dead letters (pending, retrying, parked) per queue",
+)
+.with_labels(&["queue"]);
+pub const DEAD_LETTERED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_dead_lettered_total",
+    "Jobs that could not be done and were stored as dead letters",
+)
+.with_labels(&["queue"]);
+pub const DEAD_LETTERS_RECOVERED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_dead_letters_recovered_total",
+    "Dead letters whose retried or requeued job succeeded",
+)
+.with_labels(&["queue"]);
+pub const DEAD_LETTERS_PARKED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_dead_letters_parked_total",
+    "Dead letters out of retries (or not retriable), waiting for an operator",
+)
+.with_labels(&["queue"]);
 
 /// What happened to a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +462,7 @@ impl DeadLetterEvent<'_> {
                     job_id = self.job_id,
                     "job dead-lettered"
                 );
-                DEAD_LETTERED_TOTAL
+                DEAD_LETTERED_TOTAL.name
             }
             DeadLetterEventKind::Parked => {
                 warn!(
@@ -332,7 +470,7 @@ impl DeadLetterEvent<'_> {
                     job_id = self.job_id,
                     "dead letter parked for an operator"
                 );
-                DEAD_LETTERS_PARKED_TOTAL
+                DEAD_LETTERS_PARKED_TOTAL.name
             }
         };
         metrics::counter!(name, "queue" => self.queue.to_owned()).increment(1);
@@ -341,12 +479,36 @@ impl DeadLetterEvent<'_> {
     /// Counts dead letters whose retried or requeued job succeeded.
     pub fn recovered(queue: &str, num_recovered: u64) {
         debug!(queue, num_recovered, "dead letters recovered");
-        metrics::counter!(DEAD_LETTERS_RECOVERED_TOTAL, "queue" => queue.to_owned())
+        metrics::counter!(DEAD_LETTERS_RECOVERED_TOTAL.name, "queue" => queue.to_owned())
             .increment(num_recovered);
     }
 }
 
 /// Publishes the number of open (pending, retrying, parked) dead letters of a queue.
 pub fn record_dead_letter_depth(queue: &str, depth: i64) {
-    metrics::gauge!(DEAD_LETTERS, "queue" => queue.to_owned()).set(depth as f64);
+    metrics::gauge!(DEAD_LETTERS.name, "queue" => queue.to_owned()).set(depth as f64);
 }
+
+/// Every metric this crate emits, for the recorder's descriptions and `docs/metrics.md`.
+pub const METRICS: &[MetricSpec] = &[
+    JOBS_TOTAL,
+    JOB_DURATION_SECONDS,
+    QUEUE_JOBS,
+    QUEUE_OLDEST_JOB_AGE_SECONDS,
+    NODE_HEARTBEAT_SECONDS,
+    JOBS_PRUNED_TOTAL,
+    JOB_RESULTS_EXPIRED_TOTAL,
+    KIND_PAUSED,
+    KIND_LIMIT,
+    JOB_WAITS_RESOLVED_TOTAL,
+    JOB_CANCEL_SIGNALS_TOTAL,
+    SENTIMENT_TEXTS_TOTAL,
+    SENTIMENT_REQUEST_SECONDS,
+    SENTIMENT_REJECTED_TOTAL,
+    SCHEDULE_LAG_SECONDS,
+    SCHEDULE_RUNS_TOTAL,
+    DEAD_LETTERS,
+    DEAD_LETTERED_TOTAL,
+    DEAD_LETTERS_RECOVERED_TOTAL,
+    DEAD_LETTERS_PARKED_TOTAL,
+];

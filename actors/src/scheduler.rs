@@ -179,6 +179,7 @@ impl Actor for SchedulerActor {
         params: SchedulerParams,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(SchedulerMsg::Tick)?;
+        ScheduleRunRecorded::register_all();
         info!(
             owner = params.owner,
             max_wait_ms = params.max_wait.as_millis() as u64,

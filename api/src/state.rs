@@ -3,7 +3,6 @@ use std::time::{Duration, Instant};
 use bulwark_actors::{JobIntake, JobRunnerHandle, SentimentPool};
 use bulwark_store::Store;
 use bulwark_supervisors::SupervisorMsg;
-use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 
 /// Everything the handlers reach. Built by the binary; shared by every route.
@@ -16,7 +15,7 @@ pub struct ApiState {
     pub intake: JobIntake,
     pub root_supervisor: ActorRef<SupervisorMsg>,
     /// `None` when no recorder is installed (some tests); `/metrics` then answers 503.
-    pub prometheus: Option<PrometheusHandle>,
+    pub metrics: Option<std::sync::Arc<dyn crate::metrics::MetricsExporter>>,
     /// Attempts given to jobs created through the API.
     /// What jobs get when their submission does not say: attempts, and per kind a priority
     /// and a timeout.

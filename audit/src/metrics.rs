@@ -1,10 +1,19 @@
 //! Metric names of the audit crate and the events that emit them. Labels are bounded: providers
 //! come from the configuration, statuses from a fixed set.
 
+use bulwark_core::MetricSpec;
 use tracing::warn;
 
-pub const AUDIT_ITEMS_TOTAL: &str = "bulwark_audit_items_total";
-pub const AUDITS_TOTAL: &str = "bulwark_audits_total";
+pub const AUDIT_ITEMS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_audit_items_total",
+    "Audit items recorded, by provider and outcome (answered, failed)",
+)
+.with_labels(&["provider", "outcome"]);
+pub const AUDITS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_audits_total",
+    "Audits finished, by status (succeeded, partial, failed)",
+)
+.with_labels(&["status"]);
 
 /// One audit item was recorded. `provider` is a configured provider name (bounded by the
 /// configuration), `code` a provider error code for failed items.
@@ -25,7 +34,7 @@ impl AuditItemRecorded<'_> {
             }
         };
         metrics::counter!(
-            AUDIT_ITEMS_TOTAL,
+            AUDIT_ITEMS_TOTAL.name,
             "provider" => self.provider.to_owned(),
             "outcome" => outcome
         )
@@ -51,6 +60,9 @@ impl AuditFinished<'_> {
             num_failed = self.num_failed,
             "audit finished"
         );
-        metrics::counter!(AUDITS_TOTAL, "status" => self.status).increment(1);
+        metrics::counter!(AUDITS_TOTAL.name, "status" => self.status).increment(1);
     }
 }
+
+/// Every metric this crate emits, for the recorder's descriptions and `docs/metrics.md`.
+pub const METRICS: &[MetricSpec] = &[AUDIT_ITEMS_TOTAL, AUDITS_TOTAL];

@@ -1,9 +1,22 @@
 //! Metric names of authentication and rate limiting, and the events that emit them. Labels
 //! are fixed sets: failure reasons and limit names, never keys or addresses.
 
-pub const AUTH_FAILURES_TOTAL: &str = "bulwark_auth_failures_total";
-pub const RATE_LIMITED_TOTAL: &str = "bulwark_rate_limited_total";
-pub const AUTH_KEYS: &str = "bulwark_auth_keys";
+use bulwark_core::{MetricSpec, MetricUnit};
+pub const AUTH_FAILURES_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_auth_failures_total",
+    "Requests whose credential was refused, by reason",
+)
+.with_labels(&["reason"]);
+pub const RATE_LIMITED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_rate_limited_total",
+    "Requests refused by a rate limit, by limit",
+)
+.with_labels(&["limit"]);
+pub const AUTH_KEYS: MetricSpec = MetricSpec::gauge(
+    "bulwark_auth_keys",
+    MetricUnit::Count,
+    "API keys in this node's key cache",
+);
 
 /// A request presented a credential that was refused.
 #[derive(Debug)]
@@ -14,7 +27,7 @@ pub struct AuthFailed {
 
 impl AuthFailed {
     pub fn emit(&self) {
-        metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => self.reason).increment(1);
+        metrics::counter!(AUTH_FAILURES_TOTAL.name, "reason" => self.reason).increment(1);
     }
 }
 
@@ -27,7 +40,7 @@ pub struct RateLimited {
 
 impl RateLimited {
     pub fn emit(&self) {
-        metrics::counter!(RATE_LIMITED_TOTAL, "limit" => self.limit).increment(1);
+        metrics::counter!(RATE_LIMITED_TOTAL.name, "limit" => self.limit).increment(1);
     }
 }
 
@@ -39,6 +52,9 @@ pub struct KeysLoaded {
 
 impl KeysLoaded {
     pub fn emit(&self) {
-        metrics::gauge!(AUTH_KEYS).set(self.num_keys as f64);
+        metrics::gauge!(AUTH_KEYS.name).set(self.num_keys as f64);
     }
 }
+
+/// Every metric this crate emits, for the recorder's descriptions and `docs/metrics.md`.
+pub const METRICS: &[MetricSpec] = &[AUTH_FAILURES_TOTAL, RATE_LIMITED_TOTAL, AUTH_KEYS];

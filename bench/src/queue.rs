@@ -101,7 +101,7 @@ pub async fn queue(config: &Config, params: QueueBenchParams) -> anyhow::Result<
     let service = Service::start(config).await?;
     let deadline = drain_started + Duration::from_secs(600);
     loop {
-        let counts = store.count_live_jobs().await?;
+        let counts = store.count_live_jobs(bulwark_core::now_ms()).await?;
         let open: i64 = counts
             .iter()
             .filter(|count| count.status == "queued" || count.status == "running")

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
+use crate::metrics::{BrokerConnected, LinkChanged};
 use crate::{BrokerError, ProducerLimits, Topology};
 
 /// What every broker link of a node is built with.
@@ -38,7 +39,7 @@ impl std::fmt::Debug for BrokerSettings {
 pub async fn connect(settings: &BrokerSettings, role: &str) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("{}/{role}", settings.connection_name).into());
-    match tokio::time::timeout(
+    let connected = match tokio::time::timeout(
         settings.connect_timeout,
         Connection::connect(&settings.url, properties),
     )
@@ -47,7 +48,13 @@ pub async fn connect(settings: &BrokerSettings, role: &str) -> Result<Connection
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(BrokerError::Connect(Box::new(error))),
         Err(_) => Err(BrokerError::ConnectTimeout(settings.connect_timeout)),
+    };
+    BrokerConnected {
+        role,
+        is_opened: connected.is_ok(),
     }
+    .emit();
+    connected
 }
 
 /// The one connection a node's consumers share, each consumer on its own channel (RabbitMQ's
@@ -86,11 +93,17 @@ pub struct BrokerHealth {
 impl BrokerHealth {
     /// Registers a link as down until it reports otherwise.
     pub fn register(&self, link: &str) {
-        self.lock().entry(link.to_owned()).or_insert(false);
+        let mut links = self.lock();
+        if !links.contains_key(link) {
+            links.insert(link.to_owned(), false);
+            LinkChanged { link, is_up: false }.emit();
+        }
     }
 
     pub fn set(&self, link: &str, is_up: bool) {
-        self.lock().insert(link.to_owned(), is_up);
+        if self.lock().insert(link.to_owned(), is_up) != Some(is_up) {
+            LinkChanged { link, is_up }.emit();
+        }
     }
 
     /// Returns true when every registered link is up.

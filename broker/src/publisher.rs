@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::envelope::{CONTENT_TYPE_JSON, ENVELOPE_VERSION, Envelope};
+use crate::metrics::MessagesPublished;
 use crate::{BrokerError, BrokerHealth, BrokerSettings, PriorityBand, Topology, connect};
 
 /// The health link name of the publisher.
@@ -149,7 +150,10 @@ impl BrokerPublisher {
     ) -> Vec<Result<(), BrokerError>> {
         let channel = match self.channel_in_time().await {
             Ok(channel) => channel,
-            Err(error) => return messages.iter().map(|_| Err(error.clone())).collect(),
+            Err(error) => {
+                MessagesPublished::failed(messages.len()).emit();
+                return messages.iter().map(|_| Err(error.clone())).collect();
+            }
         };
         let published = async {
             let sends = messages.iter().map(|message| {
@@ -182,6 +186,7 @@ impl BrokerPublisher {
             tokio::time::timeout(self.settings.confirm_timeout, published).await
         else {
             self.reset().await;
+            MessagesPublished::failed(messages.len()).emit();
             let waited = format!("no confirm within {:?}", self.settings.confirm_timeout);
             return messages
                 .iter()
@@ -191,20 +196,35 @@ impl BrokerPublisher {
         if confirmations.iter().any(Result::is_err) {
             self.reset().await;
         }
-        confirmations
+        let mut published = MessagesPublished::default();
+        let answers = confirmations
             .into_iter()
             .zip(messages)
-            .map(|(confirmation, message)| match confirmation? {
-                Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(_returned)) => {
+            .map(|(confirmation, message)| match confirmation {
+                Ok(Confirmation::Ack(None)) => {
+                    published.num_confirmed += 1;
+                    Ok(())
+                }
+                Ok(Confirmation::Ack(Some(_returned))) => {
+                    published.num_returned += 1;
                     Err(unconfirmed(message, "returned unroutable", None))
                 }
-                Confirmation::Nack(_) => Err(unconfirmed(message, "nacked by the broker", None)),
-                Confirmation::NotRequested => {
+                Ok(Confirmation::Nack(_)) => {
+                    published.num_nacked += 1;
+                    Err(unconfirmed(message, "nacked by the broker", None))
+                }
+                Ok(Confirmation::NotRequested) => {
+                    published.num_failed += 1;
                     Err(unconfirmed(message, "confirms not enabled", None))
                 }
+                Err(error) => {
+                    published.num_failed += 1;
+                    Err(error)
+                }
             })
-            .collect()
+            .collect();
+        published.emit();
+        answers
     }
 
     /// Publishes an envelope to the jobs exchange, routed by its kind and the band of its

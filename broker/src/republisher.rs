@@ -8,6 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use crate::BrokerPublisher;
+use crate::metrics::OutboxDepthRead;
 
 /// Drains the outbox: broker jobs stored but never confirmed (the broker was down when they
 /// were submitted, or the node died between the insert and the confirm) are published again.
@@ -60,6 +61,11 @@ impl Actor for RepublisherActor {
 }
 
 async fn sweep(params: &RepublisherParams) {
+    // Counted first: the backlog matters most while the broker is unreachable.
+    match params.store.count_outbox(now_ms()).await {
+        Ok(num_jobs) => OutboxDepthRead { num_jobs }.emit(),
+        Err(error) => warn!(%error, "failed to count the outbox"),
+    }
     // Keeps the publisher's link (and so the readiness report) fresh even when idle.
     if let Err(error) = params.publisher.channel().await {
         warn!(%error, "broker publisher cannot connect");

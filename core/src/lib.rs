@@ -16,11 +16,14 @@
 //! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs, and
 //!   [`HandledMessage`], what crash and hang reports say an actor was handling.
 //! - `time`: [`now_ms`] and RFC 3339 parsing and formatting of Unix milliseconds.
+//! - `metric`: [`MetricSpec`], how each crate declares its metrics (type, unit, help, labels,
+//!   buckets) once, for the recorder and the catalog in `docs/metrics.md`.
 
 mod error;
 mod job_defaults;
 mod job_kind;
 mod liveness;
+mod metric;
 mod time;
 mod trace;
 
@@ -28,5 +31,9 @@ pub use error::{ErrorCode, JobError};
 pub use job_defaults::{DEFAULT_JOB_PRIORITY, JobDefaults, KindDefaults, KindGate, KindLimits};
 pub use job_kind::{JobKind, decode_payload};
 pub use liveness::{BusyGuard, HandledMessage, Liveness};
+pub use metric::{
+    BATCH_SIZE_BUCKETS, FAST_SECONDS_BUCKETS, LAG_SECONDS_BUCKETS, MetricSpec, MetricType,
+    MetricUnit, SLOW_SECONDS_BUCKETS,
+};
 pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 pub use trace::{TraceContext, new_traceparent, trace_id_of, traceparent_in};

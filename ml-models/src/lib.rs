@@ -14,10 +14,12 @@
 //! - `strategy`: [`EngineSet`] and [`Strategy`]: primary, ensemble and consensus scoring.
 //! - `batching`: [`BatchQueue`], dynamic batching of texts from concurrent requests.
 //! - `thread`: [`InferenceThread`], the dedicated thread a model runs on, fed by the queue.
+//! - `metrics`: the inference batches' metrics ([`metrics::METRICS`]).
 
 mod batching;
 mod eval;
 mod lexicon;
+pub mod metrics;
 mod model_load;
 mod onnx;
 mod sentiment;

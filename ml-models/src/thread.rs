@@ -1,11 +1,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bulwark_core::{HandledMessage, Liveness};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
+use crate::metrics::InferenceBatchFinished;
 use crate::{BatchQueue, EngineSet, InferenceError};
 
 /// Faults injected on purpose for tests and game days: a batch holding a text that contains a
@@ -116,10 +118,21 @@ fn serve(
         let texts = batch.texts();
         let options = batch.options();
         let _busy = liveness.busy_with(describe_batch(&batch, &texts));
+        let started = Instant::now();
         let scored = catch_unwind(AssertUnwindSafe(|| {
             inject_faults(chaos, &texts, stop)?;
             engines.score(&texts, &options)
         }));
+        InferenceBatchFinished {
+            outcome: match &scored {
+                Ok(Ok(_)) => "scored",
+                Ok(Err(_)) => "failed",
+                Err(_) => "crashed",
+            },
+            num_texts: texts.len(),
+            duration: started.elapsed(),
+        }
+        .emit();
         match scored {
             Ok(Ok(scores)) => batch.complete(scores),
             // The thread was stopped mid-batch (its worker was killed as hung): like a crash,

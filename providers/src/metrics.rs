@@ -3,16 +3,44 @@
 
 use std::time::Duration;
 
+use bulwark_core::{MetricSpec, MetricUnit, SLOW_SECONDS_BUCKETS};
 use tracing::{debug, info, warn};
 
 use crate::breaker::BreakerState;
 
-pub const PROVIDER_CALLS_TOTAL: &str = "bulwark_provider_calls_total";
-pub const PROVIDER_CALL_SECONDS: &str = "bulwark_provider_call_duration_seconds";
-pub const PROVIDER_RETRIES_TOTAL: &str = "bulwark_provider_retries_total";
-pub const PROVIDER_BREAKER_STATE: &str = "bulwark_provider_breaker_state";
-pub const PROVIDER_BREAKER_TRANSITIONS_TOTAL: &str = "bulwark_provider_breaker_transitions_total";
-pub const PROVIDER_REJECTED_TOTAL: &str = "bulwark_provider_rejected_total";
+pub const PROVIDER_CALLS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_provider_calls_total",
+    "Provider calls finished after their retries, by provider and outcome (ok or an error code)",
+)
+.with_labels(&["provider", "outcome"]);
+pub const PROVIDER_CALL_SECONDS: MetricSpec = MetricSpec::histogram(
+    "bulwark_provider_call_duration_seconds",
+    MetricUnit::Seconds,
+    SLOW_SECONDS_BUCKETS,
+    "How long a provider call took, retries included",
+)
+.with_labels(&["provider"]);
+pub const PROVIDER_RETRIES_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_provider_retries_total",
+    "Provider call attempts that failed retriably and were tried again, by error code",
+)
+.with_labels(&["provider", "code"]);
+pub const PROVIDER_BREAKER_STATE: MetricSpec = MetricSpec::gauge(
+    "bulwark_provider_breaker_state",
+    MetricUnit::None,
+    "A provider's circuit breaker: 0 closed, 1 half-open, 2 open",
+)
+.with_labels(&["provider"]);
+pub const PROVIDER_BREAKER_TRANSITIONS_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_provider_breaker_transitions_total",
+    "Circuit breaker state changes, by the state entered",
+)
+.with_labels(&["provider", "state"]);
+pub const PROVIDER_REJECTED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_provider_rejected_total",
+    "Provider calls refused on this node before the upstream (breaker, rate limit, bulkhead)",
+)
+.with_labels(&["provider", "code"]);
 
 /// A call through the resilience layer ended (after its retries).
 #[derive(Debug)]
@@ -33,8 +61,8 @@ impl ProviderCallFinished<'_> {
             duration_ms = self.duration.as_millis() as u64,
             "provider call finished"
         );
-        metrics::counter!(PROVIDER_CALLS_TOTAL, "provider" => self.provider.to_owned(), "outcome" => self.outcome.to_owned()).increment(1);
-        metrics::histogram!(PROVIDER_CALL_SECONDS, "provider" => self.provider.to_owned())
+        metrics::counter!(PROVIDER_CALLS_TOTAL.name, "provider" => self.provider.to_owned(), "outcome" => self.outcome.to_owned()).increment(1);
+        metrics::histogram!(PROVIDER_CALL_SECONDS.name, "provider" => self.provider.to_owned())
             .record(self.duration.as_secs_f64());
     }
 }
@@ -57,7 +85,7 @@ impl ProviderRetrying<'_> {
             delay_ms = self.delay.as_millis() as u64,
             "provider call failed, retrying"
         );
-        metrics::counter!(PROVIDER_RETRIES_TOTAL, "provider" => self.provider.to_owned(), "code" => self.code.to_owned()).increment(1);
+        metrics::counter!(PROVIDER_RETRIES_TOTAL.name, "provider" => self.provider.to_owned(), "code" => self.code.to_owned()).increment(1);
     }
 }
 
@@ -75,7 +103,7 @@ impl ProviderRejected<'_> {
             code = self.code,
             "provider call rejected"
         );
-        metrics::counter!(PROVIDER_REJECTED_TOTAL, "provider" => self.provider.to_owned(), "code" => self.code.to_owned()).increment(1);
+        metrics::counter!(PROVIDER_REJECTED_TOTAL.name, "provider" => self.provider.to_owned(), "code" => self.code.to_owned()).increment(1);
     }
 }
 
@@ -102,13 +130,23 @@ impl BreakerTransition<'_> {
                 "circuit breaker changed state"
             ),
         }
-        metrics::counter!(PROVIDER_BREAKER_TRANSITIONS_TOTAL, "provider" => self.provider.to_owned(), "state" => self.state.as_str()).increment(1);
+        metrics::counter!(PROVIDER_BREAKER_TRANSITIONS_TOTAL.name, "provider" => self.provider.to_owned(), "state" => self.state.as_str()).increment(1);
         self.emit_gauge();
     }
 
     /// Sets the state gauge only (0 closed, 1 half-open, 2 open).
     pub fn emit_gauge(&self) {
-        metrics::gauge!(PROVIDER_BREAKER_STATE, "provider" => self.provider.to_owned())
+        metrics::gauge!(PROVIDER_BREAKER_STATE.name, "provider" => self.provider.to_owned())
             .set(self.state.gauge_value());
     }
 }
+
+/// Every metric this crate emits, for the recorder's descriptions and `docs/metrics.md`.
+pub const METRICS: &[MetricSpec] = &[
+    PROVIDER_CALLS_TOTAL,
+    PROVIDER_CALL_SECONDS,
+    PROVIDER_RETRIES_TOTAL,
+    PROVIDER_BREAKER_STATE,
+    PROVIDER_BREAKER_TRANSITIONS_TOTAL,
+    PROVIDER_REJECTED_TOTAL,
+];

@@ -197,6 +197,18 @@ impl Store {
         decode_rows(rows)
     }
 
+    /// Returns how many broker jobs due by `now_ms` wait in the outbox (never confirmed
+    /// published, paused kinds included), for the outbox-depth gauge. It reads the outbox's
+    /// partial index (`jobs_unpublished`), never the published history.
+    pub async fn count_outbox(&self, now_ms: i64) -> Result<i64, StoreError> {
+        const COUNT: &str = "SELECT COUNT(*) FROM jobs WHERE transport = 'amqp' \
+             AND published_at_ms IS NULL AND status = 'queued' AND run_at_ms <= $1";
+        let num_jobs: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar(COUNT).bind(now_ms).fetch_one(pool).await
+        })?;
+        Ok(num_jobs)
+    }
+
     /// Claims one broker job by id for `owner` until `lease_until_ms`, counting an attempt:
     /// only when it is queued, or running under an expired lease (its consumer died). Returns
     /// `None` when the job is finished or another consumer holds a live lease.

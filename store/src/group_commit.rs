@@ -16,9 +16,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 
 use crate::StoreError;
-
-/// Histogram of how many requests each group-commit statement carried, by statement.
-pub const GROUP_COMMIT_BATCH_SIZE: &str = "bulwark_store_group_commit_batch_size";
+use crate::metrics::GROUP_COMMIT_BATCH_SIZE;
 
 /// One statement that writes (or reads) many rows at once.
 pub trait BatchWrite: Send + Sync + 'static {
@@ -109,7 +107,7 @@ async fn run_writer<W: BatchWrite>(
         if num_received == 0 {
             return;
         }
-        metrics::histogram!(GROUP_COMMIT_BATCH_SIZE, "statement" => W::NAME)
+        metrics::histogram!(GROUP_COMMIT_BATCH_SIZE.name, "statement" => W::NAME)
             .record(batch.len() as f64);
         let (requests, replies): (Vec<_>, Vec<_>) = batch
             .drain(..)

@@ -414,6 +414,16 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// Number of live (queued or running) jobs of one kind in one status.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LiveCount {
+    pub kind: String,
+    pub status: String,
+    pub count: i64,
+    /// For queued jobs: the earliest `run_at_ms` among those already due, `None` when none is.
+    pub oldest_due_at_ms: Option<i64>,
+}
+
 /// Number of jobs of one kind in one status.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StatusCount {
@@ -858,12 +868,15 @@ impl Store {
         Ok(counts)
     }
 
-    /// Returns the number of queued and running jobs per kind, for queue-depth metrics. It
-    /// reads the partial index of live rows (`jobs_live_kinds`), never the finished history.
-    pub async fn count_live_jobs(&self) -> Result<Vec<StatusCount>, StoreError> {
-        const COUNT: &str = "SELECT kind, status, COUNT(*) AS count FROM jobs \
-             WHERE status IN ('queued', 'running') GROUP BY kind, status";
-        let counts = with_pool!(self, pool => sqlx::query_as(COUNT).fetch_all(pool).await)?;
+    /// Returns the number of queued and running jobs per kind, and when the oldest queued job
+    /// that is due by `now_ms` became due, for queue-depth metrics. It reads the partial index
+    /// of live rows (`jobs_live_kinds`, which carries `run_at_ms`), never the finished history.
+    pub async fn count_live_jobs(&self, now_ms: i64) -> Result<Vec<LiveCount>, StoreError> {
+        const COUNT: &str = "SELECT kind, status, COUNT(*) AS count, \
+             MIN(run_at_ms) FILTER (WHERE status = 'queued' AND run_at_ms <= $1) AS oldest_due_at_ms \
+             FROM jobs WHERE status IN ('queued', 'running') GROUP BY kind, status";
+        let counts =
+            with_pool!(self, pool => sqlx::query_as(COUNT).bind(now_ms).fetch_all(pool).await)?;
         Ok(counts)
     }
 }

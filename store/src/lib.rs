@@ -38,6 +38,7 @@
 //!   generated server secret.
 //! - `dead_letters`: [`DeadLetter`]s, jobs that could not be done, until recovered or purged.
 //! - `group_commit`: [`GroupCommit`], concurrent writers sharing one statement and commit.
+//! - `metrics`: the store's metrics ([`metrics::METRICS`]) and [`metrics::PoolStatus`].
 //! - `error`: [`StoreError`].
 
 mod api_keys;
@@ -53,6 +54,7 @@ mod job_control;
 mod job_graphs;
 mod jobs;
 mod kind_gates;
+pub mod metrics;
 mod ops_audit;
 mod queue;
 mod schedules;
@@ -68,7 +70,7 @@ pub use dead_letters::{
     LOCAL_QUEUE, NewDeadLetter, RequeuedJob,
 };
 pub use error::{BoxError, StoreError};
-pub use group_commit::{BatchWrite, GROUP_COMMIT_BATCH_SIZE, GroupCommit, GroupCommitParams};
+pub use group_commit::{BatchWrite, GroupCommit, GroupCommitParams};
 pub use job_attempts::AttemptRecord;
 pub use job_batches::BatchInsertOutcome;
 pub use job_control::{CancelCount, CancelFilter, CancelOutcome, PausedKind};
@@ -78,7 +80,7 @@ pub use job_graphs::{
 };
 pub use jobs::{
     CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage,
-    JobProgress, JobStatus, MAX_PRIORITY, NewJob, StatusCount,
+    JobProgress, JobStatus, LiveCount, MAX_PRIORITY, NewJob, StatusCount,
 };
 pub use kind_gates::GatedClaim;
 pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};

@@ -367,7 +367,7 @@ async fn live_counts_leave_out_finished_jobs(backend: TestBackend) {
     let claimed = node.claim(2).await.unwrap();
     node.complete(&claimed[0], &json!({})).await.unwrap();
     let mut live: Vec<(String, i64)> = store
-        .count_live_jobs()
+        .count_live_jobs(bulwark_core::now_ms())
         .await
         .unwrap()
         .into_iter()
@@ -384,6 +384,37 @@ async fn live_counts_leave_out_finished_jobs(backend: TestBackend) {
 on_both_backends!(
     live_counts_leave_out_finished_jobs_on,
     live_counts_leave_out_finished_jobs
+);
+
+/// Proves the live counts carry the oldest due queued job's `run_at_ms`: a job delayed into the
+/// future is counted but not taken as waiting, and none is due before the first was stored.
+async fn live_counts_carry_the_oldest_due_job(backend: TestBackend) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.open().await;
+    let first = store
+        .insert_job(&new_job(None))
+        .await
+        .unwrap()
+        .job()
+        .clone();
+    store.insert_job(&new_job(None)).await.unwrap();
+    store
+        .insert_job(&NewJob {
+            run_at_ms: Some(bulwark_core::now_ms() + 60_000),
+            ..new_job(None)
+        })
+        .await
+        .unwrap();
+    let live = store.count_live_jobs(bulwark_core::now_ms()).await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].count, 3);
+    assert_eq!(live[0].oldest_due_at_ms, Some(first.run_at_ms));
+    let none_due = store.count_live_jobs(first.run_at_ms - 1).await.unwrap();
+    assert_eq!(none_due[0].oldest_due_at_ms, None);
+}
+on_both_backends!(
+    live_counts_carry_the_oldest_due_job_on,
+    live_counts_carry_the_oldest_due_job
 );
 
 /// Proves a job whose lease expired is claimed before queued jobs that are due, and that one

@@ -64,7 +64,7 @@ async fn insert(store: &Store, kind: &str, count: usize, route: JobRoute) -> Vec
 
 async fn num_running(store: &Store, kind: &str) -> i64 {
     store
-        .count_live_jobs()
+        .count_live_jobs(bulwark_core::now_ms())
         .await
         .unwrap()
         .iter()
@@ -117,7 +117,7 @@ async fn a_cluster_limit_holds_across_claimers(backend: TestBackend) {
                 }
                 num_ran += claimed.len();
                 let left: i64 = store
-                    .count_live_jobs()
+                    .count_live_jobs(bulwark_core::now_ms())
                     .await
                     .unwrap()
                     .iter()

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::incident::{IncidentKind, IncidentReport, IncidentSink, SupervisorInfo};
-use crate::metrics::{ChildExited, SupervisorEscalated};
+use crate::metrics::{ChildExited, SupervisorEscalated, SupervisorStarted};
 use crate::panics::take_panic_within;
 
 /// Words in the failure of a supervisor that gave up, by which its parent recognises it.
@@ -347,6 +347,10 @@ impl Actor for SupervisorActor {
             });
         }
         myself.send_interval(params.heartbeat, || SupervisorMsg::Heartbeat);
+        SupervisorStarted {
+            supervisor: &params.name,
+        }
+        .emit();
         info!(
             supervisor = params.name,
             strategy = params.strategy.as_str(),

@@ -10,6 +10,7 @@ use tracing::warn;
 use crate::ApiTags;
 use crate::auth::authorize_unless_open;
 use crate::error::ApiResult;
+use crate::metrics::ReadinessChecked;
 use crate::state::ApiState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -290,6 +291,10 @@ impl HealthApi {
             failing,
             degraded,
         });
+        ReadinessChecked {
+            is_ready: status == "ready",
+        }
+        .emit();
         if status == "ready" {
             ReadyResponse::Ready(readiness)
         } else {
@@ -340,8 +345,8 @@ impl HealthApi {
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, request: &Request) -> ApiResult<MetricsResponse> {
         authorize_unless_open(request, Scope::Read, |open| open.metrics).await?;
-        Ok(match &self.state.prometheus {
-            Some(handle) => MetricsResponse::Metrics(PlainText(handle.render())),
+        Ok(match &self.state.metrics {
+            Some(exporter) => MetricsResponse::Metrics(PlainText(exporter.render())),
             None => {
                 MetricsResponse::Unavailable(PlainText("no metrics recorder installed".to_owned()))
             }
