@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bulwark_config::{Config, ConfigSources, TelemetryConfig};
+use bulwark_config::{Config, ConfigSources};
 use tracing::error;
 
 use crate::telemetry;
@@ -34,16 +34,13 @@ pub fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
     Ok(config)
 }
 
-/// Installs logging as `[telemetry]` says and runs `command` to completion on a new runtime.
-/// An error is logged and printed, and exits with a failure.
-pub fn run_command<F>(program: &str, telemetry: &TelemetryConfig, command: F) -> ExitCode
+/// Starts the async runtime, installs logging (and trace export) as `[telemetry]` says for
+/// node `node_id`, and runs `command` to completion. An error is logged and printed, and exits
+/// with a failure. Queued spans are flushed before the process leaves.
+pub fn run_command<F>(program: &str, config: &Config, command: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<ExitCode>>,
 {
-    if let Err(error) = telemetry::init_logging(telemetry) {
-        eprintln!("error: {error:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -51,12 +48,31 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command) {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let node_id = config
+        .jobs
+        .node_id
+        .clone()
+        .unwrap_or_else(|| program.to_owned());
+    let telemetry = {
+        let _entered = runtime.enter();
+        match telemetry::init(&config.telemetry, &node_id, &env) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let code = match runtime.block_on(command) {
         Ok(code) => code,
         Err(error) => {
             error!(error = format!("{error:#}"), "{program} failed");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    let _entered = runtime.enter();
+    telemetry.shutdown();
+    code
 }

@@ -42,5 +42,6 @@ pub mod service;
 pub mod settings;
 pub mod simulate;
 pub mod telemetry;
+pub mod traces;
 
 pub use service::{Service, ShutdownReport};

@@ -27,10 +27,15 @@ fn main() -> ExitCode {
         config.telemetry.log_level = "warn".to_owned();
         demo::add_demo_provider(&mut config);
     }
+    // One name for the node in its logs, spans and job leases.
+    config
+        .jobs
+        .node_id
+        .get_or_insert_with(bulwark::service::default_node_id);
     let config_path = cli.config.clone();
     launch::run_command(
         "bulwark",
-        &config.telemetry,
+        &config,
         run(cli.command, &config, config_path.as_deref()),
     )
 }

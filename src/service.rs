@@ -69,7 +69,8 @@ pub struct ShutdownReport {
     pub num_deliveries_unfinished: usize,
 }
 
-fn default_node_id() -> String {
+/// Returns a node name unique on this machine: host name, process id and a random suffix.
+pub fn default_node_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|name| name.trim().to_owned())
         .ok()

@@ -20,7 +20,7 @@ use bulwark_core::{ErrorCode, JobError};
 use bulwark_store::{Job, JobFailure, JobStatus, OutcomeSink};
 use futures::FutureExt;
 use serde_json::Value;
-use tracing::{debug, error, warn};
+use tracing::{Instrument, debug, error, warn};
 
 use crate::JobExecutor;
 use crate::job_control::JobControls;
@@ -138,24 +138,44 @@ impl AttemptCore {
         job: &Job,
         on_executed: impl FnOnce(),
     ) -> AttemptReport {
-        let started = Instant::now();
-        let result = self.execute(job).await;
-        on_executed();
-        debug!(ok = result.is_ok(), "job code returned");
-        let disposition = self.decide(job, result);
-        let stored = self.record(sink, job, &disposition).await;
-        debug!(stored = stored.is_some(), "job outcome recorded");
-        let report = AttemptReport {
-            disposition,
-            stored,
-        };
-        JobAttemptFinished {
-            kind: &job.kind,
-            outcome: report.outcome(),
-            duration: started.elapsed(),
+        let span = tracing::debug_span!(
+            "job.attempt",
+            otel.name = %format_args!("{} attempt", job.kind),
+            otel.kind = "internal",
+            otel.status_code = tracing::field::Empty,
+            job.id = %job.id,
+            job.kind = %job.kind,
+            job.attempt = job.attempts,
+            job.outcome = tracing::field::Empty,
+        );
+        async {
+            let started = Instant::now();
+            let result = self.execute(job).await;
+            on_executed();
+            debug!(ok = result.is_ok(), "job code returned");
+            let disposition = self.decide(job, result);
+            let stored = self.record(sink, job, &disposition).await;
+            debug!(stored = stored.is_some(), "job outcome recorded");
+            let report = AttemptReport {
+                disposition,
+                stored,
+            };
+            let outcome = report.outcome();
+            let span = tracing::Span::current();
+            span.record("job.outcome", outcome.as_str());
+            if outcome != JobOutcome::Succeeded {
+                span.record("otel.status_code", "error");
+            }
+            JobAttemptFinished {
+                kind: &job.kind,
+                outcome,
+                duration: started.elapsed(),
+            }
+            .emit();
+            report
         }
-        .emit();
-        report
+        .instrument(span)
+        .await
     }
 
     /// Executes the job's code, turning a panic into an internal error. A job claimed again

@@ -19,7 +19,7 @@ use bulwark_store::{
     BatchInsertOutcome, DeadLetter, InsertOutcome, Job, JobGraph, JobRoute, NewJob, Store,
     StoreError,
 };
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::JobRunnerHandle;
 
@@ -130,9 +130,13 @@ impl JobIntake {
         new_jobs: &[NewJob],
         trace: &TraceContext,
     ) -> Result<Vec<BatchInsertOutcome>, StoreError> {
-        let outcomes = self.store.insert_job_batch(new_jobs, self.route()).await?;
-        self.hand_over(&outcomes, trace).await?;
-        Ok(outcomes)
+        async {
+            let outcomes = self.store.insert_job_batch(new_jobs, self.route()).await?;
+            self.hand_over(&outcomes, trace).await?;
+            Ok(outcomes)
+        }
+        .instrument(submit_span(new_jobs.len()))
+        .await
     }
 
     /// Creates the jobs of a workflow graph, whose payloads the caller has validated and
@@ -144,9 +148,13 @@ impl JobIntake {
         graph: &JobGraph,
         trace: &TraceContext,
     ) -> Result<Vec<BatchInsertOutcome>, StoreError> {
-        let outcomes = self.store.insert_job_graph(graph, self.route()).await?;
-        self.hand_over(&outcomes, trace).await?;
-        Ok(outcomes)
+        async {
+            let outcomes = self.store.insert_job_graph(graph, self.route()).await?;
+            self.hand_over(&outcomes, trace).await?;
+            Ok(outcomes)
+        }
+        .instrument(submit_span(graph.jobs.len()))
+        .await
     }
 
     fn route(&self) -> JobRoute {
@@ -206,6 +214,12 @@ impl JobIntake {
         publish_batch_and_mark(&self.store, publisher.as_ref(), &to_publish, trace).await;
         Ok(())
     }
+}
+
+/// The span of a submission: storing its jobs and handing them over (published, or the local
+/// runner woken).
+fn submit_span(num_jobs: usize) -> tracing::Span {
+    tracing::info_span!("job.submit", otel.kind = "internal", job.count = num_jobs)
 }
 
 /// Publishes stored jobs with pipelined confirms and takes the confirmed ones out of the

@@ -104,6 +104,18 @@ impl PausedKinds {
             .collect()
     }
 
+    /// Reports every job kind's state in the pause gauge.
+    fn report_all(&self) {
+        let current = self.kinds.read().unwrap_or_else(PoisonError::into_inner);
+        for kind in bulwark_core::JobKind::ALL {
+            KindPauseChanged {
+                kind: kind.as_str(),
+                paused: current.contains(kind.as_str()),
+            }
+            .set_gauge();
+        }
+    }
+
     /// Replaces the view with `kinds` and reports each kind paused or resumed since.
     fn replace(&self, kinds: BTreeSet<String>) {
         let mut current = self.kinds.write().unwrap_or_else(PoisonError::into_inner);
@@ -193,6 +205,7 @@ impl Actor for JobControlActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(params.interval, || JobControlMsg::Poll);
         myself.send_message(JobControlMsg::Poll)?;
+        params.controls.paused.report_all();
         Ok(params)
     }
 

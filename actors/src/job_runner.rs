@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bulwark_core::{HandledMessage, Liveness};
+use bulwark_core::{HandledMessage, Liveness, TraceContext};
 use bulwark_store::{Job, JobTransport, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -286,7 +286,17 @@ async fn run_job(
         kind = %job.kind,
         attempt = job.attempts,
         request_id = job.request_id.as_deref().unwrap_or(""),
+        trace_id = job.trace_id.as_deref().unwrap_or(""),
     );
+    // The row keeps the submission's trace id, not its span: the attempt joins the job's
+    // trace under a parent span the store does not record.
+    if let Some(trace_id) = &job.trace_id {
+        TraceContext {
+            traceparent: Some(bulwark_core::traceparent_in(trace_id)),
+            tracestate: None,
+        }
+        .adopt_as_parent(&span);
+    }
     let slots = params.in_flight.slots(params.concurrency);
     let Ok(slot) = slots.acquire_owned().await else {
         if let Err(error) = params

@@ -209,6 +209,12 @@ pub struct KindPauseChanged<'a> {
 impl KindPauseChanged<'_> {
     pub fn emit(&self) {
         info!(kind = self.kind, paused = self.paused, "kind pause changed");
+        self.set_gauge();
+    }
+
+    /// Sets the gauge only: every kind is reported from the start, paused or not, so alerts
+    /// can rule paused kinds out before any pause happened.
+    pub fn set_gauge(&self) {
         metrics::gauge!(KIND_PAUSED.name, "kind" => self.kind.to_owned()).set(if self.paused {
             1.0
         } else {

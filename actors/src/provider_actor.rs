@@ -5,7 +5,7 @@ use bulwark_core::{HandledMessage, Liveness};
 use crate::DescribeMessage;
 use bulwark_providers::{Completion, CompletionRequest, Provider, ProviderError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 /// What a [`ProviderActor`] is started with; cloned on every restart, so the provider (and
 /// the breaker, limiter and bulkhead it carries) outlives the actor.
@@ -22,6 +22,8 @@ pub enum ProviderMsg {
     Complete {
         request: CompletionRequest,
         reply: RpcReplyPort<Result<Completion, ProviderError>>,
+        /// The caller's span: the call runs in it, so its trace continues to the provider.
+        span: tracing::Span,
     },
     /// Game-day fault (the `chaos` feature): makes the actor itself panic, error or hang, as
     /// opposed to the simulated engine's faults, which make the upstream misbehave.
@@ -69,9 +71,13 @@ impl Actor for ProviderActor {
     ) -> Result<(), ActorProcessingErr> {
         let _busy = state.liveness.busy_with(message.describe());
         match message {
-            ProviderMsg::Complete { request, reply } => {
+            ProviderMsg::Complete {
+                request,
+                reply,
+                span,
+            } => {
                 let provider = Arc::clone(&state.provider);
-                tokio::spawn(async move {
+                let call = async move {
                     let outcome = provider.complete(&request).await;
                     if reply.send(outcome).is_err() {
                         warn!(
@@ -79,7 +85,8 @@ impl Actor for ProviderActor {
                             "provider caller gave up before the answer"
                         );
                     }
-                });
+                };
+                tokio::spawn(call.instrument(span));
             }
             #[cfg(feature = "chaos")]
             ProviderMsg::Chaos(fault) => fault.commit("provider actor").await?,

@@ -251,7 +251,11 @@ impl ProviderRouter {
         let started = Instant::now();
         let outcome = actor
             .call(
-                |reply| ProviderMsg::Complete { request, reply },
+                |reply| ProviderMsg::Complete {
+                    request,
+                    reply,
+                    span: tracing::Span::current(),
+                },
                 Some(route.call_timeout),
             )
             .await;

@@ -7,7 +7,7 @@ use poem_openapi::OperationId;
 use tracing::{Instrument, info, info_span};
 use uuid::Uuid;
 
-use bulwark_core::{ErrorCode, HandledMessage};
+use bulwark_core::{ErrorCode, HandledMessage, TraceContext};
 use bulwark_supervisors::{IncidentKind, IncidentReport, IncidentSink};
 
 use crate::browser::BrowserPolicy;
@@ -68,9 +68,26 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             accepted_request_id(&request).unwrap_or_else(|| Uuid::now_v7().to_string());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let trace_id_opt = trace_id(&request);
+        let inbound = inbound_trace(&request);
         let allowed_origin_opt = self.browser.allowed_origin(&request);
-        let span = info_span!("http_request", request_id = %request_id, method = %method, path = %path, key = tracing::field::Empty);
+        // An HTTP server span (OpenTelemetry's HTTP conventions) continuing the caller's
+        // trace; named for its route once the route is known.
+        let span = info_span!(
+            "http_request",
+            otel.name = %method,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            url.path = %path,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            method = %method,
+            path = %path,
+            key = tracing::field::Empty,
+        );
+        inbound.adopt_as_parent(&span);
+        let trace_id_opt = TraceContext::of_span(&span).unwrap_or(inbound).trace_id();
         request
             .extensions_mut()
             .insert(RequestId(request_id.clone()));
@@ -144,6 +161,13 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             self.browser.apply(&path, allowed_origin_opt, headers);
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
+            let span = tracing::Span::current();
+            bulwark_core::rename_span(&span, format!("{method} {route}"));
+            span.record("http.route", route);
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "error");
+            }
             HttpRequestFinished {
                 route,
                 method: method.as_str(),
@@ -196,10 +220,19 @@ fn report_api_incident(
     });
 }
 
-/// Returns the trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`).
-fn trace_id(request: &Request) -> Option<String> {
-    let value = request.headers().get("traceparent")?.to_str().ok()?;
-    bulwark_core::trace_id_of(value)
+/// Returns the caller's W3C `traceparent` and `tracestate` headers.
+fn inbound_trace(request: &Request) -> TraceContext {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    TraceContext {
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
+    }
 }
 
 /// Returns the client's request id if it is short and made of safe characters.

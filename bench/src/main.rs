@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    launch::run_command("bulwark-bench", &config.telemetry, async {
+    launch::run_command("bulwark-bench", &config, async {
         run(cli.command, cli.config, &config).await?;
         Ok(ExitCode::SUCCESS)
     })

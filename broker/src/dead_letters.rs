@@ -417,6 +417,7 @@ impl BrokerPublisher {
             headers: vec![(DEAD_LETTER_ID_HEADER, letter.id.clone())],
             request_id: letter.request_id.as_deref(),
             traceparent: message.traceparent.as_deref(),
+            tracestate: None,
             mandatory: true,
         })
         .await

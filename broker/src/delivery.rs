@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bulwark_actors::{AttemptCore, RetryPolicy, validate_job};
-use bulwark_core::{now_ms, trace_id_of};
+use bulwark_core::{TraceContext, now_ms, trace_id_of};
 use bulwark_store::{
     DeliveredRow, GatedClaim, InsertOutcome, Job, JobFailure, JobRoute, JobStatus, NewJob,
     OutcomeSink, Store, StoreError,
@@ -127,6 +127,7 @@ struct MessageMeta {
     content_type: Option<String>,
     request_id: Option<String>,
     traceparent: Option<String>,
+    tracestate: Option<String>,
     reply_to: Option<String>,
     /// Why `reply_to` is not replied to, when it is set and not allowed.
     reply_refused: Option<String>,
@@ -155,6 +156,7 @@ impl MessageMeta {
                 .map(|text| text.as_str().to_owned()),
             request_id: header("x-request-id"),
             traceparent: header("traceparent"),
+            tracestate: header("tracestate"),
             reply_to: properties
                 .reply_to()
                 .as_ref()
@@ -210,14 +212,33 @@ pub(crate) async fn process_delivery(
     delivery: Delivery,
 ) {
     let mut meta = MessageMeta::of(&delivery);
+    // A consumer span (OpenTelemetry's messaging conventions), child of the publisher's span
+    // the message's `traceparent` names; a redelivery is also linked to it.
     let span = info_span!(
         "delivery",
+        otel.name = %format_args!("{} process", delivery.routing_key),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "deliver",
+        messaging.destination.name = %delivery.exchange,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+        messaging.message.id = meta.message_id.as_deref().unwrap_or(""),
         kind = %kind,
         message_id = meta.message_id.as_deref().unwrap_or(""),
         request_id = meta.request_id.as_deref().unwrap_or(""),
         traceparent = meta.traceparent.as_deref().unwrap_or(""),
+        trace_id = meta.traceparent.as_deref().and_then(trace_id_of).unwrap_or_default(),
         redelivered = delivery.redelivered,
     );
+    let inbound = TraceContext {
+        traceparent: meta.traceparent.clone(),
+        tracestate: meta.tracestate.clone(),
+    };
+    inbound.adopt_as_parent(&span);
+    if delivery.redelivered {
+        inbound.link_from(&span);
+    }
     async {
         info!(
             message_id = meta.message_id.as_deref().unwrap_or(""),
@@ -310,6 +331,7 @@ async fn dead_letter(
             headers: vec![(REJECT_REASON_HEADER, reason.to_owned())],
             request_id: meta.request_id.as_deref(),
             traceparent: meta.traceparent.as_deref(),
+            tracestate: meta.tracestate.as_deref(),
             mandatory: true,
         })
         .await
@@ -826,6 +848,7 @@ async fn publish_outcome(context: &DeliveryContext, job: &Job, meta: &MessageMet
                 headers,
                 request_id: meta.request_id.as_deref().or(job.request_id.as_deref()),
                 traceparent: meta.traceparent.as_deref(),
+                tracestate: meta.tracestate.as_deref(),
                 mandatory: false,
             })
             .await;

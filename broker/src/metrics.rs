@@ -145,7 +145,7 @@ pub const LINK_UP: MetricSpec = MetricSpec::gauge(
 pub const OUTBOX_JOBS: MetricSpec = MetricSpec::gauge(
     "bulwark_outbox_jobs",
     MetricUnit::Count,
-    "Due jobs stored for RabbitMQ whose publish is not confirmed yet, cluster-wide (the republisher's backlog)",
+    "Due jobs stored for RabbitMQ whose publish is not confirmed yet, paused kinds left out, cluster-wide (the republisher's backlog)",
 );
 
 /// A connection to the broker was opened, or failed to open.

@@ -33,6 +33,7 @@ pub struct OutgoingMessage<'a> {
     pub headers: Vec<(&'a str, String)>,
     pub request_id: Option<&'a str>,
     pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
     /// Unroutable messages come back as errors; off for events nobody may listen to.
     pub mandatory: bool,
 }
@@ -155,8 +156,9 @@ impl BrokerPublisher {
                 return messages.iter().map(|_| Err(error.clone())).collect();
             }
         };
+        let spans: Vec<tracing::Span> = messages.iter().map(publish_span).collect();
         let published = async {
-            let sends = messages.iter().map(|message| {
+            let sends = messages.iter().zip(&spans).map(|(message, span)| {
                 let options = BasicPublishOptions {
                     mandatory: message.mandatory,
                     ..BasicPublishOptions::default()
@@ -166,7 +168,7 @@ impl BrokerPublisher {
                     message.routing_key.into(),
                     options,
                     message.body,
-                    properties_of(message),
+                    properties_of(message, span),
                 )
             });
             let sent = futures::future::join_all(sends).await;
@@ -224,6 +226,11 @@ impl BrokerPublisher {
             })
             .collect();
         published.emit();
+        for (span, answer) in spans.iter().zip(&answers) {
+            if Result::is_err(answer) {
+                span.record("otel.status_code", "error");
+            }
+        }
         answers
     }
 
@@ -250,6 +257,7 @@ impl BrokerPublisher {
             headers: Vec::new(),
             request_id: trace.request_id,
             traceparent: trace.traceparent,
+            tracestate: None,
             mandatory: true,
         })
         .await
@@ -271,6 +279,7 @@ struct JobMessage {
     id: String,
     request_id: Option<String>,
     traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 impl JobMessage {
@@ -303,6 +312,7 @@ impl JobMessage {
             id: job.id.clone(),
             request_id: job.request_id.clone(),
             traceparent,
+            tracestate: trace.tracestate.clone(),
         }
     }
 
@@ -320,6 +330,7 @@ impl JobMessage {
             headers: Vec::new(),
             request_id: self.request_id.as_deref(),
             traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
             mandatory: true,
         })
     }
@@ -386,16 +397,42 @@ impl JobPublisher for BrokerPublisher {
 
 /// Returns the AMQP properties of a message: persistent, stamped with the app and the time,
 /// with `traceparent` (continued or new), `x-request-id` and its extra headers.
-fn properties_of(message: &OutgoingMessage<'_>) -> BasicProperties {
+/// A producer span (OpenTelemetry's messaging conventions) for one message; its context is
+/// the `traceparent` the message carries, so the consumer's span is its child.
+fn publish_span(message: &OutgoingMessage<'_>) -> tracing::Span {
+    tracing::debug_span!(
+        "amqp.publish",
+        otel.name = %format_args!("{} publish", message.exchange),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = message.exchange,
+        messaging.rabbitmq.destination.routing_key = message.routing_key,
+        messaging.message.id = message.message_id.unwrap_or(""),
+        messaging.message.body.size = message.body.len(),
+    )
+}
+
+fn properties_of(message: &OutgoingMessage<'_>, span: &tracing::Span) -> BasicProperties {
     let mut headers = FieldTable::default();
-    let traceparent = message
-        .traceparent
-        .map(str::to_owned)
-        .unwrap_or_else(new_traceparent);
+    let given = TraceContext {
+        traceparent: message.traceparent.map(str::to_owned),
+        tracestate: message.tracestate.map(str::to_owned),
+    };
+    let trace = given.onward_from(span);
+    let traceparent = trace.traceparent.unwrap_or_else(new_traceparent);
     headers.insert(
         "traceparent".into(),
         AMQPValue::LongString(traceparent.into()),
     );
+    if let Some(tracestate) = trace.tracestate {
+        headers.insert(
+            "tracestate".into(),
+            AMQPValue::LongString(tracestate.into()),
+        );
+    }
     if let Some(request_id) = message.request_id {
         headers.insert(
             "x-request-id".into(),

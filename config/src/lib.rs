@@ -31,7 +31,8 @@ pub use incidents::{ChaosConfig, IncidentsConfig, OpsConfig};
 pub use load::{ConfigError, ConfigSources, DEFAULT_CONFIG_PATH, load};
 pub use model::{
     AmqpConfig, Config, DatabaseConfig, HttpConfig, JobsConfig, KindConfig, LogFormat,
-    SentimentConfig, SentimentEngine, ShutdownConfig, SupervisionConfig, TelemetryConfig,
+    OtlpProtocol, SentimentConfig, SentimentEngine, ShutdownConfig, SupervisionConfig,
+    TelemetryConfig,
 };
 pub use providers::{
     DEFAULT_MAX_RESPONSE_BYTES, ProviderConfig, ProviderKind, ProvidersConfig, SecretRef,

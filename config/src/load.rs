@@ -34,6 +34,9 @@ const STRING_KEYS: &[&str] = &[
     "amqp.namespace",
     "telemetry.log_format",
     "telemetry.log_level",
+    "telemetry.otlp_endpoint",
+    "telemetry.otlp_protocol",
+    "telemetry.service_name",
     "jobs.node_id",
     "sentiment.model_dir",
     "sentiment.runtime_path",
@@ -363,6 +366,24 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         .is_err()
     {
         return invalid("telemetry.log_level", "must not be empty".to_owned());
+    }
+    let telemetry = &config.telemetry;
+    if !(0.0..=1.0).contains(&telemetry.trace_sample_ratio) {
+        return invalid(
+            "telemetry.trace_sample_ratio",
+            "must be between 0 and 1".to_owned(),
+        );
+    }
+    if let Some(endpoint) = &telemetry.otlp_endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return invalid(
+            "telemetry.otlp_endpoint",
+            format!("must be an http:// or https:// URL, not `{endpoint}`"),
+        );
+    }
+    if telemetry.service_name.trim().is_empty() {
+        return invalid("telemetry.service_name", "must not be empty".to_owned());
     }
     Ok(())
 }

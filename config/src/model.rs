@@ -366,6 +366,25 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// The OTLP transport traces are exported over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
 /// Logs and traces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -373,6 +392,19 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter directive, e.g. `info` or `bulwark=debug,sqlx=warn`.
     pub log_level: String,
+    /// Export OpenTelemetry traces over OTLP. Off by default; the standard `OTEL_*` variables
+    /// (`OTEL_TRACES_EXPORTER=otlp`, `OTEL_EXPORTER_OTLP_ENDPOINT`) turn it on too.
+    pub traces_enabled: bool,
+    /// Where the collector listens; `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) wins.
+    /// `None`: the protocol's default (`http://localhost:4317`, `http://localhost:4318`).
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (or `…_TRACES_PROTOCOL`) wins.
+    pub otlp_protocol: OtlpProtocol,
+    /// The share of new traces sampled (0 to 1); a caller's sampled flag is followed.
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` win.
+    pub trace_sample_ratio: f64,
+    /// `service.name` of the spans; `OTEL_SERVICE_NAME` wins.
+    pub service_name: String,
 }
 
 impl Default for TelemetryConfig {
@@ -380,6 +412,11 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             log_format: LogFormat::Json,
             log_level: "info".to_owned(),
+            traces_enabled: false,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::Grpc,
+            trace_sample_ratio: 1.0,
+            service_name: "bulwark".to_owned(),
         }
     }
 }

@@ -36,4 +36,4 @@ pub use metric::{
     MetricUnit, SLOW_SECONDS_BUCKETS,
 };
 pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
-pub use trace::{TraceContext, new_traceparent, trace_id_of, traceparent_in};
+pub use trace::{TraceContext, new_traceparent, rename_span, trace_id_of, traceparent_in};

@@ -2,9 +2,13 @@
 //! shows, and the mapping of HTTP failures onto [`ProviderError`].
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
+use bulwark_core::TraceContext;
+use reqwest::header::HeaderValue;
 use reqwest::{Response, StatusCode};
+use tracing::Instrument;
 
 use crate::ProviderError;
 use crate::wire::error_message;
@@ -85,15 +89,57 @@ pub fn build_client(params: &HttpProviderParams) -> Result<reqwest::Client, Prov
 /// Sends a request and reads its successful answer as JSON of type `T`; a transport failure,
 /// a non-2xx status or a body that is not a `T` (named `what` in the error) becomes the
 /// [`ProviderError`] it means.
+///
+/// Each call is an HTTP client span (OpenTelemetry's HTTP conventions) whose context goes to
+/// the provider in the `traceparent` and `tracestate` headers.
 pub async fn send_for_json<T: serde::de::DeserializeOwned>(
     builder: reqwest::RequestBuilder,
     params: &HttpProviderParams,
     what: &str,
 ) -> Result<T, ProviderError> {
-    let response = builder
-        .send()
+    let (client, request) = builder.build_split();
+    let mut request = request.map_err(|error| transport_error(&error, params))?;
+    let span = tracing::debug_span!(
+        "provider.call",
+        otel.name = %format_args!("{} {}", request.method(), params.name),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        server.address = request.url().host_str().unwrap_or(""),
+        server.port = request.url().port_or_known_default().unwrap_or(0),
+        url.path = request.url().path(),
+        http.response.status_code = tracing::field::Empty,
+        provider = %params.name,
+    );
+    if let Some(trace) = TraceContext::of_span(&span) {
+        let headers = request.headers_mut();
+        for (name, value_opt) in [
+            ("traceparent", trace.traceparent),
+            ("tracestate", trace.tracestate),
+        ] {
+            if let Some(value) = value_opt.and_then(|value| HeaderValue::from_str(&value).ok()) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    let answer = receive_json(client.execute(request), params, what)
+        .instrument(span.clone())
+        .await;
+    if answer.is_err() {
+        span.record("otel.status_code", "error");
+    }
+    answer
+}
+
+async fn receive_json<T: serde::de::DeserializeOwned>(
+    sent: impl Future<Output = reqwest::Result<Response>>,
+    params: &HttpProviderParams,
+    what: &str,
+) -> Result<T, ProviderError> {
+    let response = sent
         .await
         .map_err(|error| transport_error(&error, params))?;
+    tracing::Span::current().record("http.response.status_code", response.status().as_u16());
     if !response.status().is_success() {
         return Err(status_error(response, params).await);
     }

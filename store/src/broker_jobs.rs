@@ -197,12 +197,14 @@ impl Store {
         decode_rows(rows)
     }
 
-    /// Returns how many broker jobs due by `now_ms` wait in the outbox (never confirmed
-    /// published, paused kinds included), for the outbox-depth gauge. It reads the outbox's
-    /// partial index (`jobs_unpublished`), never the published history.
+    /// Returns how many broker jobs due by `now_ms` wait in the outbox to be published (never
+    /// confirmed; jobs of paused kinds, parked there on purpose, left out), for the
+    /// outbox-depth gauge. It reads the outbox's partial index (`jobs_unpublished`), never the
+    /// published history.
     pub async fn count_outbox(&self, now_ms: i64) -> Result<i64, StoreError> {
         const COUNT: &str = "SELECT COUNT(*) FROM jobs WHERE transport = 'amqp' \
-             AND published_at_ms IS NULL AND status = 'queued' AND run_at_ms <= $1";
+             AND published_at_ms IS NULL AND status = 'queued' AND run_at_ms <= $1 \
+             AND kind NOT IN (SELECT kind FROM paused_kinds)";
         let num_jobs: i64 = with_pool!(self, pool => {
             sqlx::query_scalar(COUNT).bind(now_ms).fetch_one(pool).await
         })?;

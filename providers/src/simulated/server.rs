@@ -23,9 +23,15 @@ use crate::wire::{
 const HANG_FOR: Duration = Duration::from_secs(600);
 
 /// Counts of what the simulator did, from `GET /admin/stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SimulatorStats {
     pub requests: u64,
+    /// Requests that carried a well-formed W3C `traceparent`.
+    #[serde(default)]
+    pub traced: u64,
+    /// The `traceparent` of the last traced request, to check trace propagation.
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
     pub answered: u64,
     pub hung: u64,
     pub dropped: u64,
@@ -38,6 +44,8 @@ pub struct SimulatorStats {
 #[derive(Debug, Default)]
 struct StatCounters {
     requests: AtomicU64,
+    traced: AtomicU64,
+    last_traceparent: std::sync::Mutex<Option<String>>,
     answered: AtomicU64,
     hung: AtomicU64,
     dropped: AtomicU64,
@@ -52,6 +60,12 @@ impl StatCounters {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         SimulatorStats {
             requests: read(&self.requests),
+            traced: read(&self.traced),
+            last_traceparent: self
+                .last_traceparent
+                .lock()
+                .map(|last| last.clone())
+                .unwrap_or_default(),
             answered: read(&self.answered),
             hung: read(&self.hung),
             dropped: read(&self.dropped),
@@ -308,6 +322,17 @@ fn presented_key(request: &Request, format: Format) -> Option<String> {
 async fn serve(state: &SimulatorState, request: &Request, body: Body, format: Format) -> Response {
     let stats = &state.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    let traceparent_opt = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| bulwark_core::trace_id_of(value).is_some());
+    if let Some(traceparent) = traceparent_opt {
+        stats.traced.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = stats.last_traceparent.lock() {
+            *last = Some(traceparent.to_owned());
+        }
+    }
     if let Some(expected) = &state.api_key {
         let presented = presented_key(request, format).unwrap_or_default();
         if &presented != expected {
