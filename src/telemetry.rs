@@ -145,19 +145,6 @@ pub fn subscriber(
     node_id: &str,
     env: &HashMap<String, String>,
 ) -> anyhow::Result<(impl tracing::Subscriber + Send + Sync + 'static, Telemetry)> {
-    let filter = match env.get("RUST_LOG") {
-        Some(directives) => EnvFilter::try_new(directives).context("invalid RUST_LOG")?,
-        None => EnvFilter::try_new(&config.log_level)
-            .with_context(|| format!("invalid telemetry.log_level `{}`", config.log_level))?,
-    };
-    // sqlx warns about connection-URL parameters it does not know with their values, and a
-    // value may be a password (`sslpassword=`): that one target is kept to errors, whatever
-    // the filter says. A more specific directive wins over the level asked for.
-    let filter = filter.add_directive(
-        "sqlx_postgres::options::parse=error"
-            .parse()
-            .context("the fixed sqlx directive parses")?,
-    );
     let settings_opt = crate::traces::TraceSettings::resolve(config, env)
         .map_err(|message| anyhow::anyhow!("invalid trace export settings: {message}"))?;
     let provider_opt = settings_opt
@@ -193,14 +180,35 @@ pub fn subscriber(
     };
     let subscriber = tracing_subscriber::registry()
         .with(otel_layer)
-        .with(fmt_layer.with_filter(filter))
-        .with(ring);
+        .with(fmt_layer.with_filter(log_filter(config, env)?))
+        .with(ring.with_filter(log_filter(config, env)?));
     Ok((
         subscriber,
         Telemetry {
             provider_opt,
             settings_opt,
         },
+    ))
+}
+
+/// Returns the filter of the log lines (printed, and kept for incident files): the configured
+/// level, or `RUST_LOG` when set.
+fn log_filter(
+    config: &TelemetryConfig,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<EnvFilter> {
+    let filter = match env.get("RUST_LOG") {
+        Some(directives) => EnvFilter::try_new(directives).context("invalid RUST_LOG")?,
+        None => EnvFilter::try_new(&config.log_level)
+            .with_context(|| format!("invalid telemetry.log_level `{}`", config.log_level))?,
+    };
+    // sqlx warns about connection-URL parameters it does not know with their values, and a
+    // value may be a password (`sslpassword=`): that one target is kept to errors, whatever
+    // the filter says. A more specific directive wins over the level asked for.
+    Ok(filter.add_directive(
+        "sqlx_postgres::options::parse=error"
+            .parse()
+            .context("the fixed sqlx directive parses")?,
     ))
 }
 

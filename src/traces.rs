@@ -36,7 +36,7 @@ pub const TRACE_EXPORT_SECONDS: MetricSpec = MetricSpec::histogram(
 /// The trace metrics, for the catalog.
 pub const METRICS: &[MetricSpec] = &[TRACE_SPANS_TOTAL, TRACE_EXPORT_SECONDS];
 
-/// Spans waiting for export at most; more are dropped (`OTEL_BSP_MAX_QUEUE_SIZE` wins).
+/// Spans waiting for export at most; more are dropped.
 const MAX_QUEUE_SIZE: usize = 2_048;
 
 /// How the node exports its spans, once resolved.
@@ -141,9 +141,16 @@ impl TraceSettings {
                 OtlpProtocol::HttpProtobuf => "http://localhost:4318",
             }),
         };
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        // The exporter is built without TLS: spans go to a collector or agent on the node or
+        // its private network, which forwards them on over TLS.
+        if endpoint.starts_with("https://") {
             return Err(format!(
-                "the OTLP endpoint must be an http:// or https:// URL, not `{endpoint}`"
+                "the OTLP endpoint `{endpoint}` needs TLS, which this build's exporter does not speak: send spans to a local collector over http://"
+            ));
+        }
+        if !endpoint.starts_with("http://") {
+            return Err(format!(
+                "the OTLP endpoint must be an http:// URL, not `{endpoint}`"
             ));
         }
         Ok(Some(TraceSettings {
@@ -343,14 +350,14 @@ mod tests {
             &env(&[
                 (
                     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                    "https://traces:443/custom",
+                    "http://traces:4318/custom",
                 ),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4317"),
             ]),
         )
         .unwrap()
         .unwrap();
-        assert_eq!(signal.endpoint, "https://traces:443/custom");
+        assert_eq!(signal.endpoint, "http://traces:4318/custom");
     }
 
     /// Proves unsupported or malformed values are refused with the variable named.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bulwark_actors::{DeadLetterPolicy, PublishError, refresh_dead_letter_depth};
-use bulwark_core::{now_ms, trace_id_of};
+use bulwark_core::{TraceContext, now_ms, trace_id_of, traceparent_in};
 use bulwark_store::{DeadLetter, NewDeadLetter, Store};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -103,6 +103,14 @@ pub(crate) async fn store_delivery(sink: &DeadLetterSink, kind: String, delivery
         request_id = letter.request_id.as_deref().unwrap_or(""),
         trace_id = letter.trace_id.as_deref().unwrap_or(""),
     );
+    // Dead-lettering joins the job's trace.
+    if let Some(trace_id) = &letter.trace_id {
+        TraceContext {
+            traceparent: Some(traceparent_in(trace_id)),
+            tracestate: None,
+        }
+        .adopt_as_parent(&span);
+    }
     async {
         let settled = match sink.policy.admit(&sink.store, letter).await {
             Ok(stored) => {

@@ -156,7 +156,23 @@ impl BrokerPublisher {
                 return messages.iter().map(|_| Err(error.clone())).collect();
             }
         };
-        let spans: Vec<tracing::Span> = messages.iter().map(publish_span).collect();
+        // A publish with no traced caller (the outbox's republisher, a requeue) continues the
+        // trace the message names instead of starting one.
+        let traced_caller = TraceContext::of_span(&tracing::Span::current()).is_some();
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .map(|message| {
+                let span = publish_span(message);
+                if !traced_caller {
+                    TraceContext {
+                        traceparent: message.traceparent.map(str::to_owned),
+                        tracestate: message.tracestate.map(str::to_owned),
+                    }
+                    .adopt_as_parent(&span);
+                }
+                span
+            })
+            .collect();
         let published = async {
             let sends = messages.iter().zip(&spans).map(|(message, span)| {
                 let options = BasicPublishOptions {

@@ -375,11 +375,13 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         );
     }
     if let Some(endpoint) = &telemetry.otlp_endpoint
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        && !endpoint.starts_with("http://")
     {
         return invalid(
             "telemetry.otlp_endpoint",
-            format!("must be an http:// or https:// URL, not `{endpoint}`"),
+            format!(
+                "must be an http:// URL (a local collector; the exporter speaks no TLS), not `{endpoint}`"
+            ),
         );
     }
     if telemetry.service_name.trim().is_empty() {
