@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: bench-auth bench-indexes
+.PHONY: bench-auth bench-indexes metrics-doc alerts
 .PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-queue-compare bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
@@ -12,9 +12,14 @@ run: release runtime model
 
 ## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432,
 ## the ONNX Runtime library and the sentiment model: `runtime` and `model` fetch them)
-test: check-services runtime model lint deny
+test: check-services runtime model lint deny alerts
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(MAKE) schemathesis
+
+## alerts: the Prometheus alert rules checked and unit-tested with promtool (every alert firing
+## and not firing), and every runbook they name present (promtool: Debian package prometheus)
+alerts:
+	./scripts/check-alerts.sh
 
 ## schemathesis: the API against its OpenAPI document, every check, on a live node with a key
 ## (schemathesis from PyPI, pinned in scripts/requirements-schemathesis.txt; see docs/openapi.md)
@@ -199,6 +204,10 @@ bench-celery: release-bench runtime model check-services
 ## other cores (needs root), for a tail-latency comparison the co-located servers do not blur
 bench-celery-pinned: release-bench runtime model check-services
 	BENCH_PIN=1 ./scripts/bench-celery.sh
+
+## metrics-doc: writes docs/metrics.md again from the metrics declared in the code
+metrics-doc:
+	UPDATE_METRICS_DOC=1 $(CARGO) test --lib -p bulwark -- telemetry::tests::metrics_doc_matches_the_catalog
 
 clean:
 	$(CARGO) clean
