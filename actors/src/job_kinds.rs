@@ -234,6 +234,7 @@ impl JobExecutor {
         let caller = crate::CallerIds {
             request_id: job.request_id.clone(),
             trace_id: job.trace_id.clone(),
+            span_trace_opt: None,
         };
         crate::with_caller(caller, self.execute_kind(job, cancel)).await
     }

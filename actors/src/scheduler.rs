@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulwark_core::{HandledMessage, Liveness};
+use bulwark_core::{HandledMessage, Liveness, TraceContext};
 use bulwark_store::{
     JobStatus, NewJob, NewScheduleRun, OverlapPolicy, RunOutcome, Schedule, ScheduleAdvance,
     ScheduleStatus, ScheduleTrigger, Store, StoreError,
@@ -9,7 +9,7 @@ use bulwark_store::{
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, registry};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::DescribeMessage;
 use crate::JobIntake;
@@ -619,20 +619,34 @@ async fn enqueue(
     schedule: &Schedule,
     fire_at_ms: i64,
 ) -> Result<String, StoreError> {
-    let new_job = NewJob {
-        kind: schedule.kind.clone(),
-        payload: schedule.payload.clone(),
-        idempotency_key: Some(slot_idempotency_key(&schedule.id, fire_at_ms)),
-        request_id: Some(format!("schedule-{}-{fire_at_ms}", schedule.id)),
-        trace_id: None,
-        max_attempts: params.job_defaults.max_attempts_of(&schedule.kind),
-        priority: params.job_defaults.priority_of(&schedule.kind),
-        run_at_ms: None,
-        timeout_ms: params.job_defaults.timeout_ms_of(&schedule.kind),
-        result_ttl_ms: None,
-    };
-    let outcome = params.intake.submit(&new_job).await?;
-    Ok(outcome.job().id.clone())
+    // Each fired slot starts a trace of its own: its job carries the trace id, and with
+    // OpenTelemetry on the fire is the root span of the job's trace.
+    let span = tracing::debug_span!(
+        "schedule.fire",
+        otel.name = %format_args!("{} fire", schedule.kind),
+        otel.kind = "internal",
+        schedule.id = %schedule.id,
+        schedule.fire_at_ms = fire_at_ms,
+    );
+    async {
+        let trace = TraceContext::continue_or_start(None);
+        let new_job = NewJob {
+            kind: schedule.kind.clone(),
+            payload: schedule.payload.clone(),
+            idempotency_key: Some(slot_idempotency_key(&schedule.id, fire_at_ms)),
+            request_id: Some(format!("schedule-{}-{fire_at_ms}", schedule.id)),
+            trace_id: trace.trace_id(),
+            max_attempts: params.job_defaults.max_attempts_of(&schedule.kind),
+            priority: params.job_defaults.priority_of(&schedule.kind),
+            run_at_ms: None,
+            timeout_ms: params.job_defaults.timeout_ms_of(&schedule.kind),
+            result_ttl_ms: None,
+        };
+        let outcome = params.intake.submit_traced(&new_job, &trace).await?;
+        Ok(outcome.job().id.clone())
+    }
+    .instrument(span)
+    .await
 }
 
 /// Fires a schedule once now, whatever its status and policies (an operator asked).

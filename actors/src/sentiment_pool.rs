@@ -174,7 +174,9 @@ pub async fn with_caller<F: std::future::Future>(caller: CallerIds, future: F) -
 }
 
 fn current_caller() -> CallerIds {
-    CALLER.try_with(Clone::clone).unwrap_or_default()
+    let mut caller = CALLER.try_with(Clone::clone).unwrap_or_default();
+    caller.span_trace_opt = bulwark_core::TraceContext::of_span(&tracing::Span::current());
+    caller
 }
 
 /// Audits score the tone of brand sentences on the pool with the node's default choices; only

@@ -94,6 +94,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         let caller = bulwark_actors::CallerIds {
             request_id: Some(request_id.clone()),
             trace_id: trace_id_opt.clone(),
+            span_trace_opt: None,
         };
         async move {
             // A CORS preflight carries no credentials: it is answered here, before any key

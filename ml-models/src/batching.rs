@@ -104,6 +104,8 @@ pub struct BatchQueue {
 pub struct CallerIds {
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
+    /// The caller's span when OpenTelemetry traces it: the batch's span links to it.
+    pub span_trace_opt: Option<bulwark_core::TraceContext>,
 }
 
 /// Texts taken from the queue together; score them and hand the scores back with
@@ -111,6 +113,21 @@ pub struct CallerIds {
 #[derive(Debug)]
 pub struct Batch {
     items: Vec<Item>,
+}
+
+impl Batch {
+    /// Returns the traced callers' span contexts, once each.
+    pub fn caller_traces(&self) -> Vec<&bulwark_core::TraceContext> {
+        let mut traces: Vec<&bulwark_core::TraceContext> = Vec::new();
+        for item in &self.items {
+            if let Some(trace) = &item.request.caller.span_trace_opt
+                && !traces.contains(&trace)
+            {
+                traces.push(trace);
+            }
+        }
+        traces
+    }
 }
 
 /// Estimates WordPiece tokens from characters without tokenizing: about four characters a

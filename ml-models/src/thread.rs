@@ -118,6 +118,17 @@ fn serve(
         let texts = batch.texts();
         let options = batch.options();
         let _busy = liveness.busy_with(describe_batch(&batch, &texts));
+        // One span per batch on the inference thread, linked to the spans of its callers.
+        let span = tracing::debug_span!(
+            "inference.batch",
+            otel.kind = "internal",
+            inference.batch.size = texts.len(),
+            inference.engines = engines.describe(),
+        );
+        for trace in batch.caller_traces() {
+            trace.link_from(&span);
+        }
+        let _entered = span.enter();
         let started = Instant::now();
         let scored = catch_unwind(AssertUnwindSafe(|| {
             inject_faults(chaos, &texts, stop)?;
@@ -292,6 +303,7 @@ mod tests {
         crate::CallerIds {
             request_id: Some(request_id.to_owned()),
             trace_id: Some(format!("trace-of-{request_id}")),
+            span_trace_opt: None,
         }
     }
 

@@ -11,9 +11,10 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use bulwark_core::TraceContext;
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use crate::StoreError;
 use crate::metrics::GROUP_COMMIT_BATCH_SIZE;
@@ -53,6 +54,8 @@ type Reply<W> = oneshot::Sender<Result<<W as BatchWrite>::Response, StoreError>>
 struct Pending<W: BatchWrite> {
     request: W::Request,
     reply_tx: Reply<W>,
+    /// The submitter's trace, which the batch's span links to (`None` when not traced).
+    trace_opt: Option<TraceContext>,
 }
 
 /// How a [`GroupCommit`] batches.
@@ -82,8 +85,13 @@ impl<W: BatchWrite> GroupCommit<W> {
     pub async fn submit(&self, request: W::Request) -> Result<W::Response, StoreError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let stopped = || StoreError::Invariant(format!("group commit `{}` stopped", W::NAME));
+        let pending = Pending {
+            request,
+            reply_tx,
+            trace_opt: TraceContext::of_span(&tracing::Span::current()),
+        };
         self.requests_tx
-            .send(Pending { request, reply_tx })
+            .send(pending)
             .await
             .map_err(|_| stopped())?;
         reply_rx.await.map_err(|_| stopped())?
@@ -109,27 +117,47 @@ async fn run_writer<W: BatchWrite>(
         }
         metrics::histogram!(GROUP_COMMIT_BATCH_SIZE.name, "statement" => W::NAME)
             .record(batch.len() as f64);
+        // One span per statement, linked to the spans of the callers it wrote for.
+        let span = tracing::debug_span!(
+            "store.batch",
+            otel.name = W::NAME,
+            otel.kind = "client",
+            db.operation.name = W::NAME,
+            db.operation.batch.size = batch.len(),
+        );
+        for trace in batch
+            .iter()
+            .filter_map(|pending| pending.trace_opt.as_ref())
+        {
+            trace.link_from(&span);
+        }
         let (requests, replies): (Vec<_>, Vec<_>) = batch
             .drain(..)
             .map(|pending| (pending.request, pending.reply_tx))
             .unzip();
-        match write_guarded(writer.as_ref(), &requests).await {
-            Ok(responses) => answer_each(replies, responses),
-            // One bad row must not fail its neighbours: write them one by one. A retryable
-            // error (the database is down) would fail them all alike, so it is shared instead.
-            Err(error) if requests.len() > 1 && !error.is_retryable() => {
-                warn!(%error, statement = W::NAME, size = requests.len(), "group commit failed, writing its rows one by one");
-                for (request, reply_tx) in requests.iter().zip(replies) {
-                    let outcome =
-                        write_guarded(writer.as_ref(), std::slice::from_ref(request)).await;
-                    let _ = reply_tx.send(outcome.map(|mut responses| responses.remove(0)));
-                }
+        write_batch(writer.as_ref(), requests, replies)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// Writes one batch and answers its callers.
+async fn write_batch<W: BatchWrite>(writer: &W, requests: Vec<W::Request>, replies: Vec<Reply<W>>) {
+    match write_guarded(writer, &requests).await {
+        Ok(responses) => answer_each(replies, responses),
+        // One bad row must not fail its neighbours: write them one by one. A retryable
+        // error (the database is down) would fail them all alike, so it is shared instead.
+        Err(error) if requests.len() > 1 && !error.is_retryable() => {
+            warn!(%error, statement = W::NAME, size = requests.len(), "group commit failed, writing its rows one by one");
+            for (request, reply_tx) in requests.iter().zip(replies) {
+                let outcome = write_guarded(writer, std::slice::from_ref(request)).await;
+                let _ = reply_tx.send(outcome.map(|mut responses| responses.remove(0)));
             }
-            Err(error) => {
-                let shared = Arc::new(error);
-                for reply_tx in replies {
-                    let _ = reply_tx.send(Err(StoreError::Shared(shared.clone())));
-                }
+        }
+        Err(error) => {
+            let shared = Arc::new(error);
+            for reply_tx in replies {
+                let _ = reply_tx.send(Err(StoreError::Shared(shared.clone())));
             }
         }
     }
