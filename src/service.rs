@@ -316,6 +316,7 @@ impl Service {
                 Some(Duration::from_secs(10)),
             ),
         );
+        crate::telemetry::ConfigInUse { config }.emit();
         crate::telemetry::NodeStarted {
             duration: started.elapsed(),
         }

@@ -382,6 +382,12 @@ pub const BUILD_INFO: MetricSpec = MetricSpec::gauge(
     "Always 1; its label is the running build's version (nodes on two versions show as two series)",
 )
 .with_labels(&["version"]);
+pub const CONFIG_INFO: MetricSpec = MetricSpec::gauge(
+    "bulwark_config_info",
+    MetricUnit::None,
+    "Always 1; its label is a digest of this node's effective configuration (its node id left out, secrets redacted): nodes on two configurations show as two series",
+)
+.with_labels(&["sha256"]);
 pub const STARTUP_SECONDS: MetricSpec = MetricSpec::gauge(
     "bulwark_startup_duration_seconds",
     MetricUnit::Seconds,
@@ -439,6 +445,7 @@ const PROCESS_METRICS: &[MetricSpec] = &[
 
 const NODE_METRICS: &[MetricSpec] = &[
     BUILD_INFO,
+    CONFIG_INFO,
     STARTUP_SECONDS,
     SHUTDOWN_SECONDS,
     crate::engines::SENTIMENT_DEGRADED,
@@ -570,6 +577,30 @@ impl MetricsExporter for NodeMetrics {
             }
         }
         self.handle.render()
+    }
+}
+
+/// A node runs with this configuration: its digest labels `bulwark_config_info`.
+#[derive(Debug)]
+pub struct ConfigInUse<'a> {
+    pub config: &'a bulwark_config::Config,
+}
+
+impl ConfigInUse<'_> {
+    pub fn emit(&self) {
+        use sha2::Digest as _;
+
+        let mut shared = self.config.clone();
+        shared.jobs.node_id = None;
+        // The rendering `bulwark config check` prints: secrets are redacted in it.
+        let rendered = toml::to_string(&shared).unwrap_or_default();
+        let digest = sha2::Sha256::digest(rendered.as_bytes());
+        let short: String = digest
+            .iter()
+            .take(8)
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        metrics::gauge!(CONFIG_INFO.name, "sha256" => short).set(1.0);
     }
 }
 
