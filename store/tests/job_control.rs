@@ -134,11 +134,12 @@ async fn bulk_cancel_by_filter(backend: TestBackend) {
         ],
     )
     .await;
-    insert(&store, &[job_of("sentiment.analyze")]).await;
     let node = queue(&store);
-    // Claims by age: the first audit runs.
+    // One audit runs; the other kind's job arrives after the claim (inserted before, it could
+    // share the audits' millisecond and be claimed first).
     let claimed = node.claim(1).await.unwrap();
     assert_eq!(claimed[0].kind, "audit.run");
+    insert(&store, &[job_of("sentiment.analyze")]).await;
     let audits = CancelFilter {
         kind: Some("audit.run".to_owned()),
         status: None,
