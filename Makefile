@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: bench-auth bench-indexes metrics-doc alerts
+.PHONY: bench-auth bench-indexes metrics-doc alerts bench-traces
 .PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-queue-compare bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
@@ -199,6 +199,11 @@ bench-amqp-pinned: release-bench runtime model check-services
 ## committed row per job) and `bulwark-bench amqp`, back to back in one run, with their ratios
 bench-celery: release-bench runtime model check-services
 	./scripts/bench-celery.sh
+
+## bench-traces: what OpenTelemetry tracing costs (always_on, exported to a local receiver),
+## /v1/sentiment and RabbitMQ jobs, traced against untraced in alternating rounds
+bench-traces: release release-bench runtime model check-services
+	./scripts/bench-traces.sh
 
 ## bench-celery-pinned: the same with PostgreSQL and RabbitMQ on core 0 and both systems on the
 ## other cores (needs root), for a tail-latency comparison the co-located servers do not blur

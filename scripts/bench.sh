@@ -30,21 +30,6 @@ ensure_python_venv
 # far above what one machine can send: the benchmark measures the service, key check included.
 BENCH_KEY=$("$BIN" keys generate)
 export BENCH_KEY
-start_server() {
-  DATABASE_URL="sqlite://$workdir/http.db" BULWARK_HTTP_ADDR="127.0.0.1:$PORT" BULWARK_LOG=warn \
-    BULWARK_BOOTSTRAP_ADMIN_KEY="$BENCH_KEY" \
-    BULWARK__AUTH__RATE_LIMITS__SUBMIT__PER_SECOND=10000000 BULWARK__AUTH__RATE_LIMITS__SUBMIT__BURST=10000000 \
-    BULWARK__AUTH__RATE_LIMITS__PER_IP__PER_SECOND=10000000 BULWARK__AUTH__RATE_LIMITS__PER_IP__BURST=10000000 \
-    "$@" "$BIN" serve &
-  server_pid=$!
-  for _ in $(seq 1 200); do
-    curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server never became ready" >&2
-  return 1
-}
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 load() {
   local connections=$1 script=$2
   wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$script" "http://127.0.0.1:$PORT/v1/sentiment" \
