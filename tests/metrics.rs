@@ -114,8 +114,9 @@ fn alerts_and_dashboards() -> Vec<(String, String)> {
 }
 
 /// Series alerts or dashboards name that a node creates only at their first event (a provider
-/// call, a dead letter, a refused request): the live scrape after a plain workload lacks them,
-/// the catalog check still holds them to a declared name.
+/// call, a dead letter, a refused request) or only when it exports traces: the live scrape after
+/// a plain workload lacks them, the catalog check still holds them to a declared name (and
+/// tests/traces.rs scrapes the trace counters of a traced node).
 const EVENT_BORN: &[&str] = &[
     "bulwark_provider_breaker_state",
     "bulwark_provider_calls_total",
@@ -130,6 +131,9 @@ const EVENT_BORN: &[&str] = &[
     "bulwark_sentiment_rejected_total",
     "bulwark_actor_exits_total",
     "bulwark_incidents_total",
+    // Only on nodes that export traces.
+    "bulwark_trace_spans_total",
+    "bulwark_trace_export_duration_seconds",
 ];
 
 /// Proves every metric an alert rule or a dashboard panel names is one the code declares (a

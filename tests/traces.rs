@@ -343,6 +343,20 @@ async fn one_trace_over(protocol: &str) {
         "the provider's parent is the client span"
     );
 
+    let metrics = service.get_text("/metrics").await;
+    for outcome in ["ended", "exported"] {
+        let counted = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "bulwark_trace_spans_total{{outcome=\"{outcome}\"}} "
+                ))
+            })
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_default();
+        assert!(counted > 0.0, "spans {outcome} are counted:\n{metrics}");
+    }
+
     service.service.shutdown().await.expect("shutdown");
     delete_namespace(&namespace).await;
 }
@@ -350,8 +364,8 @@ async fn one_trace_over(protocol: &str) {
 /// Proves one trace runs from `POST /v1/jobs` (continuing the client's `traceparent`) through
 /// the RabbitMQ publish (producer) and delivery (consumer, child of the publish across the
 /// broker), the job's attempt and the provider call (client), with HTTP and messaging
-/// attributes, exported over OTLP/gRPC; and that the provider received the client span's
-/// `traceparent`.
+/// attributes, exported over OTLP/gRPC; that the provider received the client span's
+/// `traceparent`; and that the node counts the spans that ended and were exported.
 #[tokio::test(flavor = "current_thread")]
 async fn one_trace_runs_from_http_through_rabbitmq_to_the_provider_over_grpc() {
     one_trace_over("grpc").await;
