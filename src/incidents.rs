@@ -42,7 +42,7 @@ pub fn start_sink(config: &Config, node_id: &str, env: &HashMap<String, String>)
             queue_capacity: config.incidents.queue_capacity,
             node: node_id.to_owned(),
         },
-        logs: crate::telemetry::recent_logs(),
+        logs: crate::logging::recent_logs(),
         env: env.clone(),
     });
     sink.register(node_id);

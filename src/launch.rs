@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use bulwark_config::{Config, ConfigSources};
 use tracing::error;
 
-use crate::telemetry;
+use crate::logging;
 
 /// Exit code for a configuration error, as for a usage error.
 pub const EXIT_CONFIG: u8 = 2;
@@ -56,7 +56,7 @@ where
         .unwrap_or_else(|| program.to_owned());
     let telemetry = {
         let _entered = runtime.enter();
-        match telemetry::init(&config.telemetry, &node_id, &env) {
+        match logging::init(&config.telemetry, &node_id, &env) {
             Ok(telemetry) => telemetry,
             Err(error) => {
                 eprintln!("error: {error:#}");

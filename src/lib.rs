@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //! - `service`: [`Service`], start and graceful shutdown of one node.
-//! - `telemetry`: logs (JSON or pretty) and the Prometheus recorder.
+//! - `logging`: the process's subscriber: JSON (or pretty) log lines, the incident log ring, and
+//!   OpenTelemetry traces when asked for.
+//! - `traces`: which trace export the config and `OTEL_*` ask for, and the tracer provider.
+//! - `telemetry`: the metrics catalog, the Prometheus recorder, and the node's own series.
 //! - `engines`: which sentiment engines the workers run (ONNX, or the lexicon when degraded).
 //! - `demo`: `bulwark demo`, sample jobs end to end on the embedded defaults.
 //! - `incidents`: the node's incident sink and `bulwark incident replay`.
@@ -34,6 +37,7 @@ pub mod jobs_cli;
 pub mod keys;
 pub mod launch;
 pub mod listener;
+pub mod logging;
 pub mod ops_client;
 pub mod providers;
 pub mod publish;

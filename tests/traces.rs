@@ -179,7 +179,7 @@ async fn one_trace_over(protocol: &str) {
         ..TelemetryConfig::default()
     };
     let (subscriber, _telemetry) =
-        bulwark::telemetry::subscriber(&telemetry_config, "traced-node", &env)
+        bulwark::logging::subscriber(&telemetry_config, "traced-node", &env)
             .expect("the subscriber builds");
     let _default = tracing::subscriber::set_default(subscriber);
 
