@@ -7,8 +7,9 @@
 //! - `auth`: [`AuthConfig`], the `[auth]` section: API keys, open endpoints, rate limits.
 //! - `amqp`: [`AmqpConfig`], the `[amqp]` section (RabbitMQ), and its validation.
 //! - `http`: [`TlsConfig`] (`[http.tls]`) and the checks of the CORS allow-list.
-//! - `providers`: [`ProvidersConfig`], the `[providers.<name>]` sections, and [`SecretRef`].
-//! - `secret`: [`SecretUrl`], a URL whose password never reaches `Debug`, logs or `config check`.
+//! - `providers`: [`ProvidersConfig`], the `[providers.<name>]` sections.
+//! - `secret`: [`SecretRef`] (a secret in a variable or a file, `<VAR>_FILE` included) and
+//!   [`SecretUrl`], a URL whose password never reaches `Debug`, logs or `config check`.
 //! - `incidents`: [`IncidentsConfig`], [`ChaosConfig`] (refused without the `chaos` feature) and
 //!   [`OpsConfig`].
 
@@ -35,8 +36,8 @@ pub use model::{
     TelemetryConfig,
 };
 pub use providers::{
-    DEFAULT_MAX_RESPONSE_BYTES, ProviderConfig, ProviderKind, ProvidersConfig, SecretRef,
+    DEFAULT_MAX_RESPONSE_BYTES, ProviderConfig, ProviderKind, ProvidersConfig,
     SimulatedFaultsConfig, validate_providers,
 };
 pub use scheduling::{DeadLetterConfig, RetentionConfig, SchedulerConfig};
-pub use secret::SecretUrl;
+pub use secret::{FILE_VARIABLE_SUFFIX, SecretRef, SecretUrl, env_or_file};

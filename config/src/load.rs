@@ -2,9 +2,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::Config;
+use crate::{Config, SecretRef, env_or_file};
 
 /// The file read when no `--config` is given; it is optional.
 pub const DEFAULT_CONFIG_PATH: &str = "config/bulwark.toml";
@@ -20,6 +21,10 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("BULWARK_LOG_FORMAT", "telemetry.log_format"),
     ("BULWARK_LOG", "telemetry.log_level"),
 ];
+
+/// Keys that hold a secret: their variable may name a file instead (`DATABASE_URL_FILE`), and
+/// the file may give a reference instead of the value (`url = { file = "/run/secrets/db" }`).
+const SECRET_KEYS: &[&str] = &["database.url", "amqp.url"];
 
 /// Keys still read under an older name: (section, old name, current name). A file may use
 /// either name but not both; an environment override under the old name sets the current key,
@@ -74,6 +79,7 @@ pub enum ConfigError {
 pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
     let mut table = read_file_table(sources.explicit_file.as_deref())?;
     rename_old_keys(&mut table)?;
+    resolve_secret_references(&mut table, &sources.env)?;
     apply_env(&mut table, &sources.env)?;
     let deserializer = Value::Table(table);
     let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -140,10 +146,45 @@ fn current_key(key: &str) -> Option<String> {
         .map(|(section, _, current_name)| format!("{section}.{current_name}"))
 }
 
+/// Replaces a secret key's `{ file = ... }` or `{ env = ... }` reference in the file by the
+/// value it points to.
+fn resolve_secret_references(
+    table: &mut Table,
+    env: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    for key in SECRET_KEYS {
+        let (section, leaf) = key.split_once('.').expect("secret keys are `section.leaf`");
+        let Some(Value::Table(section_table)) = table.get_mut(section) else {
+            continue;
+        };
+        let Some(Value::Table(reference)) = section_table.get(leaf) else {
+            continue;
+        };
+        let resolved = SecretRef::deserialize(Value::Table(reference.clone()))
+            .map_err(|error| error.to_string())
+            .and_then(|secret_ref| secret_ref.resolve(env))
+            .map_err(|message| ConfigError::Key {
+                key: (*key).to_owned(),
+                message,
+            })?;
+        section_table.insert(leaf.to_owned(), Value::String(resolved));
+    }
+    Ok(())
+}
+
 fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-    let mut overrides: Vec<(String, String, &String)> = Vec::new();
+    let mut overrides: Vec<(String, String, String)> = Vec::new();
     for (variable, key) in ENV_ALIASES {
-        if let Some(value) = env.get(*variable) {
+        let value_opt = if SECRET_KEYS.contains(key) {
+            env_or_file(env, variable).map_err(|message| ConfigError::Env {
+                variable: (*variable).to_owned(),
+                key: (*key).to_owned(),
+                message,
+            })?
+        } else {
+            env.get(*variable).cloned()
+        };
+        if let Some(value) = value_opt {
             overrides.push(((*variable).to_owned(), (*key).to_owned(), value));
         }
     }
@@ -156,7 +197,7 @@ fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), Con
                 .map(str::to_lowercase)
                 .collect::<Vec<_>>()
                 .join(".");
-            Some((variable.clone(), key, value))
+            Some((variable.clone(), key, value.clone()))
         })
         .collect();
     // Old names first, so the current name of the same key is applied after them and wins.
@@ -168,7 +209,7 @@ fn apply_env(table: &mut Table, env: &HashMap<String, String>) -> Result<(), Con
     overrides.extend(generic);
 
     for (variable, key, raw) in overrides {
-        let value = env_value(&key, raw);
+        let value = env_value(&key, &raw);
         set_path(table, &key, value).map_err(|message| ConfigError::Env {
             variable: variable.clone(),
             key: key.clone(),
@@ -317,6 +358,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         if value == 0 {
             return invalid(key, "must be greater than 0".to_owned());
         }
+    }
+    if config.shutdown.timeout_ms < 1_000 {
+        return invalid(
+            "shutdown.timeout_ms",
+            "must be at least 1000 (the drain and the teardown after it share it)".to_owned(),
+        );
     }
     if config.jobs.lease_ms < 1_000 {
         return invalid(
@@ -487,6 +534,105 @@ mod tests {
             "postgres://u:p@localhost/test"
         );
         assert_eq!(config.telemetry.log_format, LogFormat::Pretty);
+    }
+
+    /// Proves the connection URLs can come from files, as Docker and Kubernetes secrets mount
+    /// them: `DATABASE_URL_FILE` and `AMQP_URL_FILE`, or a `{ file = ... }` reference in the
+    /// config file, which the variables still override.
+    #[test]
+    fn secret_urls_come_from_files() {
+        let (_database_file, database_path) =
+            write_config("postgres://app:hunter2@db.internal/jobs\n");
+        let (_broker_file, broker_path) = write_config("amqp://app:hunter2@broker/%2f\n");
+        let config = load(&ConfigSources {
+            explicit_file: None,
+            env: env(&[
+                ("DATABASE_URL_FILE", database_path.to_str().unwrap()),
+                ("AMQP_URL_FILE", broker_path.to_str().unwrap()),
+            ]),
+        })
+        .unwrap();
+        assert_eq!(
+            config.database.url.expose(),
+            "postgres://app:hunter2@db.internal/jobs"
+        );
+        assert_eq!(
+            config.amqp.url.as_ref().unwrap().expose(),
+            "amqp://app:hunter2@broker/%2f"
+        );
+
+        let (_config_file, config_path) = write_config(&format!(
+            "[database]\nurl = {{ file = \"{}\" }}\n",
+            database_path.display()
+        ));
+        let from_reference = load(&ConfigSources {
+            explicit_file: Some(config_path.clone()),
+            env: HashMap::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            from_reference.database.url.expose(),
+            "postgres://app:hunter2@db.internal/jobs"
+        );
+        let overridden = load(&ConfigSources {
+            explicit_file: Some(config_path),
+            env: env(&[("DATABASE_URL", "postgres://localhost/test")]),
+        })
+        .unwrap();
+        assert_eq!(
+            overridden.database.url.expose(),
+            "postgres://localhost/test"
+        );
+    }
+
+    /// Proves a secret file that cannot be used fails naming the variable or key, and never
+    /// shows the secret: both forms set, a missing file, an empty file, a bad reference.
+    #[test]
+    fn unusable_secret_files_are_named() {
+        let (_database_file, database_path) = write_config("postgres://app:hunter2@db/jobs");
+        let (_empty_file, empty_path) = write_config("  \n");
+        let database_path = database_path.to_str().unwrap();
+        let cases = [
+            (
+                env(&[
+                    ("DATABASE_URL", "postgres://app:hunter2@db/jobs"),
+                    ("DATABASE_URL_FILE", database_path),
+                ]),
+                None,
+                "both DATABASE_URL and DATABASE_URL_FILE",
+            ),
+            (
+                env(&[("AMQP_URL_FILE", "/nonexistent/bulwark-amqp-url")]),
+                None,
+                "AMQP_URL_FILE: failed to read /nonexistent/bulwark-amqp-url",
+            ),
+            (
+                env(&[("DATABASE_URL_FILE", empty_path.to_str().unwrap())]),
+                None,
+                "is empty",
+            ),
+            (
+                HashMap::new(),
+                Some("[database]\nurl = { path = \"/run/secrets/db\" }\n"),
+                "database.url",
+            ),
+            (
+                HashMap::new(),
+                Some("[amqp]\nurl = { env = \"BULWARK_TEST_UNSET_AMQP\" }\n"),
+                "BULWARK_TEST_UNSET_AMQP_FILE) is not set",
+            ),
+        ];
+        for (variables, file_opt, expected) in cases {
+            let temp_opt = file_opt.map(write_config);
+            let message = load(&ConfigSources {
+                explicit_file: temp_opt.as_ref().map(|(_, path)| path.clone()),
+                env: variables,
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
     }
 
     /// Proves an unknown key in the file is rejected with its full path.

@@ -1,12 +1,12 @@
 //! The `[providers.<name>]` sections: the answer engines this node can ask, their API-key
 //! references and their resilience settings.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::SecretRef;
 
 /// Default of `max_response_bytes`: far above any completion bounded by `max_tokens`, far below
 /// what would hurt a node.
@@ -29,82 +29,6 @@ pub enum ProviderKind {
     /// The simulated engine, in-process (no HTTP).
     #[default]
     Simulated,
-}
-
-/// Where a secret lives: `{ env = "OPENAI_API_KEY" }` or `{ file = "/run/secrets/openai" }`.
-/// Only the reference is in the configuration (and in `config check`); the value is read at
-/// start-up and never printed. An inline key is refused without being echoed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SecretRef {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-}
-
-impl SecretRef {
-    /// Reads the secret from `env` (the process environment, passed in) or its file.
-    pub fn resolve(&self, env: &HashMap<String, String>) -> Result<String, String> {
-        match (&self.env, &self.file) {
-            (Some(variable), None) => env
-                .get(variable)
-                .filter(|value| !value.is_empty())
-                .cloned()
-                .ok_or_else(|| format!("environment variable {variable} is not set")),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|text| text.trim().to_owned())
-                .map_err(|error| format!("failed to read {path}: {error}")),
-            _ => Err("set exactly one of `env` or `file`".to_owned()),
-        }
-    }
-
-    /// Like [`SecretRef::resolve`], for optional secrets: an `env` reference whose variable is
-    /// unset or empty is `None`; a `file` that cannot be read is still an error.
-    pub fn resolve_if_set(&self, env: &HashMap<String, String>) -> Result<Option<String>, String> {
-        if let (Some(variable), None) = (&self.env, &self.file)
-            && env.get(variable).is_none_or(String::is_empty)
-        {
-            return Ok(None);
-        }
-        self.resolve(env).map(Some)
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretRef {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RefVisitor;
-
-        impl<'de> Visitor<'de> for RefVisitor {
-            type Value = SecretRef;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a reference such as { env = \"OPENAI_API_KEY\" }")
-            }
-
-            // Deliberately does not echo the value: it is probably a key.
-            fn visit_str<E: de::Error>(self, _value: &str) -> Result<SecretRef, E> {
-                Err(E::custom(
-                    "inline secrets are not accepted, use { env = \"VAR\" } or { file = \"PATH\" }",
-                ))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
-                let mut secret_ref = SecretRef::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "env" => secret_ref.env = Some(map.next_value()?),
-                        "file" => secret_ref.file = Some(map.next_value()?),
-                        other => {
-                            return Err(de::Error::unknown_field(other, &["env", "file"]));
-                        }
-                    }
-                }
-                Ok(secret_ref)
-            }
-        }
-
-        deserializer.deserialize_any(RefVisitor)
-    }
 }
 
 /// Faults of an in-process simulated provider (see `FaultKnobs` in `bulwark-providers`).
@@ -361,6 +285,8 @@ fn validate_base_url(name: &str, provider: &ProviderConfig) -> Result<(), (Strin
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn parse(text: &str) -> Result<ProvidersConfig, String> {

@@ -1,6 +1,121 @@
+use std::collections::HashMap;
 use std::fmt;
 
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Suffix of the variable that names a file holding a secret: `DATABASE_URL_FILE` for
+/// `DATABASE_URL`, as Docker and Kubernetes secrets mount them.
+pub const FILE_VARIABLE_SUFFIX: &str = "_FILE";
+
+/// Where a secret lives: `{ env = "OPENAI_API_KEY" }` or `{ file = "/run/secrets/openai" }`.
+/// An `env` reference also reads the file named by `<VAR>_FILE` when `<VAR>` is unset.
+/// Only the reference is in the configuration (and in `config check`); the value is read at
+/// start-up and never printed. An inline key is refused without being echoed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl SecretRef {
+    /// Reads the secret from `env` (the process environment, passed in), from the file its
+    /// `<VAR>_FILE` names, or from its `file`.
+    pub fn resolve(&self, env: &HashMap<String, String>) -> Result<String, String> {
+        match (&self.env, &self.file) {
+            (Some(variable), None) => env_or_file(env, variable)?.ok_or_else(|| {
+                format!(
+                    "environment variable {variable} (or {variable}{FILE_VARIABLE_SUFFIX}) is not set"
+                )
+            }),
+            (None, Some(path)) => read_secret_file(path),
+            _ => Err("set exactly one of `env` or `file`".to_owned()),
+        }
+    }
+
+    /// Like [`SecretRef::resolve`], for optional secrets: an `env` reference whose variable
+    /// and `<VAR>_FILE` are both unset or empty is `None`; a file that cannot be read is still
+    /// an error.
+    pub fn resolve_if_set(&self, env: &HashMap<String, String>) -> Result<Option<String>, String> {
+        match (&self.env, &self.file) {
+            (Some(variable), None) => env_or_file(env, variable),
+            _ => self.resolve(env).map(Some),
+        }
+    }
+}
+
+/// Returns the value of `variable`, or the content of the file `<variable>_FILE` names, or
+/// `None` when neither is set (empty counts as unset). Both set is an error: which one was
+/// meant cannot be told.
+pub fn env_or_file(
+    env: &HashMap<String, String>,
+    variable: &str,
+) -> Result<Option<String>, String> {
+    let file_variable = format!("{variable}{FILE_VARIABLE_SUFFIX}");
+    let value_opt = env.get(variable).filter(|value| !value.is_empty());
+    let path_opt = env.get(&file_variable).filter(|path| !path.is_empty());
+    match (value_opt, path_opt) {
+        (Some(_), Some(_)) => Err(format!(
+            "both {variable} and {file_variable} are set; keep one"
+        )),
+        (Some(value), None) => Ok(Some(value.clone())),
+        (None, Some(path)) => read_secret_file(path)
+            .map(Some)
+            .map_err(|error| format!("{file_variable}: {error}")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a secret file, without the surrounding whitespace (the trailing newline editors and
+/// `echo` add). An empty file is an error: a secret mounted before it was written.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("failed to read {path}: {error}"))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("{path} is empty"));
+    }
+    Ok(secret.to_owned())
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RefVisitor;
+
+        impl<'de> Visitor<'de> for RefVisitor {
+            type Value = SecretRef;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a reference such as { env = \"OPENAI_API_KEY\" }")
+            }
+
+            // Deliberately does not echo the value: it is probably a key.
+            fn visit_str<E: de::Error>(self, _value: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "inline secrets are not accepted, use { env = \"VAR\" } or { file = \"PATH\" }",
+                ))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
+                let mut secret_ref = SecretRef::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "env" => secret_ref.env = Some(map.next_value()?),
+                        "file" => secret_ref.file = Some(map.next_value()?),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["env", "file"]));
+                        }
+                    }
+                }
+                Ok(secret_ref)
+            }
+        }
+
+        deserializer.deserialize_any(RefVisitor)
+    }
+}
 
 /// A connection URL that may carry a password. `Debug`, `Display` and `Serialize` show it with
 /// the password replaced by `***`; only [`SecretUrl::expose`] returns the real value.
@@ -210,6 +325,37 @@ mod tests {
         ] {
             assert!(!is_secret_parameter(shown), "{shown}");
         }
+    }
+
+    /// Proves an `env` reference falls back to the file `<VAR>_FILE` names, as Docker and
+    /// Kubernetes secrets are mounted; that both set is refused; and that an unset pair is
+    /// `None` for an optional secret.
+    #[test]
+    fn env_references_read_the_file_variable() {
+        let path = std::env::temp_dir().join(format!("bulwark-secret-{}", std::process::id()));
+        std::fs::write(&path, "bwk_from_a_file\n").unwrap();
+        let secret_ref = SecretRef {
+            env: Some("BULWARK_BOOTSTRAP_ADMIN_KEY".to_owned()),
+            file: None,
+        };
+        let from_file = HashMap::from([(
+            "BULWARK_BOOTSTRAP_ADMIN_KEY_FILE".to_owned(),
+            path.display().to_string(),
+        )]);
+        assert_eq!(secret_ref.resolve(&from_file).unwrap(), "bwk_from_a_file");
+        let mut both = from_file.clone();
+        both.insert(
+            "BULWARK_BOOTSTRAP_ADMIN_KEY".to_owned(),
+            "bwk_inline".to_owned(),
+        );
+        let error = secret_ref.resolve(&both).unwrap_err();
+        assert!(
+            error.contains("both BULWARK_BOOTSTRAP_ADMIN_KEY and"),
+            "{error}"
+        );
+        assert!(!error.contains("bwk_"), "{error}");
+        assert_eq!(secret_ref.resolve_if_set(&HashMap::new()).unwrap(), None);
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// Proves URLs without a password are shown unchanged.
