@@ -1,12 +1,13 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use bulwark::cli::{Cli, Command, ConfigAction, IncidentAction, OpsAction};
 use bulwark::{Service, demo, launch};
 use bulwark_config::{Config, LogFormat};
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -135,7 +136,9 @@ async fn run(
     }
 }
 
-/// Runs the service until a signal, or until the supervision tree gives up (exit 1).
+/// Runs the service until a signal, or until the supervision tree gives up (exit 1). The first
+/// SIGTERM or SIGINT shuts the node down gracefully within `shutdown.timeout_ms`; a second one,
+/// or the deadline passing, hands the node's jobs back to the queue and exits at once.
 async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
@@ -154,10 +157,55 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
         _ = interrupt.recv() => { info!("received SIGINT"); false }
         _ = service.root_finished() => { error!("the supervision tree stopped"); true }
     };
-    service.shutdown().await?;
+    let lease_release = service.lease_release();
+    let deadline = service.shutdown_timeout();
+    let shutdown = tokio::time::timeout(deadline, service.shutdown());
+    let outcome = tokio::select! {
+        outcome = shutdown => outcome,
+        signal = second_signal(&mut terminate, &mut interrupt) => {
+            warn!(signal, "second signal: exiting now, without waiting for running jobs");
+            exit_now(&lease_release, EXIT_FORCED).await
+        }
+    };
+    match outcome {
+        Ok(result) => {
+            result?;
+        }
+        Err(_) => {
+            error!(
+                timeout_ms = deadline.as_millis() as u64,
+                "the shutdown passed its deadline: exiting now"
+            );
+            exit_now(&lease_release, EXIT_FORCED).await
+        }
+    }
     Ok(if tree_failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Exit code of a node that stopped without finishing its shutdown (a second signal, or the
+/// deadline passed): its jobs went back to the queue, or their leases will expire.
+const EXIT_FORCED: i32 = 1;
+
+/// How long an exit that cannot wait gives the database to take this node's jobs back.
+const FORCED_RELEASE_WITHIN: Duration = Duration::from_millis(500);
+
+/// Waits for the next SIGTERM or SIGINT and names it.
+async fn second_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+/// Hands this node's jobs back to the queue (briefly: their leases expire otherwise) and ends
+/// the process. Nothing is acked on the way out: broker deliveries not yet acked return to
+/// their queues when the connections drop with the process.
+async fn exit_now(lease_release: &bulwark::service::LeaseRelease, code: i32) -> ! {
+    let num_released = lease_release.release_all(FORCED_RELEASE_WITHIN).await;
+    warn!(num_released, code, "exiting before the shutdown finished");
+    std::process::exit(code)
 }

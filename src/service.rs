@@ -54,6 +54,9 @@ pub struct Service {
     incidents: IncidentSink,
     http_stop_tx: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
+    /// Set at the start of [`Service::shutdown`]: `/ready` answers 503 `draining` from then on.
+    draining: bulwark_api::Draining,
+    /// The overall shutdown deadline (`shutdown.timeout_ms`).
     shutdown_timeout: Duration,
     /// Registered names of the broker consumers, drained at shutdown; empty without a broker.
     broker_consumers: Vec<String>,
@@ -67,6 +70,45 @@ pub struct ShutdownReport {
     /// Broker deliveries still in flight when the drain timed out (they return to their
     /// queues when the connections close).
     pub num_deliveries_unfinished: usize,
+    /// From the start of the shutdown to the database pool closed.
+    pub duration: Duration,
+}
+
+/// What the shutdown deadline keeps, after the drain, for the HTTP server's last requests, the
+/// supervision tree and the database pool: a fifth of it, at most 5 s.
+fn teardown_reserve(deadline: Duration) -> Duration {
+    (deadline / 5).min(Duration::from_secs(5))
+}
+
+/// Hands a node's jobs back to the queue when the process must exit before its graceful
+/// shutdown ends: on a second signal, or past the shutdown deadline. It holds only the store
+/// and the node's lease owner name, so it outlives the [`Service`] it was taken from.
+#[derive(Debug, Clone)]
+pub struct LeaseRelease {
+    store: Store,
+    owner: String,
+}
+
+impl LeaseRelease {
+    /// Releases every job this node still holds, waiting at most `within`; the leases of the
+    /// ones it could not release expire, and other nodes run them then. Returns how many were
+    /// released.
+    pub async fn release_all(&self, within: Duration) -> u64 {
+        match tokio::time::timeout(within, self.store.release_jobs_of_owner(&self.owner)).await {
+            Ok(Ok(num_released)) => num_released,
+            Ok(Err(error)) => {
+                error!(%error, "failed to release this node's jobs, their leases will expire");
+                0
+            }
+            Err(_) => {
+                error!(
+                    within_ms = within.as_millis() as u64,
+                    "releasing this node's jobs took too long, their leases will expire"
+                );
+                0
+            }
+        }
+    }
 }
 
 /// Returns a node name unique on this machine: host name, process id and a random suffix.
@@ -273,6 +315,7 @@ impl Service {
             "http"
         };
         let base_url = format!("{scheme}://{addr}");
+        let draining = bulwark_api::Draining::default();
         let state = ApiState {
             store: store.clone(),
             sentiment: tree.sentiment.clone(),
@@ -304,6 +347,7 @@ impl Service {
             dead_letters: tree.dead_letters.clone(),
             providers: provider_router_opt.clone(),
             paused_kinds: paused_kinds.clone(),
+            draining: draining.clone(),
         };
         let app = build_app(state, &app_params(config, &base_url));
         let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
@@ -317,11 +361,15 @@ impl Service {
             ),
         );
         crate::telemetry::ConfigInUse { config }.emit();
-        crate::telemetry::NodeStarted {
-            duration: started.elapsed(),
-        }
-        .emit();
-        info!(%addr, node_id, backend = store.backend().as_str(), "bulwark is serving");
+        let startup = started.elapsed();
+        crate::telemetry::NodeStarted { duration: startup }.emit();
+        info!(
+            %addr,
+            node_id,
+            backend = store.backend().as_str(),
+            startup_ms = startup.as_millis() as u64,
+            "bulwark is serving"
+        );
         Ok(Service {
             addr,
             base_url,
@@ -340,6 +388,7 @@ impl Service {
             incidents,
             http_stop_tx: Some(http_stop_tx),
             http_task,
+            draining,
             shutdown_timeout: config.shutdown.timeout(),
             broker_consumers: broker
                 .as_ref()
@@ -363,21 +412,40 @@ impl Service {
         &mut self.tree.root_handle
     }
 
-    /// Stops taking new work (HTTP, broker consumers), lets running jobs and deliveries finish
-    /// within the shutdown timeout, hands the rest back to the queue, stops the tree and closes
-    /// the database pool.
+    /// Returns what hands this node's jobs back to the queue if the process must exit before
+    /// [`Service::shutdown`] ends.
+    pub fn lease_release(&self) -> LeaseRelease {
+        LeaseRelease {
+            store: self.store.clone(),
+            owner: self.node_id.clone(),
+        }
+    }
+
+    /// Returns the overall shutdown deadline (`shutdown.timeout_ms`).
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Shuts the node down within `shutdown.timeout_ms`: `/ready` answers 503 `draining` at
+    /// once while the listener keeps serving; running jobs and broker deliveries get the
+    /// deadline less a teardown reserve to finish, and the rest go back to the queue; then the
+    /// listener closes after its requests in flight, the supervision tree stops and the
+    /// database pool closes, each within what is left of the deadline.
     pub async fn shutdown(mut self) -> anyhow::Result<ShutdownReport> {
         let started = Instant::now();
+        let deadline = started + self.shutdown_timeout;
+        self.draining.begin();
+        let drain_budget = self
+            .shutdown_timeout
+            .saturating_sub(teardown_reserve(self.shutdown_timeout));
         info!(
             timeout_ms = self.shutdown_timeout.as_millis() as u64,
-            "shutting down"
+            drain_ms = drain_budget.as_millis() as u64,
+            "shutting down: draining"
         );
-        if let Some(http_stop_tx) = self.http_stop_tx.take() {
-            let _ = http_stop_tx.send(());
-        }
         let (drain, num_deliveries_unfinished) = tokio::join!(
-            self.job_runner.drain(self.shutdown_timeout),
-            bulwark_broker::drain_consumers(&self.broker_consumers, self.shutdown_timeout),
+            self.job_runner.drain(drain_budget),
+            bulwark_broker::drain_consumers(&self.broker_consumers, drain_budget),
         );
         if !self.broker_consumers.is_empty() {
             info!(num_deliveries_unfinished, "broker consumers drained");
@@ -390,36 +458,52 @@ impl Service {
             ),
             None => warn!("no job runner was running to drain"),
         }
-        match (&mut self.http_task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => error!(%error, "http server stopped with an error"),
-            Err(error) => error!(%error, "http server task failed"),
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if let Some(http_stop_tx) = self.http_stop_tx.take() {
+            let _ = http_stop_tx.send(());
+        }
+        match tokio::time::timeout(left(), &mut self.http_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => error!(%error, "http server stopped with an error"),
+            Ok(Err(error)) => error!(%error, "http server task failed"),
+            Err(_) => {
+                warn!("requests still in flight at the shutdown deadline were cut");
+                self.http_task.abort();
+            }
         }
         self.tree.root.stop(Some("shutdown".to_owned()));
-        if tokio::time::timeout(Duration::from_secs(15), &mut self.tree.root_handle)
+        if tokio::time::timeout(left(), &mut self.tree.root_handle)
             .await
             .is_err()
         {
-            warn!("supervision tree did not stop within 15s");
+            warn!("the supervision tree did not stop before the shutdown deadline");
         }
         self.auth_upkeep_stop.cancel();
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.auth_upkeep)
+        if tokio::time::timeout(left().min(Duration::from_secs(2)), &mut self.auth_upkeep)
             .await
             .is_err()
         {
-            warn!("api key upkeep did not stop within 2s");
+            warn!("api key upkeep did not stop in time");
         }
         drop(self.queued_jobs_listener.take());
         IncidentSink::unregister(&self.node_id);
         drop(self.incidents);
-        self.store.close().await;
-        crate::telemetry::NodeStopped {
-            duration: started.elapsed(),
+        if tokio::time::timeout(left(), self.store.close())
+            .await
+            .is_err()
+        {
+            warn!("the database pool did not close before the shutdown deadline");
         }
-        .emit();
+        let duration = started.elapsed();
+        crate::telemetry::NodeStopped { duration }.emit();
+        info!(
+            duration_ms = duration.as_millis() as u64,
+            "shutdown complete"
+        );
         Ok(ShutdownReport {
             drain,
             num_deliveries_unfinished,
+            duration,
         })
     }
 }

@@ -36,7 +36,7 @@ pub use browser::BrowserParams;
 use document::ApiDocument;
 pub use error::{ApiError, ErrorBody};
 pub use middleware::{RequestContext, RequestId};
-pub use state::ApiState;
+pub use state::{ApiState, Draining};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -163,5 +163,6 @@ pub fn build_app(state: ApiState, params: &AppParams) -> impl Endpoint + 'static
             incidents: state.incidents.clone(),
             browser,
             document,
+            draining: state.draining.clone(),
         })
 }

@@ -14,6 +14,7 @@ use crate::browser::BrowserPolicy;
 use crate::document::ApiDocument;
 use crate::error::ApiError;
 use crate::metrics::HttpRequestFinished;
+use crate::state::Draining;
 
 /// The request id of the current request, in request extensions for handlers (`Data<&RequestId>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct RequestContext {
     pub(crate) browser: Arc<BrowserPolicy>,
     /// The served document: a `405` lists the methods it documents for the path in `Allow`.
     pub(crate) document: Arc<ApiDocument>,
+    /// While the node drains, every answer says `Connection: close`, so keep-alive clients
+    /// reconnect, through their load balancer, to a node that stays.
+    pub(crate) draining: Draining,
 }
 
 impl<E: Endpoint> Middleware<E> for RequestContext {
@@ -46,6 +50,7 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
             incidents: self.incidents.clone(),
             browser: self.browser.clone(),
             document: self.document.clone(),
+            draining: self.draining.clone(),
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct RequestContextEndpoint<E> {
     incidents: Option<IncidentSink>,
     browser: Arc<BrowserPolicy>,
     document: Arc<ApiDocument>,
+    draining: Draining,
 }
 
 impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
@@ -160,6 +166,9 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                 HeaderValue::from_static("no-referrer"),
             );
             self.browser.apply(&path, allowed_origin_opt, headers);
+            if self.draining.is_draining() {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             let status = response.status().as_u16();
             let elapsed = started.elapsed();
             let span = tracing::Span::current();

@@ -43,4 +43,22 @@ pub struct ApiState {
     pub providers: Option<bulwark_actors::ProviderRouter>,
     /// The kinds this node holds paused (refreshed by its job control actor).
     pub paused_kinds: bulwark_actors::PausedKinds,
+    /// Set when the node begins to shut down: `/ready` answers 503 `draining` from then on.
+    pub draining: Draining,
+}
+
+/// Whether the node is shutting down. Shared by the binary, which sets it on SIGTERM, and the
+/// API, which then answers `/ready` with 503 and asks clients to reconnect elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    /// Marks the node as draining, for good.
+    pub fn begin(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -341,13 +341,16 @@ impl Default for SupervisionConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
-    /// How long running jobs may take to finish after SIGTERM before their leases are released.
+    /// The overall deadline of a shutdown, from SIGTERM to exit: running jobs get it less a
+    /// teardown reserve (a fifth, at most 5 s) to finish before their leases are released,
+    /// and the process exits when it passes, whatever is left. Below the 30 s grace Docker and
+    /// Kubernetes give by default.
     pub timeout_ms: u64,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        ShutdownConfig { timeout_ms: 30_000 }
+        ShutdownConfig { timeout_ms: 25_000 }
     }
 }
 

@@ -835,6 +835,25 @@ impl Store {
         Ok(num_released)
     }
 
+    /// Hands every job `owner` still runs back to the queue, as [`Store::release_jobs`] does:
+    /// for a node that exits before its runner could say which jobs it holds (a second signal,
+    /// or a shutdown past its deadline). Returns how many were released.
+    pub async fn release_jobs_of_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        const RELEASE_ALL: &str = "UPDATE jobs SET status = 'queued', \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at_ms = $1, \
+             run_at_ms = $1, lease_owner = NULL, lease_expires_at_ms = NULL \
+             WHERE status = 'running' AND lease_owner = $2";
+        let num_released = with_pool!(self, pool => {
+            sqlx::query(RELEASE_ALL)
+                .bind(now_ms())
+                .bind(owner)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(num_released)
+    }
+
     /// Extends the leases `owner` still holds on these jobs. Returns how many were extended.
     pub async fn renew_leases(
         &self,

@@ -33,7 +33,8 @@ pub struct Component {
 /// Readiness: whether this node can take work now.
 #[derive(Debug, Clone, Object)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`; `not_ready` when a component it cannot serve without is down; `draining` once
+    /// the node has begun to shut down (it still finishes what it started).
     pub status: String,
     /// Components that are down.
     pub failing: Vec<Component>,
@@ -99,14 +100,19 @@ pub struct Health {
     pub paused_kinds: Vec<String>,
 }
 
+/// How long a client told to go elsewhere by `/ready` waits before it asks this node again.
+const READY_RETRY_AFTER_SECS: u64 = 5;
+
 #[derive(ApiResponse)]
 enum ReadyResponse {
-    /// Every dependency is reachable.
+    /// The node can serve; `degraded` names what works with reduced capacity, such as a
+    /// broker whose outage the outbox absorbs.
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// A dependency is down; `failing` names it.
+    /// A component the node cannot serve without is down (`failing` names it), or the node is
+    /// draining before it stops (`status` is `draining`). `Retry-After` is in seconds.
     #[oai(status = 503)]
-    NotReady(Json<Readiness>),
+    NotReady(Json<Readiness>, #[oai(header = "Retry-After")] u64),
 }
 
 #[derive(ApiResponse)]
@@ -212,6 +218,9 @@ impl HealthApi {
         if let Some(providers) = &state.providers {
             components.extend(providers.statuses().iter().map(provider_component));
         }
+        // A broker outage degrades the node without stopping it: submissions are stored and
+        // wait in the outbox, published once the link is back. Only the database, which the
+        // outbox lives in, makes the node unable to serve.
         if let Some(publisher) = state.intake.publisher() {
             let connected = bulwark_actors::JobPublisher::is_connected(publisher.as_ref());
             components.push(if connected {
@@ -219,8 +228,10 @@ impl HealthApi {
             } else {
                 component(
                     "broker",
-                    ComponentStatus::Down,
-                    "publisher or a consumer is not connected, reconnecting".to_owned(),
+                    ComponentStatus::Degraded,
+                    "publisher or a consumer is not connected, reconnecting; submissions wait \
+                     in the outbox"
+                        .to_owned(),
                 )
             });
         }
@@ -269,9 +280,21 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: `503` naming the failing component when a dependency is down.
+    /// Readiness: `503` naming the failing component when a dependency the node cannot serve
+    /// without is down, and `503` `draining` from the moment the node begins to shut down.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> ReadyResponse {
+        if self.state.draining.is_draining() {
+            ReadinessChecked { is_ready: false }.emit();
+            return ReadyResponse::NotReady(
+                Json(Readiness {
+                    status: "draining".to_owned(),
+                    failing: Vec::new(),
+                    degraded: Vec::new(),
+                }),
+                READY_RETRY_AFTER_SECS,
+            );
+        }
         let (failing, others): (Vec<Component>, Vec<Component>) = self
             .components()
             .await
@@ -298,7 +321,7 @@ impl HealthApi {
         if status == "ready" {
             ReadyResponse::Ready(readiness)
         } else {
-            ReadyResponse::NotReady(readiness)
+            ReadyResponse::NotReady(readiness, READY_RETRY_AFTER_SECS)
         }
     }
 
