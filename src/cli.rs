@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "bulwark", version, about)]
 pub struct Cli {
     /// Config file (default: config/bulwark.toml if it exists). Environment variables override it.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "BULWARK_CONFIG")]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
