@@ -496,9 +496,12 @@ impl Service {
         }
         let duration = started.elapsed();
         crate::telemetry::NodeStopped { duration }.emit();
+        let (num_finished, num_released) = drain
+            .as_ref()
+            .map_or((0, 0), |report| (report.num_finished, report.num_released));
         info!(
             duration_ms = duration.as_millis() as u64,
-            "shutdown complete"
+            num_finished, num_released, num_deliveries_unfinished, "shutdown complete"
         );
         Ok(ShutdownReport {
             drain,
