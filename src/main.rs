@@ -159,7 +159,9 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
     };
     let lease_release = service.lease_release();
     let deadline = service.shutdown_timeout();
-    let shutdown = tokio::time::timeout(deadline, service.shutdown());
+    // The shutdown bounds each of its steps by the deadline itself; this backstop is for a step
+    // that would not return (the second lets the last bounded step end first).
+    let shutdown = tokio::time::timeout(deadline + DEADLINE_BACKSTOP, service.shutdown());
     let outcome = tokio::select! {
         outcome = shutdown => outcome,
         signal = second_signal(&mut terminate, &mut interrupt) => {
@@ -189,6 +191,9 @@ async fn serve(config: &Config, demo_jobs: Option<usize>) -> anyhow::Result<Exit
 /// Exit code of a node that stopped without finishing its shutdown (a second signal, or the
 /// deadline passed): its jobs went back to the queue, or their leases will expire.
 const EXIT_FORCED: i32 = 1;
+
+/// How long past its deadline a shutdown may run before the process exits without it.
+const DEADLINE_BACKSTOP: Duration = Duration::from_secs(1);
 
 /// How long an exit that cannot wait gives the database to take this node's jobs back.
 const FORCED_RELEASE_WITHIN: Duration = Duration::from_millis(500);

@@ -357,7 +357,11 @@ async fn a_paused_kind_waits_on_every_node_and_runs_after_resume() {
 }
 
 /// Runs the limit scenario with two nodes on PostgreSQL (and RabbitMQ when `amqp`): ten
-/// audits of a kind limited to two running cluster-wide.
+/// audits of a kind limited to three running cluster-wide and two per node. Two nodes could
+/// run four at once under the per-node limit alone, so the cluster-wide one is what holds them
+/// to three; and one node can never take every slot, so both must run audits side by side (a
+/// node that frees a slot claims again at once, so a cluster-wide limit alone lets one node
+/// keep both slots for the whole run).
 async fn limit_scenario(amqp: bool) {
     let simulator = SimulatorServer::start(
         "127.0.0.1:0",
@@ -377,7 +381,8 @@ async fn limit_scenario(amqp: bool) {
         config.jobs.kinds.insert(
             "audit.run".to_owned(),
             bulwark_config::KindConfig {
-                max_running: Some(2),
+                max_running: Some(3),
+                max_running_per_node: Some(2),
                 ..bulwark_config::KindConfig::default()
             },
         );
@@ -430,10 +435,13 @@ async fn limit_scenario(amqp: bool) {
     }
     store.close().await;
     assert!(
-        max_running <= 2,
-        "amqp={amqp}: {max_running} audits ran at once, the limit is 2"
+        max_running <= 3,
+        "amqp={amqp}: {max_running} audits ran at once, the cluster-wide limit is 3"
     );
-    assert_eq!(max_running, 2, "amqp={amqp}: two ran side by side");
+    assert_eq!(
+        max_running, 3,
+        "amqp={amqp}: three ran side by side, on both nodes"
+    );
     assert!(samples > 10, "amqp={amqp}: sampled {samples} times");
     let mut nodes_used = std::collections::BTreeSet::new();
     for id in &ids {
@@ -458,10 +466,11 @@ async fn limit_scenario(amqp: bool) {
 }
 
 /// Proves a cluster-wide limit holds with two nodes, whatever carries the jobs: `audit.run`
-/// limited to 2 running, 10 audits submitted to both nodes, on one PostgreSQL database
-/// (local queue), then over RabbitMQ. Sampled from the store as fast as it answers until
-/// every audit finished, never more than 2 run at once (and 2 do run side by side); every
-/// audit succeeds after one attempt, and both nodes ran some.
+/// limited to 3 running cluster-wide and 2 per node, 10 audits submitted to both nodes, on
+/// one PostgreSQL database (local queue), then over RabbitMQ. Sampled from the store as fast
+/// as it answers until every audit finished, never more than 3 run at once (and 3 do run side
+/// by side, which takes both nodes); every audit succeeds after one attempt, and both nodes
+/// ran some.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kind_limit_holds_across_two_nodes() {
     for amqp in [false, true] {
