@@ -80,6 +80,9 @@ fn teardown_reserve(deadline: Duration) -> Duration {
     (deadline / 5).min(Duration::from_secs(5))
 }
 
+/// How long after a forced exit the jobs it released become runnable again.
+const FORCED_RELEASE_DELAY_MS: i64 = 1_000;
+
 /// Hands a node's jobs back to the queue when the process must exit before its graceful
 /// shutdown ends: on a second signal, or past the shutdown deadline. It holds only the store
 /// and the node's lease owner name, so it outlives the [`Service`] it was taken from.
@@ -94,7 +97,13 @@ impl LeaseRelease {
     /// ones it could not release expire, and other nodes run them then. Returns how many were
     /// released.
     pub async fn release_all(&self, within: Duration) -> u64 {
-        match tokio::time::timeout(within, self.store.release_jobs_of_owner(&self.owner)).await {
+        // Runnable again a second from now, by which time this process is gone: its runner may
+        // still be claiming (a drain it was sent can be unread), and must not take them back.
+        let runnable_at_ms = bulwark_core::now_ms() + FORCED_RELEASE_DELAY_MS;
+        let release = self
+            .store
+            .release_jobs_of_owner(&self.owner, runnable_at_ms);
+        match tokio::time::timeout(within, release).await {
             Ok(Ok(num_released)) => num_released,
             Ok(Err(error)) => {
                 error!(%error, "failed to release this node's jobs, their leases will expire");

@@ -331,6 +331,21 @@ pub(crate) fn decode_rows(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
     rows.into_iter().map(Job::try_from).collect()
 }
 
+/// The statement that hands running jobs back to the queue without counting the interrupted
+/// attempt (`$1` is now, `$2` when they may run again), for the running jobs `condition`
+/// picks.
+macro_rules! release_sql {
+    ($condition:literal) => {
+        concat!(
+            "UPDATE jobs SET status = 'queued', \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at_ms = $1, \
+             run_at_ms = $2, lease_owner = NULL, lease_expires_at_ms = NULL \
+             WHERE status = 'running' AND ",
+            $condition
+        )
+    };
+}
+
 /// A job to create; the payload has been validated for its kind by the caller.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -353,6 +368,23 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// Returns a job of `kind` that runs now with the default priority, no idempotency key,
+    /// trace, timeout or result TTL, and up to `max_attempts` attempts.
+    pub fn new(kind: impl Into<String>, payload: Value, max_attempts: u32) -> NewJob {
+        NewJob {
+            kind: kind.into(),
+            payload,
+            idempotency_key: None,
+            request_id: None,
+            trace_id: None,
+            max_attempts,
+            priority: DEFAULT_PRIORITY,
+            run_at_ms: None,
+            timeout_ms: None,
+            result_ttl_ms: None,
+        }
+    }
+
     /// Returns when the job may first run, given the time it is stored: never before then.
     pub fn run_at(&self, now_ms: i64) -> i64 {
         self.run_at_ms
@@ -815,15 +847,13 @@ impl Store {
     /// Hands unfinished jobs back to the queue at shutdown: they become runnable at once and
     /// the interrupted attempt is not counted. Returns how many were released.
     pub async fn release_jobs(&self, ids: &[String], owner: &str) -> Result<u64, StoreError> {
-        const RELEASE: &str = "UPDATE jobs SET status = 'queued', \
-             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at_ms = $1, \
-             run_at_ms = $1, lease_owner = NULL, lease_expires_at_ms = NULL \
-             WHERE id = $2 AND status = 'running' AND lease_owner = $3";
+        const RELEASE: &str = release_sql!("id = $3 AND lease_owner = $4");
         let mut num_released = 0;
         let now = now_ms();
         for id in ids {
             num_released += with_pool!(self, pool => {
                 sqlx::query(RELEASE)
+                    .bind(now)
                     .bind(now)
                     .bind(id)
                     .bind(owner)
@@ -835,17 +865,21 @@ impl Store {
         Ok(num_released)
     }
 
-    /// Hands every job `owner` still runs back to the queue, as [`Store::release_jobs`] does:
-    /// for a node that exits before its runner could say which jobs it holds (a second signal,
-    /// or a shutdown past its deadline). Returns how many were released.
-    pub async fn release_jobs_of_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        const RELEASE_ALL: &str = "UPDATE jobs SET status = 'queued', \
-             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at_ms = $1, \
-             run_at_ms = $1, lease_owner = NULL, lease_expires_at_ms = NULL \
-             WHERE status = 'running' AND lease_owner = $2";
+    /// Hands every job `owner` still runs back to the queue, as [`Store::release_jobs`] does,
+    /// runnable again from `runnable_at_ms`: for a node that exits before its runner could say
+    /// which jobs it holds (a second signal, or a shutdown past its deadline). A moment ahead
+    /// keeps the exiting process, whose runner may be claiming still, from taking them back
+    /// before it is gone. Returns how many were released.
+    pub async fn release_jobs_of_owner(
+        &self,
+        owner: &str,
+        runnable_at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        const RELEASE_ALL: &str = release_sql!("lease_owner = $3");
         let num_released = with_pool!(self, pool => {
             sqlx::query(RELEASE_ALL)
                 .bind(now_ms())
+                .bind(runnable_at_ms)
                 .bind(owner)
                 .execute(pool)
                 .await
