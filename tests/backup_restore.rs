@@ -79,21 +79,13 @@ impl Drop for RestoreTarget {
 async fn fill(store: &Store) -> (Vec<String>, String, String) {
     let mut job_ids = Vec::new();
     for index in 0..5 {
-        let job = store
-            .insert_job(&NewJob {
-                kind: "sentiment.analyze".to_owned(),
-                payload: json!({"texts": [format!("backed up {index}")]}),
-                idempotency_key: Some(format!("backup-{index}")),
-                request_id: None,
-                trace_id: None,
-                max_attempts: 3,
-                priority: bulwark_store::DEFAULT_PRIORITY,
-                run_at_ms: None,
-                timeout_ms: None,
-                result_ttl_ms: None,
-            })
-            .await
-            .unwrap();
+        let mut new_job = NewJob::new(
+            "sentiment.analyze",
+            json!({"texts": [format!("backed up {index}")]}),
+            3,
+        );
+        new_job.idempotency_key = Some(format!("backup-{index}"));
+        let job = store.insert_job(&new_job).await.unwrap();
         job_ids.push(job.job().id.clone());
     }
     let claimed = store
