@@ -1,17 +1,12 @@
 //! The configuration files the container image and the Kubernetes manifests ship, loaded by
 //! the real loader with their secrets mounted as files: they must start a node.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bulwark_config::{ConfigSources, load};
-
-/// Writes `contents` to a file of the test's own and returns its path.
-fn secret_file(name: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("bulwark-{name}-{}", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 /// Proves both shipped configs load, with the database URL and the admin key read from
 /// mounted files (`DATABASE_URL_FILE`, `BULWARK_BOOTSTRAP_ADMIN_KEY_FILE`), listen on every
@@ -19,23 +14,11 @@ fn secret_file(name: &str, contents: &str) -> PathBuf {
 /// sentiment engine at the model and runtime the image carries.
 #[test]
 fn shipped_configs_load_with_secrets_from_files() {
-    let database_url = secret_file(
-        "database-url",
-        "postgres://bulwark:hunter2@postgres/bulwark\n",
-    );
-    let admin_key = secret_file(
-        "admin-key",
-        "bwk_ShippedConfigTestKey0123456789abcdefghijk\n",
-    );
+    let database_url = common::write_secret_file("postgres://bulwark:hunter2@postgres/bulwark\n");
+    let admin_key = common::write_secret_file("bwk_ShippedConfigTestKey0123456789abcdefghijk\n");
     let env = HashMap::from([
-        (
-            "DATABASE_URL_FILE".to_owned(),
-            database_url.display().to_string(),
-        ),
-        (
-            "BULWARK_BOOTSTRAP_ADMIN_KEY_FILE".to_owned(),
-            admin_key.display().to_string(),
-        ),
+        ("DATABASE_URL_FILE".to_owned(), database_url),
+        ("BULWARK_BOOTSTRAP_ADMIN_KEY_FILE".to_owned(), admin_key),
     ]);
     for file in [
         "compose/bulwark.container.toml",
@@ -76,8 +59,6 @@ fn shipped_configs_load_with_secrets_from_files() {
             "{file}"
         );
     }
-    std::fs::remove_file(database_url).unwrap();
-    std::fs::remove_file(admin_key).unwrap();
 }
 
 /// Proves the Kubernetes config refuses to start without a database URL, naming what to set,

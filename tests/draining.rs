@@ -5,13 +5,13 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{JobFilter, JobStatus, NewJob};
 use bulwark_test_support::eventually;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 
 /// What one request of the load below came to: when it was sent, and its status (`None`: it
@@ -22,8 +22,13 @@ struct Sent {
 }
 
 /// Sends sentiment requests one after the other until `stop`, each on a fresh connection so
-/// a closed listener shows as a refused connection, never as a broken keep-alive.
-async fn sentiment_load(base_url: String, stop: tokio_util::sync::CancellationToken) -> Vec<Sent> {
+/// a closed listener shows as a refused connection, never as a broken keep-alive; counts the
+/// answered ones in `num_answered`.
+async fn sentiment_load(
+    base_url: String,
+    stop: tokio_util::sync::CancellationToken,
+    num_answered: Arc<AtomicUsize>,
+) -> Vec<Sent> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .default_headers(
@@ -52,6 +57,9 @@ async fn sentiment_load(base_url: String, stop: tokio_util::sync::CancellationTo
             .ok()
             .map(|response| response.status().as_u16());
         let refused = status.is_none();
+        if !refused {
+            num_answered.fetch_add(1, Ordering::Relaxed);
+        }
         sent.push(Sent { at, status });
         if refused {
             break;
@@ -101,8 +109,15 @@ async fn sigterm_under_load_drains_behind_a_draining_readiness() {
             .unwrap();
     }
     let stop = tokio_util::sync::CancellationToken::new();
+    let num_answered = Arc::new(AtomicUsize::new(0));
     let load: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(sentiment_load(served.base_url.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(sentiment_load(
+                served.base_url.clone(),
+                stop.clone(),
+                num_answered.clone(),
+            ))
+        })
         .collect();
     let probe = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -128,10 +143,15 @@ async fn sigterm_under_load_drains_behind_a_draining_readiness() {
         (num_running == 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load is under way: some requests answered, others in flight.
+    let answered_before = num_answered.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(30), || async {
+        (num_answered.load(Ordering::Relaxed) >= answered_before + 8).then_some(())
+    })
+    .await;
 
     let signalled = std::time::Instant::now();
-    kill(Pid::from_raw(served.child.id() as i32), Signal::SIGTERM).unwrap();
+    common::send_sigterm(&served.child);
     // Every probe for 400 ms, each on a fresh connection: when it was sent, and its answer.
     let mut probes = Vec::new();
     let mut retry_after = None;
@@ -168,11 +188,7 @@ async fn sigterm_under_load_drains_behind_a_draining_readiness() {
     );
     assert_eq!(retry_after.as_deref(), Some("5"));
 
-    let mut child = served.child;
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = common::wait_for_exit(served.child).await;
     let stopped_after = signalled.elapsed();
     stop.cancel();
     assert!(exit.success(), "bulwark exits 0 after SIGTERM: {exit:?}");
@@ -293,8 +309,7 @@ async fn a_second_signal_exits_at_once_and_hands_the_jobs_back() {
     })
     .await;
 
-    let pid = Pid::from_raw(served.child.id() as i32);
-    kill(pid, Signal::SIGTERM).unwrap();
+    common::send_sigterm(&served.child);
     let probe = reqwest::Client::new();
     eventually(Duration::from_secs(5), || async {
         let ready = probe
@@ -306,12 +321,8 @@ async fn a_second_signal_exits_at_once_and_hands_the_jobs_back() {
     })
     .await;
     let second = std::time::Instant::now();
-    kill(pid, Signal::SIGTERM).unwrap();
-    let mut child = served.child;
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    common::send_sigterm(&served.child);
+    let exit = common::wait_for_exit(served.child).await;
     let exited_after = second.elapsed();
 
     assert!(

@@ -12,8 +12,6 @@ use bulwark_store::JobFilter;
 use bulwark_store::JobStatus;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_test_support::eventually;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
@@ -157,13 +155,8 @@ async fn submit_jobs(
 
 /// Sends SIGTERM to a node and waits for it to exit; returns whether it exited 0.
 async fn stop_node(served: common::Served) -> bool {
-    kill(Pid::from_raw(served.child.id() as i32), Signal::SIGTERM).unwrap();
-    let mut child = served.child;
-    tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap()
-        .success()
+    common::send_sigterm(&served.child);
+    common::wait_for_exit(served.child).await.success()
 }
 
 /// Proves a rolling upgrade loses nothing and fails no client: while jobs are submitted

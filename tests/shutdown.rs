@@ -7,8 +7,6 @@ use std::time::Duration;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{JobFilter, JobStatus, NewJob};
 use bulwark_test_support::eventually;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 
 /// Starts `bulwark serve` on port 0 and returns the child and its base URL, read from the
@@ -51,7 +49,7 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
             .await
             .unwrap();
     }
-    let (mut child, _base_url) = spawn_bulwark(&database.url);
+    let (child, _base_url) = spawn_bulwark(&database.url);
     let succeeded_filter = JobFilter {
         status: Some(JobStatus::Succeeded),
         limit: 1000,
@@ -63,11 +61,8 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
     })
     .await;
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    common::send_sigterm(&child);
+    let exit = common::wait_for_exit(child).await;
     assert!(exit.success(), "bulwark exits 0 after SIGTERM: {exit:?}");
 
     let all = store
@@ -106,17 +101,14 @@ async fn sigterm_mid_batch_loses_nothing(backend: TestBackend) {
             .all(|job| job.attempts == 0)
     );
 
-    let (mut restarted, _) = spawn_bulwark(&database.url);
+    let (restarted, _) = spawn_bulwark(&database.url);
     eventually(Duration::from_secs(60), || async {
         let done = store.list_jobs(&succeeded_filter).await.unwrap().jobs.len();
         (done == num_jobs).then_some(())
     })
     .await;
-    kill(Pid::from_raw(restarted.id() as i32), Signal::SIGTERM).unwrap();
-    let exit = tokio::task::spawn_blocking(move || restarted.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    common::send_sigterm(&restarted);
+    let exit = common::wait_for_exit(restarted).await;
     assert!(exit.success());
 }
 

@@ -42,6 +42,24 @@ pub fn write_secret_file(secret: &str) -> String {
     path.display().to_string()
 }
 
+/// Sends SIGTERM to a `bulwark` child process.
+pub fn send_sigterm(child: &std::process::Child) {
+    use nix::sys::signal::{Signal, kill};
+    kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .expect("SIGTERM sent");
+}
+
+/// Waits, off the async runtime, for a child process to exit.
+pub async fn wait_for_exit(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("the wait task ran")
+        .expect("the child was waited for")
+}
+
 /// Returns an HTTP client that sends `key` as `Authorization: Bearer` with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
