@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bulwark_actors::{
     DrainReport, InFlightJobs, JobControlParams, JobControls, JobExecutor, JobIntake,
-    JobRunnerHandle, JobRunnerParams, ProviderRouter, RetryPolicy, SentimentPool,
+    JobRunnerHandle, JobRunnerParams, NodeIdentity, NodeMembershipParams, ProviderRouter,
+    RetryPolicy, SentimentPool,
 };
 use bulwark_api::{ApiState, AppParams, build_app};
 use bulwark_audit::{AuditRunner, AuditRunnerParams};
@@ -58,6 +59,8 @@ pub struct Service {
     draining: bulwark_api::Draining,
     /// The overall shutdown deadline (`shutdown.timeout_ms`).
     shutdown_timeout: Duration,
+    /// This node's name and incarnation in `nodes`, marked as left after a clean shutdown.
+    identity: NodeIdentity,
     /// Registered names of the broker consumers, drained at shutdown; empty without a broker.
     broker_consumers: Vec<String>,
 }
@@ -163,6 +166,7 @@ fn job_runner_factory(
     let NodeParts {
         providers_opt,
         controls,
+        in_flight,
     } = node;
     let runner_store = store.clone();
     let audit_store = store.clone();
@@ -194,7 +198,7 @@ fn job_runner_factory(
         poll_interval,
         lease,
         retry,
-        in_flight: InFlightJobs::default(),
+        in_flight,
         draining: Arc::new(AtomicBool::new(false)),
         liveness: Liveness::default(),
         controls,
@@ -214,6 +218,8 @@ pub struct NodeContext {
 struct NodeParts {
     providers_opt: Option<ProviderRouter>,
     controls: JobControls,
+    /// The runner's jobs, which the node's membership aborts if the node was fenced.
+    in_flight: InFlightJobs,
 }
 
 /// Returns the HTTP app's params from `[http]`, served at `public_url`.
@@ -265,6 +271,8 @@ impl Service {
         let incidents = crate::incidents::start_sink(config, &node_id, &env);
         let providers = crate::providers::providers_settings(config, &env)?;
         let provider_router_opt = providers.as_ref().map(|settings| settings.router(&node_id));
+        let in_flight = InFlightJobs::default();
+        let identity = NodeIdentity::new(&node_id);
         let job_runner = job_runner_factory(
             config,
             &store,
@@ -272,6 +280,7 @@ impl Service {
             NodeParts {
                 providers_opt: provider_router_opt.clone(),
                 controls: controls.clone(),
+                in_flight: in_flight.clone(),
             },
         );
         let tree = BulwarkTree::start(TreeParams {
@@ -279,6 +288,15 @@ impl Service {
             supervision: SupervisionSettings::from_config(config),
             sentiment: sentiment_settings(config, &engine_plan),
             job_runner,
+            membership: NodeMembershipParams {
+                store: store.clone(),
+                identity: identity.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                heartbeat: config.jobs.node_heartbeat(),
+                dead_after: config.jobs.node_dead_after(),
+                in_flight,
+                liveness: Liveness::default(),
+            },
             scheduler: crate::scheduling::scheduler_factory(
                 config,
                 &store,
@@ -399,6 +417,7 @@ impl Service {
             http_task,
             draining,
             shutdown_timeout: config.shutdown.timeout(),
+            identity,
             broker_consumers: broker
                 .as_ref()
                 .map(|setup| setup.consumer_names())
@@ -495,6 +514,14 @@ impl Service {
             warn!("api key upkeep did not stop in time");
         }
         drop(self.queued_jobs_listener.take());
+        // After the tree stopped: no heartbeat can bring the node back to life.
+        let incarnation = self.identity.incarnation();
+        let leave = self.store.leave_node(self.identity.node_id(), &incarnation);
+        match tokio::time::timeout(left().min(Duration::from_secs(2)), leave).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => warn!(%error, "failed to mark this node as left"),
+            Err(_) => warn!("marking this node as left took too long"),
+        }
         IncidentSink::unregister(&self.node_id);
         drop(self.incidents);
         if tokio::time::timeout(left(), self.store.close())

@@ -8,8 +8,8 @@ use std::process::Command;
 use bulwark_core::now_ms;
 use bulwark_store::testsuite::{TestBackend, TestDatabase, postgres_url};
 use bulwark_store::{
-    JobStatus, MisfirePolicy, NewDeadLetter, NewJob, OverlapPolicy, ScheduleSpec, ScheduleStatus,
-    ScheduleTrigger, ScheduleWrite, Store, StoreParams,
+    JobStatus, LeaseRef, MisfirePolicy, NewDeadLetter, NewJob, OverlapPolicy, ScheduleSpec,
+    ScheduleStatus, ScheduleTrigger, ScheduleWrite, Store, StoreParams,
 };
 use serde_json::json;
 
@@ -93,7 +93,10 @@ async fn fill(store: &Store) -> (Vec<String>, String, String) {
         .await
         .unwrap();
     store
-        .complete_job(&claimed[0].id, "backup-node", &json!({"scores": [0.9]}))
+        .complete_job(
+            LeaseRef::of(&claimed[0], "backup-node"),
+            &json!({"scores": [0.9]}),
+        )
         .await
         .unwrap();
     let schedule = match store

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bulwark_store::testsuite::TestBackend;
-use bulwark_store::{JobFailure, JobStatus, NewJob, Store};
+use bulwark_store::{JobFailure, JobStatus, LeaseRef, NewJob, Store};
 use bulwark_test_support::eventually;
 use common::TestService;
 use serde_json::{Value, json};
@@ -63,7 +63,14 @@ async fn job_dies(store: &Store, text: &str, code: &str, final_status: JobStatus
     };
     assert!(
         store
-            .fail_job(&job_id, "broken-node", &failure)
+            .fail_job(
+                LeaseRef {
+                    job_id: &job_id,
+                    owner: "broken-node",
+                    attempt: 1,
+                },
+                &failure,
+            )
             .await
             .unwrap()
             .is_some()

@@ -26,6 +26,9 @@
 //! - `job_control`: [`JobControlActor`] brings cancels ([`CancelSignals`]) and paused kinds
 //!   ([`PausedKinds`]) stored in the database to the node's attempts, and resolves the waits
 //!   of jobs on their parents (workflows).
+//! - `node_membership`: [`NodeMembershipActor`] writes the node's heartbeat, fences silent
+//!   nodes so their jobs run elsewhere within seconds, and stops this node's attempts when it
+//!   was fenced itself ([`NodeIdentity`]).
 //! - `job_pruner`: [`JobPrunerActor`] deletes finished jobs past their status's retention.
 //! - `metrics`: metric names and the events that emit them.
 //! - `describe`: [`DescribeMessage`], how every actor's message names itself in incident
@@ -45,6 +48,7 @@ mod job_kinds;
 mod job_pruner;
 mod job_runner;
 pub mod metrics;
+mod node_membership;
 mod provider_actor;
 mod provider_router;
 mod schedule_trigger;
@@ -77,6 +81,9 @@ pub use job_pruner::{
     JobPrunerActor, JobPrunerHandle, JobPrunerMsg, JobPrunerParams, PruneReport, RetentionPolicy,
 };
 pub use job_runner::{DrainReport, JobRunnerActor, JobRunnerHandle, JobRunnerMsg, JobRunnerParams};
+pub use node_membership::{
+    NodeIdentity, NodeMembershipActor, NodeMembershipMsg, NodeMembershipParams,
+};
 pub use provider_actor::{ProviderActor, ProviderActorParams, ProviderMsg};
 pub use provider_router::{ProviderCallError, ProviderRoute, ProviderRouter, ProviderStatus};
 pub use schedule_trigger::{

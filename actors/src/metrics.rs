@@ -367,6 +367,76 @@ impl NodeHeartbeat {
     }
 }
 
+// Node membership: heartbeats, fencing and early reclaim (issue #18).
+
+pub const NODES_FENCED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_nodes_fenced_total",
+    "Silent nodes this node fenced (their heartbeat older than jobs.node_dead_after_ms)",
+);
+pub const JOBS_RECLAIMED_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_jobs_reclaimed_total",
+    "Running jobs of fenced nodes whose leases this node expired, so they ran again before their lease ended",
+);
+pub const NODE_FENCED_SELF_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_node_fenced_self_total",
+    "Times this node found itself fenced by another (it was silent too long) and gave up its attempts",
+);
+pub const NODE_HEARTBEAT_FAILURES_TOTAL: MetricSpec = MetricSpec::counter(
+    "bulwark_node_heartbeat_failures_total",
+    "Heartbeats (or registrations) this node failed to write to the store",
+);
+
+/// This node fenced a silent node and expired its leases.
+#[derive(Debug)]
+pub struct NodesFenced<'a> {
+    pub node_id: &'a str,
+    pub silent_for_ms: i64,
+    pub num_jobs_reclaimed: u64,
+}
+
+impl NodesFenced<'_> {
+    pub fn emit(&self) {
+        warn!(
+            fenced_node = self.node_id,
+            silent_for_ms = self.silent_for_ms,
+            num_jobs_reclaimed = self.num_jobs_reclaimed,
+            "fenced a silent node, its jobs run again now"
+        );
+        metrics::counter!(NODES_FENCED_TOTAL.name).increment(1);
+        metrics::counter!(JOBS_RECLAIMED_TOTAL.name).increment(self.num_jobs_reclaimed);
+    }
+}
+
+/// This node found itself fenced and gave up its work.
+#[derive(Debug)]
+pub struct NodeFencedSelf<'a> {
+    pub fenced_by: &'a str,
+    pub num_aborted: usize,
+    pub num_released: u64,
+}
+
+impl NodeFencedSelf<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            fenced_by = self.fenced_by,
+            num_aborted = self.num_aborted,
+            num_released = self.num_released,
+            "this node was fenced as silent, its attempts stopped; registering again"
+        );
+        metrics::counter!(NODE_FENCED_SELF_TOTAL.name).increment(1);
+    }
+}
+
+/// A heartbeat or registration could not be written.
+#[derive(Debug)]
+pub struct NodeHeartbeatFailed;
+
+impl NodeHeartbeatFailed {
+    pub fn emit(&self) {
+        metrics::counter!(NODE_HEARTBEAT_FAILURES_TOTAL.name).increment(1);
+    }
+}
+
 // Scheduler and dead letters (issue #6).
 
 pub const SCHEDULE_LAG_SECONDS: MetricSpec = MetricSpec::histogram(
@@ -502,6 +572,10 @@ pub const METRICS: &[MetricSpec] = &[
     QUEUE_JOBS,
     QUEUE_OLDEST_JOB_AGE_SECONDS,
     NODE_HEARTBEAT_SECONDS,
+    NODES_FENCED_TOTAL,
+    JOBS_RECLAIMED_TOTAL,
+    NODE_FENCED_SELF_TOTAL,
+    NODE_HEARTBEAT_FAILURES_TOTAL,
     JOBS_PRUNED_TOTAL,
     JOB_RESULTS_EXPIRED_TOTAL,
     KIND_PAUSED,

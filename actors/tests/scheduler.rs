@@ -12,8 +12,8 @@ use bulwark_actors::{
 use bulwark_core::{Liveness, parse_rfc3339_ms};
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    JobFailure, JobStatus, MisfirePolicy, OverlapPolicy, Schedule, ScheduleRun, ScheduleSpec,
-    ScheduleStatus, ScheduleTrigger, ScheduleWrite, Store,
+    JobFailure, JobStatus, LeaseRef, MisfirePolicy, OverlapPolicy, Schedule, ScheduleRun,
+    ScheduleSpec, ScheduleStatus, ScheduleTrigger, ScheduleWrite, Store,
 };
 use bulwark_test_support::eventually;
 use futures::future::BoxFuture;
@@ -178,7 +178,7 @@ impl Harness {
             if succeed {
                 assert!(
                     self.store
-                        .complete_job(&job.id, "test-worker", &json!({}))
+                        .complete_job(LeaseRef::of(job, "test-worker"), &json!({}))
                         .await
                         .unwrap()
                         .is_some()
@@ -193,7 +193,7 @@ impl Harness {
                 };
                 assert!(
                     self.store
-                        .fail_job(&job.id, "test-worker", &failure)
+                        .fail_job(LeaseRef::of(job, "test-worker"), &failure)
                         .await
                         .unwrap()
                         .is_some()

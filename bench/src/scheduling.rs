@@ -12,8 +12,8 @@ use bulwark_actors::{
 use bulwark_config::Config;
 use bulwark_core::{Liveness, now_ms};
 use bulwark_store::{
-    DeadLetterFilter, JobFailure, JobStatus, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec,
-    ScheduleStatus, ScheduleTrigger, Store,
+    DeadLetterFilter, JobFailure, JobStatus, LeaseRef, MisfirePolicy, NewJob, OverlapPolicy,
+    ScheduleSpec, ScheduleStatus, ScheduleTrigger, Store,
 };
 use clap::Args;
 use futures::StreamExt;
@@ -216,7 +216,7 @@ pub async fn dlq(config: &Config, args: &DlqBenchArgs) -> anyhow::Result<DlqBenc
             break;
         }
         for job in jobs {
-            store.fail_job(&job.id, &owner, &failure).await?;
+            store.fail_job(LeaseRef::of(&job, &owner), &failure).await?;
         }
     }
     let runner = JobRunnerHandle::new("bench-no-runner");

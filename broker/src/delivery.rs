@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bulwark_actors::{AttemptCore, RetryPolicy, validate_job};
 use bulwark_core::{TraceContext, now_ms, trace_id_of};
 use bulwark_store::{
-    DeliveredRow, GatedClaim, InsertOutcome, Job, JobFailure, JobRoute, JobStatus, NewJob,
-    OutcomeSink, Store, StoreError,
+    DeliveredRow, GatedClaim, InsertOutcome, Job, JobFailure, JobRoute, JobStatus, LeaseRef,
+    NewJob, OutcomeSink, Store, StoreError,
 };
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -73,14 +73,14 @@ impl OutcomeSink for DeliveryOutcomes<'_> {
     async fn complete(&self, job: &Job, result: &Value) -> Result<Option<Job>, StoreError> {
         self.context
             .writes
-            .complete(&job.id, &self.context.owner, result.clone())
+            .complete(LeaseRef::of(job, &self.context.owner), result.clone())
             .await
     }
 
     async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<Option<Job>, StoreError> {
         self.context
             .store
-            .fail_job(&job.id, &self.context.owner, failure)
+            .fail_job(LeaseRef::of(job, &self.context.owner), failure)
             .await
     }
 

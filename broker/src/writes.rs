@@ -7,7 +7,7 @@
 
 use bulwark_store::{
     BatchWrite, ClaimedInsert, CompleteJobs, DeliveredKey, DeliveredRow, GroupCommit,
-    GroupCommitParams, Job, JobCompletion, NewJob, Store, StoreError,
+    GroupCommitParams, Job, JobCompletion, LeaseRef, NewJob, Store, StoreError,
 };
 use serde_json::Value;
 
@@ -68,13 +68,13 @@ impl DeliveryWrites {
     /// Records a success (see [`Store::complete_job`]); `None` when the lease was lost.
     pub async fn complete(
         &self,
-        id: &str,
-        owner: &str,
+        lease: LeaseRef<'_>,
         result: Value,
     ) -> Result<Option<Job>, StoreError> {
         let completion = JobCompletion {
-            id: id.to_owned(),
-            owner: owner.to_owned(),
+            id: lease.job_id.to_owned(),
+            owner: lease.owner.to_owned(),
+            attempt: lease.attempt,
             result,
         };
         self.complete.submit(completion).await

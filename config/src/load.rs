@@ -371,6 +371,26 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 1000 (leases are renewed every third of it)".to_owned(),
         );
     }
+    if !(50..=60_000).contains(&config.jobs.node_heartbeat_ms) {
+        return invalid(
+            "jobs.node_heartbeat_ms",
+            format!("must be 50 to 60000, got {}", config.jobs.node_heartbeat_ms),
+        );
+    }
+    let jobs = &config.jobs;
+    if jobs.node_dead_after_ms < 3 * jobs.node_heartbeat_ms
+        || jobs.node_dead_after_ms >= jobs.lease_ms
+    {
+        return invalid(
+            "jobs.node_dead_after_ms",
+            format!(
+                "must be at least three heartbeats ({} ms) and less than jobs.lease_ms ({} ms), got {}",
+                3 * jobs.node_heartbeat_ms,
+                jobs.lease_ms,
+                jobs.node_dead_after_ms
+            ),
+        );
+    }
     if !matches!(
         config.sentiment.strategy.as_str(),
         "primary" | "ensemble" | "consensus"

@@ -112,6 +112,11 @@ pub struct JobsConfig {
     pub control_interval_ms: u64,
     /// How long a cancelled running job may take to stop by itself before it is aborted.
     pub cancel_grace_ms: u64,
+    /// How often this node writes its heartbeat to the store and looks for silent nodes.
+    pub node_heartbeat_ms: u64,
+    /// Silence after which another node fences this one and runs its jobs elsewhere (long
+    /// before their leases end). At least three heartbeats, and less than `lease_ms`.
+    pub node_dead_after_ms: u64,
     /// How long finished jobs are kept.
     pub retention: crate::RetentionConfig,
     /// Per-kind defaults (`[jobs.kinds."audit.run"]`): what a kind's jobs get when their
@@ -198,6 +203,8 @@ impl Default for JobsConfig {
             node_id: None,
             control_interval_ms: 250,
             cancel_grace_ms: 5_000,
+            node_heartbeat_ms: 500,
+            node_dead_after_ms: 3_000,
             retention: crate::RetentionConfig::default(),
             kinds: std::collections::BTreeMap::new(),
         }
@@ -211,6 +218,14 @@ impl JobsConfig {
 
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn node_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.node_heartbeat_ms)
+    }
+
+    pub fn node_dead_after(&self) -> Duration {
+        Duration::from_millis(self.node_dead_after_ms)
     }
 
     pub fn control_interval(&self) -> Duration {

@@ -49,11 +49,13 @@ pub enum DeliveredRow {
     Existing(Job),
 }
 
-/// A success to record, if `owner` still holds the job's lease.
+/// A success to record, if `owner` still holds the job's lease from claim `attempt` (see
+/// [`crate::LeaseRef`]).
 #[derive(Debug, Clone)]
 pub struct JobCompletion {
     pub id: String,
     pub owner: String,
+    pub attempt: i32,
     pub result: Value,
 }
 

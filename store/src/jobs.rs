@@ -414,6 +414,28 @@ impl InsertOutcome {
     }
 }
 
+/// A claim's fencing token: the node holding a job's lease and the attempt its claim began.
+/// An outcome is stored only while both still match the row, so a node that lost a job (its
+/// lease expired, or it was fenced as silent) cannot store that attempt's outcome, even after
+/// it claimed the same job again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRef<'a> {
+    pub job_id: &'a str,
+    pub owner: &'a str,
+    pub attempt: i32,
+}
+
+impl<'a> LeaseRef<'a> {
+    /// Returns the lease `owner` holds on `job` as claimed (its attempt number).
+    pub fn of(job: &'a Job, owner: &'a str) -> Self {
+        LeaseRef {
+            job_id: &job.id,
+            owner,
+            attempt: job.attempts,
+        }
+    }
+}
+
 /// Why an attempt failed and what happens next.
 #[derive(Debug, Clone)]
 pub struct JobFailure {
@@ -664,17 +686,18 @@ impl Store {
         Ok(in_claim_order(decode_rows(rows)?))
     }
 
-    /// Records a success and returns the finished job. Returns `None` if `owner` no longer
-    /// holds the lease (the job was claimed again elsewhere), in which case nothing changes.
+    /// Records a success and returns the finished job. Returns `None` if the lease is no longer
+    /// the one given (the job was claimed again, here or elsewhere), in which case nothing
+    /// changes.
     pub async fn complete_job(
         &self,
-        id: &str,
-        owner: &str,
+        lease: LeaseRef<'_>,
         result: &Value,
     ) -> Result<Option<Job>, StoreError> {
         let completion = JobCompletion {
-            id: id.to_owned(),
-            owner: owner.to_owned(),
+            id: lease.job_id.to_owned(),
+            owner: lease.owner.to_owned(),
+            attempt: lease.attempt,
             result: result.clone(),
         };
         Ok(self.complete_jobs(&[completion]).await?.pop().flatten())
@@ -690,7 +713,8 @@ impl Store {
             "UPDATE jobs SET status = 'succeeded', result = $1, \
              error_code = NULL, error_message = NULL, updated_at_ms = $2, finished_at_ms = $2, \
              attempt_node = lease_owner, lease_owner = NULL, lease_expires_at_ms = NULL \
-             WHERE id = $3 AND status = 'running' AND lease_owner = $4 RETURNING ",
+             WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND attempts = $5 \
+             RETURNING ",
             job_columns!()
         );
         // The batch's columns are named apart from the table's, so RETURNING reads the table.
@@ -699,10 +723,11 @@ impl Store {
             "UPDATE jobs SET status = 'succeeded', result = batch.job_result, \
              error_code = NULL, error_message = NULL, updated_at_ms = $1, finished_at_ms = $1, \
              attempt_node = jobs.lease_owner, lease_owner = NULL, lease_expires_at_ms = NULL \
-             FROM UNNEST((SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::text[])) \
-             AS batch(job_id, job_owner, job_result) \
+             FROM UNNEST((SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::text[]), \
+             (SELECT $5::int[])) AS batch(job_id, job_owner, job_result, job_attempt) \
              WHERE jobs.id = batch.job_id AND jobs.status = 'running' \
-             AND jobs.lease_owner = batch.job_owner RETURNING ",
+             AND jobs.lease_owner = batch.job_owner AND jobs.attempts = batch.job_attempt \
+             RETURNING ",
             job_columns!()
         );
         let now = now_ms();
@@ -715,11 +740,13 @@ impl Store {
                 let ids: Vec<&str> = completions.iter().map(|done| done.id.as_str()).collect();
                 let owners: Vec<&str> =
                     completions.iter().map(|done| done.owner.as_str()).collect();
+                let attempts: Vec<i32> = completions.iter().map(|done| done.attempt).collect();
                 sqlx::query_as(COMPLETE_MANY)
                     .bind(now)
                     .bind(ids)
                     .bind(owners)
                     .bind(&results)
+                    .bind(attempts)
                     .fetch_all(pool)
                     .await?
             }
@@ -732,6 +759,7 @@ impl Store {
                         .bind(now)
                         .bind(&completion.id)
                         .bind(&completion.owner)
+                        .bind(completion.attempt)
                 })
                 .await?
             }
@@ -747,13 +775,13 @@ impl Store {
     }
 
     /// Records a failed attempt (queued again for `retry_at_ms`, or final) and returns the
-    /// job as stored. Returns `None` if `owner` no longer holds the lease.
+    /// job as stored. Returns `None` if the lease is no longer the one given.
     pub async fn fail_job(
         &self,
-        id: &str,
-        owner: &str,
+        lease: LeaseRef<'_>,
         failure: &JobFailure,
     ) -> Result<Option<Job>, StoreError> {
+        let (id, owner) = (lease.job_id, lease.owner);
         // A retried attempt is copied to the history in the same statement (PostgreSQL) or
         // transaction (SQLite); a refunded one never ran and is not history.
         macro_rules! retry_sql {
@@ -763,7 +791,8 @@ impl Store {
                      error_message = $2, updated_at_ms = $3, run_at_ms = $4, lease_owner = NULL, \
                      lease_expires_at_ms = NULL, progress = NULL, \
                      attempts = CASE WHEN $7 AND attempts > 0 THEN attempts - 1 ELSE attempts END \
-                     WHERE id = $5 AND status = 'running' AND lease_owner = $6 RETURNING ",
+                     WHERE id = $5 AND status = 'running' AND lease_owner = $6 AND attempts = $8 \
+                     RETURNING ",
                     job_columns!()
                 )
             };
@@ -795,7 +824,7 @@ impl Store {
             "UPDATE jobs SET status = $4, error_code = $1, error_message = $2, \
              updated_at_ms = $3, finished_at_ms = $3, attempt_node = lease_owner, \
              lease_owner = NULL, lease_expires_at_ms = NULL WHERE id = $5 \
-             AND status = 'running' AND lease_owner = $6 RETURNING ",
+             AND status = 'running' AND lease_owner = $6 AND attempts = $7 RETURNING ",
             job_columns!()
         );
         let now = now_ms();
@@ -813,12 +842,14 @@ impl Store {
         let row: Option<JobRow> = match (failure.retry_at_ms, &self.pool) {
             (Some(retry_at_ms), Pool::Postgres(pool)) => {
                 bind_retry!(sqlx::query_as(RETRY_POSTGRES), retry_at_ms)
+                    .bind(lease.attempt)
                     .fetch_optional(pool)
                     .await?
             }
             (Some(retry_at_ms), Pool::Sqlite(pool)) => {
                 let mut transaction = pool.begin().await?;
                 let row: Option<JobRow> = bind_retry!(sqlx::query_as(RETRY_SQLITE), retry_at_ms)
+                    .bind(lease.attempt)
                     .fetch_optional(&mut *transaction)
                     .await?;
                 if row.is_some() {
@@ -837,6 +868,7 @@ impl Store {
                     .bind(failure.final_status.as_str())
                     .bind(id)
                     .bind(owner)
+                    .bind(lease.attempt)
                     .fetch_optional(pool)
                     .await
             })?,

@@ -33,6 +33,8 @@
 //! - `broker_jobs`: jobs carried by RabbitMQ: the outbox and claims by id ([`JobRoute`]).
 //! - `schedules`: [`Schedule`]s and their runs ([`ScheduleRun`]), claimed by the scheduler.
 //! - `audits`: AI-visibility [`Audit`]s, their items and mentions, written idempotently.
+//! - `nodes`: node membership: heartbeats, fencing of silent nodes and early reclaim of their
+//!   leases ([`Heartbeat`], [`FencedNode`]).
 //! - `ops_audit`: the operator audit log ([`OpsAuditEntry`]).
 //! - `api_keys`: API keys as keyed digests ([`ApiKeyRow`]), daily provider-call budgets and the
 //!   generated server secret.
@@ -55,6 +57,7 @@ mod job_graphs;
 mod jobs;
 mod kind_gates;
 pub mod metrics;
+mod nodes;
 mod ops_audit;
 mod queue;
 mod schedules;
@@ -80,9 +83,10 @@ pub use job_graphs::{
 };
 pub use jobs::{
     CompleteJobs, DEFAULT_PRIORITY, InsertOutcome, Job, JobFailure, JobFilter, JobPage,
-    JobProgress, JobStatus, LiveCount, MAX_PRIORITY, NewJob, StatusCount,
+    JobProgress, JobStatus, LeaseRef, LiveCount, MAX_PRIORITY, NewJob, StatusCount,
 };
 pub use kind_gates::GatedClaim;
+pub use nodes::{FencedNode, Heartbeat, NodeRegistration, NodeRow, Registered};
 pub use ops_audit::{NewOpsAuditEntry, OpsAuditEntry};
 pub use queue::{JobTransport, LocalQueue, LocalQueueParams, OutcomeSink, QUEUED_JOBS_CHANNEL};
 pub use schedules::{

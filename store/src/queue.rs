@@ -6,7 +6,9 @@ use bulwark_core::{KindGate, now_ms};
 use serde_json::Value;
 
 use crate::jobs::CompleteJobs;
-use crate::{GroupCommit, GroupCommitParams, Job, JobCompletion, JobFailure, Store, StoreError};
+use crate::{
+    GroupCommit, GroupCommitParams, Job, JobCompletion, JobFailure, LeaseRef, Store, StoreError,
+};
 
 /// Where the outcome of an attempt is written, whatever carried the job: the local queue, or
 /// the broker's delivery path. The attempt core (`bulwark_actors::attempt`) decides what to
@@ -94,6 +96,7 @@ impl OutcomeSink for LocalQueue {
         let completion = JobCompletion {
             id: job.id.clone(),
             owner: self.params.owner.clone(),
+            attempt: job.attempts,
             result: result.clone(),
         };
         self.completions.submit(completion).await
@@ -101,7 +104,7 @@ impl OutcomeSink for LocalQueue {
 
     async fn fail(&self, job: &Job, failure: &JobFailure) -> Result<Option<Job>, StoreError> {
         self.store
-            .fail_job(&job.id, &self.params.owner, failure)
+            .fail_job(LeaseRef::of(job, &self.params.owner), failure)
             .await
     }
 }

@@ -8,7 +8,7 @@ use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     CancelCount, CancelFilter, CancelOutcome, JobFailure, JobRoute, JobStatus, JobTransport,
-    LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store,
+    LeaseRef, LocalQueue, LocalQueueParams, NewJob, OutcomeSink, Store,
 };
 use serde_json::json;
 
@@ -276,7 +276,7 @@ async fn paused_broker_jobs_wait_in_the_outbox(backend: TestBackend) {
         .unwrap()
         .expect("claimed");
     store
-        .complete_job(&claimed.id, "node-a", &json!({"ok": true}))
+        .complete_job(LeaseRef::of(&claimed, "node-a"), &json!({"ok": true}))
         .await
         .unwrap()
         .expect("lease held");

@@ -7,8 +7,8 @@ use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
     ClaimedInsert, DeliveredKey, DeliveredRow, InsertOutcome, Job, JobCompletion, JobFailure,
-    JobFilter, JobRoute, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewDeadLetter,
-    NewJob, OutcomeSink, Store,
+    JobFilter, JobRoute, JobStatus, JobTransport, LeaseRef, LocalQueue, LocalQueueParams,
+    NewDeadLetter, NewJob, OutcomeSink, Store,
 };
 use bulwark_test_support::eventually;
 use serde_json::json;
@@ -502,7 +502,7 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
     assert_eq!(by_id.id, claimed.id);
 
     let finished = store
-        .complete_job(&claimed.id, "node-a", &json!({"ok": true}))
+        .complete_job(LeaseRef::of(&claimed, "node-a"), &json!({"ok": true}))
         .await
         .unwrap()
         .expect("node-a holds the lease");
@@ -510,7 +510,7 @@ async fn delivered_jobs_are_found_or_created_claimed(backend: TestBackend) {
     assert_eq!(finished.result, Some(json!({"ok": true})));
     assert!(
         store
-            .complete_job(&claimed.id, "node-a", &json!({}))
+            .complete_job(LeaseRef::of(&claimed, "node-a"), &json!({}))
             .await
             .unwrap()
             .is_none(),
@@ -632,6 +632,7 @@ async fn batched_delivery_statements_answer_each_request(backend: TestBackend) {
     let completion = |id: &str, owner: &str| JobCompletion {
         id: id.to_owned(),
         owner: owner.to_owned(),
+        attempt: 1,
         result: json!({ "job": id }),
     };
     let finished = store

@@ -9,7 +9,7 @@ use bulwark_core::{KindGate, KindLimits};
 use bulwark_store::on_both_backends;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    GatedClaim, JobRoute, JobStatus, JobTransport, LocalQueue, LocalQueueParams, NewJob,
+    GatedClaim, JobRoute, JobStatus, JobTransport, LeaseRef, LocalQueue, LocalQueueParams, NewJob,
     OutcomeSink, Store,
 };
 use serde_json::json;
@@ -235,7 +235,7 @@ async fn a_delivery_claims_through_the_gate(backend: TestBackend) {
         .unwrap();
     assert_eq!(waiting, GatedClaim::Full);
     store
-        .complete_job(&first.id, "node-a", &json!({}))
+        .complete_job(LeaseRef::of(&first, "node-a"), &json!({}))
         .await
         .unwrap()
         .expect("completed");

@@ -54,6 +54,9 @@ pub struct TreeParams {
     pub sentiment: SentimentSettings,
     /// Builds the job runner's params once the sentiment pool exists.
     pub job_runner: Box<dyn FnOnce(SentimentPool) -> JobRunnerParams + Send>,
+    /// The node's membership (heartbeat, fencing); it aborts the runner's in-flight jobs when
+    /// the node was fenced, so both share one [`bulwark_actors::InFlightJobs`].
+    pub membership: bulwark_actors::NodeMembershipParams,
     /// The `scheduler` subsystem; `None` when this node runs no scheduler.
     pub scheduler: Option<crate::scheduler::SchedulerFactory>,
     /// The `dead-letter` subsystem; `None` when this node runs no dead-letter actor.
@@ -112,9 +115,13 @@ impl BulwarkTree {
         });
         let runner_params = (params.job_runner)(sentiment.clone());
         let ingress_executor = runner_params.executor.clone();
+        let jobs_params = crate::jobs::JobsParams {
+            runner: runner_params,
+            membership: params.membership,
+            drain_timeout: settings.drain_timeout,
+        };
         let (spec, job_runner) =
-            crate::jobs::subsystem(&instance, runner_params, settings.drain_timeout)
-                .build(&instance, settings);
+            crate::jobs::subsystem(&instance, jobs_params).build(&instance, settings);
         subsystems.push(spec);
         let scheduler = params.scheduler.map(|factory| {
             let (spec, handle) =

@@ -19,8 +19,8 @@ use bulwark_actors::{
 use bulwark_core::Liveness;
 use bulwark_store::testsuite::{TestBackend, TestDatabase};
 use bulwark_store::{
-    JobFailure, JobStatus, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec, ScheduleStatus,
-    ScheduleTrigger, ScheduleWrite, Store,
+    JobFailure, JobStatus, LeaseRef, MisfirePolicy, NewJob, OverlapPolicy, ScheduleSpec,
+    ScheduleStatus, ScheduleTrigger, ScheduleWrite, Store,
 };
 use bulwark_supervisors::{
     ChildSpec, ExitKind, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
@@ -328,7 +328,14 @@ impl DeadLetterSubsystem {
         };
         assert!(
             self.store
-                .fail_job(&job_id, "broken-node", &failure)
+                .fail_job(
+                    LeaseRef {
+                        job_id: &job_id,
+                        owner: "broken-node",
+                        attempt: 1,
+                    },
+                    &failure,
+                )
                 .await
                 .expect("failed")
                 .is_some()
@@ -475,7 +482,14 @@ impl RetentionSubsystem {
             .await
             .expect("claimed");
         self.store
-            .complete_job(&job_id, "node", &json!({"ok": true}))
+            .complete_job(
+                LeaseRef {
+                    job_id: &job_id,
+                    owner: "node",
+                    attempt: 1,
+                },
+                &json!({"ok": true}),
+            )
             .await
             .expect("completed")
             .expect("lease held");
