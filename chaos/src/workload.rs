@@ -1,0 +1,442 @@
+//! The steady workload and what is observed of it: a producer submitting jobs over HTTP at a
+//! fixed rate (a client that retries on another node with the same idempotency key, as a real
+//! one would), a sampler reading every node's `/ready`, the queue from the database and each
+//! process's memory and CPU, and, on RabbitMQ, a consumer of the outcome events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::cluster::ADMIN_KEY;
+
+/// One HTTP submission attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submission {
+    /// Milliseconds since the run began.
+    pub at_ms: u64,
+    pub latency_ms: f64,
+    /// The HTTP status; 0 when no answer came (refused, reset, timed out).
+    pub status: u16,
+}
+
+/// One sample of the system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    /// `/ready` status per node; 0 when it did not answer.
+    pub ready: Vec<u16>,
+    /// Jobs finished (any final status); `None` when the database did not answer.
+    pub num_finished_opt: Option<i64>,
+    /// Jobs queued or running.
+    pub backlog_opt: Option<i64>,
+    /// Resident memory per node process, KiB (0 when not running).
+    pub rss_kib: Vec<u64>,
+    /// CPU time per node process so far, ms (0 when not running).
+    pub cpu_ms: Vec<u64>,
+}
+
+/// A job the producer had accepted (2xx), by id.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub id: String,
+}
+
+/// What the workload saw, shared between its tasks and the scenario.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub submissions: Vec<Submission>,
+    pub samples: Vec<Sample>,
+    pub accepted: Vec<Accepted>,
+    /// Submissions that never got a 2xx after every retry (the client knows; not lost).
+    pub num_given_up: u64,
+    /// Outcome events per job id: (status, attempts) of each event.
+    pub events: HashMap<String, Vec<(String, i64)>>,
+}
+
+/// What the workload is started with.
+#[derive(Debug, Clone)]
+pub struct WorkloadParams {
+    pub node_urls: Vec<String>,
+    /// Submissions per second.
+    pub rate: f64,
+    /// One job in this many is a provider call (the rest score texts).
+    pub provider_every: u64,
+    pub pool: sqlx::PgPool,
+    /// The broker URL and namespace: events are consumed from `<ns>.events`.
+    pub events_opt: Option<(String, String)>,
+}
+
+/// The running workload.
+#[derive(Debug)]
+pub struct Workload {
+    pub started: Instant,
+    pub observed: Arc<Mutex<Observed>>,
+    /// The node processes' pids, updated by the scenario when it restarts one.
+    pub pids: Arc<Mutex<Vec<Option<u32>>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    producer: JoinHandle<()>,
+    sampler: JoinHandle<()>,
+    events_opt: Option<JoinHandle<()>>,
+    submissions_done: Arc<tokio::sync::Semaphore>,
+}
+
+/// The most submissions in flight at once.
+const MAX_IN_FLIGHT: u32 = 256;
+
+impl Workload {
+    pub async fn start(params: WorkloadParams, pids: Vec<Option<u32>>) -> anyhow::Result<Workload> {
+        let started = Instant::now();
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let pids = Arc::new(Mutex::new(pids));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let submissions_done = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize));
+        let events_opt = match &params.events_opt {
+            Some((url, namespace)) => Some(
+                spawn_events_consumer(url, namespace, observed.clone(), stop_rx.clone()).await?,
+            ),
+            None => None,
+        };
+        let producer = tokio::spawn(produce(ProducerParts {
+            params: params.clone(),
+            started,
+            observed: observed.clone(),
+            stop_rx: stop_rx.clone(),
+            slots: submissions_done.clone(),
+        }));
+        let sampler = tokio::spawn(sample(
+            params,
+            started,
+            observed.clone(),
+            pids.clone(),
+            stop_rx,
+        ));
+        Ok(Workload {
+            started,
+            observed,
+            pids,
+            stop,
+            producer,
+            sampler,
+            events_opt,
+            submissions_done,
+        })
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn set_pid(&self, index: usize, pid_opt: Option<u32>) {
+        self.pids.lock().unwrap_or_else(PoisonError::into_inner)[index] = pid_opt;
+    }
+
+    /// Stops submitting, waits for the submissions in flight, and keeps sampling until every
+    /// accepted job is finished or `drain_timeout` passed; returns what was observed.
+    pub async fn finish(self, pool: &sqlx::PgPool, drain_timeout: Duration) -> Observed {
+        let _ = self.stop.send(true);
+        let _ = self.producer.await;
+        let _ = self.submissions_done.acquire_many(MAX_IN_FLIGHT).await;
+        let deadline = Instant::now() + drain_timeout;
+        while Instant::now() < deadline {
+            let unfinished: Result<i64, _> = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')",
+            )
+            .fetch_one(pool)
+            .await;
+            if matches!(unfinished, Ok(0)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A last sample after the drain, then the events still in the broker.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.sampler.abort();
+        if let Some(events) = self.events_opt {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            events.abort();
+        }
+        let mut observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *observed)
+    }
+}
+
+struct ProducerParts {
+    params: WorkloadParams,
+    started: Instant,
+    observed: Arc<Mutex<Observed>>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+async fn produce(parts: ProducerParts) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("an HTTP client");
+    let interval = Duration::from_secs_f64(1.0 / parts.params.rate.max(0.1));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let mut sequence: u64 = 0;
+    while !*parts.stop_rx.borrow() {
+        ticker.tick().await;
+        sequence += 1;
+        let Ok(permit) = parts.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let submit = SubmitParts {
+            client: client.clone(),
+            node_urls: parts.params.node_urls.clone(),
+            started: parts.started,
+            observed: parts.observed.clone(),
+            key: format!("chaos-{run}-{sequence}"),
+            sequence,
+            provider: parts.params.provider_every > 0
+                && sequence.is_multiple_of(parts.params.provider_every),
+        };
+        tokio::spawn(async move {
+            submit_with_retries(submit).await;
+            drop(permit);
+        });
+    }
+}
+
+struct SubmitParts {
+    client: reqwest::Client,
+    node_urls: Vec<String>,
+    started: Instant,
+    observed: Arc<Mutex<Observed>>,
+    key: String,
+    sequence: u64,
+    provider: bool,
+}
+
+/// Submits one job, trying the next node on a failure (same idempotency key), up to six
+/// attempts over about three seconds.
+async fn submit_with_retries(parts: SubmitParts) {
+    let (kind, payload) = if parts.provider {
+        (
+            "provider.complete",
+            serde_json::json!({"provider": "sim", "prompt": format!("How good is Acme? ({})", parts.sequence)}),
+        )
+    } else {
+        (
+            "sentiment.analyze",
+            serde_json::json!({"texts": [format!("order {} arrived fast, great service", parts.sequence), "the box was damaged"]}),
+        )
+    };
+    let body = serde_json::json!({"kind": kind, "payload": payload, "idempotency_key": parts.key});
+    for attempt in 0..6usize {
+        let url = &parts.node_urls[(parts.sequence as usize + attempt) % parts.node_urls.len()];
+        let sent = Instant::now();
+        let at_ms = parts.started.elapsed().as_millis() as u64;
+        let response = parts
+            .client
+            .post(format!("{url}/v1/jobs"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await;
+        let latency_ms = sent.elapsed().as_secs_f64() * 1000.0;
+        let (status, id_opt) = match response {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let id_opt = body["id"].as_str().map(str::to_owned);
+                (status, id_opt)
+            }
+            Err(_) => (0, None),
+        };
+        let accepted = {
+            let mut observed = parts
+                .observed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            observed.submissions.push(Submission {
+                at_ms,
+                latency_ms,
+                status,
+            });
+            let accepted = (200..300).contains(&status);
+            if accepted && let Some(id) = id_opt {
+                observed.accepted.push(Accepted { id });
+            }
+            accepted
+        };
+        if accepted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
+    }
+    parts
+        .observed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .num_given_up += 1;
+}
+
+async fn sample(
+    params: WorkloadParams,
+    started: Instant,
+    observed: Arc<Mutex<Observed>>,
+    pids: Arc<Mutex<Vec<Option<u32>>>>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stop_rx;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .expect("an HTTP client");
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        ticker.tick().await;
+        let at_ms = started.elapsed().as_millis() as u64;
+        let probes = params.node_urls.iter().map(|url| {
+            let client = client.clone();
+            async move {
+                match client.get(format!("{url}/ready")).send().await {
+                    Ok(response) => response.status().as_u16(),
+                    Err(_) => 0,
+                }
+            }
+        });
+        let ready = futures::future::join_all(probes).await;
+        let counts = tokio::time::timeout(
+            Duration::from_millis(800),
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')), \
+                 count(*) FILTER (WHERE status IN ('queued', 'running')) FROM jobs",
+            )
+            .fetch_one(&params.pool),
+        )
+        .await;
+        let (num_finished_opt, backlog_opt) = match counts {
+            Ok(Ok((finished, backlog))) => (Some(finished), Some(backlog)),
+            _ => (None, None),
+        };
+        let current_pids = pids.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (rss_kib, cpu_ms) = current_pids
+            .iter()
+            .map(|pid_opt| pid_opt.map_or((0, 0), process_usage))
+            .unzip();
+        observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .samples
+            .push(Sample {
+                at_ms,
+                ready,
+                num_finished_opt,
+                backlog_opt,
+                rss_kib,
+                cpu_ms,
+            });
+    }
+}
+
+/// Returns a process's resident memory (KiB) and CPU time (ms) from `/proc`.
+fn process_usage(pid: u32) -> (u64, u64) {
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let cpu_ms = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) * 10)
+        })
+        .unwrap_or(0);
+    (rss_kib, cpu_ms)
+}
+
+/// Binds a queue of its own to `<ns>.events` (every routing key) and records each outcome
+/// event's job, status and attempts.
+async fn spawn_events_consumer(
+    url: &str,
+    namespace: &str,
+    observed: Arc<Mutex<Observed>>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    let _ = stop_rx;
+    let connection =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let events_exchange = format!("{namespace}.events");
+    // The exchange is declared by the nodes; declare it here too in case none started yet.
+    channel
+        .exchange_declare(
+            events_exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            events_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "chaos-events".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(tokio::spawn(async move {
+        let _connection = connection;
+        while let Some(Ok(delivery)) = consumer.next().await {
+            if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&delivery.data) {
+                let job_id = event["job_id"].as_str().unwrap_or_default().to_owned();
+                let status = event["status"].as_str().unwrap_or_default().to_owned();
+                let attempts = event["attempts"].as_i64().unwrap_or(0);
+                observed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .events
+                    .entry(job_id)
+                    .or_default()
+                    .push((status, attempts));
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    }))
+}
