@@ -278,10 +278,10 @@ impl Cluster {
             }
             admin.close().await;
         }
-        if let (Some(url), Some(namespace)) = (&self.params.amqp_url_opt, &self.namespace_opt) {
-            if let Err(error) = delete_namespace(url, namespace).await {
-                eprintln!("warning: failed to delete broker namespace {namespace}: {error}");
-            }
+        if let (Some(url), Some(namespace)) = (&self.params.amqp_url_opt, &self.namespace_opt)
+            && let Err(error) = delete_namespace(url, namespace).await
+        {
+            eprintln!("warning: failed to delete broker namespace {namespace}: {error}");
         }
     }
 }

@@ -256,8 +256,7 @@ fn timeline(observed: &Observed) -> Vec<TimelinePoint> {
         let last_sample = observed
             .samples
             .iter()
-            .filter(|sample| in_second(sample.at_ms))
-            .next_back();
+            .rfind(|sample| in_second(sample.at_ms));
         let finished = last_sample
             .and_then(|sample| sample.num_finished_opt)
             .unwrap_or(previous_finished);

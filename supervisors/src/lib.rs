@@ -10,7 +10,8 @@
 //! ├── providers (one_for_one)                   only when [providers.<name>] are configured
 //! │   └── provider-<name>       one actor per provider (breaker, limiter, bulkhead, retries)
 //! ├── jobs (one_for_one)
-//! │   └── job-runner            claims jobs, runs each as a task, renews leases, drains
+//! │   ├── job-runner            claims jobs, runs each as a task, renews leases, drains
+//! │   └── node-membership       writes the node's heartbeat, fences silent nodes, reclaims their jobs
 //! ├── scheduler (one_for_one)                   only when scheduler.enabled
 //! │   └── scheduler-actor       fires due schedule slots as jobs, once across nodes
 //! ├── dead-letter (one_for_one)                 only when dead_letters.enabled
