@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::fault_proxy::{FaultProxy, authority_of, through};
+
 /// The admin key every node is bootstrapped with; the producer submits with it.
 pub const ADMIN_KEY: &str = "bwk_ChaosGameDayAdminKey0123456789abcdefghijklm";
 
@@ -26,6 +28,17 @@ pub struct ClusterParams {
     pub run_dir: PathBuf,
     /// Extra `[section]` TOML appended to every node's config (a scenario's own settings).
     pub extra_config: String,
+    /// Every node reaches PostgreSQL, RabbitMQ and the answer engine through fault proxies of
+    /// its own ([`NodeProxies`]).
+    pub proxied: bool,
+}
+
+/// The fault proxies between one node and what it depends on.
+#[derive(Debug)]
+pub struct NodeProxies {
+    pub postgres: FaultProxy,
+    pub amqp_opt: Option<FaultProxy>,
+    pub provider: FaultProxy,
 }
 
 /// One `bulwark serve` process, restartable on the same port and config.
@@ -35,6 +48,8 @@ pub struct Node {
     pub port: u16,
     config_path: PathBuf,
     dir: PathBuf,
+    /// The node's own database URL (through its proxy when proxied).
+    database_url: String,
     child_opt: Option<Child>,
     starts: u32,
 }
@@ -56,7 +71,7 @@ impl Node {
     }
 
     /// Starts the node (again), logging to `<name>.<start>.log` in its folder.
-    pub fn start(&mut self, bin: &Path, database_url: &str) -> anyhow::Result<()> {
+    pub fn start(&mut self, bin: &Path) -> anyhow::Result<()> {
         self.starts += 1;
         let log_path = self.dir.join(format!("{}.{}.log", self.name, self.starts));
         let log = fs::File::create(&log_path)
@@ -66,7 +81,7 @@ impl Node {
             .arg(&self.config_path)
             .arg("serve")
             .current_dir(&self.dir)
-            .env("DATABASE_URL", database_url)
+            .env("DATABASE_URL", &self.database_url)
             .env("BULWARK_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("BULWARK_LOG_FORMAT", "json")
             .env("BULWARK_LOG", "info")
@@ -146,10 +161,11 @@ impl Simulator {
 #[derive(Debug)]
 pub struct Cluster {
     pub params: ClusterParams,
-    pub database_url: String,
     database_name: String,
     pub namespace_opt: Option<String>,
     pub nodes: Vec<Node>,
+    /// One set per node when the scenario is proxied, in node order.
+    pub proxies: Vec<NodeProxies>,
     pub simulator: Simulator,
     pub pool: sqlx::PgPool,
 }
@@ -195,17 +211,50 @@ impl Cluster {
             .as_ref()
             .map(|_| format!("chaos-{}", uuid::Uuid::now_v7().simple()));
         let mut nodes = Vec::new();
+        let mut proxies = Vec::new();
         for index in 0..params.num_nodes {
             let name = format!("node-{}", (b'a' + index as u8) as char);
             let dir = params.run_dir.join(&name);
             fs::create_dir_all(&dir)?;
             let port = free_port()?;
             let config_path = dir.join("bulwark.toml");
+            let mut node_database_url = database_url.clone();
+            let mut node_amqp_url_opt = params.amqp_url_opt.clone();
+            let mut node_simulator_url = simulator.base_url.clone();
+            if params.proxied {
+                let postgres = FaultProxy::start(
+                    &format!("{name}-postgres"),
+                    &authority_of(&database_url, 5432)?,
+                )
+                .await?;
+                node_database_url = through(&database_url, &postgres.listen)?;
+                let amqp_opt = match &params.amqp_url_opt {
+                    Some(url) => {
+                        let proxy =
+                            FaultProxy::start(&format!("{name}-amqp"), &authority_of(url, 5672)?)
+                                .await?;
+                        node_amqp_url_opt = Some(through(url, &proxy.listen)?);
+                        Some(proxy)
+                    }
+                    None => None,
+                };
+                let provider = FaultProxy::start(
+                    &format!("{name}-provider"),
+                    &authority_of(&simulator.base_url, 80)?,
+                )
+                .await?;
+                node_simulator_url = format!("http://{}", provider.listen);
+                proxies.push(NodeProxies {
+                    postgres,
+                    amqp_opt,
+                    provider,
+                });
+            }
             let config = node_config(&NodeConfig {
                 name: &name,
                 port,
-                simulator_url: &simulator.base_url,
-                amqp_opt: params.amqp_url_opt.as_deref().zip(namespace_opt.as_deref()),
+                simulator_url: &node_simulator_url,
+                amqp_opt: node_amqp_url_opt.as_deref().zip(namespace_opt.as_deref()),
                 extra: &params.extra_config,
             });
             fs::write(&config_path, config)?;
@@ -214,6 +263,7 @@ impl Cluster {
                 port,
                 config_path,
                 dir,
+                database_url: node_database_url,
                 child_opt: None,
                 starts: 0,
             });
@@ -224,10 +274,10 @@ impl Cluster {
                 .max_connections(4)
                 .connect_lazy(&database_url)?,
             params,
-            database_url,
             database_name,
             namespace_opt,
             nodes,
+            proxies,
             simulator,
         };
         for index in 0..cluster.nodes.len() {
@@ -240,7 +290,7 @@ impl Cluster {
     pub async fn start_node(&mut self, index: usize) -> anyhow::Result<()> {
         let bin = self.params.bin.clone();
         let node = &mut self.nodes[index];
-        node.start(&bin, &self.database_url)?;
+        node.start(&bin)?;
         let url = format!("{}/ready", node.base_url());
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,12 +4,15 @@
 //!
 //! # Layout
 //! - `cluster`: the system under test (database, broker namespace, simulator, nodes).
+//! - `fault_proxy`: TCP fault proxies (noxious, Toxiproxy's toxics) between nodes and what
+//!   they depend on.
 //! - `workload`: the producer, the sampler and the outcome-event consumer.
 //! - `scenarios`: the catalogue, fault injection and SLOs.
 //! - `measure`: detection, recovery, loss, duplicates, the timeline.
 //! - `report`: the HTML report.
 
 mod cluster;
+mod fault_proxy;
 mod measure;
 mod report;
 mod scenarios;

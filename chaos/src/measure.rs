@@ -52,10 +52,11 @@ pub struct Measured {
     pub timeline: Vec<TimelinePoint>,
 }
 
-/// The final row of an accepted job.
+/// The final row of a job, found by the idempotency key it was submitted with.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FinalRow {
     pub id: String,
+    pub idempotency_key: Option<String>,
     pub status: String,
     pub attempts: i32,
 }
@@ -136,22 +137,27 @@ pub fn measure(observed: &Observed, rows: &[FinalRow], window: Window) -> Measur
         }
     }
 
-    let by_id: HashMap<&str, &FinalRow> = rows.iter().map(|row| (row.id.as_str(), row)).collect();
+    let by_key: HashMap<&str, &FinalRow> = rows
+        .iter()
+        .filter_map(|row| Some((row.idempotency_key.as_deref()?, row)))
+        .collect();
     let accepted: HashSet<&str> = observed
         .accepted
         .iter()
-        .map(|job| job.id.as_str())
+        .map(|job| job.key.as_str())
         .collect();
+    let mut accepted_ids = HashSet::new();
     let mut lost_ids = Vec::new();
     let mut num_not_succeeded = 0;
     let mut num_duplicate_executions = 0;
-    for id in &accepted {
-        match by_id.get(id) {
-            None => lost_ids.push((*id).to_owned()),
+    for key in &accepted {
+        match by_key.get(key) {
+            None => lost_ids.push((*key).to_owned()),
             Some(row) if matches!(row.status.as_str(), "queued" | "running") => {
-                lost_ids.push((*id).to_owned())
+                lost_ids.push((*key).to_owned())
             }
             Some(row) => {
+                accepted_ids.insert(row.id.as_str());
                 if row.status != "succeeded" {
                     num_not_succeeded += 1;
                 }
@@ -162,7 +168,10 @@ pub fn measure(observed: &Observed, rows: &[FinalRow], window: Window) -> Measur
     lost_ids.sort();
     let mut num_outcome_conflicts = 0;
     let mut num_repeated_events = 0;
-    for events in observed.events.values() {
+    for (job_id, events) in &observed.events {
+        if !accepted_ids.contains(job_id.as_str()) {
+            continue;
+        }
         let distinct: HashSet<&(String, i64)> = events.iter().collect();
         if distinct.len() > 1 {
             num_outcome_conflicts += 1;
@@ -304,31 +313,29 @@ mod tests {
     }
 
     /// Proves a job accepted but never finished counts as lost, a retried one as a duplicate
-    /// execution, and disagreeing outcome events as a conflict.
+    /// execution, and a finished job whose outcome events disagree as a conflict.
     #[test]
     fn lost_duplicates_and_conflicts_are_counted() {
         let mut observed = Observed::default();
         for id in ["a", "b", "c"] {
-            observed
-                .accepted
-                .push(crate::workload::Accepted { id: id.to_owned() });
+            observed.accepted.push(crate::workload::Accepted {
+                key: format!("key-{id}"),
+            });
         }
         observed.events.insert(
             "a".to_owned(),
-            vec![("succeeded".to_owned(), 2), ("succeeded".to_owned(), 2)],
-        );
-        observed.events.insert(
-            "b".to_owned(),
-            vec![("succeeded".to_owned(), 1), ("failed".to_owned(), 1)],
+            vec![("succeeded".to_owned(), 2), ("failed".to_owned(), 2)],
         );
         let rows = vec![
             FinalRow {
                 id: "a".to_owned(),
+                idempotency_key: Some("key-a".to_owned()),
                 status: "succeeded".to_owned(),
                 attempts: 2,
             },
             FinalRow {
                 id: "b".to_owned(),
+                idempotency_key: Some("key-b".to_owned()),
                 status: "running".to_owned(),
                 attempts: 1,
             },
@@ -340,9 +347,12 @@ mod tests {
             rate: 10.0,
         };
         let measured = measure(&observed, &rows, window);
-        assert_eq!(measured.lost_ids, vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(
+            measured.lost_ids,
+            vec!["key-b".to_owned(), "key-c".to_owned()]
+        );
         assert_eq!(measured.num_duplicate_executions, 1);
         assert_eq!(measured.num_outcome_conflicts, 1);
-        assert_eq!(measured.num_repeated_events, 2);
+        assert_eq!(measured.num_repeated_events, 1);
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, ClusterParams};
+use crate::fault_proxy::NetworkFault;
 use crate::measure::{FinalRow, Measured, SloCheck, Window, measure, quantile};
 use crate::workload::{Workload, WorkloadParams};
 
@@ -51,8 +52,24 @@ pub enum Fault {
     PoisonFlood { num_messages: u32 },
     /// The simulated engine misbehaves (its `FaultKnobs`) for `secs`.
     Provider { faults: Value, secs: u64 },
+    /// A network fault on the fault proxies between the nodes (only node-a when `only_first`)
+    /// and `target`, for `secs`.
+    Network {
+        target: Upstream,
+        only_first: bool,
+        fault: NetworkFault,
+        secs: u64,
+    },
     /// No fault: the load itself, for `secs` (leak and latency check).
     Load { secs: u64 },
+}
+
+/// What a network fault stands between a node and.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    Postgres,
+    RabbitMq,
+    Provider,
 }
 
 /// One scenario of the catalogue.
@@ -119,6 +136,26 @@ impl Scenario {
     }
 }
 
+fn network(
+    name: &'static str,
+    description: &'static str,
+    target: Upstream,
+    only_first: bool,
+    fault: NetworkFault,
+    secs: u64,
+) -> Scenario {
+    scenario(
+        name,
+        description,
+        Fault::Network {
+            target,
+            only_first,
+            fault,
+            secs,
+        },
+    )
+}
+
 /// Every scenario, in the order `run --all` takes them.
 pub fn catalogue() -> Vec<Scenario> {
     let load_secs = std::env::var("CHAOS_LOAD_SECS")
@@ -146,6 +183,13 @@ pub fn catalogue() -> Vec<Scenario> {
         scenario("provider-hangs", "the answer engine never answers for 10 s: attempts time out, fallback used", Fault::Provider { faults: json!({"hang_rate": 1.0}), secs: 10 }),
         scenario("provider-slow-tail", "a third of the engine's answers take 2 s more for 10 s", Fault::Provider { faults: json!({"slow_rate": 0.3, "slow_ms": 2000, "latency_ms": 300}), secs: 10 }),
         scenario("provider-malformed", "the answer engine returns bodies that are not its format for 10 s", Fault::Provider { faults: json!({"malformed_rate": 1.0}), secs: 10 }),
+        network("postgres-latency", "50 ± 25 ms on every byte between the nodes and PostgreSQL for 15 s", Upstream::Postgres, false, NetworkFault::Latency { latency_ms: 50, jitter_ms: 25 }, 15),
+        network("postgres-partition-node", "node-a cut from PostgreSQL for 8 s (its connections closed, new ones refused): node-b fences it and runs its jobs, node-a stands down and rejoins", Upstream::Postgres, true, NetworkFault::Down, 8),
+        network("postgres-connection-cuts", "every connection to PostgreSQL cut after 16 KiB for 10 s (resets mid-query)", Upstream::Postgres, false, NetworkFault::CutAfter { bytes: 16 * 1024 }, 10),
+        network("rabbitmq-latency-jitter", "100 ± 50 ms on every byte between the nodes and RabbitMQ for 15 s", Upstream::RabbitMq, false, NetworkFault::Latency { latency_ms: 100, jitter_ms: 50 }, 15).on_rabbitmq(),
+        network("rabbitmq-bandwidth", "the nodes' RabbitMQ connections limited to 32 KiB/s for 15 s", Upstream::RabbitMq, false, NetworkFault::Bandwidth { kib_per_second: 32 }, 15).on_rabbitmq(),
+        network("rabbitmq-partition-node", "node-a cut from RabbitMQ for 10 s (its connection closed, new ones refused)", Upstream::RabbitMq, true, NetworkFault::Down, 10).on_rabbitmq(),
+        network("provider-connection-resets", "connections to the answer engine cut after 512 bytes for 10 s", Upstream::Provider, false, NetworkFault::CutAfter { bytes: 512 }, 10),
         scenario("load-sustained", "sustained load over RabbitMQ (CHAOS_LOAD_SECS, default 600 s): memory flat, p99 within SLO", Fault::Load { secs: load_secs }).on_rabbitmq().rate(1000.0).nodes(2),
     ]
     .into_iter()
@@ -205,6 +249,7 @@ pub async fn run(scenario: &Scenario, params: &RunParams) -> anyhow::Result<Scen
         num_nodes: scenario.num_nodes,
         run_dir: run_dir.clone(),
         extra_config: String::new(),
+        proxied: matches!(scenario.fault, Fault::Network { .. }),
     })
     .await?;
     let result = drive(scenario, &mut cluster).await;
@@ -290,10 +335,11 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
     let fault_end_ms = workload.elapsed_ms();
     tokio::time::sleep(AFTER).await;
     let observed = workload.finish(&cluster.pool, DRAIN).await;
-    let rows: Vec<FinalRow> = sqlx::query_as("SELECT id, status, attempts FROM jobs")
-        .fetch_all(&cluster.pool)
-        .await
-        .context("failed to read the jobs at the end")?;
+    let rows: Vec<FinalRow> =
+        sqlx::query_as("SELECT id, idempotency_key, status, attempts FROM jobs")
+            .fetch_all(&cluster.pool)
+            .await
+            .context("failed to read the jobs at the end")?;
     let window = Window {
         fault_start_ms,
         fault_end_ms,
@@ -435,6 +481,33 @@ async fn inject(
                 .simulator
                 .set_faults(&json!({"latency_ms": 300}))
                 .await?;
+        }
+        Fault::Network {
+            target,
+            only_first,
+            fault,
+            secs,
+        } => {
+            let proxies: Vec<&crate::fault_proxy::FaultProxy> = cluster
+                .proxies
+                .iter()
+                .take(if *only_first { 1 } else { usize::MAX })
+                .filter_map(|node| match target {
+                    Upstream::Postgres => Some(&node.postgres),
+                    Upstream::RabbitMq => node.amqp_opt.as_ref(),
+                    Upstream::Provider => Some(&node.provider),
+                })
+                .collect();
+            if proxies.is_empty() {
+                bail!("no fault proxy stands between the nodes and {target:?}");
+            }
+            for proxy in &proxies {
+                proxy.inject(*fault).await?;
+            }
+            tokio::time::sleep(Duration::from_secs(*secs)).await;
+            for proxy in &proxies {
+                proxy.heal().await?;
+            }
         }
         Fault::Load { secs } => {
             tokio::time::sleep(Duration::from_secs(*secs)).await;

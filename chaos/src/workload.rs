@@ -39,10 +39,11 @@ pub struct Sample {
     pub cpu_ms: Vec<u64>,
 }
 
-/// A job the producer had accepted (2xx), by id.
+/// A job the producer had accepted (a 2xx over HTTP, a publisher confirm over AMQP), by the
+/// idempotency key it was submitted with.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    pub id: String,
+    pub key: String,
 }
 
 /// What the workload saw, shared between its tasks and the scenario.
@@ -66,7 +67,8 @@ pub struct WorkloadParams {
     /// One job in this many is a provider call (the rest score texts).
     pub provider_every: u64,
     pub pool: sqlx::PgPool,
-    /// The broker URL and namespace: events are consumed from `<ns>.events`.
+    /// The broker URL and namespace: events are consumed from `<ns>.events`, and every
+    /// other submission is published to `<ns>.jobs` as a job envelope instead of over HTTP.
     pub events_opt: Option<(String, String)>,
 }
 
@@ -100,7 +102,12 @@ impl Workload {
             ),
             None => None,
         };
+        let amqp = Arc::new(AmqpProducer {
+            broker_opt: params.events_opt.clone(),
+            channel: tokio::sync::Mutex::new(None),
+        });
         let producer = tokio::spawn(produce(ProducerParts {
+            amqp,
             params: params.clone(),
             started,
             observed: observed.clone(),
@@ -165,6 +172,7 @@ impl Workload {
 }
 
 struct ProducerParts {
+    amqp: Arc<AmqpProducer>,
     params: WorkloadParams,
     started: Instant,
     observed: Arc<Mutex<Observed>>,
@@ -190,6 +198,8 @@ async fn produce(parts: ProducerParts) {
             return;
         };
         let submit = SubmitParts {
+            amqp_opt: (parts.amqp.broker_opt.is_some() && sequence % 2 == 1)
+                .then(|| parts.amqp.clone()),
             client: client.clone(),
             node_urls: parts.params.node_urls.clone(),
             started: parts.started,
@@ -207,6 +217,8 @@ async fn produce(parts: ProducerParts) {
 }
 
 struct SubmitParts {
+    /// Set: published as an envelope to the broker instead of submitted over HTTP.
+    amqp_opt: Option<Arc<AmqpProducer>>,
     client: reqwest::Client,
     node_urls: Vec<String>,
     started: Instant,
@@ -235,23 +247,20 @@ async fn submit_with_retries(parts: SubmitParts) {
         let url = &parts.node_urls[(parts.sequence as usize + attempt) % parts.node_urls.len()];
         let sent = Instant::now();
         let at_ms = parts.started.elapsed().as_millis() as u64;
-        let response = parts
-            .client
-            .post(format!("{url}/v1/jobs"))
-            .bearer_auth(ADMIN_KEY)
-            .json(&body)
-            .send()
-            .await;
-        let latency_ms = sent.elapsed().as_secs_f64() * 1000.0;
-        let (status, id_opt) = match response {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                let id_opt = body["id"].as_str().map(str::to_owned);
-                (status, id_opt)
+        let status = match &parts.amqp_opt {
+            Some(amqp) => amqp.publish(&parts.key, kind, &payload).await,
+            None => {
+                let response = parts
+                    .client
+                    .post(format!("{url}/v1/jobs"))
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&body)
+                    .send()
+                    .await;
+                response.map_or(0, |response| response.status().as_u16())
             }
-            Err(_) => (0, None),
         };
+        let latency_ms = sent.elapsed().as_secs_f64() * 1000.0;
         let accepted = {
             let mut observed = parts
                 .observed
@@ -263,8 +272,10 @@ async fn submit_with_retries(parts: SubmitParts) {
                 status,
             });
             let accepted = (200..300).contains(&status);
-            if accepted && let Some(id) = id_opt {
-                observed.accepted.push(Accepted { id });
+            if accepted {
+                observed.accepted.push(Accepted {
+                    key: parts.key.clone(),
+                });
             }
             accepted
         };
@@ -336,6 +347,79 @@ async fn sample(
                 rss_kib,
                 cpu_ms,
             });
+    }
+}
+
+/// Publishes job envelopes to `<ns>.jobs` on one confirm channel, reconnecting after a
+/// failure, as an outside producer in any language would.
+struct AmqpProducer {
+    /// The broker URL and namespace.
+    broker_opt: Option<(String, String)>,
+    channel: tokio::sync::Mutex<Option<(lapin::Connection, lapin::Channel)>>,
+}
+
+impl AmqpProducer {
+    /// Publishes one envelope and waits for the broker's confirm; returns 202 when confirmed,
+    /// 0 when the broker refused it or could not be reached (the caller retries).
+    async fn publish(&self, key: &str, kind: &str, payload: &serde_json::Value) -> u16 {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let Some((url, namespace)) = &self.broker_opt else {
+            return 0;
+        };
+        let mut slot = self.channel.lock().await;
+        if slot
+            .as_ref()
+            .is_none_or(|(_, channel)| !channel.status().connected())
+        {
+            let connected = async {
+                let connection =
+                    lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+                let channel = connection.create_channel().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                Ok::<_, lapin::Error>((connection, channel))
+            };
+            match tokio::time::timeout(Duration::from_secs(2), connected).await {
+                Ok(Ok(pair)) => *slot = Some(pair),
+                _ => return 0,
+            }
+        }
+        let Some((_, channel)) = slot.as_ref() else {
+            return 0;
+        };
+        let channel = channel.clone();
+        drop(slot);
+        let envelope = serde_json::json!({
+            "v": 1, "id": key, "kind": kind, "payload": payload, "idempotency_key": key,
+        });
+        let routing_key =
+            bulwark_broker::Topology::job_routing_key(kind, bulwark_broker::PriorityBand::Normal);
+        let exchange = format!("{namespace}.jobs");
+        let properties = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(key.into())
+            .with_delivery_mode(2);
+        let body = envelope.to_string();
+        let published = async {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    properties,
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), published).await {
+            Ok(Ok(confirmation)) if confirmation.is_ack() => 202,
+            _ => {
+                *self.channel.lock().await = None;
+                0
+            }
+        }
     }
 }
 
