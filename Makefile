@@ -21,14 +21,14 @@ test: check-services runtime model lint deny alerts k8s-check compose-check
 ## RabbitMQ, database connections reset, broker connections closed) against dev-build nodes on
 ## the local PostgreSQL and RabbitMQ; fails on any lost job or missed SLO (chaos/README.md)
 chaos-smoke: check-services
-	$(CARGO) build --bin bulwark --bin bulwark-chaos
+	$(CARGO) build --workspace --bins
 	./target/debug/bulwark-chaos run --smoke --bin target/debug/bulwark --out target/chaos-smoke
 
 ## gameday: every scenario of the catalogue against release-build nodes, including PostgreSQL
 ## and RabbitMQ stopped and restarted on this machine and the sustained load (CHAOS_LOAD_SECS,
 ## default 600); reports in target/gameday (report.html, summary.json, a folder per scenario)
 gameday: check-services
-	$(CARGO) build --release --bin bulwark --bin bulwark-chaos
+	$(CARGO) build --release -p bulwark -p bulwark-chaos
 	./target/release/bulwark-chaos run --all --bin target/release/bulwark --out target/gameday
 
 ## alerts: the Prometheus alert rules checked and unit-tested with promtool (every alert firing

@@ -146,7 +146,20 @@ impl Actor for NodeMembershipActor {
         let liveness = state.params.liveness.clone();
         let _busy = liveness.busy_with(message.describe());
         match message {
-            NodeMembershipMsg::Beat => beat(state).await,
+            NodeMembershipMsg::Beat => {
+                // A database that does not answer must not hold the beat (and the actor) for
+                // longer than a node may stay silent.
+                let bound = state.params.dead_after;
+                if tokio::time::timeout(bound, beat(state)).await.is_err() {
+                    if state.healthy_since_opt.take().is_some() {
+                        warn!(
+                            timeout_ms = bound.as_millis() as u64,
+                            "this node's heartbeat did not finish in time, retrying every beat"
+                        );
+                    }
+                    NodeHeartbeatFailed.emit();
+                }
+            }
             #[cfg(feature = "chaos")]
             NodeMembershipMsg::Chaos(fault) => fault.commit("node membership").await?,
         }

@@ -46,7 +46,10 @@ pub struct Measured {
     /// stored outcome published again).
     pub num_repeated_events: usize,
     pub client_errors: BTreeMap<String, u64>,
+    /// HTTP submissions given up after every retry.
     pub num_given_up: u64,
+    /// AMQP publishes never confirmed after every retry.
+    pub num_given_up_amqp: u64,
     pub peak_rss_mib: f64,
     pub peak_cpu_percent: f64,
     pub timeline: Vec<TimelinePoint>,
@@ -181,9 +184,10 @@ pub fn measure(observed: &Observed, rows: &[FinalRow], window: Window) -> Measur
     let mut client_errors = BTreeMap::new();
     for submission in &observed.submissions {
         if !(200..300).contains(&submission.status) {
-            let key = match submission.status {
-                0 => "no answer".to_owned(),
-                status => status.to_string(),
+            let key = match (submission.amqp, submission.status) {
+                (true, _) => "amqp: not confirmed".to_owned(),
+                (false, 0) => "no answer".to_owned(),
+                (false, status) => status.to_string(),
             };
             *client_errors.entry(key).or_insert(0) += 1;
         }
@@ -207,6 +211,7 @@ pub fn measure(observed: &Observed, rows: &[FinalRow], window: Window) -> Measur
         num_repeated_events,
         client_errors,
         num_given_up: observed.num_given_up,
+        num_given_up_amqp: observed.num_given_up_amqp,
         peak_rss_mib,
         peak_cpu_percent,
         timeline: timeline(observed),

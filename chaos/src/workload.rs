@@ -13,14 +13,17 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::ADMIN_KEY;
 
-/// One HTTP submission attempt.
+/// One submission attempt, over HTTP or AMQP.
 #[derive(Debug, Clone, Serialize)]
 pub struct Submission {
     /// Milliseconds since the run began.
     pub at_ms: u64,
     pub latency_ms: f64,
-    /// The HTTP status; 0 when no answer came (refused, reset, timed out).
+    /// The HTTP status (202 for a confirmed publish); 0 when no answer came (refused, reset,
+    /// timed out, not confirmed).
     pub status: u16,
+    /// Published to the broker rather than submitted over HTTP.
+    pub amqp: bool,
 }
 
 /// One sample of the system.
@@ -52,8 +55,10 @@ pub struct Observed {
     pub submissions: Vec<Submission>,
     pub samples: Vec<Sample>,
     pub accepted: Vec<Accepted>,
-    /// Submissions that never got a 2xx after every retry (the client knows; not lost).
+    /// HTTP submissions that never got a 2xx after every retry (the client knows; not lost).
     pub num_given_up: u64,
+    /// AMQP publishes never confirmed after every retry.
+    pub num_given_up_amqp: u64,
     /// Outcome events per job id: (status, attempts) of each event.
     pub events: HashMap<String, Vec<(String, i64)>>,
 }
@@ -147,14 +152,31 @@ impl Workload {
         let _ = self.stop.send(true);
         let _ = self.producer.await;
         let _ = self.submissions_done.acquire_many(MAX_IN_FLIGHT).await;
+        // Every accepted job must have a finished row: a published message not yet consumed
+        // has no row at all, so an empty queue table is not enough.
+        let keys: Vec<String> = self
+            .observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .accepted
+            .iter()
+            .map(|job| job.key.clone())
+            .collect();
         let deadline = Instant::now() + drain_timeout;
         while Instant::now() < deadline {
+            let finished: Result<i64, _> = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE idempotency_key = ANY($1) \
+                 AND status IN ('succeeded', 'failed', 'dead', 'cancelled')",
+            )
+            .bind(&keys)
+            .fetch_one(pool)
+            .await;
             let unfinished: Result<i64, _> = sqlx::query_scalar(
                 "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')",
             )
             .fetch_one(pool)
             .await;
-            if matches!(unfinished, Ok(0)) {
+            if finished.is_ok_and(|num| num as usize >= keys.len()) && matches!(unfinished, Ok(0)) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -270,6 +292,7 @@ async fn submit_with_retries(parts: SubmitParts) {
                 at_ms,
                 latency_ms,
                 status,
+                amqp: parts.amqp_opt.is_some(),
             });
             let accepted = (200..300).contains(&status);
             if accepted {
@@ -284,11 +307,15 @@ async fn submit_with_retries(parts: SubmitParts) {
         }
         tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
     }
-    parts
+    let mut observed = parts
         .observed
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .num_given_up += 1;
+        .unwrap_or_else(PoisonError::into_inner);
+    if parts.amqp_opt.is_some() {
+        observed.num_given_up_amqp += 1;
+    } else {
+        observed.num_given_up += 1;
+    }
 }
 
 async fn sample(
