@@ -310,7 +310,6 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
     let fault_start_ms = workload.elapsed_ms();
     let mut notes = Vec::new();
     let mut reclaim_ms = Vec::new();
-    let mut expected_ready = scenario.num_nodes;
     inject(
         scenario,
         cluster,
@@ -318,7 +317,6 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
         &mut Effects {
             notes: &mut notes,
             reclaim_ms: &mut reclaim_ms,
-            expected_ready: &mut expected_ready,
         },
     )
     .await?;
@@ -333,7 +331,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
     let window = Window {
         fault_start_ms,
         fault_end_ms,
-        expected_ready,
+        expected_ready: scenario.num_nodes,
         rate: scenario.rate,
     };
     Ok((observed, window, reclaim_ms, notes, rows))
@@ -342,7 +340,6 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
 struct Effects<'a> {
     notes: &'a mut Vec<String>,
     reclaim_ms: &'a mut Vec<u64>,
-    expected_ready: &'a mut usize,
 }
 
 async fn inject(
@@ -503,7 +500,6 @@ async fn inject(
             tokio::time::sleep(Duration::from_secs(*secs)).await;
         }
     }
-    let _ = &effects.expected_ready;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -102,9 +103,9 @@ impl Workload {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let submissions_done = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize));
         let events_opt = match &params.events_opt {
-            Some((url, namespace)) => Some(
-                spawn_events_consumer(url, namespace, observed.clone(), stop_rx.clone()).await?,
-            ),
+            Some((url, namespace)) => {
+                Some(spawn_events_consumer(url, namespace, observed.clone()).await?)
+            }
             None => None,
         };
         let amqp = Arc::new(AmqpProducer {
@@ -116,7 +117,8 @@ impl Workload {
             params: params.clone(),
             started,
             observed: observed.clone(),
-            stop_rx: stop_rx.clone(),
+            stop_rx,
+            client: http_client(Duration::from_secs(5))?,
             slots: submissions_done.clone(),
         }));
         let sampler = tokio::spawn(sample(
@@ -124,7 +126,7 @@ impl Workload {
             started,
             observed.clone(),
             pids.clone(),
-            stop_rx,
+            http_client(Duration::from_millis(800))?,
         ));
         Ok(Workload {
             started,
@@ -200,14 +202,11 @@ struct ProducerParts {
     observed: Arc<Mutex<Observed>>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
     slots: Arc<tokio::sync::Semaphore>,
+    client: reqwest::Client,
 }
 
 async fn produce(parts: ProducerParts) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .expect("an HTTP client");
+    let client = parts.client.clone();
     let interval = Duration::from_secs_f64(1.0 / parts.params.rate.max(0.1));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -323,13 +322,8 @@ async fn sample(
     started: Instant,
     observed: Arc<Mutex<Observed>>,
     pids: Arc<Mutex<Vec<Option<u32>>>>,
-    stop_rx: tokio::sync::watch::Receiver<bool>,
+    client: reqwest::Client,
 ) {
-    let _ = stop_rx;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(800))
-        .build()
-        .expect("an HTTP client");
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
         ticker.tick().await;
@@ -450,6 +444,15 @@ impl AmqpProducer {
     }
 }
 
+/// Returns an HTTP client whose requests give up after `timeout` (connecting after a second).
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(1).min(timeout))
+        .build()
+        .context("failed to build an HTTP client")
+}
+
 /// Returns a process's resident memory (KiB) and CPU time (ms) from `/proc`.
 fn process_usage(pid: u32) -> (u64, u64) {
     let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -481,13 +484,11 @@ async fn spawn_events_consumer(
     url: &str,
     namespace: &str,
     observed: Arc<Mutex<Observed>>,
-    stop_rx: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     use lapin::options::{
         BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
     };
     use lapin::types::FieldTable;
-    let _ = stop_rx;
     let connection =
         lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
