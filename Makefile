@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: bench-auth bench-indexes metrics-doc alerts bench-traces k8s-check compose-check chaos-smoke gameday
+.PHONY: bench-auth bench-indexes metrics-doc alerts bench-traces k8s-check compose-check chaos-smoke gameday faketime
 .PHONY: train-model run test lint fmt check-services build release release-bench bench bench-http bench-queue bench-queue-compare bench-enqueue bench-amqp bench-amqp-pinned bench-celery bench-celery-pinned clean runtime model schemathesis deny sbom
 
 ## run: build the release binary and start the demo on the embedded defaults (SQLite, local queue)
@@ -21,15 +21,21 @@ test: check-services runtime model lint deny alerts k8s-check compose-check
 ## RabbitMQ, database connections reset, broker connections closed) against dev-build nodes on
 ## the local PostgreSQL and RabbitMQ; fails on any lost job or missed SLO (chaos/README.md)
 chaos-smoke: check-services
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --features bulwark/chaos
 	./target/debug/bulwark-chaos run --smoke --bin target/debug/bulwark --out target/chaos-smoke
 
 ## gameday: every scenario of the catalogue against release-build nodes, including PostgreSQL
 ## and RabbitMQ stopped and restarted on this machine and the sustained load (CHAOS_LOAD_SECS,
 ## default 600); reports in target/gameday (report.html, summary.json, a folder per scenario)
-gameday: check-services
-	$(CARGO) build --release -p bulwark -p bulwark-chaos
+gameday: check-services faketime
+	$(CARGO) build --release -p bulwark -p bulwark-chaos --features bulwark/chaos
 	./target/release/bulwark-chaos run --all --bin target/release/bulwark --out target/gameday
+
+## faketime: libfaketime (Debian package faketime), which the clock-jump scenario preloads
+faketime:
+	@test -e /usr/lib/$$(uname -m)-linux-gnu/faketime/libfaketimeMT.so.1 || \
+		apt-get install -y -qq --no-install-recommends faketime >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends faketime >/dev/null; }
 
 ## alerts: the Prometheus alert rules checked and unit-tested with promtool (every alert firing
 ## and not firing), and every runbook they name present (promtool: Debian package prometheus)

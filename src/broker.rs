@@ -46,6 +46,7 @@ pub fn broker_settings(config: &Config, connection_name: &str) -> Option<BrokerS
         prefetch: amqp.prefetch,
         connect_timeout: amqp.connect_timeout(),
         confirm_timeout: amqp.confirm_timeout(),
+        heartbeat_secs: amqp.heartbeat_secs,
         connection_name: connection_name.to_owned(),
         limits: ProducerLimits {
             max_message_bytes: amqp.max_message_bytes,

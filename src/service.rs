@@ -141,6 +141,30 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("failed to open the database at {}", config.database.url))
 }
 
+/// Opens the node membership's own small pool beside the main one: heartbeats must not wait
+/// behind jobs for a connection, or a node whose queries are only slow (a saturated pool, a
+/// slow network) looks silent to the others and is fenced while it works. On SQLite (one node,
+/// one writer) the main pool serves.
+async fn open_membership_store(config: &Config, store: &Store) -> anyhow::Result<Store> {
+    if store.backend() == bulwark_store::Backend::Sqlite {
+        return Ok(store.clone());
+    }
+    Store::connect(&StoreParams {
+        max_connections: MEMBERSHIP_CONNECTIONS,
+        ..StoreParams::from_config(config)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "failed to open the membership's connection to the database at {}",
+            config.database.url
+        )
+    })
+}
+
+/// Connections of the membership's pool: a heartbeat and a sweep at most at once.
+const MEMBERSHIP_CONNECTIONS: u32 = 2;
+
 /// Returns the sentiment subsystem's settings: the workers `[sentiment]` asks for, serving the
 /// engines the plan chose.
 fn sentiment_settings(config: &Config, engine_plan: &EnginePlan) -> SentimentSettings {
@@ -241,6 +265,7 @@ impl Service {
         install_panic_hook();
         let prometheus = crate::telemetry::prometheus()?;
         let store = open_store(config).await?;
+        let membership_store = open_membership_store(config, &store).await?;
         let node_id = config.jobs.node_id.clone().unwrap_or_else(default_node_id);
         let controls = JobControls {
             cancel_grace: config.jobs.cancel_grace(),
@@ -289,7 +314,7 @@ impl Service {
             sentiment: sentiment_settings(config, &engine_plan),
             job_runner,
             membership: NodeMembershipParams {
-                store: store.clone(),
+                store: membership_store.clone(),
                 identity: identity.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 heartbeat: config.jobs.node_heartbeat(),
@@ -500,9 +525,12 @@ impl Service {
             }
         }
         self.tree.root.stop(Some("shutdown".to_owned()));
-        if tokio::time::timeout(left(), &mut self.tree.root_handle)
-            .await
-            .is_err()
+        // A tree that stopped on its own (the root gave up) was already awaited by the caller
+        // (`root_finished`); a finished handle must not be polled again.
+        if !self.tree.root_handle.is_finished()
+            && tokio::time::timeout(left(), &mut self.tree.root_handle)
+                .await
+                .is_err()
         {
             warn!("the supervision tree did not stop before the shutdown deadline");
         }

@@ -27,6 +27,10 @@ impl FromConfig for SupervisionSettings {
                 max_restarts: supervision.max_restarts,
                 within: Duration::from_millis(supervision.within_ms),
             },
+            root_intensity: RestartIntensity {
+                max_restarts: supervision.root_max_restarts,
+                within: Duration::from_millis(supervision.root_within_ms),
+            },
             backoff_base: Duration::from_millis(supervision.backoff_base_ms),
             backoff_max: Duration::from_millis(supervision.backoff_max_ms),
             hang_timeout: Duration::from_millis(supervision.hang_timeout_ms),

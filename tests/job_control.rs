@@ -367,7 +367,7 @@ async fn limit_scenario(amqp: bool) {
         "127.0.0.1:0",
         SimulatorParams {
             faults: FaultKnobs {
-                latency_ms: 150,
+                latency_ms: 400,
                 ..FaultKnobs::default()
             },
             ..SimulatorParams::default()

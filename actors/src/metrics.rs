@@ -431,6 +431,36 @@ impl NodeFencedSelf<'_> {
 #[derive(Debug)]
 pub struct NodeHeartbeatFailed;
 
+pub const NODE_CLOCK_OFFSET_SECONDS: MetricSpec = MetricSpec::gauge(
+    "bulwark_node_clock_offset_seconds",
+    MetricUnit::Seconds,
+    "The database's clock minus this machine's wall clock, as of the last heartbeat (the node's \
+     clock follows the database's; a large offset means this machine's clock is wrong)",
+);
+
+/// The node read the database's clock and follows it.
+#[derive(Debug)]
+pub struct ClockFollowed {
+    /// The database's clock minus the wall clock.
+    pub offset_ms: i64,
+    /// The step the node's clock just took (0: none).
+    pub step_ms: i64,
+}
+
+impl ClockFollowed {
+    /// A step of a second or more is logged: the wall clock jumped, or the database's did.
+    pub fn emit(&self) {
+        if self.step_ms.abs() >= 1_000 {
+            warn!(
+                step_ms = self.step_ms,
+                offset_ms = self.offset_ms,
+                "this node's clock stepped to follow the database's"
+            );
+        }
+        metrics::gauge!(NODE_CLOCK_OFFSET_SECONDS.name).set(self.offset_ms as f64 / 1000.0);
+    }
+}
+
 impl NodeHeartbeatFailed {
     pub fn emit(&self) {
         metrics::counter!(NODE_HEARTBEAT_FAILURES_TOTAL.name).increment(1);
@@ -576,6 +606,7 @@ pub const METRICS: &[MetricSpec] = &[
     JOBS_RECLAIMED_TOTAL,
     NODE_FENCED_SELF_TOTAL,
     NODE_HEARTBEAT_FAILURES_TOTAL,
+    NODE_CLOCK_OFFSET_SECONDS,
     JOBS_PRUNED_TOTAL,
     JOB_RESULTS_EXPIRED_TOTAL,
     KIND_PAUSED,

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::InFlightJobs;
 use crate::describe::DescribeMessage;
-use crate::metrics::{NodeFencedSelf, NodeHeartbeatFailed, NodesFenced};
+use crate::metrics::{ClockFollowed, NodeFencedSelf, NodeHeartbeatFailed, NodesFenced};
 
 /// This process's name in `lease_owner` and its current incarnation, shared by the membership
 /// actor's restarts and the shutdown path (which marks the node as left).
@@ -185,6 +185,7 @@ async fn beat(state: &mut NodeMembershipState) {
         Ok(Heartbeat::Alive) => {
             state.registered = true;
             state.healthy_since_opt.get_or_insert_with(Instant::now);
+            follow_database_clock(params).await;
         }
         Ok(Heartbeat::Fenced { fenced_by_opt }) => {
             give_up_fenced_work(params, fenced_by_opt.as_deref()).await;
@@ -234,6 +235,32 @@ async fn beat(state: &mut NodeMembershipState) {
         }
         Err(error) => warn!(%error, "failed to look for silent nodes"),
     }
+}
+
+/// Reads the database's clock and makes this node's follow it (see
+/// [`bulwark_core::follow_shared_clock`]): leases and run times are compared across nodes, and
+/// a node whose wall clock stepped ahead would otherwise take the running jobs of every other
+/// node as expired. The reading is taken as made halfway through its round trip.
+async fn follow_database_clock(params: &NodeMembershipParams) {
+    let sent = Instant::now();
+    let database_ms = match params.store.database_time_ms().await {
+        Ok(database_ms) => database_ms,
+        Err(error) => {
+            debug!(%error, "failed to read the database's clock");
+            return;
+        }
+    };
+    let round_trip = sent.elapsed();
+    let at = sent + round_trip / 2;
+    let uncertainty_ms = i64::try_from((round_trip / 2).as_millis()).unwrap_or(i64::MAX);
+    let step_ms = bulwark_core::follow_shared_clock(at, database_ms, uncertainty_ms);
+    let wall_at_ms =
+        bulwark_core::wall_clock_ms() - i64::try_from(at.elapsed().as_millis()).unwrap_or(0);
+    ClockFollowed {
+        offset_ms: database_ms - wall_at_ms,
+        step_ms,
+    }
+    .emit();
 }
 
 async fn register(params: &NodeMembershipParams, incarnation: &str) -> Result<(), StoreError> {

@@ -72,8 +72,16 @@ impl PoolError {
 }
 
 impl From<PoolError> for JobError {
+    /// A job the pool could not score because no worker was running (the sentiment
+    /// subsystem restarting) never ran: it gets `Overloaded`, so it waits without losing an
+    /// attempt, like a job a node had no capacity for. A worker that stopped while it held the
+    /// job counts (the job's own text may have hung or crashed it).
     fn from(error: PoolError) -> Self {
-        JobError::new(error.code(), error.to_string())
+        let code = match &error {
+            PoolError::NoWorker => ErrorCode::Overloaded,
+            _ => error.code(),
+        };
+        JobError::new(code, error.to_string())
     }
 }
 

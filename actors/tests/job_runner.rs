@@ -185,18 +185,46 @@ async fn invalid_payload_fails_without_retry() {
     assert_eq!(job.error_code.as_deref(), Some("VALIDATION_FAILED"));
 }
 
-/// Proves a retriable failure (no sentiment worker running) is retried with backoff until the
-/// attempts run out, and the job ends `dead` with the error kept.
+/// Proves a job that finds no sentiment worker running (the sentiment subsystem restarting, a
+/// pool not started) waits without losing attempts: it is retried again and again past its
+/// `max_attempts`, each time given its attempt back with `OVERLOADED` saying why, and never
+/// ends `dead` for want of a worker (the game day's panic flood: jobs that only waited for
+/// the restarting workers used to die).
 #[tokio::test]
-async fn retriable_failures_end_dead_after_max_attempts() {
+async fn a_job_without_a_sentiment_worker_waits_without_losing_attempts() {
     let runner = start_runner(pool_without_workers()).await;
-    let job_id = submit(&runner.store, json!({ "texts": ["hello"] }), 3).await;
-    let job = wait_terminal(&runner.store, &job_id).await;
-    assert_eq!(job.status, JobStatus::Dead);
-    assert_eq!(job.attempts, 3);
+    let job_id = submit(&runner.store, json!({ "texts": ["hello"] }), 2).await;
+    // Each retry writes the row again: its distinct update times count the retries.
+    let retries_seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let job = eventually(Duration::from_secs(10), || {
+        let store = runner.store.clone();
+        let retries_seen = retries_seen.clone();
+        let job_id = job_id.clone();
+        async move {
+            let job = store.get_job(&job_id).await.unwrap().unwrap();
+            assert!(
+                !job.status.is_terminal(),
+                "never ends for want of a worker: {job:?}"
+            );
+            let mut seen = retries_seen.lock().unwrap();
+            if job.error_code.is_some() {
+                seen.insert(job.updated_at_ms);
+            }
+            (seen.len() >= 4).then_some(job)
+        }
+    })
+    .await;
+    assert!(job.attempts <= 1, "attempts given back: {}", job.attempts);
     assert_eq!(
         job.error_code.as_deref(),
-        Some(ErrorCode::ServiceUnavailable.as_str())
+        Some(ErrorCode::Overloaded.as_str())
+    );
+    assert!(
+        job.error_message
+            .as_deref()
+            .is_some_and(|message| message.contains("worker")),
+        "{:?}",
+        job.error_message
     );
 }
 

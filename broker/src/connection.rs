@@ -2,6 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use std::str::FromStr;
+
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
 use crate::metrics::{BrokerConnected, LinkChanged};
@@ -17,6 +20,8 @@ pub struct BrokerSettings {
     pub prefetch: u16,
     pub connect_timeout: Duration,
     pub confirm_timeout: Duration,
+    /// Heartbeat proposed to the broker (seconds) when the URL does not set one.
+    pub heartbeat_secs: u16,
     /// Names the node's connections in the broker (`rabbitmqctl list_connections name`).
     pub connection_name: String,
     /// What the consumers accept from producers: body size, `reply_to`.
@@ -35,13 +40,18 @@ impl std::fmt::Debug for BrokerSettings {
     }
 }
 
-/// Opens a connection, giving up after the connect timeout.
+/// Opens a connection, giving up after the connect timeout. The heartbeat is the settings'
+/// unless the URL names one.
 pub async fn connect(settings: &BrokerSettings, role: &str) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("{}/{role}", settings.connection_name).into());
+    let mut uri = AMQPUri::from_str(&settings.url).map_err(BrokerError::InvalidUrl)?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(settings.heartbeat_secs);
+    }
     let connected = match tokio::time::timeout(
         settings.connect_timeout,
-        Connection::connect(&settings.url, properties),
+        Connection::connect_uri(uri, properties),
     )
     .await
     {

@@ -6,7 +6,7 @@
 //! publish confirmed before the ack.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bulwark_actors::{AttemptCore, RetryPolicy, validate_job};
@@ -364,7 +364,8 @@ async fn settle_delivery(
         return Settle::refuse(RefusalCause::Invalid, error.message);
     }
     match envelope.deadline_time() {
-        Ok(Some(deadline)) if deadline < SystemTime::now() => {
+        // The node's clock (the database's), not the wall clock: see `now_ms`.
+        Ok(Some(deadline)) if deadline < node_time() => {
             return Settle::refuse(
                 RefusalCause::Invalid,
                 format!(
@@ -412,6 +413,11 @@ async fn settle_delivery(
 /// Returns why a message cannot be the existing job it names (by id or idempotency key): the
 /// job is of another kind or has another payload. Such a message is refused like HTTP's 409,
 /// never answered with that job's outcome, which would hand it to whoever knows a job's id.
+/// The node's clock as a `SystemTime`, for comparing with an envelope's deadline.
+fn node_time() -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms()).unwrap_or(0))
+}
+
 fn conflict_of(job: &Job, envelope: &Envelope) -> Option<String> {
     let what = if job.kind != envelope.kind {
         "kind"

@@ -63,6 +63,9 @@ pub enum BrokerError {
     Connect(#[source] Box<lapin::Error>),
     #[error("failed to connect to the broker: no answer within {0:?}")]
     ConnectTimeout(Duration),
+    /// The URL does not parse (the config's validation lets none through).
+    #[error("the broker url is not an AMQP URI: {0}")]
+    InvalidUrl(String),
     /// `hint` says what to do about a known cause (empty otherwise).
     #[error("failed to declare {name}: {source}{hint}")]
     Topology {
@@ -99,6 +102,9 @@ impl BrokerError {
 
     /// Returns true when trying again (after reconnecting) may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, BrokerError::Topology { .. })
+        !matches!(
+            self,
+            BrokerError::Topology { .. } | BrokerError::InvalidUrl(_)
+        )
     }
 }

@@ -28,6 +28,9 @@ pub struct ClusterParams {
     pub run_dir: PathBuf,
     /// Extra `[section]` TOML appended to every node's config (a scenario's own settings).
     pub extra_config: String,
+    /// Environment of the first node's process beside the usual (a fault injected through
+    /// it, e.g. a preloaded fake clock).
+    pub first_node_env: Vec<(String, String)>,
     /// Every node reaches PostgreSQL, RabbitMQ and the answer engine through fault proxies of
     /// its own ([`NodeProxies`]).
     pub proxied: bool,
@@ -50,6 +53,7 @@ pub struct Node {
     dir: PathBuf,
     /// The node's own database URL (through its proxy when proxied).
     database_url: String,
+    env: Vec<(String, String)>,
     child_opt: Option<Child>,
     starts: u32,
 }
@@ -57,6 +61,11 @@ pub struct Node {
 impl Node {
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's working folder (its incidents go to `reports/incidents` in it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -85,6 +94,7 @@ impl Node {
             .env("BULWARK_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("BULWARK_LOG_FORMAT", "json")
             .env("BULWARK_LOG", "info")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -264,6 +274,11 @@ impl Cluster {
                 config_path,
                 dir,
                 database_url: node_database_url,
+                env: if index == 0 {
+                    params.first_node_env.clone()
+                } else {
+                    Vec::new()
+                },
                 child_opt: None,
                 starts: 0,
             });
@@ -312,12 +327,20 @@ impl Cluster {
         bail!("node {} was not ready within 60 s", node.name)
     }
 
-    /// Stops every process and drops the database and the broker namespace.
+    /// Stops every process and drops the database and the broker namespace (kept for a
+    /// post-mortem when `CHAOS_KEEP_DATABASE` is set).
     pub async fn teardown(mut self) {
         for node in &mut self.nodes {
             node.stop_now();
         }
         self.pool.close().await;
+        if std::env::var_os("CHAOS_KEEP_DATABASE").is_some() {
+            eprintln!(
+                "CHAOS_KEEP_DATABASE: database {} and broker namespace {:?} kept",
+                self.database_name, self.namespace_opt
+            );
+            return;
+        }
         if let Ok(admin) = sqlx::PgPool::connect(&self.params.postgres_url).await {
             let drop = format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

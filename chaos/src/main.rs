@@ -13,6 +13,7 @@
 
 mod cluster;
 mod fault_proxy;
+mod faults;
 mod measure;
 mod report;
 mod scenarios;

@@ -36,6 +36,7 @@ pub struct Measured {
     pub recover_ms: Option<u64>,
     pub num_accepted: usize,
     pub num_lost: usize,
+    /// Each lost job's idempotency key, with its status and id when it has a row.
     pub lost_ids: Vec<String>,
     /// Accepted jobs that ended failed, dead or cancelled.
     pub num_not_succeeded: usize,
@@ -155,9 +156,9 @@ pub fn measure(observed: &Observed, rows: &[FinalRow], window: Window) -> Measur
     let mut num_duplicate_executions = 0;
     for key in &accepted {
         match by_key.get(key) {
-            None => lost_ids.push((*key).to_owned()),
+            None => lost_ids.push(format!("{key} (no row)")),
             Some(row) if matches!(row.status.as_str(), "queued" | "running") => {
-                lost_ids.push((*key).to_owned())
+                lost_ids.push(format!("{key} ({}, job {})", row.status, row.id))
             }
             Some(row) => {
                 accepted_ids.insert(row.id.as_str());
@@ -354,7 +355,10 @@ mod tests {
         let measured = measure(&observed, &rows, window);
         assert_eq!(
             measured.lost_ids,
-            vec!["key-b".to_owned(), "key-c".to_owned()]
+            vec![
+                "key-b (running, job b)".to_owned(),
+                "key-c (no row)".to_owned()
+            ]
         );
         assert_eq!(measured.num_duplicate_executions, 1);
         assert_eq!(measured.num_outcome_conflicts, 1);

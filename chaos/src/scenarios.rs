@@ -62,6 +62,18 @@ pub enum Fault {
     },
     /// No fault: the load itself, for `secs` (leak and latency check).
     Load { secs: u64 },
+    /// node-a's wall clock steps `offset_secs` (ahead when positive) for `secs`, then steps
+    /// back: libfaketime preloaded into its process, the monotonic clock left alone, as an
+    /// NTP step or an operator's `date -s` would do.
+    ClockJump { offset_secs: i64, secs: u64 },
+    /// `num_jobs` jobs whose text makes the sentiment inference thread panic (the `[chaos]`
+    /// marker) submitted to node-a at once: its workers crash and restart until their supervisor
+    /// exceeds its restart intensity and escalates; the rest of the work carries on. With
+    /// `disk_full`, node-a's incident folder is a full tmpfs meanwhile.
+    PanicFlood { num_jobs: u32, disk_full: bool },
+    /// node-a's process moved into a memory cgroup limited to its resident size plus
+    /// `headroom_mib` for `secs` (restarted, as an orchestrator would, if the kernel kills it).
+    MemoryLimit { headroom_mib: u64, secs: u64 },
 }
 
 /// What a network fault stands between a node and.
@@ -92,6 +104,10 @@ pub struct Scenario {
     /// database down): submissions given up are reported, not an SLO. None was answered 2xx,
     /// so the client knows its job was not taken.
     pub refusals_expected: bool,
+    /// TOML appended to every node's config (`[section]`s of the scenario's own).
+    pub extra_config: &'static str,
+    /// No job may run twice (the fault gives no node a reason to take another's job).
+    pub no_duplicates: bool,
 }
 
 fn scenario(name: &'static str, description: &'static str, fault: Fault) -> Scenario {
@@ -106,6 +122,8 @@ fn scenario(name: &'static str, description: &'static str, fault: Fault) -> Scen
         recover_slo: Duration::from_secs(30),
         failures_allowed: false,
         refusals_expected: false,
+        extra_config: "",
+        no_duplicates: false,
     }
 }
 
@@ -144,7 +162,34 @@ impl Scenario {
         self.refusals_expected = true;
         self
     }
+
+    fn config(mut self, extra_config: &'static str) -> Self {
+        self.extra_config = extra_config;
+        self
+    }
+
+    fn no_duplicates(mut self) -> Self {
+        self.no_duplicates = true;
+        self
+    }
 }
+
+/// The producer submits half its jobs over HTTP with one key: at 1,000 jobs/s the default
+/// `submit` limit (500/s per key) would refuse some of them; a deployment that expects such a
+/// producer raises the key's limit the same way.
+const PRODUCER_AT_1000_PER_SECOND: &str = r#"
+[auth.rate_limits.submit]
+per_second = 5000
+burst = 5000
+"#;
+
+/// The text that makes a node's sentiment inference thread panic (a `chaos` build only).
+pub const PANIC_MARKER: &str = "chaos-game-day-panic";
+
+const PANIC_ON_MARKER: &str = r#"
+[chaos]
+panic_on_text = "chaos-game-day-panic"
+"#;
 
 /// Every scenario, in the order `run --all` takes them.
 pub fn catalogue() -> Vec<Scenario> {
@@ -180,7 +225,11 @@ pub fn catalogue() -> Vec<Scenario> {
         scenario("rabbitmq-bandwidth", "the nodes' RabbitMQ connections limited to 32 KiB/s for 15 s", Fault::Network { target: Upstream::RabbitMq, only_first: false, fault: NetworkFault::Bandwidth { kib_per_second: 32 }, secs: 15 }).on_rabbitmq(),
         scenario("rabbitmq-partition-node", "node-a cut from RabbitMQ for 10 s (its connection closed, new ones refused)", Fault::Network { target: Upstream::RabbitMq, only_first: true, fault: NetworkFault::Down, secs: 10 }).on_rabbitmq(),
         scenario("provider-connection-resets", "connections to the answer engine cut after 512 bytes for 10 s", Fault::Network { target: Upstream::Provider, only_first: false, fault: NetworkFault::CutAfter { bytes: 512 }, secs: 10 }),
-        scenario("load-sustained", "sustained load over RabbitMQ (CHAOS_LOAD_SECS, default 600 s): memory flat, p99 within SLO", Fault::Load { secs: load_secs }).on_rabbitmq().rate(1000.0).nodes(2),
+        scenario("node-clock-jump", "node-a's wall clock steps 10 minutes ahead for 15 s, then back: no node takes a live node's jobs, none runs twice", Fault::ClockJump { offset_secs: 600, secs: 15 }).no_duplicates(),
+        scenario("node-panic-flood", "6 jobs that panic the sentiment inference thread sent to node-a at once (30 crashes with their retries): workers restart, their supervisor escalates again and again, the node serves on, the rest of the work succeeds", Fault::PanicFlood { num_jobs: 6, disk_full: false }).config(PANIC_ON_MARKER),
+        scenario("node-incident-dir-full", "4 panicking jobs while node-a's incident folder is a full tmpfs: dumps fail and are counted, the node serves on", Fault::PanicFlood { num_jobs: 4, disk_full: true }).config(PANIC_ON_MARKER),
+        scenario("node-memory-limit", "node-a confined to a memory cgroup of its resident size plus 24 MiB for 20 s under load", Fault::MemoryLimit { headroom_mib: 24, secs: 20 }),
+        scenario("load-sustained", "sustained load over RabbitMQ (CHAOS_LOAD_SECS, default 600 s): memory flat, p99 within SLO", Fault::Load { secs: load_secs }).on_rabbitmq().rate(1000.0).nodes(2).config(PRODUCER_AT_1000_PER_SECOND),
     ]
     .into_iter()
     .map(|mut scenario| {
@@ -229,25 +278,39 @@ const DRAIN: Duration = Duration::from_secs(90);
 pub async fn run(scenario: &Scenario, params: &RunParams) -> anyhow::Result<ScenarioReport> {
     let run_dir = params.out_dir.join(scenario.name);
     let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir)?;
     let started_at_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
+    let first_node_env = match scenario.fault {
+        Fault::ClockJump { .. } => fake_clock_env(&run_dir)?,
+        _ => Vec::new(),
+    };
     let mut cluster = Cluster::start(ClusterParams {
         bin: params.bin.clone(),
         postgres_url: params.postgres_url.clone(),
         amqp_url_opt: (scenario.transport == Transport::RabbitMq).then(|| params.amqp_url.clone()),
         num_nodes: scenario.num_nodes,
         run_dir: run_dir.clone(),
-        extra_config: String::new(),
+        extra_config: scenario.extra_config.to_owned(),
+        first_node_env,
         proxied: matches!(scenario.fault, Fault::Network { .. }),
     })
     .await?;
     let result = drive(scenario, &mut cluster).await;
     cluster.teardown().await;
-    let (observed, window, reclaim_ms, notes, rows) = result?;
+    let Driven {
+        observed,
+        window,
+        reclaim_ms,
+        notes,
+        checks,
+        rows,
+    } = result?;
     let measured = measure(&observed, &rows, window);
     let reclaim_p99_ms = quantile(&reclaim_ms, 0.99);
-    let slos = slos(scenario, &measured, reclaim_p99_ms);
+    let mut slos = slos(scenario, &measured, reclaim_p99_ms);
+    slos.extend(checks);
     let pass = slos.iter().all(|slo| slo.pass);
     let report = ScenarioReport {
         name: scenario.name.to_owned(),
@@ -273,13 +336,15 @@ pub async fn run(scenario: &Scenario, params: &RunParams) -> anyhow::Result<Scen
     Ok(report)
 }
 
-type Driven = (
-    crate::workload::Observed,
-    Window,
-    Vec<u64>,
-    Vec<String>,
-    Vec<FinalRow>,
-);
+/// What a scenario's run left to measure.
+struct Driven {
+    observed: crate::workload::Observed,
+    window: Window,
+    reclaim_ms: Vec<u64>,
+    notes: Vec<String>,
+    checks: Vec<SloCheck>,
+    rows: Vec<FinalRow>,
+}
 
 async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Driven> {
     let pids = cluster
@@ -310,6 +375,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
     let fault_start_ms = workload.elapsed_ms();
     let mut notes = Vec::new();
     let mut reclaim_ms = Vec::new();
+    let mut checks = Vec::new();
     inject(
         scenario,
         cluster,
@@ -317,6 +383,7 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
         &mut Effects {
             notes: &mut notes,
             reclaim_ms: &mut reclaim_ms,
+            checks: &mut checks,
         },
     )
     .await?;
@@ -334,12 +401,21 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
         expected_ready: scenario.num_nodes,
         rate: scenario.rate,
     };
-    Ok((observed, window, reclaim_ms, notes, rows))
+    Ok(Driven {
+        observed,
+        window,
+        reclaim_ms,
+        notes,
+        checks,
+        rows,
+    })
 }
 
 struct Effects<'a> {
     notes: &'a mut Vec<String>,
     reclaim_ms: &'a mut Vec<u64>,
+    /// SLOs only this fault has (e.g. the supervisor escalated).
+    checks: &'a mut Vec<SloCheck>,
 }
 
 async fn inject(
@@ -499,6 +575,145 @@ async fn inject(
         Fault::Load { secs } => {
             tokio::time::sleep(Duration::from_secs(*secs)).await;
         }
+        Fault::ClockJump { offset_secs, secs } => {
+            let file = fake_clock_file(&cluster.params.run_dir);
+            std::fs::write(&file, format!("{offset_secs:+}\n"))?;
+            tokio::time::sleep(Duration::from_secs(*secs)).await;
+            std::fs::write(&file, "+0\n")?;
+            effects.notes.push(format!(
+                "node-a's wall clock {offset_secs:+} s for {secs} s, then back"
+            ));
+        }
+        Fault::PanicFlood {
+            num_jobs,
+            disk_full,
+        } => panic_flood(cluster, *num_jobs, *disk_full, effects).await?,
+        Fault::MemoryLimit { headroom_mib, secs } => {
+            let pid = cluster.nodes[0].pid().context("node-a is not running")?;
+            let cgroup = crate::faults::MemoryCgroup::confine(pid, *headroom_mib)?;
+            effects.notes.push(format!(
+                "node-a limited to {} MiB ({})",
+                cgroup.limit_bytes / (1024 * 1024),
+                cgroup.describe()
+            ));
+            tokio::time::sleep(Duration::from_secs(*secs)).await;
+            let released = cgroup.release();
+            effects.notes.push(released);
+            if !cluster.nodes[0].is_running() {
+                effects
+                    .notes
+                    .push("node-a was killed under the limit, started again".to_owned());
+                workload.set_pid(0, None);
+                restart(cluster, workload, 0).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the fake clock of node-a reads its offset (libfaketime's timestamp file).
+fn fake_clock_file(run_dir: &std::path::Path) -> std::path::PathBuf {
+    run_dir.join("fake-clock")
+}
+
+/// The environment that preloads libfaketime into node-a, its offset read from a file the
+/// runner rewrites (at most a second late), the monotonic clock left alone.
+fn fake_clock_env(run_dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let library = crate::faults::libfaketime()?;
+    let file = fake_clock_file(run_dir);
+    std::fs::write(&file, "+0\n")?;
+    Ok(vec![
+        ("LD_PRELOAD".to_owned(), library.display().to_string()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".to_owned(),
+            file.display().to_string(),
+        ),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_owned(), "1".to_owned()),
+        ("FAKETIME_CACHE_DURATION".to_owned(), "1".to_owned()),
+    ])
+}
+
+/// Sends `num_jobs` panicking jobs to node-a and waits until every one ended (failed or dead
+/// after its attempts), then checks that a supervisor escalated, and with `disk_full` that the
+/// node counted the incident dumps it could not write and kept serving.
+async fn panic_flood(
+    cluster: &mut Cluster,
+    num_jobs: u32,
+    disk_full: bool,
+    effects: &mut Effects<'_>,
+) -> anyhow::Result<()> {
+    let node_url = cluster.nodes[0].base_url();
+    let full_disk_opt = if disk_full {
+        Some(crate::faults::FullDisk::mount(
+            &cluster.nodes[0].dir().join("reports/incidents"),
+        )?)
+    } else {
+        None
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    const ESCALATIONS: &str = "bulwark_supervisor_escalations_total";
+    const WRITE_FAILURES: &str = "bulwark_incident_write_failures_total";
+    let before = crate::faults::scrape(&client, &node_url, &[ESCALATIONS, WRITE_FAILURES]).await?;
+    for index in 0..num_jobs {
+        let body = json!({
+            "kind": "sentiment.analyze",
+            "payload": {"texts": [format!("{PANIC_MARKER} {index}")]},
+            "idempotency_key": format!("poison-{index}"),
+        });
+        let response = client
+            .post(format!("{node_url}/v1/jobs"))
+            .bearer_auth(crate::cluster::ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("node-a refused a panicking job: {}", response.status());
+        }
+    }
+    // Each panicking job crashes a worker on every attempt; restarts back off (up to
+    // `supervision.backoff_max_ms` at the root), so a flood drains at a crash or two every few
+    // seconds.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let num_ended = loop {
+        let num_ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE idempotency_key LIKE 'poison-%' \
+             AND status NOT IN ('queued', 'running')",
+        )
+        .fetch_one(&cluster.pool)
+        .await?;
+        if num_ended >= i64::from(num_jobs) || Instant::now() > deadline {
+            break num_ended;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let after = crate::faults::scrape(&client, &node_url, &[ESCALATIONS, WRITE_FAILURES]).await?;
+    drop(full_disk_opt);
+    let escalations = after[0] - before[0];
+    effects.notes.push(format!(
+        "{num_ended} of {num_jobs} panicking jobs ended (failed or dead); node-a's supervisors escalated {escalations} times"
+    ));
+    effects.checks.push(SloCheck {
+        name: "panicking jobs ended, none lost".to_owned(),
+        target: num_jobs.to_string(),
+        actual: num_ended.to_string(),
+        pass: num_ended == i64::from(num_jobs),
+    });
+    effects.checks.push(SloCheck {
+        name: "a supervisor escalated".to_owned(),
+        target: "≥ 1".to_owned(),
+        actual: format!("{escalations}"),
+        pass: escalations >= 1.0,
+    });
+    if disk_full {
+        let failures = after[1] - before[1];
+        effects.checks.push(SloCheck {
+            name: "dumps that did not fit counted".to_owned(),
+            target: "≥ 1".to_owned(),
+            actual: format!("{failures}"),
+            pass: failures >= 1.0,
+        });
     }
     Ok(())
 }
@@ -701,6 +916,14 @@ fn slos(scenario: &Scenario, measured: &Measured, reclaim_p99_ms: Option<u64>) -
             target: "0".to_owned(),
             actual: measured.num_not_succeeded.to_string(),
             pass: measured.num_not_succeeded == 0,
+        });
+    }
+    if scenario.no_duplicates {
+        checks.push(SloCheck {
+            name: "duplicate executions".to_owned(),
+            target: "0".to_owned(),
+            actual: measured.num_duplicate_executions.to_string(),
+            pass: measured.num_duplicate_executions == 0,
         });
     }
     if let Some(p99) = reclaim_p99_ms {

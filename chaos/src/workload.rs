@@ -35,7 +35,8 @@ pub struct Sample {
     pub ready: Vec<u16>,
     /// Jobs finished (any final status); `None` when the database did not answer.
     pub num_finished_opt: Option<i64>,
-    /// Jobs queued or running.
+    /// The workload's jobs queued or running (not those a fault injected, e.g. the panic
+    /// flood's).
     pub backlog_opt: Option<i64>,
     /// Resident memory per node process, KiB (0 when not running).
     pub rss_kib: Vec<u64>,
@@ -342,7 +343,8 @@ async fn sample(
             Duration::from_millis(800),
             sqlx::query_as::<_, (i64, i64)>(
                 "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')), \
-                 count(*) FILTER (WHERE status IN ('queued', 'running')) FROM jobs",
+                 count(*) FILTER (WHERE status IN ('queued', 'running') \
+                 AND idempotency_key LIKE 'chaos-%') FROM jobs",
             )
             .fetch_one(&params.pool),
         )

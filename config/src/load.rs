@@ -324,7 +324,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, message)) = crate::auth::validate_auth(&config.auth) {
         return invalid(&key, message);
     }
-    let positive: [(&str, u64); 13] = [
+    let positive: [(&str, u64); 15] = [
         (
             "database.max_connections",
             config.database.max_connections.into(),
@@ -348,6 +348,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             config.sentiment.max_batch_tokens as u64,
         ),
         ("supervision.within_ms", config.supervision.within_ms),
+        (
+            "supervision.root_max_restarts",
+            config.supervision.root_max_restarts.into(),
+        ),
+        (
+            "supervision.root_within_ms",
+            config.supervision.root_within_ms,
+        ),
         (
             "supervision.hang_timeout_ms",
             config.supervision.hang_timeout_ms,

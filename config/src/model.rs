@@ -330,6 +330,13 @@ pub struct SupervisionConfig {
     /// supervisor fails and its parent decides.
     pub max_restarts: u32,
     pub within_ms: u64,
+    /// The root's own intensity over the subsystems: at most `root_max_restarts` subsystem
+    /// restarts in `root_within_ms`, then the node shuts down and exits 1. Wider than a
+    /// subsystem's, so one subsystem that keeps escalating (a flood of input that crashes its
+    /// workers) is restarted with backoff while the rest of the node serves, instead of
+    /// taking the node, and then every node the same input reaches, down with it.
+    pub root_max_restarts: u32,
+    pub root_within_ms: u64,
     /// Delay before the first restart of a child; doubles per recent restart.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
@@ -344,6 +351,8 @@ impl Default for SupervisionConfig {
         SupervisionConfig {
             max_restarts: 5,
             within_ms: 10_000,
+            root_max_restarts: 20,
+            root_within_ms: 60_000,
             backoff_base_ms: 50,
             backoff_max_ms: 5_000,
             hang_timeout_ms: 30_000,

@@ -15,7 +15,8 @@
 //! - `trace`: [`TraceContext`] and the W3C `traceparent` helpers.
 //! - `liveness`: [`Liveness`], the busy marker supervisors use to detect hangs, and
 //!   [`HandledMessage`], what crash and hang reports say an actor was handling.
-//! - `time`: [`now_ms`] and RFC 3339 parsing and formatting of Unix milliseconds.
+//! - `time`: [`now_ms`] (the wall clock, or the shared clock once the node read it) and RFC 3339
+//!   parsing and formatting of Unix milliseconds.
 //! - `metric`: [`MetricSpec`], how each crate declares its metrics (type, unit, help, labels,
 //!   buckets) once, for the recorder and the catalog in `docs/metrics.md`.
 
@@ -35,5 +36,8 @@ pub use metric::{
     BATCH_SIZE_BUCKETS, FAST_SECONDS_BUCKETS, LAG_SECONDS_BUCKETS, MetricSpec, MetricType,
     MetricUnit, SLOW_SECONDS_BUCKETS,
 };
-pub use time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
+pub use time::{
+    CLOCK_TOLERANCE_MS, follow_shared_clock, format_rfc3339_ms, now_ms, parse_rfc3339_ms,
+    wall_clock_ms,
+};
 pub use trace::{TraceContext, new_traceparent, rename_span, trace_id_of, traceparent_in};

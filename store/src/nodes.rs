@@ -255,6 +255,16 @@ impl Store {
         Ok(left > 0)
     }
 
+    /// Returns the database's clock in Unix milliseconds: the clock every node follows.
+    pub async fn database_time_ms(&self) -> Result<i64, StoreError> {
+        const NOW_SQLITE: &str = concat!("SELECT ", db_now_ms!(sqlite));
+        const NOW_POSTGRES: &str = concat!("SELECT ", db_now_ms!(postgres));
+        let now_ms = with_pool!(self, pool, now = [NOW_SQLITE, NOW_POSTGRES] => {
+            sqlx::query_scalar(now).fetch_one(pool).await
+        })?;
+        Ok(now_ms)
+    }
+
     /// Returns every node that ever registered, live ones first, then by name.
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         const LIST: &str = "SELECT node_id, incarnation, state, version, started_at_ms, \

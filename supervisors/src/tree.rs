@@ -8,7 +8,7 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::sentiment::SentimentSettings;
-use crate::subsystem::{SubsystemShape, SupervisorLimits, supervisor_params};
+use crate::subsystem::{RestartLimits, SubsystemShape, SupervisorLimits, supervisor_params};
 use crate::supervisor::{
     ChildSpec, RestartIntensity, SupervisionStrategy, SupervisorActor, SupervisorMsg,
     SupervisorParams, SupervisorSnapshot, observe_supervisor,
@@ -18,6 +18,8 @@ use crate::supervisor::{
 #[derive(Debug, Clone, Copy)]
 pub struct SupervisionSettings {
     pub intensity: RestartIntensity,
+    /// The root's over the subsystems (wider: see `supervision.root_max_restarts`).
+    pub root_intensity: RestartIntensity,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub hang_timeout: Duration,
@@ -187,7 +189,10 @@ fn root_params(mut subsystems: Vec<ChildSpec>, settings: SupervisionSettings) ->
         ROOT_STRATEGY,
         subsystems,
         SupervisorLimits {
-            restart: settings.restart_limits(),
+            restart: RestartLimits {
+                intensity: settings.root_intensity,
+                ..settings.restart_limits()
+            },
             settings,
         },
     )
@@ -302,6 +307,10 @@ mod tests {
     fn root_starts_subsystems_in_tree_order() {
         let settings = SupervisionSettings {
             intensity: RestartIntensity {
+                max_restarts: 1,
+                within: Duration::from_secs(1),
+            },
+            root_intensity: RestartIntensity {
                 max_restarts: 1,
                 within: Duration::from_secs(1),
             },
