@@ -174,10 +174,14 @@ impl Scenario {
     }
 }
 
-/// The producer submits half its jobs over HTTP with one key: at 1,000 jobs/s the default
-/// `submit` limit (500/s per key) would refuse some of them; a deployment that expects such a
-/// producer raises the key's limit the same way.
+/// The producer submits half its jobs over HTTP with one key, every one a `provider.complete`:
+/// at 1,000 jobs/s the default `submit` limit (500/s per key) and the key's daily provider calls
+/// (10,000: spent in 20 s) would refuse them; a deployment that expects such a producer raises
+/// both the same way.
 const PRODUCER_AT_1000_PER_SECOND: &str = r#"
+[auth]
+daily_provider_calls = 1000000000
+
 [auth.rate_limits.submit]
 per_second = 5000
 burst = 5000
@@ -299,18 +303,11 @@ pub async fn run(scenario: &Scenario, params: &RunParams) -> anyhow::Result<Scen
     .await?;
     let result = drive(scenario, &mut cluster).await;
     cluster.teardown().await;
-    let Driven {
-        observed,
-        window,
-        reclaim_ms,
-        notes,
-        checks,
-        rows,
-    } = result?;
-    let measured = measure(&observed, &rows, window);
-    let reclaim_p99_ms = quantile(&reclaim_ms, 0.99);
+    let driven = result?;
+    let measured = measure(&driven.observed, &driven.rows, driven.window);
+    let reclaim_p99_ms = quantile(&driven.reclaim_ms, 0.99);
     let mut slos = slos(scenario, &measured, reclaim_p99_ms);
-    slos.extend(checks);
+    slos.extend(driven.checks);
     let pass = slos.iter().all(|slo| slo.pass);
     let report = ScenarioReport {
         name: scenario.name.to_owned(),
@@ -319,13 +316,13 @@ pub async fn run(scenario: &Scenario, params: &RunParams) -> anyhow::Result<Scen
         num_nodes: scenario.num_nodes,
         rate: scenario.rate,
         started_at_unix_ms,
-        fault_start_ms: window.fault_start_ms,
-        fault_end_ms: window.fault_end_ms,
-        reclaim_ms,
+        fault_start_ms: driven.window.fault_start_ms,
+        fault_end_ms: driven.window.fault_end_ms,
+        reclaim_ms: driven.reclaim_ms,
         reclaim_p99_ms,
         measured,
         slos,
-        notes,
+        notes: driven.notes,
         pass,
     };
     std::fs::create_dir_all(&run_dir)?;
@@ -360,7 +357,13 @@ async fn drive(scenario: &Scenario, cluster: &mut Cluster) -> anyhow::Result<Dri
                 .map(crate::cluster::Node::base_url)
                 .collect(),
             rate: scenario.rate,
-            provider_every: 2,
+            // The load is sentiment jobs alone: a provider job holds an attempt for the
+            // engine's 300 ms, so half the mix would cap the cluster near 100 jobs/s.
+            provider_every: if matches!(scenario.fault, Fault::Load { .. }) {
+                0
+            } else {
+                2
+            },
             pool: cluster.pool.clone(),
             events_opt: cluster
                 .params
@@ -916,6 +919,17 @@ fn slos(scenario: &Scenario, measured: &Measured, reclaim_p99_ms: Option<u64>) -
             target: "0".to_owned(),
             actual: measured.num_not_succeeded.to_string(),
             pass: measured.num_not_succeeded == 0,
+        });
+    }
+    if let Fault::Load { secs } = scenario.fault {
+        // The producer runs through the warm-up, the load and the time after it.
+        let producing_secs = (WARMUP + AFTER).as_secs() + secs;
+        let accepted_per_second = measured.num_accepted as f64 / producing_secs.max(1) as f64;
+        checks.push(SloCheck {
+            name: "jobs accepted per second (the load sustained)".to_owned(),
+            target: format!("≥ {:.0}", scenario.rate * 0.9),
+            actual: format!("{accepted_per_second:.0}"),
+            pass: accepted_per_second >= scenario.rate * 0.9,
         });
     }
     if scenario.no_duplicates {
